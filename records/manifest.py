@@ -1,0 +1,95 @@
+"""manifest.json: the contract between a shard writer and every reader.
+
+A directory of shards is a finished data set exactly when its manifest exists:
+writers write it last (atomically), readers read it first and refuse shards it
+does not vouch for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from records import schema
+
+
+class DataError(Exception):
+    """A shard directory is missing, incomplete or does not match its manifest.
+    The message names the file and the fix."""
+
+
+def manifest_path(directory: str) -> str:
+    return os.path.join(directory, schema.MANIFEST_NAME)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write under a temporary name, fsync, then rename: a reader sees the old
+    file or the whole new one, never a torn write."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(directory: str, manifest: dict) -> str:
+    """Atomically write `manifest` (must carry `schema_version` and `splits`)."""
+    for required in ("schema_version", "splits"):
+        if required not in manifest:
+            raise ValueError(f"manifest is missing {required!r}")
+    path = manifest_path(directory)
+    atomic_write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+    return path
+
+
+def read_manifest(directory: str) -> dict:
+    """Load and sanity-check `DIR/manifest.json` (exists, parses, schema version)."""
+    path = manifest_path(directory)
+    if not os.path.isdir(directory):
+        raise DataError(f"{directory}: no such shard directory; create it with "
+                        f"`python -m ingest --src wiki_crop --out {directory}`")
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no manifest, so {directory} is not a finished data set; "
+                        f"run (or re-run, it resumes) `python -m ingest --src wiki_crop --out {directory}`")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable manifest ({e}); re-run ingest into {directory}") from e
+    version = manifest.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise DataError(f"{path}: schema_version {version!r}, this code reads version "
+                        f"{schema.SCHEMA_VERSION}; re-run ingest with this version of the project")
+    if not isinstance(manifest.get("splits"), dict):
+        raise DataError(f"{path}: manifest has no 'splits'; re-run ingest into {directory}")
+    return manifest
+
+
+def split_shards(directory: str, manifest: dict, split: str) -> list[dict]:
+    """The shard entries of `split`, each checked present with its listed size.
+    (Cheap: a stat per file. `python -m records verify` does the full sha256 check.)"""
+    splits = manifest["splits"]
+    if split not in splits:
+        raise DataError(f"{manifest_path(directory)}: unknown split {split!r}; "
+                        f"this data set has {sorted(splits)}")
+    shards = splits[split]["shards"]
+    for shard in shards:
+        path = os.path.join(directory, shard["file"])
+        if not os.path.exists(path):
+            raise DataError(f"{path}: shard listed in the manifest is missing; "
+                            f"re-run ingest into {directory} (or restore the file)")
+        size = os.path.getsize(path)
+        if size != shard["bytes"]:
+            raise DataError(f"{path}: {size} bytes but the manifest lists {shard['bytes']} "
+                            f"(truncated or replaced); re-run ingest into {directory}")
+    return shards
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,90 @@
+"""The record schema: the one definition of what a shard holds.
+
+Every writer (ingest, the feature cache) and every reader (records.reader, verify,
+the trainer) takes the feature names, dtypes and file-name pattern from here, so
+the on-disk contract is stated exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SPLITS = ("train", "val", "test")
+
+NUM_AGES = 101            # ages 0..100, the DEX softmax classes
+GENDER_UNKNOWN = -1       # gender: 1 male, 0 female, -1 unknown
+
+FORMAT_JPEG = b"jpeg"     # image/encoded holds a JPEG file
+FORMAT_RAW = b"raw"       # image/encoded holds height*width*3 uint8 bytes, row-major RGB
+FORMATS = (FORMAT_JPEG, FORMAT_RAW)
+
+# Feature names, as written by ingest and parsed by the reader.
+IMAGE_ENCODED = "image/encoded"
+IMAGE_FORMAT = "image/format"
+IMAGE_HEIGHT = "image/height"
+IMAGE_WIDTH = "image/width"
+AGE = "age"
+GENDER = "gender"
+FACE_SCORE = "face_score"
+KEY = "key"
+
+SHARD_SUFFIX = ".tfrecord"
+_SHARD_RE = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tfrecord$")
+
+
+def shard_name(split: str, index: int, total: int) -> str:
+    """`train-00000-of-00004.tfrecord`: the TFDS naming, so a listing shows completeness."""
+    return f"{split}-{index:05d}-of-{total:05d}{SHARD_SUFFIX}"
+
+
+def parse_shard_name(name: str) -> tuple[str, int, int] | None:
+    """(split, index, total) of a final shard name, or None for anything else."""
+    m = _SHARD_RE.match(name)
+    return (m["split"], int(m["index"]), int(m["total"])) if m else None
+
+
+def feature_spec() -> dict:
+    """The `tf.io.parse_example` spec of an image record (imports TF lazily:
+    ingest's decode workers never need it)."""
+    import tensorflow as tf
+
+    return {
+        IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        IMAGE_FORMAT: tf.io.FixedLenFeature([], tf.string),
+        IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+        IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64),
+        AGE: tf.io.FixedLenFeature([], tf.int64),
+        GENDER: tf.io.FixedLenFeature([], tf.int64),
+        FACE_SCORE: tf.io.FixedLenFeature([], tf.float32),
+        KEY: tf.io.FixedLenFeature([], tf.string),
+    }
+
+
+def encode_example(*, image: bytes, image_format: bytes, height: int, width: int,
+                   age: int, gender: int, face_score: float, key: str) -> bytes:
+    """One serialized `tf.train.Example` in this schema."""
+    import tensorflow as tf
+
+    if image_format not in FORMATS:
+        raise ValueError(f"image_format must be one of {FORMATS}, got {image_format!r}")
+    if not 0 <= age < NUM_AGES:
+        raise ValueError(f"age must be in 0..{NUM_AGES - 1}, got {age} for {key}")
+    if gender not in (0, 1, GENDER_UNKNOWN):
+        raise ValueError(f"gender must be 1, 0 or {GENDER_UNKNOWN}, got {gender} for {key}")
+
+    def b(v): return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+    def i(v): return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+    def f(v): return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        IMAGE_ENCODED: b(image),
+        IMAGE_FORMAT: b(image_format),
+        IMAGE_HEIGHT: i(height),
+        IMAGE_WIDTH: i(width),
+        AGE: i(age),
+        GENDER: i(gender),
+        FACE_SCORE: f(face_score),
+        KEY: b(key.encode("utf-8")),
+    })).SerializeToString()
