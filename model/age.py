@@ -1,0 +1,102 @@
+"""The DEX apparent-age model: VGG-Face transfer (Rothe et al.), Keras 3 functional.
+
+    image (uint8 [H, W, 3]) -> preprocess (registered Preprocess: float, minus the
+    VGG-Face RGB mean) -> conv1_1 .. pool5 (frozen) -> fc6 -> drop6 -> fc7 -> drop7
+    -> predictions Conv2D(num_classes, 1x1) -> flatten -> age (softmax, float32)
+    [gender=True: drop7 -> gender_predictions Conv2D(2, 1x1) -> gender_flatten
+     -> gender (softmax, float32)]
+
+fc8 of VGG-Face is removed; every layer up to and including pool5 is frozen (the
+original froze ``model.layers[:-7]``), fc6 and fc7 stay trainable.
+Full variant parameter counts (checked facts, asserted by tests): trainable
+fc6 102,764,544 + fc7 16,781,312 + predictions 413,797 = 119,959,653;
+non-trainable (13 convolutions) 14,714,688.  gender=True adds 8,194 trainable.
+"""
+from __future__ import annotations
+
+import keras
+
+from .layers import Preprocess
+from .vgg_face import get_variant, resolve_input_size, vgg_fc67, vgg_trunk
+from .weights import load_vgg_face_weights
+
+AGE_CLASSES = 101
+FULL_TRAINABLE_PARAMS = 119_959_653
+FULL_NON_TRAINABLE_PARAMS = 14_714_688
+HEAD_LAYER_NAMES = ("fc6", "drop6", "fc7", "drop7", "predictions", "flatten", "age")
+GENDER_LAYER_NAMES = ("gender_predictions", "gender_flatten", "gender")
+
+
+def _age_head(x, num_classes):
+    x = keras.layers.Conv2D(num_classes, 1, name="predictions")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    return keras.layers.Activation("softmax", dtype="float32", name="age")(x)
+
+
+def _gender_head(x):
+    x = keras.layers.Conv2D(2, 1, name="gender_predictions")(x)
+    x = keras.layers.Flatten(name="gender_flatten")(x)
+    return keras.layers.Activation("softmax", dtype="float32", name="gender")(x)
+
+
+def build_age_model(weights=None, *, num_classes=AGE_CLASSES, gender=False, variant="full",
+                    input_size=None, dropout=0.5) -> keras.Model:
+    """Build the DEX age model.
+
+    weights: None (random init) or the path of vgg_face_weights.h5 (Keras 2
+      layout; conv1_1..fc7 are loaded, the file's fc8 is skipped).
+    Returns a functional model taking uint8 images [input_size, input_size, 3]
+    (default 224 full / 32 tiny).  Output: the age probabilities [B, num_classes]
+    (final layer `age`), or with gender=True the dict
+    {"age": [B, num_classes], "gender": [B, 2]}.  Softmax outputs are float32
+    under any mixed precision policy.
+    """
+    spec = get_variant(variant)
+    size = resolve_input_size(variant, input_size)
+    inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
+    x = Preprocess(name="preprocess")(inputs)
+    x = vgg_trunk(x, spec)
+    x = vgg_fc67(x, spec, dropout)
+    age = _age_head(x, num_classes)
+    outputs = {"age": age, "gender": _gender_head(x)} if gender else age
+    name = f"dex_age{'_gender' if gender else ''}_{variant}"
+    model = keras.Model(inputs, outputs, name=name)
+    for layer in model.layers:  # freeze everything up to and including pool5
+        layer.trainable = False
+        if layer.name == "pool5":
+            break
+    if weights is not None:
+        load_vgg_face_weights(model, weights)
+    return model
+
+
+def _has_gender(age_model):
+    return any(layer.name == "gender" for layer in age_model.layers)
+
+
+def feature_extractor(age_model) -> keras.Model:
+    """uint8 image -> pool5 features, sharing layers and weights with `age_model`."""
+    return keras.Model(age_model.inputs[0], age_model.get_layer("pool5").output,
+                       name=f"{age_model.name}_features")
+
+
+def head(age_model) -> keras.Model:
+    """pool5-shaped float32 input -> the age model's outputs (same structure:
+    tensor, or dict with "age" and "gender"), reusing fc6, fc7, predictions
+    (and the gender head) of `age_model`: training the head trains the age model.
+    Inputs of another float dtype (e.g. float16 cached features) are cast."""
+    pool5 = age_model.get_layer("pool5").output
+    features = keras.Input(tuple(pool5.shape[1:]), dtype="float32", name="pool5_features")
+    x = features
+    for name in HEAD_LAYER_NAMES[:4]:
+        x = age_model.get_layer(name)(x)
+    age = features_out = x
+    for name in HEAD_LAYER_NAMES[4:]:
+        age = age_model.get_layer(name)(age)
+    outputs = age
+    if _has_gender(age_model):
+        g = features_out
+        for name in GENDER_LAYER_NAMES:
+            g = age_model.get_layer(name)(g)
+        outputs = {"age": age, "gender": g}
+    return keras.Model(features, outputs, name=f"{age_model.name}_head")

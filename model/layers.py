@@ -1,0 +1,67 @@
+"""Registered custom layers of the age model (no Lambda layers, so `.keras`
+files reload with ``safe_mode=True``; Keras 3 APIs only, so every backend works).
+
+Preprocessing, defined once (the model's first layer, so the data pipeline and
+prediction cannot disagree): the VGG-Face weights in the widely distributed
+``vgg_face_weights.h5`` were converted from the matconvnet release of VGG-Face
+(Parkhi et al. 2015), which takes RGB pixels on the 0..255 scale minus the
+per-channel mean image ``averageImage = (129.1863, 104.7624, 93.5940)`` (R, G, B),
+with no division by 255.  The original article trained on raw 0..255 pixels but
+divided by 255 at prediction time; we reproduce neither half of that mismatch.
+"""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+PACKAGE = "dex_age"
+
+# matconvnet vgg-face `meta.normalization.averageImage`, RGB order, 0..255 scale.
+VGG_FACE_MEAN_RGB = (129.1863, 104.7624, 93.5940)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Preprocess(keras.layers.Layer):
+    """uint8 (or any numeric) RGB 0..255 image -> float, minus the VGG-Face mean.
+
+    The subtraction happens in float32; the output is in the layer's compute
+    dtype (bfloat16 / float16 under a mixed precision policy).
+    """
+
+    def __init__(self, mean=VGG_FACE_MEAN_RGB, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = tuple(float(m) for m in mean)
+
+    def call(self, images):
+        x = ops.cast(images, "float32") - ops.convert_to_tensor(self.mean, dtype="float32")
+        return ops.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config["mean"] = list(self.mean)
+        return config
+
+
+def expected_age(probs):
+    """DEX apparent age: the expectation sum_i p_i * i over the age classes (float32)."""
+    probs = ops.cast(probs, "float32")
+    ages = ops.arange(ops.shape(probs)[-1], dtype="float32")
+    return ops.sum(probs * ages, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ExpectedAge(keras.layers.Layer):
+    """Layer form of :func:`expected_age`: probs [..., C] -> apparent age [...], float32."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, probs):
+        return expected_age(probs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1])
