@@ -1,0 +1,43 @@
+"""`python -m trainer --flagfile=gpu.flags`: train the DEX age model on the shards."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+
+from trainer import flags as trainer_flags  # noqa: E402
+
+trainer_flags.define_train_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    f = trainer_flags.FLAGS
+    try:
+        trainer_flags.check_train_flags(f)
+    except trainer_flags.flags.ValidationError as e:
+        sys.exit(f"error: {e}")
+    if f.model_dir is None:
+        f.model_dir = trainer_flags.default_model_dir()
+
+    import model
+    import records
+    from trainer import train
+    from trainer.run_dir import RunDirError
+
+    try:
+        run_dir = train.train(f)
+    except (records.DataError, RunDirError, model.WeightsError, FloatingPointError) as e:
+        sys.exit(f"error: {e}")
+    if f.evaluate:
+        from trainer import evaluate
+        if not evaluate.is_chief_process():
+            return
+        evaluate.evaluate_run(run_dir)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,163 @@
+"""One training loop on tf.distribute, used unchanged by every strategy.
+
+Keras 3's `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras
+#20585), so the trainer owns this compact loop in the style of TF Model Garden's
+Orbit: a `tf.function` that runs several steps with `strategy.run` and returns
+metric *sums* reduced across replicas and workers. Sums (not means) make every
+metric exact however the batches are split across replicas.
+
+Evaluation runs outside the strategy, on each worker, over a non-distributed,
+non-repeating dataset: no collective op is involved, so a partial final batch or
+workers with unequal data can never hang it. Every worker computes the same
+numbers from the same weights, so they all take the same early-stopping decision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import model as age_model_lib
+from records import schema
+
+# The reduced sums every step returns; metrics() turns them into rates.
+SUM_KEYS = ("loss", "correct", "abs_error", "within5", "count")
+GENDER_SUM_KEYS = ("gender_correct", "gender_count")
+
+
+def batch_sums(outputs, labels, with_gender: bool):
+    """Per-example loss and the metric sums of one batch.
+
+    Loss: sparse categorical cross-entropy on ages 0..100, plus (age_gender) the
+    gender cross-entropy of records whose gender is known. The apparent age is
+    DEX's expectation over the softmax, not its argmax.
+    """
+    age_probs = outputs["age"] if isinstance(outputs, dict) else outputs
+    age = labels["age"]
+    per_example = keras.losses.sparse_categorical_crossentropy(age, age_probs)
+    abs_error = tf.abs(tf.cast(age_model_lib.expected_age(age_probs), tf.float32) - tf.cast(age, tf.float32))
+    sums = {}
+    if with_gender:
+        gender = labels["gender"]
+        known = tf.cast(gender != schema.GENDER_UNKNOWN, tf.float32)
+        gender_probs = outputs["gender"]
+        per_example += known * keras.losses.sparse_categorical_crossentropy(
+            tf.maximum(gender, 0), gender_probs)
+        gender_hit = tf.cast(tf.equal(tf.argmax(gender_probs, -1, output_type=tf.int32), gender), tf.float32)
+        sums["gender_correct"] = tf.reduce_sum(known * gender_hit)
+        sums["gender_count"] = tf.reduce_sum(known)
+    age_hit = tf.equal(tf.argmax(age_probs, -1, output_type=tf.int32), age)
+    sums.update(
+        loss=tf.reduce_sum(per_example),
+        correct=tf.reduce_sum(tf.cast(age_hit, tf.float32)),
+        abs_error=tf.reduce_sum(abs_error),
+        within5=tf.reduce_sum(tf.cast(abs_error <= 5.0, tf.float32)),
+        count=tf.cast(tf.shape(age)[0], tf.float32),
+    )
+    return per_example, sums
+
+
+def metrics(sums: dict) -> dict:
+    """Rates from summed counts: loss, accuracy, mae, cs5 (and gender_accuracy)."""
+    n = float(sums["count"])
+    out = {
+        "loss": float(sums["loss"]) / n,
+        "accuracy": float(sums["correct"]) / n,
+        "mae": float(sums["abs_error"]) / n,
+        "cs5": float(sums["within5"]) / n,
+    }
+    if "gender_count" in sums:
+        out["gender_accuracy"] = float(sums["gender_correct"]) / max(float(sums["gender_count"]), 1.0)
+    return out
+
+
+def _zeros(with_gender: bool) -> dict:
+    keys = SUM_KEYS + (GENDER_SUM_KEYS if with_gender else ())
+    return {k: tf.constant(0.0) for k in keys}
+
+
+class Loop:
+    """Train and evaluate `net` (the age model, or its head on cached features)."""
+
+    def __init__(self, strategy: tf.distribute.Strategy, net: keras.Model,
+                 optimizer: keras.optimizers.Optimizer, *, global_batch_size: int,
+                 with_gender: bool, jit_compile: bool = False):
+        self.strategy, self.net, self.optimizer = strategy, net, optimizer
+        self.global_batch_size = global_batch_size
+        self.with_gender = with_gender
+        # XLA compiles the forward/backward pass only: the optimizer update holds the
+        # cross-replica all-reduce, which must stay outside the compiled cluster.
+        self._grads = tf.function(self._forward_backward, jit_compile=jit_compile)
+        self._train_steps = tf.function(self._train_steps_impl)
+        self._eval_batch = tf.function(self._eval_batch_impl)
+
+    def _forward_backward(self, images, labels):
+        net = self.net
+        with tf.GradientTape() as tape:
+            outputs = net(images, training=True)
+            per_example, sums = batch_sums(outputs, labels, self.with_gender)
+            # Scaled by the GLOBAL batch: summing gradients over replicas then gives the mean.
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+            scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16, else identity
+        grads = tape.gradient(scaled, net.trainable_variables)
+        return grads, sums
+
+    def _replica_step(self, images, labels):
+        grads, sums = self._grads(images, labels)
+        # Keras' TF optimizer all-reduces (sums) the gradients across replicas here,
+        # and LossScaleOptimizer unscales them and skips non-finite steps.
+        self.optimizer.apply(grads, self.net.trainable_variables)
+        return sums
+
+    def _train_steps_impl(self, iterator, num_steps):
+        totals = _zeros(self.with_gender)
+        for _ in tf.range(num_steps):
+            images, labels = next(iterator)
+            per_replica = self.strategy.run(self._replica_step, args=(images, labels))
+            reduced = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            totals = {k: totals[k] + reduced[k] for k in totals}
+        return totals
+
+    def train(self, iterator, num_steps: int) -> dict:
+        """Run `num_steps` synchronous steps; returns the summed metrics (numpy)."""
+        totals = self._train_steps(iterator, tf.constant(num_steps, tf.int64))
+        return {k: float(v) for k, v in totals.items()}
+
+    def _eval_batch_impl(self, images, labels):
+        outputs = self.net(images, training=False)
+        return batch_sums(outputs, labels, self.with_gender)[1]
+
+    def evaluate(self, dataset: tf.data.Dataset) -> dict:
+        """Summed metrics over every record of a finite, non-distributed dataset."""
+        totals = {k: 0.0 for k in _zeros(self.with_gender)}
+        for images, labels in dataset:
+            for k, v in self._eval_batch(images, labels).items():
+                totals[k] += float(v)
+        if not totals["count"]:
+            raise ValueError("the validation split yielded no records")
+        return totals
+
+
+def is_finite(value: float) -> bool:
+    return not (math.isnan(value) or math.isinf(value))
+
+
+def model_variables(net: keras.Model) -> dict:
+    """Every weight of `net` (trainable or frozen) keyed by its path, for
+    tf.train.Checkpoint: Keras 3 models reach a TF checkpoint only through the
+    optimizer's trainable slots, which would miss the frozen trunk."""
+    out = {}
+    for v in net.weights:
+        key = v.path.replace("/", ".")
+        if key in out:
+            raise ValueError(f"two weights share the path {v.path}")
+        out[key] = v
+    return out
+
+
+def set_seeds(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    np.random.seed(seed)
