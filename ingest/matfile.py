@@ -1,0 +1,86 @@
+"""wiki.mat / imdb.mat -> one pandas DataFrame, one row per entry.
+
+The .mat is a 1x1 Matlab struct of (1, N) arrays (see ingest.sample for the
+exact layout); this module is the only code that knows it.  Birth years are
+computed vectorized with numpy datetime64, because imdb.mat has 460k rows and a
+per-row `date.fromordinal` loop would dominate the metadata step.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from records.manifest import DataError
+
+KNOWN_MATS = (("wiki.mat", "wiki"), ("imdb.mat", "imdb"))  # file name, struct key
+
+# Matlab datenum 1 is 1 Jan of year 0; Python's ordinal 1 is 1 Jan of year 1,
+# 366 days later (year 0 is a leap year).  Python dates only span years 1..9999,
+# which is what "a valid date" means here, as in `date.fromordinal(d - 366)`.
+ORDINAL_OFFSET = 366
+MIN_DATENUM = 1 + ORDINAL_OFFSET                # 0001-01-01
+MAX_DATENUM = 3_652_059 + ORDINAL_OFFSET        # 9999-12-31
+_UNIX_EPOCH_ORDINAL = 719_163                   # date(1970, 1, 1).toordinal()
+
+
+def find_mat(src: str) -> tuple[str, str]:
+    """(path to the .mat inside `src`, its struct key 'wiki' or 'imdb')."""
+    if not os.path.isdir(src):
+        raise DataError(f"--src {src}: no such directory; pass the extracted wiki_crop/ "
+                        f"(or imdb_crop/) folder, or make a sample with "
+                        f"`python -m ingest.sample --out {src}`")
+    for name, key in KNOWN_MATS:
+        path = os.path.join(src, name)
+        if os.path.isfile(path):
+            return path, key
+    raise DataError(f"--src {src}: holds neither wiki.mat nor imdb.mat; pass the folder "
+                    f"the IMDB-WIKI archive extracts to (e.g. wiki_crop/)")
+
+
+def birth_years(dob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorized `date.fromordinal(dob - 366).year`: (years int64, valid bool).
+    Invalid datenums (no date in years 1..9999) get year 0 and valid False."""
+    dob = np.asarray(dob, dtype=np.int64)
+    valid = (dob >= MIN_DATENUM) & (dob <= MAX_DATENUM)
+    days = np.where(valid, dob - ORDINAL_OFFSET - _UNIX_EPOCH_ORDINAL, 0)
+    years = days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
+    return np.where(valid, years, 0), valid
+
+
+def _strings(cells: np.ndarray) -> list[str]:
+    """Cells of 1-element unicode arrays; empty (0,) arrays (nameless rows) -> ''."""
+    return [str(c[0]) if c.size else "" for c in cells.ravel()]
+
+
+def load(path: str, key: str | None = None) -> pd.DataFrame:
+    """Columns: full_path, name, dob, photo_taken, gender, face_score,
+    second_face_score, birth_year, dob_valid, age (and celeb_id for imdb)."""
+    import scipy.io
+
+    key = key or dict(KNOWN_MATS).get(os.path.basename(path))
+    try:
+        struct = scipy.io.loadmat(path)[key][0, 0]
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise DataError(f"{path}: not a readable IMDB-WIKI .mat with a {key!r} struct ({e}); "
+                        f"re-download or re-extract it") from e
+    dob = struct["dob"].ravel().astype(np.int64)
+    years, valid = birth_years(dob)
+    photo_taken = struct["photo_taken"].ravel().astype(np.int64)
+    frame = pd.DataFrame({
+        "full_path": _strings(struct["full_path"]),
+        "name": _strings(struct["name"]),
+        "dob": dob,
+        "photo_taken": photo_taken,
+        "gender": struct["gender"].ravel().astype(np.float64),
+        "face_score": struct["face_score"].ravel().astype(np.float64),
+        "second_face_score": struct["second_face_score"].ravel().astype(np.float64),
+        "birth_year": years,
+        "dob_valid": valid,
+        "age": np.where(valid, photo_taken - years, 0),
+    })
+    if "celeb_id" in (struct.dtype.names or ()):
+        frame["celeb_id"] = struct["celeb_id"].ravel().astype(np.int64)
+    return frame

@@ -1,0 +1,318 @@
+"""A synthetic `wiki_crop/` in the exact format of the real IMDB-WIKI download.
+
+    python -m ingest.sample --out demo/wiki_crop --n 3000 [--seed 0]
+
+writes `wiki.mat` (a 1x1 struct, fields in the real order and dtypes) and the
+JPEG folders `00/`..`99/`, with every quirk ingest must survive: empty names,
+NaN genders, -inf face scores with 1x1 images, second faces, implausible and
+invalid dobs, ages > 100 and <= 0, grayscale / CMYK / palette / alpha files,
+a few truncated and a few missing files.
+
+Two contracts other code relies on:
+- Pixels encode the age: every channel sits at `age_level(age) = 20 + 2*age`
+  plus zero-mean noise, so the label survives grayscale/CMYK conversion, resize
+  and JPEG, and `age_from_pixels` reads it back (the trainer's end-to-end test
+  learns exactly this).
+- The label distribution is fixed by `n` alone (not the seed), so
+  `expected_counts(n)` states exactly what default cleaning keeps and skips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing
+import os
+import sys
+from datetime import date
+
+import numpy as np
+
+WIKI_FIELDS = ("dob", "photo_taken", "full_path", "gender", "name",
+               "face_location", "face_score", "second_face_score")
+
+# Rows removed by each default cleaning step, as a fraction of n, in the order
+# ingest.clean applies them (each row fails exactly its own step, and passes
+# every earlier one, so the counts are exact).
+REMOVED_FRACTIONS = (
+    ("invalid_dob", 0.01),      # datenum with no calendar date (< 367 or past year 9999)
+    ("no_face", 0.25),          # face_score -inf, stored as a 1x1 image
+    ("second_face", 0.05),      # second_face_score is a number
+    ("low_face_score", 0.10),   # face_score < 3
+    ("age_above_max", 0.03),    # age > 100 (half via implausible dobs like 4077 = year 11)
+    ("age_below_min", 0.03),    # age <= 0
+)
+MIN_N = 100
+
+# Image quirks among the rows default cleaning keeps (counts as a fraction of kept).
+KEPT_QUIRKS = (
+    ("missing", 0.01),          # listed in wiki.mat, file absent: skipped as "missing"
+    ("truncated", 0.01),        # file cut in half: skipped as "truncated"
+    ("grayscale", 0.08),
+    ("cmyk", 0.03),
+    ("palette", 0.02),          # a PNG (palette + transparency) saved under a .jpg name
+    ("rgba", 0.02),             # a PNG with an alpha channel under a .jpg name
+    ("tiny", 0.01),             # 1x1 .. 3x3 pixels
+)
+UNKNOWN_GENDER_FRACTION = 0.05  # of kept rows (all with readable files)
+
+
+def age_level(age: int) -> int:
+    """The pixel intensity (every channel) that encodes `age` (clipped to 0..100)."""
+    return 20 + 2 * int(np.clip(age, 0, 100))
+
+
+def age_from_pixels(rgb: np.ndarray) -> int:
+    """Inverse of `age_level` on a decoded (possibly resized / re-encoded) image."""
+    return int(round((float(np.mean(rgb)) - 20.0) / 2.0))
+
+
+def _count(n: int, fraction: float) -> int:
+    return max(1, int(n * fraction))
+
+
+def category_counts(n: int) -> dict[str, int]:
+    """Rows per category: each cleaning step's name, then "kept"."""
+    if n < MIN_N:
+        raise ValueError(f"--n must be at least {MIN_N} (got {n}) so every quirk appears")
+    counts = {step: _count(n, f) for step, f in REMOVED_FRACTIONS}
+    counts["kept"] = n - sum(counts.values())
+    return counts
+
+
+def quirk_counts(kept: int) -> dict[str, int]:
+    return {q: _count(kept, f) for q, f in KEPT_QUIRKS}
+
+
+def expected_counts(n: int) -> dict:
+    """What `python -m ingest` with default flags reports on a sample of `n` rows:
+    `entries`, `cleaning` [{step, removed, remaining}], `kept`, `skipped`
+    {reason: count}, `written`, `unknown_gender` (among kept = written rows,
+    i.e. what --require_gender additionally removes)."""
+    cats = category_counts(n)
+    remaining, cleaning = n, []
+    for step, _ in REMOVED_FRACTIONS:
+        remaining -= cats[step]
+        cleaning.append({"step": step, "removed": cats[step], "remaining": remaining})
+    quirks = quirk_counts(cats["kept"])
+    skipped = {"missing": quirks["missing"], "truncated": quirks["truncated"]}
+    return {"entries": n, "cleaning": cleaning, "kept": cats["kept"], "skipped": skipped,
+            "written": cats["kept"] - sum(skipped.values()),
+            "unknown_gender": _count(cats["kept"], UNKNOWN_GENDER_FRACTION)}
+
+
+# --- the table of rows ------------------------------------------------------
+
+_ORDINAL_OFFSET = 366            # Matlab datenum = Python ordinal + 366
+_MAX_DATENUM = date.max.toordinal() + _ORDINAL_OFFSET
+
+
+def _datenum(d: date) -> int:
+    return d.toordinal() + _ORDINAL_OFFSET
+
+
+def _date_text(datenum: int) -> str:
+    """The birth date as the real file names spell it (numpy copes with invalid
+    datenums too: year 0 or > 9999, which Python's date cannot hold)."""
+    day = np.datetime64("0000-01-01") + np.timedelta64(int(datenum) - 1, "D")
+    return str(day)
+
+
+def build_rows(n: int, seed: int = 0) -> list[dict]:
+    """The ground-truth rows: category, fields for wiki.mat, and how to draw the image."""
+    rng = np.random.default_rng(seed)
+    cats = category_counts(n)
+    labels = np.array([c for c, k in cats.items() for _ in range(k)], dtype=object)
+    rng.shuffle(labels)
+
+    # People: several photos each (so an identity split means something), one
+    # birth date and gender per person, as in the real data.
+    n_people = max(2, n // 4)
+    first = np.datetime64("1920-01-01").astype(int) + 719163 + _ORDINAL_OFFSET
+    last = np.datetime64("1995-12-31").astype(int) + 719163 + _ORDINAL_OFFSET
+    people_dob = rng.integers(first, last + 1, n_people)
+    people_gender = np.where(rng.random(n_people) < 0.7, 1.0, 0.0)
+
+    kept_idx = np.flatnonzero(labels == "kept")
+    quirks = quirk_counts(len(kept_idx))
+    kept_order = rng.permutation(kept_idx)
+    quirk_of: dict[int, str] = {}
+    pos = 0
+    for q, k in quirks.items():
+        for i in kept_order[pos:pos + k]:
+            quirk_of[int(i)] = q
+        pos += k
+    # unknown gender only on readable kept rows, so it is exact among written rows
+    readable = [int(i) for i in kept_order if quirk_of.get(int(i)) not in ("missing", "truncated")]
+    unknown_gender = set(readable[-_count(len(kept_idx), UNKNOWN_GENDER_FRACTION):])
+    extreme_ages = {readable[0]: 1, readable[1]: 100}   # the label range's ends always appear
+
+    ids = rng.choice(np.arange(10_000, 100_000_000), n, replace=False)
+    rows = []
+    for i, cat in enumerate(labels):
+        person = int(rng.integers(n_people))
+        dob = int(people_dob[person])
+        name = f"Person {person:05d}" if rng.random() > 0.03 else ""
+        gender = float(people_gender[person]) if rng.random() > 0.02 else float("nan")
+        face_score = float(rng.uniform(3.0, 7.0))
+        second = float("nan")
+        age = int(np.clip(round(rng.normal(36, 15)), 1, 100))
+        quirk = "rgb"
+        if cat == "invalid_dob":
+            dob = int(rng.integers(1, 367)) if i % 2 else int(rng.integers(_MAX_DATENUM + 1, _MAX_DATENUM + 50_000))
+            photo_taken = int(rng.integers(1990, 2016))
+        else:
+            if cat == "no_face":
+                face_score, quirk = float("-inf"), "no_face"
+            elif cat == "second_face":
+                second = float(rng.uniform(0.5, 4.0))
+            elif cat == "low_face_score":
+                face_score = float(rng.uniform(-1.0, 2.99))
+            elif cat == "age_above_max":
+                if i % 2:
+                    dob = 4077            # the real file's implausible "year 11"
+                else:
+                    age = int(rng.integers(101, 131))
+            elif cat == "age_below_min":
+                age = int(rng.integers(-3, 1))
+            elif cat == "kept":
+                quirk = quirk_of.get(i, "rgb")
+                age = extreme_ages.get(i, age)
+                gender = float("nan") if i in unknown_gender else float(people_gender[person])
+            birth_year = date.fromordinal(dob - _ORDINAL_OFFSET).year
+            photo_taken = birth_year + age if dob != 4077 else int(rng.integers(1990, 2016))
+        if cat != "kept" and rng.random() < 0.01:
+            quirk = "missing"   # missing files among removed rows too: never read
+        ident = int(ids[i])
+        full_path = f"{ident % 100:02d}/{ident}_{_date_text(dob)}_{photo_taken}.jpg"
+        rows.append({"category": cat, "quirk": quirk, "full_path": full_path, "dob": dob,
+                     "photo_taken": photo_taken, "gender": gender, "name": name,
+                     "face_score": face_score, "second_face_score": second,
+                     "age": photo_taken - date.fromordinal(dob - _ORDINAL_OFFSET).year
+                     if cat != "invalid_dob" else None,
+                     "seed": int(rng.integers(2**31))})
+    return rows
+
+
+# --- wiki.mat ---------------------------------------------------------------
+
+def _cells(values) -> np.ndarray:
+    out = np.empty((1, len(values)), dtype=object)
+    for j, v in enumerate(values):
+        out[0, j] = v
+    return out
+
+
+def write_mat(path: str, rows: list[dict], key: str = "wiki") -> None:
+    """Save `rows` as the real `wiki.mat` layout: `loadmat(path)[key]` is a 1x1
+    struct whose fields are (1, N) arrays in WIKI_FIELDS order."""
+    import scipy.io
+
+    struct = np.empty((1, 1), dtype=[(f, "O") for f in WIKI_FIELDS])
+    cell = struct[0, 0]
+    cell["dob"] = np.array([[r["dob"] for r in rows]], dtype=np.int32)
+    cell["photo_taken"] = np.array([[r["photo_taken"] for r in rows]], dtype=np.uint16)
+    cell["full_path"] = _cells([np.array([r["full_path"]]) for r in rows])
+    cell["gender"] = np.array([[r["gender"] for r in rows]], dtype=np.float64)
+    cell["name"] = _cells([np.array([r["name"]]) if r["name"] else np.empty((0,), dtype="<U1")
+                           for r in rows])
+    locations = []
+    for r in rows:
+        if r["quirk"] == "no_face":
+            locations.append(np.array([[1.0, 1.0, 1.0, 1.0]]))
+        else:
+            locations.append(np.array([[20.0, 20.0, 120.0, 120.0]]) + r["seed"] % 7)
+    cell["face_location"] = _cells(locations)
+    cell["face_score"] = np.array([[r["face_score"] for r in rows]], dtype=np.float64)
+    cell["second_face_score"] = np.array([[r["second_face_score"] for r in rows]], dtype=np.float64)
+    scipy.io.savemat(path, {key: struct})
+
+
+# --- images -----------------------------------------------------------------
+
+def _image_bytes(row: dict) -> bytes | None:
+    """The file content for one row (None: the file is missing)."""
+    from PIL import Image
+
+    quirk = row["quirk"]
+    if quirk == "missing":
+        return None
+    rng = np.random.default_rng(row["seed"])
+    level = age_level(row["age"] if row["age"] is not None else 0)
+    if quirk == "no_face":
+        w = h = 1
+    elif quirk == "tiny":
+        w, h = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    else:
+        w = int(rng.integers(40, 301))
+        h = int(np.clip(w * rng.uniform(0.8, 1.25), 40, 300))
+    # Zero-mean texture: the mean (the label) survives, but it is not a flat card.
+    noise = rng.integers(-12, 13, size=(h, w, 1), dtype=np.int16) if w * h > 9 else 0
+    pixels = np.clip(level + noise + np.zeros((h, w, 3), np.int16), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    buf = io.BytesIO()
+    if quirk == "grayscale":
+        image.convert("L").save(buf, "JPEG", quality=92)
+    elif quirk == "cmyk":
+        image.convert("CMYK").save(buf, "JPEG", quality=92)
+    elif quirk == "palette":
+        gray = Image.fromarray(pixels[..., 0], "L").convert("P")  # palette index == gray level
+        gray.putpalette([v for g in range(256) for v in (g, g, g)])
+        gray.save(buf, "PNG", transparency=255)                   # index 255 is never used
+    elif quirk == "rgba":
+        image.putalpha(255)
+        image.save(buf, "PNG")
+    else:
+        image.save(buf, "JPEG", quality=int(rng.integers(80, 96)))
+    data = buf.getvalue()
+    if quirk == "truncated":
+        data = data[: len(data) // 2]
+    return data
+
+
+def _write_image(args: tuple[str, dict]) -> None:
+    root, row = args
+    data = _image_bytes(row)
+    if data is not None:
+        with open(os.path.join(root, row["full_path"]), "wb") as f:
+            f.write(data)
+
+
+def generate(out: str, n: int, seed: int = 0, workers: int | None = None) -> list[dict]:
+    """Write the sample folder `out` (wiki.mat + 00/..99/); returns the ground-truth rows."""
+    rows = build_rows(n, seed)
+    os.makedirs(out, exist_ok=True)
+    for folder in range(100):
+        os.makedirs(os.path.join(out, f"{folder:02d}"), exist_ok=True)
+    write_mat(os.path.join(out, "wiki.mat"), rows)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    jobs = [(out, r) for r in rows]
+    if workers == 1 or n < 2000:
+        for job in jobs:
+            _write_image(job)
+    else:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_image, jobs, chunksize=64):
+                pass
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    # argparse, not absl flags: this entry point must not collide with ingest's flags.
+    parser = argparse.ArgumentParser(prog="python -m ingest.sample", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder to create, e.g. demo/wiki_crop")
+    parser.add_argument("--n", type=int, default=2000, help=f"rows in wiki.mat (>= {MIN_N})")
+    parser.add_argument("--seed", type=int, default=0, help="which sample (counts depend on --n only)")
+    parser.add_argument("--workers", type=int, default=0, help="image-writing processes (0: all cores)")
+    args = parser.parse_args(argv)
+    if args.n < MIN_N:
+        parser.error(f"--n must be at least {MIN_N} (got {args.n}) so every quirk appears")
+    generate(args.out, args.n, args.seed, args.workers or None)
+    exp = expected_counts(args.n)
+    print(f"wrote {args.out}/wiki.mat with {args.n} entries; default ingest keeps {exp['kept']}, "
+          f"skips {sum(exp['skipped'].values())} unreadable files, writes {exp['written']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
