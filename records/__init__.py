@@ -1,3 +1,14 @@
 """records: the shard schema, the sharded writer, the manifest and the streaming reader."""
 
 from records.manifest import DataError, read_manifest  # noqa: F401
+
+__all__ = ["DataError", "read_manifest", "make_dataset", "distribute"]
+
+
+def __getattr__(name):
+    # The reader imports TensorFlow; load it only when asked, so `import records.schema`
+    # stays light for ingest's decode worker processes.
+    if name in ("make_dataset", "distribute"):
+        from records import reader
+        return getattr(reader, name)
+    raise AttributeError(f"module 'records' has no attribute {name!r}")

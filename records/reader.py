@@ -1,0 +1,297 @@
+"""The streaming reader: shards on disk -> a `tf.data.Dataset` of (images, labels).
+
+One function, `make_dataset`, builds the whole pipeline as a single chain, top
+to bottom, with the reason for each ordering choice next to it (big_vision's
+input_pipeline style). `distribute` wraps it for `tf.distribute`.
+
+What differs between record kinds (images now; pool5 features from the feature
+cache later, issue 6) is only the *decode* step: a small function picked by the
+manifest's `kind`. File listing, manifest checks, sharding, shuffling, batching
+and `tf.data.Options` are shared.
+
+Memory: nothing is cached unless asked, so a process iterating a whole split
+holds only the shuffle buffer, a few prefetched batches and the open readers:
+resident memory is flat in the number of records.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+import tensorflow as tf
+
+from records import schema
+from records.manifest import DataError, manifest_path, read_manifest, split_shards
+
+log = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_SHUFFLE_BUFFER = 4096   # the buffer holds *serialized* records (~10-20 kB for a
+                                # 224-px JPEG, 150 kB raw): ~60 MB of JPEG shards.
+MAX_INTERLEAVE = 16             # files read concurrently; each open reader holds a small buffer
+
+# A decoder turns one batch of serialized records into (x, labels) and states the
+# static per-example shape of x. Chosen by the manifest's `kind`.
+Decoder = Callable[[tf.Tensor], tuple]
+
+
+# --------------------------------------------------------------------------- decode
+
+def _image_decoder(manifest: dict, where: str, image_size: int | None) -> Decoder:
+    """kind "images": JPEG or raw uint8, all `manifest["image_size"]` square, RGB."""
+    stored = manifest.get("image_size")
+    encoding = manifest.get("encoding")
+    if not isinstance(stored, int) or stored <= 0:
+        raise DataError(f"{where}: manifest has no valid 'image_size' (got {stored!r}); "
+                        f"re-run `python -m ingest` with this version of the project")
+    if encoding not in ("jpeg", "raw"):
+        raise DataError(f"{where}: manifest 'encoding' is {encoding!r}, expected 'jpeg' or 'raw'; "
+                        f"re-run `python -m ingest` with this version of the project")
+    fmt = encoding.encode()
+    target = stored if image_size is None else int(image_size)
+    if target <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    if target != stored:
+        _log_resize_once(where, stored, target)
+
+    spec = schema.feature_spec()
+    spec = {k: spec[k] for k in (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.AGE, schema.GENDER)}
+
+    def decode_one_jpeg(data):
+        # ensure_shape both gives map_fn its static shape and fails loudly on a record
+        # whose size differs from the manifest's promise (instead of a ragged batch).
+        return tf.ensure_shape(tf.io.decode_jpeg(data, channels=3), [stored, stored, 3])
+
+    def decode(serialized):
+        # Vectorized parse: one parse_example call per batch, not per record.
+        ex = tf.io.parse_example(serialized, spec)
+        tf.debugging.assert_equal(ex[schema.IMAGE_FORMAT], fmt, message=(
+            f"{where}: a record's image/format differs from the manifest's encoding "
+            f"{encoding!r}; re-run `python -m ingest`"))
+        if encoding == "raw":
+            # decode_raw is vectorized: [B, H*W*3] uint8 in one op.
+            images = tf.reshape(tf.io.decode_raw(ex[schema.IMAGE_ENCODED], tf.uint8),
+                                [-1, stored, stored, 3])
+        else:
+            # decode_jpeg is a scalar op; map_fn runs it over the batch. Parallelism
+            # across batches comes from the surrounding map(num_parallel_calls).
+            images = tf.map_fn(decode_one_jpeg, ex[schema.IMAGE_ENCODED],
+                               fn_output_signature=tf.TensorSpec([stored, stored, 3], tf.uint8))
+        if target != stored:
+            images = resize_uint8(images, target, shrinking=target < stored)
+        labels = {"age": tf.cast(ex[schema.AGE], tf.int32),
+                  "gender": tf.cast(ex[schema.GENDER], tf.int32)}
+        return images, labels
+
+    return decode
+
+
+def _features_decoder(manifest: dict, where: str, image_size: int | None) -> Decoder:
+    raise DataError(f"{where}: kind 'features' (the feature cache, issue 6) is not readable by "
+                    f"this version of records.reader yet; point the reader at the image shards")
+
+
+_DECODERS = {"images": _image_decoder, "features": _features_decoder}
+
+_resize_logged: set = set()
+
+
+def _log_resize_once(where: str, stored: int, target: int) -> None:
+    if (where, stored, target) not in _resize_logged:   # once per process, not per replica
+        _resize_logged.add((where, stored, target))
+        log.warning("%s: shards hold %dx%d images, resizing on the fly to %dx%d "
+                    "(bilinear%s); ingest with --image_size %d to skip this work",
+                    where, stored, stored, target, target,
+                    ", antialiased" if target < stored else "", target)
+
+
+def resize_uint8(images: tf.Tensor, size: int, *, shrinking: bool) -> tf.Tensor:
+    """Bilinear resize of a uint8 batch back to uint8 (antialias only when shrinking)."""
+    out = tf.image.resize(images, [size, size], method="bilinear", antialias=shrinking)
+    return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+
+
+# --------------------------------------------------------------------------- augment
+
+MIN_CROP_SCALE = 0.85   # a crop keeps at least 85% of each side: "small" crop/scale
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Random horizontal flip and small random crop/scale of a uint8 batch [B, H, W, 3].
+
+    Stateless (`seed`: int64/int32 [2]), so the same seed gives the same batch both
+    eagerly and inside `Dataset.map`. One `crop_and_resize` does both: a box with
+    x1 > x2 samples the crop mirrored, and the box [0, 0, 1, 1] is an exact identity.
+    """
+    shape = tf.shape(images)
+    b, h, w = shape[0], shape[1], shape[2]
+    s_scale, s_y, s_x, s_flip = [tf.random.experimental.stateless_fold_in(seed, i) for i in range(4)]
+    scale = tf.random.stateless_uniform([b], s_scale, MIN_CROP_SCALE, 1.0)
+    y0 = tf.random.stateless_uniform([b], s_y) * (1.0 - scale)
+    x0 = tf.random.stateless_uniform([b], s_x) * (1.0 - scale)
+    flip = tf.random.stateless_uniform([b], s_flip) < 0.5
+    x_left, x_right = x0, x0 + scale
+    boxes = tf.stack([y0, tf.where(flip, x_right, x_left),
+                      y0 + scale, tf.where(flip, x_left, x_right)], axis=1)
+    out = tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(b), [h, w])
+    out = tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+    return tf.ensure_shape(out, images.shape)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
+                 seed: int | None = None, repeat: int | None = None,
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, deterministic: bool | None = None,
+                 cache: bool | str = False, augment: bool = False,
+                 input_context: tf.distribute.InputContext | None = None,
+                 drop_remainder: bool | None = None,
+                 image_size: int | None = None) -> tf.data.Dataset:
+    """A `tf.data.Dataset` of `(images, {"age", "gender"})` batches read from `directory`.
+
+    images: uint8 [batch, H, W, 3] exactly as stored (or resized to `image_size`);
+    labels: int32 [batch] each (gender -1 = unknown). Normalization is the model's job.
+
+    training=True: seeded file shuffle, record shuffle (`shuffle_buffer`), repeats
+      forever unless `repeat=n` (n epochs), `drop_remainder` defaults to True (static
+      batch shape; batches never straddle a shortened final one), `augment` allowed,
+      `deterministic` defaults to `seed is not None` (same seed -> same order).
+    training=False (evaluation): no shuffle, deterministic, every record exactly once
+      (`repeat` None = one pass), `drop_remainder` defaults to False (final partial
+      batch kept). Cardinality is known (from the manifest's counts) when finite.
+    cache: False (stream, flat memory); True keeps the split's *serialized* records in
+      RAM after the first pass (costs about the shard bytes of the split);
+      a path string caches them to that file instead.
+    input_context: from `tf.distribute`; shards files per input pipeline (records,
+      with a warning, when there are fewer files than pipelines).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if shuffle_buffer <= 0:
+        raise ValueError(f"shuffle_buffer must be positive, got {shuffle_buffer}")
+    if repeat is not None and repeat <= 0:
+        raise ValueError(f"repeat must be a positive number of epochs or None, got {repeat}")
+    if augment and not training:
+        raise ValueError("augment=True is for training only; evaluation must see the images as stored")
+    if not training and deterministic is False:
+        raise ValueError("evaluation is always deterministic; drop deterministic=False or set training=True")
+
+    manifest = read_manifest(directory)                      # exists, parses, schema version
+    shards = split_shards(directory, manifest, split)        # split exists, files present, sizes
+    where = manifest_path(directory)
+    kind = manifest.get("kind", "images")
+    if kind not in _DECODERS:
+        raise DataError(f"{where}: unknown record kind {kind!r} (known: {sorted(_DECODERS)}); "
+                        f"re-run the writer with this version of the project")
+    decode = _DECODERS[kind](manifest, where, image_size)
+
+    files = [os.path.join(directory, s["file"]) for s in shards]
+    counts = [int(s["count"]) for s in shards]
+    if deterministic is None:
+        deterministic = (not training) or seed is not None
+    if drop_remainder is None:
+        drop_remainder = training
+    # Two independent seeds from one: file order and record order must not be correlated.
+    file_seed, record_seed = (None, None) if seed is None else (seed, seed + 1)
+
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    shard_by_file = len(files) >= pipelines
+    if not shard_by_file:
+        log.warning("%s: split %r has %d shard files for %d input pipelines: falling back to "
+                    "record-level sharding (every pipeline reads every file and keeps 1/%d of "
+                    "the records); write more shards (smaller --shard_mb) to avoid the waste",
+                    where, split, len(files), pipelines, pipelines)
+
+    # 1. The shard file list, in manifest order (same everywhere, so sharding agrees).
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    # 2. Per-pipeline sharding by *file* (Model Garden's input_reader), done BEFORE the
+    #    file shuffle: sharding a list every worker holds in the same order is disjoint
+    #    even when seed=None would make each worker's shuffle different.
+    if pipelines > 1 and shard_by_file:
+        ds = ds.shard(pipelines, pipeline_id)
+        n_records = sum(counts[pipeline_id::pipelines])
+    else:
+        n_records = sum(counts)
+    # 3. (training) Seeded file shuffle, reshuffled every epoch (repeat comes later, so
+    #    each epoch re-iterates this dataset). Skipped under record-level sharding: there
+    #    every pipeline must see the records in the same order to keep disjoint slices.
+    if training and shard_by_file and len(files) > 1:
+        ds = ds.shuffle(len(files), seed=file_seed, reshuffle_each_iteration=True)
+    # 4. Parallel interleave: reading several files at once hides per-file latency and
+    #    mixes files before the record shuffle. block_length=1 for the best mixing.
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), MAX_INTERLEAVE),
+                       block_length=1, num_parallel_calls=AUTOTUNE)
+    if pipelines > 1 and not shard_by_file:
+        ds = ds.shard(pipelines, pipeline_id)          # record-level fallback (warned above)
+        n_records = len(range(pipeline_id, sum(counts), pipelines))
+    # 5. State the record count the manifest vouches for: the trainer gets a known
+    #    cardinality (len(ds) in eval) and a shard whose count lies fails loudly.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_records))
+    # 6. Optional cache of *serialized* records (much smaller than decoded pixels), placed
+    #    before shuffle/repeat so every epoch is still shuffled differently.
+    if cache:
+        ds = ds.cache(cache if isinstance(cache, str) else "")
+    # 7. (training) Record shuffle before repeat: epoch boundaries stay exact (each epoch
+    #    sees each record once) and the buffer holds small serialized records.
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=record_seed, reshuffle_each_iteration=True)
+    # 8. Repeat before batch so training batches stay full across epoch boundaries.
+    #    Training: forever unless told; evaluation: one pass unless told.
+    if training:
+        ds = ds.repeat(repeat)          # repeat(None) = forever
+    elif repeat is not None:
+        ds = ds.repeat(repeat)
+    # 9. Batch the serialized strings (cheap), then 10. parse + decode a whole batch per
+    #    call: vectorized parse_example, one tf.function call per batch instead of per
+    #    record; AUTOTUNE runs several batches in parallel across cores.
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+    # 11. Optional augmentation on decoded uint8 batches, after decode (it needs pixels)
+    #     and after any resize (it crops back to the output size). Per-batch stateless
+    #     seeds come from a seeded random stream, so a seed reproduces it exactly.
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda batch, s: (augment_batch(batch[0], s), batch[1]), num_parallel_calls=AUTOTUNE)
+    # 12. Options, set deliberately:
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)      # governs interleave/map ordering
+    options.autotune.enabled = True                  # tunes num_parallel_calls and buffers
+    # Parallelism comes from num_parallel_calls; one thread per op avoids oversubscribing
+    # the host (the trainer's own ops share these cores).
+    options.threading.max_intra_op_parallelism = 1
+    if input_context is not None:
+        # We sharded ourselves above; tf.distribute must not shard again.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    ds = ds.with_options(options)
+    # 13. Host prefetch, last. Device placement of the final buffer: the trainer always
+    #     goes through `distribute()` -> strategy.distribute_datasets_from_function (also
+    #     for the default strategy), whose distributed iterator prefetches each batch onto
+    #     its replica's device (InputOptions.experimental_fetch_to_device, on by default).
+    #     So we do not add tf.data.experimental.prefetch_to_device here: it must be the
+    #     very last transformation and cannot be fed through a tf.distribute iterator.
+    return ds.prefetch(AUTOTUNE)
+
+
+def distribute(strategy: tf.distribute.Strategy, directory: str, split: str,
+               global_batch_size: int, **kwargs) -> tf.distribute.DistributedDataset:
+    """`make_dataset` per input pipeline via `strategy.distribute_datasets_from_function`.
+
+    Each pipeline (one per worker) reads a disjoint set of shard files and batches at
+    the per-replica size (`global_batch_size / num_replicas_in_sync`, which must divide).
+    kwargs go to `make_dataset` (training=..., seed=..., image_size=...).
+    """
+    manifest = read_manifest(directory)      # fail here, in the caller, not inside dataset_fn
+    split_shards(directory, manifest, split)
+    if global_batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"global_batch_size {global_batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas of {type(strategy).__name__}")
+
+    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_dataset(directory, split, ctx.get_per_replica_batch_size(global_batch_size),
+                            input_context=ctx, **kwargs)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
