@@ -32,10 +32,8 @@ def main(argv):
         run_dir = train.train(f)
     except (records.DataError, RunDirError, model.WeightsError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
-    if f.evaluate:
+    if f.evaluate and run_dir:
         from trainer import evaluate
-        if not evaluate.is_chief_process():
-            return
         evaluate.evaluate_run(run_dir)
 
 

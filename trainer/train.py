@@ -99,8 +99,9 @@ def save_best(net: keras.Model, path: str) -> None:
     os.replace(tmp, path)
 
 
-def train(f=FLAGS) -> str:
-    """Run the whole job described by the flags; returns the run directory."""
+def train(f=FLAGS) -> str | None:
+    """Run the whole job described by the flags; returns the run directory on the
+    chief (the process that evaluates afterwards), None on other workers."""
     check_data(f.records, f.validation_split)
     distribution.split_cpu(f.logical_cpus)
     strategy = distribution.make_strategy(f.strategy)
@@ -221,4 +222,4 @@ def train(f=FLAGS) -> str:
         tf.io.gfile.rmtree(ckpt_dir)
     summary.flush()
     print(f"Best model: {run.best_model} (val_loss {float(best_var.numpy()):.4g})", flush=True)
-    return run.path
+    return run.path if chief else None

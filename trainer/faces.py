@@ -1,0 +1,47 @@
+"""Find faces in a user's photo and crop them the way IMDB-WIKI cropped its faces.
+
+The detector is OpenCV's frontal-face Haar cascade, whose model file ships inside
+the opencv-python-headless wheel: nothing is downloaded. The crop adds the same
+40% margin on every side that the IMDB-WIKI face crops have, so a face reaches
+the model framed as the training faces were.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+CASCADE = "haarcascade_frontalface_default.xml"
+
+
+def _detector():
+    import cv2
+
+    path = os.path.join(cv2.data.haarcascades, CASCADE)
+    detector = cv2.CascadeClassifier(path)
+    if detector.empty():
+        raise RuntimeError(f"{path}: OpenCV could not load its bundled face cascade; "
+                           f"reinstall opencv-python-headless<5")
+    return detector
+
+
+def detect_faces(rgb: np.ndarray, min_face: int = 30) -> list[tuple[int, int, int, int]]:
+    """Face boxes (x, y, width, height), largest first."""
+    import cv2
+
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    gray = cv2.equalizeHist(gray)
+    boxes = _detector().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
+                                         minSize=(min_face, min_face))
+    boxes = [tuple(int(v) for v in b) for b in (boxes if len(boxes) else [])]
+    return sorted(boxes, key=lambda b: -b[2] * b[3])
+
+
+def crop_with_margin(rgb: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
+    """The box grown by `margin` x its size on every side, clipped to the photo."""
+    h, w = rgb.shape[:2]
+    x, y, bw, bh = box
+    x0, y0 = max(0, int(x - margin * bw)), max(0, int(y - margin * bh))
+    x1, y1 = min(w, int(x + bw + margin * bw)), min(h, int(y + bh + margin * bh))
+    return rgb[y0:y1, x0:x1]
