@@ -29,6 +29,9 @@ def main(argv):
     from trainer.run_dir import RunDirError
 
     try:
+        if f.dry_run:
+            train.dry_run(f)
+            return
         run_dir = train.train(f)
     except (records.DataError, RunDirError, model.WeightsError, FloatingPointError) as e:
         sys.exit(f"error: {e}")

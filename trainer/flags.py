@@ -81,6 +81,8 @@ def define_train_flags() -> None:
                          "Continue from the last completed epoch when --model_dir already holds a "
                          "checkpoint. --noresume refuses to touch an existing run.")
     flags.DEFINE_boolean("evaluate", True, "Evaluate best.keras on the test split after training.")
+    flags.DEFINE_boolean("dry_run", False, "Check the flags and the shards, print the resolved flags "
+                         "and the plan, and exit without building the model.")
 
 
 def define_evaluate_flags() -> None:
@@ -96,8 +98,8 @@ def define_predict_flags() -> None:
     """Flags of `python -m trainer.predict`."""
     flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
     flags.DEFINE_string("out", None, "Write annotated photos and per-face age distributions here.")
-    flags.DEFINE_boolean("detect", True, "Detect faces (OpenCV's bundled Haar cascade). "
-                         "--no_detect / --nodetect treats each image as one face crop.")
+    flags.DEFINE_boolean("no_detect", False, "Treat each image as one face crop instead of detecting "
+                         "faces with OpenCV's bundled Haar cascade.")
     flags.DEFINE_boolean("json", False, "Print one JSON list instead of text.")
     flags.DEFINE_float("margin", 0.4, "Margin added around each detected face, as a fraction of "
                        "the face box (IMDB-WIKI crops have 40%).")

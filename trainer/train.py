@@ -99,6 +99,18 @@ def save_best(net: keras.Model, path: str) -> None:
     os.replace(tmp, path)
 
 
+def dry_run(f=FLAGS) -> None:
+    """Everything `train` checks before building, then the plan, and nothing else."""
+    manifest = check_data(f.records, f.validation_split)
+    check_run_dir(RunDir(f.model_dir), f.resume)
+    train_count = manifest["splits"]["train"]["count"]
+    steps = f.steps_per_epoch or max(1, train_count // f.batch_size)
+    print("\n".join(resolved_flag_lines()))
+    print(f"plan: {f.epochs} epochs x {steps} steps x {f.batch_size} images from {train_count} "
+          f"training records ({manifest['image_size']} px shards), validating on "
+          f"{manifest['splits'][f.validation_split]['count']} {f.validation_split} records", flush=True)
+
+
 def train(f=FLAGS) -> str | None:
     """Run the whole job described by the flags; returns the run directory on the
     chief (the process that evaluates afterwards), None on other workers."""
