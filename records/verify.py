@@ -1,0 +1,100 @@
+"""Full check of a shard directory against its manifest: every listed shard is
+present with its size and sha256, holds the listed number of records, and every
+record parses with the schema and decodes to the stated image.
+
+`problems(directory)` returns one message per problem, each naming the file,
+so `python -m records verify` can list them all instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import os
+
+from records import schema
+from records.manifest import DataError, file_sha256, read_manifest
+
+_BATCH = 256
+
+
+def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: str) -> list[str]:
+    import tensorflow as tf
+
+    out = []
+    size, encoding = manifest.get("image_size"), manifest.get("encoding", "jpeg")
+    expected_format = schema.FORMAT_RAW if encoding == "raw" else schema.FORMAT_JPEG
+    spec = schema.feature_spec()
+    count = 0
+    try:
+        for batch in tf.data.TFRecordDataset(path).batch(_BATCH):
+            try:
+                parsed = tf.io.parse_example(batch, spec)
+            except tf.errors.InvalidArgumentError as e:
+                out.append(f"{path}: a record near #{count} does not parse with the schema "
+                           f"({e.message.splitlines()[0]})")
+                count += int(batch.shape[0])
+                continue
+            for j in range(int(batch.shape[0])):
+                where = f"{path} record #{count}"
+                count += 1
+                key = parsed[schema.KEY][j].numpy().decode("utf-8", "replace")
+                if key in seen:
+                    out.append(f"{where}: key {key!r} also in {seen[key]}")
+                seen[key] = split
+                fmt = parsed[schema.IMAGE_FORMAT][j].numpy()
+                h, w = int(parsed[schema.IMAGE_HEIGHT][j]), int(parsed[schema.IMAGE_WIDTH][j])
+                age, gender = int(parsed[schema.AGE][j]), int(parsed[schema.GENDER][j])
+                if fmt != expected_format:
+                    out.append(f"{where} ({key}): format {fmt!r}, manifest says {encoding}")
+                if size is not None and (h, w) != (size, size):
+                    out.append(f"{where} ({key}): {h}x{w}, manifest image_size {size}")
+                if not 0 <= age < schema.NUM_AGES or gender not in (0, 1, schema.GENDER_UNKNOWN):
+                    out.append(f"{where} ({key}): label out of range (age {age}, gender {gender})")
+                encoded = parsed[schema.IMAGE_ENCODED][j].numpy()
+                if fmt == schema.FORMAT_RAW:
+                    if len(encoded) != h * w * 3:
+                        out.append(f"{where} ({key}): {len(encoded)} raw bytes, need {h * w * 3}")
+                    continue
+                try:
+                    shape = tuple(tf.io.decode_jpeg(encoded, channels=3).shape)
+                except tf.errors.InvalidArgumentError as e:
+                    out.append(f"{where} ({key}): image does not decode ({e.message.splitlines()[0]})")
+                    continue
+                if shape != (h, w, 3):
+                    out.append(f"{where} ({key}): decodes to {shape}, record says {(h, w, 3)}")
+    except tf.errors.DataLossError as e:
+        out.append(f"{path}: corrupt after {count} records ({e.message.splitlines()[0]}); "
+                   f"re-run ingest")
+    if count != shard["count"]:
+        out.append(f"{path}: {count} records, manifest lists {shard['count']}")
+    return out
+
+
+def problems(directory: str) -> list[str]:
+    try:
+        manifest = read_manifest(directory)
+    except DataError as e:
+        return [str(e)]
+    out, seen, listed = [], {}, set()
+    for split, entry in manifest["splits"].items():
+        shards = entry.get("shards", [])
+        if sum(s["count"] for s in shards) != entry.get("count"):
+            out.append(f"{directory}: split {split!r} count {entry.get('count')} is not the sum "
+                       f"of its shard counts")
+        for shard in shards:
+            path = os.path.join(directory, shard["file"])
+            listed.add(shard["file"])
+            if not os.path.exists(path):
+                out.append(f"{path}: listed in the manifest but missing")
+                continue
+            size = os.path.getsize(path)
+            if size != shard["bytes"]:
+                out.append(f"{path}: {size} bytes, manifest lists {shard['bytes']} (truncated or replaced)")
+            sha = file_sha256(path)
+            if sha != shard["sha256"]:
+                out.append(f"{path}: sha256 {sha[:12]}... does not match the manifest's "
+                           f"{shard['sha256'][:12]}...")
+            out.extend(_check_records(path, shard, manifest, seen, split))
+    for name in sorted(os.listdir(directory)):
+        if schema.parse_shard_name(name) and name not in listed:
+            out.append(f"{os.path.join(directory, name)}: shard file not listed in the manifest")
+    return out
