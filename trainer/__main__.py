@@ -16,6 +16,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
     f = trainer_flags.FLAGS
+    trainer_flags.quiet_logs()
     try:
         trainer_flags.check_train_flags(f)
     except trainer_flags.flags.ValidationError as e:

@@ -10,7 +10,6 @@ import json
 import os
 
 import tensorflow as tf
-from absl import logging
 
 
 def split_cpu(logical_cpus: int) -> None:
@@ -59,4 +58,4 @@ def describe(strategy: tf.distribute.Strategy) -> str:
 
 
 def log_strategy(strategy: tf.distribute.Strategy) -> None:
-    logging.info("strategy %s", describe(strategy))
+    print(f"Strategy: {describe(strategy)}", flush=True)

@@ -127,6 +127,7 @@ def main(argv):
     import records
     from trainer.run_dir import RunDirError
     f = trainer_flags.FLAGS
+    trainer_flags.quiet_logs()
     try:
         evaluate_run(f.model_dir, f.records, f.split, f.batch_size)
     except (records.DataError, RunDirError) as e:

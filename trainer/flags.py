@@ -107,6 +107,14 @@ def define_predict_flags() -> None:
     flags.mark_flag_as_required("model_dir")
 
 
+def quiet_logs() -> None:
+    """TensorFlow's INFO chatter (checkpoint sharding, ...) buries the epoch lines:
+    show warnings and errors unless the user asked for more with -v/--verbosity."""
+    from absl import logging
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
 def default_model_dir() -> str:
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 

@@ -132,6 +132,7 @@ def main(argv):
     if not paths:
         raise app.UsageError("give one or more photos: python -m trainer.predict --model_dir runs/X photo.jpg")
     f = trainer_flags.FLAGS
+    trainer_flags.quiet_logs()
     from trainer.run_dir import RunDirError
     try:
         predictor = Predictor(f.model_dir)
