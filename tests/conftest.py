@@ -1,0 +1,58 @@
+"""Session fixtures shared by every test module: a small synthetic wiki_crop
+sample and the shards ingest makes of it (built once per session: ~5 s)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ingest import sample
+
+SAMPLE_N = 400          # rows in the sample's wiki.mat
+SAMPLE_SEED = 0
+SAMPLE_IMAGE_SIZE = 32  # --image_size of sample_shards
+SAMPLE_SHARD_MB = 0.05  # small enough that train has several shards
+
+
+def run_module(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m <args>` in a subprocess (ingest's decode pool must fork from a
+    process that has not imported TensorFlow, which pytest's has)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def sample_rows() -> list[dict]:
+    """Ground truth of sample_dir, one dict per wiki.mat row (see ingest.sample.build_rows):
+    category (the cleaning step that removes it, or "kept"), quirk, full_path, age, ..."""
+    return sample.build_rows(SAMPLE_N, SAMPLE_SEED)
+
+
+@pytest.fixture(scope="session")
+def sample_expected() -> dict:
+    """ingest.sample.expected_counts(SAMPLE_N): what default ingest reports on sample_dir."""
+    return sample.expected_counts(SAMPLE_N)
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> str:
+    """A wiki_crop-format folder (wiki.mat + 00/..99/) of SAMPLE_N rows."""
+    path = str(tmp_path_factory.mktemp("sample") / "wiki_crop")
+    sample.generate(path, SAMPLE_N, SAMPLE_SEED, workers=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_shards(sample_dir, tmp_path_factory) -> str:
+    """sample_dir ingested with default cleaning at SAMPLE_IMAGE_SIZE px JPEG,
+    SAMPLE_SHARD_MB shards (train >= 2 shards), random split, seed 0."""
+    out = str(tmp_path_factory.mktemp("shards") / "wiki")
+    result = run_module("ingest", "--src", sample_dir, "--out", out,
+                        "--image_size", str(SAMPLE_IMAGE_SIZE),
+                        "--shard_mb", str(SAMPLE_SHARD_MB), "--workers", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out

@@ -1,0 +1,102 @@
+"""ingest.images: any source file -> exactly size x size RGB, or a counted skip."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ingest import images, sample
+
+SIZE = 24
+
+
+def _decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image)
+
+
+@pytest.mark.parametrize("quirk", ["rgb", "grayscale", "cmyk", "palette", "rgba", "tiny"])
+def test_every_mode_becomes_rgb_of_the_image_size_with_its_age(quirk, sample_dir, sample_rows):
+    rows = [r for r in sample_rows if r["category"] == "kept" and r["quirk"] == quirk]
+    assert rows
+    for encoding in images.ENCODINGS:
+        settings = images.ImageSettings(src=sample_dir, image_size=SIZE, encoding=encoding)
+        for r in rows[:3]:
+            data = images.process(settings, r["full_path"])
+            rgb = _decode(data) if encoding == "jpeg" else \
+                np.frombuffer(data, np.uint8).reshape(SIZE, SIZE, 3)
+            assert rgb.shape == (SIZE, SIZE, 3) and rgb.dtype == np.uint8
+            assert sample.age_from_pixels(rgb) == r["age"], (quirk, encoding, r["full_path"])
+
+
+def test_one_by_one_no_face_image_is_upscaled(sample_dir, sample_rows):
+    r = next(r for r in sample_rows if r["quirk"] == "no_face")
+    rgb = _decode(images.process(images.ImageSettings(src=sample_dir, image_size=SIZE), r["full_path"]))
+    assert rgb.shape == (SIZE, SIZE, 3)
+
+
+def test_large_jpeg_uses_dct_scaling_and_keeps_the_level(tmp_path):
+    Image.new("RGB", (640, 480), (90, 90, 90)).save(tmp_path / "big.jpg", quality=95)
+    with Image.open(tmp_path / "big.jpg") as image:
+        image.draft("RGB", (SIZE, SIZE))
+        assert image.size == (80, 60)       # decoded at 1/8 scale, still >= SIZE
+    rgb = np.asarray(images.load(str(tmp_path / "big.jpg"), SIZE))
+    assert rgb.shape == (SIZE, SIZE, 3) and abs(rgb.mean() - 90) < 1.5
+
+
+def test_unreadable_files_are_skipped_by_reason(sample_dir, sample_rows, tmp_path):
+    settings = images.ImageSettings(src=sample_dir, image_size=SIZE)
+    for quirk, reason in (("missing", images.MISSING), ("truncated", images.TRUNCATED)):
+        r = next(r for r in sample_rows if r["category"] == "kept" and r["quirk"] == quirk)
+        with pytest.raises(images.SkipImage) as e:
+            images.process(settings, r["full_path"])
+        assert e.value.reason == reason
+    (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
+    with pytest.raises(images.SkipImage) as e:
+        images.process(images.ImageSettings(src=str(tmp_path)), "junk.jpg")
+    assert e.value.reason == images.UNDECODABLE
+
+
+def test_paths_escaping_src_are_refused_without_being_opened(tmp_path, monkeypatch):
+    src = tmp_path / "wiki_crop"
+    (src / "00").mkdir(parents=True)
+    outside = tmp_path / "secret.jpg"
+    Image.new("RGB", (8, 8)).save(outside)
+    (src / "00" / "link.jpg").symlink_to(outside)
+    Image.new("RGB", (8, 8)).save(src / "00" / "fine.jpg")
+
+    def no_open(*args, **kwargs):
+        raise AssertionError("an unsafe path was opened")
+
+    settings = images.ImageSettings(src=str(src), image_size=SIZE)
+    monkeypatch.setattr(images.Image, "open", no_open)
+    for rel in (str(outside), "../secret.jpg", "00/../../secret.jpg", "00/link.jpg", "", "/etc/hostname"):
+        with pytest.raises(images.SkipImage) as e:
+            images.process(settings, rel)
+        assert e.value.reason == images.UNSAFE_PATH, rel
+    monkeypatch.undo()
+    assert images.process(settings, "00/../00/fine.jpg")  # stays inside: allowed
+
+
+def test_process_chunk_reports_each_item(sample_dir, sample_rows):
+    kept = [r for r in sample_rows if r["category"] == "kept"]
+    chunk = [(i, r["full_path"]) for i, r in enumerate(kept[:30])] + [(99, "../x.jpg")]
+    images.init_worker(images.ImageSettings(src=sample_dir, image_size=SIZE))
+    out = images.process_chunk(chunk)
+    assert [i for i, _, _ in out] == [i for i, _ in chunk]
+    for (i, data, reason), r in zip(out, kept[:30]):
+        expected = {"missing": "missing", "truncated": "truncated"}.get(r["quirk"])
+        assert reason == expected and (data is None) == (expected is not None)
+    assert out[-1] == (99, None, images.UNSAFE_PATH)
+
+
+def test_decode_module_does_not_import_tensorflow():
+    import subprocess
+    import sys
+    code = "import sys, ingest.images, ingest.sample; print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
