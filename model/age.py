@@ -61,7 +61,7 @@ def build_age_model(weights=None, *, num_classes=AGE_CLASSES, gender=False, vari
     outputs = {"age": age, "gender": _gender_head(x)} if gender else age
     name = f"dex_age{'_gender' if gender else ''}_{variant}"
     model = keras.Model(inputs, outputs, name=name)
-    for layer in model.layers:  # freeze everything up to and including pool5
+    for layer in model.layers[1:]:  # freeze everything after the input, up to and including pool5
         layer.trainable = False
         if layer.name == "pool5":
             break
