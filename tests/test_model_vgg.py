@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import model
-from model.vgg_face import CONV_NAMES, WEIGHTED_LAYER_NAMES
+from model.vgg_face import WEIGHTED_LAYER_NAMES
 
 ORIGINAL_ORDER = (
     ["image"]
