@@ -8,10 +8,11 @@ times a single-process decode+resize+encode loop over the same kept files.
 Prints a markdown table:
 - images/s: the ingest's image phase (decode pool + writer), as it reports it;
 - wall s: the whole command, including TF import, .mat load and hashing;
-- peak memory: max over time of the summed PSS of ingest and its workers
-  (sampled every 0.1 s), and the peak RSS of the largest single process
+- peak memory: max over time of the summed RSS of ingest and its workers
+  (sampled every 0.05 s; an upper bound), and the peak RSS of the largest process
   (wait4 rusage of the ingest process and its reaped workers; importing TensorFlow alone is ~0.85 GB of it);
-- ratio: images/s / (cores x single-process images/s); 1.0 = perfect scaling.
+- ratio: images/s / (cores x single-process images/s); 1.0 = perfect scaling;
+- load avg: the machine's 1-minute load after the row (other jobs skew the ratio).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import time
 from ingest import clean, images, matfile, sample
 
 
-def _tree_pss_kb(root: int) -> int:
-    """Summed PSS of `root` and all its descendants (read from /proc).  PSS
-    splits pages shared after fork() among their sharers, so the sum is the
-    tree's real footprint (summed RSS would count the parent's pages per worker)."""
+def _tree_rss_kb(root: int) -> int:
+    """Summed VmRSS of `root` and all its descendants (read from /proc): an upper
+    bound, since pages shared after fork() count once per process.  (PSS would
+    split them, but it also splits TF's library pages with every other TF
+    process on the machine, so it moves with the neighbours' load.)"""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -48,8 +50,8 @@ def _tree_pss_kb(root: int) -> int:
     total = 0
     for pid in tree:
         try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
         except (OSError, StopIteration):
             pass
     return total
@@ -67,15 +69,15 @@ def run_ingest(src: str, out: str, image_size: int, workers: int) -> dict:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
-        peak = max(peak, _tree_pss_kb(proc.pid))
-        time.sleep(0.1)
+        peak = max(peak, _tree_rss_kb(proc.pid))
+        time.sleep(0.05)
     wall = time.monotonic() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     stdout = proc.stdout.read()
     if proc.returncode != 0:
         raise SystemExit(f"ingest failed on {src}:\n{stdout}")
     rate = float(re.search(r"(\d+) images/s", stdout).group(1))
-    return {"rate": rate, "wall": wall, "tree_pss_mb": peak / 1024,
+    return {"rate": rate, "wall": wall, "tree_rss_mb": peak / 1024,
             "max_process_mb": usage.ru_maxrss / 1024}
 
 
@@ -110,15 +112,15 @@ def main(argv=None) -> int:
         result = run_ingest(src, os.path.join(args.out, f"shards{n}"), args.image_size, cores)
         single = single_process_rate(src, args.image_size)
         kept = sample.expected_counts(n)["kept"]
-        rows.append((n, kept, result, single, result["rate"] / (cores * single)))
+        rows.append((n, kept, result, single, result["rate"] / (cores * single), os.getloadavg()[0]))
         print(f"done n={n}", file=sys.stderr)
     print(f"\n{cores} workers on {os.cpu_count()} cores, --image_size {args.image_size}, jpeg\n")
-    print("| entries | images (kept) | images/s | wall s | peak PSS, all processes (MB) | peak RSS, largest process (MB) "
-          "| 1-process images/s | ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n, kept, r, single, ratio in rows:
-        print(f"| {n} | {kept} | {r['rate']:.0f} | {r['wall']:.1f} | {r['tree_pss_mb']:.0f} "
-              f"| {r['max_process_mb']:.0f} | {single:.0f} | {ratio:.2f} |")
+    print("| entries | images (kept) | images/s | wall s | peak RSS sum, all processes (MB) | peak RSS, largest process (MB) "
+          "| 1-process images/s | ratio | load avg |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, kept, r, single, ratio, load in rows:
+        print(f"| {n} | {kept} | {r['rate']:.0f} | {r['wall']:.1f} | {r['tree_rss_mb']:.0f} "
+              f"| {r['max_process_mb']:.0f} | {single:.0f} | {ratio:.2f} | {load:.1f} |")
     return 0
 
 

@@ -94,9 +94,12 @@ def test_process_chunk_reports_each_item(sample_dir, sample_rows):
     assert out[-1] == (99, None, images.UNSAFE_PATH)
 
 
-def test_decode_module_does_not_import_tensorflow():
+def test_decode_side_does_not_import_tensorflow():
+    # ingest forks its decode pool from a process that has loaded the pipeline but
+    # not yet TF (the writers import it later): workers stay small and TF-free.
     import subprocess
     import sys
-    code = "import sys, ingest.images, ingest.sample; print('tensorflow' in sys.modules)"
+    code = ("import sys, ingest.images, ingest.sample, ingest.pipeline, ingest.flags; "
+            "print('tensorflow' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
