@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="bench_out/stream", help="sample + shards live here (reused)")
     p.add_argument("--pil_n", type=int, default=1000,
                    help="images the original-recipe child loads (then extrapolated)")
-    p.add_argument("--rss_n", default="2048,20480,61440",
+    p.add_argument("--rss_n", default="2048,20480,61440,122880",
                    help="records read by the reader-RSS children (training mode repeats the split)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of pipelines 1-3 (median)")
     p.add_argument("--_child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)

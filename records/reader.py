@@ -222,8 +222,11 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
         ds = ds.shuffle(len(files), seed=file_seed, reshuffle_each_iteration=True)
     # 4. Parallel interleave: reading several files at once hides per-file latency and
     #    mixes files before the record shuffle. block_length=1 for the best mixing.
+    #    Under record-level sharding the interleave order must be deterministic even
+    #    in a non-deterministic training run, or the pipelines' slices would overlap.
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), MAX_INTERLEAVE),
-                       block_length=1, num_parallel_calls=AUTOTUNE)
+                       block_length=1, num_parallel_calls=AUTOTUNE,
+                       deterministic=True if not shard_by_file else None)
     if pipelines > 1 and not shard_by_file:
         ds = ds.shard(pipelines, pipeline_id)          # record-level fallback (warned above)
         n_records = len(range(pipeline_id, sum(counts), pipelines))
