@@ -156,7 +156,9 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
         gender = float(people_gender[person]) if rng.random() > 0.02 else float("nan")
         face_score = float(rng.uniform(3.0, 7.0))
         second = float("nan")
-        age = int(np.clip(round(rng.normal(36, 15)), 1, 100))
+        age = int(round(rng.normal(36, 15)))
+        if not 1 <= age <= 100:        # redraw uniformly rather than pile up at the ends
+            age = int(rng.integers(1, 101))
         quirk = "rgb"
         if cat == "invalid_dob":
             dob = int(rng.integers(1, 367)) if i % 2 else int(rng.integers(_MAX_DATENUM + 1, _MAX_DATENUM + 50_000))
