@@ -155,9 +155,10 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
     labels: int32 [batch] each (gender -1 = unknown). Normalization is the model's job.
 
     training=True: seeded file shuffle, record shuffle (`shuffle_buffer`), repeats
-      forever unless `repeat=n` (n epochs), `drop_remainder` defaults to True (static
-      batch shape; batches never straddle a shortened final one), `augment` allowed,
-      `deterministic` defaults to `seed is not None` (same seed -> same order).
+      forever unless `repeat=n` (n epochs), `drop_remainder` defaults to True (a static
+      batch dimension for XLA; it only drops anything when `repeat` is finite, since
+      batches run across epoch boundaries), `augment` allowed, `deterministic` defaults
+      to `seed is not None` (same seed -> same order; no seed -> fastest order).
     training=False (evaluation): no shuffle, deterministic, every record exactly once
       (`repeat` None = one pass), `drop_remainder` defaults to False (final partial
       batch kept). Cardinality is known (from the manifest's counts) when finite.
