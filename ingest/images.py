@@ -63,6 +63,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def fit(image: Image.Image, size: int) -> Image.Image:
+    """RGB, squashed to size x size: the pixels every stored record has. Prediction
+    calls this too (on a detected face crop), so the model sees photos as it saw
+    its training data."""
+    rgb = to_rgb(image)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BILINEAR)
+    return rgb
+
+
 def load(path: str, size: int) -> Image.Image:
     """Decode `path` as an RGB image of exactly size x size (the whole crop is
     squashed, as the original recipe did; its crops are near-square)."""
@@ -72,10 +82,7 @@ def load(path: str, size: int) -> Image.Image:
             # leaves at least `size` pixels; a 600 px crop becomes 4x cheaper.
             image.draft("RGB", (size, size))
             image.load()
-            rgb = to_rgb(image)
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.BILINEAR)
-            return rgb
+            return fit(image, size)
     except FileNotFoundError as e:
         raise SkipImage(MISSING, path) from e
     except Image.DecompressionBombError as e:

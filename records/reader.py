@@ -17,6 +17,7 @@ resident memory is flat in the number of records.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Callable
 
@@ -39,7 +40,15 @@ Decoder = Callable[[tf.Tensor], tuple]
 
 # --------------------------------------------------------------------------- decode
 
-def _image_decoder(manifest: dict, where: str, image_size: int | None) -> Decoder:
+def _labels(ex: dict, with_keys: bool) -> dict:
+    """The label dict every record kind yields (plus the record key when asked)."""
+    labels = {"age": tf.cast(ex[schema.AGE], tf.int32), "gender": tf.cast(ex[schema.GENDER], tf.int32)}
+    if with_keys:
+        labels["key"] = ex[schema.KEY]
+    return labels
+
+
+def _image_decoder(manifest: dict, where: str, image_size: int | None, with_keys: bool) -> Decoder:
     """kind "images": JPEG or raw uint8, all `manifest["image_size"]` square, RGB."""
     stored = manifest.get("image_size")
     encoding = manifest.get("encoding")
@@ -57,7 +66,8 @@ def _image_decoder(manifest: dict, where: str, image_size: int | None) -> Decode
         _log_resize_once(where, stored, target)
 
     spec = schema.feature_spec()
-    spec = {k: spec[k] for k in (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.AGE, schema.GENDER)}
+    spec = {k: spec[k] for k in (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.AGE, schema.GENDER,
+                                 schema.KEY)}
 
     def decode_one_jpeg(data):
         # ensure_shape both gives map_fn its static shape and fails loudly on a record
@@ -81,16 +91,28 @@ def _image_decoder(manifest: dict, where: str, image_size: int | None) -> Decode
                                fn_output_signature=tf.TensorSpec([stored, stored, 3], tf.uint8))
         if target != stored:
             images = resize_uint8(images, target, shrinking=target < stored)
-        labels = {"age": tf.cast(ex[schema.AGE], tf.int32),
-                  "gender": tf.cast(ex[schema.GENDER], tf.int32)}
-        return images, labels
+        return images, _labels(ex, with_keys)
 
     return decode
 
 
-def _features_decoder(manifest: dict, where: str, image_size: int | None) -> Decoder:
-    raise DataError(f"{where}: kind 'features' (the feature cache, issue 6) is not readable by "
-                    f"this version of records.reader yet; point the reader at the image shards")
+def _features_decoder(manifest: dict, where: str, image_size: int | None, with_keys: bool) -> Decoder:
+    """kind "features" (trainer.features): the frozen trunk's pool5 output per image,
+    raw float16 of `manifest["feature_shape"]`. `image_size` does not apply."""
+    shape = manifest.get("feature_shape")
+    if manifest.get("feature_dtype") != "float16" or not shape:
+        raise DataError(f"{where}: feature cache manifest lacks feature_shape/feature_dtype float16; "
+                        f"delete that directory and let the trainer rebuild it")
+    spec = schema.feature_record_spec()
+
+    def decode(serialized):
+        ex = tf.io.parse_example(serialized, spec)
+        # decode_raw is vectorized over the batch; fixed_length makes a short record fail loudly.
+        flat = tf.io.decode_raw(ex[schema.FEATURES], tf.float16,
+                                fixed_length=2 * math.prod(shape))
+        return tf.reshape(flat, [-1, *shape]), _labels(ex, with_keys)
+
+    return decode
 
 
 _DECODERS = {"images": _image_decoder, "features": _features_decoder}
@@ -148,11 +170,14 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
                  cache: bool | str = False, augment: bool = False,
                  input_context: tf.distribute.InputContext | None = None,
                  drop_remainder: bool | None = None,
-                 image_size: int | None = None) -> tf.data.Dataset:
+                 image_size: int | None = None, with_keys: bool = False) -> tf.data.Dataset:
     """A `tf.data.Dataset` of `(images, {"age", "gender"})` batches read from `directory`.
 
     images: uint8 [batch, H, W, 3] exactly as stored (or resized to `image_size`);
-    labels: int32 [batch] each (gender -1 = unknown). Normalization is the model's job.
+    labels: int32 [batch] each (gender -1 = unknown), plus "key" (string [batch], the
+      source full_path) when `with_keys`. Normalization is the model's job.
+    A feature cache directory (manifest kind "features") yields float16 pool5 features
+    [batch, h, w, c] in place of images, through the same pipeline.
 
     training=True: seeded file shuffle, record shuffle (`shuffle_buffer`), repeats
       forever unless `repeat=n` (n epochs), `drop_remainder` defaults to True (a static
@@ -186,7 +211,7 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
     if kind not in _DECODERS:
         raise DataError(f"{where}: unknown record kind {kind!r} (known: {sorted(_DECODERS)}); "
                         f"re-run the writer with this version of the project")
-    decode = _DECODERS[kind](manifest, where, image_size)
+    decode = _DECODERS[kind](manifest, where, image_size, with_keys)
 
     files = [os.path.join(directory, s["file"]) for s in shards]
     counts = [int(s["count"]) for s in shards]

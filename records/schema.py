@@ -16,6 +16,9 @@ SPLITS = ("train", "val", "test")
 NUM_AGES = 101            # ages 0..100, the DEX softmax classes
 GENDER_UNKNOWN = -1       # gender: 1 male, 0 female, -1 unknown
 
+KIND_IMAGES = "images"     # manifest "kind": face crops written by ingest
+KIND_FEATURES = "features" # manifest "kind": pool5 features written by the feature cache
+
 FORMAT_JPEG = b"jpeg"     # image/encoded holds a JPEG file
 FORMAT_RAW = b"raw"       # image/encoded holds height*width*3 uint8 bytes, row-major RGB
 FORMATS = (FORMAT_JPEG, FORMAT_RAW)
@@ -29,6 +32,7 @@ AGE = "age"
 GENDER = "gender"
 FACE_SCORE = "face_score"
 KEY = "key"
+FEATURES = "features"     # feature records: raw float16 bytes of manifest["feature_shape"]
 
 SHARD_SUFFIX = ".tfrecord"
 _SHARD_RE = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tfrecord$")
@@ -87,4 +91,29 @@ def encode_example(*, image: bytes, image_format: bytes, height: int, width: int
         GENDER: i(gender),
         FACE_SCORE: f(face_score),
         KEY: b(key.encode("utf-8")),
+    })).SerializeToString()
+
+
+def feature_record_spec() -> dict:
+    """The `tf.io.parse_example` spec of a feature-cache record."""
+    import tensorflow as tf
+
+    return {
+        FEATURES: tf.io.FixedLenFeature([], tf.string),
+        AGE: tf.io.FixedLenFeature([], tf.int64),
+        GENDER: tf.io.FixedLenFeature([], tf.int64),
+        KEY: tf.io.FixedLenFeature([], tf.string),
+    }
+
+
+def encode_feature_example(*, features: bytes, age: int, gender: int, key: bytes) -> bytes:
+    """One serialized feature-cache record: the trunk's output for one image, with
+    the labels and key of the image record it came from."""
+    import tensorflow as tf
+
+    def b(v): return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+    def i(v): return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        FEATURES: b(features), AGE: i(age), GENDER: i(gender), KEY: b(key),
     })).SerializeToString()

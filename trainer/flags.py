@@ -85,6 +85,16 @@ def define_train_flags() -> None:
                          "and the plan, and exit without building the model.")
 
 
+def define_features_flags() -> None:
+    """Flags of `python -m trainer.features` (the same meaning as the trainer's)."""
+    flags.DEFINE_string("records", "shards/wiki", "Directory of image shards written by `python -m ingest`.")
+    flags.DEFINE_string("weights", "vgg_face_weights.h5",
+                        "Path to vgg_face_weights.h5, or 'none' for a random trunk drawn with --seed.")
+    flags.DEFINE_enum("variant", "full", ["full", "tiny"], "Model variant whose trunk is cached.")
+    flags.DEFINE_integer("seed", 0, "Seed of a random trunk (with --weights=none); as the trainer's --seed.")
+    flags.DEFINE_integer("batch_size", 64, "Images per trunk forward pass.")
+
+
 def define_evaluate_flags() -> None:
     """Flags of `python -m trainer.evaluate`."""
     flags.DEFINE_string("model_dir", None, "Run directory holding best.keras (from `python -m trainer`).")

@@ -110,14 +110,17 @@ class Loop:
         # Keras' TF optimizer all-reduces (sums) the gradients across replicas here,
         # and LossScaleOptimizer unscales them and skips non-finite steps.
         self.optimizer.apply(grads, self.net.trainable_variables)
-        return sums
+        # Sum the metrics over replicas and workers in replica context: one batched
+        # all-reduce (strategy.reduce in a tf.range loop fails under multi-worker).
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, sums)
 
     def _train_steps_impl(self, iterator, num_steps):
         totals = _zeros(self.with_gender)
         for _ in tf.range(num_steps):
             images, labels = next(iterator)
             per_replica = self.strategy.run(self._replica_step, args=(images, labels))
-            reduced = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            # Every replica holds the same all-reduced sums: take the local first one.
+            reduced = self.strategy.experimental_local_results(per_replica)[0]
             totals = {k: totals[k] + reduced[k] for k in totals}
         return totals
 

@@ -19,7 +19,7 @@ from absl import app, flags, logging
 
 import model as age_model_lib
 import records
-from trainer import distribution, loop
+from trainer import distribution, features, loop
 from trainer.flags import FLAGS, MIXED_PRECISION_POLICIES, MODEL_SHAPING_FLAGS
 from trainer.run_dir import RunDir, RunDirError
 
@@ -168,17 +168,28 @@ def train(f=FLAGS) -> str | None:
         run.write_info({"records": os.path.abspath(f.records), "image_size": manifest["image_size"],
                         "input_size": input_size, "variant": f.variant, "task": f.task})
 
+    # What the loop trains on: images through the whole age model, or (feature cache)
+    # the frozen trunk's cached pool5 outputs through the head, which shares its
+    # layers with `net`, so checkpoints and best.keras hold the full age model either way.
+    data_dir, data_size, train_net = f.records, input_size, net
+    if f.cache_features:
+        data_dir = features.ensure(net, f.records, weights, f.variant, f.seed,
+                                   allow_build=not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
+        data_size = None
+        with strategy.scope():
+            train_net = age_model_lib.head(net)
+
     steps_per_epoch = f.steps_per_epoch or max(1, manifest["splits"]["train"]["count"] // global_batch)
     # A resumed run reseeds the data order from the epoch it resumes at: the order
     # is then a function of (seed, resume epoch), reproducible for the same kill point.
     data_seed = f.seed + 1_000_003 * start_epoch
-    train_data = records.distribute(strategy, f.records, "train", global_batch, training=True,
+    train_data = records.distribute(strategy, data_dir, "train", global_batch, training=True,
                                     seed=data_seed, augment=f.augment, shuffle_buffer=f.shuffle_buffer,
-                                    image_size=input_size)
-    val_data = records.make_dataset(f.records, f.validation_split, f.eval_batch_size or global_batch,
-                                    training=False, image_size=input_size)
+                                    image_size=data_size)
+    val_data = records.make_dataset(data_dir, f.validation_split, f.eval_batch_size or global_batch,
+                                    training=False, image_size=data_size)
 
-    trainer = loop.Loop(strategy, net, optimizer, global_batch_size=global_batch,
+    trainer = loop.Loop(strategy, train_net, optimizer, global_batch_size=global_batch,
                         with_gender=with_gender, jit_compile=f.jit_compile)
     summary = tf.summary.create_file_writer(run.tensorboard) if chief else tf.summary.create_noop_writer()
     reporter = EpochReporter(steps_per_epoch, f.epochs)

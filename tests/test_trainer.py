@@ -1,0 +1,269 @@
+"""The trainer end to end, as a user runs it: real subprocesses of `python -m trainer`,
+`trainer.evaluate` and `trainer.predict` on a sample ingested by `python -m ingest`.
+
+One module-scoped run trains the tiny variant with the committed cpu.flags and is
+shared by the evaluation and prediction tests; resume, mirrored and multi-worker
+runs each get their own run directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_module
+from ingest import sample
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CPU_FLAGS = os.path.join(REPO, "cpu.flags")
+GPU_FLAGS = os.path.join(REPO, "gpu.flags")
+TRAIN_N = 2000        # sample rows: ~1000 written records, ~630 for training
+
+
+def trainer(*args, timeout=300, env=None):
+    """`python -m trainer ARGS` from the repository root (where cpu.flags' paths are relative to)."""
+    env = {**(os.environ if env is None else env), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def history(run_dir):
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def train_shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer_data")
+    src = str(root / "wiki_crop")
+    sample.generate(src, TRAIN_N, seed=3, workers=2)
+    out = str(root / "shards")
+    result = run_module("ingest", "--src", src, "--out", out, "--image_size", "32",
+                        "--shard_mb", "0.05", "--workers", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {"src": src, "shards": out}
+
+
+@pytest.fixture(scope="module")
+def trained_run(train_shards, tmp_path_factory):
+    """The committed cpu.flags, pointed at this sample: train, then evaluate (the default)."""
+    run_dir = str(tmp_path_factory.mktemp("runs") / "cpu")
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}",
+                     f"--model_dir={run_dir}")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return {"dir": run_dir, "stdout": result.stdout, **train_shards}
+
+
+def test_training_learns_the_age_far_better_than_the_mean(trained_run):
+    run_dir = trained_run["dir"]
+    assert os.path.exists(os.path.join(run_dir, "best.keras"))
+    with open(os.path.join(run_dir, "report.json")) as f:
+        report = json.load(f)
+    manifest = json.load(open(os.path.join(trained_run["shards"], "manifest.json")))
+    assert report["count"] == manifest["splits"]["test"]["count"]
+    for key in ("loss", "accuracy", "mae", "cs5", "count", "mae_by_decade"):
+        assert key in report
+    # A real learning check: the sample's pixels encode the age, so a model that
+    # learned anything beats always answering the training mean by a wide margin.
+    assert report["mae"] < 0.7 * report["baseline_mae_predicting_train_mean"], report
+    assert sum(d["count"] for d in report["mae_by_decade"].values()) == report["count"]
+
+
+def test_run_directory_holds_every_artifact(trained_run):
+    run_dir = trained_run["dir"]
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 41))   # cpu.flags: 40 epochs
+    assert all(float(r["epoch_seconds"]) > 0 and float(r["images_per_second"]) > 0 for r in rows)
+    with open(os.path.join(run_dir, "predictions.csv")) as f:
+        preds = list(csv.DictReader(f))
+    assert len(preds) == json.load(open(os.path.join(run_dir, "report.json")))["count"]
+    assert set(preds[0]) == {"key", "true_age", "expected_age", "most_likely_age"}
+    for name in ("learning_curves.png", "mae_by_age.png", "flags.txt", "run.json"):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
+    assert os.listdir(os.path.join(run_dir, "tb"))
+    flags_txt = open(os.path.join(run_dir, "flags.txt")).read()
+    assert "--variant=tiny" in flags_txt and f"--model_dir={run_dir}" in flags_txt
+
+
+def test_flags_txt_is_a_reusable_flagfile(trained_run):
+    result = trainer(f"--flagfile={os.path.join(trained_run['dir'], 'flags.txt')}", "--dry_run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "plan: 40 epochs" in result.stdout
+
+
+def test_evaluate_command_rewrites_the_report(trained_run):
+    os.remove(os.path.join(trained_run["dir"], "report.json"))
+    result = run_module("trainer.evaluate", f"--model_dir={trained_run['dir']}", cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MAE (years)" in result.stdout
+    assert json.load(open(os.path.join(trained_run["dir"], "report.json")))["count"] > 0
+
+
+def some_kept_image(src: str) -> tuple[str, int]:
+    """A readable sample face of a plausible age and its true age."""
+    for row in sample.build_rows(TRAIN_N, 3):
+        path = os.path.join(src, row["full_path"])
+        if row["category"] == "kept" and row["quirk"] == "rgb" and 25 <= row["age"] <= 60 \
+                and os.path.exists(path):
+            return path, row["age"]
+    raise AssertionError("no plain kept image in the sample")
+
+
+def test_predict_prints_an_apparent_age_for_a_face_crop(trained_run, tmp_path):
+    photo, age = some_kept_image(trained_run["src"])
+    out = tmp_path / "out"
+    result = run_module("trainer.predict", f"--model_dir={trained_run['dir']}", "--no_detect",
+                        f"--out={out}", "--json", photo, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [entry] = json.loads(result.stdout)
+    assert entry["error"] is None and len(entry["faces"]) == 1
+    face = entry["faces"][0]
+    assert 0 <= face["apparent_age"] <= 100 and 0 <= face["most_likely_age"] <= 100
+    assert abs(face["apparent_age"] - age) < 25          # learned, if roughly
+    assert os.path.exists(entry["annotated"]) and all(os.path.exists(p) for p in entry["distributions"])
+
+
+def portrait() -> str:
+    """NASA's public-domain portrait of Eileen Collins, shipped inside scikit-image."""
+    import importlib.util
+    return os.path.join(importlib.util.find_spec("skimage").submodule_search_locations[0],
+                        "data", "astronaut.png")
+
+
+def test_predict_detects_faces_and_reports_bad_files_per_file(trained_run, tmp_path):
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("this is not a picture")
+    faceless = tmp_path / "gray.png"
+    Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(faceless)
+    result = run_module("trainer.predict", f"--model_dir={trained_run['dir']}", "--json",
+                        portrait(), str(not_image), str(faceless), cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]      # one file worked
+    face_photo, bad, empty = json.loads(result.stdout)
+    assert face_photo["error"] is None and len(face_photo["faces"]) >= 1
+    x, y, w, h = face_photo["faces"][0]["box"]
+    assert 100 < x < 300 and 0 < y < 200 and w > 50     # her face, not the background
+    assert bad["faces"] == [] and "notes.jpg: not a readable image" in bad["error"]
+    assert empty["faces"] == [] and "no face found" in empty["error"] and "--no_detect" in empty["error"]
+
+
+def test_predict_exits_nonzero_when_no_file_could_be_processed(trained_run, tmp_path):
+    result = run_module("trainer.predict", f"--model_dir={trained_run['dir']}", str(tmp_path / "nope.jpg"),
+                        cwd=REPO)
+    assert result.returncode == 1
+    assert "nope.jpg: no such file" in result.stderr
+
+
+def test_killed_run_resumes_from_its_last_completed_epoch(train_shards, tmp_path):
+    run_dir = str(tmp_path / "resume")
+    args = [sys.executable, "-m", "trainer", f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}",
+            f"--model_dir={run_dir}", "--epochs=12", "--noevaluate"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline:            # kill once at least 3 epochs are committed
+        if os.path.isdir(ckpt_dir) and sum(n.endswith(".index") for n in os.listdir(ckpt_dir)) >= 2 \
+                and len(history(run_dir)) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(history(run_dir))
+    assert 3 <= done_before < 12, "the run finished before it could be killed"
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming" in result.stdout
+    epochs = [int(r["epoch"]) for r in history(run_dir)]
+    assert epochs == list(range(1, 13))          # no epoch repeated or missing
+
+
+def test_mirrored_strategy_on_two_logical_cpus_trains(train_shards, tmp_path):
+    run_dir = str(tmp_path / "mirrored")
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}", f"--model_dir={run_dir}",
+                     "--strategy=mirrored", "--logical_cpus=2", "--epochs=1", "--noevaluate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy: 2 replica(s) in sync" in result.stdout
+    assert len(history(run_dir)) == 1 and os.path.exists(os.path.join(run_dir, "best.keras"))
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multi_worker_strategy_with_two_local_workers_trains(train_shards, tmp_path):
+    run_dir = str(tmp_path / "multi")
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": tf_config}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "trainer", f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}",
+             f"--model_dir={run_dir}", "--strategy=multi_worker", "--epochs=1", "--noevaluate"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, out[-2000:] + err[-3000:]
+        assert "2 replica(s) in sync, 2 worker(s)" in out
+    assert len(history(run_dir)) == 1                       # only the chief writes the run
+    assert os.path.exists(os.path.join(run_dir, "best.keras"))
+
+
+def test_gpu_flags_parse_and_resolve(train_shards, tmp_path):
+    weights = tmp_path / "vgg_face_weights.h5"
+    weights.write_bytes(b"placeholder: --dry_run checks only that the file exists")
+    result = trainer(f"--flagfile={GPU_FLAGS}", f"--weights={weights}", f"--records={train_shards['shards']}",
+                     f"--model_dir={tmp_path / 'gpu'}", "--dry_run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in ("--variant=full", "--batch_size=256", "--epochs=250", "--steps_per_epoch=1",
+                 "--mixed_precision=bf16", "--jit_compile", "--optimizer=adam", "--validation_split=val"):
+        assert line in result.stdout.splitlines(), line
+    assert "plan: 250 epochs x 1 steps x 256 images" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs=0"], "error: --epochs=0: must be at least 1"),
+    (["--weights=/nowhere/vgg_face_weights.h5", "--variant=full"],
+     "error: --weights=/nowhere/vgg_face_weights.h5: file not found; download vgg_face_weights.h5 and pass "
+     "--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch"),
+    (["--cache_features", "--augment"], "error: --cache_features with --augment"),
+    (["--strategy=multi_worker"], "error: --strategy=multi_worker needs the TF_CONFIG environment variable"),
+])
+def test_bad_flags_fail_with_one_clear_line(args, message, train_shards, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}",
+                     f"--model_dir={tmp_path / 'bad'}", *args, env=env)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-1500:]
+    assert not os.path.exists(tmp_path / "bad")
+
+
+def test_missing_shards_fail_before_building_anything(tmp_path):
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={tmp_path / 'nothing'}",
+                     f"--model_dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "nothing" in last and "python -m ingest" in last
+
+
+def test_resuming_with_another_variant_is_refused(trained_run):
+    result = trainer(f"--flagfile={os.path.join(trained_run['dir'], 'flags.txt')}", "--variant=full",
+                     "--weights=none", "--dry_run")
+    assert result.returncode != 0
+    assert "--variant=full but the run in" in result.stderr and "--variant=tiny" in result.stderr

@@ -1,0 +1,166 @@
+"""The feature cache: the frozen VGG-Face trunk run once over every image.
+
+Everything up to pool5 is frozen and (without --augment) sees the same pixels
+every epoch, so its output is a pure function of (image shards, weights,
+variant). This module computes it once per split, streaming, into feature
+shards (pool5 as float16, with age/gender/key) written like ingest writes image
+shards (temporary names, manifest last), under
+
+    <records>/features/<variant>-<cache key>/   manifest.json (kind "features"), train-*, val-*, test-*
+
+The cache key hashes the image shards' manifest, the weights file (or the seed
+of a random trunk) and the variant/input size: a cache built from anything else
+is a different directory, and one without a matching manifest is rebuilt, never
+silently used.
+
+    python -m trainer.features --records shards/wiki --weights vgg_face_weights.h5
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+
+from trainer import flags as trainer_flags  # noqa: E402
+
+FEATURE_DTYPE = "float16"
+SHARD_BYTES = 128 << 20
+
+
+def cache_key(records_dir: str, weights: str | None, variant: str, input_size: int, seed: int,
+              compute_dtype: str = "float32") -> dict:
+    """What the cached features are a function of."""
+    from records.manifest import file_sha256, manifest_path
+
+    return {
+        "images_manifest_sha256": file_sha256(manifest_path(records_dir)),
+        "weights_sha256": file_sha256(weights) if weights else None,
+        # A random trunk (--weights=none) is a function of the seed it was drawn with.
+        "random_trunk_seed": None if weights else seed,
+        "variant": variant,
+        "input_size": input_size,
+        "feature_dtype": FEATURE_DTYPE,
+        "trunk_compute_dtype": compute_dtype,
+    }
+
+
+def cache_dir(records_dir: str, key: dict) -> str:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(records_dir, "features", f"{key['variant']}-{digest}")
+
+
+def is_complete(directory: str, key: dict) -> bool:
+    """A finished cache for exactly this key, every shard present at its size."""
+    import records
+    from records.manifest import split_shards
+
+    try:
+        manifest = records.read_manifest(directory)
+        if manifest.get("kind") != "features" or manifest.get("cache_key") != key:
+            return False
+        for split in manifest["splits"]:
+            split_shards(directory, manifest, split)
+    except records.DataError:
+        return False
+    return True
+
+
+def build(net, records_dir: str, key: dict, *, batch_size: int = 64, log=print) -> str:
+    """Write the cache of every split of `records_dir` through `net`'s frozen trunk;
+    returns its directory. Crash-safe: the manifest goes last, after every shard."""
+    import numpy as np
+    import tensorflow as tf
+
+    import model as age_model_lib
+    import records
+    from records import schema
+    from records.manifest import manifest_path, write_manifest
+    from records.writer import ShardedWriter
+
+    out = cache_dir(records_dir, key)
+    os.makedirs(out, exist_ok=True)
+    if os.path.exists(manifest_path(out)):
+        os.remove(manifest_path(out))       # from here on the directory is not a finished cache
+    image_manifest = records.read_manifest(records_dir)
+    trunk = age_model_lib.feature_extractor(net)
+    features_of = tf.function(lambda images: tf.cast(trunk(images, training=False), tf.float16))
+    feature_shape = [int(d) for d in trunk.output.shape[1:]]
+    started = time.perf_counter()
+    splits = {}
+    for split in image_manifest["splits"]:
+        data = records.make_dataset(records_dir, split, batch_size, training=False,
+                                    image_size=key["input_size"], with_keys=True)
+        writer = ShardedWriter(out, split, shard_bytes=SHARD_BYTES)
+        for images, labels in data:
+            feats = np.asarray(features_of(images))
+            ages, genders, keys = (labels[k].numpy() for k in ("age", "gender", "key"))
+            for i in range(len(feats)):
+                writer.write(schema.encode_feature_example(features=feats[i].tobytes(), age=ages[i],
+                                                           gender=genders[i], key=keys[i]))
+        splits[split] = writer.finish()
+        log(f"  feature cache: {split} {splits[split]['count']} records")
+    write_manifest(out, {
+        "schema_version": schema.SCHEMA_VERSION, "kind": schema.KIND_FEATURES,
+        "feature_shape": feature_shape, "feature_dtype": FEATURE_DTYPE,
+        "cache_key": key, "images": os.path.abspath(records_dir),
+        "image_size": key["input_size"], "splits": splits,
+        "build_seconds": round(time.perf_counter() - started, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    return out
+
+
+def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, *,
+           batch_size: int = 64, allow_build: bool = True, log=print) -> str:
+    """The cache directory for this trunk, built first if it is missing, stale or partial."""
+    key = cache_key(records_dir, weights, variant, int(net.input_shape[1]), seed,
+                    net.get_layer("conv1_1").compute_dtype)
+    directory = cache_dir(records_dir, key)
+    if is_complete(directory, key):
+        log(f"Feature cache: using {directory}")
+        return directory
+    if not allow_build:
+        import records
+        raise records.DataError(
+            f"{directory}: no finished feature cache for these shards and weights; build it first with "
+            f"`python -m trainer.features --records {records_dir} --weights {weights or 'none'} "
+            f"--variant {variant} --seed {seed}`")
+    log(f"Feature cache: building {directory} (one pass of the frozen trunk over every split)")
+    started = time.perf_counter()
+    build(net, records_dir, key, batch_size=batch_size, log=log)
+    log(f"Feature cache: built in {time.perf_counter() - started:.1f}s")
+    return directory
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    f = trainer_flags.FLAGS
+    trainer_flags.quiet_logs()
+    import keras
+
+    import model as age_model_lib
+    import records
+    from trainer import loop
+
+    weights = None if f.weights.lower() == "none" else f.weights
+    try:
+        records.read_manifest(f.records)
+        loop.set_seeds(f.seed)      # the same draw as the trainer's, for a random trunk
+        keras.mixed_precision.set_global_policy("float32")
+        net = age_model_lib.build_age_model(weights, variant=f.variant)
+        print(ensure(net, f.records, weights, f.variant, f.seed, batch_size=f.batch_size))
+    except (records.DataError, age_model_lib.WeightsError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    trainer_flags.define_features_flags()
+    app.run(main)
