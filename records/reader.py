@@ -17,7 +17,6 @@ resident memory is flat in the number of records.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from typing import Callable
 
@@ -107,9 +106,9 @@ def _features_decoder(manifest: dict, where: str, image_size: int | None, with_k
 
     def decode(serialized):
         ex = tf.io.parse_example(serialized, spec)
-        # decode_raw is vectorized over the batch; fixed_length makes a short record fail loudly.
-        flat = tf.io.decode_raw(ex[schema.FEATURES], tf.float16,
-                                fixed_length=2 * math.prod(shape))
+        # decode_raw is vectorized over the batch; it needs equal-length records, and the
+        # reshape then fails loudly on any record of another feature size.
+        flat = tf.io.decode_raw(ex[schema.FEATURES], tf.float16)
         return tf.reshape(flat, [-1, *shape]), _labels(ex, with_keys)
 
     return decode

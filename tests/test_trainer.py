@@ -79,6 +79,23 @@ def test_training_learns_the_age_far_better_than_the_mean(trained_run):
     assert sum(d["count"] for d in report["mae_by_decade"].values()) == report["count"]
 
 
+def test_training_on_cached_features_reaches_a_comparable_mae(trained_run, tmp_path):
+    run_dir = str(tmp_path / "cached")
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={trained_run['shards']}", f"--model_dir={run_dir}",
+                     "--cache_features")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Feature cache: building" in result.stdout
+    cached = json.load(open(os.path.join(run_dir, "report.json")))
+    plain = json.load(open(os.path.join(trained_run["dir"], "report.json")))
+    baseline = plain["baseline_mae_predicting_train_mean"]
+    # Same seed, data and schedule: the head sees the same pool5 values (to float16),
+    # so both runs learn about equally well, and both far better than the mean.
+    assert cached["mae"] < 0.7 * baseline and plain["mae"] < 0.7 * baseline
+    assert abs(cached["mae"] - plain["mae"]) < 0.25 * baseline, (cached["mae"], plain["mae"])
+    # best.keras is the full age model (images in), so evaluation did not change.
+    assert cached["count"] == plain["count"]
+
+
 def test_run_directory_holds_every_artifact(trained_run):
     run_dir = trained_run["dir"]
     rows = history(run_dir)
