@@ -1,15 +1,23 @@
-"""`python -m trainer --flagfile=gpu.flags`: train the DEX age model on the shards."""
+"""python -m trainer --flagfile=gpu.flags   (or cpu.flags; any flag overrides the file)
+
+Trains the DEX apparent-age model (VGG-Face transfer) on the shards written by
+`python -m ingest`, streaming them through records.make_dataset. Writes
+checkpoints, best.keras, history.csv, flags.txt and TensorBoard logs to
+--model_dir, resumes there after a crash, and evaluates best.keras on the test
+split at the end (see trainer.evaluate).
+"""
 
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from trainer import flags as trainer_flags  # noqa: E402
 
 trainer_flags.define_train_flags()
+flags.adopt_module_key_flags(trainer_flags)  # so --help lists them
 
 
 def main(argv):

@@ -19,8 +19,8 @@ MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mix
 OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
-# The flags that decide the network's shape: a resumed run must not change them.
-MODEL_SHAPING_FLAGS = ("variant", "task", "cache_features")
+# Flags a resumed run must not change: they decide the network or the meaning of its saved state.
+FIXED_ON_RESUME = ("variant", "task", "cache_features", "best_metric")
 
 
 def define_train_flags() -> None:
@@ -56,8 +56,12 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("eval_batch_size", 0, "Validation/test batch size; 0 = --batch_size.")
     flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
     flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "Keras optimizer.")
+    flags.DEFINE_enum("best_metric", "val_loss", ["val_loss", "val_mae"],
+                      "Validation metric that picks best.keras and drives --patience. val_loss is the "
+                      "original recipe's ModelCheckpoint(save_best_only=True); val_mae follows the "
+                      "quantity DEX reports, which keeps improving after the cross-entropy turns up.")
     flags.DEFINE_integer("patience", 0,
-                         "Stop after this many epochs without a lower validation loss; 0 = never.")
+                         "Stop after this many epochs without a better --best_metric; 0 = never.")
     flags.DEFINE_integer("seed", 0, "Seed of weight initialisation, data order and dropout.")
     # Performance and scale-out.
     flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION_POLICIES),

@@ -151,4 +151,5 @@ def main(argv):
 
 if __name__ == "__main__":
     trainer_flags.define_predict_flags()
+    trainer_flags.flags.adopt_module_key_flags(trainer_flags)  # so --help lists them
     app.run(main)

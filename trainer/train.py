@@ -20,7 +20,7 @@ from absl import app, flags, logging
 import model as age_model_lib
 import records
 from trainer import distribution, features, loop
-from trainer.flags import FLAGS, MIXED_PRECISION_POLICIES, MODEL_SHAPING_FLAGS
+from trainer.flags import FLAGS, MIXED_PRECISION_POLICIES, FIXED_ON_RESUME
 from trainer.run_dir import RunDir, RunDirError
 
 
@@ -59,7 +59,7 @@ def check_run_dir(run: RunDir, resume: bool) -> bool:
                           f"choose a new --model_dir")
     previous = run.read_flags()
     if has_checkpoint and previous:
-        for name in MODEL_SHAPING_FLAGS:
+        for name in FIXED_ON_RESUME:
             now = str(FLAGS[name].value).lower()
             before = previous.get(name, now).lower()
             if before != now:
@@ -140,11 +140,11 @@ def train(f=FLAGS) -> str | None:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(net.trainable_variables)  # slots must exist before a restore
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        best_var = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best_val_loss")
+        best_var = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best_monitored")
         stale_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
 
     checkpoint = tf.train.Checkpoint(model=loop.model_variables(net), optimizer=optimizer,
-                                     epoch=epoch_var, best_val_loss=best_var,
+                                     epoch=epoch_var, best_monitored=best_var,
                                      epochs_without_improvement=stale_var)
     # Under multi_worker every worker must take part in saving; only the chief's copy is real.
     ckpt_dir = run.checkpoints if chief else tempfile.mkdtemp(prefix="worker-ckpt-")
@@ -154,7 +154,7 @@ def train(f=FLAGS) -> str | None:
     start_epoch = int(epoch_var.numpy())
     history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
     if resuming:
-        print(f"Resuming {run.path} after epoch {start_epoch} (best val_loss {float(best_var.numpy()):.4g})",
+        print(f"Resuming {run.path} after epoch {start_epoch} (best {f.best_metric} {float(best_var.numpy()):.4g})",
               flush=True)
     if start_epoch >= f.epochs:
         print(f"{run.path}: all {f.epochs} epochs already done", flush=True)
@@ -217,9 +217,9 @@ def train(f=FLAGS) -> str | None:
                "epoch_seconds": time.perf_counter() - started,
                "images_per_second": sums["count"] / train_seconds}
 
-        improved = row["val_loss"] < float(best_var.numpy())
+        improved = row[f.best_metric] < float(best_var.numpy())
         if improved:
-            best_var.assign(row["val_loss"])
+            best_var.assign(row[f.best_metric])
             stale_var.assign(0)
             if chief:
                 save_best(net, run.best_model)
@@ -238,11 +238,11 @@ def train(f=FLAGS) -> str | None:
         manager.save(checkpoint_number=epoch + 1)
         reporter.end(row)
         if f.patience and int(stale_var.numpy()) >= f.patience:
-            print(f"Early stopping: val_loss has not improved for {f.patience} epochs", flush=True)
+            print(f"Early stopping: {f.best_metric} has not improved for {f.patience} epochs", flush=True)
             break
 
     if not chief:
         tf.io.gfile.rmtree(ckpt_dir)
     summary.flush()
-    print(f"Best model: {run.best_model} (val_loss {float(best_var.numpy()):.4g})", flush=True)
+    print(f"Best model: {run.best_model} ({f.best_metric} {float(best_var.numpy()):.4g})", flush=True)
     return run.path if chief else None
