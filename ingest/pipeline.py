@@ -155,6 +155,7 @@ def run(cfg: Config, log=print) -> dict:
         writers = {s: ShardedWriter(out, s, shard_bytes=shard_bytes) for s in schema.SPLITS}
         skipped: collections.Counter = collections.Counter()
         histogram = [0] * schema.NUM_AGES
+        split_histograms = {s: [0] * schema.NUM_AGES for s in schema.SPLITS}
         gender_counts = {"male": 0, "female": 0, "unknown": 0}
         progress = Progress(len(kept))
         for index, encoded, reason in pool.map(_chunks(order, paths, cfg.chunk)):
@@ -168,6 +169,7 @@ def run(cfg: Config, log=print) -> dict:
                 width=cfg.image_size, age=age, gender=gender,
                 face_score=float(scores[index]), key=paths[index]))
             histogram[age] += 1
+            split_histograms[split_of[index]][age] += 1
             gender_counts[{1: "male", 0: "female"}.get(gender, "unknown")] += 1
         progress.close()
         pool.close()
@@ -181,7 +183,8 @@ def run(cfg: Config, log=print) -> dict:
             raise DataError(f"{out}: split {name!r} has no readable images (of {entries} entries, "
                             f"{len(kept)} kept, skipped {dict(skipped)}); check --src or "
                             f"change --test_fraction/--val_fraction")
-        splits[name] = writer.finish()
+        # Per-split ages: the trainer's baseline (always answer the training mean) needs them.
+        splits[name] = {**writer.finish(), "age_histogram": split_histograms[name]}
 
     from ingest.plot import age_gender_png
 

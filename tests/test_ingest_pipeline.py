@@ -75,6 +75,8 @@ def test_every_kept_image_lands_once_in_its_split_with_its_age(sample_shards, sa
     histogram = [0] * schema.NUM_AGES
     for name, records in _records(sample_shards).items():
         assert len(records) == manifest["splits"][name]["count"]
+        split_ages = np.bincount([rec[schema.AGE] for rec in records], minlength=schema.NUM_AGES)
+        assert split_ages.tolist() == manifest["splits"][name]["age_histogram"]
         for rec in records:
             key = rec[schema.KEY].decode()
             seen[key] += 1
