@@ -1,6 +1,6 @@
 """Ingest throughput and memory on synthetic samples (not a test: numbers vary by machine).
 
-    python -m bench.ingest [--sizes 2000,20000] [--image_size 224] [--workers 0] [--out bench_out/ingest]
+    python -m bench.ingest [--sizes 2000,20000] [--image_size 224] [--face_px 150 600] [--workers 0] [--out bench_out/ingest]
 
 For each sample size: builds the sample (ingest.sample), runs `python -m ingest`
 in a subprocess while sampling the RSS of its whole process tree from /proc, and
@@ -118,14 +118,17 @@ def main(argv=None) -> int:
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--workers", type=int, default=0, help="ingest --workers (0: all cores)")
     parser.add_argument("--out", default="bench_out/ingest", help="scratch folder (git-ignored)")
+    parser.add_argument("--face_px", type=int, nargs=2, default=(150, 600), metavar=("MIN", "MAX"),
+                        help="side range of the sample's face crops (the real wiki crops: mostly 150-600 px)")
     args = parser.parse_args(argv)
     cores = args.workers or os.cpu_count() or 1
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        src = os.path.join(args.out, f"sample{n}", "wiki_crop")
+        lo, hi = args.face_px
+        src = os.path.join(args.out, f"sample{n}-px{lo}-{hi}", "wiki_crop")
         if not os.path.exists(os.path.join(src, "wiki.mat")):
             t = time.monotonic()
-            sample.generate(src, n)
+            sample.generate(src, n, face_px=(lo, hi))
             print(f"built {src} in {time.monotonic() - t:.1f}s", file=sys.stderr)
         result = run_ingest(src, os.path.join(args.out, f"shards{n}"), args.image_size, cores)
         single, independent = baseline_rates(src, args.image_size, cores)

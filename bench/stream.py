@@ -1,6 +1,6 @@
 """Benchmark of the streaming reader against the alternatives, on the same files.
 
-    python -m bench.stream [--n 20000] [--workdir bench_out/stream] [--pil_n 1000]
+    python -m bench.stream [--n 20000] [--face_px 150 600] [--workdir bench_out/stream] [--pil_n 1000]
 
 Builds (once, reused on the next run) a synthetic `wiki_crop` sample of `--n` rows
 with `python -m ingest.sample` and its 224-px JPEG shards with `python -m ingest`,
@@ -57,11 +57,12 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 # --------------------------------------------------------------------------- data
 
-def ensure_data(workdir: str, n: int) -> tuple[str, str, str]:
+def ensure_data(workdir: str, n: int, face_px: tuple[int, int]) -> tuple[str, str, str]:
     """(wiki_crop folder, shard directory, how the shards were made)."""
     src, shards = os.path.join(workdir, "wiki_crop"), os.path.join(workdir, "shards")
     if not os.path.exists(os.path.join(src, "wiki.mat")):
-        out = _run([sys.executable, "-m", "ingest.sample", "--out", src, "--n", str(n)])
+        out = _run([sys.executable, "-m", "ingest.sample", "--out", src, "--n", str(n),
+                    "--face_px", *map(str, face_px)])
         if out.returncode:
             sys.exit(f"ingest.sample failed:\n{out.stderr[-2000:]}")
     if os.path.exists(os.path.join(shards, "manifest.json")):
@@ -195,7 +196,11 @@ def child_json(args: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=20000, help="rows of the synthetic wiki_crop sample")
-    p.add_argument("--workdir", default="bench_out/stream", help="sample + shards live here (reused)")
+    p.add_argument("--workdir", default="bench_out/stream",
+                   help="sample + shards live here (reused as they are: delete it to change --n/--face_px)")
+    p.add_argument("--face_px", type=int, nargs=2, default=(150, 600), metavar=("MIN", "MAX"),
+                   help="side range of the sample's source face crops; the real wiki crops are mostly "
+                        "150-600 px, and their decode cost is what image_dataset_from_directory pays")
     p.add_argument("--pil_n", type=int, default=1000,
                    help="images the original-recipe child loads (then extrapolated)")
     p.add_argument("--rss_n", default="2048,20480,61440,122880",
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         (child_reader_rss(shards, n) if kind == "reader_rss" else child_pil(src, n))
         return 0
 
-    src, shards, origin = ensure_data(args.workdir, args.n)
+    src, shards, origin = ensure_data(args.workdir, args.n, tuple(args.face_px))
     import keras
     import tensorflow as tf
 

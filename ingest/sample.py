@@ -232,7 +232,11 @@ def write_mat(path: str, rows: list[dict], key: str = "wiki") -> None:
 
 # --- images -----------------------------------------------------------------
 
-def _image_bytes(row: dict) -> bytes | None:
+FACE_PX = (40, 300)   # side range of the sample's face crops: small, so tests stay fast
+                      # (the real wiki crops are mostly 150-600 px: --face_px 150 600)
+
+
+def _image_bytes(row: dict, face_px: tuple[int, int] = FACE_PX) -> bytes | None:
     """The file content for one row (None: the file is missing)."""
     from PIL import Image
 
@@ -246,8 +250,9 @@ def _image_bytes(row: dict) -> bytes | None:
     elif quirk == "tiny":
         w, h = int(rng.integers(1, 4)), int(rng.integers(1, 4))
     else:
-        w = int(rng.integers(40, 301))
-        h = int(np.clip(w * rng.uniform(0.8, 1.25), 40, 300))
+        lo, hi = face_px
+        w = int(rng.integers(lo, hi + 1))
+        h = int(np.clip(w * rng.uniform(0.8, 1.25), lo, hi))
     # Zero-mean texture: the mean (the label) survives, but it is not a flat card.
     noise = rng.integers(-12, 13, size=(h, w, 1), dtype=np.int16) if w * h > 9 else 0
     pixels = np.clip(level + noise + np.zeros((h, w, 3), np.int16), 0, 255).astype(np.uint8)
@@ -272,23 +277,25 @@ def _image_bytes(row: dict) -> bytes | None:
     return data
 
 
-def _write_image(args: tuple[str, dict]) -> None:
-    root, row = args
-    data = _image_bytes(row)
+def _write_image(args: tuple[str, dict, tuple[int, int]]) -> None:
+    root, row, face_px = args
+    data = _image_bytes(row, face_px)
     if data is not None:
         with open(os.path.join(root, row["full_path"]), "wb") as f:
             f.write(data)
 
 
-def generate(out: str, n: int, seed: int = 0, workers: int | None = None) -> list[dict]:
-    """Write the sample folder `out` (wiki.mat + 00/..99/); returns the ground-truth rows."""
+def generate(out: str, n: int, seed: int = 0, workers: int | None = None,
+             face_px: tuple[int, int] = FACE_PX) -> list[dict]:
+    """Write the sample folder `out` (wiki.mat + 00/..99/); returns the ground-truth rows.
+    `face_px`: (min, max) side of the face crops in pixels."""
     rows = build_rows(n, seed)
     os.makedirs(out, exist_ok=True)
     for folder in range(100):
         os.makedirs(os.path.join(out, f"{folder:02d}"), exist_ok=True)
     write_mat(os.path.join(out, "wiki.mat"), rows)
     workers = workers or min(os.cpu_count() or 1, 8)
-    jobs = [(out, r) for r in rows]
+    jobs = [(out, r, tuple(face_px)) for r in rows]
     if workers == 1 or n < 2000:
         for job in jobs:
             _write_image(job)
@@ -306,10 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=2000, help=f"rows in wiki.mat (>= {MIN_N})")
     parser.add_argument("--seed", type=int, default=0, help="which sample (counts depend on --n only)")
     parser.add_argument("--workers", type=int, default=0, help="image-writing processes (0: all cores)")
+    parser.add_argument("--face_px", type=int, nargs=2, default=FACE_PX, metavar=("MIN", "MAX"),
+                        help=f"side range of the face crops in pixels (default {FACE_PX[0]} {FACE_PX[1]}; "
+                             f"the real wiki crops are mostly 150 600)")
     args = parser.parse_args(argv)
     if args.n < MIN_N:
         parser.error(f"--n must be at least {MIN_N} (got {args.n}) so every quirk appears")
-    generate(args.out, args.n, args.seed, args.workers or None)
+    if not 4 <= args.face_px[0] <= args.face_px[1]:
+        parser.error(f"--face_px {args.face_px[0]} {args.face_px[1]}: need 4 <= MIN <= MAX")
+    generate(args.out, args.n, args.seed, args.workers or None, face_px=tuple(args.face_px))
     exp = expected_counts(args.n)
     print(f"wrote {args.out}/wiki.mat with {args.n} entries; default ingest keeps {exp['kept']}, "
           f"skips {sum(exp['skipped'].values())} unreadable files, writes {exp['written']}")

@@ -96,3 +96,17 @@ def test_cli_writes_a_sample_and_refuses_tiny_n(tmp_path):
     assert scipy.io.loadmat(tmp_path / "s" / "wiki.mat")["wiki"][0, 0]["dob"].shape == (1, 120)
     bad = run_module("ingest.sample", "--out", str(tmp_path / "t"), "--n", "5")
     assert bad.returncode != 0 and "--n must be at least" in bad.stderr
+
+
+def test_face_px_sets_the_size_of_the_face_crops(tmp_path):
+    ok = run_module("ingest.sample", "--out", str(tmp_path / "big"), "--n", "120", "--face_px", "150", "160")
+    assert ok.returncode == 0, ok.stderr
+    sides = []
+    for r in sample.build_rows(120, 0):
+        path = tmp_path / "big" / r["full_path"]
+        if r["quirk"] == "rgb" and path.exists():
+            with Image.open(path) as image:
+                sides += list(image.size)
+    assert sides and min(sides) >= 150 and max(sides) <= 160
+    bad = run_module("ingest.sample", "--out", str(tmp_path / "x"), "--n", "120", "--face_px", "50", "20")
+    assert bad.returncode != 0 and "--face_px 50 20" in bad.stderr
