@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny_rounds", type=int, default=15, help="the same for tiny (epochs of ~0.1 s)")
     p.add_argument("--eval_batch", type=int, default=BATCH, help="validation batch (trainer default: 256)")
     p.add_argument("--cache_batch", type=int, default=64, help="trunk batch of the cache build (trainer default)")
+    p.add_argument("--extrapolate_val", type=int, default=6673,
+                   help="also print the epoch at this validation count (the original wiki val split), "
+                        "extrapolated linearly from the measured per-image validation cost")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default="bench_out/cache", help="sample + shards live here (reused)")
     args = p.parse_args(argv)
@@ -187,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
               f"with {', '.join(f'{t:.3f}' for t in b['epochs'])} s; cache of {r['n_cached']} records "
               f"(all splits) pays for itself after {r['build_s'] / (a['epoch'] - b['epoch']):.1f} epochs; "
               f"load after: {r['load']}")
+    print()
+    v = args.extrapolate_val
+    for r in results:
+        # Not measured: the training step as measured plus the validation pass scaled to v images.
+        a, b = (r[k]["train"] + r[k]["val"] * v / r["n_val"] for k in ("without cache", "with cache"))
+        print(f"{r['variant']}, extrapolated to a validation split of {v} (linear in the measured "
+              f"per-image validation cost): without {a:.1f} s, with {b:.1f} s per epoch, {a / b:.1f}×")
     return 0
 
 
