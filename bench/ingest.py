@@ -10,7 +10,7 @@ Prints a markdown table:
 - wall s: the whole command, including TF import, .mat load and hashing;
 - peak memory: max over time of the summed RSS of ingest and its workers
   (sampled every 0.05 s; an upper bound), and the peak RSS of the largest process
-  (wait4 rusage of the ingest process and its reaped workers; importing TensorFlow alone is ~0.85 GB of it);
+  (wait4 rusage of the ingest process and its reaped workers);
 - ratio: images/s / (cores x single-process images/s); 1.0 = perfect scaling;
 - independent images/s: `cores` processes each looping over 1/cores of the
   files, no coordination: the best the machine offers at that moment, so

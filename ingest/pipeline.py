@@ -80,8 +80,8 @@ class DecodePool:
         self.inflight = max(2, workers * inflight_per_worker)
         self._pool = None
         if workers > 1:
-            # fork before TensorFlow is imported (the writers import it): workers
-            # get a small PIL-only process image and no TF threads.
+            # ingest never imports TensorFlow (records.wire frames the records), so
+            # the forked workers are small PIL-only processes with no TF threads.
             self._pool = multiprocessing.get_context("fork").Pool(
                 workers, initializer=images.init_worker, initargs=(settings,))
         else:
@@ -147,9 +147,9 @@ def run(cfg: Config, log=print) -> dict:
                                     encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality)
     image_format = schema.FORMAT_RAW if cfg.encoding == "raw" else schema.FORMAT_JPEG
 
-    pool = DecodePool(settings, workers)          # before any TF import
+    pool = DecodePool(settings, workers)
     try:
-        from records.writer import ShardedWriter  # imports TF (lazily, in __init__)
+        from records.writer import ShardedWriter
 
         shard_bytes = max(1, int(cfg.shard_mb * 1e6))
         writers = {s: ShardedWriter(out, s, shard_bytes=shard_bytes) for s in schema.SPLITS}

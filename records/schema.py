@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from records import wire
+
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
@@ -68,30 +70,23 @@ def feature_spec() -> dict:
 
 def encode_example(*, image: bytes, image_format: bytes, height: int, width: int,
                    age: int, gender: int, face_score: float, key: str) -> bytes:
-    """One serialized `tf.train.Example` in this schema."""
-    import tensorflow as tf
-
+    """One serialized `tf.train.Example` in this schema (encoded without TensorFlow)."""
     if image_format not in FORMATS:
         raise ValueError(f"image_format must be one of {FORMATS}, got {image_format!r}")
     if not 0 <= age < NUM_AGES:
         raise ValueError(f"age must be in 0..{NUM_AGES - 1}, got {age} for {key}")
     if gender not in (0, 1, GENDER_UNKNOWN):
         raise ValueError(f"gender must be 1, 0 or {GENDER_UNKNOWN}, got {gender} for {key}")
-
-    def b(v): return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-    def i(v): return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
-    def f(v): return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
-
-    return tf.train.Example(features=tf.train.Features(feature={
-        IMAGE_ENCODED: b(image),
-        IMAGE_FORMAT: b(image_format),
-        IMAGE_HEIGHT: i(height),
-        IMAGE_WIDTH: i(width),
-        AGE: i(age),
-        GENDER: i(gender),
-        FACE_SCORE: f(face_score),
-        KEY: b(key.encode("utf-8")),
-    })).SerializeToString()
+    return wire.example({
+        IMAGE_ENCODED: wire.bytes_feature(image),
+        IMAGE_FORMAT: wire.bytes_feature(image_format),
+        IMAGE_HEIGHT: wire.int64_feature(height),
+        IMAGE_WIDTH: wire.int64_feature(width),
+        AGE: wire.int64_feature(age),
+        GENDER: wire.int64_feature(gender),
+        FACE_SCORE: wire.float_feature(face_score),
+        KEY: wire.bytes_feature(key.encode("utf-8")),
+    })
 
 
 def feature_record_spec() -> dict:
@@ -109,11 +104,9 @@ def feature_record_spec() -> dict:
 def encode_feature_example(*, features: bytes, age: int, gender: int, key: bytes) -> bytes:
     """One serialized feature-cache record: the trunk's output for one image, with
     the labels and key of the image record it came from."""
-    import tensorflow as tf
-
-    def b(v): return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-    def i(v): return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
-
-    return tf.train.Example(features=tf.train.Features(feature={
-        FEATURES: b(features), AGE: i(age), GENDER: i(gender), KEY: b(key),
-    })).SerializeToString()
+    return wire.example({
+        FEATURES: wire.bytes_feature(features),
+        AGE: wire.int64_feature(age),
+        GENDER: wire.int64_feature(gender),
+        KEY: wire.bytes_feature(key),
+    })

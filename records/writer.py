@@ -1,7 +1,8 @@
 """The sharded TFRecord writer: size-bounded shards that only get their final
 name once complete.
 
-Records go to hidden temporary files (`.train-00003.tfrecord.tmp`); `finish()`
+Records are framed here without TensorFlow (`records.wire`), so ingest's writer
+process never imports it. Records go to hidden temporary files (`.train-00003.tfrecord.tmp`); `finish()`
 closes them, hashes them and renames them to `train-00003-of-00008.tfrecord`.
 A killed writer therefore leaves only temporaries, which the next run deletes,
 and the manifest (written after every split is finished) vouches for the rest.
@@ -10,11 +11,11 @@ and the manifest (written after every split is finished) vouches for the rest.
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 
-from records import schema
-from records.manifest import file_sha256
+from records import schema, wire
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,14 @@ class ShardedWriter:
     """Streams serialized records of one split into shards of about `shard_bytes`."""
 
     def __init__(self, directory: str, split: str, *, shard_bytes: int):
-        import tensorflow as tf  # lazy: keeps `import records` light
-
         if shard_bytes <= 0:
             raise ValueError(f"shard_bytes must be positive, got {shard_bytes}")
-        self._tf = tf
         self.directory, self.split, self.shard_bytes = directory, split, shard_bytes
         os.makedirs(directory, exist_ok=True)
         remove_split_files(directory, split)
         self._tmp_paths: list[str] = []
         self._counts: list[int] = []
+        self._hashes: list = []          # sha256 per shard, fed as the bytes are written
         self._writer = None
         self._bytes_in_shard = 0
 
@@ -49,17 +48,27 @@ class ShardedWriter:
     def write(self, record: bytes) -> None:
         if self._writer is None or self._bytes_in_shard >= self.shard_bytes:
             self._open_next()
-        self._writer.write(record)
+        framed = wire.frame(record)
+        self._writer.write(framed)
+        self._hashes[-1].update(framed)
         self._counts[-1] += 1
-        self._bytes_in_shard += len(record) + 16  # TFRecord framing: length, 2 CRCs
+        self._bytes_in_shard += len(framed)
+
+    def _close_current(self) -> None:
+        """Flush and fsync before the rename can ever happen: a renamed shard is on disk."""
+        self._writer.flush()
+        os.fsync(self._writer.fileno())
+        self._writer.close()
+        self._writer = None
 
     def _open_next(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            self._close_current()
         path = self._tmp_path(len(self._tmp_paths))
-        self._writer = self._tf.io.TFRecordWriter(path)
+        self._writer = open(path, "wb")
         self._tmp_paths.append(path)
         self._counts.append(0)
+        self._hashes.append(hashlib.sha256())
         self._bytes_in_shard = 0
 
     @property
@@ -72,15 +81,12 @@ class ShardedWriter:
         if self._writer is None:
             raise ValueError(f"split {self.split!r} is empty: refusing to write a data set "
                              f"with no {self.split} records")
-        self._writer.close()
-        self._writer = None
+        self._close_current()
         total = len(self._tmp_paths)
         shards = []
-        for index, (tmp, count) in enumerate(zip(self._tmp_paths, self._counts)):
+        for index, (tmp, count, sha) in enumerate(zip(self._tmp_paths, self._counts, self._hashes)):
             final = schema.shard_name(self.split, index, total)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            sha = file_sha256(tmp)
+            sha = sha.hexdigest()
             size = os.path.getsize(tmp)
             os.replace(tmp, os.path.join(self.directory, final))
             shards.append({"file": final, "count": count, "bytes": size, "sha256": sha})

@@ -93,12 +93,16 @@ def test_process_chunk_reports_each_item(sample_dir, sample_rows):
     assert out[-1] == (99, None, images.UNSAFE_PATH)
 
 
-def test_decode_side_does_not_import_tensorflow():
-    # ingest forks its decode pool from a process that has loaded the pipeline but
-    # not yet TF (the writers import it later): workers stay small and TF-free.
+def test_a_whole_ingest_run_never_imports_tensorflow(sample_dir, tmp_path):
+    # Neither the decode workers nor the writer need TensorFlow (records.wire frames
+    # the records): the workers stay small, and no core is lost to importing it.
     import subprocess
     import sys
-    code = ("import sys, ingest.images, ingest.sample, ingest.pipeline, ingest.flags; "
-            "print('tensorflow' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "ingest", "--src", sample_dir,
+                             "--out", str(tmp_path / "shards"), "--image_size", "32", "--workers", "2"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "ingest.pipeline" in imported and "records.writer" in imported
+    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]

@@ -72,7 +72,7 @@ def is_complete(directory: str, key: dict) -> bool:
     return True
 
 
-def build(net, records_dir: str, key: dict, *, batch_size: int = 64, log=print) -> str:
+def build(net, records_dir: str, key: dict, *, batch_size: int = 128, log=print) -> str:
     """Write the cache of every split of `records_dir` through `net`'s frozen trunk;
     returns its directory. Crash-safe: the manifest goes last, after every shard."""
     import numpy as np
@@ -90,7 +90,10 @@ def build(net, records_dir: str, key: dict, *, batch_size: int = 64, log=print) 
         os.remove(manifest_path(out))       # from here on the directory is not a finished cache
     image_manifest = records.read_manifest(records_dir)
     trunk = age_model_lib.feature_extractor(net)
-    features_of = tf.function(lambda images: tf.cast(trunk(images, training=False), tf.float16))
+    size = key["input_size"]
+    # One trace for every batch size (the last batch of each split is partial).
+    features_of = tf.function(lambda images: tf.cast(trunk(images, training=False), tf.float16),
+                              input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
     feature_shape = [int(d) for d in trunk.output.shape[1:]]
     started = time.perf_counter()
     splits = {}
@@ -118,7 +121,7 @@ def build(net, records_dir: str, key: dict, *, batch_size: int = 64, log=print) 
 
 
 def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, *,
-           batch_size: int = 64, allow_build: bool = True, log=print) -> str:
+           batch_size: int = 128, allow_build: bool = True, log=print) -> str:
     """The cache directory for this trunk, built first if it is missing, stale or partial."""
     key = cache_key(records_dir, weights, variant, int(net.input_shape[1]), seed,
                     net.get_layer("conv1_1").compute_dtype)

@@ -96,7 +96,7 @@ def define_features_flags() -> None:
                         "Path to vgg_face_weights.h5, or 'none' for a random trunk drawn with --seed.")
     flags.DEFINE_enum("variant", "full", ["full", "tiny"], "Model variant whose trunk is cached.")
     flags.DEFINE_integer("seed", 0, "Seed of a random trunk (with --weights=none); as the trainer's --seed.")
-    flags.DEFINE_integer("batch_size", 64, "Images per trunk forward pass.")
+    flags.DEFINE_integer("batch_size", 128, "Images per trunk forward pass.")
 
 
 def define_evaluate_flags() -> None:
