@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import keras
 
-from .layers import Preprocess
+from .layers import FullyConnectedConv2D, Preprocess
 from .vgg_face import get_variant, resolve_input_size, vgg_fc67, vgg_trunk
 from .weights import load_vgg_face_weights
 
@@ -28,13 +28,13 @@ GENDER_LAYER_NAMES = ("gender_predictions", "gender_flatten", "gender")
 
 
 def _age_head(x, num_classes):
-    x = keras.layers.Conv2D(num_classes, 1, name="predictions")(x)
+    x = FullyConnectedConv2D(num_classes, 1, name="predictions")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     return keras.layers.Activation("softmax", dtype="float32", name="age")(x)
 
 
 def _gender_head(x):
-    x = keras.layers.Conv2D(2, 1, name="gender_predictions")(x)
+    x = FullyConnectedConv2D(2, 1, name="gender_predictions")(x)
     x = keras.layers.Flatten(name="gender_flatten")(x)
     return keras.layers.Activation("softmax", dtype="float32", name="gender")(x)
 

@@ -16,6 +16,8 @@ import dataclasses
 
 import keras
 
+from .layers import FullyConnectedConv2D
+
 BLOCK_DEPTHS = (2, 2, 3, 3, 3)
 CONV_NAMES = tuple(f"conv{b}_{i}" for b, depth in enumerate(BLOCK_DEPTHS, 1) for i in range(1, depth + 1))
 POOL_NAMES = tuple(f"pool{b}" for b in range(1, 6))
@@ -86,9 +88,9 @@ def vgg_trunk(x, spec: Variant):
 def vgg_fc67(x, spec: Variant, dropout: float = 0.5):
     """fc6 (kernel = pool5's spatial size), drop6, fc7, drop7 on pool5 `x`."""
     k = int(x.shape[1])
-    x = keras.layers.Conv2D(spec.fc6_units, k, activation="relu", name="fc6")(x)
+    x = FullyConnectedConv2D(spec.fc6_units, k, activation="relu", name="fc6")(x)
     x = keras.layers.Dropout(dropout, name="drop6")(x)
-    x = keras.layers.Conv2D(spec.fc7_units, 1, activation="relu", name="fc7")(x)
+    x = FullyConnectedConv2D(spec.fc7_units, 1, activation="relu", name="fc7")(x)
     x = keras.layers.Dropout(dropout, name="drop7")(x)
     return x
 
@@ -107,7 +109,7 @@ def build_vgg_face(variant: str = "full", *, input_size=None) -> keras.Model:
     inputs = keras.Input((size, size, 3), name="image")
     x = vgg_trunk(inputs, spec)
     x = vgg_fc67(x, spec, 0.5)
-    x = keras.layers.Conv2D(spec.fc8_units, 1, name="fc8")(x)
+    x = FullyConnectedConv2D(spec.fc8_units, 1, name="fc8")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="softmax")(x)
     return keras.Model(inputs, outputs, name=f"vgg_face_{variant}")

@@ -271,6 +271,15 @@ def test_bad_flags_fail_with_one_clear_line(args, message, train_shards, tmp_pat
     assert not os.path.exists(tmp_path / "bad")
 
 
+def test_a_nan_loss_stops_training_with_a_clear_message(train_shards, tmp_path):
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}",
+                     f"--model_dir={tmp_path / 'nan'}", "--optimizer=sgd", "--learning_rate=1e12", "--epochs=3")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training loss became nan in epoch 1; lower --learning_rate"), last
+    assert not os.path.exists(tmp_path / "nan" / "history.csv")     # no epoch was recorded as done
+
+
 def test_missing_shards_fail_before_building_anything(tmp_path):
     result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={tmp_path / 'nothing'}",
                      f"--model_dir={tmp_path / 'run'}")
