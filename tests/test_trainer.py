@@ -271,6 +271,35 @@ def test_bad_flags_fail_with_one_clear_line(args, message, train_shards, tmp_pat
     assert not os.path.exists(tmp_path / "bad")
 
 
+def test_early_stopping_after_patience_epochs_without_improvement(train_shards, tmp_path):
+    # A learning rate far below float32 resolution leaves the weights bit-identical, so
+    # the validation metric never improves after epoch 1: patience 2 stops at epoch 3.
+    run_dir = str(tmp_path / "patience")
+    args = (f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}", f"--model_dir={run_dir}",
+            "--learning_rate=1e-30", "--patience=2", "--epochs=10", "--noevaluate")
+    result = trainer(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Early stopping: val_mae has not improved for 2 epochs" in result.stdout
+    assert [int(r["epoch"]) for r in history(run_dir)] == [1, 2, 3]
+    again = trainer(*args)                       # the same command does not train on
+    assert again.returncode == 0 and "stopped early before" in again.stdout
+    assert len(history(run_dir)) == 3
+
+
+def test_age_gender_task_reports_and_predicts_gender(train_shards, tmp_path):
+    run_dir = str(tmp_path / "gender")
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}", f"--model_dir={run_dir}",
+                     "--task=age_gender", "--epochs=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.load(open(os.path.join(run_dir, "report.json")))
+    assert 0 <= report["gender_accuracy"] <= 1 and "gender accuracy" in result.stdout
+    assert "val_gender_accuracy" in history(run_dir)[0]
+    photo, _ = some_kept_image(train_shards["src"])
+    predicted = run_module("trainer.predict", f"--model_dir={run_dir}", "--no_detect", "--json", photo, cwd=REPO)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert json.loads(predicted.stdout)[0]["faces"][0]["gender"] in ("male", "female")
+
+
 def test_a_nan_loss_stops_training_with_a_clear_message(train_shards, tmp_path):
     result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}",
                      f"--model_dir={tmp_path / 'nan'}", "--optimizer=sgd", "--learning_rate=1e12", "--epochs=3")
