@@ -1,9 +1,14 @@
-"""A synthetic `wiki_crop/` in the exact format of the real IMDB-WIKI download.
+"""A synthetic `wiki_crop/` (or `imdb_crop/`) in the exact format of the real IMDB-WIKI download.
 
     python -m ingest.sample --out demo/wiki_crop --n 3000 [--seed 0]
+    python -m ingest.sample --out demo/imdb_crop --n 3000 --dataset imdb
 
 writes `wiki.mat` (a 1x1 struct, fields in the real order and dtypes) and the
-JPEG folders `00/`..`99/`, with every quirk ingest must survive: empty names,
+JPEG folders `00/`..`99/`; with `--dataset imdb`, `imdb.mat` (key `imdb`) with
+the same fields plus `celeb_names` (1, C) and `celeb_id` (1, N, 1-based into
+celeb_names), as the real imdb.mat.  The rows, the images and the counts are
+the same for both datasets (a given n and seed); only the .mat differs.
+Every quirk ingest must survive is there: empty names,
 NaN genders, -inf face scores with 1x1 images, second faces, implausible and
 invalid dobs, ages > 100 and <= 0, grayscale / CMYK / palette / alpha files,
 a few truncated and a few missing files.
@@ -13,8 +18,12 @@ Two contracts other code relies on:
   plus zero-mean noise, so the label survives grayscale/CMYK conversion, resize
   and JPEG, and `age_from_pixels` reads it back (the trainer's end-to-end test
   learns exactly this).
-- The label distribution is fixed by `n` alone (not the seed), so
-  `expected_counts(n)` states exactly what default cleaning keeps and skips.
+- The label distribution is fixed by `n` alone (not the seed, not the dataset),
+  so `expected_counts(n)` states exactly what default cleaning keeps and skips.
+
+In the imdb variant every row has the celeb_id of its person, also the rows
+whose `name` cell is empty, so an identity split by celeb_id keeps those rows
+with their person where a split by name could not.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ import numpy as np
 
 WIKI_FIELDS = ("dob", "photo_taken", "full_path", "gender", "name",
                "face_location", "face_score", "second_face_score")
+IMDB_FIELDS = WIKI_FIELDS + ("celeb_names", "celeb_id")
+DATASETS = ("wiki", "imdb")     # also the .mat file name and its struct key
 
 # Rows removed by each default cleaning step, as a fraction of n, in the order
 # ingest.clean applies them (each row fails exactly its own step, and passes
@@ -118,8 +129,14 @@ def _date_text(datenum: int) -> str:
     return str(day)
 
 
+def person_name(person: int) -> str:
+    """The `name` (and imdb `celeb_names` entry) of the sample's person number `person`."""
+    return f"Person {person:05d}"
+
+
 def build_rows(n: int, seed: int = 0) -> list[dict]:
-    """The ground-truth rows: category, fields for wiki.mat, and how to draw the image."""
+    """The ground-truth rows: category, fields for the .mat, and how to draw the image.
+    `person` is the person number (the same for a row whose `name` is empty)."""
     rng = np.random.default_rng(seed)
     cats = category_counts(n)
     labels = np.array([c for c, k in cats.items() for _ in range(k)], dtype=object)
@@ -152,7 +169,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
     for i, cat in enumerate(labels):
         person = int(rng.integers(n_people))
         dob = int(people_dob[person])
-        name = f"Person {person:05d}" if rng.random() > 0.03 else ""
+        name = person_name(person) if rng.random() > 0.03 else ""
         gender = float(people_gender[person]) if rng.random() > 0.02 else float("nan")
         face_score = float(rng.uniform(3.0, 7.0))
         second = float("nan")
@@ -187,8 +204,8 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
             quirk = "missing"   # missing files among removed rows too: never read
         ident = int(ids[i])
         full_path = f"{ident % 100:02d}/{ident}_{_date_text(dob)}_{photo_taken}.jpg"
-        rows.append({"category": cat, "quirk": quirk, "full_path": full_path, "dob": dob,
-                     "photo_taken": photo_taken, "gender": gender, "name": name,
+        rows.append({"category": cat, "quirk": quirk, "full_path": full_path, "person": person,
+                     "dob": dob, "photo_taken": photo_taken, "gender": gender, "name": name,
                      "face_score": face_score, "second_face_score": second,
                      "age": photo_taken - date.fromordinal(dob - _ORDINAL_OFFSET).year
                      if cat != "invalid_dob" else None,
@@ -196,7 +213,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-# --- wiki.mat ---------------------------------------------------------------
+# --- wiki.mat / imdb.mat ----------------------------------------------------
 
 def _cells(values) -> np.ndarray:
     out = np.empty((1, len(values)), dtype=object)
@@ -205,12 +222,25 @@ def _cells(values) -> np.ndarray:
     return out
 
 
+def celebs(rows: list[dict]) -> tuple[list[str], np.ndarray]:
+    """imdb.mat's (celeb_names, celeb_id) for `rows`: the distinct people in
+    person order, and per row the 1-based index of its person in that list."""
+    people = sorted({r["person"] for r in rows})
+    index = {p: i + 1 for i, p in enumerate(people)}
+    return [person_name(p) for p in people], np.array([index[r["person"]] for r in rows])
+
+
 def write_mat(path: str, rows: list[dict], key: str = "wiki") -> None:
     """Save `rows` as the real `wiki.mat` layout: `loadmat(path)[key]` is a 1x1
-    struct whose fields are (1, N) arrays in WIKI_FIELDS order."""
+    struct whose fields are (1, N) arrays in WIKI_FIELDS order.  key "imdb":
+    the real imdb.mat layout, IMDB_FIELDS (adds celeb_names (1, C) cells and
+    celeb_id (1, N), 1-based into celeb_names)."""
     import scipy.io
 
-    struct = np.empty((1, 1), dtype=[(f, "O") for f in WIKI_FIELDS])
+    if key not in DATASETS:
+        raise ValueError(f"key must be one of {DATASETS}, got {key!r}")
+    fields = IMDB_FIELDS if key == "imdb" else WIKI_FIELDS
+    struct = np.empty((1, 1), dtype=[(f, "O") for f in fields])
     cell = struct[0, 0]
     cell["dob"] = np.array([[r["dob"] for r in rows]], dtype=np.int32)
     cell["photo_taken"] = np.array([[r["photo_taken"] for r in rows]], dtype=np.uint16)
@@ -227,6 +257,13 @@ def write_mat(path: str, rows: list[dict], key: str = "wiki") -> None:
     cell["face_location"] = _cells(locations)
     cell["face_score"] = np.array([[r["face_score"] for r in rows]], dtype=np.float64)
     cell["second_face_score"] = np.array([[r["second_face_score"] for r in rows]], dtype=np.float64)
+    if key == "imdb":
+        names, ids = celebs(rows)
+        cell["celeb_names"] = _cells([np.array([name]) for name in names])
+        # unsigned 16 bit holds the real file's 20284 celebrities (its exact integer
+        # dtype is not checked here; ingest casts celeb_id to int64 either way)
+        cell["celeb_id"] = ids.astype(np.uint16 if len(names) <= np.iinfo(np.uint16).max
+                                      else np.uint32)[None, :]
     scipy.io.savemat(path, {key: struct})
 
 
@@ -286,14 +323,17 @@ def _write_image(args: tuple[str, dict, tuple[int, int]]) -> None:
 
 
 def generate(out: str, n: int, seed: int = 0, workers: int | None = None,
-             face_px: tuple[int, int] = FACE_PX) -> list[dict]:
-    """Write the sample folder `out` (wiki.mat + 00/..99/); returns the ground-truth rows.
-    `face_px`: (min, max) side of the face crops in pixels."""
+             face_px: tuple[int, int] = FACE_PX, *, dataset: str = "wiki") -> list[dict]:
+    """Write the sample folder `out` (wiki.mat or imdb.mat + 00/..99/); returns the
+    ground-truth rows.  `face_px`: (min, max) side of the face crops in pixels;
+    `dataset`: "wiki" or "imdb" (same rows and images, only the .mat differs)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     rows = build_rows(n, seed)
     os.makedirs(out, exist_ok=True)
     for folder in range(100):
         os.makedirs(os.path.join(out, f"{folder:02d}"), exist_ok=True)
-    write_mat(os.path.join(out, "wiki.mat"), rows)
+    write_mat(os.path.join(out, f"{dataset}.mat"), rows, key=dataset)
     workers = workers or min(os.cpu_count() or 1, 8)
     jobs = [(out, r, tuple(face_px)) for r in rows]
     if workers == 1 or n < 2000:
@@ -310,7 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     # argparse, not absl flags: this entry point must not collide with ingest's flags.
     parser = argparse.ArgumentParser(prog="python -m ingest.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to create, e.g. demo/wiki_crop")
-    parser.add_argument("--n", type=int, default=2000, help=f"rows in wiki.mat (>= {MIN_N})")
+    parser.add_argument("--n", type=int, default=2000, help=f"rows in the .mat (>= {MIN_N})")
+    parser.add_argument("--dataset", choices=DATASETS, default="wiki",
+                        help="wiki: wiki.mat; imdb: imdb.mat (adds celeb_names, celeb_id); "
+                             "same rows, images and counts")
     parser.add_argument("--seed", type=int, default=0, help="which sample (counts depend on --n only)")
     parser.add_argument("--workers", type=int, default=0, help="image-writing processes (0: all cores)")
     parser.add_argument("--face_px", type=int, nargs=2, default=FACE_PX, metavar=("MIN", "MAX"),
@@ -321,9 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--n must be at least {MIN_N} (got {args.n}) so every quirk appears")
     if not 4 <= args.face_px[0] <= args.face_px[1]:
         parser.error(f"--face_px {args.face_px[0]} {args.face_px[1]}: need 4 <= MIN <= MAX")
-    generate(args.out, args.n, args.seed, args.workers or None, face_px=tuple(args.face_px))
+    generate(args.out, args.n, args.seed, args.workers or None, face_px=tuple(args.face_px),
+             dataset=args.dataset)
     exp = expected_counts(args.n)
-    print(f"wrote {args.out}/wiki.mat with {args.n} entries; default ingest keeps {exp['kept']}, "
+    print(f"wrote {args.out}/{args.dataset}.mat with {args.n} entries; default ingest keeps {exp['kept']}, "
           f"skips {sum(exp['skipped'].values())} unreadable files, writes {exp['written']}")
     return 0
 
