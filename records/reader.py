@@ -65,8 +65,10 @@ def _image_decoder(manifest: dict, where: str, image_size: int | None, with_keys
         _log_resize_once(where, stored, target)
 
     spec = schema.feature_spec()
-    spec = {k: spec[k] for k in (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.AGE, schema.GENDER,
-                                 schema.KEY)}
+    # Parse only what is used: the key (a string per record) only when asked for.
+    wanted = (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.AGE, schema.GENDER) + \
+        ((schema.KEY,) if with_keys else ())
+    spec = {k: spec[k] for k in wanted}
 
     def decode_one_jpeg(data):
         # ensure_shape both gives map_fn its static shape and fails loudly on a record
