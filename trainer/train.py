@@ -114,7 +114,7 @@ def dry_run(f=FLAGS) -> None:
 def train(f=FLAGS) -> str | None:
     """Run the whole job described by the flags; returns the run directory on the
     chief (the process that evaluates afterwards), None on other workers."""
-    check_data(f.records, f.validation_split)
+    manifest = check_data(f.records, f.validation_split)
     distribution.split_cpu(f.logical_cpus)
     strategy = distribution.make_strategy(f.strategy)
     distribution.log_strategy(strategy)
@@ -156,17 +156,15 @@ def train(f=FLAGS) -> str | None:
     if resuming:
         print(f"Resuming {run.path} after epoch {start_epoch} (best {f.best_metric} {float(best_var.numpy()):.4g})",
               flush=True)
-    if start_epoch >= f.epochs:
-        print(f"{run.path}: all {f.epochs} epochs already done", flush=True)
-    if f.patience and int(stale_var.numpy()) >= f.patience:
-        print(f"{run.path}: stopped early before; nothing left to train", flush=True)
-        start_epoch = f.epochs
-
-    manifest = records.read_manifest(f.records)
     input_size = int(net.input_shape[1])
     if chief:
         run.write_info({"records": os.path.abspath(f.records), "image_size": manifest["image_size"],
                         "input_size": input_size, "variant": f.variant, "task": f.task})
+    finished = (f"all {f.epochs} epochs already done" if start_epoch >= f.epochs else
+                "stopped early before" if f.patience and int(stale_var.numpy()) >= f.patience else None)
+    if finished:   # nothing to train: no cache, no datasets, straight to evaluation
+        print(f"{run.path}: {finished}; nothing left to train", flush=True)
+        return run.path if chief else None
 
     # What the loop trains on: images through the whole age model, or (feature cache)
     # the frozen trunk's cached pool5 outputs through the head, which shares its
