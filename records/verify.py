@@ -19,6 +19,8 @@ _BATCH = 256
 def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: str) -> list[str]:
     import tensorflow as tf
 
+    if manifest.get("kind") == schema.KIND_FEATURES:
+        return _check_feature_records(path, shard, manifest)
     out = []
     size, encoding = manifest.get("image_size"), manifest.get("encoding", "jpeg")
     expected_format = schema.FORMAT_RAW if encoding == "raw" else schema.FORMAT_JPEG
@@ -64,6 +66,30 @@ def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: st
     except tf.errors.DataLossError as e:
         out.append(f"{path}: corrupt after {count} records ({e.message.splitlines()[0]}); "
                    f"re-run ingest")
+    if count != shard["count"]:
+        out.append(f"{path}: {count} records, manifest lists {shard['count']}")
+    return out
+
+
+def _check_feature_records(path: str, shard: dict, manifest: dict) -> list[str]:
+    """A feature-cache shard: every record parses and holds feature_shape float16 values."""
+    import math
+
+    import tensorflow as tf
+
+    out, count = [], 0
+    nbytes = 2 * math.prod(manifest.get("feature_shape") or [0])
+    try:
+        for batch in tf.data.TFRecordDataset(path).batch(_BATCH):
+            parsed = tf.io.parse_example(batch, schema.feature_record_spec())
+            lengths = tf.strings.length(parsed[schema.FEATURES]).numpy()
+            for j, n in enumerate(lengths):
+                if n != nbytes:
+                    out.append(f"{path} record #{count + j}: {n} feature bytes, feature_shape needs {nbytes}")
+            count += len(lengths)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        out.append(f"{path}: corrupt after {count} records ({e.message.splitlines()[0]}); "
+                   f"delete the cache directory and let the trainer rebuild it")
     if count != shard["count"]:
         out.append(f"{path}: {count} records, manifest lists {shard['count']}")
     return out

@@ -37,6 +37,9 @@ def test_head_on_cached_features_equals_the_full_model(shards):
     assert {s: v["count"] for s, v in manifest["splits"].items()} == \
         {s: v["count"] for s, v in images_manifest["splits"].items()}
 
+    from records.verify import problems
+    assert problems(cache) == []           # `python -m records verify` accepts a cache too
+
     head = model.head(net)
     cached = records.make_dataset(cache, "test", 32, training=False, with_keys=True)
     images = records.make_dataset(shards, "test", 32, training=False, with_keys=True)
