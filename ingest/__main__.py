@@ -1,8 +1,9 @@
-"""python -m ingest --src wiki_crop [--out shards/wiki] [flags]
+"""python -m ingest --src wiki_crop [--source auto] [--out shards/wiki] [flags]
 
-Cleans wiki.mat / imdb.mat, splits it, and writes the face crops as sharded
-TFRecords plus manifest.json (see WORKSPACE.md).  Re-running the same command
-after a crash rewrites the directory from scratch.
+Reads a data set (IMDB-WIKI, UTKFace, APPA-REAL or a CSV: ingest.sources),
+cleans and splits it, and writes the face crops as sharded TFRecords plus
+manifest.json (see WORKSPACE.md).  Re-running the same command after a crash
+rewrites the directory from scratch.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         sys.exit(f"ingest: unexpected arguments {argv[1:]}; all options are --flags (see --help)")
     if not FLAGS.src:
-        sys.exit("ingest: --src is required: pass the folder holding wiki.mat or imdb.mat, "
+        sys.exit("ingest: --src is required: pass the data set's folder or CSV, "
                  "e.g. --src wiki_crop")
     try:
         pipeline.run(ingest_flags.to_config(FLAGS))

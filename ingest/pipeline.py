@@ -1,8 +1,11 @@
-"""The ingest job: .mat -> cleaned rows -> splits -> decoded images -> shards -> manifest.
+"""The ingest job: source -> table -> cleaning -> splits -> decoded images -> shards -> manifest.
 
-    metadata (main process)      decode (pool of --workers)       write (main process)
-    load .mat, clean, split  ->  chunks of (index, full_path)  ->  encode_example ->
-                                 -> encoded bytes or a reason      ShardedWriter per split
+    metadata (main process)         decode (pool of --workers)       write (main process)
+    source table, clean, split  ->  chunks of (index, path, box)  ->  encode_example ->
+                                    -> encoded bytes or a reason      ShardedWriter per split
+
+The source (ingest.sources: IMDB-WIKI, UTKFace, APPA-REAL, CSV) is the only
+format-specific step; from its canonical table on, every data set is the same.
 
 Memory stays flat whatever the data set size: at most `inflight` chunks are
 queued or finished-but-unwritten at any time (multiprocessing.Pool.imap would
@@ -12,8 +15,8 @@ consumed yet), and the writer streams each record to disk as it arrives.
 Crash safety: the old manifest.json is deleted before anything else, shards are
 written under temporary names and renamed by ShardedWriter.finish(), and the
 manifest is written last.  A killed run leaves no manifest, so readers refuse
-the directory; re-running the same command starts the directory over (it does
-not resume: re-decoding is cheap next to keeping partial state consistent).
+the directory; re-running the same command starts the directory over (there is
+no resuming: re-decoding is cheap next to keeping partial state consistent).
 """
 
 from __future__ import annotations
@@ -26,49 +29,90 @@ import os
 
 import numpy as np
 
-from ingest import clean, images, matfile, split
+from ingest import clean, images, sources, split
 from ingest.progress import Progress
 from records import manifest as manifest_lib
 from records import schema
 from records.manifest import DataError
 
 
+_THRESHOLDS = clean.Thresholds()
+_IMAGES = images.ImageSettings(src="")
+SPLIT_FLAGS = ("split_by", "test_fraction", "val_fraction")
+
+
 @dataclasses.dataclass
 class Config:
     src: str
-    out: str = ""                      # "" -> shards/wiki or shards/imdb
-    image_size: int = 224
-    encoding: str = "jpeg"
-    jpeg_quality: int = 95
+    source: str = sources.AUTO         # a name in sources.SOURCES, or auto
+    out: str = ""                      # "" -> shards/<the table's dataset name>
+    image_size: int = _IMAGES.image_size
+    encoding: str = _IMAGES.encoding
+    jpeg_quality: int = _IMAGES.jpeg_quality
     shard_mb: float = 128.0
     workers: int = 0                   # 0 -> all cores
     seed: int = 0
-    split_by: str = "random"
-    test_fraction: float = 0.3
-    val_fraction: float = 0.1
-    min_face_score: float = 3.0
-    min_age: int = 1
-    max_age: int = 100
-    require_gender: bool = False
+    # The split flags: None = not given (split.* defaults), refused for a source with splits.
+    split_by: str | None = None
+    test_fraction: float | None = None
+    val_fraction: float | None = None
+    min_face_score: float = _THRESHOLDS.min_face_score
+    min_age: int = _THRESHOLDS.min_age
+    max_age: int = _THRESHOLDS.max_age
+    require_gender: bool = _THRESHOLDS.require_gender
+    margin: float = 0.4                # CSV: margin around its face boxes, per side
+    gender_male_code: int | None = None   # CSV: which numeric gender code is male
     chunk: int = 16                    # images per worker task
+
+    def split_settings(self) -> tuple[str, float, float]:
+        """(split_by, test_fraction, val_fraction) with the defaults filled in."""
+        return (self.split_by or split.SPLIT_BY[0],
+                split.TEST_FRACTION if self.test_fraction is None else self.test_fraction,
+                split.VAL_FRACTION if self.val_fraction is None else self.val_fraction)
 
     def validate(self) -> None:
         """Cross-flag checks (single-flag bounds are enforced by the flag definitions)."""
         if not 0 <= self.min_age <= self.max_age < schema.NUM_AGES:
             raise DataError(f"--min_age={self.min_age} --max_age={self.max_age}: need "
                             f"0 <= min_age <= max_age <= {schema.NUM_AGES - 1}")
-        if self.test_fraction + self.val_fraction * (1 - self.test_fraction) >= 1:
-            raise DataError(f"--test_fraction={self.test_fraction} --val_fraction="
-                            f"{self.val_fraction}: leaves no train split; lower them")
+        _, test, val = self.split_settings()
+        if test + val * (1 - test) >= 1:
+            raise DataError(f"--test_fraction={test} --val_fraction={val}: leaves no train "
+                            f"split; lower them")
 
 
-def default_out(mat_key: str) -> str:
-    return os.path.join("shards", mat_key)
+def load_and_clean(cfg: Config):
+    """(source module, its table, the kept rows, the cleaning report) for `cfg`."""
+    # 1. The source (named, or recognised) loads its metadata as the canonical table.
+    source = sources.resolve(cfg.source, cfg.src)
+    table = source.load_table(cfg.src, sources.Options(
+        min_face_score=cfg.min_face_score, gender_male_code=cfg.gender_male_code,
+        margin=cfg.margin))
+    # 2. Cleaning: the source's own steps, then the common age (and gender) steps, each counted.
+    thresholds = clean.Thresholds(min_face_score=cfg.min_face_score, min_age=cfg.min_age,
+                                  max_age=cfg.max_age, require_gender=cfg.require_gender)
+    kept, cleaning = clean.clean(table.frame, table.steps + clean.common_steps(thresholds))
+    return source, table, kept, cleaning
 
 
-def _chunks(order: np.ndarray, paths: list[str], size: int):
+def assign_splits(table: sources.Table, kept, cfg: Config) -> np.ndarray:
+    """The split of every kept row: the source's own where it has them, else seeded."""
+    given = [f"--{name}" for name in SPLIT_FLAGS if getattr(cfg, name) is not None]
+    if table.has_splits:
+        if given:
+            raise DataError(f"{' '.join(given)}: {table.described} brings its own train/val/test "
+                            f"splits, which are kept; drop {'/'.join(given)}")
+        return kept["split"].to_numpy(dtype=object)
+    by, test, val = cfg.split_settings()
+    if by == "identity" and not table.has_identity:
+        raise DataError(f"--split_by identity: {table.described} has no identities (they come "
+                        f"from IMDB-WIKI names or a CSV identity column); use --split_by random")
+    return split.assign(kept, by=by, test_fraction=test, val_fraction=val, seed=cfg.seed)
+
+
+def _chunks(order: np.ndarray, paths: list[str], boxes: list, size: int):
     for start in range(0, len(order), size):
-        yield [(int(i), paths[i]) for i in order[start:start + size]]
+        yield [(int(i), paths[i], boxes[i]) for i in order[start:start + size]]
 
 
 class DecodePool:
@@ -111,41 +155,39 @@ class DecodePool:
             self._pool.join()
 
 
-def _gender_code(value: float) -> int:
-    return schema.GENDER_UNKNOWN if np.isnan(value) else int(value)
-
-
 def run(cfg: Config, log=print) -> dict:
     """Run the job described by `cfg`; returns the manifest it wrote."""
     cfg.validate()
-    mat_path, mat_key = matfile.find_mat(cfg.src)
-    out = cfg.out or default_out(mat_key)
-    workers = cfg.workers or os.cpu_count() or 1
-    os.makedirs(out, exist_ok=True)
-    stale = manifest_lib.manifest_path(out)
-    if os.path.exists(stale):          # first: an old finished set must not outlive this run
-        os.remove(stale)
-
-    frame = matfile.load(mat_path, mat_key)
-    entries = len(frame)
-    kept, cleaning = clean.clean(frame, clean.Thresholds(
-        min_face_score=cfg.min_face_score, min_age=cfg.min_age, max_age=cfg.max_age,
-        require_gender=cfg.require_gender))
+    source, table, kept, cleaning = load_and_clean(cfg)
+    entries = len(table.frame)
     if kept.empty:
-        raise DataError(f"{mat_path}: no rows survive cleaning ({cleaning}); loosen the thresholds")
-    split_of = split.assign(kept, by=cfg.split_by, test_fraction=cfg.test_fraction,
-                            val_fraction=cfg.val_fraction, seed=cfg.seed)
+        raise DataError(f"{cfg.src}: no rows survive cleaning ({cleaning}); loosen the thresholds")
+    # 3. Splits: the source's own, or seeded random/identity (flags checked before any output).
+    split_of = assign_splits(table, kept, cfg)
     # Seeded write order: every shard is a random sample of its split, so
     # file-level sharding across readers stays unbiased.
     order = np.random.default_rng(cfg.seed + 1).permutation(len(kept))
 
-    paths = kept["full_path"].tolist()
+    out = cfg.out or os.path.join("shards", table.dataset)
+    workers = cfg.workers or os.cpu_count() or 1
+    os.makedirs(out, exist_ok=True)
+    stale = manifest_lib.manifest_path(out)
+    if os.path.exists(stale):          # an old finished set must not outlive this run
+        os.remove(stale)
+
+    # 4. Examples: the labels per kept row, the images decoded by the pool.
+    paths = kept["path"].tolist()
+    boxes = kept["box"].tolist()
     ages = kept["age"].to_numpy()
     genders = kept["gender"].to_numpy()
     scores = kept["face_score"].to_numpy()
-    settings = images.ImageSettings(src=cfg.src, image_size=cfg.image_size,
-                                    encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality)
-    image_format = schema.FORMAT_RAW if cfg.encoding == "raw" else schema.FORMAT_JPEG
+    age_means = kept["age_mean"].to_numpy()
+    age_stds = kept["age_std"].to_numpy()
+    real_ages = kept["real_age"].to_numpy()
+    settings = images.ImageSettings(src=table.root, image_size=cfg.image_size,
+                                    encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality,
+                                    margin=cfg.margin)
+    image_format = schema.image_format(cfg.encoding)
 
     pool = DecodePool(settings, workers)
     try:
@@ -158,16 +200,18 @@ def run(cfg: Config, log=print) -> dict:
         split_histograms = {s: [0] * schema.NUM_AGES for s in schema.SPLITS}
         gender_counts = {"male": 0, "female": 0, "unknown": 0}
         progress = Progress(len(kept))
-        for index, encoded, reason in pool.map(_chunks(order, paths, cfg.chunk)):
+        for index, encoded, reason in pool.map(_chunks(order, paths, boxes, cfg.chunk)):
             progress.update()
             if encoded is None:
                 skipped[reason] += 1
                 continue
-            age, gender = int(ages[index]), _gender_code(genders[index])
+            age, gender = int(ages[index]), int(genders[index])
             writers[split_of[index]].write(schema.encode_example(
                 image=encoded, image_format=image_format, height=cfg.image_size,
                 width=cfg.image_size, age=age, gender=gender,
-                face_score=float(scores[index]), key=paths[index]))
+                face_score=float(scores[index]), key=paths[index],
+                age_mean=float(age_means[index]), age_std=float(age_stds[index]),
+                real_age=int(real_ages[index])))
             histogram[age] += 1
             split_histograms[split_of[index]][age] += 1
             gender_counts[{1: "male", 0: "female"}.get(gender, "unknown")] += 1
@@ -189,15 +233,19 @@ def run(cfg: Config, log=print) -> dict:
     from ingest.plot import age_gender_png
 
     age_gender_png(os.path.join(out, "age_gender.png"), histogram, gender_counts,
-                   title=f"{os.path.basename(mat_path)} ({sum(histogram)} records)")
+                   title=f"{table.dataset} ({sum(histogram)} records)")
     manifest = {
         "schema_version": schema.SCHEMA_VERSION,
-        "kind": "images",
+        "kind": schema.KIND_IMAGES,
         "image_size": cfg.image_size,
         "encoding": cfg.encoding,
-        "source": {"mat": os.path.basename(mat_path), "sha256": manifest_lib.file_sha256(mat_path),
-                   "entries": entries},
-        "flags": {**dataclasses.asdict(cfg), "out": out, "workers": workers},
+        "source": {"name": source.NAME, "dataset": table.dataset, "read": table.described,
+                   "fingerprint": table.fingerprint, "entries": entries},
+        "label": table.label,
+        "margin": table.margin,
+        "flags": {**dataclasses.asdict(cfg), "source": source.NAME, "out": out,
+                  "workers": workers,
+                  **({} if table.has_splits else dict(zip(SPLIT_FLAGS, cfg.split_settings())))},
         "cleaning": cleaning,
         "kept": len(kept),
         "skipped": dict(sorted(skipped.items())),
@@ -207,24 +255,6 @@ def run(cfg: Config, log=print) -> dict:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     manifest_lib.write_manifest(out, manifest)    # last: this makes the directory a data set
-    log(summary(manifest, out, progress.rate))
+    log(manifest_lib.summary(manifest, out))
+    log(f"{progress.rate:.0f} images/s; wrote {manifest_lib.manifest_path(out)}")
     return manifest
-
-
-def summary(manifest: dict, out: str, rate: float | None = None) -> str:
-    lines = [f"source {manifest['source']['mat']}: {manifest['source']['entries']} entries"]
-    for c in manifest["cleaning"]:
-        lines.append(f"  {c['step']:<15} {c.get('rule', ''):<36} removed {c['removed']:>7}  "
-                     f"remaining {c['remaining']:>7}")
-    skipped = manifest["skipped"]
-    lines.append(f"kept {manifest['kept']}; skipped {sum(skipped.values())} files"
-                 + (f" ({', '.join(f'{k}: {v}' for k, v in skipped.items())})" if skipped else ""))
-    for name, entry in manifest["splits"].items():
-        size = sum(s["bytes"] for s in entry["shards"]) / 1e6
-        lines.append(f"  {name:<5} {entry['count']:>7} records in {len(entry['shards'])} shards "
-                     f"({size:.1f} MB)")
-    lines.append(f"gender {manifest['gender_counts']}")
-    if rate is not None:
-        lines.append(f"{rate:.0f} images/s; wrote {out}/manifest.json")
-    return "\n".join(lines)
-
