@@ -113,9 +113,9 @@ def load_table(src: str, options: Options) -> Table:
     })
     steps = [("invalid_age", "age is not a number", lambda d: ~d["age_valid"])]
     if given_box:
-        steps.append(("invalid_box", "x_min < x_max, y_min < y_max, all >= 0 numbers: not so",
+        steps.append(("invalid_box", "not 0 <= x_min < x_max, 0 <= y_min < y_max",
                       lambda d: ~d["box_valid"]))
-    steps.append(("duplicate_path", "path already listed on an earlier row",
+    steps.append(("duplicate_path", "path listed on an earlier row",
                   lambda d: d["path"].duplicated()))
     return Table(frame=frame, root=os.path.dirname(os.path.abspath(src)),
                  dataset=os.path.splitext(os.path.basename(src))[0],

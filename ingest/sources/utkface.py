@@ -78,8 +78,7 @@ def load_table(src: str, options: Options) -> Table:
     })
     # The labels are the names: a listing of names and sizes is what the table was read from.
     listing = "".join(f"{n}\t{os.path.getsize(os.path.join(src, n))}\n" for n in names)
-    steps = [("unparsable_name", "age or gender field of the file name is not an integer "
-              "(gender 0/1)", lambda d: ~d["name_valid"])]
+    steps = [("unparsable_name", "name's age/gender not an int (0/1)", lambda d: ~d["name_valid"])]
     return Table(frame=frame, root=src, dataset=NAME, described=f"{len(names)} image names",
                  entries=len(frame), fingerprint=hashlib.sha256(listing.encode()).hexdigest(),
                  label="real", margin=MARGIN, steps=steps)
