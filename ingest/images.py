@@ -8,6 +8,7 @@ TensorFlow (a worker pool of TF processes would cost seconds and GBs each).
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass
 
@@ -95,11 +96,19 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
                 image.draft("RGB", (size * full[0] // max(1, region[2] - region[0]),
                                     size * full[1] // max(1, region[3] - region[1])))
             image.load()
-            if region is not None:
-                sx, sy = image.size[0] / full[0], image.size[1] / full[1]
-                image = image.crop(facebox.crop_region(
-                    (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy), margin, *image.size))
-            return fit(image, size)
+            if region is None:
+                return fit(image, size)
+            # The region in the (possibly draft-scaled) decoded pixels, kept fractional:
+            # crop the whole pixels around it (so resampling never reads beyond it),
+            # then resize exactly the fractional box inside that crop.
+            # (DCT scaling divides by 1, 2, 4 or 8 and rounds the size up: the factor,
+            # not the size ratio, maps coordinates)
+            scale = 1 / max(1, round(full[0] / image.size[0]))
+            x0, y0, x1, y1 = (v * scale for v in region)
+            left, top = math.floor(x0), math.floor(y0)
+            patch = to_rgb(image.crop((left, top, math.ceil(x1), math.ceil(y1))))
+            return patch.resize((size, size), Image.BILINEAR,
+                                box=(x0 - left, y0 - top, x1 - left, y1 - top))
     except FileNotFoundError as e:
         raise SkipImage(MISSING, path) from e
     except Image.DecompressionBombError as e:
