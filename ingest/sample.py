@@ -39,6 +39,8 @@ from datetime import date
 
 import numpy as np
 
+from ingest import sample_sources
+
 WIKI_FIELDS = ("dob", "photo_taken", "full_path", "gender", "name",
                "face_location", "face_score", "second_face_score")
 IMDB_FIELDS = WIKI_FIELDS + ("celeb_names", "celeb_id")
@@ -349,8 +351,6 @@ def generate(out: str, n: int, seed: int = 0, workers: int | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ingest import sample_sources   # imports this module: loaded here, not at the top
-
     # argparse, not absl flags: this entry point must not collide with ingest's flags.
     parser = argparse.ArgumentParser(prog="python -m ingest.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to create, e.g. demo/wiki_crop")

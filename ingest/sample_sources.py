@@ -2,7 +2,7 @@
 included (`python -m ingest.sample --dataset utkface|appa_real|csv`).
 
 As in the wiki sample, the pixels of every face encode its int label
-(`sample.age_level`), and the counts are fixed by `n` alone, so
+(`ingest.sample.age_level`), and the counts are fixed by `n` alone, so
 `expected_counts(dataset, n)` states exactly what default ingest reports:
 rows removed per cleaning step, files skipped per reason, records written.
 
@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from ingest.sample import age_level
+from ingest import sample
 
 DATASETS = ("utkface", "appa_real", "csv")
 MIN_N = 100
@@ -111,7 +111,7 @@ def write_utkface(out: str, n: int, seed: int = 0) -> list[dict]:
     for r in rows:
         rng = np.random.default_rng(r["seed"])
         _write(os.path.join(out, r["name"]),
-               _jpeg(_face(age_level(r["age"] or 30), UTK_SIDE, UTK_SIDE, rng)))
+               _jpeg(_face(sample.age_level(r["age"] or 30), UTK_SIDE, UTK_SIDE, rng)))
     for name in NON_IMAGES:
         _write(os.path.join(out, name), b"not an image\n")
     return rows
@@ -177,7 +177,7 @@ def write_appa_real(out: str, n: int, seed: int = 0) -> list[dict]:
             _write(base, _jpeg(_face(BACKGROUND, 90, 70, rng)))
             if r["quirk"] != "missing":
                 side = int(rng.integers(40, 90))
-                _write(base + "_face.jpg", _jpeg(_face(age_level(r["age"]), side, side, rng)))
+                _write(base + "_face.jpg", _jpeg(_face(sample.age_level(r["age"]), side, side, rng)))
     return rows
 
 
@@ -258,7 +258,7 @@ def photo_pixels(row: dict) -> np.ndarray:
     pixels = _face(BACKGROUND, w, h, rng)
     x0, y0, x1, y1 = row["box"]
     if all(isinstance(v, int) for v in (x0, y0, x1, y1)) and x1 > x0:
-        pixels[y0:y1, x0:x1] = _face(age_level(row["age"] if row["age"] is not None else 0),
+        pixels[y0:y1, x0:x1] = _face(sample.age_level(row["age"] if row["age"] is not None else 0),
                                      x1 - x0, y1 - y0, rng)
     return pixels
 

@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 
 from ingest.sources import appa_real, csv_table, imdb_wiki, utkface
-from ingest.sources.table import COLUMNS, Options, Table  # noqa: F401  (the seam's types)
+from ingest.sources.table import COLUMNS, Options, Table
 from records.manifest import DataError
 
+
+__all__ = ["AUTO", "AUTO_ORDER", "CHOICES", "COLUMNS", "SOURCES", "Options", "Table", "resolve"]
 
 SOURCES = {m.NAME: m for m in (imdb_wiki, utkface, appa_real, csv_table)}
 AUTO_ORDER = (csv_table, imdb_wiki, appa_real, utkface)
