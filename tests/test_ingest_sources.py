@@ -20,6 +20,7 @@ from conftest import run_module
 from ingest import facebox, sample, sample_sources, sources
 from ingest.sources import csv_table, utkface
 from records import schema, wire
+from records.__main__ import inspect
 from records.manifest import DataError, write_manifest
 from records.verify import problems
 from records.writer import ShardedWriter
@@ -148,6 +149,7 @@ def test_appa_real_keeps_official_splits_and_apparent_labels(appa_shards, sample
     assert problems(out) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--split_by=random", "--test_fraction=0.2", "--val_fraction=0.2"])
 def test_split_flags_are_refused_where_the_source_has_splits(samples, flag, tmp_path):
     root, _ = samples
@@ -179,6 +181,7 @@ def test_csv_counts_labels_and_genders(csv_tight_shards, samples):
     assert problems(out) == []
 
 
+@pytest.mark.slow
 def test_csv_box_crop_is_the_box_plus_margin_clipped(samples):
     root, rows = samples
     out = str(root / "shards_csv")
@@ -206,6 +209,7 @@ def test_csv_box_crop_is_the_box_plus_margin_clipped(samples):
     assert clipped > 0
 
 
+@pytest.mark.slow
 def test_csv_split_column_kept_and_identity_split(samples, tmp_path):
     root, rows = samples
     manifest = _ingest(str(root / "csv" / "faces_split.csv"), str(tmp_path / "s"))
@@ -239,6 +243,7 @@ def test_numeric_genders_need_the_male_code(tmp_path):
     assert csv_table.load_table(words, sources.Options(3.0)).frame["gender"].tolist() == [1, 0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text, message", [
     ("path,age,gender\na.jpg,30,0\n", "--gender_male_code 0 or 1"),
     ("path,age,gender\na.jpg,30,x\n", "are not M/F/male/female"),
@@ -256,6 +261,7 @@ def test_bad_csv_is_one_clear_line(text, message, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_identity_split_needs_identities(samples, tmp_path):
     root, _ = samples
     result = run_module("ingest", "--src", str(root / "utkface"), "--out", str(tmp_path / "o"),
@@ -265,8 +271,10 @@ def test_identity_split_needs_identities(samples, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 # --- the seam ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_auto_detection_order_and_default_out(samples, sample_dir, tmp_path):
     root, _ = samples
     assert sources.resolve("auto", str(root / "csv" / "faces.csv")).NAME == "csv"
@@ -295,10 +303,9 @@ def test_facebox_region():
 
 def test_inspect_shows_source_label_and_margin(appa_shards):
     _, out = appa_shards
-    result = run_module("records", "inspect", out)
-    assert result.returncode == 0
-    assert "source appa_real (gt_avg_{train,valid,test}.csv)" in result.stdout
-    assert "label apparent age, face margin 0.4" in result.stdout
+    text = inspect(out)
+    assert "source appa_real (gt_avg_{train,valid,test}.csv): 200 entries" in text
+    assert "label apparent age, face margin 0.4" in text
 
 
 def test_reader_yields_the_new_labels(appa_shards, samples):
