@@ -348,3 +348,18 @@ def test_version_1_shards_read_unchanged(tmp_path):
                                    "encoding": "raw", "splits": splits})
     with pytest.raises(DataError, match="schema_version 3, this code reads versions 1, 2"):
         records.make_dataset(str(tmp_path), "train", 5, training=False)
+
+
+def test_sample_cli_writes_each_format(tmp_path, capsys):
+    for dataset in sample_sources.DATASETS:
+        assert sample.main(["--dataset", dataset, "--out", str(tmp_path / dataset), "--n", "100"]) == 0
+        exp = sample_sources.expected_counts(dataset, 100)
+        assert f"keeps {exp['kept']}" in capsys.readouterr().out
+    assert sources.resolve("auto", str(tmp_path / "utkface")).NAME == "utkface"
+    assert sources.resolve("auto", str(tmp_path / "appa_real")).NAME == "appa_real"
+    names = os.listdir(tmp_path / "utkface")
+    assert set(sample_sources.NON_IMAGES) <= set(names)
+    assert all(n.endswith(".jpg.chip.jpg") for n in names if n not in sample_sources.NON_IMAGES)
+    assert not os.path.exists(tmp_path / "appa_real" / "allcategories_test.csv")
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        sample_sources.expected_counts("lfw", 100)
