@@ -158,6 +158,7 @@ class DecodePool:
 def run(cfg: Config, log=print) -> dict:
     """Run the job described by `cfg`; returns the manifest it wrote."""
     cfg.validate()
+    # 1-2. The source's canonical table, cleaned (load_and_clean).
     source, table, kept, cleaning = load_and_clean(cfg)
     entries = len(table.frame)
     if kept.empty:
