@@ -21,8 +21,3 @@ def crop_region(box: Box, margin: float, width: int, height: int) -> tuple[int, 
     right, bottom = min(width, math.ceil(x1 + mx)), min(height, math.ceil(y1 + my))
     return left, top, max(right, left + 1), max(bottom, top + 1)
 
-
-def valid(box: Box) -> bool:
-    """A box with positive width and height and finite, non-negative corners."""
-    x0, y0, x1, y1 = box
-    return all(math.isfinite(v) for v in box) and 0 <= x0 < x1 and 0 <= y0 < y1
