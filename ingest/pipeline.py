@@ -86,8 +86,10 @@ def _require_every_split(split_of: np.ndarray, cfg: Config, mat_path: str) -> No
 
 def fingerprint(cfg: Config, source_sha256: str) -> dict:
     """What makes two runs "the same command": a resume needs equal fingerprints.
-    (--workers and --chunk change the speed, not one byte of the output.)"""
-    flags = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers", "chunk")}
+    (--workers and --chunk change the speed, not one byte of the output; the
+    source is named by its .mat's sha256, so a moved --src folder still resumes.)"""
+    flags = {k: v for k, v in dataclasses.asdict(cfg).items()
+             if k not in ("src", "out", "workers", "chunk")}
     return {"schema_version": schema.SCHEMA_VERSION, "source_sha256": source_sha256, "flags": flags}
 
 

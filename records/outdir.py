@@ -164,6 +164,7 @@ class Output:
             self._carry_and_delete_old()
         if os.path.lexists(self.trash):
             _remove(self.trash)
+            did = did or f"removed the old copy an interrupted swap of {self.path} left behind"
         return did
 
     def _carry_and_delete_old(self) -> None:
