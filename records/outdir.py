@@ -75,6 +75,13 @@ def marker_kind(directory: str) -> str | None:
         return None
 
 
+def _is_ours_or_unborn(directory: str) -> bool:
+    """Ours, or killed while its marker was being written (empty, or only the marker's temporary)."""
+    if not os.path.isdir(directory) or os.path.islink(directory):
+        return False
+    return is_ours(directory) or all(n.startswith(MARKER_NAME) for n in os.listdir(directory))
+
+
 def _remove(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
@@ -118,7 +125,7 @@ class Output:
             raise DataError(f"{self.what} {p}: not empty and not written by this project "
                             f"(no {MARKER_NAME} marker); nothing was touched: pass a new or "
                             f"empty directory")
-        if os.path.lexists(self.staging) and not (os.path.isdir(self.staging) and is_ours(self.staging)):
+        if os.path.lexists(self.staging) and not _is_ours_or_unborn(self.staging):
             raise DataError(f"{self.staging}: is in the way of the staging directory of {p} "
                             f"and was not written by this project; move it away")
 

@@ -417,3 +417,16 @@ def test_a_changed_flag_or_source_starts_over_and_says_so(sample_dir, tmp_path):
     assert _run_killable(str(src), out, "write", 60).returncode == -signal.SIGKILL
     result = _run_killable(sample_dir, out)
     assert "starting over: the source (.mat sha256) changed" in result.stdout, result.stdout
+
+
+def test_a_staging_dir_killed_before_its_marker_is_reused_a_foreign_one_refused(sample_dir, tmp_path):
+    staging = tmp_path / ".o.staging"
+    staging.mkdir()
+    (staging / f"{outdir.MARKER_NAME}.tmp-99").write_text("")     # killed inside drop_marker
+    pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
+    assert not staging.exists() and problems(str(tmp_path / "o")) == []
+    staging.mkdir()
+    (staging / "thesis.pdf").write_text("mine")
+    with pytest.raises(DataError, match="is in the way of the staging directory"):
+        pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
+    assert (staging / "thesis.pdf").read_text() == "mine"
