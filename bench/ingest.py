@@ -176,8 +176,9 @@ def scale_table(big_src: str, small_n: int, out: str) -> None:
         mats[src] = args
         print(f"done {src}", file=sys.stderr)
     small_rate = rows[0][2]["rate"]
+    load = os.getloadavg()[0]
     print("\n2 workers, --image_size 64, --split_by identity (celeb_id), jpeg, imdb format, "
-          f"{os.cpu_count()} cores\n")
+          f"{os.cpu_count()} cores, load avg {load:.1f} after the runs\n")
     print("| entries | written | images/s | vs small | wall s | main peak RSS MB | loadmat alone MB "
           "| main / loadmat | worker USS MB (each) | main + workers MB | metadata step s (peak MB) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -199,11 +200,12 @@ def scale_table(big_src: str, small_n: int, out: str) -> None:
     redone = remaining - (total - killed["done_at_kill"])
     manifest = json.load(open(os.path.join(target, "manifest.json")))
     per_shard = {s: e["count"] / len(e["shards"]) for s, e in manifest["splits"].items()}
+    bound = sum(per_shard.values())
     print(f"\nkill -9 at {killed['done_at_kill']} of {total} images ({killed['wall']:.0f} s in), "
           f"rerun: kept {m.group(1)} shards ({m.group(2)}), decoded {remaining} images "
-          f"({rerun['wall']:.0f} s); decoded again: {redone} images = "
-          f"{redone / max(per_shard.values()):.2f} of the largest split's shards "
-          f"(records per shard: {', '.join(f'{s} {n:.0f}' for s, n in per_shard.items())})")
+          f"({rerun['wall']:.0f} s); decoded again: {redone} images, at most one partial shard "
+          f"per split allows {bound:.0f} (records per shard: "
+          f"{', '.join(f'{s} {n:.0f}' for s, n in per_shard.items())}); load avg {os.getloadavg()[0]:.1f}")
 
 
 def run_ingest(src: str, out: str, image_size: int, workers: int) -> dict:
