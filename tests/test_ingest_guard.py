@@ -430,3 +430,21 @@ def test_a_staging_dir_killed_before_its_marker_is_reused_a_foreign_one_refused(
     with pytest.raises(DataError, match="is in the way of the staging directory"):
         pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
     assert (staging / "thesis.pdf").read_text() == "mine"
+
+
+def test_a_feature_cache_survives_only_an_identical_reingest(sample_dir, good):
+    cache = good / "features" / "tiny-abc"
+    outdir.drop_marker(str(cache), "features")
+    (cache / "train-00000-of-00001.tfrecord").write_bytes(b"cached")
+    pipeline.run(_cfg(sample_dir, good), log=_quiet)               # byte-identical shards
+    assert (cache / "train-00000-of-00001.tfrecord").read_bytes() == b"cached"
+    pipeline.run(_cfg(sample_dir, good, jpeg_quality=60), log=_quiet)   # other shards
+    assert not (good / "features").exists() and problems(str(good)) == []
+
+
+def test_a_data_set_written_before_markers_is_reingested(sample_dir, good):
+    os.remove(good / outdir.MARKER_NAME)
+    (good / "notes.txt").write_text("mine")
+    pipeline.run(_cfg(sample_dir, good, jpeg_quality=60), log=_quiet)
+    assert outdir.is_ours(str(good)) and (good / "notes.txt").read_text() == "mine"
+    assert json.load(open(good / "manifest.json"))["flags"]["jpeg_quality"] == 60
