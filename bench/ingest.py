@@ -172,21 +172,20 @@ def scale_table(big_src: str, small_n: int, out: str) -> None:
         r = run_measured(args)
         entries = int(re.search(r"(\d+) entries", r["stdout"]).group(1))
         written = sum(int(n) for n in re.findall(r"(\d+) records in", r["stdout"]))
-        rows.append((entries, written, r, loadmat_alone(mat), metadata_step(mat)))
+        rows.append((entries, written, r, loadmat_alone(mat), metadata_step(mat), os.getloadavg()[0]))
         mats[src] = args
         print(f"done {src}", file=sys.stderr)
     small_rate = rows[0][2]["rate"]
-    load = os.getloadavg()[0]
     print("\n2 workers, --image_size 64, --split_by identity (celeb_id), jpeg, imdb format, "
-          f"{os.cpu_count()} cores, load avg {load:.1f} after the runs\n")
+          f"{os.cpu_count()} cores\n")
     print("| entries | written | images/s | vs small | wall s | main peak RSS MB | loadmat alone MB "
-          "| main / loadmat | worker USS MB (each) | main + workers MB | metadata step s (peak MB) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for entries, written, r, (_, load_mb), (meta_s, meta_mb) in rows:
+          "| main / loadmat | worker USS MB (each) | main + workers MB | metadata step s (peak MB) | load avg |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for entries, written, r, (_, load_mb), (meta_s, meta_mb), load in rows:
         print(f"| {entries} | {written} | {r['rate']:.0f} | {r['rate'] / small_rate:.2f} "
               f"| {r['wall']:.1f} | {r['main_mb']:.0f} | {load_mb:.0f} | {r['main_mb'] / load_mb:.2f} "
               f"| {', '.join(f'{w:.0f}' for w in r['workers_mb'])} "
-              f"| {r['main_mb'] + sum(r['workers_mb']):.0f} | {meta_s:.1f} ({meta_mb:.0f}) |")
+              f"| {r['main_mb'] + sum(r['workers_mb']):.0f} | {meta_s:.1f} ({meta_mb:.0f}) | {load:.1f} |")
     # Resume: kill -9 halfway through the big run (a fresh target), then rerun it.
     target = os.path.join(out, "scale-resume")
     shutil.rmtree(target, ignore_errors=True)
