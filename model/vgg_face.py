@@ -20,7 +20,6 @@ from .layers import FullyConnectedConv2D
 
 BLOCK_DEPTHS = (2, 2, 3, 3, 3)
 CONV_NAMES = tuple(f"conv{b}_{i}" for b, depth in enumerate(BLOCK_DEPTHS, 1) for i in range(1, depth + 1))
-POOL_NAMES = tuple(f"pool{b}" for b in range(1, 6))
 # Layers holding weights, in the order of the original model (= the h5 file).
 WEIGHTED_LAYER_NAMES = CONV_NAMES + ("fc6", "fc7", "fc8")
 FULL_VGG_FACE_PARAMS = 145_002_878

@@ -17,10 +17,12 @@ import os
 
 import numpy as np
 
+from entry.errors import ProjectError
+
 from .vgg_face import WEIGHTED_LAYER_NAMES
 
 
-class WeightsError(ValueError):
+class WeightsError(ProjectError, ValueError):
     """A weights file that cannot be loaded; the message names the file and the fix."""
 
 
