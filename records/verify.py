@@ -21,9 +21,12 @@ def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: st
 
     if manifest.get("kind") == schema.KIND_FEATURES:
         return _check_feature_records(path, shard, manifest)
+    size, encoding = manifest.get("image_size"), manifest.get("encoding")
+    if encoding not in schema.ENCODINGS:
+        return [f"{path}: the manifest's encoding is {encoding!r}, expected one of "
+                f"{' or '.join(map(repr, schema.ENCODINGS))}; re-run ingest"]
     out = []
-    size, encoding = manifest.get("image_size"), manifest.get("encoding", "jpeg")
-    expected_format = schema.FORMAT_RAW if encoding == "raw" else schema.FORMAT_JPEG
+    expected_format = schema.ENCODINGS[encoding]
     spec = schema.feature_spec()
     count = 0
     try:

@@ -49,7 +49,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     net = load_run_model(run)
     with_gender = isinstance(net.output, dict)
     data = records.make_dataset(records_dir, split, batch_size, training=False,
-                                image_size=int(net.input_shape[1]), with_keys=True)
+                                resize_to=int(net.input_shape[1]), with_keys=True)
 
     @tf.function
     def step(images, labels):

@@ -94,7 +94,7 @@ def build(net, records_dir: str, key: dict, *, batch_size: int = BATCH_SIZE, log
     splits = {}
     for split in image_manifest["splits"]:
         data = records.make_dataset(records_dir, split, batch_size, training=False,
-                                    image_size=key["input_size"], with_keys=True)
+                                    resize_to=key["input_size"], with_keys=True)
         writer = ShardedWriter(out, split, shard_bytes=SHARD_BYTES)
         for images, labels in data:
             feats = np.asarray(features_of(images))

@@ -176,19 +176,19 @@ def make_datasets(config: TrainConfig, state: State, strategy: tf.distribute.Str
     """Images through the whole age model, or (feature cache) the frozen trunk's cached
     pool5 outputs through the head, which shares its layers with `state.net`, so
     checkpoints and best.keras hold the full age model either way."""
-    data_dir, image_size, train_net = config.records, int(state.net.input_shape[1]), state.net
+    data_dir, input_side, train_net = config.records, int(state.net.input_shape[1]), state.net
     if config.cache_features:
         multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         data_dir = features.ensure(state.net, config.records, config.weights, config.variant, config.seed,
                                    allow_build=not multi_worker)
-        image_size = None
+        input_side = None               # features: nothing to resize
         with strategy.scope():
             train_net = age_model_lib.head(state.net)
     train = records.distribute(strategy, data_dir, "train", config.batch_size, training=True,
                                seed=config.seed + RESUME_SEED_STRIDE * start_epoch, augment=config.augment,
-                               shuffle_buffer=config.shuffle_buffer, image_size=image_size)
+                               shuffle_buffer=config.shuffle_buffer, resize_to=input_side)
     val = records.make_dataset(data_dir, config.validation_split, config.eval_batch_size,
-                               training=False, image_size=image_size)
+                               training=False, resize_to=input_side)
     return Datasets(train, val, train_net)
 
 
