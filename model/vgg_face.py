@@ -6,7 +6,7 @@ filters, each block ending in 2x2 max pooling (pool1..pool5); then
 fc6 = Conv2D(4096, 7x7) + ReLU, Dropout(0.5), fc7 = Conv2D(4096, 1x1) + ReLU,
 Dropout(0.5), fc8 = Conv2D(2622, 1x1), Flatten, softmax.
 
-Parameter counts (checked facts, asserted by tests/test_model_vgg.py):
+Parameter counts (checked facts, asserted by tests/test_model_vgg_face.py):
   full VGG-Face: 145,002,878 (13 convs 14,714,688; fc6 102,764,544;
   fc7 16,781,312; fc8 10,742,334).
 """

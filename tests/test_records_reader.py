@@ -8,7 +8,6 @@ checks compare exact record identities.
 
 from __future__ import annotations
 
-import collections
 import io
 import json
 import logging
@@ -214,6 +213,7 @@ def test_fewer_files_than_pipelines_falls_back_to_records_with_warning(jpeg_dir,
     assert sorted(sum(seen, [])) == sorted(record_identity(i) for i in range(N_VAL))
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_consumes_distributed_dataset(jpeg_dir):
     # Logical devices must be configured before TF initializes: a fresh process.
     script = textwrap.dedent(f"""

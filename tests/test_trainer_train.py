@@ -1,5 +1,5 @@
 """trainer.train in-process: a TrainConfig in, a run directory out (tiny variant,
-default strategy). tests/test_trainer.py runs the same code as the user does, in
+default strategy). tests/test_trainer_main.py runs the same code as the user does, in
 subprocesses (CLI, kill -9, strategies)."""
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from PIL import Image
 from conftest import run_module
 from ingest import sample
 
+pytestmark = pytest.mark.slow   # every test here runs `python -m ...` subprocesses
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_FLAGS = os.path.join(REPO, "cpu.flags")
 GPU_FLAGS = os.path.join(REPO, "gpu.flags")
