@@ -69,7 +69,8 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
         likely.append(top.numpy())
     true_age, expected, likely = map(np.concatenate, (true_age, expected, likely))
 
-    report = {"split": split, "records": records_dir, **loop.metrics(totals), "count": int(totals["count"]),
+    report = {"split": split, "records": records_dir, "batch_size": batch_size,
+              **loop.metrics(totals), "count": int(totals["count"]),
               "mae_by_decade": mae_by_decade(true_age, expected),
               "baseline_mae_predicting_train_mean": baseline_mae(records_dir, true_age)}
     atomic_write_bytes(run.file("report.json"), (json.dumps(report, indent=2) + "\n").encode())
