@@ -11,6 +11,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
 from absl import app
 
+from trainer import evaluate, train
 from trainer import flags as trainer_flags
 
 
@@ -18,8 +19,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
     config = trainer_flags.train_config()
-    from trainer import evaluate, train   # after the flags are checked: bad input costs one line
-
     if trainer_flags.FLAGS.dry_run:
         train.dry_run(config)
         return

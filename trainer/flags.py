@@ -15,7 +15,7 @@ import dataclasses
 import os
 import time
 
-from absl import flags
+from absl import flags, logging
 
 from entry.errors import ProjectError
 from model.vgg_face import VARIANTS
@@ -148,7 +148,6 @@ def quiet_logs() -> None:
     """TensorFlow's INFO chatter (checkpoint sharding, ...) buries the epoch lines:
     show warnings and errors unless the user asked for more with -v/--verbosity.
     (`entry.run` does this for every command.)"""
-    from absl import logging
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
 
