@@ -197,8 +197,9 @@ class TrainConfig:
         return self.task == "age_gender"
 
     def info(self) -> dict:
-        """The settings recorded in run.json (with the data facts the trainer adds)."""
-        return {name: getattr(self, name) for name in ("variant", "task", "cache_features", "best_metric")}
+        """The settings recorded in run.json (with the data facts the trainer adds):
+        those a resumed run must keep."""
+        return {name: getattr(self, name) for name in FIXED_ON_RESUME}
 
     def check(self) -> "TrainConfig":
         """Refuse bad combinations with one line that names the flag and the fix."""
