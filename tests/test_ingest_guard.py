@@ -163,7 +163,7 @@ def test_a_second_ingest_process_is_refused_at_once(sample_dir, tmp_path):
                             "--jpeg_quality", "50")
     assert result.returncode == 1 and time.monotonic() - start < 30
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == [f"ingest: {out}: already being written by pid {os.getpid()} on "
+    assert lines == [f"error: {out}: already being written by pid {os.getpid()} on "
                      f"{socket.gethostname()} (lock {tmp_path}/.o.lock); wait for it to finish "
                      f"or choose another output directory"], result.stderr
 
@@ -187,8 +187,10 @@ _KILL_A_WORKER = textwrap.dedent("""
     pipeline.DecodePool.map = map_and_kill
     sys.argv = ["ingest", "--src", sys.argv[1], "--out", sys.argv[2], "--image_size", "16",
                 "--workers", "2"]
-    from ingest.__main__ import app, main
-    app.run(main)
+    import entry
+    from ingest import flags
+    from ingest.__main__ import main
+    entry.run(main, flags.define_flags, flags)
 """)
 
 
@@ -198,7 +200,7 @@ def test_a_dead_decode_worker_ends_ingest_with_one_line(sample_dir, tmp_path):
     result = subprocess.run([sys.executable, "-c", _KILL_A_WORKER, sample_dir, str(tmp_path / "o")],
                             capture_output=True, text=True, timeout=90)
     assert result.returncode == 1 and time.monotonic() - start < 60
-    lines = [line for line in result.stderr.splitlines() if line.startswith("ingest:")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "a decode worker died (pid" in lines[0] and "signal 9" in lines[0], result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
 
