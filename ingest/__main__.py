@@ -2,37 +2,31 @@
 
 Reads a data set (IMDB-WIKI, UTKFace, APPA-REAL or a CSV: ingest.sources),
 cleans and splits it, and writes the face crops as sharded TFRecords plus
-manifest.json (see WORKSPACE.md).  Re-running the same command after a crash
-rewrites the directory from scratch.
+manifest.json (see WORKSPACE.md).  The data set is built beside --out and
+swapped in when complete; re-running the same command after a crash resumes
+from the completed shards.
 """
 
 from __future__ import annotations
 
-import sys
+import entry  # first: the one way every command starts (never imports TensorFlow)
 
+from absl import flags
 
-from absl import app, flags  # noqa: E402
+from ingest import flags as ingest_flags
+from ingest import pipeline
 
-from ingest import flags as ingest_flags  # noqa: E402
-from ingest import pipeline  # noqa: E402
-from records.manifest import DataError  # noqa: E402
-
-ingest_flags.define_flags()
-flags.adopt_module_key_flags(ingest_flags)  # so --help lists them all
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        sys.exit(f"ingest: unexpected arguments {argv[1:]}; all options are --flags (see --help)")
+        raise entry.ProjectError(f"ingest: unexpected arguments {argv[1:]}; all options are --flags (see --help)")
     if not FLAGS.src:
-        sys.exit("ingest: --src is required: pass the data set's folder or CSV, "
-                 "e.g. --src wiki_crop")
-    try:
-        pipeline.run(ingest_flags.to_config(FLAGS))
-    except DataError as e:          # bad input: one line naming the file/flag and the fix
-        sys.exit(f"ingest: {e}")
+        raise entry.ProjectError("ingest: --src is required: pass the data set's folder or CSV, "
+                                 "e.g. --src wiki_crop")
+    pipeline.run(ingest_flags.to_config(FLAGS))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main, ingest_flags.define_flags, ingest_flags)

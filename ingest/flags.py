@@ -22,7 +22,7 @@ def define_flags() -> None:
                         "imdb, utkface, appa_real, or the CSV's file name without .csv.")
     flags.DEFINE_integer("image_size", d["image_size"].default, "Stored images are "
                          "image_size x image_size RGB (the whole crop, resized).", lower_bound=1)
-    flags.DEFINE_enum("encoding", d["encoding"].default, schema.ENCODINGS,
+    flags.DEFINE_enum("encoding", d["encoding"].default, list(schema.ENCODINGS),
                       "jpeg: re-encoded JPEG (small); raw: uint8 pixels (no decode cost, ~10x larger).")
     flags.DEFINE_integer("jpeg_quality", d["jpeg_quality"].default, "JPEG quality for "
                          "--encoding=jpeg.", lower_bound=1, upper_bound=100)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 from dataclasses import dataclass
 
 from PIL import Image
@@ -25,6 +26,7 @@ UNSAFE_PATH = "unsafe_path"   # absolute, or escapes --src: never opened
 MISSING = "missing"
 TRUNCATED = "truncated"
 UNDECODABLE = "undecodable"
+NOT_A_FILE = "not_a_file"     # a directory, FIFO, device...: never opened (reading could block)
 
 
 class SkipImage(Exception):
@@ -37,7 +39,7 @@ class SkipImage(Exception):
 class ImageSettings:
     src: str
     image_size: int = IMAGE_SIZE
-    encoding: str = schema.ENCODINGS[0]
+    encoding: str = schema.ENCODING_JPEG
     jpeg_quality: int = JPEG_QUALITY
     margin: float = 0.0   # around a face box, when a row has one (ingest.facebox)
 
@@ -52,6 +54,20 @@ def safe_path(src: str, rel: str) -> str:
     path = os.path.realpath(os.path.join(root, rel))
     if os.path.commonpath([root, path]) != root:
         raise SkipImage(UNSAFE_PATH, rel)
+    return path
+
+
+def require_regular_file(path: str) -> str:
+    """`path` if it is a regular file (after symlinks), else SkipImage: a FIFO or a
+    device would block or never end when read, so it is never opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as e:
+        raise SkipImage(MISSING, path) from e
+    except OSError as e:
+        raise SkipImage(UNDECODABLE, f"{path}: {e.strerror}") from e
+    if not stat.S_ISREG(mode):
+        raise SkipImage(NOT_A_FILE, path)
     return path
 
 
@@ -119,7 +135,7 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
 
 
 def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
-    if schema.image_format(encoding) == schema.FORMAT_RAW:
+    if encoding == schema.ENCODING_RAW:
         return rgb.tobytes()           # height*width*3 uint8, row-major RGB
     buf = io.BytesIO()
     rgb.save(buf, "JPEG", quality=jpeg_quality)
@@ -128,7 +144,8 @@ def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
 
 def process(settings: ImageSettings, rel: str, box: facebox.Box | None = None) -> bytes:
     """`rel` (a path from the source's table) -> the bytes stored as image/encoded."""
-    rgb = load(safe_path(settings.src, rel), settings.image_size, box, settings.margin)
+    rgb = load(require_regular_file(safe_path(settings.src, rel)), settings.image_size, box,
+               settings.margin)
     return encode(rgb, settings.encoding, settings.jpeg_quality)
 
 

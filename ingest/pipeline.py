@@ -12,24 +12,23 @@ queued or finished-but-unwritten at any time (multiprocessing.Pool.imap would
 read the whole task list ahead and buffer every result the writer has not
 consumed yet), and the writer streams each record to disk as it arrives.
 
-Crash safety: the old manifest.json is deleted before anything else, shards are
-written under temporary names and renamed by ShardedWriter.finish(), and the
-manifest is written last.  A killed run leaves no manifest, so readers refuse
-the directory; re-running the same command starts the directory over (there is
-no resuming: re-decoding is cheap next to keeping partial state consistent).
+Crash safety (ingest.output, records.outdir, records.lock): flags, source and
+output are checked before anything is touched; one ingest per output
+directory; the data set is built in a staging directory beside --out and
+swapped in when complete, so a failed or killed run leaves the previous data
+set usable; re-running the same command resumes from the completed shards.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
-import multiprocessing
 import os
 
 import numpy as np
 
-from ingest import clean, images, sources, split
+from ingest import clean, images, output, sources, split
+from ingest.decode_pool import DecodePool
 from ingest.progress import Progress
 from records import manifest as manifest_lib
 from records import schema
@@ -45,7 +44,7 @@ SPLIT_FLAGS = ("split_by", "test_fraction", "val_fraction")
 class Config:
     src: str
     source: str = sources.AUTO         # a name in sources.SOURCES, or auto
-    out: str = ""                      # "" -> shards/<the table's dataset name>
+    out: str = ""                      # "" -> shards/<the source's dataset name>
     image_size: int = _IMAGES.image_size
     encoding: str = _IMAGES.encoding
     jpeg_quality: int = _IMAGES.jpeg_quality
@@ -81,10 +80,10 @@ class Config:
                             f"split; lower them")
 
 
-def load_and_clean(cfg: Config):
+def load_and_clean(cfg: Config, source=None):
     """(source module, its table, the kept rows, the cleaning report) for `cfg`."""
     # 1. The source (named, or recognised) loads its metadata as the canonical table.
-    source = sources.resolve(cfg.source, cfg.src)
+    source = source or sources.resolve(cfg.source, cfg.src)
     table = source.load_table(cfg.src, sources.Options(
         min_face_score=cfg.min_face_score, gender_male_code=cfg.gender_male_code,
         margin=cfg.margin))
@@ -115,66 +114,66 @@ def _chunks(order: np.ndarray, paths: list[str], boxes: list, size: int):
         yield [(int(i), paths[i], boxes[i]) for i in order[start:start + size]]
 
 
-class DecodePool:
-    """Ordered, bounded fan-out of image chunks to worker processes (or inline
-    for workers=1, which is also the benchmark's single-process baseline)."""
+def _require_every_split(split_of: np.ndarray, cfg: Config, table: sources.Table) -> None:
+    """Before any image is decoded: each split gets rows (--test_fraction 0 cannot work)."""
+    for name in schema.SPLITS:
+        if not np.any(split_of == name):
+            fix = ("give every split rows in its split column" if table.has_splits else
+                   "raise the fraction (every split needs rows)")
+            _, test, val = cfg.split_settings()
+            raise DataError(f"--test_fraction={test} --val_fraction={val}: the {name} split gets "
+                            f"none of the {len(split_of)} kept rows of {table.described}; {fix}")
 
-    def __init__(self, settings: images.ImageSettings, workers: int, inflight_per_worker: int = 4):
-        self.settings, self.workers = settings, workers
-        self.inflight = max(2, workers * inflight_per_worker)
-        self._pool = None
-        if workers > 1:
-            # ingest never imports TensorFlow (records.wire frames the records), so
-            # the forked workers are small PIL-only processes with no TF threads.
-            self._pool = multiprocessing.get_context("fork").Pool(
-                workers, initializer=images.init_worker, initargs=(settings,))
-        else:
-            images.init_worker(settings)
 
-    def map(self, chunks):
-        if self._pool is None:
-            for chunk in chunks:
-                yield from images.process_chunk(chunk)
-            return
-        pending = collections.deque()
-        for chunk in chunks:
-            pending.append(self._pool.apply_async(images.process_chunk, (chunk,)))
-            if len(pending) >= self.inflight:
-                yield from pending.popleft().get()
-        while pending:
-            yield from pending.popleft().get()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
-
-    def terminate(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+def fingerprint(cfg: Config, source_fingerprint: str) -> dict:
+    """What makes two runs "the same command": a resume needs equal fingerprints.
+    (--workers and --chunk change the speed, not one byte of the output; the
+    source is named by its fingerprint, so a moved --src folder still resumes.)"""
+    flags = {k: v for k, v in dataclasses.asdict(cfg).items()
+             if k not in ("src", "out", "workers", "chunk")}
+    return {"schema_version": schema.SCHEMA_VERSION, "source_sha256": source_fingerprint,
+            "flags": flags}
 
 
 def run(cfg: Config, log=print) -> dict:
-    """Run the job described by `cfg`; returns the manifest it wrote."""
+    """Run the job described by `cfg`; returns the manifest it wrote.  Flags, the
+    source and the output are checked before anything is written (see ingest.output)."""
     cfg.validate()
+    source = sources.resolve(cfg.source, cfg.src)
+    out = cfg.out or os.path.join("shards", source.dataset(cfg.src))
+    workers = cfg.workers or os.cpu_count() or 1
+    target = output.DataSetOutput(out, log)
+    target.check()                                  # refused here: nothing touched
+    settings = images.ImageSettings(src=sources.root_of(cfg.src), image_size=cfg.image_size,
+                                    encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality,
+                                    margin=cfg.margin)
+    pool = DecodePool(settings, workers)            # forked before the table exists and the lock
+    try:
+        with target.lock():
+            target.repair()
+            manifest, rate = _ingest(cfg, out, target, pool, source, workers)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    log(manifest_lib.summary(manifest, out))
+    log(f"{rate:.0f} images/s; wrote {manifest_lib.manifest_path(out)}")
+    return manifest
+
+
+def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePool,
+            source, workers: int) -> tuple[dict, float]:
     # 1-2. The source's canonical table, cleaned (load_and_clean).
-    source, table, kept, cleaning = load_and_clean(cfg)
+    _, table, kept, cleaning = load_and_clean(cfg, source)
     entries = len(table.frame)
     if kept.empty:
         raise DataError(f"{cfg.src}: no rows survive cleaning ({cleaning}); loosen the thresholds")
-    # 3. Splits: the source's own, or seeded random/identity (flags checked before any output).
+    # 3. Splits: the source's own, or seeded random/identity (checked before any output).
     split_of = assign_splits(table, kept, cfg)
+    _require_every_split(split_of, cfg, table)
     # Seeded write order: every shard is a random sample of its split, so
     # file-level sharding across readers stays unbiased.
     order = np.random.default_rng(cfg.seed + 1).permutation(len(kept))
-
-    out = cfg.out or os.path.join("shards", table.dataset)
-    workers = cfg.workers or os.cpu_count() or 1
-    os.makedirs(out, exist_ok=True)
-    stale = manifest_lib.manifest_path(out)
-    if os.path.exists(stale):          # an old finished set must not outlive this run
-        os.remove(stale)
 
     # 4. Examples: the labels per kept row, the images decoded by the pool.
     paths = kept["path"].tolist()
@@ -185,77 +184,61 @@ def run(cfg: Config, log=print) -> dict:
     age_means = kept["age_mean"].to_numpy()
     age_stds = kept["age_std"].to_numpy()
     real_ages = kept["real_age"].to_numpy()
-    settings = images.ImageSettings(src=table.root, image_size=cfg.image_size,
-                                    encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality,
-                                    margin=cfg.margin)
-    image_format = schema.image_format(cfg.encoding)
+    described, fingerprint_of_source = table.described, table.fingerprint
+    dataset, label, margin, has_splits = table.dataset, table.label, table.margin, table.has_splits
+    del table, kept                              # the decode loop needs only these columns
+    image_format = schema.ENCODINGS[cfg.encoding]
 
-    pool = DecodePool(settings, workers)
-    try:
-        from records.writer import ShardedWriter
-
-        shard_bytes = max(1, int(cfg.shard_mb * 1e6))
-        writers = {s: ShardedWriter(out, s, shard_bytes=shard_bytes) for s in schema.SPLITS}
-        skipped: collections.Counter = collections.Counter()
-        histogram = [0] * schema.NUM_AGES
-        split_histograms = {s: [0] * schema.NUM_AGES for s in schema.SPLITS}
-        gender_counts = {"male": 0, "female": 0, "unknown": 0}
-        progress = Progress(len(kept))
-        for index, encoded, reason in pool.map(_chunks(order, paths, boxes, cfg.chunk)):
+    with target.write_errors():                  # disk full / read-only: one line, staging removed
+        writing = target.start(fingerprint(cfg, fingerprint_of_source), order, split_of,
+                               shard_bytes=max(1, int(cfg.shard_mb * 1e6)))
+        progress = Progress(len(writing.todo))
+        for index, encoded, reason in pool.map(_chunks(writing.todo, paths, boxes, cfg.chunk)):
             progress.update()
-            if encoded is None:
-                skipped[reason] += 1
-                continue
             age, gender = int(ages[index]), int(genders[index])
-            writers[split_of[index]].write(schema.encode_example(
+            record = None if encoded is None else schema.encode_example(
                 image=encoded, image_format=image_format, height=cfg.image_size,
                 width=cfg.image_size, age=age, gender=gender,
                 face_score=float(scores[index]), key=paths[index],
                 age_mean=float(age_means[index]), age_std=float(age_stds[index]),
-                real_age=int(real_ages[index])))
-            histogram[age] += 1
-            split_histograms[split_of[index]][age] += 1
-            gender_counts[{1: "male", 0: "female"}.get(gender, "unknown")] += 1
+                real_age=int(real_ages[index]))
+            writing.add(index, record, reason, age, gender)
         progress.close()
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
 
-    splits = {}
-    for name, writer in writers.items():
-        if writer.count == 0:
-            raise DataError(f"{out}: split {name!r} has no readable images (of {entries} entries, "
-                            f"{len(kept)} kept, skipped {dict(skipped)}); check --src or "
-                            f"change --test_fraction/--val_fraction")
+        totals = writing.totals()
+        for name in schema.SPLITS:
+            if writing.count(name) == 0:
+                raise DataError(f"{out}: split {name!r} has no readable images (of {entries} entries, "
+                                f"{len(paths)} kept, skipped {totals['skipped']}); check --src or "
+                                f"change --test_fraction/--val_fraction")
         # Per-split ages: the trainer's baseline (always answer the training mean) needs them.
-        splits[name] = {**writer.finish(), "age_histogram": split_histograms[name]}
+        splits = writing.finish_splits()
 
-    from ingest.plot import age_gender_png
+        from ingest.plot import age_gender_png
 
-    age_gender_png(os.path.join(out, "age_gender.png"), histogram, gender_counts,
-                   title=f"{table.dataset} ({sum(histogram)} records)")
-    manifest = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "kind": schema.KIND_IMAGES,
-        "image_size": cfg.image_size,
-        "encoding": cfg.encoding,
-        "source": {"name": source.NAME, "dataset": table.dataset, "read": table.described,
-                   "fingerprint": table.fingerprint, "entries": entries},
-        "label": table.label,
-        "margin": table.margin,
-        "flags": {**dataclasses.asdict(cfg), "source": source.NAME, "out": out,
-                  "workers": workers,
-                  **({} if table.has_splits else dict(zip(SPLIT_FLAGS, cfg.split_settings())))},
-        "cleaning": cleaning,
-        "kept": len(kept),
-        "skipped": dict(sorted(skipped.items())),
-        "splits": splits,
-        "age_histogram": histogram,
-        "gender_counts": gender_counts,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    manifest_lib.write_manifest(out, manifest)    # last: this makes the directory a data set
-    log(manifest_lib.summary(manifest, out))
-    log(f"{progress.rate:.0f} images/s; wrote {manifest_lib.manifest_path(out)}")
-    return manifest
+        age_gender_png(os.path.join(target.staging, output.PLOT_NAME), totals["age_histogram"],
+                       totals["gender_counts"],
+                       title=f"{dataset} ({sum(totals['age_histogram'])} records)")
+        manifest = {
+            "schema_version": schema.SCHEMA_VERSION,
+            "kind": schema.KIND_IMAGES,
+            "image_size": cfg.image_size,
+            "encoding": cfg.encoding,
+            "source": {"name": source.NAME, "dataset": dataset, "read": described,
+                       "fingerprint": fingerprint_of_source, "entries": entries},
+            "label": label,
+            "margin": margin,
+            "flags": {**dataclasses.asdict(cfg), "source": source.NAME, "out": out,
+                      "workers": workers,
+                      **({} if has_splits else dict(zip(SPLIT_FLAGS, cfg.split_settings())))},
+            "cleaning": cleaning,
+            "kept": len(paths),
+            "skipped": totals["skipped"],
+            "splits": splits,
+            "age_histogram": totals["age_histogram"],
+            "gender_counts": totals["gender_counts"],
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        writing.publish(manifest)               # manifest last, then staging becomes `out`
+    return manifest, progress.rate
+

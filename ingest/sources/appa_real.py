@@ -56,6 +56,10 @@ def _genders(src: str, folder: str, files: pd.Series) -> tuple[np.ndarray, str |
     return np.array([_GENDER.get(words.get(f), schema.GENDER_UNKNOWN) for f in files]), path
 
 
+def dataset(src: str) -> str:
+    return NAME
+
+
 def load_table(src: str, options: Options) -> Table:
     parts, read = [], []
     for folder, split in FOLDERS.items():

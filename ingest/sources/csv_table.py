@@ -25,7 +25,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from ingest.sources.table import Options, Table, sha256_of
+from ingest.sources.table import Options, Table, root_of, sha256_of
 from records import schema
 from records.manifest import DataError
 
@@ -61,6 +61,11 @@ def _genders(values: pd.Series, male_code: int | None, where: str) -> np.ndarray
         out[np.flatnonzero(~known.to_numpy())] = np.where(
             numeric.to_numpy() == male_code, schema.GENDER_MALE, schema.GENDER_FEMALE)
     return out
+
+
+def dataset(src: str) -> str:
+    """The CSV's file name without .csv."""
+    return os.path.splitext(os.path.basename(src))[0]
 
 
 def load_table(src: str, options: Options) -> Table:
@@ -117,8 +122,7 @@ def load_table(src: str, options: Options) -> Table:
                       lambda d: ~d["box_valid"]))
     steps.append(("duplicate_path", "path listed on an earlier row",
                   lambda d: d["path"].duplicated()))
-    return Table(frame=frame, root=os.path.dirname(os.path.abspath(src)),
-                 dataset=os.path.splitext(os.path.basename(src))[0],
+    return Table(frame=frame, root=root_of(src), dataset=dataset(src),
                  described=os.path.basename(src), entries=len(frame), fingerprint=sha256_of([src]),
                  label="real", margin=options.margin, steps=steps,
                  has_splits=bool(filled.any()), has_identity="identity" in raw)

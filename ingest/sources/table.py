@@ -4,6 +4,7 @@ takes from the flags (see ingest.sources for the seam)."""
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -51,6 +52,11 @@ class Table:
         missing = [c for c in COLUMNS if c not in self.frame]
         if missing or self.label not in schema.LABEL_KINDS:
             raise ValueError(f"source table lacks columns {missing} or has label {self.label!r}")
+
+
+def root_of(src: str) -> str:
+    """The folder a table's paths are relative to: --src, or the folder of a --src file (CSV)."""
+    return os.path.dirname(os.path.abspath(src)) if os.path.isfile(src) else src
 
 
 def sha256_of(paths: list[str]) -> str:

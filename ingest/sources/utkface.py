@@ -59,6 +59,10 @@ def recognise(src: str) -> bool:
     return bool(names) and sum(parse_name(n) is not None for n in names) * 2 > len(names)
 
 
+def dataset(src: str) -> str:
+    return NAME
+
+
 def load_table(src: str, options: Options) -> Table:
     names = image_files(src)
     parsed = [parse_name(n) for n in names]
