@@ -9,15 +9,24 @@ the model framed as the training faces were.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
 CASCADE = "haarcascade_frontalface_default.xml"
+_local = threading.local()   # one cascade per thread: batch prediction detects in parallel
 
 
 def _detector():
+    if getattr(_local, "detector", None) is None:
+        _local.detector = _load_detector()
+    return _local.detector
+
+
+def _load_detector():
     import cv2
 
+    cv2.setNumThreads(1)     # parallelism comes from the pipeline's threads
     path = os.path.join(cv2.data.haarcascades, CASCADE)
     detector = cv2.CascadeClassifier(path)
     if detector.empty():
@@ -38,10 +47,12 @@ def detect_faces(rgb: np.ndarray, min_face: int = 30) -> list[tuple[int, int, in
     return sorted(boxes, key=lambda b: -b[2] * b[3])
 
 
-def crop_with_margin(rgb: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
-    """The box grown by `margin` x its size on every side, clipped to the photo."""
-    h, w = rgb.shape[:2]
+def margin_box(shape, box: tuple[int, int, int, int], margin: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the box grown by `margin` x its size on every side, clipped
+    to a photo of `shape` (height, width, ...)."""
+    h, w = shape[:2]
     x, y, bw, bh = box
     x0, y0 = max(0, int(x - margin * bw)), max(0, int(y - margin * bh))
     x1, y1 = min(w, int(x + bw + margin * bw)), min(h, int(y + bh + margin * bh))
-    return rgb[y0:y1, x0:x1]
+    return x0, y0, x1, y1
+

@@ -156,7 +156,7 @@ def train(f=FLAGS) -> str | None:
     if resuming:
         print(f"Resuming {run.path} after epoch {start_epoch} (best {f.best_metric} {float(best_var.numpy()):.4g})",
               flush=True)
-    input_size = int(net.input_shape[1])
+    input_size = age_model_lib.input_size(net)
     if chief:
         run.write_info({"records": os.path.abspath(f.records), "image_size": manifest["image_size"],
                         "input_size": input_size, "variant": f.variant, "task": f.task})
