@@ -53,8 +53,12 @@ def check_size(image: Image.Image, name: str) -> None:
     """PixelError for an image of more than MAX_PIXELS pixels (before it is decoded)."""
     w, h = image.size
     if w * h > MAX_PIXELS:
-        raise PixelError(f"{name}: {w}x{h} pixels is over the {MAX_PIXELS} pixel limit "
-                         f"(a decompression bomb, or a photo to downscale first)")
+        raise PixelError(too_large(name, f"{w}x{h} pixels"))
+
+
+def too_large(name: str, what: str) -> str:
+    return (f"{name}: {what}, more than the {MAX_PIXELS} pixel limit (a decompression bomb, "
+            f"or a photo to downscale first)")
 
 
 def upright(image: Image.Image) -> Image.Image:
@@ -90,8 +94,8 @@ def read_rgb(path: str) -> np.ndarray:
             check_size(image, path)
             image.load()
             return np.asarray(to_rgb(upright(image)))
-    except Image.DecompressionBombError as e:
-        raise PixelError(f"{path}: {e}") from None
+    except Image.DecompressionBombError:   # PIL refuses over twice its limit when opening
+        raise PixelError(too_large(path, "an image")) from None
     except Image.UnidentifiedImageError:
         raise PixelError(f"{path}: not a readable image (no image format recognised)") from None
     except (OSError, SyntaxError, ValueError) as e:   # PIL's decode errors
