@@ -125,6 +125,20 @@ def define_predict_flags() -> None:
     flags.mark_flag_as_required("model_dir")
 
 
+def define_export_flags() -> None:
+    """Flags of `python -m trainer.export`."""
+    flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
+    flags.DEFINE_string("out", None, "Export directory (a SavedModel, export.json and model.tflite); "
+                        "an earlier export there is replaced once the new one is complete.")
+    flags.DEFINE_enum("tta", "none", ["none", "flip"], "Test-time augmentation inside the export: flip "
+                      "averages the age distributions of each face and its mirror image (two model calls).")
+    flags.DEFINE_enum("tflite", "none", ["none", "float32", "float16"],
+                      "Also write model.tflite (the pixel endpoint at the model's input size): float32, "
+                      "or float16 weights (half the size).")
+    flags.mark_flag_as_required("model_dir")
+    flags.mark_flag_as_required("out")
+
+
 def quiet_logs() -> None:
     """TensorFlow's INFO chatter (checkpoint sharding, ...) buries the epoch lines:
     show warnings and errors unless the user asked for more with -v/--verbosity."""
