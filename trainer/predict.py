@@ -115,20 +115,14 @@ def _read(path: bytes):
         return np.zeros((1, 1, 3), np.uint8), str(e).encode()
 
 
-def _detect(rgb: np.ndarray, error: bytes, path: bytes, detect: bool, margin: float, min_face: int):
+def _detect(rgb: np.ndarray, path: bytes, margin: float, min_face: int):
     """tf.numpy_function body: face boxes and margin crop boxes [n, 4] (x, y, w, h and
     x0, y0, x1, y1), and the error (no face is one)."""
     from trainer import faces
 
-    none = np.zeros((0, 4), np.int32)
-    if error:
-        return none, none, error
-    h, w = rgb.shape[:2]
-    if not detect:
-        box = np.array([[0, 0, w, h]], np.int32)
-        return box, np.array([[0, 0, w, h]], np.int32), b""
     boxes = faces.detect_faces(rgb, int(min_face))
     if not boxes:
+        none = np.zeros((0, 4), np.int32)
         return none, none, (f"{path.decode()}: no face found; pass a photo with a frontal face, or "
                             f"--no_detect if the image already is a face crop").encode()
     crops = [faces.margin_box(rgb.shape, box, float(margin)) for box in boxes]
@@ -143,39 +137,51 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
 
     from model import resize_pixels
 
-    autotune = tf.data.AUTOTUNE
+    face_spec = tf.TensorSpec([input_size, input_size, 3], tf.uint8)
 
-    def read(index, path):
+    def read(path):
         rgb, error = tf.numpy_function(_read, [path], [tf.uint8, tf.string], stateful=False)
-        return index, path, tf.ensure_shape(rgb, [None, None, 3]), tf.ensure_shape(error, [])
+        return tf.ensure_shape(rgb, [None, None, 3]), tf.ensure_shape(error, [])
 
-    def detect(index, path, rgb, error):
-        boxes, crops, error = tf.numpy_function(
-            lambda r, e, p: _detect(r, e, p, config.detect, config.margin, config.min_face),
-            [rgb, error, path], [tf.int32, tf.int32, tf.string], stateful=False)
-        return index, rgb, tf.ensure_shape(boxes, [None, 4]), tf.ensure_shape(crops, [None, 4]), \
-            tf.ensure_shape(error, [])
+    def rows(index, boxes, faces, valid, error):
+        n = tf.shape(boxes)[0]
+        return {"index": tf.fill([n], index), "box": boxes, "pixels": faces, "valid": valid,
+                "error": tf.fill([n], error)}
 
-    def crop(index, rgb, boxes, crops, error):
-        def one(c):   # the same op as the model's Resize layer, which is then an identity
-            return resize_pixels(rgb[c[1]:c[3], c[0]:c[2]], input_size)
-        faces = tf.map_fn(one, crops, fn_output_signature=tf.TensorSpec([input_size, input_size, 3], tf.uint8))
+    def whole_image(index, path):
+        """--no_detect: the image is the face (resized with the model's own op, so
+        the model's Resize layer is an identity on the batch)."""
+        rgb, error = read(path)
+        shape = tf.shape(rgb)
+        box = tf.stack([0, 0, shape[1], shape[0]])[None]
+        return rows(index, box, resize_pixels(rgb, input_size)[None], tf.equal(error, "")[None], error)
+
+    def detected_faces(index, path):
+        rgb, error = read(path)
+
+        def detect():
+            boxes, crops, err = tf.numpy_function(
+                lambda r, p: _detect(r, p, config.margin, config.min_face), [rgb, path],
+                [tf.int32, tf.int32, tf.string], stateful=False)
+            return tf.ensure_shape(boxes, [None, 4]), tf.ensure_shape(crops, [None, 4]), tf.ensure_shape(err, [])
+
+        none = tf.zeros([0, 4], tf.int32)
+        boxes, crops, error = tf.cond(tf.equal(error, ""), detect, lambda: (none, none, error))
+        faces = tf.map_fn(lambda c: resize_pixels(rgb[c[1]:c[3], c[0]:c[2]], input_size), crops,
+                          fn_output_signature=face_spec)
         n = tf.shape(boxes)[0]
         pad = tf.maximum(1 - n, 0)   # a file without faces still sends one (invalid) row
-        faces = tf.concat([faces, tf.zeros([pad, input_size, input_size, 3], tf.uint8)], 0)
-        boxes = tf.concat([boxes, tf.zeros([pad, 4], tf.int32)], 0)
-        rows = n + pad
-        return {"index": tf.fill([rows], index), "box": boxes, "pixels": faces,
-                "valid": tf.range(rows) < n, "error": tf.fill([rows], error)}
+        return rows(index, tf.concat([boxes, tf.zeros([pad, 4], tf.int32)], 0),
+                    tf.concat([faces, tf.zeros([pad, input_size, input_size, 3], tf.uint8)], 0),
+                    tf.range(n + pad) < n, error)
 
     return (tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
             .enumerate()
-            # Read and decode (PIL releases the GIL while decoding), in parallel, in order.
-            .map(read, num_parallel_calls=autotune, deterministic=True)
-            # Face detection: the Haar cascade is CPU work in OpenCV, which releases the GIL.
-            .map(detect, num_parallel_calls=autotune, deterministic=True)
-            # Crop with the margin and resize each face to the model input.
-            .map(crop, num_parallel_calls=autotune, deterministic=True)
+            # Per file, in parallel and in order: read and decode (PIL releases the GIL
+            # while decoding), detect faces (OpenCV releases it too), crop each face with
+            # the margin and resize it to the model input with the in-model op.
+            .map(detected_faces if config.detect else whole_image,
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             # Faces, not files, fill a batch: a group photo and a crop batch the same.
             .unbatch()
             .batch(config.batch_size)
@@ -185,40 +191,50 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
 # ----------------------------------------------------------------------------- model
 
 class AgeModel:
-    """best.keras of a run, called on batches of uint8 faces at its input size."""
+    """An age model (best.keras of a run), called on batches of uint8 faces at its input size."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, net):
         import tensorflow as tf
 
         import model
+
+        self.net = net
+        self.input_size = model.input_size(net)
+        self.with_gender = isinstance(self.net.output, dict)
+        self._call = tf.function(self._outputs, reduce_retracing=True)
+
+    def _outputs(self, pixels):
+        import model
+
+        out = self.net(pixels, training=False)
+        age = out["age"] if self.with_gender else out
+        result = {"age_probs": age, "apparent_age": model.expected_age(age)}
+        if self.with_gender:
+            result["male_probability"] = out["gender"][:, 1]
+        return result
+
+    @classmethod
+    def load(cls, model_dir: str) -> "AgeModel":
         from trainer.evaluate import load_run_model
         from trainer.run_dir import RunDir
 
         run = RunDir(model_dir)
         run.read_info()          # a clear error for a directory that is not a run
-        self.net = load_run_model(run)
-        self.input_size = model.input_size(self.net)
-        self.with_gender = isinstance(self.net.output, dict)
-        self._call = tf.function(lambda x: self.net(x, training=False), reduce_retracing=True)
+        return cls(load_run_model(run))
 
-    def __call__(self, pixels) -> tuple[np.ndarray, np.ndarray | None]:
-        """Age distributions [faces, 101] (and gender distributions [faces, 2])."""
-        outputs = self._call(pixels)
-        if self.with_gender:
-            return outputs["age"].numpy(), outputs["gender"].numpy()
-        return outputs.numpy(), None
+    def __call__(self, pixels) -> dict:
+        """{age_probs [faces, 101], apparent_age [faces] (, male_probability [faces])}, numpy."""
+        return {k: v.numpy() for k, v in self._call(pixels).items()}
 
 
-def face_result(box, age_probs: np.ndarray, gender_probs: np.ndarray | None, probs: bool) -> dict:
-    from model import expected_age
-
+def face_result(box, outputs: dict, i: int, probs: bool) -> dict:
     face = {"box": [int(v) for v in box],
-            "apparent_age": round(float(expected_age(age_probs)), 2),
-            "most_likely_age": int(np.argmax(age_probs))}
-    if gender_probs is not None:
-        face["gender"] = "male" if gender_probs[1] >= 0.5 else "female"
+            "apparent_age": round(float(outputs["apparent_age"][i]), 2),
+            "most_likely_age": int(np.argmax(outputs["age_probs"][i]))}
+    if "male_probability" in outputs:
+        face["gender"] = "male" if outputs["male_probability"][i] >= 0.5 else "female"
     if probs:
-        face["age_probs"] = [round(float(p), 6) for p in age_probs]
+        face["age_probs"] = [round(float(p), 6) for p in outputs["age_probs"][i]]
     return face
 
 
@@ -228,7 +244,7 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
         return
     current = None
     for batch in make_pipeline(paths, age_model.input_size, config):
-        age_probs, gender_probs = age_model(batch["pixels"])
+        outputs = age_model(batch["pixels"])
         index, boxes, valid, errors = (batch[k].numpy() for k in ("index", "box", "valid", "error"))
         for i in range(len(index)):
             if current is None or current["index"] != index[i]:
@@ -237,9 +253,7 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
                 current = {"index": index[i], "result": {"file": paths[index[i]], "faces": [],
                                                          "error": errors[i].decode() or None}}
             if valid[i]:
-                current["result"]["faces"].append(
-                    face_result(boxes[i], age_probs[i], None if gender_probs is None else gender_probs[i],
-                                config.probs))
+                current["result"]["faces"].append(face_result(boxes[i], outputs, i, config.probs))
     if current is not None:
         yield current["result"]
 
@@ -302,7 +316,7 @@ def run(f, args: list[str]) -> int:
             if done:
                 print(f"{f.output}: {len(done)} files already done; continuing", file=sys.stderr)
             paths = [p for p in paths if p not in done]
-        age_model = AgeModel(f.model_dir)
+        age_model = AgeModel.load(f.model_dir)
     except (PredictError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
