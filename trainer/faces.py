@@ -9,18 +9,15 @@ the model framed as the training faces were.
 from __future__ import annotations
 
 import os
-import threading
+import queue
 
 import numpy as np
 
 CASCADE = "haarcascade_frontalface_default.xml"
-_local = threading.local()   # one cascade per thread: batch prediction detects in parallel
-
-
-def _detector():
-    if getattr(_local, "detector", None) is None:
-        _local.detector = _load_detector()
-    return _local.detector
+# Idle cascades. A cascade is not safe to share between threads, and loading one takes
+# ~0.1 s, so batch prediction's parallel workers borrow one each and give it back:
+# there are never more cascades than concurrent detections.
+_idle: queue.SimpleQueue = queue.SimpleQueue()
 
 
 def _load_detector():
@@ -41,8 +38,14 @@ def detect_faces(rgb: np.ndarray, min_face: int = 30) -> list[tuple[int, int, in
 
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     gray = cv2.equalizeHist(gray)
-    boxes = _detector().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                         minSize=(min_face, min_face))
+    try:
+        detector = _idle.get_nowait()
+    except queue.Empty:
+        detector = _load_detector()
+    try:
+        boxes = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_face, min_face))
+    finally:
+        _idle.put(detector)
     boxes = [tuple(int(v) for v in b) for b in (boxes if len(boxes) else [])]
     return sorted(boxes, key=lambda b: -b[2] * b[3])
 
