@@ -119,13 +119,13 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="bench_out/predict")
     args = parser.parse_args(argv)
 
+    crops = face_crops(args.workdir, args.n)      # before TensorFlow: the sample forks workers
+    pictures = photos(args.workdir, args.photos)
+
     import keras
 
     import model
     from trainer.predict import AgeModel
-
-    crops = face_crops(args.workdir, args.n)
-    pictures = photos(args.workdir, args.photos)
     rows = []
     for variant in args.variants.split(","):
         keras.utils.set_random_seed(0)

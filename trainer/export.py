@@ -21,39 +21,41 @@ export.json (not made by this command) is never replaced.
 
 from __future__ import annotations
 
+import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m trainer.export)
+
 import json
 import os
 import shutil
-import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import tensorflow as tf
+from absl import app
 
-from absl import app  # noqa: E402
-
-from trainer import flags as trainer_flags  # noqa: E402
+from entry.errors import ProjectError
+from model import input_size as model_input_size
+from model import metrics, resize_pixels
+from records.reader import JPEG_DCT_METHOD
+from trainer import flags as trainer_flags
+from trainer.run_dir import RunDir, load_run_model
 
 TFLITE_FILE = "model.tflite"
 EXPORT_INFO = "export.json"
 
 
-class ExportError(Exception):
+class ExportError(ProjectError):
     """An export that cannot be written as asked; the message says why and what to do."""
 
 
 def _age_outputs(net, with_gender: bool, tta: bool):
     """uint8 pixels [B, H, W, 3] -> the output dict, with the flip average under tta."""
-    import tensorflow as tf
-
-    from model import expected_age
-
     def run(pixels):
         out = net(pixels, training=False)
         if tta:   # the mirror image is as much a face: average the two distributions
             mirrored = net(tf.reverse(pixels, axis=[2]), training=False)
             out = tf.nest.map_structure(lambda a, b: (a + b) / 2.0, out, mirrored)
         age = out["age"] if with_gender else out
-        result = {"apparent_age": expected_age(age), "age_probs": age}
+        result = {"apparent_age": metrics.expected_age(age), "age_probs": age}
         if with_gender:
             result["male_probability"] = out["gender"][:, 1]
         return result
@@ -63,12 +65,6 @@ def _age_outputs(net, with_gender: bool, tta: bool):
 
 def saved_model_archive(net, input_size: int, with_gender: bool, tta: bool):
     """ExportArchive with serving_default(image_bytes) and predict_pixels(pixels)."""
-    import keras
-    import tensorflow as tf
-
-    from model import resize_pixels
-    from records.reader import JPEG_DCT_METHOD
-
     outputs = _age_outputs(net, with_gender, tta)
 
     def decode(data):
@@ -95,9 +91,6 @@ def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: 
     """The pixel endpoint at the input size as a LiteRT flatbuffer (float32, or float16
     weights), converted from an ExportArchive SavedModel: the archive tracks the
     Keras variables, so they reach the flatbuffer as constants."""
-    import keras
-    import tensorflow as tf
-
     archive = keras.export.ExportArchive()
     archive.track(net)
     archive.add_endpoint("serve", _age_outputs(net, with_gender, tta),
@@ -121,16 +114,12 @@ def _size(path: str) -> int:
 
 def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
     """Writes the export of run `model_dir` to `out`; returns export.json's content."""
-    import model
-    from trainer.evaluate import load_run_model
-    from trainer.run_dir import RunDir
-
     if os.path.exists(out) and not os.path.exists(os.path.join(out, EXPORT_INFO)):
         raise ExportError(f"{out}: exists and is not an export (no {EXPORT_INFO}); pass a new --out")
     run = RunDir(model_dir)
     info = run.read_info()
     net = load_run_model(run)
-    input_size = model.input_size(net)
+    input_size = model_input_size(net)
     with_gender = isinstance(net.output, dict)
     flip = tta == "flip"
     export_info = {"model_dir": os.path.abspath(model_dir), "input_size": input_size,
@@ -174,16 +163,9 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    from trainer.run_dir import RunDirError
     f = trainer_flags.FLAGS
-    trainer_flags.quiet_logs()
-    try:
-        export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite)
-    except (ExportError, RunDirError) as e:
-        sys.exit(f"error: {e}")
+    export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite)
 
 
 if __name__ == "__main__":
-    trainer_flags.define_export_flags()
-    trainer_flags.flags.adopt_module_key_flags(trainer_flags)  # so --help lists them
-    app.run(main)
+    entry.run(main, trainer_flags.define_export_flags, trainer_flags)

@@ -19,24 +19,31 @@ The exit status is non-zero only when no file could be processed.
 
 from __future__ import annotations
 
+import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m trainer.predict)
+
 import fcntl
 import json
 import os
 import sys
 from dataclasses import dataclass
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
+from absl import app
 
-import numpy as np  # noqa: E402
-from absl import app  # noqa: E402
-
-from trainer import flags as trainer_flags  # noqa: E402
+from entry.errors import ProjectError
+from ingest.progress import Progress
+from model import input_size, metrics, resize_pixels
+from records.pixels import PixelError, read_rgb
+from trainer import faces, plots
+from trainer import flags as trainer_flags
+from trainer.run_dir import RunDir, load_run_model
 
 # What a folder PATH is searched for (any other file in it is not listed).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-class PredictError(Exception):
+class PredictError(ProjectError):
     """Bad arguments or output file; the message names the thing and the fix."""
 
 
@@ -107,8 +114,6 @@ def resume_output(path: str) -> set[str]:
 
 def _read(path: bytes):
     """tf.numpy_function body: (RGB pixels, '') or (a 1x1 placeholder, error)."""
-    from records.pixels import PixelError, read_rgb
-
     try:
         return read_rgb(path.decode()), b""
     except PixelError as e:
@@ -118,8 +123,6 @@ def _read(path: bytes):
 def _detect(rgb: np.ndarray, path: bytes, margin: float, min_face: int):
     """tf.numpy_function body: face boxes and margin crop boxes [n, 4] (x, y, w, h and
     x0, y0, x1, y1), and the error (no face is one)."""
-    from trainer import faces
-
     boxes = faces.detect_faces(rgb, int(min_face))
     if not boxes:
         none = np.zeros((0, 4), np.int32)
@@ -133,10 +136,6 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
     """Batches of faces {index (of the file in `paths`), box, pixels uint8
     [input_size, input_size, 3], valid, error}.  A file without faces (an error)
     gives one invalid row, so every file reaches the consumer, in order."""
-    import tensorflow as tf
-
-    from model import resize_pixels
-
     face_spec = tf.TensorSpec([input_size, input_size, 3], tf.uint8)
 
     def read(path):
@@ -194,30 +193,21 @@ class AgeModel:
     """An age model (best.keras of a run), called on batches of uint8 faces at its input size."""
 
     def __init__(self, net):
-        import tensorflow as tf
-
-        import model
-
         self.net = net
-        self.input_size = model.input_size(net)
+        self.input_size = input_size(net)
         self.with_gender = isinstance(self.net.output, dict)
         self._call = tf.function(self._outputs, reduce_retracing=True)
 
     def _outputs(self, pixels):
-        import model
-
         out = self.net(pixels, training=False)
         age = out["age"] if self.with_gender else out
-        result = {"age_probs": age, "apparent_age": model.expected_age(age)}
+        result = {"age_probs": age, "apparent_age": metrics.expected_age(age)}
         if self.with_gender:
             result["male_probability"] = out["gender"][:, 1]
         return result
 
     @classmethod
     def load(cls, model_dir: str) -> "AgeModel":
-        from trainer.evaluate import load_run_model
-        from trainer.run_dir import RunDir
-
         run = RunDir(model_dir)
         run.read_info()          # a clear error for a directory that is not a run
         return cls(load_run_model(run))
@@ -260,9 +250,6 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
 
 def annotate(result: dict, out_dir: str) -> None:
     """The photo with its boxes and ages, and each face's age distribution, in out_dir."""
-    from records.pixels import read_rgb
-    from trainer import plots
-
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(result["file"]))[0]
     result["annotated"] = plots.annotate(read_rgb(result["file"]), result["faces"],
@@ -302,24 +289,17 @@ def open_output(path: str):
 
 def run(f, args: list[str]) -> int:
     """The command; returns the exit status."""
-    from ingest.progress import Progress
-    from trainer.run_dir import RunDirError
-
     config = PredictConfig(detect=not f.no_detect, margin=f.margin, min_face=f.min_face,
                            batch_size=f.batch_size, probs=f.probs or bool(f.out))
-    try:
-        paths = expand_paths(args)
-        out = None
-        if f.output:
-            done = resume_output(f.output)
-            out = open_output(f.output)
-            if done:
-                print(f"{f.output}: {len(done)} files already done; continuing", file=sys.stderr)
-            paths = [p for p in paths if p not in done]
-        age_model = AgeModel.load(f.model_dir)
-    except (PredictError, RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    paths = expand_paths(args)
+    out = None
+    if f.output:
+        done = resume_output(f.output)
+        out = open_output(f.output)
+        if done:
+            print(f"{f.output}: {len(done)} files already done; continuing", file=sys.stderr)
+        paths = [p for p in paths if p not in done]
+    age_model = AgeModel.load(f.model_dir)
     progress = Progress(len(paths), "files") if out else None
     results, worked = [], 0
     for result in predict_files(age_model, paths, config):
@@ -351,12 +331,9 @@ def main(argv):
         raise app.UsageError("give one or more images, folders or @lists: "
                              "python -m trainer.predict --model_dir runs/X photo.jpg")
     if f.batch_size < 1:
-        sys.exit(f"error: --batch_size={f.batch_size}: must be at least 1")
-    trainer_flags.quiet_logs()
-    sys.exit(run(f, argv[1:]))
+        raise PredictError(f"--batch_size={f.batch_size}: must be at least 1")
+    return run(f, argv[1:])
 
 
 if __name__ == "__main__":
-    trainer_flags.define_predict_flags()
-    trainer_flags.flags.adopt_module_key_flags(trainer_flags)  # so --help lists them
-    app.run(main)
+    entry.run(main, trainer_flags.define_predict_flags, trainer_flags)

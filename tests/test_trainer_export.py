@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_module
-from test_predict import INPUT_SIZE, REPO, build_run, read_lines
+from test_trainer_predict import INPUT_SIZE, REPO, build_run, read_lines
 
 # Run with `python -I` from outside the repository: no PYTHONPATH, no project import.
 CLEAN_SCRIPT = r"""
