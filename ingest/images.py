@@ -1,5 +1,5 @@
-"""The one way a source file becomes stored pixels: path check, decode, RGB,
-resize, encode.
+"""The one way a source file becomes stored pixels: path check, decode (records.pixels:
+size limit, EXIF upright, RGB), resize, encode.
 
 Runs inside ingest's decode workers, so it imports PIL and numpy only, never
 TensorFlow (a worker pool of TF processes would cost seconds and GBs each).
@@ -17,6 +17,7 @@ from PIL import Image
 
 from ingest import facebox
 from records import schema
+from records.pixels import PixelError, check_size, to_rgb, upright  # noqa: F401  (to_rgb: API)
 
 IMAGE_SIZE = 224      # stored side in pixels (VGG-Face's input)
 JPEG_QUALITY = 95
@@ -71,24 +72,8 @@ def require_regular_file(path: str) -> str:
     return path
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale, CMYK, palette, 16-bit: plain convert.  Anything with
-    transparency is composited on white first, so hidden colour under alpha=0
-    (often garbage) never reaches the model."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
 def fit(image: Image.Image, size: int) -> Image.Image:
-    """RGB, squashed to size x size: the pixels every stored record has. Prediction
-    calls this too (on a detected face crop), so the model sees photos as it saw
-    its training data."""
+    """RGB, squashed to size x size: the pixels every stored record has."""
     rgb = to_rgb(image)
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.BILINEAR)
@@ -101,6 +86,7 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
     face `box`: the box plus `margin`, clipped to the photo (ingest.facebox)."""
     try:
         with Image.open(path) as image:
+            check_size(image, path)
             # JPEG DCT scaling: decode at 1/2, 1/4 or 1/8 scale when that still
             # leaves at least `size` pixels (of the crop, with a box); a 600 px
             # crop becomes 4x cheaper.
@@ -112,14 +98,18 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
                 image.draft("RGB", (size * full[0] // max(1, region[2] - region[0]),
                                     size * full[1] // max(1, region[3] - region[1])))
             image.load()
+            drafted = image.size
+            image = upright(image)             # EXIF orientation applied, as in prediction
             if region is None:
                 return fit(image, size)
-            # The region in the (possibly draft-scaled) decoded pixels, kept fractional:
-            # crop the whole pixels around it (so resampling never reads beyond it),
-            # then resize exactly the fractional box inside that crop.
-            # (DCT scaling divides by 1, 2, 4 or 8 and rounds the size up: the factor,
-            # not the size ratio, maps coordinates)
-            scale = 1 / max(1, round(full[0] / image.size[0]))
+            # The box is in the upright photo's pixels: its region there, in the (possibly
+            # draft-scaled) decoded pixels, kept fractional: crop the whole pixels around
+            # it (so resampling never reads beyond it), then resize exactly the fractional
+            # box inside that crop.  (DCT scaling divides by 1, 2, 4 or 8 and rounds the
+            # size up: the factor, not the size ratio, maps coordinates.)
+            scale = 1 / max(1, round(max(full) / max(drafted)))
+            width, height = (full[1], full[0]) if image.size != drafted else full
+            region = facebox.crop_region(box, margin, width, height)
             x0, y0, x1, y1 = (v * scale for v in region)
             left, top = math.floor(x0), math.floor(y0)
             patch = to_rgb(image.crop((left, top, math.ceil(x1), math.ceil(y1))))
@@ -127,7 +117,7 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
                                 box=(x0 - left, y0 - top, x1 - left, y1 - top))
     except FileNotFoundError as e:
         raise SkipImage(MISSING, path) from e
-    except Image.DecompressionBombError as e:
+    except (Image.DecompressionBombError, PixelError) as e:
         raise SkipImage(UNDECODABLE, f"{path}: {e}") from e
     except (OSError, SyntaxError, ValueError) as e:   # PIL's decode errors
         reason = TRUNCATED if "truncated" in str(e).lower() else UNDECODABLE
