@@ -83,6 +83,7 @@ def photos(workdir: str, n: int) -> list[str]:
 def per_image_loop(age_model, paths: list[str], *, detect: bool = False) -> tuple[float, float]:
     """(seconds, seconds in the face detector) of the one-file-at-a-time loop."""
     import model
+    from records.facebox import DEFAULT_MARGIN, crop_region
     from records.pixels import read_rgb
     from trainer import faces
 
@@ -96,7 +97,8 @@ def per_image_loop(age_model, paths: list[str], *, detect: bool = False) -> tupl
             boxes = faces.detect_faces(rgb)
             detecting += time.perf_counter() - t
             crops = [rgb[y0:y1, x0:x1] for x0, y0, x1, y1 in
-                     (faces.margin_box(rgb.shape, b, 0.4) for b in boxes)]
+                     (crop_region((x, y, x + w, y + h), DEFAULT_MARGIN, rgb.shape[1], rgb.shape[0])
+                      for x, y, w, h in boxes)]
         for crop in crops:
             age_model(model.resize_pixels(crop, age_model.input_size)[None])
     return time.perf_counter() - start, detecting

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ingest import facebox
-from records import schema
+from records import facebox, schema
 from records.pixels import PixelError, check_size, to_rgb, upright  # noqa: F401  (to_rgb: API)
 
 IMAGE_SIZE = 224      # stored side in pixels (VGG-Face's input)
@@ -42,7 +41,7 @@ class ImageSettings:
     image_size: int = IMAGE_SIZE
     encoding: str = schema.ENCODING_JPEG
     jpeg_quality: int = JPEG_QUALITY
-    margin: float = 0.0   # around a face box, when a row has one (ingest.facebox)
+    margin: float = 0.0   # around a face box, when a row has one (records.facebox)
 
 
 def safe_path(src: str, rel: str) -> str:
@@ -83,7 +82,7 @@ def fit(image: Image.Image, size: int) -> Image.Image:
 def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0.0) -> Image.Image:
     """Decode `path` as an RGB image of exactly size x size (the whole crop is
     squashed, as the original recipe did; its crops are near-square).  With a
-    face `box`: the box plus `margin`, clipped to the photo (ingest.facebox)."""
+    face `box`: the box plus `margin`, clipped to the photo (records.facebox)."""
     try:
         with Image.open(path) as image:
             check_size(image, path)

@@ -27,9 +27,9 @@ import os
 
 import numpy as np
 
+from entry.progress import Progress
 from ingest import clean, images, output, sources, split
 from ingest.decode_pool import DecodePool
-from ingest.progress import Progress
 from records import manifest as manifest_lib
 from records import schema
 from records.manifest import DataError

@@ -13,7 +13,7 @@ import json
 import os
 
 from entry.errors import ProjectError
-from records import schema
+from records import facebox, schema
 
 
 class DataError(ProjectError):
@@ -114,6 +114,12 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def crop_margin(m: dict) -> float:
+    """The face margin of a data set's crops (schema-1 manifests do not record it:
+    theirs are IMDB-WIKI's)."""
+    return m.get("margin", facebox.DEFAULT_MARGIN)
+
+
 def summary(m: dict, directory: str) -> str:
     """The human summary of a manifest: what ingest prints at its end and
     `python -m records inspect` prints (the same function, so they agree)."""
@@ -126,7 +132,7 @@ def summary(m: dict, directory: str) -> str:
                      f"age, face margin {m.get('margin')}")
     elif src:
         lines.append(f"source {src.get('mat')}: {src.get('entries')} entries, sha256 "
-                     f"{str(src.get('sha256'))[:12]}...; label real age, face margin 0.4")
+                     f"{str(src.get('sha256'))[:12]}...; label real age, face margin {crop_margin(m)}")
     for c in m.get("cleaning", []):
         lines.append(f"  {c['step']:<15} {c.get('rule', ''):<36} removed {c['removed']:>7}  "
                      f"remaining {c['remaining']:>7}")

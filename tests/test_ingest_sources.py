@@ -17,9 +17,9 @@ from PIL import Image
 
 import records
 from conftest import run_module
-from ingest import facebox, sample, sample_sources, sources
+from ingest import sample, sample_sources, sources
 from ingest.sources import csv_table, utkface
-from records import schema, wire
+from records import facebox, schema, wire
 from records.__main__ import inspect
 from records.manifest import DataError, write_manifest
 from records.verify import problems

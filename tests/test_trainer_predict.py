@@ -313,3 +313,98 @@ def test_detection_runs_in_the_pipeline_and_a_faceless_photo_is_an_error(tiny_ru
     probs = face_photo["faces"][0]["age_probs"]
     assert len(probs) == 101 and abs(sum(probs) - 1) < 1e-4
     assert empty["faces"] == [] and "no face found" in empty["error"]
+
+
+# ----------------------------------------------------------------------------- the run's margin
+
+def astronaut() -> str:
+    """scikit-image's astronaut portrait: one frontal face the Haar cascade finds."""
+    import importlib.util
+    return os.path.join(importlib.util.find_spec("skimage").submodule_search_locations[0],
+                        "data", "astronaut.png")
+
+
+def predicted_face(run_dir, *args) -> dict:
+    result = predict(run_dir, "--json", *args, astronaut())
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = json.loads(result.stdout)
+    return line["faces"][0]
+
+
+def expected_crop(box, margin) -> list[int]:
+    from records.facebox import crop_region
+
+    x, y, w, h = box
+    return list(crop_region((x, y, x + w, y + h), margin, 512, 512))   # the portrait is 512x512
+
+
+@pytest.fixture(scope="module")
+def utkface_run(tmp_path_factory) -> str:
+    """A tiny run trained one epoch on the UTKFace sample (tight crops: margin 0.0)."""
+    root = tmp_path_factory.mktemp("utkface_run")
+    made = run_module("ingest.sample", "--dataset", "utkface", "--out", str(root / "UTKFace"), "--n", "200",
+                      "--workers", "2")
+    assert made.returncode == 0, made.stderr[-3000:]
+    shards = str(root / "shards")
+    ingested = run_module("ingest", "--src", str(root / "UTKFace"), "--out", shards, "--image_size", "32",
+                          "--workers", "2")
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    run_dir = str(root / "run")
+    trained = run_module("trainer", f"--records={shards}", f"--model_dir={run_dir}", "--weights=none",
+                         "--variant=tiny", "--epochs=1", "--batch_size=32", "--noevaluate", cwd=REPO,
+                         timeout=300)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_a_utkface_run_records_margin_0_and_predict_crops_tight(utkface_run, tiny_run, tmp_path):
+    from trainer.export import export_run
+
+    with open(os.path.join(utkface_run, "run.json")) as f:
+        assert json.load(f)["margin"] == 0.0
+    # Default --margin: the run's. Tight crops: the region given to the model is the face box.
+    tight = predicted_face(utkface_run)
+    x, y, w, h = tight["box"]
+    assert tight["crop"] == [x, y, x + w, y + h] == expected_crop(tight["box"], 0.0)
+    # An explicit --margin overrides the run's.
+    wide = predicted_face(utkface_run, "--margin=0.4")
+    assert wide["box"] == tight["box"]
+    assert wide["crop"] == expected_crop(tight["box"], 0.4) != tight["crop"]
+    # A run.json without a margin (trained before runs recorded it): 0.4.
+    assert "margin" not in json.load(open(os.path.join(tiny_run, "run.json")))
+    older = predicted_face(tiny_run)
+    assert older["crop"] == expected_crop(older["box"], 0.4) != [older["box"][0], older["box"][1],
+                                                                 older["box"][0] + older["box"][2],
+                                                                 older["box"][1] + older["box"][3]]
+    # The export records it.
+    info = export_run(utkface_run, str(tmp_path / "export"), log=lambda *_: None)
+    assert info["margin"] == 0.0
+    assert json.load(open(tmp_path / "export" / "export.json"))["margin"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_negative_margin_is_one_line(tiny_run):
+    result = predict(tiny_run, "--margin=-0.1", astronaut())
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --margin=-0.1: must be 0 or more (a fraction of the face box added on every side); "
+        "leave it out to use the run's margin")
+
+
+@pytest.mark.slow
+def test_predict_never_imports_ingest(tiny_run, tmp_path):
+    """The whole command, detection included, under -X importtime: every module it
+    loads is listed, and none is ingest's."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "trainer.predict",
+                             f"--model_dir={tiny_run}", "--json", astronaut()],
+                            capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:") and line.count("|") == 2}
+    assert {"trainer.faces", "cv2", "records.facebox", "entry.progress"} <= imported   # the whole path ran
+    assert sorted(m for m in imported if m.split(".")[0] == "ingest") == []

@@ -9,7 +9,10 @@ The age model of a run as artifacts that need neither this project nor Keras:
            [, male_probability float32 [B] for age_gender runs]
     exports/X/model.tflite      (--tflite) the pixel endpoint at the model's input
                                 size: uint8 [B, S, S, 3], the caller resizes
-    exports/X/export.json       what was exported: run, input size, task, tta, tflite
+    exports/X/export.json       what was exported: run, input size, task, tta, tflite, and
+                                `margin`: the face margin of the training crops (crop a
+                                detected face box plus this fraction of its width/height
+                                on every side, as records.facebox does)
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project) and the resize to the input size
@@ -37,7 +40,7 @@ from model import input_size as model_input_size
 from model import metrics, resize_pixels
 from records.reader import JPEG_DCT_METHOD
 from trainer import flags as trainer_flags
-from trainer.run_dir import RunDir, load_run_model
+from trainer.run_dir import RunDir, load_run_model, run_margin
 
 TFLITE_FILE = "model.tflite"
 EXPORT_INFO = "export.json"
@@ -124,7 +127,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
     flip = tta == "flip"
     export_info = {"model_dir": os.path.abspath(model_dir), "input_size": input_size,
                    "task": info.get("task", "age_gender" if with_gender else "age"),
-                   "tta": tta, "tflite": tflite,
+                   "margin": run_margin(info), "tta": tta, "tflite": tflite,
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 
     parent = os.path.dirname(os.path.abspath(out))

@@ -1,9 +1,6 @@
-"""Find faces in a user's photo and crop them the way IMDB-WIKI cropped its faces.
-
-The detector is OpenCV's frontal-face Haar cascade, whose model file ships inside
-the opencv-python-headless wheel: nothing is downloaded. The crop adds the same
-40% margin on every side that the IMDB-WIKI face crops have, so a face reaches
-the model framed as the training faces were.
+"""Find faces in a user's photo: OpenCV's frontal-face Haar cascade, whose model
+file ships inside the opencv-python-headless wheel (nothing is downloaded).
+Prediction crops each box with the run's margin (records.facebox).
 """
 
 from __future__ import annotations
@@ -48,14 +45,4 @@ def detect_faces(rgb: np.ndarray, min_face: int = 30) -> list[tuple[int, int, in
         _idle.put(detector)
     boxes = [tuple(int(v) for v in b) for b in (boxes if len(boxes) else [])]
     return sorted(boxes, key=lambda b: -b[2] * b[3])
-
-
-def margin_box(shape, box: tuple[int, int, int, int], margin: float) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): the box grown by `margin` x its size on every side, clipped
-    to a photo of `shape` (height, width, ...)."""
-    h, w = shape[:2]
-    x, y, bw, bh = box
-    x0, y0 = max(0, int(x - margin * bw)), max(0, int(y - margin * bh))
-    x1, y1 = min(w, int(x + bw + margin * bw)), min(h, int(y + bh + margin * bh))
-    return x0, y0, x1, y1
 

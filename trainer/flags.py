@@ -142,8 +142,9 @@ def define_predict_flags() -> None:
     flags.DEFINE_boolean("no_detect", False, "Treat each image as one face crop instead of detecting "
                          "faces with OpenCV's bundled Haar cascade.")
     flags.DEFINE_boolean("json", False, "Print one JSON list instead of text (without --output).")
-    flags.DEFINE_float("margin", 0.4, "Margin added around each detected face, as a fraction of "
-                       "the face box (IMDB-WIKI crops have 40%).")
+    flags.DEFINE_float("margin", None, "Margin added around each detected face box on every side, as a "
+                       "fraction of its width/height. Default: the run's (run.json), the margin of the "
+                       "crops it was trained on (0.4 IMDB-WIKI, APPA-REAL; 0.0 UTKFace).")
     flags.DEFINE_integer("min_face", 30, "Smallest face the detector reports, in pixels.")
     flags.mark_flag_as_required("model_dir")
 

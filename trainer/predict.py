@@ -2,14 +2,16 @@
 
 Apparent age per face of every image file a PATH names: a file, a folder (searched
 recursively for images) or `@list.txt` (one path a line).  Faces are detected
-(OpenCV's offline Haar cascade), cropped with the IMDB-WIKI 40% margin and given
-to best.keras as uint8 pixels; the model's own `Resize` layer owns the resize to
+(OpenCV's offline Haar cascade), cropped with the run's margin (`--margin`, by
+default the margin of the crops the model was trained on, from run.json) and
+given to best.keras as uint8 pixels; the model's own `Resize` layer owns the resize to
 its input size (the batch path runs the same op on each crop first, so a batch has
 one size), so prediction sees the pixels training and evaluation saw.
 
 The files stream through one tf.data pipeline (parallel read and decode, parallel
 face detection, crop, batch of faces, the model).  Each file gives one result,
-`{file, faces: [{box, apparent_age, most_likely_age[, gender][, age_probs]}], error}`:
+`{file, faces: [{box, crop, apparent_age, most_likely_age[, gender][, age_probs]}], error}`
+(box: the face x, y, width, height; crop: the region given to the model, x0, y0, x1, y1):
 a bad file (missing, empty, a directory, a FIFO or device, not an image, a
 decompression bomb, no face) is its result's `error` and never stops the run.
 `--output` appends one JSON line per file as it goes; a rerun with the same
@@ -32,12 +34,13 @@ import tensorflow as tf
 from absl import app
 
 from entry.errors import ProjectError
-from ingest.progress import Progress
+from entry.progress import Progress
 from model import input_size, metrics, resize_pixels
+from records import facebox
 from records.pixels import PixelError, read_rgb
 from trainer import faces, plots
 from trainer import flags as trainer_flags
-from trainer.run_dir import RunDir, load_run_model
+from trainer.run_dir import RunDir, load_run_model, run_margin
 
 # What a folder PATH is searched for (any other file in it is not listed).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -50,7 +53,7 @@ class PredictError(ProjectError):
 @dataclass(frozen=True)
 class PredictConfig:
     detect: bool = True
-    margin: float = 0.4
+    margin: float = facebox.DEFAULT_MARGIN
     min_face: int = 30
     batch_size: int = 64
     probs: bool = False
@@ -128,12 +131,13 @@ def _detect(rgb: np.ndarray, path: bytes, margin: float, min_face: int):
         none = np.zeros((0, 4), np.int32)
         return none, none, (f"{path.decode()}: no face found; pass a photo with a frontal face, or "
                             f"--no_detect if the image already is a face crop").encode()
-    crops = [faces.margin_box(rgb.shape, box, float(margin)) for box in boxes]
+    height, width = rgb.shape[:2]
+    crops = [facebox.crop_region((x, y, x + w, y + h), float(margin), width, height) for x, y, w, h in boxes]
     return np.array(boxes, np.int32), np.array(crops, np.int32), b""
 
 
 def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
-    """Batches of faces {index (of the file in `paths`), box, pixels uint8
+    """Batches of faces {index (of the file in `paths`), box, crop, pixels uint8
     [input_size, input_size, 3], valid, error}.  A file without faces (an error)
     gives one invalid row, so every file reaches the consumer, in order."""
     face_spec = tf.TensorSpec([input_size, input_size, 3], tf.uint8)
@@ -142,18 +146,18 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
         rgb, error = tf.numpy_function(_read, [path], [tf.uint8, tf.string], stateful=False)
         return tf.ensure_shape(rgb, [None, None, 3]), tf.ensure_shape(error, [])
 
-    def rows(index, boxes, faces, valid, error):
+    def rows(index, boxes, crops, faces, valid, error):
         n = tf.shape(boxes)[0]
-        return {"index": tf.fill([n], index), "box": boxes, "pixels": faces, "valid": valid,
-                "error": tf.fill([n], error)}
+        return {"index": tf.fill([n], index), "box": boxes, "crop": crops, "pixels": faces,
+                "valid": valid, "error": tf.fill([n], error)}
 
     def whole_image(index, path):
         """--no_detect: the image is the face (resized with the model's own op, so
         the model's Resize layer is an identity on the batch)."""
         rgb, error = read(path)
         shape = tf.shape(rgb)
-        box = tf.stack([0, 0, shape[1], shape[0]])[None]
-        return rows(index, box, resize_pixels(rgb, input_size)[None], tf.equal(error, "")[None], error)
+        whole = tf.stack([0, 0, shape[1], shape[0]])[None]   # box (x, y, w, h) = crop (x0, y0, x1, y1)
+        return rows(index, whole, whole, resize_pixels(rgb, input_size)[None], tf.equal(error, "")[None], error)
 
     def detected_faces(index, path):
         rgb, error = read(path)
@@ -171,6 +175,7 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
         n = tf.shape(boxes)[0]
         pad = tf.maximum(1 - n, 0)   # a file without faces still sends one (invalid) row
         return rows(index, tf.concat([boxes, tf.zeros([pad, 4], tf.int32)], 0),
+                    tf.concat([crops, tf.zeros([pad, 4], tf.int32)], 0),
                     tf.concat([faces, tf.zeros([pad, input_size, input_size, 3], tf.uint8)], 0),
                     tf.range(n + pad) < n, error)
 
@@ -190,10 +195,12 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
 # ----------------------------------------------------------------------------- model
 
 class AgeModel:
-    """An age model (best.keras of a run), called on batches of uint8 faces at its input size."""
+    """An age model (best.keras of a run), called on batches of uint8 faces at its input
+    size; `margin`: the face margin of the crops it was trained on."""
 
-    def __init__(self, net):
+    def __init__(self, net, margin: float = facebox.DEFAULT_MARGIN):
         self.net = net
+        self.margin = margin
         self.input_size = input_size(net)
         self.with_gender = isinstance(self.net.output, dict)
         self._call = tf.function(self._outputs, reduce_retracing=True)
@@ -209,16 +216,16 @@ class AgeModel:
     @classmethod
     def load(cls, model_dir: str) -> "AgeModel":
         run = RunDir(model_dir)
-        run.read_info()          # a clear error for a directory that is not a run
-        return cls(load_run_model(run))
+        info = run.read_info()   # a clear error for a directory that is not a run
+        return cls(load_run_model(run), run_margin(info))
 
     def __call__(self, pixels) -> dict:
         """{age_probs [faces, 101], apparent_age [faces] (, male_probability [faces])}, numpy."""
         return {k: v.numpy() for k, v in self._call(pixels).items()}
 
 
-def face_result(box, outputs: dict, i: int, probs: bool) -> dict:
-    face = {"box": [int(v) for v in box],
+def face_result(box, crop, outputs: dict, i: int, probs: bool) -> dict:
+    face = {"box": [int(v) for v in box], "crop": [int(v) for v in crop],
             "apparent_age": round(float(outputs["apparent_age"][i]), 2),
             "most_likely_age": int(np.argmax(outputs["age_probs"][i]))}
     if "male_probability" in outputs:
@@ -235,7 +242,7 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
     current = None
     for batch in make_pipeline(paths, age_model.input_size, config):
         outputs = age_model(batch["pixels"])
-        index, boxes, valid, errors = (batch[k].numpy() for k in ("index", "box", "valid", "error"))
+        index, boxes, crops, valid, errors = (batch[k].numpy() for k in ("index", "box", "crop", "valid", "error"))
         for i in range(len(index)):
             if current is None or current["index"] != index[i]:
                 if current is not None:
@@ -243,7 +250,7 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
                 current = {"index": index[i], "result": {"file": paths[index[i]], "faces": [],
                                                          "error": errors[i].decode() or None}}
             if valid[i]:
-                current["result"]["faces"].append(face_result(boxes[i], outputs, i, config.probs))
+                current["result"]["faces"].append(face_result(boxes[i], crops[i], outputs, i, config.probs))
     if current is not None:
         yield current["result"]
 
@@ -289,8 +296,6 @@ def open_output(path: str):
 
 def run(f, args: list[str]) -> int:
     """The command; returns the exit status."""
-    config = PredictConfig(detect=not f.no_detect, margin=f.margin, min_face=f.min_face,
-                           batch_size=f.batch_size, probs=f.probs or bool(f.out))
     paths = expand_paths(args)
     out = None
     if f.output:
@@ -300,6 +305,8 @@ def run(f, args: list[str]) -> int:
             print(f"{f.output}: {len(done)} files already done; continuing", file=sys.stderr)
         paths = [p for p in paths if p not in done]
     age_model = AgeModel.load(f.model_dir)
+    config = PredictConfig(detect=not f.no_detect, margin=age_model.margin if f.margin is None else f.margin,
+                           min_face=f.min_face, batch_size=f.batch_size, probs=f.probs or bool(f.out))
     progress = Progress(len(paths), "files") if out else None
     results, worked = [], 0
     for result in predict_files(age_model, paths, config):
@@ -332,6 +339,9 @@ def main(argv):
                              "python -m trainer.predict --model_dir runs/X photo.jpg")
     if f.batch_size < 1:
         raise PredictError(f"--batch_size={f.batch_size}: must be at least 1")
+    if f.margin is not None and not f.margin >= 0:
+        raise PredictError(f"--margin={f.margin}: must be 0 or more (a fraction of the face box added "
+                           f"on every side); leave it out to use the run's margin")
     return run(f, argv[1:])
 
 

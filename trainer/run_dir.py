@@ -1,9 +1,10 @@
 """The run directory (`--model_dir`): what a training run leaves behind, by name.
 
     flags.txt        the resolved flags (re-usable: --flagfile=runs/X/flags.txt)
-    run.json         shards dir, shard image size, model input size, variant, task,
-                     cache_features, best_metric: what evaluation/prediction need, and
-                     what a resumed run must not change
+    run.json         shards dir, shard image size, model input size, the face margin of
+                     the training crops (the manifest's), variant, task, cache_features,
+                     best_metric: what evaluation/prediction/export need, and what a
+                     resumed run must not change
     checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch, best metric (resume)
     best.keras       the full age model with the best --best_metric so far
     history.csv      one row per completed epoch
@@ -22,6 +23,7 @@ import keras
 
 import model  # noqa: F401  (registers the custom layers best.keras is made of)
 from entry.errors import ProjectError
+from records.facebox import DEFAULT_MARGIN
 from records.manifest import atomic_write_bytes
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "mae", "cs5", "val_loss", "val_accuracy", "val_mae",
@@ -93,6 +95,12 @@ class RunDir:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_bytes(self.file("history.csv"), buf.getvalue().encode())
+
+
+def run_margin(info: dict) -> float:
+    """The face margin a run's model was trained on, from its run.json `info`
+    (a run.json that does not record it is from IMDB-WIKI-margin data)."""
+    return info.get("margin", DEFAULT_MARGIN)
 
 
 def load_run_model(run: RunDir):

@@ -312,7 +312,8 @@ def train(config: TrainConfig) -> str | None:
     history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
     if chief:
         run.write_info({"records": os.path.abspath(config.records), "image_size": manifest["image_size"],
-                        "input_size": age_model_lib.input_size(state.net), **config.info()})
+                        "input_size": age_model_lib.input_size(state.net),
+                        "margin": records.manifest.crop_margin(manifest), **config.info()})
     done = finished(config, state, start_epoch)
     if done:   # nothing to train: no cache, no datasets, straight to evaluation
         print(f"{run.path}: {done}; nothing left to train", flush=True)
