@@ -176,6 +176,16 @@ def test_paths_expand_files_folders_and_lists_in_order_once(tmp_path):
         str(tmp_path / "one.jpg"), d]
 
 
+def test_the_pipeline_does_not_autotune(tmp_path):
+    """Autotuning's model thread made deleting the iterator wait out its sleep period
+    (seconds of idle tail per run); the pipeline sets its parallelism itself."""
+    from trainer.predict import PredictConfig, make_pipeline
+
+    for detect in (True, False):
+        pipeline = make_pipeline([str(tmp_path / "a.jpg")], INPUT_SIZE, PredictConfig(detect=detect))
+        assert pipeline.options().autotune.enabled is False
+
+
 def test_resume_cuts_a_torn_line_and_refuses_a_foreign_file(tmp_path):
     from trainer.predict import PredictError, resume_output
 

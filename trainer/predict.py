@@ -136,6 +136,12 @@ def _detect(rgb: np.ndarray, path: bytes, margin: float, min_face: int):
     return np.array(boxes, np.int32), np.array(crops, np.int32), b""
 
 
+def parallel_calls() -> int:
+    """Files read, decoded and searched for faces at once: the CPU cores this process
+    may run on (its affinity mask, which a container or `taskset` narrows)."""
+    return len(os.sched_getaffinity(0))
+
+
 def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
     """Batches of faces {index (of the file in `paths`), box, crop, pixels uint8
     [input_size, input_size, 3], valid, error}.  A file without faces (an error)
@@ -179,17 +185,26 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
                     tf.concat([faces, tf.zeros([pad, input_size, input_size, 3], tf.uint8)], 0),
                     tf.range(n + pad) < n, error)
 
+    # No autotuning: its model thread sleeps in doubling periods (10 ms, 20 ms, ...,
+    # up to a minute) and deleting the iterator at the end of a run waited for the
+    # current period to pass: 3-5 s of idle tail on a 7 s run of 60 photos (more on
+    # longer ones).  The per-file work is CPU-bound, so one call per usable core is
+    # what autotuning would settle on anyway.
+    options = tf.data.Options()
+    options.autotune.enabled = False
     return (tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
             .enumerate()
             # Per file, in parallel and in order: read and decode (PIL releases the GIL
-            # while decoding), detect faces (OpenCV releases it too), crop each face with
-            # the margin and resize it to the model input with the in-model op.
+            # while decoding), detect faces (OpenCV releases it too, and runs one thread
+            # per detection: trainer.faces), crop each face with the margin and resize
+            # it to the model input with the in-model op.
             .map(detected_faces if config.detect else whole_image,
-                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                 num_parallel_calls=parallel_calls(), deterministic=True)
             # Faces, not files, fill a batch: a group photo and a crop batch the same.
             .unbatch()
             .batch(config.batch_size)
-            .prefetch(2))
+            .prefetch(2)
+            .with_options(options))
 
 
 # ----------------------------------------------------------------------------- model
