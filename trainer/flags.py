@@ -30,6 +30,7 @@ TASKS = ("age", "age_gender")
 BEST_METRICS = ("val_loss", "val_mae")
 FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
 NO_WEIGHTS = "none"                 # --weights=none: random initialisation
+CLUSTER_TIMEOUT = 300.0             # seconds to wait for every multi-worker peer (they start at different times)
 
 # Settings a resumed run must not change: they decide the network or the meaning of its
 # saved state. Checked against the run's run.json (trainer.run_dir).
@@ -99,6 +100,9 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                       "tf.distribute strategy: default (one device), mirrored (all local GPUs, or "
                       "the --logical_cpus devices), multi_worker (hosts listed in TF_CONFIG).")
+    flags.DEFINE_float("cluster_timeout", CLUSTER_TIMEOUT,
+                       "--strategy=multi_worker: seconds to wait for every peer in TF_CONFIG to "
+                       "accept a TCP connection before giving up with one line naming it.")
     flags.DEFINE_integer("logical_cpus", 0,
                          "Split the host CPU into this many logical devices (to try --strategy="
                          "mirrored without GPUs); 0 = leave the CPU as one device.")
@@ -185,6 +189,7 @@ class TrainConfig:
     mixed_precision: str = "none"
     jit_compile: bool = False
     strategy: str = "default"
+    cluster_timeout: float = CLUSTER_TIMEOUT
     logical_cpus: int = 0
     # Run directory.
     model_dir: str = ""
@@ -225,6 +230,8 @@ class TrainConfig:
         if self.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
             raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
                               "(cluster and task); see README 'Distributed training'")
+        if self.cluster_timeout <= 0:
+            raise ConfigError(f"--cluster_timeout={self.cluster_timeout:g}: must be a positive number of seconds")
         if self.logical_cpus < 0 or self.logical_cpus == 1:
             raise ConfigError(f"--logical_cpus={self.logical_cpus}: use 0 (off) or at least 2")
         if self.weights is not None and not os.path.exists(self.weights):

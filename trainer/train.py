@@ -22,6 +22,7 @@ evaluates best.keras at the run's eval batch size.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -302,6 +303,8 @@ def train(config: TrainConfig) -> str | None:
     chief (the process that evaluates afterwards), None on other workers."""
     manifest = check_data(config.records, config.validation_split)
     distribution.split_cpu(config.logical_cpus)
+    if config.strategy == "multi_worker":     # the strategy itself would wait forever for a missing peer
+        distribution.wait_for_peers(json.loads(os.environ["TF_CONFIG"]), config.cluster_timeout)
     strategy = distribution.make_strategy(config.strategy)
     distribution.log_strategy(strategy)
     chief = distribution.is_chief(strategy)
