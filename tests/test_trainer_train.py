@@ -60,13 +60,13 @@ def test_resume_is_checked_against_run_json(tmp_path):
         json.dump({"variant": "tiny", "task": "age", "best_metric": "val_loss"}, f)
     with pytest.raises(RunDirError, match=r"--best_metric=val_mae but the run in .* was trained with "
                                           r"--best_metric=val_loss; use the same value or a new --model_dir"):
-        train.check_run_dir(RunDir(run_dir), config)
+        train.check_run_dir(RunDir(run_dir), config, {})
     # A setting an older run.json does not record (cache_features here) counts as compatible.
     with open(os.path.join(run_dir, "run.json"), "w") as f:
         json.dump({"variant": "tiny", "task": "age", "best_metric": "val_mae"}, f)
-    assert train.check_run_dir(RunDir(run_dir), config) is True
+    assert train.check_run_dir(RunDir(run_dir), config, {}) is True
     with pytest.raises(RunDirError, match="already holds a run; pass --resume"):
-        train.check_run_dir(RunDir(run_dir), dataclasses.replace(config, resume=False))
+        train.check_run_dir(RunDir(run_dir), dataclasses.replace(config, resume=False), {})
 
 
 def test_a_flag_name_starting_with_no_does_not_confuse_resume(tmp_path):
@@ -75,7 +75,7 @@ def test_a_flag_name_starting_with_no_does_not_confuse_resume(tmp_path):
     fake_checkpoint(run_dir)
     with open(os.path.join(run_dir, "flags.txt"), "w") as f:
         f.write("--nodes\n--variant=full\n")
-    assert train.check_run_dir(RunDir(run_dir), tiny_config("unused", run_dir)) is True
+    assert train.check_run_dir(RunDir(run_dir), tiny_config("unused", run_dir), {}) is True
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -5,11 +5,14 @@
     check_data       the shards' manifest, before TensorFlow builds anything (bad input
                      costs one line, not a traceback after minutes of model building)
     make_strategy    before any other op (MultiWorkerMirroredStrategy requires it)
-    open_run         the run directory: resume or refuse (run.json), flags.txt
+    open_run         the run directory: ours or refused, one writer (the lock), resume or
+                     refuse (run.json: settings and data set), a killed run's partial
+                     files removed, flags.txt
     build_state      model, optimizer and the epoch/best/stale counters: everything a
                      checkpoint holds (initial weights and freezing are decided here,
                      before the optimizer is built)
-    restore          the last checkpoint of the run, if it has one
+    restore          the newest readable checkpoint of the run, if it has one (a damaged
+                     one falls back to the previous); history and best.keras cut back to it
     make_datasets    what the loop trains on: image shards, or the feature cache
     run_epochs       train + validate each epoch, then the end-of-epoch actions
                      (trainer.actions: best.keras, history, TensorBoard, checkpoint,
@@ -35,7 +38,8 @@ import tensorflow as tf
 import model as age_model_lib
 import records
 from entry.errors import ProjectError
-from trainer import actions, distribution, features, loop
+from records.identity import data_identity, differences
+from trainer import actions, checkpoints, distribution, features, loop
 from trainer.flags import FIXED_ON_RESUME, MIXED_PRECISION_POLICIES, TrainConfig
 from trainer.run_dir import RunDir, RunDirError
 
@@ -73,12 +77,13 @@ def _shown(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def check_run_dir(run: RunDir, config: TrainConfig) -> bool:
-    """True when the run directory holds a checkpoint to continue from. A run that
-    would continue with another network or another meaning of its saved state
-    (FIXED_ON_RESUME, compared with its run.json) is refused; a setting an older
+def check_run_dir(run: RunDir, config: TrainConfig, manifest: dict) -> bool:
+    """True when the run directory holds a checkpoint to continue from (found from the
+    checkpoint files, not the index alone). A run that would continue with another
+    network, another meaning of its saved state (FIXED_ON_RESUME) or another data set
+    (check_same_data), compared with its run.json, is refused; a setting an older
     run.json does not record counts as compatible."""
-    has_checkpoint = tf.train.latest_checkpoint(run.checkpoints) is not None
+    has_checkpoint = bool(checkpoints.numbers(run.checkpoints))
     if has_checkpoint and not config.resume:
         raise RunDirError(f"{run.path} already holds a run; pass --resume to continue it or "
                           f"choose a new --model_dir")
@@ -89,7 +94,29 @@ def check_run_dir(run: RunDir, config: TrainConfig) -> bool:
             if name in before and before[name] != now:
                 raise RunDirError(f"--{name}={_shown(now)} but the run in {run.path} was trained "
                                   f"with --{name}={_shown(before[name])}; use the same value or a new --model_dir")
+        check_same_data(run, before, config.records, manifest)
     return has_checkpoint
+
+
+def check_same_data(run: RunDir, before: dict, records_dir: str, manifest: dict) -> None:
+    """A resumed run trains and selects its best model on the data set it started with:
+    the same --records path holding the same shards (a byte-identical re-ingest is the same)."""
+    path = os.path.abspath(records_dir)
+    if "records" in before and before["records"] != path:
+        raise RunDirError(f"--records={records_dir} but the run in {run.path} was trained on "
+                          f"{before['records']}; pass --records={before['records']} or a new --model_dir")
+    if "data" in before and before["data"] != data_identity(manifest):
+        raise RunDirError(f"--records={records_dir}: not the data set the run in {run.path} started with "
+                          f"({'; '.join(differences(before['data'], data_identity(manifest)))}); "
+                          f"restore that data set or train into a new --model_dir")
+
+
+def check_batch_size(config: TrainConfig, manifest: dict) -> None:
+    """A batch larger than the training split would silently train on fewer images per step."""
+    count = manifest["splits"]["train"]["count"]
+    if config.batch_size > count:
+        raise records.DataError(f"--batch_size={config.batch_size} is larger than the {count}-record training "
+                                f"split of {config.records}; use --batch_size={count} or less")
 
 
 def steps_per_epoch(config: TrainConfig, manifest: dict) -> int:
@@ -99,7 +126,10 @@ def steps_per_epoch(config: TrainConfig, manifest: dict) -> int:
 def dry_run(config: TrainConfig) -> None:
     """Everything `train` checks before building, then the plan, and nothing else."""
     manifest = check_data(config.records, config.validation_split)
-    check_run_dir(RunDir(config.model_dir), config)
+    check_batch_size(config, manifest)
+    run = RunDir(config.model_dir)
+    run.check()
+    check_run_dir(run, config, manifest)
     train_count = manifest["splits"]["train"]["count"]
     print("\n".join(config.flag_lines))
     print(f"plan: {config.epochs} epochs x {steps_per_epoch(config, manifest)} steps x {config.batch_size} "
@@ -122,13 +152,33 @@ class State:
     checkpoint_dir: str
 
 
-def open_run(config: TrainConfig, chief: bool) -> tuple[RunDir, bool]:
-    """The run directory, checked; flags.txt written. Returns (run, resuming)."""
+def open_run(config: TrainConfig, chief: bool, manifest: dict) -> tuple[RunDir, bool]:
+    """The run directory, checked and ours; flags.txt written. Returns (run, resuming).
+
+    The chief alone writes the directory: it refuses anything this project did not make,
+    takes the one-writer lock (held until `train` returns), drops the marker first, removes
+    a killed run's partial files and rewrites the checkpoint index from the checkpoint
+    files. Every worker reads best.json here, before any worker can change it (building
+    the state is the first collective step, so no chief gets past it alone)."""
     run = RunDir(config.model_dir)
-    resuming = check_run_dir(run, config)
     if chief:
-        os.makedirs(run.path, exist_ok=True)
-        run.write_flags(list(config.flag_lines))
+        run.check()
+        run.lock()
+    try:
+        resuming = check_run_dir(run, config, manifest)
+        if chief:
+            with run.writing():
+                run.make_ours()
+                removed = run.remove_partial() + checkpoints.remove_partial(run.checkpoints)
+                if removed:
+                    print(f"{run.path}: removed what a killed run left: {', '.join(removed)}", flush=True)
+                if resuming:
+                    checkpoints.write_index(run.checkpoints)
+                run.write_flags(list(config.flag_lines))
+    except BaseException:
+        run.release()
+        raise
+    run.best_record_at_start = run.read_best_record()
     return run, resuming
 
 
@@ -156,10 +206,31 @@ def build_state(config: TrainConfig, strategy: tf.distribute.Strategy, run: RunD
     return State(net, optimizer, epoch, best, stale, checkpoint, manager, checkpoint_dir)
 
 
-def restore(state: State, run: RunDir, config: TrainConfig) -> int:
-    """Continue from the run's last checkpoint; returns the number of completed epochs."""
-    state.checkpoint.restore(tf.train.latest_checkpoint(run.checkpoints)).assert_existing_objects_matched()
+def restore(state: State, run: RunDir, config: TrainConfig, chief: bool) -> int:
+    """Continue from the run's newest readable checkpoint (a damaged one falls back to the
+    previous, and says so); returns the number of completed epochs.
+
+    What was written after that checkpoint is cut back to it: history rows of later
+    epochs, and a best.keras saved in a later epoch (best.json says which), unless the
+    restored best agrees with it. Such a best.keras is replaced by the restored model,
+    and the best record restarts at the restored epoch's --best_metric."""
+    checkpoints.restore(state.checkpoint, run.checkpoints)
     start_epoch = int(state.epoch.numpy())
+    history = run.read_history()
+    kept = [row for row in history if row["epoch"] <= start_epoch]
+    record = run.best_record_at_start
+    if record is not None and record["epoch"] > start_epoch and record.get("value") != float(state.best.numpy()):
+        value = next((row[config.best_metric] for row in kept
+                      if row["epoch"] == start_epoch and config.best_metric in row), float("inf"))
+        state.best.assign(value)
+        state.stale.assign(0)
+        if chief:
+            actions.save_best(state.net, run, start_epoch, config.best_metric, value)
+        print(f"{run.best_model} was saved in epoch {record['epoch']}, after the restored epoch {start_epoch}: "
+              f"replaced by the model of epoch {start_epoch} ({config.best_metric} {value:.4g})", flush=True)
+    if chief and len(kept) != len(history):
+        run.write_history(kept)
+        print(f"{run.file('history.csv')}: cut back to epoch {start_epoch}", flush=True)
     print(f"Resuming {run.path} after epoch {start_epoch} "
           f"(best {config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
     return start_epoch
@@ -223,7 +294,7 @@ class EpochReporter:
 def default_actions(config: TrainConfig, state: State, run: RunDir, chief: bool,
                     reporter: EpochReporter, summary) -> list[actions.Action]:
     """The end of an epoch, in order (see trainer.actions for why this order)."""
-    out = [actions.new_best_model(state.net, run), actions.write_history(run)] if chief else []
+    out = [actions.new_best_model(state.net, run, config.best_metric), actions.write_history(run)] if chief else []
     return out + [actions.tensorboard(summary), actions.checkpoint(state.manager, state.epoch),
                   reporter.action, actions.early_stop(config.patience, state.stale, config.best_metric)]
 
@@ -302,6 +373,7 @@ def train(config: TrainConfig) -> str | None:
     """Run the whole job described by `config`; returns the run directory on the
     chief (the process that evaluates afterwards), None on other workers."""
     manifest = check_data(config.records, config.validation_split)
+    check_batch_size(config, manifest)
     distribution.split_cpu(config.logical_cpus)
     if config.strategy == "multi_worker":     # the strategy itself would wait forever for a missing peer
         distribution.wait_for_peers(json.loads(os.environ["TF_CONFIG"]), config.cluster_timeout)
@@ -309,22 +381,26 @@ def train(config: TrainConfig) -> str | None:
     distribution.log_strategy(strategy)
     chief = distribution.is_chief(strategy)
 
-    run, resuming = open_run(config, chief)
-    state = build_state(config, strategy, run, chief)
-    start_epoch = restore(state, run, config) if resuming else 0
-    history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
-    if chief:
-        run.write_info({"records": os.path.abspath(config.records), "image_size": manifest["image_size"],
-                        "input_size": int(state.net.input_shape[1]), **config.info()})
-    done = finished(config, state, start_epoch)
-    if done:   # nothing to train: no cache, no datasets, straight to evaluation
-        print(f"{run.path}: {done}; nothing left to train", flush=True)
-        return run.path if chief else None
+    run, resuming = open_run(config, chief, manifest)
+    try:                                      # the chief holds the run directory's lock until here
+        state = build_state(config, strategy, run, chief)
+        start_epoch = restore(state, run, config, chief) if resuming else 0
+        history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
+        if chief:
+            run.write_info({"records": os.path.abspath(config.records), "data": data_identity(manifest),
+                            "image_size": manifest["image_size"], "input_size": int(state.net.input_shape[1]),
+                            **config.info()})
+        done = finished(config, state, start_epoch)
+        if done:   # nothing to train: no cache, no datasets, straight to evaluation
+            print(f"{run.path}: {done}; nothing left to train", flush=True)
+            return run.path if chief else None
 
-    data = make_datasets(config, state, strategy, start_epoch)
-    run_epochs(config, state, data, strategy, run, chief, start_epoch, history,
-               steps_per_epoch(config, manifest))
-    if not chief:
-        tf.io.gfile.rmtree(state.checkpoint_dir)
-    print(f"Best model: {run.best_model} ({config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
-    return run.path if chief else None
+        data = make_datasets(config, state, strategy, start_epoch)
+        run_epochs(config, state, data, strategy, run, chief, start_epoch, history,
+                   steps_per_epoch(config, manifest))
+        if not chief:
+            tf.io.gfile.rmtree(state.checkpoint_dir)
+        print(f"Best model: {run.best_model} ({config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
+        return run.path if chief else None
+    finally:
+        run.release()
