@@ -39,6 +39,7 @@ import model as age_model_lib
 import records
 from entry.errors import ProjectError
 from records.identity import data_identity, differences
+from records.schema import KIND_FEATURES
 from trainer import actions, checkpoints, distribution, features, loop
 from trainer.flags import FIXED_ON_RESUME, MIXED_PRECISION_POLICIES, TrainConfig
 from trainer.run_dir import RunDir, RunDirError
@@ -68,6 +69,10 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
 
 def check_data(directory: str, validation_split: str) -> dict:
     manifest = records.read_manifest(directory)
+    if manifest.get("kind") == KIND_FEATURES:
+        raise records.DataError(f"--records={directory} is a feature cache, not image shards; pass the data "
+                                f"set it was computed from ({manifest.get('images', 'its parent data set')}), "
+                                f"and --cache_features to train on its cache")
     for split in ("train", validation_split):
         records.manifest.split_shards(directory, manifest, split)
     return manifest
