@@ -55,6 +55,29 @@ def test_a_model_dir_that_is_a_file_is_refused(tmp_path):
     assert target.read_text() == "not a directory"
 
 
+def test_a_data_set_of_this_project_is_not_a_run_directory(tmp_path):
+    target = tmp_path / "shards"
+    outdir.drop_marker(str(target), "images")
+    (target / "manifest.json").write_text("{}")
+    with pytest.raises(RunDirError, match=r"--model_dir .*shards: holds a images output of this project, not a "
+                                          r"training run; nothing was touched"):
+        train.open_run(config(str(target)), chief=True, manifest={})
+    assert sorted(os.listdir(target)) == [".dex-age", "manifest.json"]
+
+
+def test_a_lock_file_that_cannot_be_created_names_the_model_dir(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_open(path, flags, *args)
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(RunDirError, match=rf"--model_dir {tmp_path}/run: cannot write {tmp_path}/.run.lock "
+                                          rf"\(Read-only file system\); choose a --model_dir on a writable disk"):
+        train.open_run(config(str(tmp_path / "run")), chief=True, manifest={})
+
+
 def test_a_run_written_before_markers_is_adopted(tmp_path):
     target = tmp_path / "run"
     (target / "checkpoints").mkdir(parents=True)

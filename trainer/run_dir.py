@@ -36,7 +36,7 @@ import keras
 import model  # noqa: F401  (registers the custom layers best.keras is made of)
 from entry.errors import ProjectError
 from records import outdir
-from records.lock import OutputLock
+from records.lock import OutputLock, lock_path
 from records.manifest import atomic_write_bytes
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "mae", "cs5", "val_loss", "val_accuracy", "val_mae",
@@ -67,11 +67,20 @@ class RunDir:
 
     # -- ours, one writer --------------------------------------------------------
     def check(self) -> None:
-        """Refuse, touching nothing, a --model_dir that is a file or holds what this project did not make."""
+        """Refuse, touching nothing, a --model_dir that is a file, holds what this project
+        did not make, or is another of its outputs (a data set, a feature cache)."""
         self.output.check()
+        kind = outdir.marker_kind(self.path)
+        if kind not in (None, KIND):
+            raise RunDirError(f"--model_dir {self.path}: holds a {kind} output of this project, not a "
+                              f"training run; nothing was touched: choose another --model_dir")
 
     def lock(self) -> None:
         """Become the directory's one writer (DataError at once, naming the holder, if taken)."""
+        with self.writing():      # a lock file that cannot be created is a --model_dir problem
+            path = lock_path(self.path)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
         self._lock = self.output.lock().acquire()
 
     def release(self) -> None:
