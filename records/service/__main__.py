@@ -60,7 +60,7 @@ def serve(server, what: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from records.service import ServiceError, parse_address
+    from records.service.address import ServiceError, parse_address
 
     try:
         if args.server == "worker":
