@@ -135,6 +135,12 @@ def test_worker_with_a_malformed_dispatcher_address_is_one_line():
 
 # --------------------------------------------------------------------------- epochs
 
+def test_run_name_is_new_for_every_attempt():
+    a, b = (service.run_name(tf.distribute.get_strategy(), "runs-x") for _ in range(2))
+    assert a != b and a.startswith("runs-x-") and b.startswith("runs-x-")
+    assert service.job_name(a, 3) == f"{a}-epoch00003"
+
+
 def test_each_epoch_delivers_every_training_record_exactly_once(servers, sample_shards):
     address, _, _ = cluster(servers, 2)
     truth = train_keys(sample_shards)
@@ -230,7 +236,7 @@ def test_a_short_training_run_through_the_service(servers, sample_shards):
     net = model.build_age_model(None, variant="tiny")
     trainer = loop.Loop(strategy, net, keras.optimizers.Adam(1e-3), global_batch_size=16,
                         with_gender=False)
-    name, losses = f"train{next(_jobs)}", []
+    name, losses = service.run_name(strategy, "train"), []
     for epoch in range(2):
         iterator = iter(service.distribute(strategy, address, sample_shards, "train", 16,
                                            name=name, epoch=epoch, seed=0))

@@ -22,7 +22,7 @@ The servers are started with `python -m records.service dispatcher|worker`.
 # The pipeline imports TensorFlow; load it only when asked, so the server commands
 # (records.service.__main__) reject a bad address before TensorFlow's import and logs.
 _PIPELINE = ("PROCESSING_MODE", "SERVICE_CYCLE", "EpochReport", "EpochTimeout", "count_records",
-             "distribute", "epoch_dataset", "job_name", "run_epoch")
+             "distribute", "epoch_dataset", "job_name", "run_epoch", "run_name")
 _ADDRESS = ("CONNECT_TIMEOUT_S", "ServiceError", "check_address", "parse_address")
 __all__ = list(_PIPELINE + _ADDRESS)
 

@@ -65,6 +65,18 @@ def epoch_dataset(directory: str, split: str, batch_size: int, *, epoch: int = 0
     return ds.prefetch(reader.AUTOTUNE)
 
 
+def run_name(strategy: tf.distribute.Strategy, prefix: str) -> str:
+    """A job-name prefix that every trainer process of this run agrees on and that is
+    new for every run attempt (a resumed run must not join the job a crashed attempt
+    left behind): each process draws a random number and all take the sum."""
+    import secrets
+
+    mine = tf.constant(secrets.randbits(40), tf.int64)   # summed over <= 2^20 replicas
+    agreed = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                             strategy.run(lambda: tf.identity(mine)), axis=None)
+    return f"{prefix}-{int(agreed):x}"
+
+
 def job_name(name: str, epoch: int) -> str:
     """One tf.data service job per epoch: every consumer of the epoch joins it."""
     return f"{name}-epoch{epoch:05d}"
@@ -78,7 +90,7 @@ def distribute(strategy: tf.distribute.Strategy, address: str, directory: str, s
     replicas of all trainer processes share one epoch (each record goes to one replica).
 
     `name` must be the same in every trainer process of the run and new for every run
-    attempt (a job that already exists is joined, not restarted). kwargs go to
+    attempt (a job that already exists is joined, not restarted): see `run_name`. kwargs go to
     `epoch_dataset` (seed=, augment=, image_size=, with_keys=, shuffle_buffer=).
     """
     target = check_address(address)
