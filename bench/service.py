@@ -1,7 +1,7 @@
 """Images/s into the trainer's input: the in-process reader against tf.data service.
 
     python -m bench.service [--n 12000] [--face_px 150 600] [--epochs 3] [--batch 64]
-                            [--workdir bench_out/service]
+                            [--workdir bench_out/service] [--compression NONE|AUTO]
 
 Builds (once, reused) a synthetic sample of `--n` rows and its 224-px JPEG shards
 (bench.stream's data step), then, in this process, consumes `--epochs` epochs of the
@@ -93,6 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3, help="epochs consumed per configuration")
     p.add_argument("--batch", type=int, default=64, help="global batch size")
     p.add_argument("--workdir", default="bench_out/service")
+    p.add_argument("--compression", default="NONE", choices=("AUTO", "NONE"),
+                   help="how the service's workers compress batches for the wire")
     args = p.parse_args(argv)
 
     _, shards, how = ensure_data(args.workdir, args.n, tuple(args.face_px))
@@ -128,10 +130,11 @@ def main(argv=None) -> int:
             name = f"bench-{workers}w-{os.getpid()}"
             # warm-up epoch (traces the pipeline on the workers), not timed
             for _ in service.distribute(strategy, address, shards, "train", args.batch,
-                                        name=name, epoch=0, seed=0):
+                                        name=name, epoch=0, seed=0, compression=args.compression):
                 pass
             r = rate(args.epochs, lambda e: service.distribute(
-                strategy, address, shards, "train", args.batch, name=name, epoch=e + 1, seed=0))
+                strategy, address, shards, "train", args.batch, name=name, epoch=e + 1, seed=0,
+                compression=args.compression))
             rows.append((f"tf.data service, {workers} local worker{'s' if workers > 1 else ''}", *r))
     finally:
         for proc in procs:
@@ -142,7 +145,8 @@ def main(argv=None) -> int:
     core_aug = per_core_rates(shards, args.batch, augment=True)
 
     print(f"\n{platform.node()}: {os.cpu_count()} cores, TF {tf.__version__}; {shards} ({how}): "
-          f"{n_train} train records, 224 px JPEG; batch {args.batch}, {args.epochs} epochs each\n")
+          f"{n_train} train records, 224 px JPEG; batch {args.batch}, {args.epochs} epochs each, "
+          f"service compression {args.compression}; load average {os.getloadavg()[0]:.1f}\n")
     print(f"| {'input to the trainer':<42} | {'images/s':>9} | {'vs reader':>9} | {'epoch start s':>13} |")
     print(f"|{'-' * 44}|{'-' * 11}|{'-' * 11}|{'-' * 15}|")
     for label, r, first in rows:
