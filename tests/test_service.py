@@ -155,6 +155,33 @@ def test_each_epoch_delivers_every_training_record_exactly_once(servers, sample_
         assert sorted(keys) == sorted(truth) and set(keys.values()) == {1}
 
 
+MIRRORED_CONSUMER = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from records import service
+    address, shards, expected = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    data = service.distribute(strategy, address, shards, "train", 16,
+                              name=service.run_name(strategy, "mirrored"), epoch=0, with_keys=True)
+    keys = {}
+    report = service.run_epoch(service.count_records(iter(data), keys), expected, 120)
+    print(f"REPLICAS {strategy.num_replicas_in_sync} seen={report.seen} unique={len(keys)} "
+          f"most={max(keys.values())}", flush=True)
+""")
+
+
+def test_every_replica_of_a_mirrored_strategy_reads_the_same_epoch(servers, sample_shards):
+    address, _, _ = cluster(servers, 2)
+    expected = len(train_keys(sample_shards))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, "-c", MIRRORED_CONSUMER, address, sample_shards, str(expected)],
+                       capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == f"REPLICAS 2 seen={expected} unique={expected} most=1"
+
+
 KILL_CONSUMER = textwrap.dedent("""
     import sys, time
     import tensorflow as tf
