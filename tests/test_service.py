@@ -215,23 +215,23 @@ def test_a_worker_killed_mid_epoch_ends_the_epoch_within_the_bound_and_counts_th
     expected = len(train_keys(sample_shards))
     deadline, flag = 30.0, tmp_path / "kill-now"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    t0 = time.monotonic()
     consumer = subprocess.Popen([sys.executable, "-c", KILL_CONSUMER, address, sample_shards,
                                  str(expected), str(deadline), str(flag)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        for _ in range(600):                 # bounded: 60 s
+        for _ in range(1200):                # bounded: 120 s
             if flag.exists() or consumer.poll() is not None:
                 break
             time.sleep(0.1)
         assert flag.exists(), consumer.communicate(timeout=10)
         workers[1].kill()
+        killed = time.monotonic()
         out, err = consumer.communicate(timeout=deadline + 60)
+        after_kill = time.monotonic() - killed
     finally:
         if consumer.poll() is None:
             consumer.kill()
             consumer.wait(10)
-    elapsed = time.monotonic() - t0
     lines = out.strip().splitlines()
     assert len(lines) == 1, (out, err[-2000:])
     if consumer.returncode == 0:     # the epoch ended: what arrived plus what was missed is the split
@@ -245,7 +245,8 @@ def test_a_worker_killed_mid_epoch_ends_the_epoch_within_the_bound_and_counts_th
         assert consumer.returncode == 3, (out, err[-2000:])
         assert lines[0].startswith("error: epoch did not end within 30 s: ")
         assert re.search(r"(\d+) of %d records arrived \((\d+) missing\)" % expected, lines[0])
-    assert elapsed < deadline + 30
+    # The epoch's deadline started before the kill: the consumer is done within it (+ exit).
+    assert after_kill < deadline + 10, after_kill
 
 
 # --------------------------------------------------------------------------- training

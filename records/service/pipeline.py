@@ -12,8 +12,7 @@ import tensorflow as tf
 
 from records import reader
 from records.manifest import read_manifest, split_shards
-from records.service.address import (  # noqa: F401  (re-exported)
-    CONNECT_TIMEOUT_S, ServiceError, check_address, parse_address)
+from records.service.address import ServiceError, check_address
 
 PROCESSING_MODE = "distributed_epoch"   # each record once per epoch (not "parallel_epochs")
 # Files a worker reads at once. Under distributed_epoch every file a worker's interleave
