@@ -2,7 +2,9 @@
 
 One function, `make_dataset`, builds the whole pipeline as a single chain, top
 to bottom, with the reason for each ordering choice next to it (big_vision's
-input_pipeline style). `distribute` wraps it for `tf.distribute`.
+input_pipeline style). `distribute` wraps it for `tf.distribute`. Its pieces
+`open_split`, `decode_batches` and `pipeline_options` are also the steps of the
+tf.data service pipeline (`records.service.epoch_dataset`).
 
 What differs between record kinds (images now; pool5 features from the feature
 cache later, issue 6) is only the *decode* step: a small function picked by the

@@ -96,8 +96,7 @@ def distribute(strategy: tf.distribute.Strategy, address: str, directory: str, s
     `epoch_dataset` (seed=, augment=, image_size=, with_keys=, shuffle_buffer=).
     """
     target = check_address(address)
-    read_manifest(directory)                 # fail here, in the caller, not inside dataset_fn
-    split_shards(directory, read_manifest(directory), split)
+    split_shards(directory, read_manifest(directory), split)   # fail here, not in dataset_fn
     if global_batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"global_batch_size {global_batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas of {type(strategy).__name__}")
