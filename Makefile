@@ -26,7 +26,7 @@ PORTRAIT = $$($(PY) -c "import importlib.util,os;print(os.path.join(importlib.ut
 demo: install
 	rm -rf $(DEMO) runs/demo
 	$(PY) -m ingest.sample --out $(DEMO)/wiki_crop --n 3000
-	$(PY) -m ingest --src $(DEMO)/wiki_crop --out $(DEMO)/shards/wiki --image_size 64
+	$(PY) -m ingest --src $(DEMO)/wiki_crop --out $(DEMO)/shards/wiki --image_size 32
 	$(PY) -m records verify $(DEMO)/shards/wiki
 	$(PY) -m trainer --flagfile=cpu.flags
 	$(PY) -m trainer.predict --model_dir runs/demo --out runs/demo/predict --no_detect $(DEMO)/wiki_crop/$(DEMO_PHOTO)

@@ -1,4 +1,4 @@
-"""Benchmark of the feature cache (issue 6): seconds per epoch with and without it.
+"""Benchmark of the feature cache: seconds per epoch with and without it.
 
     python -m bench.cache [--n 1200] [--val_fraction 0.5] [--test_fraction 0.02] [--rounds 3]
 
@@ -31,6 +31,8 @@ splits), then `features.ensure` must find it complete.
 
 from __future__ import annotations
 
+import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
+
 import argparse
 import os
 import platform
@@ -38,8 +40,6 @@ import statistics
 import subprocess
 import sys
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BATCH = 256          # the original recipe's training batch
 SHARD_SIZE = 224
@@ -97,13 +97,13 @@ def bench_variant(variant: str, shards: str, args) -> dict:
 
     n_val = records.read_manifest(shards)["splits"]["val"]["count"]
 
-    def path(data_dir, image_size, train_net):
+    def path(data_dir, input_side, train_net):
         """A (train step, validation pass) timer over `data_dir`, as trainer.train wires it."""
         trainer = loop.Loop(strategy, train_net, keras.optimizers.Adam(1e-3),
                             global_batch_size=BATCH, with_gender=False)
         iterator = iter(records.distribute(strategy, data_dir, "train", BATCH, training=True,
-                                           seed=args.seed, image_size=image_size))
-        val = records.make_dataset(data_dir, "val", args.eval_batch, training=False, image_size=image_size)
+                                           seed=args.seed, resize_to=input_side))
+        val = records.make_dataset(data_dir, "val", args.eval_batch, training=False, resize_to=input_side)
 
         def epoch():
             t0 = time.perf_counter()
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="timed epochs per path (median), interleaved, for the full model")
     p.add_argument("--tiny_rounds", type=int, default=15, help="the same for tiny (epochs of ~0.1 s)")
     p.add_argument("--eval_batch", type=int, default=BATCH, help="validation batch (trainer default: 256)")
-    p.add_argument("--cache_batch", type=int, default=64, help="trunk batch of the cache build (trainer default)")
+    p.add_argument("--cache_batch", type=int, default=64, help="trunk batch of the cache build (the trainer's is "
+                   "trainer.flags.FEATURES_BATCH_SIZE)")
     p.add_argument("--extrapolate_val", type=int, default=6673,
                    help="also print the epoch at this validation count (the original wiki val split), "
                         "extrapolated linearly from the measured per-image validation cost")

@@ -7,7 +7,7 @@ in a subprocess while sampling the RSS of its whole process tree from /proc, and
 times a single-process decode+resize+encode loop over the same kept files.
 Prints a markdown table:
 - images/s: the ingest's image phase (decode pool + writer), as it reports it;
-- wall s: the whole command, including TF import, .mat load and hashing;
+- wall s: the whole command, including imports, .mat load and hashing;
 - peak memory: max over time of the summed RSS of ingest and its workers
   (sampled every 0.05 s; an upper bound), and the peak RSS of the largest process
   (wait4 rusage of the ingest process and its reaped workers);

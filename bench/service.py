@@ -25,6 +25,8 @@ the number the README's sizing of worker hosts is computed from.
 
 from __future__ import annotations
 
+import entry  # noqa: F401  first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
+
 import argparse
 import os
 import platform
@@ -33,9 +35,7 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from bench.stream import ensure_data  # noqa: E402
+from bench.stream import ensure_data
 
 START_S = 120   # a server prints its address within this
 

@@ -69,39 +69,9 @@ def ensure_data(workdir: str, n: int, face_px: tuple[int, int]) -> tuple[str, st
         return src, shards, "existing"
     out = _run([sys.executable, "-m", "ingest", "--src", src, "--out", shards,
                 "--image_size", str(SIZE)])
-    if out.returncode == 0:
-        return src, shards, "python -m ingest"
-    if "No module named ingest.__main__" not in out.stderr:
+    if out.returncode:
         sys.exit(f"ingest failed:\n{out.stderr[-3000:]}")
-    print("`python -m ingest` is not available yet: writing 224-px JPEG shards here", flush=True)
-    _write_fallback_shards(src, shards)
-    return src, shards, "bench fallback writer (ingest not available)"
-
-
-def _write_fallback_shards(src: str, out: str) -> None:
-    """Every decodable image of `src`, RGB, resized to 224, JPEG q95, as split 'train'."""
-    import io
-
-    from PIL import Image
-
-    from records import schema
-    from records.manifest import write_manifest
-    from records.writer import ShardedWriter
-
-    writer = ShardedWriter(out, "train", shard_bytes=32 << 20)
-    for path in sorted(glob.glob(os.path.join(src, "*", "*.jpg"))):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
-        except OSError:
-            continue
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=95)
-        writer.write(schema.encode_example(
-            image=buf.getvalue(), image_format=schema.FORMAT_JPEG, height=SIZE, width=SIZE,
-            age=0, gender=schema.GENDER_UNKNOWN, face_score=4.0, key=os.path.relpath(path, src)))
-    write_manifest(out, {"schema_version": schema.SCHEMA_VERSION, "kind": "images",
-                         "image_size": SIZE, "encoding": "jpeg", "splits": {"train": writer.finish()}})
+    return src, shards, "python -m ingest"
 
 
 # --------------------------------------------------------------------------- measurements

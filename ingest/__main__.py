@@ -7,31 +7,24 @@ after a crash rewrites the directory from scratch.
 
 from __future__ import annotations
 
-import sys
+import entry  # first: the one way every command starts (never imports TensorFlow)
 
+from absl import flags
 
-from absl import app, flags  # noqa: E402
+from ingest import flags as ingest_flags
+from ingest import pipeline
 
-from ingest import flags as ingest_flags  # noqa: E402
-from ingest import pipeline  # noqa: E402
-from records.manifest import DataError  # noqa: E402
-
-ingest_flags.define_flags()
-flags.adopt_module_key_flags(ingest_flags)  # so --help lists them all
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        sys.exit(f"ingest: unexpected arguments {argv[1:]}; all options are --flags (see --help)")
+        raise entry.ProjectError(f"ingest: unexpected arguments {argv[1:]}; all options are --flags (see --help)")
     if not FLAGS.src:
-        sys.exit("ingest: --src is required: pass the folder holding wiki.mat or imdb.mat, "
-                 "e.g. --src wiki_crop")
-    try:
-        pipeline.run(ingest_flags.to_config(FLAGS))
-    except DataError as e:          # bad input: one line naming the file/flag and the fix
-        sys.exit(f"ingest: {e}")
+        raise entry.ProjectError("ingest: --src is required: pass the folder holding wiki.mat or imdb.mat, "
+                                 "e.g. --src wiki_crop")
+    pipeline.run(ingest_flags.to_config(FLAGS))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main, ingest_flags.define_flags, ingest_flags)

@@ -1,17 +1,17 @@
-"""Keras 3 models: VGG-Face and the DEX apparent-age transfer model (issue 4).
+"""Keras 3 models: VGG-Face and the DEX apparent-age transfer model.
 
 Backend-agnostic (keras.layers / keras.ops only): runs under TensorFlow, JAX or torch.
 """
-from .age import (AGE_CLASSES, FULL_NON_TRAINABLE_PARAMS, FULL_TRAINABLE_PARAMS, build_age_model,
+from .age import (NUM_AGES, FULL_NON_TRAINABLE_PARAMS, FULL_TRAINABLE_PARAMS, build_age_model,
                   feature_extractor, head)
 from .layers import VGG_FACE_MEAN_RGB, ExpectedAge, FullyConnectedConv2D, Preprocess, expected_age
-from .metrics import AgeMAE, CumulativeScore, age_abs_error
+from .metrics import CS_THRESHOLD, AgeMAE, CumulativeScore, abs_error, age_abs_error, within
 from .vgg_face import (FULL_VGG_FACE_PARAMS, VARIANTS, Variant, build_vgg_face, default_input_size,
                        pool5_size)
 from .weights import WeightsError, load_vgg_face_weights
 
 __all__ = [
-    "AGE_CLASSES", "FULL_NON_TRAINABLE_PARAMS", "FULL_TRAINABLE_PARAMS", "FULL_VGG_FACE_PARAMS",
+    "CS_THRESHOLD", "NUM_AGES", "abs_error", "within", "FULL_NON_TRAINABLE_PARAMS", "FULL_TRAINABLE_PARAMS", "FULL_VGG_FACE_PARAMS",
     "VARIANTS", "VGG_FACE_MEAN_RGB", "AgeMAE", "CumulativeScore", "ExpectedAge", "FullyConnectedConv2D",
     "Preprocess",
     "Variant", "WeightsError", "age_abs_error", "build_age_model", "build_vgg_face",

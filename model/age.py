@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import keras
 
+from records.schema import NUM_AGES
+
 from .layers import FullyConnectedConv2D, Preprocess
 from .vgg_face import get_variant, resolve_input_size, vgg_fc67, vgg_trunk
 from .weights import load_vgg_face_weights
 
-AGE_CLASSES = 101
 FULL_TRAINABLE_PARAMS = 119_959_653
 FULL_NON_TRAINABLE_PARAMS = 14_714_688
 HEAD_LAYER_NAMES = ("fc6", "drop6", "fc7", "drop7", "predictions", "flatten", "age")
@@ -39,7 +40,7 @@ def _gender_head(x):
     return keras.layers.Activation("softmax", dtype="float32", name="gender")(x)
 
 
-def build_age_model(weights=None, *, num_classes=AGE_CLASSES, gender=False, variant="full",
+def build_age_model(weights=None, *, num_classes=NUM_AGES, gender=False, variant="full",
                     input_size=None, dropout=0.5) -> keras.Model:
     """Build the DEX age model.
 

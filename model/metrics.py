@@ -1,9 +1,13 @@
-"""In-graph DEX metrics on sparse integer age labels and age probabilities.
+"""The DEX metrics, defined once, per example: everything that reports an MAE or a
+CS(θ) (the training loop's sums, evaluation, the plots, prediction) calls these.
 
-Both are plain `keras.metrics.Metric`s (registered, serializable), usable in
-``model.compile(metrics=...)`` and as the building blocks of a custom loop:
-:func:`age_abs_error` gives the per-example error whose sum a distributed
-trainer can reduce exactly across replicas.
+    expected_age(probs)        apparent age: the expectation over the age softmax
+    abs_error(age, expected)   |expected - age|, float32
+    age_abs_error(age, probs)  the two together
+    within(abs_error)          1.0 where the error is at most θ = CS_THRESHOLD years
+
+Keras ops only (any backend; numpy in, tensors out). `AgeMAE` / `CumulativeScore`
+wrap them as `keras.metrics.Metric`s for `model.compile`.
 """
 from __future__ import annotations
 
@@ -12,11 +16,27 @@ from keras import ops
 
 from .layers import PACKAGE, expected_age
 
+__all__ = ["CS_THRESHOLD", "CS_NAME", "expected_age", "abs_error", "age_abs_error", "within",
+           "AgeMAE", "CumulativeScore"]
 
-def age_abs_error(y_true, probs):
-    """|expected_age(probs) - y_true| per example, float32, shape [B]."""
-    y_true = ops.reshape(ops.cast(y_true, "float32"), (-1,))
-    return ops.abs(expected_age(probs) - y_true)
+CS_THRESHOLD = 5.0                 # CS(θ): the fraction of faces within θ years
+CS_NAME = f"cs{CS_THRESHOLD:g}"    # "cs5": its name in history.csv and report.json
+
+
+def abs_error(true_age, expected):
+    """|expected - true_age| per example, float32, shape [B]."""
+    true_age = ops.reshape(ops.cast(true_age, "float32"), (-1,))
+    return ops.abs(ops.cast(expected, "float32") - true_age)
+
+
+def age_abs_error(true_age, probs):
+    """|expected_age(probs) - true_age| per example, float32, shape [B]."""
+    return abs_error(true_age, expected_age(probs))
+
+
+def within(error, threshold: float = CS_THRESHOLD):
+    """1.0 where `error` <= threshold, else 0.0 (float32): CS(θ) is its mean."""
+    return ops.cast(ops.less_equal(error, threshold), "float32")
 
 
 class _MeanOfPerExample(keras.metrics.Metric):
@@ -65,14 +85,14 @@ class AgeMAE(_MeanOfPerExample):
 class CumulativeScore(_MeanOfPerExample):
     """CS(θ): fraction of examples whose expected age is within θ years (error <= θ)."""
 
-    def __init__(self, threshold=5, name=None, dtype=None):
+    def __init__(self, threshold=CS_THRESHOLD, name=None, dtype=None):
         self.threshold = float(threshold)
         if name is None:
             name = f"cs{threshold:g}" if isinstance(threshold, (int, float)) else "cs"
         super().__init__(name=name, dtype=dtype)
 
     def _per_example(self, y_true, y_pred):
-        return ops.cast(age_abs_error(y_true, y_pred) <= self.threshold, "float32")
+        return within(age_abs_error(y_true, y_pred), self.threshold)
 
     def get_config(self):
         return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}

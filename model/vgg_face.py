@@ -6,7 +6,7 @@ filters, each block ending in 2x2 max pooling (pool1..pool5); then
 fc6 = Conv2D(4096, 7x7) + ReLU, Dropout(0.5), fc7 = Conv2D(4096, 1x1) + ReLU,
 Dropout(0.5), fc8 = Conv2D(2622, 1x1), Flatten, softmax.
 
-Parameter counts (checked facts, asserted by tests/test_model_vgg.py):
+Parameter counts (checked facts, asserted by tests/test_model_vgg_face.py):
   full VGG-Face: 145,002,878 (13 convs 14,714,688; fc6 102,764,544;
   fc7 16,781,312; fc8 10,742,334).
 """
@@ -20,7 +20,6 @@ from .layers import FullyConnectedConv2D
 
 BLOCK_DEPTHS = (2, 2, 3, 3, 3)
 CONV_NAMES = tuple(f"conv{b}_{i}" for b, depth in enumerate(BLOCK_DEPTHS, 1) for i in range(1, depth + 1))
-POOL_NAMES = tuple(f"pool{b}" for b in range(1, 6))
 # Layers holding weights, in the order of the original model (= the h5 file).
 WEIGHTED_LAYER_NAMES = CONV_NAMES + ("fc6", "fc7", "fc8")
 FULL_VGG_FACE_PARAMS = 145_002_878

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import os
 
+import h5py
 import numpy as np
+
+from entry.errors import ProjectError
 
 from .vgg_face import WEIGHTED_LAYER_NAMES
 
 
-class WeightsError(ValueError):
+class WeightsError(ProjectError, ValueError):
     """A weights file that cannot be loaded; the message names the file and the fix."""
 
 
@@ -45,8 +48,6 @@ def _read_attr(group, name):
 
 
 def _read_file(path):
-    import h5py
-
     if not os.path.exists(path):
         raise WeightsError(f"VGG-Face weights file not found: {path} ({_HOW})")
     if os.path.isdir(path) or not h5py.is_hdf5(path):

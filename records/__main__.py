@@ -4,16 +4,16 @@ python -m records verify DIR    re-read every shard against the manifest; exit 1
 
 from __future__ import annotations
 
+import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
+
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from records.manifest import DataError, read_manifest
+from records.verify import problems
 
 
 def inspect(directory: str) -> str:
-    from records.manifest import read_manifest
-
     m = read_manifest(directory)
     src = m.get("source", {})
     lines = [f"{directory}: schema v{m['schema_version']}, {m.get('kind', '?')}, "
@@ -47,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
                        ("verify", "check every shard, record and image against the manifest")):
         sub.add_parser(name, help=text).add_argument("directory", help="shard directory, e.g. shards/wiki")
     args = parser.parse_args(argv)
-    from records.manifest import DataError
-
     if args.command == "inspect":
         try:
             print(inspect(args.directory))
@@ -56,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"records: {e}", file=sys.stderr)
             return 1
         return 0
-    from records.verify import problems
-
     found = problems(args.directory)
     for p in found:
         print(f"PROBLEM {p}", file=sys.stderr)

@@ -7,14 +7,16 @@ does not vouch for.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 
+from entry.errors import ProjectError
 from records import schema
 
 
-class DataError(Exception):
+class DataError(ProjectError):
     """A shard directory is missing, incomplete or does not match its manifest.
     The message names the file and the fix."""
 
@@ -23,15 +25,28 @@ def manifest_path(directory: str) -> str:
     return os.path.join(directory, schema.MANIFEST_NAME)
 
 
+@contextlib.contextmanager
+def atomic_write(path: str):
+    """The project's one temp-then-rename writer: yields a temporary path next to
+    `path` for the caller to write; on success it is fsynced and renamed over `path`
+    (a reader sees the old file or the whole new one, never a torn write), on an
+    exception it is removed and `path` is untouched."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write under a temporary name, fsync, then rename: a reader sees the old
-    file or the whole new one, never a torn write."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """`data` to `path` through `atomic_write`."""
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def write_manifest(directory: str, manifest: dict) -> str:

@@ -6,8 +6,8 @@ input_pipeline style). `distribute` wraps it for `tf.distribute`. Its pieces
 `open_split`, `decode_batches` and `pipeline_options` are also the steps of the
 tf.data service pipeline (`records.service.epoch_dataset`).
 
-What differs between record kinds (images now; pool5 features from the feature
-cache later, issue 6) is only the *decode* step: a small function picked by the
+What differs between record kinds (face images from ingest; pool5 features from
+the feature cache) is only the *decode* step: a small function picked by the
 manifest's `kind`. File listing, manifest checks, sharding, shuffling, batching
 and `tf.data.Options` are shared.
 
@@ -34,8 +34,8 @@ DEFAULT_SHUFFLE_BUFFER = 4096   # the buffer holds *serialized* records (~10-20 
                                 # 224-px JPEG, 150 kB raw): ~60 MB of JPEG shards.
 MAX_INTERLEAVE = 16             # files read concurrently; each open reader holds a small buffer
 
-# A decoder turns one batch of serialized records into (x, labels) and states the
-# static per-example shape of x. Chosen by the manifest's `kind`.
+# A decoder turns one batch of serialized records into (x, labels). Chosen by the
+# manifest's `kind`.
 Decoder = Callable[[tf.Tensor], tuple]
 
 
@@ -49,20 +49,23 @@ def _labels(ex: dict, with_keys: bool) -> dict:
     return labels
 
 
-def _image_decoder(manifest: dict, where: str, image_size: int | None, with_keys: bool) -> Decoder:
-    """kind "images": JPEG or raw uint8, all `manifest["image_size"]` square, RGB."""
+def _image_decoder(manifest: dict, where: str, resize_to: int | None, with_keys: bool) -> Decoder:
+    """kind "images": JPEG or raw uint8, all `manifest["image_size"]` square, RGB.
+    `stored` is that side (the manifest's image_size); `target` the side the caller
+    asked for (`resize_to`, the model's input side), resized to on the fly when they differ."""
     stored = manifest.get("image_size")
     encoding = manifest.get("encoding")
     if not isinstance(stored, int) or stored <= 0:
         raise DataError(f"{where}: manifest has no valid 'image_size' (got {stored!r}); "
                         f"re-run `python -m ingest` with this version of the project")
-    if encoding not in ("jpeg", "raw"):
-        raise DataError(f"{where}: manifest 'encoding' is {encoding!r}, expected 'jpeg' or 'raw'; "
+    if encoding not in schema.ENCODINGS:
+        raise DataError(f"{where}: manifest 'encoding' is {encoding!r}, expected one of "
+                        f"{' or '.join(map(repr, schema.ENCODINGS))}; "
                         f"re-run `python -m ingest` with this version of the project")
-    fmt = encoding.encode()
-    target = stored if image_size is None else int(image_size)
+    fmt = schema.ENCODINGS[encoding]
+    target = stored if resize_to is None else int(resize_to)
     if target <= 0:
-        raise ValueError(f"image_size must be positive, got {image_size}")
+        raise ValueError(f"resize_to must be positive, got {resize_to}")
     if target != stored:
         _log_resize_once(where, stored, target)
 
@@ -83,7 +86,7 @@ def _image_decoder(manifest: dict, where: str, image_size: int | None, with_keys
         tf.debugging.assert_equal(ex[schema.IMAGE_FORMAT], fmt, message=(
             f"{where}: a record's image/format differs from the manifest's encoding "
             f"{encoding!r}; re-run `python -m ingest`"))
-        if encoding == "raw":
+        if encoding == schema.ENCODING_RAW:
             # decode_raw is vectorized: [B, H*W*3] uint8 in one op.
             images = tf.reshape(tf.io.decode_raw(ex[schema.IMAGE_ENCODED], tf.uint8),
                                 [-1, stored, stored, 3])
@@ -99,9 +102,9 @@ def _image_decoder(manifest: dict, where: str, image_size: int | None, with_keys
     return decode
 
 
-def _features_decoder(manifest: dict, where: str, image_size: int | None, with_keys: bool) -> Decoder:
+def _features_decoder(manifest: dict, where: str, resize_to: int | None, with_keys: bool) -> Decoder:
     """kind "features" (trainer.features): the frozen trunk's pool5 output per image,
-    raw float16 of `manifest["feature_shape"]`. `image_size` does not apply."""
+    raw float16 of `manifest["feature_shape"]`. `resize_to` does not apply."""
     shape = manifest.get("feature_shape")
     if manifest.get("feature_dtype") != "float16" or not shape:
         raise DataError(f"{where}: feature cache manifest lacks feature_shape/feature_dtype float16; "
@@ -118,7 +121,7 @@ def _features_decoder(manifest: dict, where: str, image_size: int | None, with_k
     return decode
 
 
-_DECODERS = {"images": _image_decoder, "features": _features_decoder}
+_DECODERS = {schema.KIND_IMAGES: _image_decoder, schema.KIND_FEATURES: _features_decoder}
 
 _resize_logged: set = set()
 
@@ -167,18 +170,18 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 # --------------------------------------------------------------------------- pieces
 
-def open_split(directory: str, split: str, *, image_size: int | None = None,
+def open_split(directory: str, split: str, *, resize_to: int | None = None,
                with_keys: bool = False) -> tuple[list[str], list[int], Decoder, str]:
     """(shard files, their record counts, the decoder for the manifest's kind, the
     manifest path for messages), after checking the manifest and the split's shards."""
     manifest = read_manifest(directory)                      # exists, parses, schema version
     shards = split_shards(directory, manifest, split)        # split exists, files present, sizes
     where = manifest_path(directory)
-    kind = manifest.get("kind", "images")
+    kind = manifest.get("kind", schema.KIND_IMAGES)
     if kind not in _DECODERS:
         raise DataError(f"{where}: unknown record kind {kind!r} (known: {sorted(_DECODERS)}); "
                         f"re-run the writer with this version of the project")
-    decode = _DECODERS[kind](manifest, where, image_size, with_keys)
+    decode = _DECODERS[kind](manifest, where, resize_to, with_keys)
     files = [os.path.join(directory, s["file"]) for s in shards]
     counts = [int(s["count"]) for s in shards]
     return files, counts, decode, where
@@ -225,10 +228,11 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
                  cache: bool | str = False, augment: bool = False,
                  input_context: tf.distribute.InputContext | None = None,
                  drop_remainder: bool | None = None,
-                 image_size: int | None = None, with_keys: bool = False) -> tf.data.Dataset:
+                 resize_to: int | None = None, with_keys: bool = False) -> tf.data.Dataset:
     """A `tf.data.Dataset` of `(images, {"age", "gender"})` batches read from `directory`.
 
-    images: uint8 [batch, H, W, 3] exactly as stored (or resized to `image_size`);
+    images: uint8 [batch, H, W, 3] exactly as stored (the manifest's image_size), or
+      resized to `resize_to` (the model's input side) when given and different;
     labels: int32 [batch] each (gender -1 = unknown), plus "key" (string [batch], the
       source full_path) when `with_keys`. Normalization is the model's job.
     A feature cache directory (manifest kind "features") yields float16 pool5 features
@@ -259,7 +263,7 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
     if not training and deterministic is False:
         raise ValueError("evaluation is always deterministic; drop deterministic=False or set training=True")
 
-    files, counts, decode, where = open_split(directory, split, image_size=image_size,
+    files, counts, decode, where = open_split(directory, split, resize_to=resize_to,
                                               with_keys=with_keys)
     if deterministic is None:
         deterministic = (not training) or seed is not None
@@ -341,7 +345,7 @@ def distribute(strategy: tf.distribute.Strategy, directory: str, split: str,
 
     Each pipeline (one per worker) reads a disjoint set of shard files and batches at
     the per-replica size (`global_batch_size / num_replicas_in_sync`, which must divide).
-    kwargs go to `make_dataset` (training=..., seed=..., image_size=...).
+    kwargs go to `make_dataset` (training=..., seed=..., resize_to=...).
     """
     manifest = read_manifest(directory)      # fail here, in the caller, not inside dataset_fn
     split_shards(directory, manifest, split)

@@ -21,9 +21,14 @@ GENDER_UNKNOWN = -1       # gender: 1 male, 0 female, -1 unknown
 KIND_IMAGES = "images"     # manifest "kind": face crops written by ingest
 KIND_FEATURES = "features" # manifest "kind": pool5 features written by the feature cache
 
-FORMAT_JPEG = b"jpeg"     # image/encoded holds a JPEG file
-FORMAT_RAW = b"raw"       # image/encoded holds height*width*3 uint8 bytes, row-major RGB
-FORMATS = (FORMAT_JPEG, FORMAT_RAW)
+# One concept under two names: the manifest's "encoding" (str) is every record's
+# "image/format" (bytes). This mapping is the only place they are paired.
+ENCODING_JPEG = "jpeg"    # image/encoded holds a JPEG file
+ENCODING_RAW = "raw"      # image/encoded holds height*width*3 uint8 bytes, row-major RGB
+ENCODINGS = {ENCODING_JPEG: b"jpeg", ENCODING_RAW: b"raw"}   # encoding -> image/format
+FORMAT_JPEG = ENCODINGS[ENCODING_JPEG]
+FORMAT_RAW = ENCODINGS[ENCODING_RAW]
+FORMATS = tuple(ENCODINGS.values())
 
 # Feature names, as written by ingest and parsed by the reader.
 IMAGE_ENCODED = "image/encoded"
@@ -41,7 +46,8 @@ _SHARD_RE = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<total>\d{5})
 
 
 def shard_name(split: str, index: int, total: int) -> str:
-    """`train-00000-of-00004.tfrecord`: the TFDS naming, so a listing shows completeness."""
+    """`train-00000-of-00004.tfrecord`: index and total in every name, so a listing shows
+    whether a split is complete."""
     return f"{split}-{index:05d}-of-{total:05d}{SHARD_SUFFIX}"
 
 

@@ -8,7 +8,10 @@ so `python -m records verify` can list them all instead of stopping at the first
 
 from __future__ import annotations
 
+import math
 import os
+
+import tensorflow as tf
 
 from records import schema
 from records.manifest import DataError, file_sha256, read_manifest
@@ -17,13 +20,14 @@ _BATCH = 256
 
 
 def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: str) -> list[str]:
-    import tensorflow as tf
-
     if manifest.get("kind") == schema.KIND_FEATURES:
         return _check_feature_records(path, shard, manifest)
+    size, encoding = manifest.get("image_size"), manifest.get("encoding")
+    if encoding not in schema.ENCODINGS:
+        return [f"{path}: the manifest's encoding is {encoding!r}, expected one of "
+                f"{' or '.join(map(repr, schema.ENCODINGS))}; re-run ingest"]
     out = []
-    size, encoding = manifest.get("image_size"), manifest.get("encoding", "jpeg")
-    expected_format = schema.FORMAT_RAW if encoding == "raw" else schema.FORMAT_JPEG
+    expected_format = schema.ENCODINGS[encoding]
     spec = schema.feature_spec()
     count = 0
     try:
@@ -73,10 +77,6 @@ def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: st
 
 def _check_feature_records(path: str, shard: dict, manifest: dict) -> list[str]:
     """A feature-cache shard: every record parses and holds feature_shape float16 values."""
-    import math
-
-    import tensorflow as tf
-
     out, count = [], 0
     nbytes = 2 * math.prod(manifest.get("feature_shape") or [0])
     try:

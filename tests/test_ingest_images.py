@@ -93,6 +93,7 @@ def test_process_chunk_reports_each_item(sample_dir, sample_rows):
     assert out[-1] == (99, None, images.UNSAFE_PATH)
 
 
+@pytest.mark.slow
 def test_a_whole_ingest_run_never_imports_tensorflow(sample_dir, tmp_path):
     # Neither the decode workers nor the writer need TensorFlow (records.wire frames
     # the records): the workers stay small, and no core is lost to importing it.

@@ -110,6 +110,7 @@ def test_imdb_sample_has_the_same_rows_and_images_as_wiki(imdb_dir, tmp_path):
             assert open(path, "rb").read() == open(os.path.join(imdb_dir, r["full_path"]), "rb").read()
 
 
+@pytest.mark.slow
 def test_cli_dataset_flag(tmp_path):
     ok = run_module("ingest.sample", "--out", str(tmp_path / "i"), "--n", "120", "--dataset", "imdb")
     assert ok.returncode == 0, ok.stderr

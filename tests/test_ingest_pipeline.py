@@ -99,6 +99,7 @@ def test_outputs_verify_and_plot(sample_shards):
         assert png.format == "PNG"
 
 
+@pytest.mark.slow
 def test_a_killed_ingest_leaves_no_data_set_and_a_rerun_finishes(sample_dir, sample_shards, tmp_path):
     out = tmp_path / "wiki"
     shutil.copytree(sample_shards, out)            # an old finished set in the way
@@ -138,6 +139,7 @@ def test_paths_escaping_src_are_counted_and_never_written(sample_dir, sample_row
     assert "../outside.jpg" not in keys and str(tmp_path / "outside.jpg") not in keys
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     ([], "ingest: --src is required"),
     (["--src", "/nonexistent/wiki_crop"], "--src /nonexistent/wiki_crop: no such directory"),

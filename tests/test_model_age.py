@@ -37,6 +37,7 @@ def policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow
 def test_frozen_layers_do_not_change_in_a_training_step():
     keras.utils.set_random_seed(0)
     m = _compile(model.build_age_model(variant="tiny"))
@@ -102,6 +103,7 @@ def test_gender_head_shapes_and_names():
     assert model.build_age_model(variant="tiny", num_classes=7).output_shape == (None, 7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gender", [False, True])
 def test_trained_model_saves_as_keras_and_reloads_in_safe_mode(tmp_path, gender):
     keras.utils.set_random_seed(2)

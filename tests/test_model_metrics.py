@@ -64,3 +64,19 @@ def test_metrics_serialize_and_work_in_compile():
     e = np.abs((m.predict(x, verbose=0) * np.arange(101)).sum(-1) - y)
     np.testing.assert_allclose(res["mae"], e.mean(), rtol=1e-4)
     np.testing.assert_allclose(res["cs5"], (e <= 5).mean(), rtol=1e-6)
+
+
+def test_per_example_functions_against_numpy():
+    from model import metrics
+    rng = np.random.default_rng(3)
+    probs, ages = _probs(20, 4), rng.integers(0, 101, 20)
+    expected = (probs * np.arange(101)).sum(-1)
+    np.testing.assert_allclose(np.asarray(metrics.expected_age(probs)), expected, rtol=1e-5)
+    err = np.abs(expected - ages)
+    np.testing.assert_allclose(np.asarray(metrics.age_abs_error(ages, probs)), err, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(metrics.abs_error(ages, expected)), err, rtol=1e-5, atol=1e-4)
+    # within(): an error of exactly CS_THRESHOLD counts, anything above does not.
+    edges = np.array([0.0, metrics.CS_THRESHOLD, metrics.CS_THRESHOLD + 0.01, 30.0], "float32")
+    assert np.asarray(metrics.within(edges)).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert np.asarray(metrics.within(edges, 40.0)).tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert metrics.CS_NAME == "cs5" and metrics.CS_THRESHOLD == 5.0

@@ -9,61 +9,54 @@ learning_curves.png / mae_by_age.png pictures. The metrics come from the same
 
 from __future__ import annotations
 
+import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m trainer.evaluate)
+
 import csv
 import io
 import json
-import os
-import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
+from absl import app
 
-import numpy as np  # noqa: E402
-from absl import app  # noqa: E402
+import records
+from model import metrics
+from records.manifest import atomic_write_bytes
+from records.schema import NUM_AGES
+from trainer import flags as trainer_flags
+from trainer import loop, plots
+from trainer.run_dir import RunDir, load_run_model
 
-from trainer import flags as trainer_flags  # noqa: E402
-
-
-def load_run_model(run):
-    """best.keras of a run, loaded with safe_mode (only registered layers)."""
-    import keras
-
-    import model  # noqa: F401  (registers the custom layers and metrics)
-    return keras.saving.load_model(run.require_best_model(), safe_mode=True)
+__all__ = ["evaluate_run", "load_run_model", "mae_by_decade"]
 
 
 def mae_by_decade(true_age: np.ndarray, expected: np.ndarray) -> dict:
     out = {}
-    for lo in range(0, 101, 10):
+    error = np.asarray(metrics.abs_error(true_age, expected))
+    for lo in range(0, NUM_AGES, 10):
         mask = (true_age >= lo) & (true_age < lo + 10)
         if mask.any():
-            out[f"{lo}-{min(lo + 9, 100)}"] = {"mae": float(np.mean(np.abs(expected[mask] - true_age[mask]))),
-                                              "count": int(mask.sum())}
+            out[f"{lo}-{min(lo + 9, NUM_AGES - 1)}"] = {"mae": float(np.mean(error[mask])),
+                                                       "count": int(mask.sum())}
     return out
 
 
 def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "test",
                  batch_size: int = 256, quiet: bool = False) -> dict:
-    import tensorflow as tf
-
-    import model as age_model_lib
-    import records
-    from trainer import loop, plots
-    from trainer.run_dir import RunDir
-
     run = RunDir(model_dir)
     info = run.read_info()
     records_dir = records_dir or info["records"]
     net = load_run_model(run)
     with_gender = isinstance(net.output, dict)
     data = records.make_dataset(records_dir, split, batch_size, training=False,
-                                image_size=int(net.input_shape[1]), with_keys=True)
+                                resize_to=int(net.input_shape[1]), with_keys=True)
 
     @tf.function
     def step(images, labels):
         outputs = net(images, training=False)
         sums = loop.batch_sums(outputs, labels, with_gender)[1]
         age_probs = outputs["age"] if with_gender else outputs
-        return sums, age_model_lib.expected_age(age_probs), tf.argmax(age_probs, -1)
+        return sums, metrics.expected_age(age_probs), tf.argmax(age_probs, -1)
 
     totals, keys, true_age, expected, likely = {}, [], [], [], []
     for images, labels in data:
@@ -76,10 +69,10 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
         likely.append(top.numpy())
     true_age, expected, likely = map(np.concatenate, (true_age, expected, likely))
 
-    report = {"split": split, "records": records_dir, **loop.metrics(totals), "count": int(totals["count"]),
+    report = {"split": split, "records": records_dir, "batch_size": batch_size,
+              **loop.metrics(totals), "count": int(totals["count"]),
               "mae_by_decade": mae_by_decade(true_age, expected),
               "baseline_mae_predicting_train_mean": baseline_mae(records_dir, true_age)}
-    from records.manifest import atomic_write_bytes
     atomic_write_bytes(run.file("report.json"), (json.dumps(report, indent=2) + "\n").encode())
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -98,7 +91,6 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
 def baseline_mae(records_dir: str, true_age: np.ndarray) -> float:
     """MAE of always answering the training split's mean age (from the manifest's histogram
     when it is split-independent, else from the records): the bar a model must clear."""
-    import records
     manifest = records.read_manifest(records_dir)
     hist = manifest["splits"]["train"].get("age_histogram") or manifest["age_histogram"]
     mean = float(np.dot(np.arange(len(hist)), hist) / max(sum(hist), 1))
@@ -124,17 +116,9 @@ def print_report(report: dict, run) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    import records
-    from trainer.run_dir import RunDirError
     f = trainer_flags.FLAGS
-    trainer_flags.quiet_logs()
-    try:
-        evaluate_run(f.model_dir, f.records, f.split, f.batch_size)
-    except (records.DataError, RunDirError) as e:
-        sys.exit(f"error: {e}")
+    evaluate_run(f.model_dir, f.records, f.split, f.batch_size)
 
 
 if __name__ == "__main__":
-    trainer_flags.define_evaluate_flags()
-    trainer_flags.flags.adopt_module_key_flags(trainer_flags)  # so --help lists them
-    app.run(main)
+    entry.run(main, trainer_flags.define_evaluate_flags, trainer_flags)

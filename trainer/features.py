@@ -18,27 +18,34 @@ silently used.
 
 from __future__ import annotations
 
+import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m trainer.features)
+
 import hashlib
 import json
 import os
-import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
 
-from absl import app  # noqa: E402
-
-from trainer import flags as trainer_flags  # noqa: E402
+import model as age_model_lib
+import records
+from records import schema
+from records.manifest import file_sha256, manifest_path, split_shards, write_manifest
+from records.writer import ShardedWriter
+from trainer import flags as trainer_flags
+from trainer import loop
 
 FEATURE_DTYPE = "float16"
 SHARD_BYTES = 128 << 20
+BATCH_SIZE = trainer_flags.FEATURES_BATCH_SIZE
 
 
 def cache_key(records_dir: str, weights: str | None, variant: str, input_size: int, seed: int,
               compute_dtype: str = "float32") -> dict:
     """What the cached features are a function of."""
-    from records.manifest import file_sha256, manifest_path
-
     return {
         "images_manifest_sha256": file_sha256(manifest_path(records_dir)),
         "weights_sha256": file_sha256(weights) if weights else None,
@@ -58,12 +65,9 @@ def cache_dir(records_dir: str, key: dict) -> str:
 
 def is_complete(directory: str, key: dict) -> bool:
     """A finished cache for exactly this key, every shard present at its size."""
-    import records
-    from records.manifest import split_shards
-
     try:
         manifest = records.read_manifest(directory)
-        if manifest.get("kind") != "features" or manifest.get("cache_key") != key:
+        if manifest.get("kind") != schema.KIND_FEATURES or manifest.get("cache_key") != key:
             return False
         for split in manifest["splits"]:
             split_shards(directory, manifest, split)
@@ -72,18 +76,9 @@ def is_complete(directory: str, key: dict) -> bool:
     return True
 
 
-def build(net, records_dir: str, key: dict, *, batch_size: int = 128, log=print) -> str:
+def build(net, records_dir: str, key: dict, *, batch_size: int = BATCH_SIZE, log=print) -> str:
     """Write the cache of every split of `records_dir` through `net`'s frozen trunk;
     returns its directory. Crash-safe: the manifest goes last, after every shard."""
-    import numpy as np
-    import tensorflow as tf
-
-    import model as age_model_lib
-    import records
-    from records import schema
-    from records.manifest import manifest_path, write_manifest
-    from records.writer import ShardedWriter
-
     out = cache_dir(records_dir, key)
     os.makedirs(out, exist_ok=True)
     if os.path.exists(manifest_path(out)):
@@ -99,7 +94,7 @@ def build(net, records_dir: str, key: dict, *, batch_size: int = 128, log=print)
     splits = {}
     for split in image_manifest["splits"]:
         data = records.make_dataset(records_dir, split, batch_size, training=False,
-                                    image_size=key["input_size"], with_keys=True)
+                                    resize_to=key["input_size"], with_keys=True)
         writer = ShardedWriter(out, split, shard_bytes=SHARD_BYTES)
         for images, labels in data:
             feats = np.asarray(features_of(images))
@@ -121,7 +116,7 @@ def build(net, records_dir: str, key: dict, *, batch_size: int = 128, log=print)
 
 
 def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, *,
-           batch_size: int = 128, allow_build: bool = True, log=print) -> str:
+           batch_size: int = BATCH_SIZE, allow_build: bool = True, log=print) -> str:
     """The cache directory for this trunk, built first if it is missing, stale or partial."""
     key = cache_key(records_dir, weights, variant, int(net.input_shape[1]), seed,
                     net.get_layer("conv1_1").compute_dtype)
@@ -130,7 +125,6 @@ def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, 
         log(f"Feature cache: using {directory}")
         return directory
     if not allow_build:
-        import records
         raise records.DataError(
             f"{directory}: no finished feature cache for these shards and weights; build it first with "
             f"`python -m trainer.features --records {records_dir} --weights {weights or 'none'} "
@@ -146,25 +140,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     f = trainer_flags.FLAGS
-    trainer_flags.quiet_logs()
-    import keras
-
-    import model as age_model_lib
-    import records
-    from trainer import loop
-
-    weights = None if f.weights.lower() == "none" else f.weights
-    try:
-        records.read_manifest(f.records)
-        loop.set_seeds(f.seed)      # the same draw as the trainer's, for a random trunk
-        keras.mixed_precision.set_global_policy("float32")
-        net = age_model_lib.build_age_model(weights, variant=f.variant)
-        print(ensure(net, f.records, weights, f.variant, f.seed, batch_size=f.batch_size))
-    except (records.DataError, age_model_lib.WeightsError) as e:
-        sys.exit(f"error: {e}")
+    weights = trainer_flags.parse_weights(f.weights)
+    records.read_manifest(f.records)
+    loop.set_seeds(f.seed)      # the same draw as the trainer's, for a random trunk
+    keras.mixed_precision.set_global_policy("float32")
+    net = age_model_lib.build_age_model(weights, variant=f.variant)
+    print(ensure(net, f.records, weights, f.variant, f.seed, batch_size=f.batch_size))
 
 
 if __name__ == "__main__":
-    trainer_flags.define_features_flags()
-    trainer_flags.flags.adopt_module_key_flags(trainer_flags)  # so --help lists them
-    app.run(main)
+    entry.run(main, trainer_flags.define_features_flags, trainer_flags)

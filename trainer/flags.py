@@ -1,33 +1,68 @@
-"""Every command-line flag of the trainer, the evaluator and the predictor.
+"""Every command-line flag of the trainer, the evaluator and the predictor, and the
+config objects built from them.
 
 Flags are defined here and nowhere else (library modules never define flags, so
 two entry points can never collide), each entry point calls one `define_*`
-function, and `check_train_flags` turns every bad combination into one line
-before anything is built.
+function, and `train_config` turns the parsed flags into a frozen `TrainConfig`,
+refusing every bad combination with one line before anything is built. Library
+code (`trainer.train`, `trainer.features`, `trainer.evaluate`) takes that config
+or plain arguments, never `FLAGS`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
-from absl import flags
+from absl import flags, logging
+
+from entry.errors import ProjectError
+from model.vgg_face import VARIANTS
+from records.reader import DEFAULT_SHUFFLE_BUFFER
 
 FLAGS = flags.FLAGS
 
 MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+TASKS = ("age", "age_gender")
+BEST_METRICS = ("val_loss", "val_mae")
+FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
+NO_WEIGHTS = "none"                 # --weights=none: random initialisation
 
-# Flags a resumed run must not change: they decide the network or the meaning of its saved state.
+# Settings a resumed run must not change: they decide the network or the meaning of its
+# saved state. Checked against the run's run.json (trainer.run_dir).
 FIXED_ON_RESUME = ("variant", "task", "cache_features", "best_metric")
+
+
+class ConfigError(ProjectError):
+    """A bad flag or combination of flags; the message names the flag and the fix."""
+
+
+def parse_weights(value: str) -> str | None:
+    """--weights: a path, or None for 'none' (random initialisation)."""
+    return None if value.lower() == NO_WEIGHTS else value
+
+
+def _define_trunk_flags(batch_size: int, batch_help: str) -> None:
+    """The flags the trainer and the feature cache share, with the same meaning."""
+    flags.DEFINE_string("records", "shards/wiki",
+                        "Directory of image shards written by `python -m ingest` (holds manifest.json).")
+    flags.DEFINE_string("weights", "vgg_face_weights.h5",
+                        "Path to the Keras-2 `vgg_face_weights.h5`, or 'none' to start from random "
+                        "initialisation drawn with --seed. Nothing is ever downloaded.")
+    flags.DEFINE_enum("variant", "full", sorted(VARIANTS),
+                      "full: VGG-Face at 224x224. tiny: the same topology, narrow and 32x32, for "
+                      "tests and CPU demos.")
+    flags.DEFINE_integer("seed", 0, "Seed of weight initialisation, data order and dropout.")
+    flags.DEFINE_integer("batch_size", batch_size, batch_help)
 
 
 def define_train_flags() -> None:
     """Flags of `python -m trainer`."""
+    _define_trunk_flags(256, "Global batch size (split across replicas).")
     # Data.
-    flags.DEFINE_string("records", "shards/wiki",
-                        "Directory of image shards written by `python -m ingest` (holds manifest.json).")
     flags.DEFINE_enum("validation_split", "val", ["val", "test"],
                       "Split used for per-epoch validation and best-model selection. 'val' keeps "
                       "the test split unseen; 'test' reproduces the original recipe, which leaks "
@@ -35,15 +70,10 @@ def define_train_flags() -> None:
     flags.DEFINE_boolean("augment", False,
                          "Random horizontal flip and small random crop/scale of training images "
                          "(off by default, as in the original recipe).")
-    flags.DEFINE_integer("shuffle_buffer", 10000, "Records in the training shuffle buffer.")
+    flags.DEFINE_integer("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER,
+                         "Serialized records in the training shuffle buffer.")
     # Model.
-    flags.DEFINE_string("weights", "vgg_face_weights.h5",
-                        "Path to the Keras-2 `vgg_face_weights.h5`, or 'none' to train from random "
-                        "initialisation. Nothing is ever downloaded.")
-    flags.DEFINE_enum("variant", "full", ["full", "tiny"],
-                      "full: VGG-Face at 224x224. tiny: the same topology, narrow and 32x32, for "
-                      "tests and CPU demos.")
-    flags.DEFINE_enum("task", "age", ["age", "age_gender"],
+    flags.DEFINE_enum("task", "age", list(TASKS),
                       "age: the 101-way DEX age head. age_gender: plus a 2-way gender head "
                       "(records with unknown gender do not contribute to its loss).")
     flags.DEFINE_float("dropout", 0.5, "Dropout after fc6 and fc7.")
@@ -52,17 +82,15 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("steps_per_epoch", 0,
                          "Training batches per epoch; 0 = one pass over the training split. The "
                          "original recipe trains one random batch of 256 per epoch.")
-    flags.DEFINE_integer("batch_size", 256, "Global batch size (split across replicas).")
     flags.DEFINE_integer("eval_batch_size", 0, "Validation/test batch size; 0 = --batch_size.")
     flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
     flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "Keras optimizer.")
-    flags.DEFINE_enum("best_metric", "val_loss", ["val_loss", "val_mae"],
+    flags.DEFINE_enum("best_metric", "val_loss", list(BEST_METRICS),
                       "Validation metric that picks best.keras and drives --patience. val_loss is the "
                       "original recipe's ModelCheckpoint(save_best_only=True); val_mae follows the "
                       "quantity DEX reports, which keeps improving after the cross-entropy turns up.")
     flags.DEFINE_integer("patience", 0,
                          "Stop after this many epochs without a better --best_metric; 0 = never.")
-    flags.DEFINE_integer("seed", 0, "Seed of weight initialisation, data order and dropout.")
     # Performance and scale-out.
     flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION_POLICIES),
                       "Compute dtype: none (float32), bf16 (mixed_bfloat16, GPUs/TPUs since "
@@ -91,12 +119,7 @@ def define_train_flags() -> None:
 
 def define_features_flags() -> None:
     """Flags of `python -m trainer.features` (the same meaning as the trainer's)."""
-    flags.DEFINE_string("records", "shards/wiki", "Directory of image shards written by `python -m ingest`.")
-    flags.DEFINE_string("weights", "vgg_face_weights.h5",
-                        "Path to vgg_face_weights.h5, or 'none' for a random trunk drawn with --seed.")
-    flags.DEFINE_enum("variant", "full", ["full", "tiny"], "Model variant whose trunk is cached.")
-    flags.DEFINE_integer("seed", 0, "Seed of a random trunk (with --weights=none); as the trainer's --seed.")
-    flags.DEFINE_integer("batch_size", 128, "Images per trunk forward pass.")
+    _define_trunk_flags(FEATURES_BATCH_SIZE, "Images per trunk forward pass.")
 
 
 def define_evaluate_flags() -> None:
@@ -123,8 +146,8 @@ def define_predict_flags() -> None:
 
 def quiet_logs() -> None:
     """TensorFlow's INFO chatter (checkpoint sharding, ...) buries the epoch lines:
-    show warnings and errors unless the user asked for more with -v/--verbosity."""
-    from absl import logging
+    show warnings and errors unless the user asked for more with -v/--verbosity.
+    (`entry.run` does this for every command.)"""
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
 
@@ -133,32 +156,99 @@ def default_model_dir() -> str:
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 
 
-def check_train_flags(f=FLAGS) -> None:
-    """Refuse bad combinations with one line that names the flag and the fix."""
-    if f.epochs < 1:
-        raise flags.ValidationError(f"--epochs={f.epochs}: must be at least 1")
-    if f.batch_size < 1:
-        raise flags.ValidationError(f"--batch_size={f.batch_size}: must be at least 1")
-    if f.steps_per_epoch < 0:
-        raise flags.ValidationError(f"--steps_per_epoch={f.steps_per_epoch}: use 0 for a full pass, or a positive count")
-    if f.learning_rate <= 0:
-        raise flags.ValidationError(f"--learning_rate={f.learning_rate}: must be positive")
-    if not 0 <= f.dropout < 1:
-        raise flags.ValidationError(f"--dropout={f.dropout}: must be in [0, 1)")
-    if f.patience < 0:
-        raise flags.ValidationError(f"--patience={f.patience}: use 0 to disable early stopping")
-    if f.cache_features and f.augment:
-        raise flags.ValidationError("--cache_features with --augment: augmentation changes the trunk's "
-                                    "input every epoch, so its features cannot be cached; drop one of them")
-    if f.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
-        raise flags.ValidationError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                                    "(cluster and task); see README 'Distributed training'")
-    if f.logical_cpus < 0 or f.logical_cpus == 1:
-        raise flags.ValidationError(f"--logical_cpus={f.logical_cpus}: use 0 (off) or at least 2")
-    if f.weights.lower() != "none" and not os.path.exists(f.weights):
-        raise flags.ValidationError(
-            f"--weights={f.weights}: file not found; download vgg_face_weights.h5 and pass "
-            f"--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch")
-    if f.weights.lower() != "none" and f.variant == "tiny":
-        raise flags.ValidationError("--variant=tiny with --weights: VGG-Face weights only fit the full "
-                                    "variant; pass --weights=none for the tiny one")
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything `trainer.train` needs, resolved: built once from the flags by
+    `train_config`, then passed down (library code never reads FLAGS)."""
+    # Data.
+    records: str
+    validation_split: str = "val"
+    augment: bool = False
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+    cache_features: bool = False
+    # Model.
+    weights: str | None = None          # None: random initialisation (--weights=none)
+    variant: str = "full"
+    task: str = "age"
+    dropout: float = 0.5
+    # Schedule and optimisation.
+    epochs: int = 250
+    steps_per_epoch: int = 0            # 0: one pass over the training split
+    batch_size: int = 256               # global, split across replicas
+    eval_batch_size: int = 256          # resolved: --eval_batch_size or --batch_size
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    best_metric: str = "val_loss"
+    patience: int = 0                   # 0: never stop early
+    seed: int = 0
+    # Performance and scale-out.
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    strategy: str = "default"
+    logical_cpus: int = 0
+    # Run directory.
+    model_dir: str = ""
+    resume: bool = True
+    evaluate: bool = True
+    flag_lines: tuple[str, ...] = ()    # the resolved flags, written to flags.txt
+
+    @property
+    def with_gender(self) -> bool:
+        return self.task == "age_gender"
+
+    def info(self) -> dict:
+        """The settings recorded in run.json (with the data facts the trainer adds):
+        those a resumed run must keep."""
+        return {name: getattr(self, name) for name in FIXED_ON_RESUME}
+
+    def check(self) -> "TrainConfig":
+        """Refuse bad combinations with one line that names the flag and the fix."""
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs={self.epochs}: must be at least 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch_size={self.batch_size}: must be at least 1")
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"--eval_batch_size={self.eval_batch_size}: use 0 for --batch_size, or a positive count")
+        if self.steps_per_epoch < 0:
+            raise ConfigError(f"--steps_per_epoch={self.steps_per_epoch}: use 0 for a full pass, or a positive count")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"--learning_rate={self.learning_rate}: must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout={self.dropout}: must be in [0, 1)")
+        if self.patience < 0:
+            raise ConfigError(f"--patience={self.patience}: use 0 to disable early stopping")
+        if self.shuffle_buffer < 1:
+            raise ConfigError(f"--shuffle_buffer={self.shuffle_buffer}: must be at least 1")
+        if self.cache_features and self.augment:
+            raise ConfigError("--cache_features with --augment: augmentation changes the trunk's "
+                              "input every epoch, so its features cannot be cached; drop one of them")
+        if self.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
+            raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                              "(cluster and task); see README 'Distributed training'")
+        if self.logical_cpus < 0 or self.logical_cpus == 1:
+            raise ConfigError(f"--logical_cpus={self.logical_cpus}: use 0 (off) or at least 2")
+        if self.weights is not None and not os.path.exists(self.weights):
+            raise ConfigError(
+                f"--weights={self.weights}: file not found; download vgg_face_weights.h5 and pass "
+                f"--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch")
+        if self.weights is not None and self.variant == "tiny":
+            raise ConfigError("--variant=tiny with --weights: VGG-Face weights only fit the full "
+                              "variant; pass --weights=none for the tiny one")
+        return self
+
+
+def resolved_flag_lines(f=FLAGS) -> tuple[str, ...]:
+    """`--name=value` for every flag defined in this module, in a form --flagfile reads back."""
+    return tuple(flag.serialize() for flag in sorted(f.get_flags_for_module(__name__), key=lambda x: x.name)
+                 if flag.serialize())
+
+
+def train_config(f=FLAGS) -> TrainConfig:
+    """The checked TrainConfig of `python -m trainer`'s parsed flags."""
+    if f.model_dir is None:
+        f.model_dir = default_model_dir()     # resolved here, so flags.txt records it
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    values = {name: f[name].value for name in fields if name in f}
+    values.update(weights=parse_weights(f.weights), eval_batch_size=f.eval_batch_size or f.batch_size,
+                  flag_lines=resolved_flag_lines(f))
+    return TrainConfig(**values).check()

@@ -14,17 +14,16 @@ numbers from the same weights, so they all take the same early-stopping decision
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-import model as age_model_lib
+from model import metrics as dex_metrics
 from records import schema
 
 # The reduced sums every step returns; metrics() turns them into rates.
-SUM_KEYS = ("loss", "correct", "abs_error", "within5", "count")
+WITHIN = f"within{dex_metrics.CS_THRESHOLD:g}"   # "within5": faces within CS_THRESHOLD years
+SUM_KEYS = ("loss", "correct", "abs_error", WITHIN, "count")
 GENDER_SUM_KEYS = ("gender_correct", "gender_count")
 
 
@@ -38,7 +37,7 @@ def batch_sums(outputs, labels, with_gender: bool):
     age_probs = outputs["age"] if isinstance(outputs, dict) else outputs
     age = labels["age"]
     per_example = keras.losses.sparse_categorical_crossentropy(age, age_probs)
-    abs_error = tf.abs(tf.cast(age_model_lib.expected_age(age_probs), tf.float32) - tf.cast(age, tf.float32))
+    abs_error = dex_metrics.age_abs_error(age, age_probs)
     sums = {}
     if with_gender:
         gender = labels["gender"]
@@ -54,20 +53,21 @@ def batch_sums(outputs, labels, with_gender: bool):
         loss=tf.reduce_sum(per_example),
         correct=tf.reduce_sum(tf.cast(age_hit, tf.float32)),
         abs_error=tf.reduce_sum(abs_error),
-        within5=tf.reduce_sum(tf.cast(abs_error <= 5.0, tf.float32)),
+        **{WITHIN: tf.reduce_sum(dex_metrics.within(abs_error))},
         count=tf.cast(tf.shape(age)[0], tf.float32),
     )
     return per_example, sums
 
 
 def metrics(sums: dict) -> dict:
-    """Rates from summed counts: loss, accuracy, mae, cs5 (and gender_accuracy)."""
+    """Rates from summed counts: loss, accuracy, mae, cs5 (CS at metrics.CS_THRESHOLD years)
+    (and gender_accuracy)."""
     n = float(sums["count"])
     out = {
         "loss": float(sums["loss"]) / n,
         "accuracy": float(sums["correct"]) / n,
         "mae": float(sums["abs_error"]) / n,
-        "cs5": float(sums["within5"]) / n,
+        dex_metrics.CS_NAME: float(sums[WITHIN]) / n,
     }
     if "gender_count" in sums:
         out["gender_accuracy"] = float(sums["gender_correct"]) / max(float(sums["gender_count"]), 1.0)
@@ -142,10 +142,6 @@ class Loop:
         if not totals["count"]:
             raise ValueError("the validation split yielded no records")
         return totals
-
-
-def is_finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))
 
 
 def model_variables(net: keras.Model) -> dict:

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
+
+from model import metrics  # noqa: E402
+from records.manifest import atomic_write  # noqa: E402
+from records.schema import NUM_AGES  # noqa: E402
 
 
 def _save(fig, path: str, tight: bool = True) -> str:
     """Temporary name then rename, like every artifact of the project."""
-    tmp = os.path.join(os.path.dirname(path) or ".", "." + os.path.basename(path) + ".partial.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight else None)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight else None, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -36,9 +37,10 @@ def learning_curves(history: list[dict], path: str) -> str:
 
 def mae_by_age(true_age: np.ndarray, expected_age: np.ndarray, path: str) -> str:
     """Mean absolute error per true age, with the number of test faces behind each point."""
-    ages = np.arange(101)
-    counts = np.bincount(true_age, minlength=101)
-    err = np.bincount(true_age, weights=np.abs(expected_age - true_age), minlength=101)
+    ages = np.arange(NUM_AGES)
+    counts = np.bincount(true_age, minlength=NUM_AGES)
+    error = np.asarray(metrics.abs_error(true_age, expected_age), np.float64)
+    err = np.bincount(true_age, weights=error, minlength=NUM_AGES)
     with np.errstate(invalid="ignore", divide="ignore"):
         mae = err / counts
     fig, ax = plt.subplots(figsize=(8, 3.8))
@@ -54,7 +56,7 @@ def mae_by_age(true_age: np.ndarray, expected_age: np.ndarray, path: str) -> str
 
 def age_distribution(probs: np.ndarray, path: str, title: str) -> str:
     """One face's softmax over ages 0..100 with its expectation marked."""
-    expected = float(np.sum(probs * np.arange(len(probs))))
+    expected = float(np.asarray(metrics.expected_age(probs[None]))[0])
     fig, ax = plt.subplots(figsize=(6, 2.6))
     ax.bar(np.arange(len(probs)), probs, color="C0")
     ax.axvline(expected, color="C3", label=f"apparent age {expected:.1f}")

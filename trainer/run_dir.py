@@ -1,9 +1,11 @@
 """The run directory (`--model_dir`): what a training run leaves behind, by name.
 
     flags.txt        the resolved flags (re-usable: --flagfile=runs/X/flags.txt)
-    run.json         what evaluation/prediction need: shards dir, shard image size, variant, task
-    checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch, best loss (resume)
-    best.keras       the full age model with the lowest validation loss so far
+    run.json         shards dir, shard image size, model input size, variant, task,
+                     cache_features, best_metric: what evaluation/prediction need, and
+                     what a resumed run must not change
+    checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch, best metric (resume)
+    best.keras       the full age model with the best --best_metric so far
     history.csv      one row per completed epoch
     tb/              TensorBoard summaries
     report.json, predictions.csv, learning_curves.png, mae_by_age.png   (trainer.evaluate)
@@ -16,6 +18,10 @@ import io
 import json
 import os
 
+import keras
+
+import model  # noqa: F401  (registers the custom layers best.keras is made of)
+from entry.errors import ProjectError
 from records.manifest import atomic_write_bytes
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "mae", "cs5", "val_loss", "val_accuracy", "val_mae",
@@ -23,7 +29,7 @@ HISTORY_FIELDS = ("epoch", "loss", "accuracy", "mae", "cs5", "val_loss", "val_ac
 GENDER_FIELDS = ("gender_accuracy", "val_gender_accuracy")
 
 
-class RunDirError(Exception):
+class RunDirError(ProjectError):
     """A run directory that cannot be used as asked; the message says why and what to do."""
 
 
@@ -50,28 +56,15 @@ class RunDir:
     def write_flags(self, lines: list[str]) -> None:
         atomic_write_bytes(self.file("flags.txt"), ("\n".join(lines) + "\n").encode())
 
-    def read_flags(self) -> dict[str, str]:
-        """`{name: value}` of a flags.txt; empty when there is none."""
-        path = self.file("flags.txt")
-        if not os.path.exists(path):
-            return {}
-        out = {}
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if line.startswith("--"):
-                    name, _, value = line[2:].partition("=")
-                    if not _ and name.startswith("no"):
-                        name, value = name[2:], "false"
-                    out[name] = value if _ else ("true" if not value else value)
-        return out
-
     def write_info(self, info: dict) -> None:
         atomic_write_bytes(self.file("run.json"), (json.dumps(info, indent=2) + "\n").encode())
 
-    def read_info(self) -> dict:
+    def read_info(self, missing_ok: bool = False) -> dict:
+        """run.json; with missing_ok, {} for a run that has not written one yet."""
         path = self.file("run.json")
         if not os.path.exists(path):
+            if missing_ok:
+                return {}
             raise RunDirError(f"{path}: not found; {self.path} is not a training run directory "
                               f"(train one with `python -m trainer --model_dir {self.path} ...`)")
         with open(path) as f:
@@ -100,3 +93,8 @@ class RunDir:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_bytes(self.file("history.csv"), buf.getvalue().encode())
+
+
+def load_run_model(run: RunDir):
+    """best.keras of a run, loaded with safe_mode (only registered layers)."""
+    return keras.saving.load_model(run.require_best_model(), safe_mode=True)

@@ -1,13 +1,28 @@
-"""`python -m trainer`: shards -> streaming reader -> age model -> best.keras.
+"""The training run, as named stages: shards -> streaming reader -> age model -> best.keras.
 
-The order of `main` is deliberate: check every flag and the shards' manifest
-before TensorFlow builds anything (bad input costs one line, not a traceback
-after minutes of model building), create the strategy before any other op
-(MultiWorkerMirroredStrategy requires it), then build, restore and train.
+`train(config)` runs them in this order, on purpose:
+
+    check_data       the shards' manifest, before TensorFlow builds anything (bad input
+                     costs one line, not a traceback after minutes of model building)
+    make_strategy    before any other op (MultiWorkerMirroredStrategy requires it)
+    open_run         the run directory: resume or refuse (run.json), flags.txt
+    build_state      model, optimizer and the epoch/best/stale counters: everything a
+                     checkpoint holds (initial weights and freezing are decided here,
+                     before the optimizer is built)
+    restore          the last checkpoint of the run, if it has one
+    make_datasets    what the loop trains on: image shards, or the feature cache
+    run_epochs       train + validate each epoch, then the end-of-epoch actions
+                     (trainer.actions: best.keras, history, TensorBoard, checkpoint,
+                     early stop)
+
+`trainer.__main__` builds the `TrainConfig` from the flags, calls `train`, then
+evaluates best.keras at the run's eval batch size.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import sys
 import tempfile
@@ -15,21 +30,21 @@ import time
 
 import keras
 import tensorflow as tf
-from absl import app, flags, logging
 
 import model as age_model_lib
 import records
-from trainer import distribution, features, loop
-from trainer.flags import FLAGS, MIXED_PRECISION_POLICIES, FIXED_ON_RESUME
+from entry.errors import ProjectError
+from trainer import actions, distribution, features, loop
+from trainer.flags import FIXED_ON_RESUME, MIXED_PRECISION_POLICIES, TrainConfig
 from trainer.run_dir import RunDir, RunDirError
 
+# A resumed run reseeds its data order from the epoch it resumes at, so the order is
+# a function of (seed, resume epoch): reproducible for the same kill point.
+RESUME_SEED_STRIDE = 1_000_003
 
-def resolved_flag_lines() -> list[str]:
-    """`--name=value` for every trainer flag, in a form --flagfile reads back."""
-    from trainer import flags as flags_module
-    return [f.serialize() for f in sorted(FLAGS.get_flags_for_module(flags_module.__name__),
-                                          key=lambda f: f.name)
-            if f.serialize()]
+
+class TrainingDiverged(ProjectError):
+    """The training loss became NaN or infinite; the message says what to change."""
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -44,6 +59,8 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+# --------------------------------------------------------------------------- checks
+
 def check_data(directory: str, validation_split: str) -> dict:
     manifest = records.read_manifest(directory)
     for split in ("train", validation_split):
@@ -51,21 +68,128 @@ def check_data(directory: str, validation_split: str) -> dict:
     return manifest
 
 
-def check_run_dir(run: RunDir, resume: bool) -> bool:
-    """True when the run directory holds a checkpoint to continue from."""
+def _shown(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check_run_dir(run: RunDir, config: TrainConfig) -> bool:
+    """True when the run directory holds a checkpoint to continue from. A run that
+    would continue with another network or another meaning of its saved state
+    (FIXED_ON_RESUME, compared with its run.json) is refused; a setting an older
+    run.json does not record counts as compatible."""
     has_checkpoint = tf.train.latest_checkpoint(run.checkpoints) is not None
-    if has_checkpoint and not resume:
+    if has_checkpoint and not config.resume:
         raise RunDirError(f"{run.path} already holds a run; pass --resume to continue it or "
                           f"choose a new --model_dir")
-    previous = run.read_flags()
-    if has_checkpoint and previous:
+    if has_checkpoint:
+        before = run.read_info(missing_ok=True)
         for name in FIXED_ON_RESUME:
-            now = str(FLAGS[name].value).lower()
-            before = previous.get(name, now).lower()
-            if before != now:
-                raise RunDirError(f"--{name}={FLAGS[name].value} but the run in {run.path} was trained "
-                                  f"with --{name}={previous[name]}; use the same value or a new --model_dir")
+            now = getattr(config, name)
+            if name in before and before[name] != now:
+                raise RunDirError(f"--{name}={_shown(now)} but the run in {run.path} was trained "
+                                  f"with --{name}={_shown(before[name])}; use the same value or a new --model_dir")
     return has_checkpoint
+
+
+def steps_per_epoch(config: TrainConfig, manifest: dict) -> int:
+    return config.steps_per_epoch or max(1, manifest["splits"]["train"]["count"] // config.batch_size)
+
+
+def dry_run(config: TrainConfig) -> None:
+    """Everything `train` checks before building, then the plan, and nothing else."""
+    manifest = check_data(config.records, config.validation_split)
+    check_run_dir(RunDir(config.model_dir), config)
+    train_count = manifest["splits"]["train"]["count"]
+    print("\n".join(config.flag_lines))
+    print(f"plan: {config.epochs} epochs x {steps_per_epoch(config, manifest)} steps x {config.batch_size} "
+          f"images from {train_count} training records ({manifest['image_size']} px shards), validating on "
+          f"{manifest['splits'][config.validation_split]['count']} {config.validation_split} records", flush=True)
+
+
+# --------------------------------------------------------------------------- stages
+
+@dataclasses.dataclass
+class State:
+    """Everything a checkpoint holds, and the checkpoint itself."""
+    net: keras.Model                 # the full age model (best.keras)
+    optimizer: keras.optimizers.Optimizer
+    epoch: tf.Variable               # completed epochs
+    best: tf.Variable                # best --best_metric so far
+    stale: tf.Variable               # epochs since it last improved
+    checkpoint: tf.train.Checkpoint
+    manager: tf.train.CheckpointManager
+    checkpoint_dir: str
+
+
+def open_run(config: TrainConfig, chief: bool) -> tuple[RunDir, bool]:
+    """The run directory, checked; flags.txt written. Returns (run, resuming)."""
+    run = RunDir(config.model_dir)
+    resuming = check_run_dir(run, config)
+    if chief:
+        os.makedirs(run.path, exist_ok=True)
+        run.write_flags(list(config.flag_lines))
+    return run, resuming
+
+
+def build_state(config: TrainConfig, strategy: tf.distribute.Strategy, run: RunDir, chief: bool) -> State:
+    """The model (initial weights, freezing), the optimizer over its trainable
+    variables, the counters, and the checkpoint that holds them all."""
+    loop.set_seeds(config.seed)
+    keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[config.mixed_precision] or "float32")
+    with strategy.scope():
+        net = age_model_lib.build_age_model(config.weights, gender=config.with_gender,
+                                            variant=config.variant, dropout=config.dropout)
+        # Trainable variables are final here: the optimizer's slots follow them.
+        optimizer = make_optimizer(config.optimizer, config.learning_rate)
+        if config.mixed_precision == "fp16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(net.trainable_variables)  # slots must exist before a restore
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        best = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best_monitored")
+        stale = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
+    checkpoint = tf.train.Checkpoint(model=loop.model_variables(net), optimizer=optimizer, epoch=epoch,
+                                     best_monitored=best, epochs_without_improvement=stale)
+    # Under multi_worker every worker must take part in saving; only the chief's copy is real.
+    checkpoint_dir = run.checkpoints if chief else tempfile.mkdtemp(prefix="worker-ckpt-")
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=2)
+    return State(net, optimizer, epoch, best, stale, checkpoint, manager, checkpoint_dir)
+
+
+def restore(state: State, run: RunDir, config: TrainConfig) -> int:
+    """Continue from the run's last checkpoint; returns the number of completed epochs."""
+    state.checkpoint.restore(tf.train.latest_checkpoint(run.checkpoints)).assert_existing_objects_matched()
+    start_epoch = int(state.epoch.numpy())
+    print(f"Resuming {run.path} after epoch {start_epoch} "
+          f"(best {config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
+    return start_epoch
+
+
+@dataclasses.dataclass
+class Datasets:
+    train: tf.distribute.DistributedDataset
+    val: tf.data.Dataset
+    net: keras.Model                 # what the loop trains: the age model or its head
+
+
+def make_datasets(config: TrainConfig, state: State, strategy: tf.distribute.Strategy,
+                  start_epoch: int) -> Datasets:
+    """Images through the whole age model, or (feature cache) the frozen trunk's cached
+    pool5 outputs through the head, which shares its layers with `state.net`, so
+    checkpoints and best.keras hold the full age model either way."""
+    data_dir, input_side, train_net = config.records, int(state.net.input_shape[1]), state.net
+    if config.cache_features:
+        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        data_dir = features.ensure(state.net, config.records, config.weights, config.variant, config.seed,
+                                   allow_build=not multi_worker)
+        input_side = None               # features: nothing to resize
+        with strategy.scope():
+            train_net = age_model_lib.head(state.net)
+    train = records.distribute(strategy, data_dir, "train", config.batch_size, training=True,
+                               seed=config.seed + RESUME_SEED_STRIDE * start_epoch, augment=config.augment,
+                               shuffle_buffer=config.shuffle_buffer, resize_to=input_side)
+    val = records.make_dataset(data_dir, config.validation_split, config.eval_batch_size,
+                               training=False, resize_to=input_side)
+    return Datasets(train, val, train_net)
 
 
 class EpochReporter:
@@ -91,156 +215,113 @@ class EpochReporter:
         parts.append(f"{row['epoch_seconds']:.1f}s {row['images_per_second']:.0f} img/s")
         print(" - ".join(parts), flush=True)
 
-
-def save_best(net: keras.Model, path: str) -> None:
-    """Write best.keras under a temporary name first: a kill mid-save keeps the old one."""
-    tmp = os.path.join(os.path.dirname(path), ".best.partial.keras")
-    net.save(tmp)
-    os.replace(tmp, path)
+    def action(self, end: actions.EpochEnd) -> None:
+        self.end(end.row)
 
 
-def dry_run(f=FLAGS) -> None:
-    """Everything `train` checks before building, then the plan, and nothing else."""
-    manifest = check_data(f.records, f.validation_split)
-    check_run_dir(RunDir(f.model_dir), f.resume)
-    train_count = manifest["splits"]["train"]["count"]
-    steps = f.steps_per_epoch or max(1, train_count // f.batch_size)
-    print("\n".join(resolved_flag_lines()))
-    print(f"plan: {f.epochs} epochs x {steps} steps x {f.batch_size} images from {train_count} "
-          f"training records ({manifest['image_size']} px shards), validating on "
-          f"{manifest['splits'][f.validation_split]['count']} {f.validation_split} records", flush=True)
+def default_actions(config: TrainConfig, state: State, run: RunDir, chief: bool,
+                    reporter: EpochReporter, summary) -> list[actions.Action]:
+    """The end of an epoch, in order (see trainer.actions for why this order)."""
+    out = [actions.new_best_model(state.net, run), actions.write_history(run)] if chief else []
+    return out + [actions.tensorboard(summary), actions.checkpoint(state.manager, state.epoch),
+                  reporter.action, actions.early_stop(config.patience, state.stale, config.best_metric)]
 
 
-def train(f=FLAGS) -> str | None:
-    """Run the whole job described by the flags; returns the run directory on the
-    chief (the process that evaluates afterwards), None on other workers."""
-    manifest = check_data(f.records, f.validation_split)
-    distribution.split_cpu(f.logical_cpus)
-    strategy = distribution.make_strategy(f.strategy)
-    distribution.log_strategy(strategy)
-    chief = distribution.is_chief(strategy)
+def train_one_epoch(trainer: loop.Loop, iterator, steps: int, steps_per_call: int,
+                    reporter: EpochReporter) -> dict:
+    """Summed training metrics of `steps` steps, run `steps_per_call` at a time."""
+    sums, done = None, 0
+    while done < steps:
+        n = min(steps_per_call, steps - done)
+        chunk = trainer.train(iterator, n)
+        sums = chunk if sums is None else {k: sums[k] + chunk[k] for k in sums}
+        done += n
+        reporter.update(done, loop.metrics(sums))
+    return sums
 
-    run = RunDir(f.model_dir)
-    resuming = check_run_dir(run, f.resume)
-    if chief:
-        os.makedirs(run.path, exist_ok=True)
-        run.write_flags(resolved_flag_lines())
 
-    loop.set_seeds(f.seed)
-    keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[f.mixed_precision] or "float32")
-    with_gender = f.task == "age_gender"
-    weights = None if f.weights.lower() == "none" else f.weights
-    global_batch = f.batch_size
+def record_best(state: State, row: dict, best_metric: str) -> bool:
+    """Update the best/stale counters from this epoch's row; True on a new best."""
+    improved = row[best_metric] < float(state.best.numpy())
+    if improved:
+        state.best.assign(row[best_metric])
+        state.stale.assign(0)
+    else:
+        state.stale.assign_add(1)
+    return improved
 
-    with strategy.scope():
-        net = age_model_lib.build_age_model(weights, gender=with_gender, variant=f.variant,
-                                            dropout=f.dropout)
-        optimizer = make_optimizer(f.optimizer, f.learning_rate)
-        if f.mixed_precision == "fp16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(net.trainable_variables)  # slots must exist before a restore
-        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        best_var = tf.Variable(float("inf"), dtype=tf.float64, trainable=False, name="best_monitored")
-        stale_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
 
-    checkpoint = tf.train.Checkpoint(model=loop.model_variables(net), optimizer=optimizer,
-                                     epoch=epoch_var, best_monitored=best_var,
-                                     epochs_without_improvement=stale_var)
-    # Under multi_worker every worker must take part in saving; only the chief's copy is real.
-    ckpt_dir = run.checkpoints if chief else tempfile.mkdtemp(prefix="worker-ckpt-")
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=2)
-    if resuming:
-        checkpoint.restore(tf.train.latest_checkpoint(run.checkpoints)).assert_existing_objects_matched()
-    start_epoch = int(epoch_var.numpy())
-    history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
-    if resuming:
-        print(f"Resuming {run.path} after epoch {start_epoch} (best {f.best_metric} {float(best_var.numpy()):.4g})",
-              flush=True)
-    input_size = int(net.input_shape[1])
-    if chief:
-        run.write_info({"records": os.path.abspath(f.records), "image_size": manifest["image_size"],
-                        "input_size": input_size, "variant": f.variant, "task": f.task})
-    finished = (f"all {f.epochs} epochs already done" if start_epoch >= f.epochs else
-                "stopped early before" if f.patience and int(stale_var.numpy()) >= f.patience else None)
-    if finished:   # nothing to train: no cache, no datasets, straight to evaluation
-        print(f"{run.path}: {finished}; nothing left to train", flush=True)
-        return run.path if chief else None
-
-    # What the loop trains on: images through the whole age model, or (feature cache)
-    # the frozen trunk's cached pool5 outputs through the head, which shares its
-    # layers with `net`, so checkpoints and best.keras hold the full age model either way.
-    data_dir, data_size, train_net = f.records, input_size, net
-    if f.cache_features:
-        data_dir = features.ensure(net, f.records, weights, f.variant, f.seed,
-                                   allow_build=not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
-        data_size = None
-        with strategy.scope():
-            train_net = age_model_lib.head(net)
-
-    steps_per_epoch = f.steps_per_epoch or max(1, manifest["splits"]["train"]["count"] // global_batch)
-    # A resumed run reseeds the data order from the epoch it resumes at: the order
-    # is then a function of (seed, resume epoch), reproducible for the same kill point.
-    data_seed = f.seed + 1_000_003 * start_epoch
-    train_data = records.distribute(strategy, data_dir, "train", global_batch, training=True,
-                                    seed=data_seed, augment=f.augment, shuffle_buffer=f.shuffle_buffer,
-                                    image_size=data_size)
-    val_data = records.make_dataset(data_dir, f.validation_split, f.eval_batch_size or global_batch,
-                                    training=False, image_size=data_size)
-
-    trainer = loop.Loop(strategy, train_net, optimizer, global_batch_size=global_batch,
-                        with_gender=with_gender, jit_compile=f.jit_compile)
+def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.distribute.Strategy,
+               run: RunDir, chief: bool, start_epoch: int, history: list[dict], steps: int) -> None:
+    """Train and validate from `start_epoch` to --epochs, ending each epoch with the actions."""
+    trainer = loop.Loop(strategy, data.net, state.optimizer, global_batch_size=config.batch_size,
+                        with_gender=config.with_gender, jit_compile=config.jit_compile)
     summary = tf.summary.create_file_writer(run.tensorboard) if chief else tf.summary.create_noop_writer()
-    reporter = EpochReporter(steps_per_epoch, f.epochs)
-    iterator = iter(train_data)
-    steps_per_call = max(1, min(steps_per_epoch, 20 if reporter.tty else steps_per_epoch))
+    reporter = EpochReporter(steps, config.epochs)
+    end_of_epoch = default_actions(config, state, run, chief, reporter, summary)
+    iterator = iter(data.train)
+    steps_per_call = max(1, min(steps, 20 if reporter.tty else steps))
 
-    for epoch in range(start_epoch, f.epochs):
+    for epoch in range(start_epoch, config.epochs):
         reporter.start(epoch)
         started = time.perf_counter()
-        sums, done = None, 0
-        while done < steps_per_epoch:
-            n = min(steps_per_call, steps_per_epoch - done)
-            chunk = trainer.train(iterator, n)
-            sums = chunk if sums is None else {k: sums[k] + chunk[k] for k in sums}
-            done += n
-            reporter.update(done, loop.metrics(sums))
+        sums = train_one_epoch(trainer, iterator, steps, steps_per_call, reporter)
         train_seconds = time.perf_counter() - started
         train_metrics = loop.metrics(sums)
-        if not loop.is_finite(train_metrics["loss"]):
-            raise FloatingPointError(
+        if not math.isfinite(train_metrics["loss"]):
+            raise TrainingDiverged(
                 f"training loss became {train_metrics['loss']} in epoch {epoch + 1}; lower "
-                f"--learning_rate (now {f.learning_rate}) or use --mixed_precision=bf16/none")
-        val_metrics = loop.metrics(trainer.evaluate(val_data))
+                f"--learning_rate (now {config.learning_rate}) or use --mixed_precision=bf16/none")
+        val_metrics = loop.metrics(trainer.evaluate(data.val))
         row = {"epoch": epoch + 1, **train_metrics, **{f"val_{k}": v for k, v in val_metrics.items()},
                "epoch_seconds": time.perf_counter() - started,
                "images_per_second": sums["count"] / train_seconds}
-
-        improved = row[f.best_metric] < float(best_var.numpy())
-        if improved:
-            best_var.assign(row[f.best_metric])
-            stale_var.assign(0)
-            if chief:
-                save_best(net, run.best_model)
-        else:
-            stale_var.assign_add(1)
         history.append(row)
-        if chief:
-            run.write_history(history)
-        with summary.as_default(step=epoch + 1):
-            for k, v in row.items():
-                if k != "epoch":
-                    tf.summary.scalar(k, v)
-        # The checkpoint is the commit point of an epoch: a kill before this line
-        # repeats the epoch, a kill after it resumes with the next one.
-        epoch_var.assign(epoch + 1)
-        manager.save(checkpoint_number=epoch + 1)
-        reporter.end(row)
-        if f.patience and int(stale_var.numpy()) >= f.patience:
-            print(f"Early stopping: {f.best_metric} has not improved for {f.patience} epochs", flush=True)
+        end = actions.EpochEnd(epoch + 1, row, record_best(state, row, config.best_metric), history)
+        stop = False
+        for action in end_of_epoch:
+            stop = bool(action(end)) or stop
+        if stop:
             break
-
-    if not chief:
-        tf.io.gfile.rmtree(ckpt_dir)
     summary.flush()
-    print(f"Best model: {run.best_model} ({f.best_metric} {float(best_var.numpy()):.4g})", flush=True)
+
+
+def finished(config: TrainConfig, state: State, start_epoch: int) -> str | None:
+    """Why there is nothing left to train, or None."""
+    if start_epoch >= config.epochs:
+        return f"all {config.epochs} epochs already done"
+    if config.patience and int(state.stale.numpy()) >= config.patience:
+        return "stopped early before"
+    return None
+
+
+# --------------------------------------------------------------------------- the run
+
+def train(config: TrainConfig) -> str | None:
+    """Run the whole job described by `config`; returns the run directory on the
+    chief (the process that evaluates afterwards), None on other workers."""
+    manifest = check_data(config.records, config.validation_split)
+    distribution.split_cpu(config.logical_cpus)
+    strategy = distribution.make_strategy(config.strategy)
+    distribution.log_strategy(strategy)
+    chief = distribution.is_chief(strategy)
+
+    run, resuming = open_run(config, chief)
+    state = build_state(config, strategy, run, chief)
+    start_epoch = restore(state, run, config) if resuming else 0
+    history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
+    if chief:
+        run.write_info({"records": os.path.abspath(config.records), "image_size": manifest["image_size"],
+                        "input_size": int(state.net.input_shape[1]), **config.info()})
+    done = finished(config, state, start_epoch)
+    if done:   # nothing to train: no cache, no datasets, straight to evaluation
+        print(f"{run.path}: {done}; nothing left to train", flush=True)
+        return run.path if chief else None
+
+    data = make_datasets(config, state, strategy, start_epoch)
+    run_epochs(config, state, data, strategy, run, chief, start_epoch, history,
+               steps_per_epoch(config, manifest))
+    if not chief:
+        tf.io.gfile.rmtree(state.checkpoint_dir)
+    print(f"Best model: {run.best_model} ({config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
     return run.path if chief else None

@@ -11,13 +11,13 @@ there (a shared file system or a copy).
 
 from __future__ import annotations
 
+import entry  # noqa: F401  first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
+
 import argparse
 import os
 import signal
 import sys
 import threading
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEFAULT_PORT = 5050
 POLL_S = 0.2   # how often the serving loop checks for a stop request

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import socket
 
+from entry.errors import ProjectError
+
 CONNECT_TIMEOUT_S = 5.0                 # check_address: how long a dispatcher may take to accept
 
 
-class ServiceError(Exception):
+class ServiceError(ProjectError):
     """A tf.data service problem stated in one line (unreachable dispatcher, bad address)."""
 
 

@@ -29,7 +29,7 @@ class EpochTimeout(ServiceError):
 
 def epoch_dataset(directory: str, split: str, batch_size: int, *, epoch: int = 0,
                   seed: int | None = None, shuffle_buffer: int = reader.DEFAULT_SHUFFLE_BUFFER,
-                  augment: bool = False, image_size: int | None = None,
+                  augment: bool = False, resize_to: int | None = None,
                   with_keys: bool = False) -> tf.data.Dataset:
     """One epoch of `split` as `(images, {"age", "gender"[, "key"]})` batches, finite,
     for a tf.data service job in `distributed_epoch` mode (the dataset the workers run).
@@ -38,7 +38,7 @@ def epoch_dataset(directory: str, split: str, batch_size: int, *, epoch: int = 0
     the epoch reaches the trainer. Every consumer of one job must build the identical
     dataset: the file order depends on `seed` and `epoch` only (seed None counts as 0).
     """
-    files, counts, decode, _ = reader.open_split(directory, split, image_size=image_size,
+    files, counts, decode, _ = reader.open_split(directory, split, resize_to=resize_to,
                                                  with_keys=with_keys)
     order = list(range(len(files)))
     random.Random(f"{seed or 0}-{epoch}").shuffle(order)
@@ -93,7 +93,7 @@ def distribute(strategy: tf.distribute.Strategy, address: str, directory: str, s
     compression: how workers compress batches for the wire: "NONE" (default: decoded
     pixels barely compress, and snappy cost 3x the throughput in bench.service) or
     "AUTO" (tf.data's choice, snappy) when the network, not the CPU, is the limit. kwargs go to
-    `epoch_dataset` (seed=, augment=, image_size=, with_keys=, shuffle_buffer=).
+    `epoch_dataset` (seed=, augment=, resize_to=, with_keys=, shuffle_buffer=).
     """
     target = check_address(address)
     split_shards(directory, read_manifest(directory), split)   # fail here, not in dataset_fn

@@ -89,6 +89,7 @@ def test_age_level_round_trip():
     assert sample.age_level(150) == sample.age_level(100) == 220
 
 
+@pytest.mark.slow
 def test_cli_writes_a_sample_and_refuses_tiny_n(tmp_path):
     ok = run_module("ingest.sample", "--out", str(tmp_path / "s"), "--n", "120", "--seed", "3")
     assert ok.returncode == 0, ok.stderr
@@ -98,6 +99,7 @@ def test_cli_writes_a_sample_and_refuses_tiny_n(tmp_path):
     assert bad.returncode != 0 and "--n must be at least" in bad.stderr
 
 
+@pytest.mark.slow
 def test_face_px_sets_the_size_of_the_face_crops(tmp_path):
     ok = run_module("ingest.sample", "--out", str(tmp_path / "big"), "--n", "120", "--face_px", "150", "160")
     assert ok.returncode == 0, ok.stderr

@@ -24,6 +24,8 @@ from PIL import Image
 from conftest import run_module
 from ingest import sample
 
+pytestmark = pytest.mark.slow   # every test here runs `python -m ...` subprocesses
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_FLAGS = os.path.join(REPO, "cpu.flags")
 GPU_FLAGS = os.path.join(REPO, "gpu.flags")
@@ -103,7 +105,9 @@ def test_run_directory_holds_every_artifact(trained_run):
     assert all(float(r["epoch_seconds"]) > 0 and float(r["images_per_second"]) > 0 for r in rows)
     with open(os.path.join(run_dir, "predictions.csv")) as f:
         preds = list(csv.DictReader(f))
-    assert len(preds) == json.load(open(os.path.join(run_dir, "report.json")))["count"]
+    report = json.load(open(os.path.join(run_dir, "report.json")))
+    assert len(preds) == report["count"]
+    assert report["batch_size"] == 32        # the run's eval batch (cpu.flags: --batch_size=32)
     assert set(preds[0]) == {"key", "true_age", "expected_age", "most_likely_age"}
     for name in ("learning_curves.png", "mae_by_age.png", "flags.txt", "run.json"):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0, name

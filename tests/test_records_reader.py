@@ -8,7 +8,6 @@ checks compare exact record identities.
 
 from __future__ import annotations
 
-import collections
 import io
 import json
 import logging
@@ -214,6 +213,7 @@ def test_fewer_files_than_pipelines_falls_back_to_records_with_warning(jpeg_dir,
     assert sorted(sum(seen, [])) == sorted(record_identity(i) for i in range(N_VAL))
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_consumes_distributed_dataset(jpeg_dir):
     # Logical devices must be configured before TF initializes: a fresh process.
     script = textwrap.dedent(f"""
@@ -266,8 +266,8 @@ def test_image_size_resizes_on_the_fly_and_logs_once(jpeg_dir, size, caplog):
     from records import reader
     reader._resize_logged.clear()
     with caplog.at_level(logging.WARNING, logger="records.reader"):
-        ds = records.make_dataset(jpeg_dir, "val", 25, training=False, image_size=size)
-        records.make_dataset(jpeg_dir, "val", 25, training=False, image_size=size)
+        ds = records.make_dataset(jpeg_dir, "val", 25, training=False, resize_to=size)
+        records.make_dataset(jpeg_dir, "val", 25, training=False, resize_to=size)
     assert caplog.text.count("resizing on the fly") == 1
     assert f"to {size}x{size}" in caplog.text
     assert ds.element_spec[0] == tf.TensorSpec([None, size, size, 3], tf.uint8)

@@ -95,6 +95,7 @@ def test_multi_worker_refuses_to_build_a_missing_cache(shards):
         features.ensure(tiny_net(), shards, None, "tiny", 0, allow_build=False, log=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_features_command_builds_then_reuses_the_cache(shards):
     args = ("trainer.features", f"--records={shards}", "--weights=none", "--variant=tiny", "--seed=0")
     first = run_module(*args)
@@ -107,6 +108,7 @@ def test_features_command_builds_then_reuses_the_cache(shards):
     assert second.stdout.strip().splitlines()[-1] == cache
 
 
+@pytest.mark.slow
 def test_features_command_reports_missing_weights(shards):
     result = run_module("trainer.features", f"--records={shards}", "--weights=/nowhere/vgg.h5")
     assert result.returncode != 0

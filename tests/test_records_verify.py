@@ -64,6 +64,7 @@ def test_missing_and_unlisted_shards_are_named(copy):
     assert f"{copy / 'train-00000-of-00099.tfrecord'}: shard file not listed in the manifest" in found
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(copy):
     ok = run_module("records", "verify", str(copy))
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr[-2000:]

@@ -1,0 +1,87 @@
+"""What happens at the end of every epoch, as a short list of named actions
+(in the style of Orbit's `train_loop_end` + `orbit/actions`).
+
+`trainer.train.run_epochs` trains and validates one epoch, records whether
+`--best_metric` improved (`EpochEnd`), then calls each action in order. The
+order matters: best.keras and history.csv are written before the checkpoint,
+because the checkpoint is the commit point of an epoch (a kill before it
+repeats the epoch, a kill after it resumes with the next one). An action that
+returns True ends training after this epoch.
+
+Adding end-of-epoch work (an LR schedule's value in the history, an export
+after a new best) is one more small action in `default_actions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from records.manifest import atomic_write
+from trainer.run_dir import RunDir
+
+
+@dataclasses.dataclass
+class EpochEnd:
+    """One finished epoch: its history row and the bookkeeping after it."""
+    epoch: int                 # 1-based number of the epoch just finished
+    row: dict                  # the history.csv row (train and val_* metrics, timings)
+    improved: bool             # --best_metric reached a new best this epoch
+    history: list[dict]        # every completed epoch so far, this one included
+
+
+Action = Callable[[EpochEnd], bool | None]
+
+
+def save_best(net: keras.Model, path: str) -> None:
+    """Write best.keras under a temporary name first: a kill mid-save keeps the old one."""
+    with atomic_write(path) as tmp:
+        net.save(tmp + ".keras")          # Keras 3 insists on the extension
+        os.replace(tmp + ".keras", tmp)
+
+
+def new_best_model(net: keras.Model, run: RunDir) -> Action:
+    """best.keras: the full age model whenever --best_metric improves."""
+    def action(end: EpochEnd) -> None:
+        if end.improved:
+            save_best(net, run.best_model)
+    return action
+
+
+def write_history(run: RunDir) -> Action:
+    """history.csv: every completed epoch, rewritten atomically."""
+    def action(end: EpochEnd) -> None:
+        run.write_history(end.history)
+    return action
+
+
+def tensorboard(writer) -> Action:
+    """One scalar per history column, at step = epoch number."""
+    def action(end: EpochEnd) -> None:
+        with writer.as_default(step=end.epoch):
+            for k, v in end.row.items():
+                if k != "epoch":
+                    tf.summary.scalar(k, v)
+    return action
+
+
+def checkpoint(manager: tf.train.CheckpointManager, epoch_var: tf.Variable) -> Action:
+    """The commit point of the epoch: epoch counter, weights, optimizer, best, stale."""
+    def action(end: EpochEnd) -> None:
+        epoch_var.assign(end.epoch)
+        manager.save(checkpoint_number=end.epoch)
+    return action
+
+
+def early_stop(patience: int, stale_var: tf.Variable, best_metric: str) -> Action:
+    """Stop after `patience` epochs without a new best (0: never)."""
+    def action(end: EpochEnd) -> bool:
+        if patience and int(stale_var.numpy()) >= patience:
+            print(f"Early stopping: {best_metric} has not improved for {patience} epochs", flush=True)
+            return True
+        return False
+    return action
