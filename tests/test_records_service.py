@@ -7,7 +7,9 @@ training run through the service. Every wait is bounded."""
 
 from __future__ import annotations
 
+import csv
 import itertools
+import math
 import os
 import queue
 import re
@@ -283,3 +285,76 @@ def test_a_short_training_run_through_the_service(servers, sample_shards):
     # One optimizer step per batch; each of the 2 workers may end its share with a partial batch.
     steps, full = int(trainer.optimizer.iterations.numpy()), -(-expected // 16)
     assert 2 * full <= steps <= 2 * (full + 1), (steps, expected)
+
+
+# --------------------------------------------------------------------------- trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def trainer(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "trainer", f"--flagfile={REPO}/cpu.flags", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_trainer_trains_through_the_service(servers, sample_shards, tmp_path):
+    address, _, _ = cluster(servers, 2)
+    run_dir = tmp_path / "run"
+    r = trainer(f"--records={sample_shards}", f"--model_dir={run_dir}", "--epochs=2",
+                "--batch_size=16", f"--data_service={address}", "--data_service_deadline=120",
+                "--noevaluate")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    assert all(math.isfinite(float(row["loss"])) and math.isfinite(float(row["val_mae"])) for row in rows)
+    assert "missed" not in r.stdout          # no worker was lost: every record arrived
+    assert (run_dir / "best.keras").exists()
+
+
+def test_trainer_epoch_that_cannot_end_fails_in_one_line_at_its_deadline(servers, sample_shards, tmp_path):
+    # A dispatcher without workers: the epoch's job never yields, as when every worker
+    # holding its files is lost. The trainer must stop at --data_service_deadline.
+    d = servers("dispatcher", "--port", "0")
+    t0 = time.monotonic()
+    r = trainer(f"--records={sample_shards}", f"--model_dir={tmp_path / 'stuck'}", "--epochs=1",
+                "--batch_size=16", f"--data_service=grpc://{HOST}:{d.port}",
+                "--data_service_deadline=15", "--noevaluate", timeout=150)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        "error: epoch 1 did not end within 15 s: 0 of "), r.stderr[-1500:]
+    assert time.monotonic() - t0 < 120
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data_service=nohost"], "error: --data_service: tf.data service address 'nohost' is not grpc://HOST:PORT"),
+    (["--data_service=grpc://127.0.0.1:5050", "--steps_per_epoch=3"],
+     "error: --steps_per_epoch=3 with --data_service: an epoch on the service is one pass"),
+])
+def test_trainer_refuses_bad_service_flags_in_one_line(args, message, sample_shards, tmp_path):
+    r = trainer(f"--records={sample_shards}", f"--model_dir={tmp_path / 'bad'}", *args, timeout=120)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr[-1500:]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_trainer_refuses_several_records_sources_with_the_service(sample_shards, tmp_path):
+    r = trainer(f"--records={sample_shards},{sample_shards}", f"--model_dir={tmp_path / 'bad'}",
+                "--data_service=grpc://127.0.0.1:5050", timeout=120)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --records=") and "with --data_service" in last, r.stderr[-1500:]
+
+
+def test_trainer_with_a_dead_dispatcher_fails_in_one_line_before_building(sample_shards, tmp_path):
+    port = closed_port()
+    t0 = time.monotonic()
+    r = trainer(f"--records={sample_shards}", f"--model_dir={tmp_path / 'dead'}",
+                f"--data_service=grpc://{HOST}:{port}", timeout=120)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --data_service=grpc://{HOST}:{port}: no tf.data service dispatcher "
+                           f"at {HOST}:{port}"), r.stderr[-1500:]
+    assert not (tmp_path / "dead").exists()          # nothing was built
+    assert time.monotonic() - t0 < 100
