@@ -242,7 +242,7 @@ def test_a_worker_killed_mid_epoch_ends_the_epoch_within_the_bound_and_counts_th
         assert m, lines
         seen, missed, unique, most = map(int, m.groups())
         assert seen == unique and most == 1 and seen + missed == expected, lines[0]
-        assert (f"{missed} missed" in lines[0]) == (missed > 0), lines[0]
+        assert (f"; {missed} missed" in lines[0]) == (missed > 0), lines[0]
     else:                            # the epoch blocked: it failed at the deadline, in one line
         assert consumer.returncode == 3, (out, err[-2000:])
         assert lines[0].startswith("error: epoch did not end within 30 s: ")
@@ -281,7 +281,7 @@ def test_a_short_training_run_through_the_service(servers, sample_shards):
         report = service.run_epoch(step, expected, 180)
         assert report.missed == 0 and totals["count"] == expected, str(report)
         losses.append(loop.metrics(totals)["loss"])
-    assert all(loop.is_finite(v) for v in losses)
+    assert all(math.isfinite(v) for v in losses)
     # One optimizer step per batch; each of the 2 workers may end its share with a partial batch.
     steps, full = int(trainer.optimizer.iterations.numpy()), -(-expected // 16)
     assert 2 * full <= steps <= 2 * (full + 1), (steps, expected)
