@@ -46,12 +46,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def serve(server, what: str) -> None:
-    """Wait until SIGTERM/SIGINT, then `server.stop()`. A blocked `join()` would ignore
-    both signals, so this waits on an event in short slices instead."""
+def stop_requested() -> threading.Event:
+    """An event set by SIGTERM/SIGINT. Installed before the server starts, so a signal
+    that arrives as soon as the address is printed is never missed."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def serve(server, what: str, stop: threading.Event) -> None:
+    """Wait until `stop` is set, then `server.stop()`. A blocked `join()` would ignore
+    both signals, so this waits on the event in short slices instead."""
     while not stop.wait(POLL_S):
         pass
     server.stop()
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import tensorflow as tf
 
+    stop = stop_requested()
     service = tf.data.experimental.service
     if args.server == "dispatcher":
         if args.work_dir:
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         mode = f", fault tolerant, work_dir {args.work_dir}" if args.work_dir else ""
         print(f"dispatcher listening on {server.target}{mode}", flush=True)
-        serve(server, "dispatcher")
+        serve(server, "dispatcher", stop)
         return 0
     config = service.WorkerConfig(
         dispatcher_address=f"{host}:{port}", port=args.port,
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"worker listening on {server._address} (reachable as "
           f"{(args.worker_address or 'localhost:%port%').replace('%port%', server._address.rsplit(':', 1)[1])}), "
           f"dispatcher {host}:{port}", flush=True)
-    serve(server, "worker")
+    serve(server, "worker", stop)
     return 0
 
 
