@@ -91,8 +91,9 @@ def distribute(strategy: tf.distribute.Strategy, address: str, directory: str, s
     `name` must be the same in every trainer process of the run and new for every run
     attempt (a job that already exists is joined, not restarted): see `run_name`.
     compression: how workers compress batches for the wire: "NONE" (default: snappy cost
-    1.6-3x the throughput in bench.service) or "AUTO" (tf.data's choice, snappy) when the network, not the CPU, is the limit. kwargs go to
-    `epoch_dataset` (seed=, augment=, resize_to=, with_keys=, shuffle_buffer=).
+    1.6-3x the throughput in bench.service) or "AUTO" (tf.data's choice, snappy) when
+    the network, not the CPU, is the limit.
+    kwargs go to `epoch_dataset` (seed=, augment=, resize_to=, with_keys=, shuffle_buffer=).
     """
     target = check_address(address)
     split_shards(directory, read_manifest(directory), split)   # fail here, not in dataset_fn
