@@ -85,8 +85,10 @@ def distribute(strategy: tf.distribute.Strategy, address: str, directory: str, s
                global_batch_size: int, *, name: str, epoch: int, compression: str = "NONE",
                **kwargs) -> tf.distribute.DistributedDataset:
     """`epoch_dataset` run on the tf.data service at `address`, streamed to every replica
-    of `strategy`: each replica is a consumer of the job `job_name(name, epoch)`, so the
-    replicas of all trainer processes share one epoch (each record goes to one replica).
+    of `strategy`: each trainer process's input pipeline is a consumer of the job
+    `job_name(name, epoch)` and tf.distribute hands its batches to the process's
+    replicas, so the replicas of all trainer processes share one epoch (each record
+    goes to one replica).
 
     `name` must be the same in every trainer process of the run and new for every run
     attempt (a job that already exists is joined, not restarted): see `run_name`.
