@@ -192,7 +192,7 @@ def make_datasets(config: TrainConfig, state: State, strategy: tf.distribute.Str
     """Images through the whole age model, or (feature cache) the frozen trunk's cached
     pool5 outputs through the head, which shares its layers with `state.net`, so
     checkpoints and best.keras hold the full age model either way."""
-    data_dir, input_side, train_net = config.records, int(state.net.input_shape[1]), state.net
+    data_dir, input_side, train_net = config.records, age_model_lib.input_size(state.net), state.net
     if config.cache_features:
         multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         data_dir = features.ensure(state.net, config.records, config.weights, config.variant, config.seed,
@@ -370,7 +370,7 @@ def train(config: TrainConfig) -> str | None:
     history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
     if chief:
         run.write_info({"records": os.path.abspath(config.records), "image_size": manifest["image_size"],
-                        "input_size": int(state.net.input_shape[1]), **config.info()})
+                        "input_size": age_model_lib.input_size(state.net), **config.info()})
     done = finished(config, state, start_epoch)
     if done:   # nothing to train: no cache, no datasets, straight to evaluation
         print(f"{run.path}: {done}; nothing left to train", flush=True)
