@@ -50,8 +50,9 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     records_dir = records_dir or info["records"]
     net = load_run_model(run)
     with_gender = isinstance(net.output, dict)
-    data = records.make_dataset(records_dir, split, batch_size, training=False,
-                                resize_to=int(net.input_shape[1]), with_keys=True)
+    # The records at their stored size: the model's Resize layer brings them to its
+    # input size with the same op as prediction, so both see the same pixels.
+    data = records.make_dataset(records_dir, split, batch_size, training=False, with_keys=True)
 
     @tf.function
     def step(images, labels):

@@ -20,6 +20,7 @@ from absl import flags, logging
 from entry.errors import ProjectError
 from model.vgg_face import VARIANTS
 from records.reader import DEFAULT_SHUFFLE_BUFFER
+from records.service.address import ServiceError, parse_address
 
 FLAGS = flags.FLAGS
 
@@ -31,6 +32,7 @@ BEST_METRICS = ("val_loss", "val_mae")
 FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
 NO_WEIGHTS = "none"                 # --weights=none: random initialisation
 CLUSTER_TIMEOUT = 300.0             # seconds to wait for every multi-worker peer (they start at different times)
+DATA_SERVICE_DEADLINE_S = 3600.0    # --data_service_deadline: the bound on one service epoch
 
 # Settings a resumed run must not change: they decide the network or the meaning of its
 # saved state. Checked against the run's run.json (trainer.run_dir).
@@ -106,6 +108,15 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("logical_cpus", 0,
                          "Split the host CPU into this many logical devices (to try --strategy="
                          "mirrored without GPUs); 0 = leave the CPU as one device.")
+    flags.DEFINE_string("data_service", "",
+                        "grpc://HOST:PORT of a tf.data service dispatcher (`python -m records.service "
+                        "dispatcher`): the training input pipeline (read, shuffle, decode, augment, "
+                        "batch) runs on its workers, one job per epoch, each record once per epoch; "
+                        "evaluation stays local. Empty: read in this process.")
+    flags.DEFINE_float("data_service_deadline", DATA_SERVICE_DEADLINE_S,
+                       "Seconds one training epoch through --data_service may take. A lost worker "
+                       "can block the epoch: past this bound the run stops with one line saying how "
+                       "many records arrived.")
     flags.DEFINE_boolean("cache_features", False,
                          "Compute the frozen VGG-Face trunk once into feature shards and train only "
                          "the head on them (incompatible with --augment).")
@@ -138,14 +149,32 @@ def define_evaluate_flags() -> None:
 def define_predict_flags() -> None:
     """Flags of `python -m trainer.predict`."""
     flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
+    flags.DEFINE_string("output", None, "Append one JSON line per file here, as the files complete; a rerun "
+                        "with the same file skips the files already in it.")
+    flags.DEFINE_boolean("probs", False, "Add each face's age distribution (age_probs, 101 floats).")
+    flags.DEFINE_integer("batch_size", 64, "Faces per model call.")
     flags.DEFINE_string("out", None, "Write annotated photos and per-face age distributions here.")
     flags.DEFINE_boolean("no_detect", False, "Treat each image as one face crop instead of detecting "
                          "faces with OpenCV's bundled Haar cascade.")
-    flags.DEFINE_boolean("json", False, "Print one JSON list instead of text.")
+    flags.DEFINE_boolean("json", False, "Print one JSON list instead of text (without --output).")
     flags.DEFINE_float("margin", 0.4, "Margin added around each detected face, as a fraction of "
                        "the face box (IMDB-WIKI crops have 40%).")
     flags.DEFINE_integer("min_face", 30, "Smallest face the detector reports, in pixels.")
     flags.mark_flag_as_required("model_dir")
+
+
+def define_export_flags() -> None:
+    """Flags of `python -m trainer.export`."""
+    flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
+    flags.DEFINE_string("out", None, "Export directory (a SavedModel, export.json and model.tflite); "
+                        "an earlier export there is replaced once the new one is complete.")
+    flags.DEFINE_enum("tta", "none", ["none", "flip"], "Test-time augmentation inside the export: flip "
+                      "averages the age distributions of each face and its mirror image (two model calls).")
+    flags.DEFINE_enum("tflite", "none", ["none", "float32", "float16"],
+                      "Also write model.tflite (the pixel endpoint at the model's input size): float32, "
+                      "or float16 weights (half the size).")
+    flags.mark_flag_as_required("model_dir")
+    flags.mark_flag_as_required("out")
 
 
 def quiet_logs() -> None:
@@ -191,6 +220,8 @@ class TrainConfig:
     strategy: str = "default"
     cluster_timeout: float = CLUSTER_TIMEOUT
     logical_cpus: int = 0
+    data_service: str = ""              # grpc://HOST:PORT; empty: the in-process reader
+    data_service_deadline: float = DATA_SERVICE_DEADLINE_S
     # Run directory.
     model_dir: str = ""
     resume: bool = True
@@ -232,6 +263,21 @@ class TrainConfig:
                               "(cluster and task); see README 'Distributed training'")
         if self.cluster_timeout <= 0:
             raise ConfigError(f"--cluster_timeout={self.cluster_timeout:g}: must be a positive number of seconds")
+        if self.data_service:
+            try:
+                parse_address(self.data_service)
+            except ServiceError as e:
+                raise ConfigError(f"--data_service: {e}") from None
+            if "," in self.records:
+                raise ConfigError(f"--records={self.records} with --data_service: the service reads "
+                                  f"one shard directory; pass one --records")
+            if self.steps_per_epoch:
+                raise ConfigError(f"--steps_per_epoch={self.steps_per_epoch} with --data_service: an "
+                                  f"epoch on the service is one pass over the training split; drop "
+                                  f"--steps_per_epoch")
+            if self.data_service_deadline <= 0:
+                raise ConfigError(f"--data_service_deadline={self.data_service_deadline}: must be "
+                                  f"positive (seconds)")
         if self.logical_cpus < 0 or self.logical_cpus == 1:
             raise ConfigError(f"--logical_cpus={self.logical_cpus}: use 0 (off) or at least 2")
         if self.weights is not None and not os.path.exists(self.weights):
