@@ -262,14 +262,15 @@ def corrupt_latest_checkpoint(run_dir: str, good: str) -> Case:
 
 def lost_checkpoint_index(run_dir: str, good: str) -> Case:
     case = Case("trainer: checkpoints/checkpoint index deleted",
-                f"resumes after epoch {TRAIN_EPOCHS} (no restart, no pruning of the old ones)")
+                f"resumes after epoch {TRAIN_EPOCHS}: history kept, the last two checkpoints kept")
     os.remove(os.path.join(run_dir, "checkpoints", "checkpoint"))
     result = run(*trainer_args(good, run_dir, f"--epochs={TRAIN_EPOCHS + 1}"))
     kept = sorted(n for n in os.listdir(os.path.join(run_dir, "checkpoints")) if n.endswith(".index"))
     case.observed = (f"exit {result.returncode}; {'Resuming after epoch %d' % TRAIN_EPOCHS if f'after epoch {TRAIN_EPOCHS}' in result.stdout else 'NO resume line'}"
                      f"; history {len(history_epochs(run_dir))} rows; checkpoints {kept}")
     case.ok = result.returncode == 0 and f"after epoch {TRAIN_EPOCHS}" in result.stdout and \
-        history_epochs(run_dir) == list(range(1, TRAIN_EPOCHS + 2))
+        history_epochs(run_dir) == list(range(1, TRAIN_EPOCHS + 2)) and \
+        kept == [f"ckpt-{TRAIN_EPOCHS}.index", f"ckpt-{TRAIN_EPOCHS + 1}.index"]
     return case
 
 
@@ -338,10 +339,11 @@ def unreachable_peer(w: str, good: str) -> Case:
 
 # --------------------------------------------------------------------------- the table
 
-def table(cases: list[Case]) -> str:
+def table(cases: list[Case], work_dir: str) -> str:
+    """Markdown, paths shown relative to the work directory."""
     rows = ["| case | expected | observed | |", "|---|---|---|---|"]
-    rows += [f"| {c.name} | {c.expected} | {c.observed.replace('|', '/')} | {'ok' if c.ok else 'FAILED'} |"
-             for c in cases]
+    rows += [f"| {c.name} | {c.expected} | {c.observed.replace(work_dir + '/', '').replace('|', '/')} | "
+             f"{'ok' if c.ok else 'FAILED'} |" for c in cases]
     return "\n".join(rows)
 
 
@@ -376,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         cases += [killed, corrupt_latest_checkpoint(run_dir, good), lost_checkpoint_index(run_dir, good),
                   other_records_on_resume(w, run_dir, good)]
         cases += [f.result() for f in beside]
-    print(table(cases))
+    print(table(cases, w))
     print(f"\n{sum(c.ok for c in cases)} of {len(cases)} cases as expected in "
           f"{time.monotonic() - started:.0f} s (seed {args.seed})")
     return 0 if all(c.ok for c in cases) else 1
