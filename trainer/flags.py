@@ -20,6 +20,7 @@ from absl import flags, logging
 from entry.errors import ProjectError
 from model.vgg_face import VARIANTS
 from records.reader import DEFAULT_SHUFFLE_BUFFER
+from records.service.address import ServiceError, parse_address
 
 FLAGS = flags.FLAGS
 
@@ -30,6 +31,8 @@ TASKS = ("age", "age_gender")
 BEST_METRICS = ("val_loss", "val_mae")
 FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
 NO_WEIGHTS = "none"                 # --weights=none: random initialisation
+CLUSTER_TIMEOUT = 300.0             # seconds to wait for every multi-worker peer (they start at different times)
+DATA_SERVICE_DEADLINE_S = 3600.0    # --data_service_deadline: the bound on one service epoch
 
 # Settings a resumed run must not change: they decide the network or the meaning of its
 # saved state. Checked against the run's run.json (trainer.run_dir).
@@ -99,9 +102,21 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                       "tf.distribute strategy: default (one device), mirrored (all local GPUs, or "
                       "the --logical_cpus devices), multi_worker (hosts listed in TF_CONFIG).")
+    flags.DEFINE_float("cluster_timeout", CLUSTER_TIMEOUT,
+                       "--strategy=multi_worker: seconds to wait for every peer in TF_CONFIG to "
+                       "accept a TCP connection before giving up with one line naming it.")
     flags.DEFINE_integer("logical_cpus", 0,
                          "Split the host CPU into this many logical devices (to try --strategy="
                          "mirrored without GPUs); 0 = leave the CPU as one device.")
+    flags.DEFINE_string("data_service", "",
+                        "grpc://HOST:PORT of a tf.data service dispatcher (`python -m records.service "
+                        "dispatcher`): the training input pipeline (read, shuffle, decode, augment, "
+                        "batch) runs on its workers, one job per epoch, each record once per epoch; "
+                        "evaluation stays local. Empty: read in this process.")
+    flags.DEFINE_float("data_service_deadline", DATA_SERVICE_DEADLINE_S,
+                       "Seconds one training epoch through --data_service may take. A lost worker "
+                       "can block the epoch: past this bound the run stops with one line saying how "
+                       "many records arrived.")
     flags.DEFINE_boolean("cache_features", False,
                          "Compute the frozen VGG-Face trunk once into feature shards and train only "
                          "the head on them (incompatible with --augment).")
@@ -204,7 +219,10 @@ class TrainConfig:
     mixed_precision: str = "none"
     jit_compile: bool = False
     strategy: str = "default"
+    cluster_timeout: float = CLUSTER_TIMEOUT
     logical_cpus: int = 0
+    data_service: str = ""              # grpc://HOST:PORT; empty: the in-process reader
+    data_service_deadline: float = DATA_SERVICE_DEADLINE_S
     # Run directory.
     model_dir: str = ""
     resume: bool = True
@@ -244,6 +262,23 @@ class TrainConfig:
         if self.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
             raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
                               "(cluster and task); see README 'Distributed training'")
+        if self.cluster_timeout <= 0:
+            raise ConfigError(f"--cluster_timeout={self.cluster_timeout:g}: must be a positive number of seconds")
+        if self.data_service:
+            try:
+                parse_address(self.data_service)
+            except ServiceError as e:
+                raise ConfigError(f"--data_service: {e}") from None
+            if "," in self.records:
+                raise ConfigError(f"--records={self.records} with --data_service: the service reads "
+                                  f"one shard directory; pass one --records")
+            if self.steps_per_epoch:
+                raise ConfigError(f"--steps_per_epoch={self.steps_per_epoch} with --data_service: an "
+                                  f"epoch on the service is one pass over the training split; drop "
+                                  f"--steps_per_epoch")
+            if self.data_service_deadline <= 0:
+                raise ConfigError(f"--data_service_deadline={self.data_service_deadline}: must be "
+                                  f"positive (seconds)")
         if self.logical_cpus < 0 or self.logical_cpus == 1:
             raise ConfigError(f"--logical_cpus={self.logical_cpus}: use 0 (off) or at least 2")
         if self.weights is not None and not os.path.exists(self.weights):
