@@ -145,12 +145,18 @@ def feature_record_spec() -> dict:
     }
 
 
-def encode_feature_example(*, features: bytes, age: int, gender: int, key: bytes) -> bytes:
+def encode_feature_example(*, features: bytes, age: int, gender: int, key: bytes,
+                           age_mean: float | None = None, age_std: float = 0.0,
+                           real_age: int = REAL_AGE_UNKNOWN) -> bytes:
     """One serialized feature-cache record: the trunk's output for one image, with
-    the labels and key of the image record it came from."""
+    the labels (version 2: age_mean, age_std, real_age, as `encode_example`) and key
+    of the image record it came from."""
     return wire.example({
         FEATURES: wire.bytes_feature(features),
         AGE: wire.int64_feature(age),
         GENDER: wire.int64_feature(gender),
         KEY: wire.bytes_feature(key),
+        AGE_MEAN: wire.float_feature(float(age) if age_mean is None else age_mean),
+        AGE_STD: wire.float_feature(age_std),
+        REAL_AGE: wire.int64_feature(real_age),
     })

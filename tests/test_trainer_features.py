@@ -187,3 +187,33 @@ def test_features_command_reports_missing_weights(shards):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "/nowhere/vgg.h5" in last
 
+
+
+@pytest.mark.slow
+def test_a_cache_carries_the_version_2_labels_of_its_image_records(tmp_path):
+    """APPA-REAL: apparent-age means, vote spreads and real ages; the cache built from
+    its shards gives each key the labels its image record has."""
+    src, out = str(tmp_path / "appa-real-release"), str(tmp_path / "shards")
+    made = run_module("ingest.sample", "--dataset", "appa_real", "--out", src, "--n", "200", "--workers", "2")
+    assert made.returncode == 0, made.stderr[-3000:]
+    ingested = run_module("ingest", "--src", src, "--out", out, "--image_size", "32", "--workers", "2")
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    cache = features.ensure(tiny_net(), out, None, "tiny", 0, batch_size=16, log=lambda *_: None)
+
+    def labels_by_key(directory, split):
+        by_key = {}
+        for _, labels in records.make_dataset(directory, split, 64, training=False, with_keys=True):
+            rows = zip(*(labels[k].numpy().tolist() for k in ("key", "age", "age_mean", "age_std", "real_age")))
+            by_key.update((row[0], row[1:]) for row in rows)
+        return by_key
+
+    compared = []
+    for split in records.read_manifest(out)["splits"]:
+        images, cached = labels_by_key(out, split), labels_by_key(cache, split)
+        assert cached == images
+        compared += images.values()
+    # The sample has the spread the defaults would lose: could fail against age_std 0, real_age -1.
+    assert len(compared) > 50
+    assert sum(std > 0 for _, _, std, _ in compared) > len(compared) / 2
+    assert sum(real != -1 for _, _, _, real in compared) > len(compared) / 2
+    assert any(mean != age for age, mean, _, _ in compared)

@@ -3,7 +3,7 @@
 Everything up to pool5 is frozen and (without --augment) sees the same pixels
 every epoch, so its output is a pure function of (image shards, weights,
 variant). This module computes it once per split, streaming, into feature
-shards (pool5 as float16, with age/gender/key) written like ingest writes image
+shards (pool5 as float16, with the image record's labels and key) written like ingest writes image
 shards (temporary names, manifest last), under
 
     <records>/features/<variant>-<cache key>/   manifest.json (kind "features"), train-*, val-*, test-*
@@ -66,6 +66,9 @@ def cache_key(records_dir: str, weights: str | None, variant: str, input_size: i
         "input_size": input_size,
         "feature_dtype": FEATURE_DTYPE,
         "trunk_compute_dtype": compute_dtype,
+        # The labels each record carries: a cache written without the version-2 ones
+        # (which would read as age_std 0, real_age -1) is another key, so it is rebuilt.
+        "record_labels": [schema.AGE, schema.GENDER, schema.AGE_MEAN, schema.AGE_STD, schema.REAL_AGE],
     }
 
 
@@ -172,10 +175,12 @@ def _write(net, records_dir: str, key: dict, out: str, batch_size: int, log) -> 
         writer = ShardedWriter(out, split, shard_bytes=SHARD_BYTES)
         for images, labels in data:
             feats = np.asarray(features_of(images))
-            ages, genders, keys = (labels[k].numpy() for k in ("age", "gender", "key"))
+            ages, genders, keys, means, stds, real_ages = (labels[k].numpy() for k in (
+                "age", "gender", "key", "age_mean", "age_std", "real_age"))
             for i in range(len(feats)):
                 writer.write(schema.encode_feature_example(features=feats[i].tobytes(), age=ages[i],
-                                                           gender=genders[i], key=keys[i]))
+                                                           gender=genders[i], key=keys[i], age_mean=means[i],
+                                                           age_std=stds[i], real_age=real_ages[i]))
         splits[split] = writer.finish()
         log(f"  feature cache: {split} {splits[split]['count']} records")
     write_manifest(out, {
