@@ -25,7 +25,7 @@ from PIL import Image
 import records
 from records import schema
 from records.manifest import DataError, write_manifest
-from records.reader import augment_batch
+from records.augment import augment_batch
 from records.writer import ShardedWriter
 
 SIZE = 16
