@@ -181,3 +181,22 @@ def test_learning_rate_schedule_warms_up_linearly_then_holds_or_decays(schedule,
     got = [float(lr(step)) for step in range(6)]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     assert train.learning_rate_schedule(dataclasses.replace(config, warmup_epochs=0, lr_schedule="constant"), 2) == 0.1
+
+
+@pytest.mark.slow
+def test_two_sources_train_and_the_plan_counts_both(sample_shards, tmp_path, float32_policy, capsys):
+    run_dir = str(tmp_path / "run")
+    config = tiny_config(sample_shards, run_dir, epochs=1, steps_per_epoch=0,
+                         train_records=(sample_shards, sample_shards), records_weights=(0.25, 0.75),
+                         augment_ops=("flip", "label_jitter"))
+    count = json.load(open(os.path.join(sample_shards, "manifest.json")))["splits"]["train"]["count"]
+    train.dry_run(config)
+    plan = capsys.readouterr().out.splitlines()[-1]
+    assert plan.startswith(f"plan: 1 epochs x {2 * count // 16} steps x 16 images from {2 * count} training records")
+    assert "weight 0.25" in plan and "weight 0.75" in plan
+    train.train(config)
+    info = RunDir(run_dir).read_info()
+    assert info["train_records"] == [os.path.abspath(sample_shards)] * 2
+    assert info["records_weights"] == [0.25, 0.75]
+    assert info["records"] == os.path.abspath(sample_shards)
+    assert [r["epoch"] for r in RunDir(run_dir).read_history()] == [1]
