@@ -208,6 +208,49 @@ def test_killed_run_resumes_from_its_last_completed_epoch(train_shards, tmp_path
     assert epochs == list(range(1, 13))          # no epoch repeated or missing
 
 
+def test_killed_fine_tune_resumes_on_its_schedule_and_keeps_its_depth(trained_run, tmp_path):
+    run_dir = str(tmp_path / "fine-tune")
+    args = [sys.executable, "-m", "trainer", f"--flagfile={CPU_FLAGS}", f"--records={trained_run['shards']}",
+            f"--model_dir={run_dir}", f"--init_from={trained_run['dir']}", "--trainable_from=conv5_1",
+            "--lr_schedule=cosine", "--learning_rate=0.001", "--epochs=10", "--noevaluate"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (os.path.exists(os.path.join(run_dir, "history.csv"))
+                                          and len(history(run_dir)) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= len(history(run_dir)) < 10, "the run finished before it could be killed"
+    # Another depth is refused before the restore, in one line.
+    other = subprocess.run(args[:-3] + ["--trainable_from=all", "--noevaluate"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode != 0
+    assert other.stderr.strip().splitlines()[-1].startswith(
+        "error: --trainable_from=all but the run in"), other.stderr[-1500:]
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming" in result.stdout and "layers carried" not in result.stdout   # its own weights
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
+    # The cosine schedule continues where it was killed: epoch k ends at 0.001 (1 + cos(pi k/10)) / 2.
+    np.testing.assert_allclose([float(r["learning_rate"]) for r in rows],
+                               [0.0005 * (1 + np.cos(np.pi * k / 10)) for k in range(1, 11)], atol=1e-9)
+    info = json.load(open(os.path.join(run_dir, "run.json")))
+    assert info["trainable_from"] == "conv5_1"
+    assert info["init_from"] == os.path.abspath(os.path.join(trained_run["dir"], "best.keras"))
+
+
+def test_init_from_takes_precedence_over_weights_in_one_line(trained_run, tmp_path):
+    weights = tmp_path / "vgg_face_weights.h5"
+    weights.write_bytes(b"never read: --init_from wins")
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={trained_run['shards']}", f"--model_dir={tmp_path / 'ft'}",
+                     f"--init_from={trained_run['dir']}", f"--weights={weights}", "--epochs=1", "--noevaluate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"--init_from={trained_run['dir']} takes precedence over --weights={weights} (not loaded)" \
+        in result.stdout.splitlines()
+
+
 def test_mirrored_strategy_on_two_logical_cpus_trains(train_shards, tmp_path):
     run_dir = str(tmp_path / "mirrored")
     result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}", f"--model_dir={run_dir}",
