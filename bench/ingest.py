@@ -1,6 +1,18 @@
 """Ingest throughput and memory on synthetic samples (not a test: numbers vary by machine).
 
     python -m bench.ingest [--sizes 2000,20000] [--image_size 224] [--face_px 150 600] [--workers 0] [--out bench_out/ingest]
+    python -m bench.ingest --scale_src BIG/imdb_crop [--scale_small 20000] [--out bench_out/ingest]
+
+The second form is the scale table: the imdb-format sample in --scale_src (make
+it once with `python -m ingest.sample --dataset imdb --n 460723 --face_px 48 96
+--out BIG/imdb_crop`; it takes a while, keep it outside the repo) against a
+--scale_small-row sample of the same format, both ingested at --image_size 64
+with the identity split (by celeb_id) and 2 workers.  Per row: images/s and its
+ratio to the small row's, wall time, the main process's peak RSS (VmHWM),
+the decode workers' peak private memory (USS: pages no other process shares),
+and the sum; the main process against `scipy.io.loadmat` alone on the same
+file; the metadata step (.mat -> table -> cleaning -> split) on its own; and
+what a kill -9 halfway through costs the rerun (images decoded again).
 
 For each sample size: builds the sample (ingest.sample), runs `python -m ingest`
 in a subprocess while sampling the RSS of its whole process tree from /proc, and
@@ -21,11 +33,14 @@ Prints a markdown table:
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 import time
 
 from ingest import clean, images, matfile, sample
@@ -59,6 +74,137 @@ def _tree_rss_kb(root: int) -> int:
         except (OSError, StopIteration):
             pass
     return total
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def _uss_kb(pid: int) -> int:
+    """Private (unshared) memory of `pid`: what the process really costs."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return sum(int(line.split()[1]) for line in f
+                       if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    except OSError:
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def run_measured(args: list[str], kill_at_fraction: float | None = None) -> dict:
+    """`python -m ingest ARGS`, sampling every 0.1 s the main process's VmHWM and
+    each child's USS.  kill_at_fraction: SIGKILL the run once its progress line
+    reports that fraction of the images done (returns what was done by then)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "ingest", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    main_peak, worker_peak, done_at_kill = 0, {}, None
+    while proc.poll() is None:
+        main_peak = max(main_peak, _status_kb(proc.pid, "VmHWM"))
+        for child in _children(proc.pid):
+            worker_peak[child] = max(worker_peak.get(child, 0), _uss_kb(child))
+        if kill_at_fraction is not None:
+            progress = re.findall(r"(\d+)/(\d+) images", "".join(lines[-3:]))
+            if progress and int(progress[-1][0]) >= kill_at_fraction * int(progress[-1][1]):
+                proc.kill()
+                proc.wait()
+                done_at_kill = int(progress[-1][0])
+                break
+        time.sleep(0.1)
+    wall = time.monotonic() - start
+    stdout = proc.stdout.read()
+    reader.join()
+    err = "".join(lines)
+    if kill_at_fraction is None and proc.returncode != 0:
+        raise SystemExit(f"ingest {' '.join(args)} failed:\n{err[-2000:]}")
+    rate = re.search(r"(\d+) images/s; wrote", stdout)
+    return {"rate": float(rate.group(1)) if rate else None, "wall": wall, "stdout": stdout,
+            "main_mb": main_peak / 1024, "workers_mb": sorted(v / 1024 for v in worker_peak.values()),
+            "done_at_kill": done_at_kill}
+
+
+def _python_peak_mb(code: str) -> tuple[float, float]:
+    """(seconds, peak RSS MB) of `python -c code` (which prints its own seconds)."""
+    out = subprocess.run([sys.executable, "-c", code + "\nimport resource\n"
+                          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), int(out[1]) / 1024
+
+
+def loadmat_alone(mat: str) -> tuple[float, float]:
+    return _python_peak_mb(f"import time, scipy.io\nt = time.perf_counter()\n"
+                           f"scipy.io.loadmat({mat!r})\nprint(time.perf_counter() - t)")
+
+
+def metadata_step(mat: str) -> tuple[float, float]:
+    """The metadata step alone: .mat -> table -> cleaning -> identity split."""
+    return _python_peak_mb(
+        f"import time\nfrom ingest import clean, matfile, split\nt = time.perf_counter()\n"
+        f"kept, _ = clean.clean(matfile.load({mat!r}))\n"
+        f"split.assign(kept, by='identity')\nprint(time.perf_counter() - t)")
+
+
+def scale_table(big_src: str, small_n: int, out: str) -> None:
+    small_src = os.path.join(out, f"imdb{small_n}-px48-96", "imdb_crop")
+    if not os.path.exists(os.path.join(small_src, "imdb.mat")):
+        sample.generate(small_src, small_n, face_px=(48, 96), dataset="imdb")
+    rows, mats = [], {}
+    for src in (small_src, big_src):
+        mat = os.path.join(src, "imdb.mat")
+        target = os.path.join(out, f"scale-{os.path.basename(os.path.dirname(os.path.abspath(src)))}")
+        args = ["--src", src, "--out", target, "--image_size", "64", "--split_by", "identity",
+                "--workers", "2"]
+        r = run_measured(args)
+        entries = int(re.search(r"(\d+) entries", r["stdout"]).group(1))
+        written = sum(int(n) for n in re.findall(r"(\d+) records in", r["stdout"]))
+        rows.append((entries, written, r, loadmat_alone(mat), metadata_step(mat), os.getloadavg()[0]))
+        mats[src] = args
+        print(f"done {src}", file=sys.stderr)
+    small_rate = rows[0][2]["rate"]
+    print("\n2 workers, --image_size 64, --split_by identity (celeb_id), jpeg, imdb format, "
+          f"{os.cpu_count()} cores\n")
+    print("| entries | written | images/s | vs small | wall s | main peak RSS MB | loadmat alone MB "
+          "| main / loadmat | worker USS MB (each) | main + workers MB | metadata step s (peak MB) | load avg |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for entries, written, r, (_, load_mb), (meta_s, meta_mb), load in rows:
+        print(f"| {entries} | {written} | {r['rate']:.0f} | {r['rate'] / small_rate:.2f} "
+              f"| {r['wall']:.1f} | {r['main_mb']:.0f} | {load_mb:.0f} | {r['main_mb'] / load_mb:.2f} "
+              f"| {', '.join(f'{w:.0f}' for w in r['workers_mb'])} "
+              f"| {r['main_mb'] + sum(r['workers_mb']):.0f} | {meta_s:.1f} ({meta_mb:.0f}) | {load:.1f} |")
+    # Resume: kill -9 halfway through the big run (a fresh target), then rerun it.
+    target = os.path.join(out, "scale-resume")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(os.path.join(out, ".scale-resume.staging"), ignore_errors=True)
+    args = mats[big_src][:3] + [target] + mats[big_src][4:]
+    killed = run_measured(args, kill_at_fraction=0.5)
+    rerun = run_measured(args)
+    m = re.search(r"kept (\d+) completed shards \(([^)]*)\); decoding the remaining (\d+) of (\d+)",
+                  rerun["stdout"])
+    total, remaining = int(m.group(4)), int(m.group(3))
+    redone = remaining - (total - killed["done_at_kill"])
+    manifest = json.load(open(os.path.join(target, "manifest.json")))
+    per_shard = {s: e["count"] / len(e["shards"]) for s, e in manifest["splits"].items()}
+    bound = sum(per_shard.values())
+    print(f"\nkill -9 at {killed['done_at_kill']} of {total} images ({killed['wall']:.0f} s in), "
+          f"rerun: kept {m.group(1)} shards ({m.group(2)}), decoded {remaining} images "
+          f"({rerun['wall']:.0f} s); decoded again: {redone} images, at most one partial shard "
+          f"per split allows {bound:.0f} (records per shard: "
+          f"{', '.join(f'{s} {n:.0f}' for s, n in per_shard.items())}); load avg {os.getloadavg()[0]:.1f}")
 
 
 def run_ingest(src: str, out: str, image_size: int, workers: int) -> dict:
@@ -120,7 +266,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="bench_out/ingest", help="scratch folder (git-ignored)")
     parser.add_argument("--face_px", type=int, nargs=2, default=(150, 600), metavar=("MIN", "MAX"),
                         help="side range of the sample's face crops (the real wiki crops: mostly 150-600 px)")
+    parser.add_argument("--scale_src", help="an imdb-format sample folder: print the scale table instead")
+    parser.add_argument("--scale_small", type=int, default=20000,
+                        help="rows of the small imdb sample the scale table compares with")
     args = parser.parse_args(argv)
+    if args.scale_src:
+        scale_table(args.scale_src, args.scale_small, args.out)
+        return 0
     cores = args.workers or os.cpu_count() or 1
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):

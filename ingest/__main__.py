@@ -1,8 +1,9 @@
 """python -m ingest --src wiki_crop [--out shards/wiki] [flags]
 
 Cleans wiki.mat / imdb.mat, splits it, and writes the face crops as sharded
-TFRecords plus manifest.json (see WORKSPACE.md).  Re-running the same command
-after a crash rewrites the directory from scratch.
+TFRecords plus manifest.json (see WORKSPACE.md).  The data set is built beside
+--out and swapped in when complete; re-running the same command after a crash
+resumes from the completed shards.
 """
 
 from __future__ import annotations

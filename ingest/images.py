@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import dataclass
 
 from PIL import Image
@@ -20,6 +21,7 @@ UNSAFE_PATH = "unsafe_path"   # absolute, or escapes --src: never opened
 MISSING = "missing"
 TRUNCATED = "truncated"
 UNDECODABLE = "undecodable"
+NOT_A_FILE = "not_a_file"     # a directory, FIFO, device...: never opened (reading could block)
 
 
 class SkipImage(Exception):
@@ -46,6 +48,20 @@ def safe_path(src: str, rel: str) -> str:
     path = os.path.realpath(os.path.join(root, rel))
     if os.path.commonpath([root, path]) != root:
         raise SkipImage(UNSAFE_PATH, rel)
+    return path
+
+
+def require_regular_file(path: str) -> str:
+    """`path` if it is a regular file (after symlinks), else SkipImage: a FIFO or a
+    device would block or never end when read, so it is never opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as e:
+        raise SkipImage(MISSING, path) from e
+    except OSError as e:
+        raise SkipImage(UNDECODABLE, f"{path}: {e.strerror}") from e
+    if not stat.S_ISREG(mode):
+        raise SkipImage(NOT_A_FILE, path)
     return path
 
 
@@ -102,7 +118,7 @@ def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
 
 def process(settings: ImageSettings, rel: str) -> bytes:
     """`rel` (a full_path from the .mat) -> the bytes stored as image/encoded."""
-    rgb = load(safe_path(settings.src, rel), settings.image_size)
+    rgb = load(require_regular_file(safe_path(settings.src, rel)), settings.image_size)
     return encode(rgb, settings.encoding, settings.jpeg_quality)
 
 

@@ -28,6 +28,10 @@ _UNIX_EPOCH_ORDINAL = 719_163                   # date(1970, 1, 1).toordinal()
 
 def find_mat(src: str) -> tuple[str, str]:
     """(path to the .mat inside `src`, its struct key 'wiki' or 'imdb')."""
+    if os.path.isfile(src):
+        raise DataError(f"--src {src}: is a file; pass the folder that holds it (wiki.mat or "
+                        f"imdb.mat and the face folders 00/..99/), e.g. --src "
+                        f"{os.path.dirname(src) or '.'}")
     if not os.path.isdir(src):
         raise DataError(f"--src {src}: no such directory; pass the extracted wiki_crop/ "
                         f"(or imdb_crop/) folder, or make a sample with "
@@ -55,17 +59,42 @@ def _strings(cells: np.ndarray) -> list[str]:
     return [str(c[0]) if c.size else "" for c in cells.ravel()]
 
 
+REQUIRED_FIELDS = ("dob", "photo_taken", "full_path", "gender", "name", "face_score",
+                   "second_face_score")
+
+
+def _check_struct(struct, path: str, key: str) -> None:
+    """The struct has every field load() reads, all of one length, and at least one entry."""
+    names = getattr(getattr(struct, "dtype", None), "names", None)
+    if not names:
+        raise DataError(f"{path}: {key!r} is a plain {type(struct).__name__} array, not the "
+                        f"IMDB-WIKI struct of fields; re-download or re-extract it")
+    missing = [f for f in REQUIRED_FIELDS if f not in names]
+    if missing:
+        raise DataError(f"{path}: the {key!r} struct has no field {', '.join(missing)}; "
+                        f"re-download or re-extract it")
+    lengths = {f: int(np.asarray(struct[f]).size) for f in REQUIRED_FIELDS}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"{path}: fields of different lengths ({', '.join(f'{k} {v}' for k, v in lengths.items())}); "
+                        f"the file is damaged: re-download or re-extract it")
+    if not lengths["dob"]:
+        raise DataError(f"{path}: the {key!r} struct has 0 entries; re-download or re-extract it")
+
+
 def load(path: str, key: str | None = None) -> pd.DataFrame:
     """Columns: full_path, name, dob, photo_taken, gender, face_score,
     second_face_score, birth_year, dob_valid, age (and celeb_id for imdb)."""
     import scipy.io
 
     key = key or dict(KNOWN_MATS).get(os.path.basename(path))
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: empty file (0 bytes); re-download or re-extract it")
     try:
         struct = scipy.io.loadmat(path)[key][0, 0]
-    except (OSError, ValueError, KeyError, IndexError) as e:
+    except (OSError, ValueError, KeyError, IndexError, scipy.io.matlab.MatReadError) as e:
         raise DataError(f"{path}: not a readable IMDB-WIKI .mat with a {key!r} struct ({e}); "
                         f"re-download or re-extract it") from e
+    _check_struct(struct, path, key)
     dob = struct["dob"].ravel().astype(np.int64)
     years, valid = birth_years(dob)
     photo_taken = struct["photo_taken"].ravel().astype(np.int64)

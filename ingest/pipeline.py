@@ -9,16 +9,15 @@ queued or finished-but-unwritten at any time (multiprocessing.Pool.imap would
 read the whole task list ahead and buffer every result the writer has not
 consumed yet), and the writer streams each record to disk as it arrives.
 
-Crash safety: the old manifest.json is deleted before anything else, shards are
-written under temporary names and renamed by ShardedWriter.finish(), and the
-manifest is written last.  A killed run leaves no manifest, so readers refuse
-the directory; re-running the same command starts the directory over (it does
-not resume: re-decoding is cheap next to keeping partial state consistent).
+Crash safety (ingest.output, records.outdir, records.lock): flags, source and
+output are checked before anything is touched; one ingest per output
+directory; the data set is built in a staging directory beside --out and
+swapped in when complete, so a failed or killed run leaves the previous data
+set usable; re-running the same command resumes from the completed shards.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import multiprocessing
@@ -26,7 +25,8 @@ import os
 
 import numpy as np
 
-from ingest import clean, images, matfile, split
+from ingest import clean, images, matfile, output, split
+from ingest.decode_pool import DecodePool
 from ingest.progress import Progress
 from records import manifest as manifest_lib
 from records import schema
@@ -71,61 +71,54 @@ def _chunks(order: np.ndarray, paths: list[str], size: int):
         yield [(int(i), paths[i]) for i in order[start:start + size]]
 
 
-class DecodePool:
-    """Ordered, bounded fan-out of image chunks to worker processes (or inline
-    for workers=1, which is also the benchmark's single-process baseline)."""
-
-    def __init__(self, settings: images.ImageSettings, workers: int, inflight_per_worker: int = 4):
-        self.settings, self.workers = settings, workers
-        self.inflight = max(2, workers * inflight_per_worker)
-        self._pool = None
-        if workers > 1:
-            # ingest never imports TensorFlow (records.wire frames the records), so
-            # the forked workers are small PIL-only processes with no TF threads.
-            self._pool = multiprocessing.get_context("fork").Pool(
-                workers, initializer=images.init_worker, initargs=(settings,))
-        else:
-            images.init_worker(settings)
-
-    def map(self, chunks):
-        if self._pool is None:
-            for chunk in chunks:
-                yield from images.process_chunk(chunk)
-            return
-        pending = collections.deque()
-        for chunk in chunks:
-            pending.append(self._pool.apply_async(images.process_chunk, (chunk,)))
-            if len(pending) >= self.inflight:
-                yield from pending.popleft().get()
-        while pending:
-            yield from pending.popleft().get()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
-
-    def terminate(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-
-
 def _gender_code(value: float) -> int:
     return schema.GENDER_UNKNOWN if np.isnan(value) else int(value)
 
 
+def _require_every_split(split_of: np.ndarray, cfg: Config, mat_path: str) -> None:
+    """Before any image is decoded: each split gets rows (--test_fraction 0 cannot work)."""
+    for name in schema.SPLITS:
+        if not np.any(split_of == name):
+            raise DataError(f"--test_fraction={cfg.test_fraction} --val_fraction={cfg.val_fraction}: "
+                            f"the {name} split gets none of the {len(split_of)} kept rows of "
+                            f"{mat_path}; raise the fraction (every split needs rows)")
+
+
+def fingerprint(cfg: Config, source_sha256: str) -> dict:
+    """What makes two runs "the same command": a resume needs equal fingerprints.
+    (--workers and --chunk change the speed, not one byte of the output; the
+    source is named by its .mat's sha256, so a moved --src folder still resumes.)"""
+    flags = {k: v for k, v in dataclasses.asdict(cfg).items()
+             if k not in ("src", "out", "workers", "chunk")}
+    return {"schema_version": schema.SCHEMA_VERSION, "source_sha256": source_sha256, "flags": flags}
+
+
 def run(cfg: Config, log=print) -> dict:
-    """Run the job described by `cfg`; returns the manifest it wrote."""
+    """Run the job described by `cfg`; returns the manifest it wrote.  Flags, the
+    source and the output are checked before anything is written (see ingest.output)."""
     cfg.validate()
     mat_path, mat_key = matfile.find_mat(cfg.src)
     out = cfg.out or default_out(mat_key)
     workers = cfg.workers or os.cpu_count() or 1
-    os.makedirs(out, exist_ok=True)
-    stale = manifest_lib.manifest_path(out)
-    if os.path.exists(stale):          # first: an old finished set must not outlive this run
-        os.remove(stale)
+    target = output.DataSetOutput(out, log)
+    target.check()                                  # refused here: nothing touched
+    settings = images.ImageSettings(src=cfg.src, image_size=cfg.image_size,
+                                    encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality)
+    pool = DecodePool(settings, workers)            # forked before the table exists and the lock
+    try:
+        with target.lock():
+            target.repair()
+            manifest, rate = _ingest(cfg, out, target, pool, mat_path, mat_key, workers)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    log(summary(manifest, out, rate))
+    return manifest
 
+
+def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePool,
+            mat_path: str, mat_key: str, workers: int) -> tuple[dict, float]:
     frame = matfile.load(mat_path, mat_key)
     entries = len(frame)
     kept, cleaning = clean.clean(frame, clean.Thresholds(
@@ -135,6 +128,7 @@ def run(cfg: Config, log=print) -> dict:
         raise DataError(f"{mat_path}: no rows survive cleaning ({cleaning}); loosen the thresholds")
     split_of = split.assign(kept, by=cfg.split_by, test_fraction=cfg.test_fraction,
                             val_fraction=cfg.val_fraction, seed=cfg.seed)
+    _require_every_split(split_of, cfg, mat_path)
     # Seeded write order: every shard is a random sample of its split, so
     # file-level sharding across readers stays unbiased.
     order = np.random.default_rng(cfg.seed + 1).permutation(len(kept))
@@ -143,72 +137,56 @@ def run(cfg: Config, log=print) -> dict:
     ages = kept["age"].to_numpy()
     genders = kept["gender"].to_numpy()
     scores = kept["face_score"].to_numpy()
-    settings = images.ImageSettings(src=cfg.src, image_size=cfg.image_size,
-                                    encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality)
+    del frame, kept                              # the decode loop needs only these columns
     image_format = schema.FORMAT_RAW if cfg.encoding == "raw" else schema.FORMAT_JPEG
+    source_sha256 = manifest_lib.file_sha256(mat_path)
 
-    pool = DecodePool(settings, workers)
-    try:
-        from records.writer import ShardedWriter
-
-        shard_bytes = max(1, int(cfg.shard_mb * 1e6))
-        writers = {s: ShardedWriter(out, s, shard_bytes=shard_bytes) for s in schema.SPLITS}
-        skipped: collections.Counter = collections.Counter()
-        histogram = [0] * schema.NUM_AGES
-        split_histograms = {s: [0] * schema.NUM_AGES for s in schema.SPLITS}
-        gender_counts = {"male": 0, "female": 0, "unknown": 0}
-        progress = Progress(len(kept))
-        for index, encoded, reason in pool.map(_chunks(order, paths, cfg.chunk)):
+    with target.write_errors():                  # disk full / read-only: one line, staging removed
+        writing = target.start(fingerprint(cfg, source_sha256), order, split_of,
+                               shard_bytes=max(1, int(cfg.shard_mb * 1e6)))
+        progress = Progress(len(writing.todo))
+        for index, encoded, reason in pool.map(_chunks(writing.todo, paths, cfg.chunk)):
             progress.update()
-            if encoded is None:
-                skipped[reason] += 1
-                continue
             age, gender = int(ages[index]), _gender_code(genders[index])
-            writers[split_of[index]].write(schema.encode_example(
+            record = None if encoded is None else schema.encode_example(
                 image=encoded, image_format=image_format, height=cfg.image_size,
                 width=cfg.image_size, age=age, gender=gender,
-                face_score=float(scores[index]), key=paths[index]))
-            histogram[age] += 1
-            split_histograms[split_of[index]][age] += 1
-            gender_counts[{1: "male", 0: "female"}.get(gender, "unknown")] += 1
+                face_score=float(scores[index]), key=paths[index])
+            writing.add(index, record, reason, age, gender)
         progress.close()
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
 
-    splits = {}
-    for name, writer in writers.items():
-        if writer.count == 0:
-            raise DataError(f"{out}: split {name!r} has no readable images (of {entries} entries, "
-                            f"{len(kept)} kept, skipped {dict(skipped)}); check --src or "
-                            f"change --test_fraction/--val_fraction")
+        totals = writing.totals()
+        for name in schema.SPLITS:
+            if writing.count(name) == 0:
+                raise DataError(f"{out}: split {name!r} has no readable images (of {entries} entries, "
+                                f"{len(paths)} kept, skipped {totals['skipped']}); check --src or "
+                                f"change --test_fraction/--val_fraction")
         # Per-split ages: the trainer's baseline (always answer the training mean) needs them.
-        splits[name] = {**writer.finish(), "age_histogram": split_histograms[name]}
+        splits = writing.finish_splits()
 
-    from ingest.plot import age_gender_png
+        from ingest.plot import age_gender_png
 
-    age_gender_png(os.path.join(out, "age_gender.png"), histogram, gender_counts,
-                   title=f"{os.path.basename(mat_path)} ({sum(histogram)} records)")
-    manifest = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "kind": "images",
-        "image_size": cfg.image_size,
-        "encoding": cfg.encoding,
-        "source": {"mat": os.path.basename(mat_path), "sha256": manifest_lib.file_sha256(mat_path),
-                   "entries": entries},
-        "flags": {**dataclasses.asdict(cfg), "out": out, "workers": workers},
-        "cleaning": cleaning,
-        "kept": len(kept),
-        "skipped": dict(sorted(skipped.items())),
-        "splits": splits,
-        "age_histogram": histogram,
-        "gender_counts": gender_counts,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    manifest_lib.write_manifest(out, manifest)    # last: this makes the directory a data set
-    log(summary(manifest, out, progress.rate))
-    return manifest
+        age_gender_png(os.path.join(target.staging, output.PLOT_NAME), totals["age_histogram"],
+                       totals["gender_counts"],
+                       title=f"{os.path.basename(mat_path)} ({sum(totals['age_histogram'])} records)")
+        manifest = {
+            "schema_version": schema.SCHEMA_VERSION,
+            "kind": "images",
+            "image_size": cfg.image_size,
+            "encoding": cfg.encoding,
+            "source": {"mat": os.path.basename(mat_path), "sha256": source_sha256,
+                       "entries": entries},
+            "flags": {**dataclasses.asdict(cfg), "out": out, "workers": workers},
+            "cleaning": cleaning,
+            "kept": len(paths),
+            "skipped": totals["skipped"],
+            "splits": splits,
+            "age_histogram": totals["age_histogram"],
+            "gender_counts": totals["gender_counts"],
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        writing.publish(manifest)               # manifest last, then staging becomes `out`
+    return manifest, progress.rate
 
 
 def summary(manifest: dict, out: str, rate: float | None = None) -> str:

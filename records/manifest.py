@@ -73,6 +73,9 @@ def read_manifest(directory: str) -> dict:
             manifest = json.load(f)
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: unreadable manifest ({e}); re-run ingest into {directory}") from e
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: a JSON {type(manifest).__name__}, not a manifest object; "
+                        f"re-run ingest into {directory}")
     version = manifest.get("schema_version")
     if version != schema.SCHEMA_VERSION:
         raise DataError(f"{path}: schema_version {version!r}, this code reads version "

@@ -13,10 +13,27 @@ import os
 
 import tensorflow as tf
 
-from records import schema
+from records import schema, wire
 from records.manifest import DataError, file_sha256, read_manifest
 
 _BATCH = 256
+
+
+def _batches(path: str, out: list[str], fix: str):
+    """The records of `path` in lists of _BATCH, framing checked in Python so a
+    corrupt record is named by its index and byte offset (appended to `out`)."""
+    batch = []
+    try:
+        with open(path, "rb") as f:
+            for record in wire.read_frames(f):
+                batch.append(record)
+                if len(batch) == _BATCH:
+                    yield batch
+                    batch = []
+    except wire.CorruptRecord as e:
+        out.append(f"{path}: corrupt at {e}; {fix}")
+    if batch:
+        yield batch
 
 
 def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: str) -> list[str]:
@@ -30,46 +47,43 @@ def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: st
     expected_format = schema.ENCODINGS[encoding]
     spec = schema.feature_spec()
     count = 0
-    try:
-        for batch in tf.data.TFRecordDataset(path).batch(_BATCH):
-            try:
-                parsed = tf.io.parse_example(batch, spec)
-            except tf.errors.InvalidArgumentError as e:
-                out.append(f"{path}: a record near #{count} does not parse with the schema "
-                           f"({e.message.splitlines()[0]})")
-                count += int(batch.shape[0])
+    for records in _batches(path, out, "re-run ingest"):
+        batch = tf.constant(records)
+        try:
+            parsed = tf.io.parse_example(batch, spec)
+        except tf.errors.InvalidArgumentError as e:
+            out.append(f"{path}: a record among #{count}..#{count + len(records) - 1} does not "
+                       f"parse with the schema ({e.message.splitlines()[0]})")
+            count += len(records)
+            continue
+        for j in range(len(records)):
+            where = f"{path} record #{count}"
+            count += 1
+            key = parsed[schema.KEY][j].numpy().decode("utf-8", "replace")
+            if key in seen:
+                out.append(f"{where}: key {key!r} also in {seen[key]}")
+            seen[key] = split
+            fmt = parsed[schema.IMAGE_FORMAT][j].numpy()
+            h, w = int(parsed[schema.IMAGE_HEIGHT][j]), int(parsed[schema.IMAGE_WIDTH][j])
+            age, gender = int(parsed[schema.AGE][j]), int(parsed[schema.GENDER][j])
+            if fmt != expected_format:
+                out.append(f"{where} ({key}): format {fmt!r}, manifest says {encoding}")
+            if size is not None and (h, w) != (size, size):
+                out.append(f"{where} ({key}): {h}x{w}, manifest image_size {size}")
+            if not 0 <= age < schema.NUM_AGES or gender not in (0, 1, schema.GENDER_UNKNOWN):
+                out.append(f"{where} ({key}): label out of range (age {age}, gender {gender})")
+            encoded = parsed[schema.IMAGE_ENCODED][j].numpy()
+            if fmt == schema.FORMAT_RAW:
+                if len(encoded) != h * w * 3:
+                    out.append(f"{where} ({key}): {len(encoded)} raw bytes, need {h * w * 3}")
                 continue
-            for j in range(int(batch.shape[0])):
-                where = f"{path} record #{count}"
-                count += 1
-                key = parsed[schema.KEY][j].numpy().decode("utf-8", "replace")
-                if key in seen:
-                    out.append(f"{where}: key {key!r} also in {seen[key]}")
-                seen[key] = split
-                fmt = parsed[schema.IMAGE_FORMAT][j].numpy()
-                h, w = int(parsed[schema.IMAGE_HEIGHT][j]), int(parsed[schema.IMAGE_WIDTH][j])
-                age, gender = int(parsed[schema.AGE][j]), int(parsed[schema.GENDER][j])
-                if fmt != expected_format:
-                    out.append(f"{where} ({key}): format {fmt!r}, manifest says {encoding}")
-                if size is not None and (h, w) != (size, size):
-                    out.append(f"{where} ({key}): {h}x{w}, manifest image_size {size}")
-                if not 0 <= age < schema.NUM_AGES or gender not in (0, 1, schema.GENDER_UNKNOWN):
-                    out.append(f"{where} ({key}): label out of range (age {age}, gender {gender})")
-                encoded = parsed[schema.IMAGE_ENCODED][j].numpy()
-                if fmt == schema.FORMAT_RAW:
-                    if len(encoded) != h * w * 3:
-                        out.append(f"{where} ({key}): {len(encoded)} raw bytes, need {h * w * 3}")
-                    continue
-                try:
-                    shape = tuple(tf.io.decode_jpeg(encoded, channels=3).shape)
-                except tf.errors.InvalidArgumentError as e:
-                    out.append(f"{where} ({key}): image does not decode ({e.message.splitlines()[0]})")
-                    continue
-                if shape != (h, w, 3):
-                    out.append(f"{where} ({key}): decodes to {shape}, record says {(h, w, 3)}")
-    except tf.errors.DataLossError as e:
-        out.append(f"{path}: corrupt after {count} records ({e.message.splitlines()[0]}); "
-                   f"re-run ingest")
+            try:
+                shape = tuple(tf.io.decode_jpeg(encoded, channels=3).shape)
+            except tf.errors.InvalidArgumentError as e:
+                out.append(f"{where} ({key}): image does not decode ({e.message.splitlines()[0]})")
+                continue
+            if shape != (h, w, 3):
+                out.append(f"{where} ({key}): decodes to {shape}, record says {(h, w, 3)}")
     if count != shard["count"]:
         out.append(f"{path}: {count} records, manifest lists {shard['count']}")
     return out
@@ -79,17 +93,20 @@ def _check_feature_records(path: str, shard: dict, manifest: dict) -> list[str]:
     """A feature-cache shard: every record parses and holds feature_shape float16 values."""
     out, count = [], 0
     nbytes = 2 * math.prod(manifest.get("feature_shape") or [0])
-    try:
-        for batch in tf.data.TFRecordDataset(path).batch(_BATCH):
-            parsed = tf.io.parse_example(batch, schema.feature_record_spec())
-            lengths = tf.strings.length(parsed[schema.FEATURES]).numpy()
-            for j, n in enumerate(lengths):
-                if n != nbytes:
-                    out.append(f"{path} record #{count + j}: {n} feature bytes, feature_shape needs {nbytes}")
-            count += len(lengths)
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        out.append(f"{path}: corrupt after {count} records ({e.message.splitlines()[0]}); "
-                   f"delete the cache directory and let the trainer rebuild it")
+    fix = "delete the cache directory and let the trainer rebuild it"
+    for records in _batches(path, out, fix):
+        try:
+            parsed = tf.io.parse_example(tf.constant(records), schema.feature_record_spec())
+        except tf.errors.InvalidArgumentError as e:
+            out.append(f"{path}: a record among #{count}..#{count + len(records) - 1} does not "
+                       f"parse with the schema ({e.message.splitlines()[0]}); {fix}")
+            count += len(records)
+            continue
+        lengths = tf.strings.length(parsed[schema.FEATURES]).numpy()
+        for j, n in enumerate(lengths):
+            if n != nbytes:
+                out.append(f"{path} record #{count + j}: {n} feature bytes, feature_shape needs {nbytes}")
+        count += len(lengths)
     if count != shard["count"]:
         out.append(f"{path}: {count} records, manifest lists {shard['count']}")
     return out

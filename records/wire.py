@@ -34,6 +34,39 @@ def frame(record: bytes) -> bytes:
             + struct.pack("<I", masked_crc32c(record)))
 
 
+class CorruptRecord(Exception):
+    """A .tfrecord file stops being valid at record `index`, whose frame starts at
+    byte `offset` (the records before it are intact)."""
+
+    def __init__(self, index: int, offset: int, why: str):
+        super().__init__(f"record #{index} at byte offset {offset}: {why}")
+        self.index, self.offset, self.why = index, offset, why
+
+
+def read_frames(f):
+    """Yield the records of an open .tfrecord file, checking both CRCs of every
+    frame; raises CorruptRecord naming the first bad record and where it starts."""
+    index = offset = 0
+    while True:
+        header = f.read(12)
+        if not header:
+            return
+        if len(header) < 12:
+            raise CorruptRecord(index, offset, f"truncated frame header ({len(header)} of 12 bytes)")
+        length, crc = struct.unpack("<QI", header)
+        if masked_crc32c(header[:8]) != crc:
+            raise CorruptRecord(index, offset, "length checksum mismatch")
+        data = f.read(length)
+        footer = f.read(4)
+        if len(data) < length or len(footer) < 4:
+            raise CorruptRecord(index, offset, f"truncated (frame says {length} bytes of data)")
+        if masked_crc32c(data) != struct.unpack("<I", footer)[0]:
+            raise CorruptRecord(index, offset, "data checksum mismatch")
+        yield data
+        index += 1
+        offset += 16 + length
+
+
 # --- protobuf wire format: only what tf.train.Example needs -------------------
 
 def _varint(value: int) -> bytes:

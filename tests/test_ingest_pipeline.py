@@ -100,25 +100,26 @@ def test_outputs_verify_and_plot(sample_shards):
 
 
 @pytest.mark.slow
-def test_a_killed_ingest_leaves_no_data_set_and_a_rerun_finishes(sample_dir, sample_shards, tmp_path):
+def test_a_killed_reingest_leaves_the_old_data_set_and_a_rerun_finishes(sample_dir, sample_shards, tmp_path):
     out = tmp_path / "wiki"
     shutil.copytree(sample_shards, out)            # an old finished set in the way
     command = [sys.executable, "-m", "ingest", "--src", sample_dir, "--out", str(out),
                "--image_size", "96", "--shard_mb", "0.05", "--workers", "1"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    staging = tmp_path / ".wiki.staging"
     deadline = time.monotonic() + 60
-    while not any(p.name.endswith(".tmp") for p in out.iterdir()):   # writing has begun
+    while not (staging.is_dir() and any(p.name.endswith(".tmp") for p in staging.iterdir())):
         assert proc.poll() is None and time.monotonic() < deadline, "ingest ended before the kill"
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    assert not (out / "manifest.json").exists()     # the old manifest went first
-    assert any("no manifest" in p for p in problems(str(out)))
+    assert problems(str(out)) == []                 # the old data set is untouched and usable
+    assert json.load(open(out / "manifest.json"))["image_size"] == SAMPLE_IMAGE_SIZE
     rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert problems(str(out)) == []
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")] and not staging.exists()
     assert json.load(open(out / "manifest.json"))["image_size"] == 96
 
 

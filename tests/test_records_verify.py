@@ -11,6 +11,7 @@ import pytest
 from conftest import run_module
 from records.__main__ import inspect
 from records.manifest import DataError
+from records import wire
 from records.verify import problems
 
 
@@ -41,8 +42,24 @@ def test_truncated_shard_is_named(copy):
     path.write_bytes(data[:-100])
     found = problems(str(copy))
     assert any(p.startswith(str(path)) and "bytes, manifest lists" in p for p in found)
-    assert any(p.startswith(str(path)) and "corrupt after" in p for p in found)
+    assert any(p.startswith(str(path)) and "corrupt at record #" in p and "truncated" in p
+               for p in found)
     assert all(str(path) in p for p in found)
+
+
+def test_a_flipped_byte_is_named_by_record_index_and_byte_offset(copy):
+    """The record after 16 intact ones is named as #16 at its exact offset (not "after 0")."""
+    path = copy / _train_shard(copy)
+    with open(path, "rb") as f:
+        sizes = [16 + len(record) for record in wire.read_frames(f)]
+    assert len(sizes) > 17
+    offset = sum(sizes[:16])
+    data = bytearray(path.read_bytes())
+    data[offset + 12 + 5] ^= 0xFF                 # inside record #16's data
+    path.write_bytes(bytes(data))
+    found = [p for p in problems(str(copy)) if "corrupt" in p]
+    assert found == [f"{path}: corrupt at record #16 at byte offset {offset}: data checksum "
+                     f"mismatch; re-run ingest"]
 
 
 def test_sha256_mismatch_is_named(copy):

@@ -1,0 +1,105 @@
+"""Ordered, bounded fan-out of image chunks to decode worker processes.
+
+- Bounded memory: at most `inflight` chunks are queued or finished-but-unread
+  (multiprocessing.Pool.imap would read the whole task list ahead).
+- No hangs: the workers run in a concurrent.futures.ProcessPoolExecutor, which
+  notices a worker that dies (kill -9, the OOM killer) and fails every pending
+  task; `map` turns that into one DataError line.  (multiprocessing.Pool
+  silently replaces the dead worker and waits forever for its lost task.)
+- Small workers: all workers are forked when the pool is created, which
+  ingest does before it loads the metadata table and before it takes the
+  output lock, so no worker holds a copy of the table (its private memory,
+  USS, does not grow with the data set) or the lock.  Ingest never imports
+  TensorFlow, so the forked workers are small PIL-only processes.
+- No orphans: each worker asks the kernel for SIGKILL when its parent dies.
+workers=1 decodes inline (the benchmark's single-process baseline).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import ctypes
+import multiprocessing
+import os
+import signal
+from concurrent.futures.process import BrokenProcessPool
+
+from ingest import images
+from records.manifest import DataError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _init_worker(settings: images.ImageSettings, parent: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):      # not Linux: workers may outlive a killed parent
+        pass
+    if os.getppid() != parent:             # the parent died before prctl took effect
+        os._exit(1)
+    images.init_worker(settings)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class DecodePool:
+    def __init__(self, settings: images.ImageSettings, workers: int, inflight_per_worker: int = 4):
+        self.settings, self.workers = settings, workers
+        self.inflight = max(2, workers * inflight_per_worker)
+        self._pool = None
+        if workers > 1:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork"),
+                initializer=_init_worker, initargs=(settings, os.getpid()))
+            # With "fork" the executor starts every worker at the first submit:
+            # do it now, while this process is still small.
+            self._pool.submit(_ready).result()
+            self._processes = dict(self._pool._processes)   # pid -> Process, kept for the error
+        else:
+            images.init_worker(settings)
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (empty when decoding inline)."""
+        return sorted(self._processes) if self._pool is not None else []
+
+    def map(self, chunks):
+        """Yield (index, encoded or None, skip reason or None) in chunk order."""
+        if self._pool is None:
+            for chunk in chunks:
+                yield from images.process_chunk(chunk)
+            return
+        pending = collections.deque()
+        try:
+            for chunk in chunks:
+                pending.append(self._pool.submit(images.process_chunk, chunk))
+                if len(pending) >= self.inflight:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        except BrokenProcessPool:
+            raise DataError(self._death_message()) from None
+
+    def _death_message(self) -> str:
+        dead = []
+        for pid, process in self._processes.items():
+            code = process.exitcode
+            if code is not None and code != 0:
+                dead.append(f"pid {pid} " + (f"killed by signal {-code}" if code < 0 else f"exit code {code}"))
+        what = ", ".join(dead) or "a worker"
+        return (f"a decode worker died ({what}; signal 9 is what the out-of-memory killer sends); "
+                f"lower --workers or free memory, then rerun the same command: it keeps the "
+                f"completed shards")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def terminate(self) -> None:
+        if self._pool is not None:
+            for process in self._processes.values():
+                if process.is_alive():
+                    process.kill()
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,452 @@
+"""Ingest's guarantees: never touch what it did not make, leave the previous data
+set usable on failure, one writer per output, no hangs, one-line errors, and
+byte-identical resume after kill -9 (see WORKSPACE.md, "Guarantees")."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import scipy.io
+
+from conftest import run_module
+from ingest import images, output, pipeline, sample
+from records import outdir
+from records.lock import OutputLock
+from records.manifest import DataError, file_sha256
+from records.verify import problems
+from records.writer import ShardedWriter
+
+
+def _cfg(src, out, **kw) -> pipeline.Config:
+    return pipeline.Config(src=str(src), out=str(out), **{"image_size": 16, "shard_mb": 0.01,
+                                                          "workers": 1, **kw})
+
+
+def _quiet(_line):
+    pass
+
+
+@pytest.fixture
+def good(sample_dir, tmp_path):
+    """A finished data set of sample_dir at tmp_path/good (ingested in-process, inline)."""
+    out = tmp_path / "good"
+    pipeline.run(_cfg(sample_dir, out), log=_quiet)
+    return out
+
+
+def _snapshot(directory) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def _no_tmp_left(root) -> bool:
+    return not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+# --- rule 1: a command never deletes or overwrites what it did not make ---------
+
+def test_foreign_out_is_refused_untouched(sample_dir, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "train-mine.tfrecord").write_text("precious")
+    (out / "manifest.json").write_text('{"mine": true}')
+    before = _snapshot(out)
+    with pytest.raises(DataError, match="not empty and not written by this project"):
+        pipeline.run(_cfg(sample_dir, out), log=_quiet)
+    assert _snapshot(out) == before and sorted(os.listdir(tmp_path)) == ["o"]
+
+
+def test_out_that_is_a_file_is_refused(sample_dir, tmp_path):
+    (tmp_path / "o").write_text("x")
+    with pytest.raises(DataError, match="is a file, not a directory"):
+        pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
+    assert (tmp_path / "o").read_text() == "x"
+
+
+def test_user_files_in_our_out_survive_a_reingest(sample_dir, good):
+    (good / "notes.txt").write_text("mine")
+    (good / "sub").mkdir()
+    (good / "sub" / "a.txt").write_text("mine too")
+    pipeline.run(_cfg(sample_dir, good, jpeg_quality=80), log=_quiet)
+    assert (good / "notes.txt").read_text() == "mine" and (good / "sub" / "a.txt").read_text() == "mine too"
+    assert problems(str(good)) == [] and json.load(open(good / "manifest.json"))["flags"]["jpeg_quality"] == 80
+    assert sorted(p.name for p in good.parent.iterdir()) == [".good.lock", "good"]   # no staging/old left
+
+
+def test_marker_is_dropped_first(sample_dir, tmp_path, monkeypatch):
+    """Even a run interrupted at its first shard leaves a recognisable (ours) staging dir."""
+    def boom(self, record):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ShardedWriter, "write", boom)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
+    staging = tmp_path / ".o.staging"
+    assert outdir.marker_kind(str(staging)) == "images"
+
+
+# --- rule 2: a failed or interrupted command leaves the previous result usable --
+
+@pytest.mark.parametrize("change", ["min_face_score", "truncated_mat"])
+def test_failed_reingest_keeps_the_good_data_set(sample_dir, good, tmp_path, change):
+    before = _snapshot(good)
+    src, kw = sample_dir, {}
+    if change == "min_face_score":
+        kw = {"min_face_score": 100}
+    else:
+        src = tmp_path / "src"
+        shutil.copytree(sample_dir, src)
+        data = (src / "wiki.mat").read_bytes()
+        (src / "wiki.mat").write_bytes(data[:len(data) // 2])
+    with pytest.raises(DataError):
+        pipeline.run(_cfg(src, good, **kw), log=_quiet)
+    assert _snapshot(good) == before and problems(str(good)) == []
+
+
+@pytest.mark.parametrize("state", ["after_first_rename", "after_second_rename", "during_delete"])
+def test_an_interrupted_swap_is_repaired_on_the_next_start(tmp_path, state):
+    new, old_files = tmp_path / "o", {"manifest.json": "old", "notes.txt": "user"}
+    out = outdir.Output(str(new), kind="images", owns=output.owns)
+    for name, text in old_files.items():
+        (tmp_path / ".o.old").mkdir(exist_ok=True)
+        (tmp_path / ".o.old" / name).write_text(text)
+    (tmp_path / ".o.old" / outdir.MARKER_NAME).write_text("{}")
+    if state == "after_first_rename":          # old aside, complete staging not yet moved in
+        outdir.drop_marker(out.staging, "images")
+        (tmp_path / ".o.staging" / "manifest.json").write_text("new")
+    else:
+        outdir.drop_marker(str(new), "images")
+        (new / "manifest.json").write_text("new")
+    if state == "during_delete":                # old carried over and renamed to trash
+        (new / "notes.txt").write_text("user")
+        os.replace(out.old, out.trash)
+    assert out.repair()
+    assert (new / "manifest.json").read_text() == "new" and (new / "notes.txt").read_text() == "user"
+    assert sorted(os.listdir(tmp_path)) == ["o"]
+
+
+def test_a_swap_that_never_started_restores_the_old(tmp_path):
+    (tmp_path / ".o.old").mkdir()
+    (tmp_path / ".o.old" / "manifest.json").write_text("old")
+    out = outdir.Output(str(tmp_path / "o"), kind="images")
+    assert "restored" in out.repair()
+    assert (tmp_path / "o" / "manifest.json").read_text() == "old"
+
+
+# --- rule 3: one writer per output directory --------------------------------------
+
+def test_a_second_writer_is_refused_naming_the_holder(sample_dir, tmp_path):
+    out = tmp_path / "o"
+    with OutputLock(str(out)):
+        with pytest.raises(DataError, match=f"already being written by pid {os.getpid()} "
+                                            f"on {socket.gethostname()}"):
+            pipeline.run(_cfg(sample_dir, out), log=_quiet)
+    assert not out.exists()
+    pipeline.run(_cfg(sample_dir, out), log=_quiet)        # released: the next one runs
+
+
+@pytest.mark.slow
+def test_a_second_ingest_process_is_refused_at_once(sample_dir, tmp_path):
+    out = tmp_path / "o"
+    with OutputLock(str(out)):
+        start = time.monotonic()
+        result = run_module("ingest", "--src", sample_dir, "--out", str(out), "--image_size", "16",
+                            "--jpeg_quality", "50")
+    assert result.returncode == 1 and time.monotonic() - start < 30
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {out}: already being written by pid {os.getpid()} on "
+                     f"{socket.gethostname()} (lock {tmp_path}/.o.lock); wait for it to finish "
+                     f"or choose another output directory"], result.stderr
+
+
+# --- rule 4: no hangs -------------------------------------------------------------
+
+_KILL_A_WORKER = textwrap.dedent("""
+    import os, signal, sys, time
+    from ingest import images, pipeline
+    real = images.process_chunk
+    def slow(chunk):
+        time.sleep(0.05)
+        return real(chunk)
+    images.process_chunk = slow          # forked workers inherit it
+    real_map = pipeline.DecodePool.map
+    def map_and_kill(self, chunks):
+        for i, item in enumerate(real_map(self, chunks)):
+            if i == 20:
+                os.kill(self.pids()[0], signal.SIGKILL)   # as the OOM killer would
+            yield item
+    pipeline.DecodePool.map = map_and_kill
+    sys.argv = ["ingest", "--src", sys.argv[1], "--out", sys.argv[2], "--image_size", "16",
+                "--workers", "2"]
+    import entry
+    from ingest import flags
+    from ingest.__main__ import main
+    entry.run(main, flags.define_flags, flags)
+""")
+
+
+@pytest.mark.slow
+def test_a_dead_decode_worker_ends_ingest_with_one_line(sample_dir, tmp_path):
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", _KILL_A_WORKER, sample_dir, str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=90)
+    assert result.returncode == 1 and time.monotonic() - start < 60
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "a decode worker died (pid" in lines[0] and "signal 9" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_fifo_is_never_opened_and_counts_as_unreadable(sample_dir, sample_rows, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(sample_dir, src)
+    rel = next(r["full_path"] for r in sample_rows if r["category"] == "kept" and r["quirk"] == "rgb")
+    os.remove(src / rel)
+    os.mkfifo(src / rel)                         # opening it for reading would block forever
+    other = next(r["full_path"] for r in sample_rows
+                 if r["category"] == "kept" and r["quirk"] == "rgb" and r["full_path"] != rel)
+    os.remove(src / other)
+    os.mkdir(src / other)
+    result = run_module("ingest", "--src", str(src), "--out", str(tmp_path / "o"),
+                        "--image_size", "16", "--workers", "2", timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    skipped = json.load(open(tmp_path / "o" / "manifest.json"))["skipped"]
+    assert skipped == {**sample.expected_counts(len(sample_rows))["skipped"], images.NOT_A_FILE: 2}
+
+
+# --- disk full / read-only: one line, no temporary shards left --------------------
+
+def test_disk_full_is_one_line_and_leaves_no_tmp_shards(sample_dir, good, monkeypatch):
+    before = _snapshot(good)
+    real, calls = ShardedWriter.write, [0]
+
+    def write(self, record):
+        calls[0] += 1
+        if calls[0] == 60:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, record)
+    monkeypatch.setattr(ShardedWriter, "write", write)
+    with pytest.raises(DataError) as e:
+        pipeline.run(_cfg(sample_dir, good, jpeg_quality=70), log=_quiet)
+    assert "\n" not in str(e.value) and "No space left on device" in str(e.value)
+    assert "removed the unfinished data set" in str(e.value) and "free space" in str(e.value)
+    assert _no_tmp_left(good.parent) and not (good.parent / ".good.staging").exists()
+    assert _snapshot(good) == before
+
+
+def test_read_only_out_is_found_before_any_decoding(sample_dir, tmp_path, monkeypatch):
+    decoded = []
+    monkeypatch.setattr(images, "process_chunk", lambda chunk: decoded.append(chunk) or [])
+
+    def read_only(directory, kind):
+        raise OSError(errno.EROFS, "Read-only file system", directory)
+    monkeypatch.setattr(outdir, "drop_marker", read_only)
+    with pytest.raises(DataError, match="Read-only file system.*choose an --out on a writable"):
+        pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
+    assert decoded == [] and _no_tmp_left(tmp_path)
+
+
+# --- rule 6: bad input is one line -----------------------------------------------
+
+def _mat(path, **fields):
+    struct = np.empty((1, 1), dtype=[(f, "O") for f in fields])
+    for name, value in fields.items():
+        struct[0, 0][name] = value
+    scipy.io.savemat(path, {"wiki": struct})
+
+
+def _fields(n: int) -> dict:
+    cells = np.empty((1, n), dtype=object)
+    for i in range(n):
+        cells[0, i] = np.array([f"00/{i}.jpg"])
+    return {"dob": np.full((1, n), 723000), "photo_taken": np.full((1, n), 2000),
+            "full_path": cells, "gender": np.ones((1, n)), "name": cells,
+            "face_score": np.full((1, n), 4.0), "second_face_score": np.full((1, n), np.nan)}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("zero_bytes", "empty file (0 bytes)"),
+    ("no_dob", "struct has no field dob"),
+    ("no_full_path", "struct has no field full_path"),
+    ("lengths", "fields of different lengths"),
+    ("plain_array", "is a plain"),
+    ("no_entries", "struct has 0 entries"),
+])
+def test_a_broken_mat_is_one_line(tmp_path, case, message):
+    src = tmp_path / "src"
+    src.mkdir()
+    mat = src / "wiki.mat"
+    fields = _fields(5)
+    if case == "zero_bytes":
+        mat.write_bytes(b"")
+    elif case in ("no_dob", "no_full_path"):
+        _mat(mat, **{k: v for k, v in fields.items() if k != case[3:]})
+    elif case == "lengths":
+        _mat(mat, **{**fields, "gender": np.ones((1, 3))})
+    elif case == "plain_array":
+        scipy.io.savemat(mat, {"wiki": np.arange(5)})
+    else:
+        _mat(mat, **_fields(0))
+    with pytest.raises(DataError) as e:
+        pipeline.run(_cfg(src, tmp_path / "o"), log=_quiet)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert "loosen" not in str(e.value) and not (tmp_path / "o").exists()
+
+
+def test_src_that_is_a_file_says_so(sample_dir, tmp_path):
+    with pytest.raises(DataError, match="is a file; pass the folder that holds it") as e:
+        pipeline.run(_cfg(os.path.join(sample_dir, "wiki.mat"), tmp_path / "o"), log=_quiet)
+    assert "ingest.sample" not in str(e.value)
+
+
+def test_zero_test_fraction_fails_before_decoding(sample_dir, tmp_path, monkeypatch):
+    decoded = []
+    monkeypatch.setattr(images, "process_chunk", lambda chunk: decoded.append(chunk) or [])
+    with pytest.raises(DataError, match="--test_fraction=0.0 .*the test split gets none"):
+        pipeline.run(_cfg(sample_dir, tmp_path / "o", test_fraction=0.0), log=_quiet)
+    assert decoded == [] and not (tmp_path / "o").exists() and not (tmp_path / ".o.staging").exists()
+
+
+@pytest.mark.slow
+def test_a_manifest_that_is_a_json_list_is_one_line(tmp_path):
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    for command in ("inspect", "verify"):
+        result = run_module("records", command, str(tmp_path))
+        assert result.returncode == 1 and "a JSON list, not a manifest object" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+# --- leftovers of a killed run and resume -----------------------------------------
+
+def test_partial_leftovers_of_a_killed_run_are_removed(sample_dir, tmp_path):
+    out = tmp_path / "o"
+    staging = tmp_path / ".o.staging"
+    outdir.drop_marker(str(staging), "images")
+    (staging / ".train-00007.tfrecord.tmp").write_bytes(b"partial")
+    (staging / "manifest.json.tmp-123").write_bytes(b"partial")
+    pipeline.run(_cfg(sample_dir, out), log=_quiet)
+    assert _no_tmp_left(tmp_path) and not staging.exists() and problems(str(out)) == []
+
+
+_KILL_AT = textwrap.dedent("""
+    import os, signal, sys
+    from ingest import output, pipeline
+    from records import outdir, writer
+    where, k = sys.argv[3], int(sys.argv[4])
+    calls = [0]
+    def killer(real):
+        def wrapped(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == k:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+        return wrapped
+    target = {"none": (writer.ShardedWriter, "count"),
+              "write": (writer.ShardedWriter, "write"),
+              "close": (writer.ShardedWriter, "_close_current"),
+              "checkpoint": (output.Writing, "_checkpoint"),
+              "publish": (output.Writing, "publish"),
+              "swap": (outdir.Output, "_carry_and_delete_old")}[where]
+    if where != "none":
+        setattr(*target, killer(getattr(*target)))
+    pipeline.run(pipeline.Config(src=sys.argv[1], out=sys.argv[2], image_size=16, shard_mb=0.004,
+                                 workers=2), log=print)
+""")
+
+
+def _run_killable(sample_dir, out, where="none", k=0):
+    return subprocess.run([sys.executable, "-c", _KILL_AT, sample_dir, str(out), where, str(k)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _same_data_set(a, b) -> None:
+    ma, mb = (json.load(open(d / "manifest.json")) for d in (a, b))
+    for m in (ma, mb):
+        m.pop("created")
+    assert ma == mb
+    shards = sorted(p.name for p in a.iterdir() if p.name.endswith(".tfrecord"))
+    assert shards == sorted(p.name for p in b.iterdir() if p.name.endswith(".tfrecord"))
+    assert len(shards) > 10
+    assert all(file_sha256(a / s) == file_sha256(b / s) for s in shards)
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_points_then_rerun_is_byte_identical(sample_dir, tmp_path):
+    out = tmp_path / "o"
+    reference = _run_killable(sample_dir, out)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    os.replace(out, tmp_path / "reference")
+    cases = [("write", 1), ("write", 45), ("close", 5), ("checkpoint", 9), ("write", 150),
+             ("publish", 1), ("swap", 1)]
+    for where, k in cases:
+        if where == "swap":                       # a swap needs an old data set to replace
+            _run_killable(sample_dir, out)
+        killed = _run_killable(sample_dir, out, where, k)
+        assert killed.returncode == -signal.SIGKILL, (where, k, killed.stderr[-2000:])
+        rerun = _run_killable(sample_dir, out)
+        assert rerun.returncode == 0, (where, k, rerun.stderr[-2000:])
+        resumed = "ingest: resuming" in rerun.stdout
+        assert resumed == ((where, k) in {("write", 45), ("close", 5), ("checkpoint", 9),
+                                          ("write", 150)}), (where, k, rerun.stdout)
+        _same_data_set(tmp_path / "reference", out)
+        assert _no_tmp_left(tmp_path) and sorted(os.listdir(tmp_path)) == [".o.lock", "o", "reference"]
+        shutil.rmtree(out)
+
+
+@pytest.mark.slow
+def test_a_changed_flag_or_source_starts_over_and_says_so(sample_dir, tmp_path):
+    out = tmp_path / "o"
+    assert _run_killable(sample_dir, out, "write", 60).returncode == -signal.SIGKILL
+    result = run_module("ingest", "--src", sample_dir, "--out", str(out), "--image_size", "16",
+                        "--shard_mb", "0.004", "--workers", "2", "--jpeg_quality", "90")
+    assert result.returncode == 0
+    assert "starting over: --jpeg_quality changed since the interrupted run" in result.stdout
+    src = tmp_path / "src"
+    shutil.copytree(sample_dir, src)
+    rows = sample.build_rows(400, 0)
+    rows[0] = {**rows[0], "name": "changed"}
+    sample.write_mat(str(src / "wiki.mat"), rows)
+    shutil.rmtree(out)
+    assert _run_killable(str(src), out, "write", 60).returncode == -signal.SIGKILL
+    result = _run_killable(sample_dir, out)
+    assert "starting over: the source (.mat sha256) changed" in result.stdout, result.stdout
+
+
+def test_a_staging_dir_killed_before_its_marker_is_reused_a_foreign_one_refused(sample_dir, tmp_path):
+    staging = tmp_path / ".o.staging"
+    staging.mkdir()
+    (staging / f"{outdir.MARKER_NAME}.tmp-99").write_text("")     # killed inside drop_marker
+    pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
+    assert not staging.exists() and problems(str(tmp_path / "o")) == []
+    staging.mkdir()
+    (staging / "thesis.pdf").write_text("mine")
+    with pytest.raises(DataError, match="is in the way of the staging directory"):
+        pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
+    assert (staging / "thesis.pdf").read_text() == "mine"
+
+
+def test_a_feature_cache_survives_only_an_identical_reingest(sample_dir, good):
+    cache = good / "features" / "tiny-abc"
+    outdir.drop_marker(str(cache), "features")
+    (cache / "train-00000-of-00001.tfrecord").write_bytes(b"cached")
+    pipeline.run(_cfg(sample_dir, good), log=_quiet)               # byte-identical shards
+    assert (cache / "train-00000-of-00001.tfrecord").read_bytes() == b"cached"
+    pipeline.run(_cfg(sample_dir, good, jpeg_quality=60), log=_quiet)   # other shards
+    assert not (good / "features").exists() and problems(str(good)) == []
+
+
+def test_a_data_set_written_before_markers_is_reingested(sample_dir, good):
+    os.remove(good / outdir.MARKER_NAME)
+    (good / "notes.txt").write_text("mine")
+    pipeline.run(_cfg(sample_dir, good, jpeg_quality=60), log=_quiet)
+    assert outdir.is_ours(str(good)) and (good / "notes.txt").read_text() == "mine"
+    assert json.load(open(good / "manifest.json"))["flags"]["jpeg_quality"] == 60
