@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow   # every test here runs `python -m ...` subproces
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_FLAGS = os.path.join(REPO, "cpu.flags")
 GPU_FLAGS = os.path.join(REPO, "gpu.flags")
+DEX_FLAGS = os.path.join(REPO, "dex.flags")
 TRAIN_N = 2000        # sample rows: ~1000 written records, ~630 for training
 
 
@@ -299,6 +300,16 @@ def test_gpu_flags_parse_and_resolve(train_shards, tmp_path):
                  "--mixed_precision=bf16", "--jit_compile", "--optimizer=adam", "--validation_split=val"):
         assert line in result.stdout.splitlines(), line
     assert "plan: 250 epochs x 1 steps x 256 images" in result.stdout
+
+
+def test_dex_flags_parse_and_resolve(trained_run, tmp_path):
+    result = trainer(f"--flagfile={DEX_FLAGS}", f"--records={trained_run['shards']}",
+                     f"--init_from={trained_run['dir']}", f"--model_dir={tmp_path / 'dex'}", "--dry_run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in ("--trainable_from=conv5_1", "--lr_schedule=cosine", "--learning_rate=0.0001",
+                 "--augment_ops=flip,crop,label_jitter", "--best_metric=val_mae", "--variant=full"):
+        assert line in result.stdout.splitlines(), line
+    assert "plan: 60 epochs x" in result.stdout
 
 
 @pytest.mark.parametrize("args, message", [
