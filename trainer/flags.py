@@ -172,7 +172,6 @@ def define_predict_flags() -> None:
     flags.DEFINE_float("margin", 0.4, "Margin added around each detected face, as a fraction of "
                        "the face box (IMDB-WIKI crops have 40%).")
     flags.DEFINE_integer("min_face", 30, "Smallest face the detector reports, in pixels.")
-    _define_tta_flag()
     flags.mark_flag_as_required("model_dir")
 
 
