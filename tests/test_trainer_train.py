@@ -47,6 +47,9 @@ def test_train_runs_and_resumes_in_process(sample_shards, tmp_path, float32_poli
     run = RunDir(run_dir)
     assert [r["epoch"] for r in run.read_history()] == [1, 2]
     assert [r["learning_rate"] for r in run.read_history()] == pytest.approx([1e-3, 1e-3])
+    logged = [(e.step, float(tf.make_ndarray(v.tensor))) for f in tf.io.gfile.glob(os.path.join(run.tensorboard, "*"))
+              for e in tf.compat.v1.train.summary_iterator(f) for v in e.summary.value if v.tag == "learning_rate"]
+    assert sorted(logged) == [(1, pytest.approx(1e-3)), (2, pytest.approx(1e-3))]
     assert os.path.exists(run.best_model)
     info = run.read_info()
     assert info["cache_features"] is False and info["best_metric"] == "val_mae"
