@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,6 +133,26 @@ def test_evaluate_command_rewrites_the_report(trained_run):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "MAE (years)" in result.stdout
     assert json.load(open(os.path.join(trained_run["dir"], "report.json")))["count"] > 0
+
+
+def test_evaluate_scores_a_run_on_another_sources_shards_with_flip_tta(trained_run, tmp_path):
+    other = str(tmp_path / "other")          # another data set, stored at another size
+    src = str(tmp_path / "other_src")
+    sample.generate(src, 300, seed=11, workers=1)
+    made = run_module("ingest", "--src", src, "--out", other, "--image_size", "40", "--workers", "1")
+    assert made.returncode == 0, made.stderr[-2000:]
+    run_dir = str(tmp_path / "run")          # a copy: the shared run's report stays as trained
+    os.makedirs(run_dir)
+    for name in ("best.keras", "run.json"):
+        shutil.copy(os.path.join(trained_run["dir"], name), run_dir)
+    result = run_module("trainer.evaluate", f"--model_dir={run_dir}", f"--records={other}",
+                        "--tta=flip", cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Evaluation on the test split of {other}, test-time augmentation flip" in result.stdout
+    report = json.load(open(os.path.join(run_dir, "report.json")))
+    assert report["records"] == other and report["tta"] == "flip"
+    assert report["count"] == json.load(open(os.path.join(other, "manifest.json")))["splits"]["test"]["count"]
+    assert report["mae"] < 0.8 * report["baseline_mae_predicting_train_mean"]
 
 
 def some_kept_image(src: str) -> tuple[str, int]:
