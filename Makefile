@@ -32,8 +32,14 @@ demo: install
 	$(PY) -m trainer.predict --model_dir runs/demo --out runs/demo/predict --no_detect $(DEMO)/wiki_crop/$(DEMO_PHOTO)
 	@echo "# A real photo through face detection (the demo model learned synthetic faces, so its age is not meaningful):"
 	$(PY) -m trainer.predict --model_dir runs/demo --out runs/demo/predict $(PORTRAIT)
+	$(PY) -m trainer.export --model_dir runs/demo --out runs/demo/export --tflite=float16
+	@echo "# The first photo through the exported SavedModel, in plain TensorFlow (python -I: no project code):"
+	$(PY) -I -c "import sys, tensorflow as tf; m = tf.saved_model.load(sys.argv[1]); \
+	  out = m.signatures['serving_default'](image_bytes=tf.constant([open(sys.argv[2], 'rb').read()])); \
+	  print(sys.argv[2] + ': apparent age %.1f' % float(out['apparent_age'][0]))" runs/demo/export $(DEMO)/wiki_crop/$(DEMO_PHOTO)
 	@echo "Artifacts: shards in $(DEMO)/shards/wiki (manifest.json, age_gender.png);"
-	@echo "  run in runs/demo: best.keras, history.csv, report.json, predictions.csv, learning_curves.png, mae_by_age.png, tb/, predict/"
+	@echo "  run in runs/demo: best.keras, history.csv, report.json, predictions.csv, learning_curves.png, mae_by_age.png, tb/, predict/,"
+	@echo "  export/ (SavedModel, model.tflite, export.json)"
 
 # DEX's two stages on the samples, tiny variant (a few minutes on 2 cores): stage 1 on the
 # synthetic wiki sample (cpu.flags), stage 2 = dex.flags at tiny size on the synthetic

@@ -85,7 +85,7 @@ def bench_variant(variant: str, shards: str, args) -> dict:
     with strategy.scope():
         net = age_model_lib.build_age_model(None, variant=variant)   # random weights
         head = age_model_lib.head(net)                                # shares fc6.. with net
-    size = int(net.input_shape[1])
+    size = age_model_lib.input_size(net)
 
     # One-time cost: a fresh build over every split (features.ensure would reuse an old one).
     key = features.cache_key(shards, None, variant, size, args.seed, net.get_layer("conv1_1").compute_dtype)

@@ -1,5 +1,5 @@
-"""The one way a source file becomes stored pixels: path check, decode, RGB,
-resize, encode.
+"""The one way a source file becomes stored pixels: path check, decode (records.pixels:
+size limit, EXIF upright, RGB), resize, encode.
 
 Runs inside ingest's decode workers, so it imports PIL and numpy only, never
 TensorFlow (a worker pool of TF processes would cost seconds and GBs each).
@@ -13,6 +13,8 @@ import stat
 from dataclasses import dataclass
 
 from PIL import Image
+
+from records.pixels import PixelError, check_size, to_rgb, upright  # noqa: F401  (to_rgb: API)
 
 ENCODINGS = ("jpeg", "raw")
 
@@ -65,24 +67,8 @@ def require_regular_file(path: str) -> str:
     return path
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale, CMYK, palette, 16-bit: plain convert.  Anything with
-    transparency is composited on white first, so hidden colour under alpha=0
-    (often garbage) never reaches the model."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
 def fit(image: Image.Image, size: int) -> Image.Image:
-    """RGB, squashed to size x size: the pixels every stored record has. Prediction
-    calls this too (on a detected face crop), so the model sees photos as it saw
-    its training data."""
+    """RGB, squashed to size x size: the pixels every stored record has."""
     rgb = to_rgb(image)
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.BILINEAR)
@@ -94,14 +80,15 @@ def load(path: str, size: int) -> Image.Image:
     squashed, as the original recipe did; its crops are near-square)."""
     try:
         with Image.open(path) as image:
+            check_size(image, path)
             # JPEG DCT scaling: decode at 1/2, 1/4 or 1/8 scale when that still
             # leaves at least `size` pixels; a 600 px crop becomes 4x cheaper.
             image.draft("RGB", (size, size))
             image.load()
-            return fit(image, size)
+            return fit(upright(image), size)   # EXIF orientation applied, as in prediction
     except FileNotFoundError as e:
         raise SkipImage(MISSING, path) from e
-    except Image.DecompressionBombError as e:
+    except (Image.DecompressionBombError, PixelError) as e:
         raise SkipImage(UNDECODABLE, f"{path}: {e}") from e
     except (OSError, SyntaxError, ValueError) as e:   # PIL's decode errors
         reason = TRUNCATED if "truncated" in str(e).lower() else UNDECODABLE

@@ -1,6 +1,7 @@
 """The DEX apparent-age model: VGG-Face transfer (Rothe et al.), Keras 3 functional.
 
-    image (uint8 [H, W, 3]) -> preprocess (registered Preprocess: float, minus the
+    image (uint8 [any H, any W, 3]) -> resize (registered Resize: to input_size x
+    input_size, an identity when it already is) -> preprocess (registered Preprocess: float, minus the
     VGG-Face RGB mean) -> conv1_1 .. pool5 (frozen) -> fc6 -> drop6 -> fc7 -> drop7
     -> predictions Conv2D(num_classes, 1x1) -> flatten -> age (softmax, float32)
     [gender=True: drop7 -> gender_predictions Conv2D(2, 1x1) -> gender_flatten
@@ -19,7 +20,7 @@ import keras
 
 from records.schema import NUM_AGES
 
-from .layers import FullyConnectedConv2D, Preprocess
+from .layers import FullyConnectedConv2D, Preprocess, Resize
 from .vgg_face import get_variant, resolve_input_size, vgg_fc67, vgg_trunk
 from .weights import load_vgg_face_weights
 
@@ -63,16 +64,17 @@ def build_age_model(weights=None, *, num_classes=NUM_AGES, gender=False, variant
 
     weights: None (random init) or the path of vgg_face_weights.h5 (Keras 2
       layout; conv1_1..fc7 are loaded, the file's fc8 is skipped).
-    Returns a functional model taking uint8 images [input_size, input_size, 3]
-    (default 224 full / 32 tiny).  Output: the age probabilities [B, num_classes]
+    Returns a functional model taking uint8 face crops [H, W, 3] of any size (one
+    size per batch), resized inside to input_size (default 224 full / 32 tiny).  Output: the age probabilities [B, num_classes]
     (final layer `age`), or with gender=True the dict
     {"age": [B, num_classes], "gender": [B, 2]}.  Softmax outputs are float32
     under any mixed precision policy.  Layers before `trainable_from` are frozen.
     """
     spec = get_variant(variant)
     size = resolve_input_size(variant, input_size)
-    inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
-    x = Preprocess(name="preprocess")(inputs)
+    inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
+    x = Resize(size, name="resize")(inputs)
+    x = Preprocess(name="preprocess")(x)
     x = vgg_trunk(x, spec)
     x = vgg_fc67(x, spec, dropout)
     age = _age_head(x, num_classes)

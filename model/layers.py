@@ -1,6 +1,9 @@
 """Registered custom layers of the age model (no Lambda layers, so `.keras`
 files reload with ``safe_mode=True``; Keras 3 APIs only, so every backend works).
 
+The pixel contract: the model takes uint8 RGB face crops of any size; `Resize`
+brings them to the input size, then `Preprocess` normalises them.
+
 Preprocessing, defined once (the model's first layer, so the data pipeline and
 prediction cannot disagree): the VGG-Face weights in the widely distributed
 ``vgg_face_weights.h5`` were converted from the matconvnet release of VGG-Face
@@ -43,6 +46,52 @@ class Preprocess(keras.layers.Layer):
         config = super().get_config()
         config["mean"] = list(self.mean)
         return config
+
+
+def resize_pixels(images, size: int):
+    """uint8 (or 0..255 numeric) RGB images [..., H, W, 3] of any size -> uint8
+    [..., size, size, 3]: bilinear, antialiased (a no-op filter when enlarging), rounded.
+
+    The one resize of the pixel contract: the `Resize` layer inside the age model
+    runs it, and batch prediction runs it on each crop before batching (the layer
+    then sees its own size and is an identity)."""
+    out = ops.image.resize(ops.cast(images, "float32"), (size, size), interpolation="bilinear",
+                           antialias=True)
+    return ops.cast(ops.clip(ops.round(out), 0.0, 255.0), "uint8")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Resize(keras.layers.Layer):
+    """The age model's first layer: a face crop of any size -> `size` x `size` uint8,
+    by :func:`resize_pixels`; an identity when the input already has that size.
+
+    `size` is the model's input size (in the layer's config and in the run's
+    run.json), since the model input itself is [None, None, 3]."""
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, images):
+        if tuple(images.shape[-3:-1]) == (self.size, self.size):
+            return images
+        return resize_pixels(images, self.size)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-3]) + (self.size, self.size, input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config["size"] = self.size
+        return config
+
+
+def input_size(age_model) -> int:
+    """The side in pixels the age model computes at (its `Resize` layer's size)."""
+    for layer in age_model.layers:
+        if isinstance(layer, Resize):
+            return layer.size
+    return int(age_model.input_shape[1])   # a model without the layer has a fixed input
 
 
 def expected_age(probs):

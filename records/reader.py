@@ -40,6 +40,11 @@ Decoder = Callable[[tf.Tensor], tuple]
 
 # --------------------------------------------------------------------------- decode
 
+# The one JPEG decoder of the project: libjpeg's accurate integer IDCT gives the same
+# pixels as PIL (ingest, predict), while TensorFlow's default differs by up to 7 levels.
+JPEG_DCT_METHOD = "INTEGER_ACCURATE"
+
+
 def _labels(ex: dict, with_keys: bool) -> dict:
     """The label dict every record kind yields (plus the record key when asked)."""
     labels = {"age": tf.cast(ex[schema.AGE], tf.int32), "gender": tf.cast(ex[schema.GENDER], tf.int32)}
@@ -77,7 +82,7 @@ def _image_decoder(manifest: dict, where: str, resize_to: int | None, with_keys:
     def decode_one_jpeg(data):
         # ensure_shape both gives map_fn its static shape and fails loudly on a record
         # whose size differs from the manifest's promise (instead of a ragged batch).
-        return tf.ensure_shape(tf.io.decode_jpeg(data, channels=3), [stored, stored, 3])
+        return tf.ensure_shape(tf.io.decode_jpeg(data, channels=3, dct_method=JPEG_DCT_METHOD), [stored, stored, 3])
 
     def decode(serialized):
         # Vectorized parse: one parse_example call per batch, not per record.

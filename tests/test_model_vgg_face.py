@@ -34,9 +34,10 @@ def test_full_age_model_counts_and_freezing():
     assert _count(m.trainable_weights) == 119_959_653 == model.FULL_TRAINABLE_PARAMS
     assert _count(m.non_trainable_weights) == 14_714_688 == model.FULL_NON_TRAINABLE_PARAMS
     assert "fc8" not in [layer.name for layer in m.layers]
-    assert m.input.dtype == "uint8" and m.input_shape == (None, 224, 224, 3)
+    assert m.input.dtype == "uint8" and m.input_shape == (None, None, None, 3)
+    assert model.input_size(m) == 224 and m.get_layer("resize").get_config()["size"] == 224
     assert m.output_shape == (None, 101) and m.layers[-1].name == "age"
-    assert m.layers[1].name == "preprocess"
+    assert [layer.name for layer in m.layers[1:3]] == ["resize", "preprocess"]
     trainable = {layer.name for layer in m.layers if layer.trainable and layer.weights}
     assert trainable == {"fc6", "fc7", "predictions"}
     assert tuple(model.feature_extractor(m).output.shape) == (None, 7, 7, 512)

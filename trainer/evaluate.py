@@ -35,23 +35,13 @@ from records.augment import AGE_MEAN, AGE_STD
 from records.manifest import atomic_write_bytes
 from records.schema import NUM_AGES
 from trainer import flags as trainer_flags
-from trainer import loop, plots
+from trainer import export, loop, plots
 from trainer.run_dir import RunDir, load_run_model
 
-__all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores", "with_tta"]
+__all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
 
 REAL_AGE = "real_age"              # label: the real (biological) age, -1 unknown
 SCORE_LABELS = (AGE_MEAN, AGE_STD, REAL_AGE)   # the labels apparent_age_scores reads, when present
-
-
-def with_tta(net, images, tta: str):
-    """The model's outputs for a batch; tta "flip": the mean of the outputs (softmaxes)
-    of the images and of their mirror images."""
-    outputs = net(images, training=False)
-    if tta == "none":
-        return outputs
-    mirrored = net(tf.reverse(images, axis=[2]), training=False)
-    return tf.nest.map_structure(lambda a, b: (a + b) / 2.0, outputs, mirrored)
 
 
 def apparent_age_scores(expected: np.ndarray, age_mean: np.ndarray | None = None,
@@ -98,15 +88,23 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     records_dir = records_dir or info["records"]
     net = load_run_model(run)
     with_gender = isinstance(net.output, dict)
-    data = records.make_dataset(records_dir, split, batch_size, training=False,
-                                resize_to=int(net.input_shape[1]), with_keys=True)
+    # The records at their stored size: the model's Resize layer brings them to its
+    # input size with the same op as prediction, so both see the same pixels.
+    data = records.make_dataset(records_dir, split, batch_size, training=False, with_keys=True)
+
+    # The exported model's outputs (with its flip average under --tta=flip): the report
+    # scores exactly what trainer.predict and the export answer.
+    outputs_of = export._age_outputs(net, with_gender, tta == "flip")
 
     @tf.function
     def step(images, labels):
-        outputs = with_tta(net, images, tta)
-        sums = loop.batch_sums(outputs, labels, with_gender)[1]
-        age_probs = outputs["age"] if with_gender else outputs
-        return sums, metrics.expected_age(age_probs), tf.argmax(age_probs, -1)
+        out = outputs_of(images)
+        age_probs = out["age_probs"]
+        if with_gender:
+            male = out["male_probability"]
+            age_probs = {"age": age_probs, "gender": tf.stack([1.0 - male, male], axis=-1)}
+        sums = loop.batch_sums(age_probs, labels, with_gender)[1]
+        return sums, out["apparent_age"], tf.argmax(out["age_probs"], -1)
 
     totals, keys, true_age, expected, likely = {}, [], [], [], []
     extra = {name: [] for name in SCORE_LABELS}

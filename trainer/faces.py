@@ -9,15 +9,21 @@ the model framed as the training faces were.
 from __future__ import annotations
 
 import os
+import queue
 
 import numpy as np
 
 CASCADE = "haarcascade_frontalface_default.xml"
+# Idle cascades. A cascade is not safe to share between threads, and loading one takes
+# ~0.1 s, so batch prediction's parallel workers borrow one each and give it back:
+# there are never more cascades than concurrent detections.
+_idle: queue.SimpleQueue = queue.SimpleQueue()
 
 
-def _detector():
+def _load_detector():
     import cv2
 
+    cv2.setNumThreads(1)     # parallelism comes from the pipeline's threads
     path = os.path.join(cv2.data.haarcascades, CASCADE)
     detector = cv2.CascadeClassifier(path)
     if detector.empty():
@@ -32,16 +38,24 @@ def detect_faces(rgb: np.ndarray, min_face: int = 30) -> list[tuple[int, int, in
 
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     gray = cv2.equalizeHist(gray)
-    boxes = _detector().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                         minSize=(min_face, min_face))
+    try:
+        detector = _idle.get_nowait()
+    except queue.Empty:
+        detector = _load_detector()
+    try:
+        boxes = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_face, min_face))
+    finally:
+        _idle.put(detector)
     boxes = [tuple(int(v) for v in b) for b in (boxes if len(boxes) else [])]
     return sorted(boxes, key=lambda b: -b[2] * b[3])
 
 
-def crop_with_margin(rgb: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
-    """The box grown by `margin` x its size on every side, clipped to the photo."""
-    h, w = rgb.shape[:2]
+def margin_box(shape, box: tuple[int, int, int, int], margin: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the box grown by `margin` x its size on every side, clipped
+    to a photo of `shape` (height, width, ...)."""
+    h, w = shape[:2]
     x, y, bw, bh = box
     x0, y0 = max(0, int(x - margin * bw)), max(0, int(y - margin * bh))
     x1, y1 = min(w, int(x + bw + margin * bw)), min(h, int(y + bh + margin * bh))
-    return rgb[y0:y1, x0:x1]
+    return x0, y0, x1, y1
+

@@ -165,14 +165,33 @@ def _define_tta_flag() -> None:
 def define_predict_flags() -> None:
     """Flags of `python -m trainer.predict`."""
     flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
+    flags.DEFINE_string("output", None, "Append one JSON line per file here, as the files complete; a rerun "
+                        "with the same file skips the files already in it.")
+    flags.DEFINE_boolean("probs", False, "Add each face's age distribution (age_probs, 101 floats).")
+    flags.DEFINE_integer("batch_size", 64, "Faces per model call.")
     flags.DEFINE_string("out", None, "Write annotated photos and per-face age distributions here.")
     flags.DEFINE_boolean("no_detect", False, "Treat each image as one face crop instead of detecting "
                          "faces with OpenCV's bundled Haar cascade.")
-    flags.DEFINE_boolean("json", False, "Print one JSON list instead of text.")
+    flags.DEFINE_boolean("json", False, "Print one JSON list instead of text (without --output).")
     flags.DEFINE_float("margin", 0.4, "Margin added around each detected face, as a fraction of "
                        "the face box (IMDB-WIKI crops have 40%).")
     flags.DEFINE_integer("min_face", 30, "Smallest face the detector reports, in pixels.")
+    _define_tta_flag()
     flags.mark_flag_as_required("model_dir")
+
+
+def define_export_flags() -> None:
+    """Flags of `python -m trainer.export`."""
+    flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
+    flags.DEFINE_string("out", None, "Export directory (a SavedModel, export.json and model.tflite); "
+                        "an earlier export there is replaced once the new one is complete.")
+    flags.DEFINE_enum("tta", TTA[0], list(TTA), "Test-time augmentation inside the export: flip "
+                      "averages the age distributions of each face and its mirror image (two model calls).")
+    flags.DEFINE_enum("tflite", "none", ["none", "float32", "float16"],
+                      "Also write model.tflite (the pixel endpoint at the model's input size): float32, "
+                      "or float16 weights (half the size).")
+    flags.mark_flag_as_required("model_dir")
+    flags.mark_flag_as_required("out")
 
 
 def quiet_logs() -> None:

@@ -1,117 +1,259 @@
-"""`python -m trainer.predict --model_dir runs/X photo.jpg [more.jpg ...]`
+"""`python -m trainer.predict --model_dir runs/X PATH... [--output preds.jsonl]`
 
-Apparent age per face: detect faces (offline Haar cascade), crop each with the
-IMDB-WIKI 40% margin, bring the crop to the pixels the model was trained on with
-the very functions ingest and the reader use (`ingest.images.fit` to the shards'
-size, then `records.reader.resize_uint8` to the model input when they differ),
-and report DEX's expected age and the most likely age class.
+Apparent age per face of every image file a PATH names: a file, a folder (searched
+recursively for images) or `@list.txt` (one path a line).  Faces are detected
+(OpenCV's offline Haar cascade), cropped with the IMDB-WIKI 40% margin and given
+to best.keras as uint8 pixels; the model's own `Resize` layer owns the resize to
+its input size (the batch path runs the same op on each crop first, so a batch has
+one size), so prediction sees the pixels training and evaluation saw.
 
-A bad file costs one line and the others still get their results; the exit
-status is non-zero only when no file could be processed.
+The files stream through one tf.data pipeline (parallel read and decode, parallel
+face detection, crop, batch of faces, the model).  Each file gives one result,
+`{file, faces: [{box, apparent_age, most_likely_age[, gender][, age_probs]}], error}`:
+a bad file (missing, empty, a directory, a FIFO or device, not an image, a
+decompression bomb, no face) is its result's `error` and never stops the run.
+`--output` appends one JSON line per file as it goes; a rerun with the same
+`--output` skips the files already in it (after cutting a line torn by a kill).
+The exit status is non-zero only when no file could be processed.
 """
 
 from __future__ import annotations
 
+import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m trainer.predict)
+
+import fcntl
 import json
 import os
 import sys
+from dataclasses import dataclass
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
+from absl import app
 
-import numpy as np  # noqa: E402
-from absl import app  # noqa: E402
+from entry.errors import ProjectError
+from ingest.progress import Progress
+from model import input_size, resize_pixels
+from records.pixels import PixelError, read_rgb
+from trainer import export, faces, plots
+from trainer import flags as trainer_flags
+from trainer.run_dir import RunDir, load_run_model
 
-from trainer import flags as trainer_flags  # noqa: E402
+# What a folder PATH is searched for (any other file in it is not listed).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-class Predictor:
-    """best.keras of a run plus the preprocessing its training data had."""
+class PredictError(ProjectError):
+    """Bad arguments or output file; the message names the thing and the fix."""
 
-    def __init__(self, model_dir: str):
-        from trainer.evaluate import load_run_model
-        from trainer.run_dir import RunDir
 
-        run = RunDir(model_dir)
-        info = run.read_info()
-        self.net = load_run_model(run)
-        self.stored_size = int(info["image_size"])     # what ingest wrote
-        self.input_size = int(self.net.input_shape[1])  # what the model takes
+@dataclass(frozen=True)
+class PredictConfig:
+    detect: bool = True
+    margin: float = 0.4
+    min_face: int = 30
+    batch_size: int = 64
+    probs: bool = False
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def expand_paths(args: list[str]) -> list[str]:
+    """The image files the PATH arguments name, in order, each once: a file as
+    given, a folder's images (recursively, sorted), `@list.txt`'s lines (as given:
+    a line naming a folder is that line's error, not a search)."""
+    out, seen = [], set()
+
+    def add(path):
+        if path not in seen:
+            seen.add(path)
+            out.append(path)
+
+    for arg in args:
+        if arg.startswith("@"):
+            try:
+                with open(arg[1:]) as f:
+                    for line in f:
+                        if line.strip():
+                            add(line.rstrip("\r\n"))
+            except OSError as e:
+                raise PredictError(f"{arg}: cannot read the list ({e.strerror}); give @FILE with one "
+                                   f"image path a line") from None
+        elif os.path.isdir(arg):
+            for root, dirs, files in os.walk(arg):
+                dirs.sort()
+                for name in sorted(files):
+                    if name.lower().endswith(IMAGE_EXTENSIONS):
+                        add(os.path.join(root, name))
+        else:
+            add(arg)
+    return out
+
+
+def resume_output(path: str) -> set[str]:
+    """The files an earlier run already wrote to the --output file `path` (none if
+    it does not exist); a last line torn by a kill is cut off first."""
+    if not os.path.exists(path):
+        return set()
+    with open(path, "rb") as f:
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    done = set()
+    for number, line in enumerate(data[:end].splitlines(), 1):
+        try:
+            done.add(json.loads(line)["file"])
+        except (ValueError, KeyError, TypeError):
+            raise PredictError(f"{path}: line {number} is not a prediction line; --output only "
+                               f"continues its own files, so pass a new file name") from None
+    if end < len(data):
+        os.truncate(path, end)
+    return done
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+def _read(path: bytes):
+    """tf.numpy_function body: (RGB pixels, '') or (a 1x1 placeholder, error)."""
+    try:
+        return read_rgb(path.decode()), b""
+    except PixelError as e:
+        return np.zeros((1, 1, 3), np.uint8), str(e).encode()
+
+
+def _detect(rgb: np.ndarray, path: bytes, margin: float, min_face: int):
+    """tf.numpy_function body: face boxes and margin crop boxes [n, 4] (x, y, w, h and
+    x0, y0, x1, y1), and the error (no face is one)."""
+    boxes = faces.detect_faces(rgb, int(min_face))
+    if not boxes:
+        none = np.zeros((0, 4), np.int32)
+        return none, none, (f"{path.decode()}: no face found; pass a photo with a frontal face, or "
+                            f"--no_detect if the image already is a face crop").encode()
+    crops = [faces.margin_box(rgb.shape, box, float(margin)) for box in boxes]
+    return np.array(boxes, np.int32), np.array(crops, np.int32), b""
+
+
+def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
+    """Batches of faces {index (of the file in `paths`), box, pixels uint8
+    [input_size, input_size, 3], valid, error}.  A file without faces (an error)
+    gives one invalid row, so every file reaches the consumer, in order."""
+    face_spec = tf.TensorSpec([input_size, input_size, 3], tf.uint8)
+
+    def read(path):
+        rgb, error = tf.numpy_function(_read, [path], [tf.uint8, tf.string], stateful=False)
+        return tf.ensure_shape(rgb, [None, None, 3]), tf.ensure_shape(error, [])
+
+    def rows(index, boxes, faces, valid, error):
+        n = tf.shape(boxes)[0]
+        return {"index": tf.fill([n], index), "box": boxes, "pixels": faces, "valid": valid,
+                "error": tf.fill([n], error)}
+
+    def whole_image(index, path):
+        """--no_detect: the image is the face (resized with the model's own op, so
+        the model's Resize layer is an identity on the batch)."""
+        rgb, error = read(path)
+        shape = tf.shape(rgb)
+        box = tf.stack([0, 0, shape[1], shape[0]])[None]
+        return rows(index, box, resize_pixels(rgb, input_size)[None], tf.equal(error, "")[None], error)
+
+    def detected_faces(index, path):
+        rgb, error = read(path)
+
+        def detect():
+            boxes, crops, err = tf.numpy_function(
+                lambda r, p: _detect(r, p, config.margin, config.min_face), [rgb, path],
+                [tf.int32, tf.int32, tf.string], stateful=False)
+            return tf.ensure_shape(boxes, [None, 4]), tf.ensure_shape(crops, [None, 4]), tf.ensure_shape(err, [])
+
+        none = tf.zeros([0, 4], tf.int32)
+        boxes, crops, error = tf.cond(tf.equal(error, ""), detect, lambda: (none, none, error))
+        faces = tf.map_fn(lambda c: resize_pixels(rgb[c[1]:c[3], c[0]:c[2]], input_size), crops,
+                          fn_output_signature=face_spec)
+        n = tf.shape(boxes)[0]
+        pad = tf.maximum(1 - n, 0)   # a file without faces still sends one (invalid) row
+        return rows(index, tf.concat([boxes, tf.zeros([pad, 4], tf.int32)], 0),
+                    tf.concat([faces, tf.zeros([pad, input_size, input_size, 3], tf.uint8)], 0),
+                    tf.range(n + pad) < n, error)
+
+    return (tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+            .enumerate()
+            # Per file, in parallel and in order: read and decode (PIL releases the GIL
+            # while decoding), detect faces (OpenCV releases it too), crop each face with
+            # the margin and resize it to the model input with the in-model op.
+            .map(detected_faces if config.detect else whole_image,
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            # Faces, not files, fill a batch: a group photo and a crop batch the same.
+            .unbatch()
+            .batch(config.batch_size)
+            .prefetch(2))
+
+
+# ----------------------------------------------------------------------------- model
+
+class AgeModel:
+    """An age model (best.keras of a run), called on batches of uint8 faces at its input size."""
+
+    def __init__(self, net, tta: str = "none"):
+        self.net = net
+        self.input_size = input_size(net)
         self.with_gender = isinstance(self.net.output, dict)
+        # The exported model's outputs, computed the same way (with its flip average under
+        # tta "flip"), so trainer.predict and the export agree by construction.
+        self._call = tf.function(export._age_outputs(net, self.with_gender, tta == "flip"),
+                                 reduce_retracing=True)
 
-    def prepare(self, crops: list[np.ndarray]) -> np.ndarray:
-        from PIL import Image
+    @classmethod
+    def load(cls, model_dir: str, tta: str = "none") -> "AgeModel":
+        run = RunDir(model_dir)
+        run.read_info()          # a clear error for a directory that is not a run
+        return cls(load_run_model(run), tta)
 
-        from ingest.images import fit
-        from records.reader import resize_uint8
-
-        batch = np.stack([np.asarray(fit(Image.fromarray(c), self.stored_size)) for c in crops])
-        if self.stored_size != self.input_size:
-            batch = resize_uint8(batch, self.input_size,
-                                 shrinking=self.input_size < self.stored_size).numpy()
-        return batch
-
-    def __call__(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Age distributions [faces, 101] (and gender distributions [faces, 2])."""
-        outputs = self.net.predict(self.prepare(crops), verbose=0)
-        if self.with_gender:
-            return np.asarray(outputs["age"]), np.asarray(outputs["gender"])
-        return np.asarray(outputs), None
+    def __call__(self, pixels) -> dict:
+        """{age_probs [faces, 101], apparent_age [faces] (, male_probability [faces])}, numpy."""
+        return {k: v.numpy() for k, v in self._call(pixels).items()}
 
 
-def read_photo(path: str) -> np.ndarray:
-    """RGB uint8 pixels of any image PIL can open (EXIF rotation applied)."""
-    from PIL import Image, ImageOps
-
-    from ingest.images import to_rgb
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return np.asarray(to_rgb(ImageOps.exif_transpose(image)))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
+def face_result(box, outputs: dict, i: int, probs: bool) -> dict:
+    face = {"box": [int(v) for v in box],
+            "apparent_age": round(float(outputs["apparent_age"][i]), 2),
+            "most_likely_age": int(np.argmax(outputs["age_probs"][i]))}
+    if "male_probability" in outputs:
+        face["gender"] = "male" if outputs["male_probability"][i] >= 0.5 else "female"
+    if probs:
+        face["age_probs"] = [round(float(p), 6) for p in outputs["age_probs"][i]]
+    return face
 
 
-def predict_file(predictor: Predictor, path: str, *, detect: bool, margin: float, min_face: int,
-                 out_dir: str | None) -> dict:
-    from trainer import faces, plots
+def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
+    """Yields one result dict per path, in order, as the batches complete."""
+    if not paths:
+        return
+    current = None
+    for batch in make_pipeline(paths, age_model.input_size, config):
+        outputs = age_model(batch["pixels"])
+        index, boxes, valid, errors = (batch[k].numpy() for k in ("index", "box", "valid", "error"))
+        for i in range(len(index)):
+            if current is None or current["index"] != index[i]:
+                if current is not None:
+                    yield current["result"]
+                current = {"index": index[i], "result": {"file": paths[index[i]], "faces": [],
+                                                         "error": errors[i].decode() or None}}
+            if valid[i]:
+                current["result"]["faces"].append(face_result(boxes[i], outputs, i, config.probs))
+    if current is not None:
+        yield current["result"]
 
-    result = {"file": path, "faces": [], "error": None}
-    try:
-        rgb = read_photo(path)
-    except ValueError as e:
-        result["error"] = str(e)
-        return result
-    if detect:
-        boxes = faces.detect_faces(rgb, min_face)
-        if not boxes:
-            result["error"] = (f"{path}: no face found; pass a photo with a frontal face, or "
-                               f"--no_detect if the image already is a face crop")
-            return result
-        crops = [faces.crop_with_margin(rgb, box, margin) for box in boxes]
-    else:
-        boxes = [(0, 0, rgb.shape[1], rgb.shape[0])]
-        crops = [rgb]
-    age_probs, gender_probs = predictor(crops)
-    ages = np.arange(age_probs.shape[1])
-    for i, box in enumerate(boxes):
-        face = {"box": [int(v) for v in box],
-                "apparent_age": round(float(np.sum(age_probs[i] * ages)), 2),
-                "most_likely_age": int(np.argmax(age_probs[i]))}
-        if gender_probs is not None:
-            face["gender"] = "male" if gender_probs[i, 1] >= 0.5 else "female"
-        result["faces"].append(face)
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        result["annotated"] = plots.annotate(rgb, result["faces"], os.path.join(out_dir, f"{stem}_annotated.png"))
+
+def annotate(result: dict, out_dir: str) -> None:
+    """The photo with its boxes and ages, and each face's age distribution, in out_dir."""
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(result["file"]))[0]
+    result["annotated"] = plots.annotate(read_rgb(result["file"]), result["faces"],
+                                         os.path.join(out_dir, f"{stem}_annotated.png"))
+    if all("age_probs" in face for face in result["faces"]):
         result["distributions"] = [
-            plots.age_distribution(age_probs[i], os.path.join(out_dir, f"{stem}_face{i + 1}_ages.png"),
-                                   f"{stem} face {i + 1}")
-            for i in range(len(boxes))]
-    return result
+            plots.age_distribution(np.asarray(face["age_probs"]),
+                                   os.path.join(out_dir, f"{stem}_face{i + 1}_ages.png"), f"{stem} face {i + 1}")
+            for i, face in enumerate(result["faces"])]
 
 
 def print_text(result: dict) -> None:
@@ -127,29 +269,66 @@ def print_text(result: dict) -> None:
             print(f"  wrote {path}")
 
 
-def main(argv):
-    paths = argv[1:]
-    if not paths:
-        raise app.UsageError("give one or more photos: python -m trainer.predict --model_dir runs/X photo.jpg")
-    f = trainer_flags.FLAGS
-    trainer_flags.quiet_logs()
-    from trainer.run_dir import RunDirError
+def open_output(path: str):
+    """The --output file for appending, locked for this process (one writer)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    out = open(path, "a")
     try:
-        predictor = Predictor(f.model_dir)
-    except RunDirError as e:
-        sys.exit(f"error: {e}")
-    results = [predict_file(predictor, p, detect=not f.no_detect, margin=f.margin, min_face=f.min_face,
-                            out_dir=f.out) for p in paths]
-    if f.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for result in results:
+        fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        out.close()
+        raise PredictError(f"{path}: another trainer.predict is writing it; wait for it or pass "
+                           f"another --output") from None
+    return out
+
+
+def run(f, args: list[str]) -> int:
+    """The command; returns the exit status."""
+    config = PredictConfig(detect=not f.no_detect, margin=f.margin, min_face=f.min_face,
+                           batch_size=f.batch_size, probs=f.probs or bool(f.out))
+    paths = expand_paths(args)
+    out = None
+    if f.output:
+        done = resume_output(f.output)
+        out = open_output(f.output)
+        if done:
+            print(f"{f.output}: {len(done)} files already done; continuing", file=sys.stderr)
+        paths = [p for p in paths if p not in done]
+    age_model = AgeModel.load(f.model_dir, f.tta)
+    progress = Progress(len(paths), "files") if out else None
+    results, worked = [], 0
+    for result in predict_files(age_model, paths, config):
+        worked += result["error"] is None
+        if f.out and result["error"] is None:
+            annotate(result, f.out)
+            if not f.probs:
+                for face in result["faces"]:
+                    face.pop("age_probs")
+        if out:
+            out.write(json.dumps(result) + "\n")
+            out.flush()
+            progress.update()
+        elif f.json:
+            results.append(result)
+        else:
             print_text(result)
-    if all(r["error"] for r in results):
-        sys.exit(1)
+    if out:
+        progress.close()
+        out.close()
+    if f.json and not out:
+        print(json.dumps(results, indent=2))
+    return 0 if worked or not paths else 1
+
+
+def main(argv):
+    f = trainer_flags.FLAGS
+    if len(argv) < 2:
+        raise app.UsageError("give one or more images, folders or @lists: "
+                             "python -m trainer.predict --model_dir runs/X photo.jpg")
+    if f.batch_size < 1:
+        raise PredictError(f"--batch_size={f.batch_size}: must be at least 1")
+    return run(f, argv[1:])
 
 
 if __name__ == "__main__":
-    trainer_flags.define_predict_flags()
-    trainer_flags.flags.adopt_module_key_flags(trainer_flags)  # so --help lists them
-    app.run(main)
+    entry.run(main, trainer_flags.define_predict_flags, trainer_flags)

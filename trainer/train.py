@@ -229,7 +229,7 @@ def make_datasets(config: TrainConfig, state: State, strategy: tf.distribute.Str
     """Images through the whole age model, or (feature cache) the frozen trunk's cached
     pool5 outputs through the head, which shares its layers with `state.net`, so
     checkpoints and best.keras hold the full age model either way."""
-    data_dir, input_side, train_net = config.sources, int(state.net.input_shape[1]), state.net
+    data_dir, input_side, train_net = config.sources, age_model_lib.input_size(state.net), state.net
     val_dir = config.records
     if config.cache_features:
         multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -370,7 +370,7 @@ def train(config: TrainConfig) -> str | None:
     history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
     if chief:
         run.write_info({"records": os.path.abspath(config.records), "image_size": manifest["image_size"],
-                        "input_size": int(state.net.input_shape[1]), **config.info(),
+                        "input_size": age_model_lib.input_size(state.net), **config.info(),
                         "train_records": [os.path.abspath(d) for d in config.sources],
                         "records_weights": list(config.mix_weights),
                         "init_from": (os.path.abspath(config.init_from_file) if config.init_from

@@ -1,0 +1,104 @@
+"""The one way an image file becomes RGB uint8 pixels, for ingest (source photos)
+and prediction (users' photos): file check, size limit, decode, EXIF upright, RGB.
+
+PIL's JPEG decoder gives the same pixels as TensorFlow's
+`decode_jpeg(dct_method="INTEGER_ACCURATE")` (records.reader.JPEG_DCT_METHOD),
+so a record's bytes decode identically in training, evaluation and prediction.
+Imports PIL and numpy only: ingest's decode workers never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Larger images are refused as decompression bombs (a 400-megapixel PNG of a few KB
+# would take 1.2 GB decoded); PIL's own default limit, named here once.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # refused below instead
+
+# 16-bit grayscale modes (PNG, TIFF): values 0..65535, mapped to 0..255 by / 257.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class PixelError(ValueError):
+    """A file that gives no pixels; the message names the file and why."""
+
+
+def check_file(path: str) -> int:
+    """The size of `path` in bytes, or PixelError if it is missing, a directory, empty,
+    or not a regular file (a FIFO, socket or device is never opened: reading it could
+    block forever)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise PixelError(f"{path}: no such file") from None
+    except OSError as e:
+        raise PixelError(f"{path}: cannot be read ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise PixelError(f"{path}: is a directory; pass the image files, or the folder as a PATH "
+                         f"argument to search it")
+    if not stat.S_ISREG(st.st_mode):
+        raise PixelError(f"{path}: not a regular file (a FIFO, socket or device); it was not opened")
+    if st.st_size == 0:
+        raise PixelError(f"{path}: empty file")
+    return st.st_size
+
+
+def check_size(image: Image.Image, name: str) -> None:
+    """PixelError for an image of more than MAX_PIXELS pixels (before it is decoded)."""
+    w, h = image.size
+    if w * h > MAX_PIXELS:
+        raise PixelError(too_large(name, f"{w}x{h} pixels"))
+
+
+def too_large(name: str, what: str) -> str:
+    return (f"{name}: {what}, more than the {MAX_PIXELS} pixel limit (a decompression bomb, "
+            f"or a photo to downscale first)")
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (cameras store portraits sideways)."""
+    return ImageOps.exif_transpose(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Grayscale, CMYK, palette: plain convert.  16-bit grayscale: scaled to 8 bits
+    (a plain convert clips everything above 255 to white).  Anything with
+    transparency is composited on white first, so hidden colour under alpha=0
+    (often garbage) never reaches the model."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image).astype(np.float32)
+        gray = np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """uint8 RGB pixels [H, W, 3] of an image file, upright; PixelError naming the
+    file and the reason for anything that gives no pixels."""
+    check_file(path)
+    try:
+        with Image.open(path) as image:
+            check_size(image, path)
+            image.load()
+            return np.asarray(to_rgb(upright(image)))
+    except Image.DecompressionBombError:   # PIL refuses over twice its limit when opening
+        raise PixelError(too_large(path, "an image")) from None
+    except Image.UnidentifiedImageError:
+        raise PixelError(f"{path}: not a readable image (no image format recognised)") from None
+    except (OSError, SyntaxError, ValueError) as e:   # PIL's decode errors
+        if isinstance(e, PixelError):
+            raise
+        raise PixelError(f"{path}: not a readable image ({e})") from None

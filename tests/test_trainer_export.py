@@ -1,0 +1,177 @@
+"""`python -m trainer.export`: the SavedModel's two signatures in a process that has
+never imported this project, the TFLite file under the LiteRT interpreter, TTA,
+the gender output, and an export never replacing what it did not make."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_module
+from test_trainer_predict import INPUT_SIZE, REPO, build_run, read_lines
+
+# Run with `python -I` from outside the repository: no PYTHONPATH, no project import.
+CLEAN_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+export_dir, files = sys.argv[1], sys.argv[2:]
+m = tf.saved_model.load(export_dir)
+served = m.signatures["serving_default"](image_bytes=tf.constant([open(p, "rb").read() for p in files]))
+pixels = tf.stack([tf.io.decode_png(open(files[0], "rb").read(), channels=3)])
+direct = m.signatures["predict_pixels"](pixels=pixels)
+project = sorted(k for k in sys.modules if k.split(".")[0] in ("model", "trainer", "records", "ingest", "bench"))
+print(json.dumps({"ages": served["apparent_age"].numpy().tolist(),
+                  "probs_shape": list(served["age_probs"].shape),
+                  "outputs": sorted(served),
+                  "pixels_age": float(direct["apparent_age"].numpy()[0]),
+                  "project_modules": project}))
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(sample_shards, tmp_path_factory) -> str:
+    return build_run(str(tmp_path_factory.mktemp("export_run") / "run"), sample_shards, seed=1)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> list[str]:
+    """Upright face-crop files of several sizes, as PNG (first) and JPEG."""
+    folder = tmp_path_factory.mktemp("export_faces")
+    rng = np.random.default_rng(7)
+    paths = []
+    for i, (h, w) in enumerate([(INPUT_SIZE, INPUT_SIZE), (70, 60), (33, 41), (120, 90)]):
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        path = str(folder / (f"face{i}.png" if i == 0 else f"face{i}.jpg"))
+        Image.fromarray(pixels).save(path, **({} if i == 0 else {"quality": 90}))
+        paths.append(path)
+    return paths
+
+
+def export(run_dir, out, *args):
+    result = run_module("trainer.export", f"--model_dir={run_dir}", f"--out={out}", *args, cwd=REPO,
+                        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def keras_probs(run_dir, pixels, tta=False):
+    import keras
+
+    import model  # noqa: F401
+    net = keras.saving.load_model(os.path.join(run_dir, "best.keras"), safe_mode=True)
+    probs = np.asarray(net(pixels, training=False))
+    if tta:
+        probs = (probs + np.asarray(net(pixels[:, :, ::-1], training=False))) / 2
+    return probs
+
+
+def expected(probs):
+    return (np.asarray(probs, np.float64) * np.arange(probs.shape[-1])).sum(-1)
+
+
+def tflite_run(path, pixels):
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=path).get_signature_runner("serve")
+    return [runner(pixels=pixels[i:i + 1]) for i in range(len(pixels))]
+
+
+@pytest.mark.slow
+def test_saved_model_runs_in_a_clean_process_and_matches_predict(run_dir, faces, tmp_path):
+    out = tmp_path / "exports" / "x"
+    result = export(run_dir, out, "--tflite=float32")
+    assert "SavedModel" in result.stdout and "model.tflite (float32)" in result.stdout and " MB" in result.stdout
+    info = json.load(open(out / "export.json"))
+    assert info["input_size"] == INPUT_SIZE and info["tflite"] == "float32"
+
+    preds = tmp_path / "preds.jsonl"
+    predicted = run_module("trainer.predict", f"--model_dir={run_dir}", "--no_detect", f"--output={preds}",
+                           *faces, cwd=REPO)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    predict_ages = [line["faces"][0]["apparent_age"] for line in read_lines(preds)]
+
+    script = tmp_path / "outside" / "serve.py"
+    script.parent.mkdir()
+    script.write_text(CLEAN_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    clean = subprocess.run([sys.executable, "-I", str(script), str(out), *faces], cwd=script.parent, env=env,
+                           capture_output=True, text=True, timeout=180)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    served = json.loads(clean.stdout.strip().splitlines()[-1])
+    assert served["project_modules"] == []
+    assert served["outputs"] == ["age_probs", "apparent_age"] and served["probs_shape"] == [len(faces), 101]
+    np.testing.assert_allclose(served["ages"], predict_ages, atol=0.01)
+    assert abs(served["pixels_age"] - served["ages"][0]) < 1e-4     # the PNG is at the input size
+    assert np.ptp(served["ages"]) > 0.05                              # different faces, different ages
+
+    # The TFLite file: uint8 at the input size, the Keras model's ages within 0.01 years.
+    pixels = np.stack([np.asarray(Image.open(faces[0]).convert("RGB"))]
+                      + [np.asarray(Image.open(p).convert("RGB").resize((INPUT_SIZE, INPUT_SIZE)))
+                         for p in faces[1:2]])
+    lite = tflite_run(str(out / "model.tflite"), pixels)
+    ours = expected(keras_probs(run_dir, pixels))
+    assert np.abs(np.array([r["apparent_age"][0] for r in lite]) - ours).max() < 0.01
+    assert not np.isnan(lite[0]["age_probs"]).any()
+    from ai_edge_litert.interpreter import Interpreter
+    dtypes = {d["dtype"] for d in Interpreter(model_path=str(out / "model.tflite")).get_tensor_details()}
+    assert np.float16 not in dtypes
+
+
+@pytest.mark.slow
+def test_tta_flip_and_float16_tflite(run_dir, tmp_path):
+    import tensorflow as tf
+
+    out = tmp_path / "flip"
+    export(run_dir, out, "--tta=flip", "--tflite=float16")
+    pixels = np.random.default_rng(8).integers(0, 256, (3, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    with_tta = expected(keras_probs(run_dir, pixels, tta=True))
+    without = expected(keras_probs(run_dir, pixels))
+    loaded = tf.saved_model.load(str(out))
+    saved = loaded.signatures["predict_pixels"](pixels=tf.constant(pixels))["apparent_age"].numpy()
+    np.testing.assert_allclose(saved, with_tta, atol=1e-3)
+    assert np.abs(with_tta - without).max() > 0.01                   # the flip changes the answer
+    lite = np.array([r["apparent_age"][0] for r in tflite_run(str(out / "model.tflite"), pixels)])
+    assert np.abs(lite - with_tta).max() < 0.5
+    from ai_edge_litert.interpreter import Interpreter
+    dtypes = {d["dtype"] for d in Interpreter(model_path=str(out / "model.tflite")).get_tensor_details()}
+    assert np.float16 in dtypes                                       # the weights are stored as float16
+
+
+def test_age_gender_export_adds_male_probability(sample_shards, tmp_path):
+    import tensorflow as tf
+
+    from trainer.export import export_run
+
+    run = build_run(str(tmp_path / "gender_run"), sample_shards, seed=2, gender=True)
+    export_run(run, str(tmp_path / "g"), log=lambda *_: None)
+    loaded = tf.saved_model.load(str(tmp_path / "g"))
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(buf, "PNG")
+    out = loaded.signatures["serving_default"](image_bytes=tf.constant([buf.getvalue()] * 2))
+    assert sorted(out) == ["age_probs", "apparent_age", "male_probability"]
+    p = out["male_probability"].numpy()
+    assert p.shape == (2,) and np.all((p >= 0) & (p <= 1))
+
+
+def test_export_never_replaces_a_directory_it_did_not_make(run_dir, tmp_path):
+    from trainer.export import ExportError, export_run
+
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="notes: exists and is not an export"):
+        export_run(run_dir, str(mine), log=lambda *_: None)
+    assert (mine / "keep.txt").read_text() == "mine"
+    # An earlier export is replaced in place, and nothing is left beside it.
+    export_run(run_dir, str(tmp_path / "e"), log=lambda *_: None)
+    export_run(run_dir, str(tmp_path / "e"), tflite="none", tta="flip", log=lambda *_: None)
+    assert json.load(open(tmp_path / "e" / "export.json"))["tta"] == "flip"
+    assert sorted(os.listdir(tmp_path)) == ["e", "notes"]

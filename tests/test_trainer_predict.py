@@ -1,0 +1,335 @@
+"""The pixel contract (Resize layer, one JPEG decoder, EXIF, 16-bit) and batch
+prediction (`python -m trainer.predict PATH... --output`): every bad-file kind is
+its line's error, --output resumes, and a record's bytes predict as they evaluate."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLE_IMAGE_SIZE, run_module
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INPUT_SIZE = 48   # the test model's input: not the shards' 32 px, so the Resize layer works
+
+
+def build_run(run_dir: str, records_dir: str, seed: int = 0, gender: bool = False) -> str:
+    """A run directory with a random tiny model whose age logits are spread (so
+    different faces get clearly different distributions)."""
+    import keras
+
+    import model
+    from trainer.run_dir import RunDir
+
+    keras.utils.set_random_seed(seed)
+    net = model.build_age_model(variant="tiny", input_size=INPUT_SIZE, gender=gender)
+    layer = net.get_layer("predictions")
+    layer.kernel.assign(layer.kernel * 40.0)
+    os.makedirs(run_dir, exist_ok=True)
+    net.save(os.path.join(run_dir, "best.keras"))
+    RunDir(run_dir).write_info({"records": records_dir, "image_size": SAMPLE_IMAGE_SIZE,
+                                "input_size": INPUT_SIZE, "variant": "tiny",
+                                "task": "age_gender" if gender else "age"})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(sample_shards, tmp_path_factory) -> str:
+    return build_run(str(tmp_path_factory.mktemp("predict_run") / "run"), sample_shards)
+
+
+def predict(run_dir, *args, cwd=REPO, timeout=180):
+    return run_module("trainer.predict", f"--model_dir={run_dir}", *args, cwd=cwd, timeout=timeout)
+
+
+def read_lines(path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def jpeg_bytes(pixels: np.ndarray, **save) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90, **save)
+    return buf.getvalue()
+
+
+def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A PNG header claiming width x height RGB pixels (400 megapixels by default)
+    followed by a few bytes of data: what a decompression bomb looks like before decoding."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+# ----------------------------------------------------------------------------- pixel contract
+
+def test_resize_layer_is_the_models_first_layer_and_an_identity_at_its_size():
+    import keras
+
+    import model
+
+    net = model.build_age_model(variant="tiny", input_size=INPUT_SIZE)
+    assert net.input_shape == (None, None, None, 3) and model.input_size(net) == INPUT_SIZE
+    rng = np.random.default_rng(1)
+    at_size = rng.integers(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    assert np.array_equal(np.asarray(net.get_layer("resize")(at_size)), at_size)
+    other = rng.integers(0, 256, (2, 70, 52, 3), dtype=np.uint8)
+    resized = np.asarray(model.resize_pixels(other, INPUT_SIZE))
+    assert resized.shape == (2, INPUT_SIZE, INPUT_SIZE, 3) and resized.dtype == np.uint8
+    # The model on any size = the model on the same op's output at its own size.
+    np.testing.assert_allclose(np.asarray(net(other)), np.asarray(net(resized)), atol=1e-6)
+    # The size survives a save/load (in the layer's config).
+    config = keras.saving.serialize_keras_object(net.get_layer("resize"))
+    assert config["config"]["size"] == INPUT_SIZE
+
+
+def test_resize_pixels_is_the_readers_resize_when_shrinking():
+    import model
+    from records.reader import resize_uint8
+
+    images = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(np.asarray(model.resize_pixels(images, 32)),
+                          resize_uint8(images, 32, shrinking=True).numpy())
+
+
+def test_the_readers_jpeg_decoder_gives_pils_pixels():
+    import tensorflow as tf
+
+    from records.reader import JPEG_DCT_METHOD
+
+    data = jpeg_bytes(np.random.default_rng(3).integers(0, 256, (61, 47, 3), dtype=np.uint8))
+    ours = tf.io.decode_jpeg(data, channels=3, dct_method=JPEG_DCT_METHOD).numpy()
+    assert np.array_equal(ours, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    default = tf.io.decode_jpeg(data, channels=3).numpy()
+    assert not np.array_equal(default, ours)   # why the method is named: the default differs
+
+
+def test_exif_orientation_is_applied_in_ingest_and_in_prediction(tmp_path):
+    from ingest.images import load
+    from records.pixels import read_rgb
+
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :20] = 255                               # a white band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # "rotate 90 degrees clockwise to view"
+    path = tmp_path / "sideways.jpg"
+    path.write_bytes(jpeg_bytes(pixels, exif=exif))
+    stored = Image.open(path)
+    upright = np.asarray(stored.convert("RGB").transpose(Image.Transpose.ROTATE_270))
+    assert upright.shape == (60, 40, 3) and upright[:20].mean() > 200   # the band is now on top
+    assert np.array_equal(read_rgb(str(path)), upright)
+    assert np.array_equal(np.asarray(load(str(path), 60)),
+                          np.asarray(Image.fromarray(upright).resize((60, 60), Image.BILINEAR)))
+
+
+def test_a_16_bit_grey_image_is_grey_in_ingest_and_in_prediction(tmp_path):
+    from ingest.images import load
+    from records.pixels import read_rgb
+
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((30, 30), 32896, np.uint16)).save(path)   # 32896 / 257 = 128
+    assert Image.open(path).mode.startswith("I")
+    assert np.all(read_rgb(str(path)) == 128)
+    assert np.all(np.asarray(load(str(path), 30)) == 128)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
+    """Over the limit: PIL refuses to open (over twice the limit) or we refuse before load()."""
+    from ingest.images import UNDECODABLE, SkipImage, load
+    from records.pixels import PixelError, read_rgb
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png())
+    with pytest.raises(PixelError, match="bomb.png: an image, more than the 89478485 pixel limit"):
+        read_rgb(str(path))
+    with pytest.raises(SkipImage) as e:
+        load(str(path), 32)
+    assert e.value.reason == UNDECODABLE
+    near = tmp_path / "near.png"
+    near.write_bytes(bomb_png(10000, 9000))     # over the limit, under PIL's own refusal
+    with pytest.raises(PixelError, match="near.png: 10000x9000 pixels, more than the 89478485 pixel limit"):
+        read_rgb(str(near))
+
+
+# ----------------------------------------------------------------------------- listing and resume
+
+def test_paths_expand_files_folders_and_lists_in_order_once(tmp_path):
+    from trainer.predict import expand_paths
+
+    (tmp_path / "d" / "b").mkdir(parents=True)
+    for name in ("d/z.jpg", "d/a.PNG", "d/b/c.jpeg", "d/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{tmp_path / 'one.jpg'}\n\n{tmp_path / 'd'}\n")
+    d = str(tmp_path / "d")
+    assert expand_paths([d, f"@{listing}", os.path.join(d, "z.jpg")]) == [
+        os.path.join(d, "a.PNG"), os.path.join(d, "z.jpg"), os.path.join(d, "b", "c.jpeg"),
+        str(tmp_path / "one.jpg"), d]
+
+
+def test_resume_cuts_a_torn_line_and_refuses_a_foreign_file(tmp_path):
+    from trainer.predict import PredictError, resume_output
+
+    out = tmp_path / "preds.jsonl"
+    out.write_text('{"file": "a.jpg", "faces": [], "error": null}\n{"file": "b.jpg", "fa')
+    assert resume_output(str(out)) == {"a.jpg"}
+    assert out.read_text() == '{"file": "a.jpg", "faces": [], "error": null}\n'
+    foreign = tmp_path / "notes.jsonl"
+    foreign.write_text("my notes\n")
+    with pytest.raises(PredictError, match="notes.jsonl: line 1 is not a prediction line"):
+        resume_output(str(foreign))
+    assert foreign.read_text() == "my notes\n"
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def record_bytes(shards: str, split: str, n: int) -> list[tuple[str, bytes]]:
+    """The first n records of a split: (key, stored JPEG bytes)."""
+    import tensorflow as tf
+
+    import records
+    from records import schema
+
+    manifest = records.read_manifest(shards)
+    files = [os.path.join(shards, s["file"]) for s in manifest["splits"][split]["shards"]]
+    out = []
+    for raw in tf.data.TFRecordDataset(files).take(n):
+        ex = tf.train.Example.FromString(raw.numpy())
+        feature = ex.features.feature
+        out.append((feature[schema.KEY].bytes_list.value[0].decode(),
+                    feature[schema.IMAGE_ENCODED].bytes_list.value[0]))
+    return out
+
+
+@pytest.mark.slow
+def test_a_records_bytes_predict_as_its_record_evaluates(tiny_run, sample_shards, tmp_path):
+    """Training/evaluation decode with TensorFlow and resize inside the model; prediction
+    decodes with PIL and resizes in its pipeline: the same probabilities."""
+    import keras
+
+    import model  # noqa: F401
+    import records
+
+    n = 12
+    stored = record_bytes(sample_shards, "test", n)
+    paths = []
+    for i, (_, data) in enumerate(stored):
+        paths.append(str(tmp_path / f"record{i:02d}.jpg"))
+        with open(paths[-1], "wb") as f:
+            f.write(data)
+    out = tmp_path / "preds.jsonl"
+    result = predict(tiny_run, "--no_detect", "--probs", "--batch_size=5", f"--output={out}", *paths)
+    assert result.returncode == 0, result.stderr[-3000:]
+    predicted = np.array([line["faces"][0]["age_probs"] for line in read_lines(out)])
+
+    net = keras.saving.load_model(os.path.join(tiny_run, "best.keras"), safe_mode=True)
+    by_key = {}
+    for images, labels in records.make_dataset(sample_shards, "test", 64, training=False, with_keys=True):
+        assert images.shape[1] == SAMPLE_IMAGE_SIZE != INPUT_SIZE    # the model's layer resizes
+        by_key.update(zip((k.decode() for k in labels["key"].numpy()), np.asarray(net(images, training=False))))
+    evaluated = np.array([by_key[key] for key, _ in stored])
+    assert predicted.shape == evaluated.shape == (n, 101)
+    np.testing.assert_allclose(predicted, evaluated, atol=2e-6)
+    assert np.abs(evaluated[1:] - evaluated[0]).max() > 1e-2          # faces differ: could fail
+
+
+@pytest.mark.slow
+def test_every_bad_file_is_its_lines_error_and_the_run_goes_on(tiny_run, tmp_path):
+    good = tmp_path / "good.jpg"
+    good.write_bytes(jpeg_bytes(np.random.default_rng(4).integers(0, 256, (40, 36, 3), dtype=np.uint8)))
+    (tmp_path / "notes.jpg").write_text("this is not a picture")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "bomb.png").write_bytes(bomb_png())
+    Image.fromarray(np.full((40, 40), 32896, np.uint16)).save(tmp_path / "grey16.png")
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(tmp_path / "grey8.png")
+    names = ["good.jpg", "notes.jpg", "empty.jpg", "folder", "pipe.jpg", "bomb.png", "missing.jpg",
+             "grey16.png", "grey8.png"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{tmp_path / name}\n" for name in names))
+    out = tmp_path / "preds.jsonl"
+    result = predict(tiny_run, "--no_detect", f"--output={out}", f"@{listing}", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = {os.path.basename(line["file"]): line for line in read_lines(out)}
+    assert sorted(lines) == sorted(names)
+    errors = {name: lines[name]["error"] for name in names}
+    assert errors["good.jpg"] is None and len(lines["good.jpg"]["faces"]) == 1
+    assert "notes.jpg: not a readable image" in errors["notes.jpg"]
+    assert errors["empty.jpg"].endswith("empty.jpg: empty file")
+    assert "folder: is a directory" in errors["folder"]
+    assert "pipe.jpg: not a regular file" in errors["pipe.jpg"] and "not opened" in errors["pipe.jpg"]
+    assert "bomb.png: an image, more than the 89478485 pixel limit" in errors["bomb.png"]
+    assert errors["missing.jpg"].endswith("missing.jpg: no such file")
+    assert all(lines[name]["faces"] == [] for name in names if errors[name])
+    # 16-bit mid-grey predicts as 8-bit mid-grey (not as white).
+    assert errors["grey16.png"] is None
+    assert lines["grey16.png"]["faces"][0]["apparent_age"] == lines["grey8.png"]["faces"][0]["apparent_age"]
+
+
+@pytest.mark.slow
+def test_a_rerun_continues_the_output_and_repairs_a_torn_line(tiny_run, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(7):
+        (folder / f"p{i}.jpg").write_bytes(jpeg_bytes(rng.integers(0, 256, (30 + i, 34, 3), dtype=np.uint8)))
+    out = tmp_path / "preds.jsonl"
+    full = predict(tiny_run, "--no_detect", f"--output={out}", str(folder))
+    assert full.returncode == 0, full.stderr[-3000:]
+    reference = read_lines(out)
+    assert [os.path.basename(r["file"]) for r in reference] == [f"p{i}.jpg" for i in range(7)]
+    # A job killed while writing its fourth line; the first line marked to prove it is kept.
+    kept = dict(reference[0], faces=[dict(reference[0]["faces"][0], apparent_age=-1.0)])
+    torn = json.dumps(reference[3])[:25]
+    out.write_text("".join(json.dumps(r) + "\n" for r in [kept] + reference[1:3]) + torn)
+    again = predict(tiny_run, "--no_detect", f"--output={out}", str(folder))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 files already done" in again.stderr
+    assert read_lines(out) == [kept] + reference[1:]
+
+
+@pytest.mark.slow
+def test_detection_runs_in_the_pipeline_and_a_faceless_photo_is_an_error(tiny_run, tmp_path):
+    import importlib.util
+    portrait = os.path.join(importlib.util.find_spec("skimage").submodule_search_locations[0],
+                            "data", "astronaut.png")
+    faceless = tmp_path / "gray.png"
+    Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(faceless)
+    result = predict(tiny_run, "--json", "--probs", portrait, str(faceless))
+    assert result.returncode == 0, result.stderr[-3000:]
+    face_photo, empty = json.loads(result.stdout)
+    x, y, w, h = face_photo["faces"][0]["box"]
+    assert 100 < x < 300 and 0 < y < 200 and w > 50     # her face, not the background
+    probs = face_photo["faces"][0]["age_probs"]
+    assert len(probs) == 101 and abs(sum(probs) - 1) < 1e-4
+    assert empty["faces"] == [] and "no face found" in empty["error"]
+
+
+def test_flip_tta_is_the_mean_of_the_image_and_mirror_softmaxes():
+    import keras
+
+    import model
+    from trainer.predict import AgeModel
+
+    keras.utils.set_random_seed(5)
+    net = model.build_age_model(None, variant="tiny", gender=True)
+    pixels = np.random.RandomState(0).randint(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    out = AgeModel(net, tta="flip")(pixels)
+    plain, mirrored = net(pixels), net(pixels[:, :, ::-1])
+    by_hand = (np.asarray(plain["age"]) + np.asarray(mirrored["age"])) / 2
+    np.testing.assert_allclose(out["age_probs"], by_hand, atol=1e-6)
+    np.testing.assert_allclose(out["apparent_age"], (by_hand * np.arange(101)).sum(-1), atol=1e-4)
+    np.testing.assert_allclose(out["male_probability"],
+                               (np.asarray(plain["gender"])[:, 1] + np.asarray(mirrored["gender"])[:, 1]) / 2,
+                               atol=1e-6)
+    assert not np.allclose(AgeModel(net)(pixels)["age_probs"], by_hand, atol=1e-6)   # tta none differs
