@@ -336,12 +336,28 @@ def test_dex_flags_parse_and_resolve(trained_run, tmp_path):
     assert "plan: 60 epochs x" in result.stdout
 
 
+def test_two_sources_plan_and_validation_records_on_the_command_line(train_shards, trained_run, tmp_path):
+    shards = train_shards["shards"]
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={shards},{trained_run['shards']}",
+                     "--records_weights=1,3", f"--validation_records={shards}",
+                     f"--model_dir={tmp_path / 'mix'}", "--dry_run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.load(open(os.path.join(shards, "manifest.json")))
+    n = manifest["splits"]["train"]["count"]
+    plan = [line for line in result.stdout.splitlines() if line.startswith("plan: ")][0]
+    assert plan.startswith(f"plan: 40 epochs x {2 * n // 32} steps x 32 images from {2 * n} training records")
+    assert "weight 0.25" in plan and "weight 0.75" in plan
+    assert plan.endswith(f"validating on {manifest['splits']['val']['count']} val records of {shards}")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--epochs=0"], "error: --epochs=0: must be at least 1"),
     (["--weights=/nowhere/vgg_face_weights.h5", "--variant=full"],
      "error: --weights=/nowhere/vgg_face_weights.h5: file not found; download vgg_face_weights.h5 and pass "
      "--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch"),
     (["--cache_features", "--augment"], "error: --cache_features with --augment"),
+    (["--records_weights=1,2"], "error: --records_weights has 2 values for 1 --records"),
+    (["--cache_features", "--trainable_from=all"], "error: --cache_features with --trainable_from=all"),
     (["--strategy=multi_worker"], "error: --strategy=multi_worker needs the TF_CONFIG environment variable"),
 ])
 def test_bad_flags_fail_with_one_clear_line(args, message, train_shards, tmp_path):
