@@ -1,6 +1,7 @@
 """Ingest throughput and memory on synthetic samples (not a test: numbers vary by machine).
 
-    python -m bench.ingest [--sizes 2000,20000] [--image_size 224] [--face_px 150 600] [--workers 0] [--out bench_out/ingest]
+    python -m bench.ingest [--sizes 2000,20000] [--utkface 2000] [--baseline /tmp/base]
+                           [--rounds 3] [--image_size 224] [--face_px 150 600] [--workers 0]
     python -m bench.ingest --scale_src BIG/imdb_crop [--scale_small 20000] [--out bench_out/ingest]
 
 The second form is the scale table: the imdb-format sample in --scale_src (make
@@ -14,36 +15,39 @@ and the sum; the main process against `scipy.io.loadmat` alone on the same
 file; the metadata step (.mat -> table -> cleaning -> split) on its own; and
 what a kill -9 halfway through costs the rerun (images decoded again).
 
-For each sample size: builds the sample (ingest.sample), runs `python -m ingest`
-in a subprocess while sampling the RSS of its whole process tree from /proc, and
-times a single-process decode+resize+encode loop over the same kept files.
+The first form: for each wiki sample size (ingest.sample, face crops of --face_px) and a UTKFace
+sample (ingest.sample_sources, 200x200 crops), runs `python -m ingest` in a
+subprocess while sampling the RSS of its whole process tree from /proc.  With
+--baseline DIR (a checkout of other code, e.g. `git worktree add /tmp/base REV`),
+each round runs that code and this one on the same sample, alternating, so a
+shared machine's load hits both alike; each cell is the median over --rounds.
 Prints a markdown table:
 - images/s: the ingest's image phase (decode pool + writer), as it reports it;
-- wall s: the whole command, including imports, .mat load and hashing;
+- wall s: the whole command, including the metadata load and hashing;
 - peak memory: max over time of the summed RSS of ingest and its workers
   (sampled every 0.05 s; an upper bound), and the peak RSS of the largest process
-  (wait4 rusage of the ingest process and its reaped workers);
-- ratio: images/s / (cores x single-process images/s); 1.0 = perfect scaling;
-- independent images/s: `cores` processes each looping over 1/cores of the
-  files, no coordination: the best the machine offers at that moment, so
-  "ratio vs independent" isolates the pipeline's own overhead;
-- load avg: the machine's 1-minute load after the row (other jobs skew the ratio).
+  (its VmHWM, which starts at exec: wait4's ru_maxrss would carry over the
+  forking benchmark's own RSS);
+- vs baseline: this code's images/s and wall time over the baseline's;
+- load avg: the machine's 1-minute load after the row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
 import time
 
-from ingest import clean, images, matfile, sample
+from ingest import sample, sample_sources
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # this checkout
 
 
 def _tree_rss_kb(root: int) -> int:
@@ -154,8 +158,8 @@ def loadmat_alone(mat: str) -> tuple[float, float]:
 def metadata_step(mat: str) -> tuple[float, float]:
     """The metadata step alone: .mat -> table -> cleaning -> identity split."""
     return _python_peak_mb(
-        f"import time\nfrom ingest import clean, matfile, split\nt = time.perf_counter()\n"
-        f"kept, _ = clean.clean(matfile.load({mat!r}))\n"
+        f"import time\nfrom ingest import pipeline, split\nt = time.perf_counter()\n"
+        f"_, _, kept, _ = pipeline.load_and_clean(pipeline.Config(src={os.path.dirname(mat)!r}))\n"
         f"split.assign(kept, by='identity')\nprint(time.perf_counter() - t)")
 
 
@@ -207,60 +211,44 @@ def scale_table(big_src: str, small_n: int, out: str) -> None:
           f"{', '.join(f'{s} {n:.0f}' for s, n in per_shard.items())}); load avg {os.getloadavg()[0]:.1f}")
 
 
-def run_ingest(src: str, out: str, image_size: int, workers: int) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def run_ingest(src: str, out: str, image_size: int, workers: int, code: str = HERE) -> dict:
+    """`python -m ingest` of the checkout `code` on `src`: its rate, wall time and memory."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": code}
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "ingest", "--src", src, "--out", out,
-                             "--image_size", str(image_size), "--workers", str(workers)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    peak = 0
+    proc = subprocess.Popen([sys.executable, "-m", "ingest", "--src", os.path.abspath(src),
+                             "--out", os.path.abspath(out), "--image_size", str(image_size),
+                             "--workers", str(workers)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                            cwd=code)
+    peak = largest = 0
     while True:
-        # wait4, not Popen.poll: it also returns this child's own rusage
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         peak = max(peak, _tree_rss_kb(proc.pid))
+        # VmHWM starts at exec (wait4's ru_maxrss would carry the forking bench's RSS over)
+        largest = max([largest] + [_status_kb(p, "VmHWM") for p in [proc.pid, *_children(proc.pid)]])
         time.sleep(0.05)
     wall = time.monotonic() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     stdout = proc.stdout.read()
     if proc.returncode != 0:
-        raise SystemExit(f"ingest failed on {src}:\n{stdout}")
+        raise SystemExit(f"ingest ({code}) failed on {src}:\n{stdout}")
     rate = float(re.search(r"(\d+) images/s", stdout).group(1))
-    return {"rate": rate, "wall": wall, "tree_rss_mb": peak / 1024,
-            "max_process_mb": usage.ru_maxrss / 1024}
+    return {"rate": rate, "wall": wall, "tree_rss_mb": peak / 1024, "max_process_mb": largest / 1024}
 
 
-def _loop(args: tuple[images.ImageSettings, list[str]]) -> int:
-    """The decode+resize+encode loop ingest's workers run, over `paths`."""
-    settings, paths = args
-    for rel in paths:
-        try:
-            images.process(settings, rel)
-        except images.SkipImage:
-            pass
-    return len(paths)
-
-
-def baseline_rates(src: str, image_size: int, cores: int) -> tuple[float, float]:
-    """(one process's images/s, `cores` independent processes' total images/s)
-    over the kept files.  The second is what the machine really offers right
-    now: on a shared box it can be far below cores x the first."""
-    kept, _ = clean.clean(matfile.load(os.path.join(src, "wiki.mat")))
-    paths = kept["full_path"].tolist()
-    settings = images.ImageSettings(src=src, image_size=image_size)
-    start = time.perf_counter()
-    _loop((settings, paths))
-    single = len(paths) / (time.perf_counter() - start)
-    start = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(cores) as pool:
-        pool.map(_loop, [(settings, paths[i::cores]) for i in range(cores)])
-    return single, len(paths) / (time.perf_counter() - start)
+def _median(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="2000,20000", help="comma-separated sample sizes")
+    parser.add_argument("--sizes", default="2000,20000", help="comma-separated wiki sample sizes")
+    parser.add_argument("--utkface", type=int, default=2000, help="UTKFace sample size (0: none)")
+    parser.add_argument("--baseline", default="", help="checkout of the code to compare with, "
+                        "e.g. after `git worktree add /tmp/base REV` (wiki rows only)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per row (median)")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--workers", type=int, default=0, help="ingest --workers (0: all cores)")
     parser.add_argument("--out", default="bench_out/ingest", help="scratch folder (git-ignored)")
@@ -274,28 +262,44 @@ def main(argv=None) -> int:
         scale_table(args.scale_src, args.scale_small, args.out)
         return 0
     cores = args.workers or os.cpu_count() or 1
-    rows = []
-    for n in (int(s) for s in args.sizes.split(",")):
-        lo, hi = args.face_px
+    lo, hi = args.face_px
+    jobs = []     # (label, entries, written, src, uses the baseline)
+    for n in (int(s) for s in args.sizes.split(",") if s):
         src = os.path.join(args.out, f"sample{n}-px{lo}-{hi}", "wiki_crop")
         if not os.path.exists(os.path.join(src, "wiki.mat")):
             t = time.monotonic()
             sample.generate(src, n, face_px=(lo, hi))
             print(f"built {src} in {time.monotonic() - t:.1f}s", file=sys.stderr)
-        result = run_ingest(src, os.path.join(args.out, f"shards{n}"), args.image_size, cores)
-        single, independent = baseline_rates(src, args.image_size, cores)
-        kept = sample.expected_counts(n)["kept"]
-        rows.append((n, kept, result, single, result["rate"] / (cores * single),
-                     independent, result["rate"] / independent, os.getloadavg()[0]))
-        print(f"done n={n}", file=sys.stderr)
-    print(f"\n{cores} workers on {os.cpu_count()} cores, --image_size {args.image_size}, jpeg\n")
-    print("| entries | images (kept) | images/s | wall s | peak RSS sum, all processes (MB) | peak RSS, largest process (MB) "
-          "| 1-process images/s | ratio | independent images/s | ratio vs independent | load avg |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n, kept, r, single, ratio, independent, ratio_ind, load in rows:
-        print(f"| {n} | {kept} | {r['rate']:.0f} | {r['wall']:.1f} | {r['tree_rss_mb']:.0f} "
-              f"| {r['max_process_mb']:.0f} | {single:.0f} | {ratio:.2f} | {independent:.0f} "
-              f"| {ratio_ind:.2f} | {load:.1f} |")
+        jobs.append(("wiki", n, sample.expected_counts(n)["written"], src, bool(args.baseline)))
+    if args.utkface:
+        src = os.path.join(args.out, f"utkface{args.utkface}")
+        if not os.path.isdir(src):
+            sample_sources.generate("utkface", src, args.utkface)
+        jobs.append(("utkface", args.utkface,
+                     sample_sources.expected_counts("utkface", args.utkface)["written"], src, False))
+    rows = []
+    for label, n, written, src, compare in jobs:
+        codes = [("this", HERE)] + ([("baseline", os.path.abspath(args.baseline))] if compare else [])
+        runs: dict[str, list] = {name: [] for name, _ in codes}
+        for r in range(args.rounds):
+            for name, code in (codes if r % 2 == 0 else codes[::-1]):    # alternate who goes first
+                runs[name].append(run_ingest(src, os.path.join(args.out, f"shards-{label}{n}-{name}"),
+                                             args.image_size, cores, code))
+        med = {name: _median(v) for name, v in runs.items()}
+        for name, _ in codes[::-1]:
+            m = med[name]
+            vs = (f"{m['rate'] / med['baseline']['rate']:.2f} / {m['wall'] / med['baseline']['wall']:.2f}"
+                  if compare and name == "this" else "")
+            rows.append((label, n, written, name, m, vs, os.getloadavg()[0]))
+        print(f"done {label} n={n}", file=sys.stderr)
+    print(f"\n{cores} workers on {os.cpu_count()} cores, --image_size {args.image_size}, jpeg, "
+          f"median of {args.rounds} alternating rounds\n")
+    print("| data set | entries | records written | code | images/s | wall s | peak RSS sum, all "
+          "processes (MB) | peak RSS, largest process (MB) | vs baseline (images/s / wall) | load avg |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for label, n, written, name, m, vs, load in rows:
+        print(f"| {label} | {n} | {written} | {name} | {m['rate']:.0f} | {m['wall']:.1f} "
+              f"| {m['tree_rss_mb']:.0f} | {m['max_process_mb']:.0f} | {vs} | {load:.1f} |")
     return 0
 
 

@@ -1,7 +1,9 @@
-"""The cleaning filters, in the order the original recipe applied them.
+"""The cleaning filters: each step removes rows and reports how many it removed
+and how many remain, so the manifest and the printed summary show where the
+rows went (62328 -> 22578 on the real wiki.mat).
 
-Each step removes rows and reports how many it removed and how many remain, so
-the manifest and the printed summary show where the 62328 -> 22578 went.
+A source brings its own steps first (ingest.sources: the .mat's face scores,
+UTKFace's unparsable names, ...); the steps here apply to every source after them.
 """
 
 from __future__ import annotations
@@ -11,36 +13,38 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from records import schema
+
+MIN_FACE_SCORE = 3.0   # original: face_score >= 3 (IMDB-WIKI's detector score)
+
 
 @dataclass(frozen=True)
 class Thresholds:
-    min_face_score: float = 3.0   # original: face_score >= 3
+    min_face_score: float = MIN_FACE_SCORE
     min_age: int = 1              # original: age > 0
     max_age: int = 100            # original: age <= 100
     require_gender: bool = False  # unknown gender is fine for the age task
 
 
-def steps(t: Thresholds) -> list[tuple[str, str, callable]]:
-    """(step, rule, predicate selecting the rows to REMOVE).  The dob check comes
-    first: an invalid datenum has no age, so no later step could judge it."""
+Step = tuple[str, str, "callable"]   # (step, rule, predicate selecting the rows to REMOVE)
+
+
+def common_steps(t: Thresholds) -> list[Step]:
+    """The steps every source's table goes through, after the source's own."""
     out = [
-        ("invalid_dob", "dob is not a date in years 1..9999", lambda d: ~d["dob_valid"]),
-        ("no_face", "face_score is -inf", lambda d: np.isneginf(d["face_score"])),
-        ("second_face", "second_face_score is not NaN", lambda d: d["second_face_score"].notna()),
-        ("low_face_score", f"face_score < {t.min_face_score:g}",
-         lambda d: ~(d["face_score"] >= t.min_face_score)),
         ("age_above_max", f"age > {t.max_age}", lambda d: d["age"] > t.max_age),
         ("age_below_min", f"age < {t.min_age}", lambda d: d["age"] < t.min_age),
     ]
     if t.require_gender:
-        out.append(("unknown_gender", "gender is NaN", lambda d: d["gender"].isna()))
+        out.append(("unknown_gender", "gender is unknown",
+                    lambda d: d["gender"] == schema.GENDER_UNKNOWN))
     return out
 
 
-def clean(frame: pd.DataFrame, t: Thresholds = Thresholds()) -> tuple[pd.DataFrame, list[dict]]:
-    """(kept rows, [{"step", "rule", "removed", "remaining"}])."""
+def clean(frame: pd.DataFrame, steps: list[Step]) -> tuple[pd.DataFrame, list[dict]]:
+    """(kept rows, [{"step", "rule", "removed", "remaining"}]), steps applied in order."""
     report = []
-    for step, rule, remove in steps(t):
+    for step, rule, remove in steps:
         mask = np.asarray(remove(frame), dtype=bool)
         frame = frame[~mask]
         report.append({"step": step, "rule": rule, "removed": int(mask.sum()),

@@ -8,15 +8,19 @@ TensorFlow (a worker pool of TF processes would cost seconds and GBs each).
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 from dataclasses import dataclass
 
 from PIL import Image
 
+from ingest import facebox
+from records import schema
 from records.pixels import PixelError, check_size, to_rgb, upright  # noqa: F401  (to_rgb: API)
 
-ENCODINGS = ("jpeg", "raw")
+IMAGE_SIZE = 224      # stored side in pixels (VGG-Face's input)
+JPEG_QUALITY = 95
 
 # Why a file produced no record.  These are the manifest's `skipped` keys.
 UNSAFE_PATH = "unsafe_path"   # absolute, or escapes --src: never opened
@@ -35,9 +39,10 @@ class SkipImage(Exception):
 @dataclass(frozen=True)
 class ImageSettings:
     src: str
-    image_size: int = 224
-    encoding: str = "jpeg"
-    jpeg_quality: int = 95
+    image_size: int = IMAGE_SIZE
+    encoding: str = schema.ENCODING_JPEG
+    jpeg_quality: int = JPEG_QUALITY
+    margin: float = 0.0   # around a face box, when a row has one (ingest.facebox)
 
 
 def safe_path(src: str, rel: str) -> str:
@@ -75,17 +80,41 @@ def fit(image: Image.Image, size: int) -> Image.Image:
     return rgb
 
 
-def load(path: str, size: int) -> Image.Image:
+def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0.0) -> Image.Image:
     """Decode `path` as an RGB image of exactly size x size (the whole crop is
-    squashed, as the original recipe did; its crops are near-square)."""
+    squashed, as the original recipe did; its crops are near-square).  With a
+    face `box`: the box plus `margin`, clipped to the photo (ingest.facebox)."""
     try:
         with Image.open(path) as image:
             check_size(image, path)
             # JPEG DCT scaling: decode at 1/2, 1/4 or 1/8 scale when that still
-            # leaves at least `size` pixels; a 600 px crop becomes 4x cheaper.
-            image.draft("RGB", (size, size))
+            # leaves at least `size` pixels (of the crop, with a box); a 600 px
+            # crop becomes 4x cheaper.
+            full = image.size
+            region = None if box is None else facebox.crop_region(box, margin, *full)
+            if region is None:
+                image.draft("RGB", (size, size))
+            else:
+                image.draft("RGB", (size * full[0] // max(1, region[2] - region[0]),
+                                    size * full[1] // max(1, region[3] - region[1])))
             image.load()
-            return fit(upright(image), size)   # EXIF orientation applied, as in prediction
+            drafted = image.size
+            image = upright(image)             # EXIF orientation applied, as in prediction
+            if region is None:
+                return fit(image, size)
+            # The box is in the upright photo's pixels: its region there, in the (possibly
+            # draft-scaled) decoded pixels, kept fractional: crop the whole pixels around
+            # it (so resampling never reads beyond it), then resize exactly the fractional
+            # box inside that crop.  (DCT scaling divides by 1, 2, 4 or 8 and rounds the
+            # size up: the factor, not the size ratio, maps coordinates.)
+            scale = 1 / max(1, round(max(full) / max(drafted)))
+            width, height = (full[1], full[0]) if image.size != drafted else full
+            region = facebox.crop_region(box, margin, width, height)
+            x0, y0, x1, y1 = (v * scale for v in region)
+            left, top = math.floor(x0), math.floor(y0)
+            patch = to_rgb(image.crop((left, top, math.ceil(x1), math.ceil(y1))))
+            return patch.resize((size, size), Image.BILINEAR,
+                                box=(x0 - left, y0 - top, x1 - left, y1 - top))
     except FileNotFoundError as e:
         raise SkipImage(MISSING, path) from e
     except (Image.DecompressionBombError, PixelError) as e:
@@ -96,16 +125,17 @@ def load(path: str, size: int) -> Image.Image:
 
 
 def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
-    if encoding == "raw":
+    if encoding == schema.ENCODING_RAW:
         return rgb.tobytes()           # height*width*3 uint8, row-major RGB
     buf = io.BytesIO()
     rgb.save(buf, "JPEG", quality=jpeg_quality)
     return buf.getvalue()
 
 
-def process(settings: ImageSettings, rel: str) -> bytes:
-    """`rel` (a full_path from the .mat) -> the bytes stored as image/encoded."""
-    rgb = load(require_regular_file(safe_path(settings.src, rel)), settings.image_size)
+def process(settings: ImageSettings, rel: str, box: facebox.Box | None = None) -> bytes:
+    """`rel` (a path from the source's table) -> the bytes stored as image/encoded."""
+    rgb = load(require_regular_file(safe_path(settings.src, rel)), settings.image_size, box,
+               settings.margin)
     return encode(rgb, settings.encoding, settings.jpeg_quality)
 
 
@@ -119,13 +149,14 @@ def init_worker(settings: ImageSettings) -> None:
     _settings = settings
 
 
-def process_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, bytes | None, str | None]]:
-    """[(index, full_path)] -> [(index, encoded or None, skip reason or None)]:
+def process_chunk(chunk: list[tuple[int, str, facebox.Box | None]]
+                  ) -> list[tuple[int, bytes | None, str | None]]:
+    """[(index, path, face box or None)] -> [(index, encoded or None, skip reason or None)]:
     a chunk per task amortizes the pickling round trip over several images."""
     out = []
-    for index, rel in chunk:
+    for index, rel, box in chunk:
         try:
-            out.append((index, process(_settings, rel), None))
+            out.append((index, process(_settings, rel, box), None))
         except SkipImage as e:
             out.append((index, None, e.reason))
     return out

@@ -1,8 +1,11 @@
-"""The ingest job: .mat -> cleaned rows -> splits -> decoded images -> shards -> manifest.
+"""The ingest job: source -> table -> cleaning -> splits -> decoded images -> shards -> manifest.
 
-    metadata (main process)      decode (pool of --workers)       write (main process)
-    load .mat, clean, split  ->  chunks of (index, full_path)  ->  encode_example ->
-                                 -> encoded bytes or a reason      ShardedWriter per split
+    metadata (main process)         decode (pool of --workers)       write (main process)
+    source table, clean, split  ->  chunks of (index, path, box)  ->  encode_example ->
+                                    -> encoded bytes or a reason      ShardedWriter per split
+
+The source (ingest.sources: IMDB-WIKI, UTKFace, APPA-REAL, CSV) is the only
+format-specific step; from its canonical table on, every data set is the same.
 
 Memory stays flat whatever the data set size: at most `inflight` chunks are
 queued or finished-but-unwritten at any time (multiprocessing.Pool.imap would
@@ -20,12 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import multiprocessing
 import os
 
 import numpy as np
 
-from ingest import clean, images, matfile, output, split
+from ingest import clean, images, output, sources, split
 from ingest.decode_pool import DecodePool
 from ingest.progress import Progress
 from records import manifest as manifest_lib
@@ -33,125 +35,173 @@ from records import schema
 from records.manifest import DataError
 
 
+_THRESHOLDS = clean.Thresholds()
+_IMAGES = images.ImageSettings(src="")
+SPLIT_FLAGS = ("split_by", "test_fraction", "val_fraction")
+
+
 @dataclasses.dataclass
 class Config:
     src: str
-    out: str = ""                      # "" -> shards/wiki or shards/imdb
-    image_size: int = 224
-    encoding: str = "jpeg"
-    jpeg_quality: int = 95
+    source: str = sources.AUTO         # a name in sources.SOURCES, or auto
+    out: str = ""                      # "" -> shards/<the source's dataset name>
+    image_size: int = _IMAGES.image_size
+    encoding: str = _IMAGES.encoding
+    jpeg_quality: int = _IMAGES.jpeg_quality
     shard_mb: float = 128.0
     workers: int = 0                   # 0 -> all cores
     seed: int = 0
-    split_by: str = "random"
-    test_fraction: float = 0.3
-    val_fraction: float = 0.1
-    min_face_score: float = 3.0
-    min_age: int = 1
-    max_age: int = 100
-    require_gender: bool = False
+    # The split flags: None = not given (split.* defaults), refused for a source with splits.
+    split_by: str | None = None
+    test_fraction: float | None = None
+    val_fraction: float | None = None
+    min_face_score: float = _THRESHOLDS.min_face_score
+    min_age: int = _THRESHOLDS.min_age
+    max_age: int = _THRESHOLDS.max_age
+    require_gender: bool = _THRESHOLDS.require_gender
+    margin: float = 0.4                # CSV: margin around its face boxes, per side
+    gender_male_code: int | None = None   # CSV: which numeric gender code is male
     chunk: int = 16                    # images per worker task
+
+    def split_settings(self) -> tuple[str, float, float]:
+        """(split_by, test_fraction, val_fraction) with the defaults filled in."""
+        return (self.split_by or split.SPLIT_BY[0],
+                split.TEST_FRACTION if self.test_fraction is None else self.test_fraction,
+                split.VAL_FRACTION if self.val_fraction is None else self.val_fraction)
 
     def validate(self) -> None:
         """Cross-flag checks (single-flag bounds are enforced by the flag definitions)."""
         if not 0 <= self.min_age <= self.max_age < schema.NUM_AGES:
             raise DataError(f"--min_age={self.min_age} --max_age={self.max_age}: need "
                             f"0 <= min_age <= max_age <= {schema.NUM_AGES - 1}")
-        if self.test_fraction + self.val_fraction * (1 - self.test_fraction) >= 1:
-            raise DataError(f"--test_fraction={self.test_fraction} --val_fraction="
-                            f"{self.val_fraction}: leaves no train split; lower them")
+        _, test, val = self.split_settings()
+        if test + val * (1 - test) >= 1:
+            raise DataError(f"--test_fraction={test} --val_fraction={val}: leaves no train "
+                            f"split; lower them")
 
 
-def default_out(mat_key: str) -> str:
-    return os.path.join("shards", mat_key)
+def load_and_clean(cfg: Config, source=None):
+    """(source module, its table, the kept rows, the cleaning report) for `cfg`."""
+    # 1. The source (named, or recognised) loads its metadata as the canonical table.
+    source = source or sources.resolve(cfg.source, cfg.src)
+    table = source.load_table(cfg.src, sources.Options(
+        min_face_score=cfg.min_face_score, gender_male_code=cfg.gender_male_code,
+        margin=cfg.margin))
+    # 2. Cleaning: the source's own steps, then the common age (and gender) steps, each counted.
+    thresholds = clean.Thresholds(min_face_score=cfg.min_face_score, min_age=cfg.min_age,
+                                  max_age=cfg.max_age, require_gender=cfg.require_gender)
+    kept, cleaning = clean.clean(table.frame, table.steps + clean.common_steps(thresholds))
+    return source, table, kept, cleaning
 
 
-def _chunks(order: np.ndarray, paths: list[str], size: int):
+def assign_splits(table: sources.Table, kept, cfg: Config) -> np.ndarray:
+    """The split of every kept row: the source's own where it has them, else seeded."""
+    given = [f"--{name}" for name in SPLIT_FLAGS if getattr(cfg, name) is not None]
+    if table.has_splits:
+        if given:
+            raise DataError(f"{' '.join(given)}: {table.described} brings its own train/val/test "
+                            f"splits, which are kept; drop {'/'.join(given)}")
+        return kept["split"].to_numpy(dtype=object)
+    by, test, val = cfg.split_settings()
+    if by == "identity" and not table.has_identity:
+        raise DataError(f"--split_by identity: {table.described} has no identities (they come "
+                        f"from IMDB-WIKI names or a CSV identity column); use --split_by random")
+    return split.assign(kept, by=by, test_fraction=test, val_fraction=val, seed=cfg.seed)
+
+
+def _chunks(order: np.ndarray, paths: list[str], boxes: list, size: int):
     for start in range(0, len(order), size):
-        yield [(int(i), paths[i]) for i in order[start:start + size]]
+        yield [(int(i), paths[i], boxes[i]) for i in order[start:start + size]]
 
 
-def _gender_code(value: float) -> int:
-    return schema.GENDER_UNKNOWN if np.isnan(value) else int(value)
-
-
-def _require_every_split(split_of: np.ndarray, cfg: Config, mat_path: str) -> None:
+def _require_every_split(split_of: np.ndarray, cfg: Config, table: sources.Table) -> None:
     """Before any image is decoded: each split gets rows (--test_fraction 0 cannot work)."""
     for name in schema.SPLITS:
         if not np.any(split_of == name):
-            raise DataError(f"--test_fraction={cfg.test_fraction} --val_fraction={cfg.val_fraction}: "
-                            f"the {name} split gets none of the {len(split_of)} kept rows of "
-                            f"{mat_path}; raise the fraction (every split needs rows)")
+            fix = ("give every split rows in its split column" if table.has_splits else
+                   "raise the fraction (every split needs rows)")
+            _, test, val = cfg.split_settings()
+            raise DataError(f"--test_fraction={test} --val_fraction={val}: the {name} split gets "
+                            f"none of the {len(split_of)} kept rows of {table.described}; {fix}")
 
 
-def fingerprint(cfg: Config, source_sha256: str) -> dict:
+def fingerprint(cfg: Config, source_fingerprint: str) -> dict:
     """What makes two runs "the same command": a resume needs equal fingerprints.
     (--workers and --chunk change the speed, not one byte of the output; the
-    source is named by its .mat's sha256, so a moved --src folder still resumes.)"""
+    source is named by its fingerprint, so a moved --src folder still resumes.)"""
     flags = {k: v for k, v in dataclasses.asdict(cfg).items()
              if k not in ("src", "out", "workers", "chunk")}
-    return {"schema_version": schema.SCHEMA_VERSION, "source_sha256": source_sha256, "flags": flags}
+    return {"schema_version": schema.SCHEMA_VERSION, "source_sha256": source_fingerprint,
+            "flags": flags}
 
 
 def run(cfg: Config, log=print) -> dict:
     """Run the job described by `cfg`; returns the manifest it wrote.  Flags, the
     source and the output are checked before anything is written (see ingest.output)."""
     cfg.validate()
-    mat_path, mat_key = matfile.find_mat(cfg.src)
-    out = cfg.out or default_out(mat_key)
+    source = sources.resolve(cfg.source, cfg.src)
+    out = cfg.out or os.path.join("shards", source.dataset(cfg.src))
     workers = cfg.workers or os.cpu_count() or 1
     target = output.DataSetOutput(out, log)
     target.check()                                  # refused here: nothing touched
-    settings = images.ImageSettings(src=cfg.src, image_size=cfg.image_size,
-                                    encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality)
+    settings = images.ImageSettings(src=sources.root_of(cfg.src), image_size=cfg.image_size,
+                                    encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality,
+                                    margin=cfg.margin)
     pool = DecodePool(settings, workers)            # forked before the table exists and the lock
     try:
         with target.lock():
             target.repair()
-            manifest, rate = _ingest(cfg, out, target, pool, mat_path, mat_key, workers)
+            manifest, rate = _ingest(cfg, out, target, pool, source, workers)
         pool.close()
     except BaseException:
         pool.terminate()
         raise
-    log(summary(manifest, out, rate))
+    log(manifest_lib.summary(manifest, out))
+    log(f"{rate:.0f} images/s; wrote {manifest_lib.manifest_path(out)}")
     return manifest
 
 
 def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePool,
-            mat_path: str, mat_key: str, workers: int) -> tuple[dict, float]:
-    frame = matfile.load(mat_path, mat_key)
-    entries = len(frame)
-    kept, cleaning = clean.clean(frame, clean.Thresholds(
-        min_face_score=cfg.min_face_score, min_age=cfg.min_age, max_age=cfg.max_age,
-        require_gender=cfg.require_gender))
+            source, workers: int) -> tuple[dict, float]:
+    # 1-2. The source's canonical table, cleaned (load_and_clean).
+    _, table, kept, cleaning = load_and_clean(cfg, source)
+    entries = len(table.frame)
     if kept.empty:
-        raise DataError(f"{mat_path}: no rows survive cleaning ({cleaning}); loosen the thresholds")
-    split_of = split.assign(kept, by=cfg.split_by, test_fraction=cfg.test_fraction,
-                            val_fraction=cfg.val_fraction, seed=cfg.seed)
-    _require_every_split(split_of, cfg, mat_path)
+        raise DataError(f"{cfg.src}: no rows survive cleaning ({cleaning}); loosen the thresholds")
+    # 3. Splits: the source's own, or seeded random/identity (checked before any output).
+    split_of = assign_splits(table, kept, cfg)
+    _require_every_split(split_of, cfg, table)
     # Seeded write order: every shard is a random sample of its split, so
     # file-level sharding across readers stays unbiased.
     order = np.random.default_rng(cfg.seed + 1).permutation(len(kept))
 
-    paths = kept["full_path"].tolist()
+    # 4. Examples: the labels per kept row, the images decoded by the pool.
+    paths = kept["path"].tolist()
+    boxes = kept["box"].tolist()
     ages = kept["age"].to_numpy()
     genders = kept["gender"].to_numpy()
     scores = kept["face_score"].to_numpy()
-    del frame, kept                              # the decode loop needs only these columns
-    image_format = schema.FORMAT_RAW if cfg.encoding == "raw" else schema.FORMAT_JPEG
-    source_sha256 = manifest_lib.file_sha256(mat_path)
+    age_means = kept["age_mean"].to_numpy()
+    age_stds = kept["age_std"].to_numpy()
+    real_ages = kept["real_age"].to_numpy()
+    described, fingerprint_of_source = table.described, table.fingerprint
+    dataset, label, margin, has_splits = table.dataset, table.label, table.margin, table.has_splits
+    del table, kept                              # the decode loop needs only these columns
+    image_format = schema.ENCODINGS[cfg.encoding]
 
     with target.write_errors():                  # disk full / read-only: one line, staging removed
-        writing = target.start(fingerprint(cfg, source_sha256), order, split_of,
+        writing = target.start(fingerprint(cfg, fingerprint_of_source), order, split_of,
                                shard_bytes=max(1, int(cfg.shard_mb * 1e6)))
         progress = Progress(len(writing.todo))
-        for index, encoded, reason in pool.map(_chunks(writing.todo, paths, cfg.chunk)):
+        for index, encoded, reason in pool.map(_chunks(writing.todo, paths, boxes, cfg.chunk)):
             progress.update()
-            age, gender = int(ages[index]), _gender_code(genders[index])
+            age, gender = int(ages[index]), int(genders[index])
             record = None if encoded is None else schema.encode_example(
                 image=encoded, image_format=image_format, height=cfg.image_size,
                 width=cfg.image_size, age=age, gender=gender,
-                face_score=float(scores[index]), key=paths[index])
+                face_score=float(scores[index]), key=paths[index],
+                age_mean=float(age_means[index]), age_std=float(age_stds[index]),
+                real_age=int(real_ages[index]))
             writing.add(index, record, reason, age, gender)
         progress.close()
 
@@ -168,15 +218,19 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
 
         age_gender_png(os.path.join(target.staging, output.PLOT_NAME), totals["age_histogram"],
                        totals["gender_counts"],
-                       title=f"{os.path.basename(mat_path)} ({sum(totals['age_histogram'])} records)")
+                       title=f"{dataset} ({sum(totals['age_histogram'])} records)")
         manifest = {
             "schema_version": schema.SCHEMA_VERSION,
-            "kind": "images",
+            "kind": schema.KIND_IMAGES,
             "image_size": cfg.image_size,
             "encoding": cfg.encoding,
-            "source": {"mat": os.path.basename(mat_path), "sha256": source_sha256,
-                       "entries": entries},
-            "flags": {**dataclasses.asdict(cfg), "out": out, "workers": workers},
+            "source": {"name": source.NAME, "dataset": dataset, "read": described,
+                       "fingerprint": fingerprint_of_source, "entries": entries},
+            "label": label,
+            "margin": margin,
+            "flags": {**dataclasses.asdict(cfg), "source": source.NAME, "out": out,
+                      "workers": workers,
+                      **({} if has_splits else dict(zip(SPLIT_FLAGS, cfg.split_settings())))},
             "cleaning": cleaning,
             "kept": len(paths),
             "skipped": totals["skipped"],
@@ -187,22 +241,4 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
         }
         writing.publish(manifest)               # manifest last, then staging becomes `out`
     return manifest, progress.rate
-
-
-def summary(manifest: dict, out: str, rate: float | None = None) -> str:
-    lines = [f"source {manifest['source']['mat']}: {manifest['source']['entries']} entries"]
-    for c in manifest["cleaning"]:
-        lines.append(f"  {c['step']:<15} {c.get('rule', ''):<36} removed {c['removed']:>7}  "
-                     f"remaining {c['remaining']:>7}")
-    skipped = manifest["skipped"]
-    lines.append(f"kept {manifest['kept']}; skipped {sum(skipped.values())} files"
-                 + (f" ({', '.join(f'{k}: {v}' for k, v in skipped.items())})" if skipped else ""))
-    for name, entry in manifest["splits"].items():
-        size = sum(s["bytes"] for s in entry["shards"]) / 1e6
-        lines.append(f"  {name:<5} {entry['count']:>7} records in {len(entry['shards'])} shards "
-                     f"({size:.1f} MB)")
-    lines.append(f"gender {manifest['gender_counts']}")
-    if rate is not None:
-        lines.append(f"{rate:.0f} images/s; wrote {out}/manifest.json")
-    return "\n".join(lines)
 

@@ -2,6 +2,8 @@
 
     python -m ingest.sample --out demo/wiki_crop --n 3000 [--seed 0]
     python -m ingest.sample --out demo/imdb_crop --n 3000 --dataset imdb
+    python -m ingest.sample --out demo/UTKFace --n 3000 --dataset utkface   (also appa_real, csv:
+                                                                    see ingest.sample_sources)
 
 writes `wiki.mat` (a 1x1 struct, fields in the real order and dtypes) and the
 JPEG folders `00/`..`99/`; with `--dataset imdb`, `imdb.mat` (key `imdb`) with
@@ -36,6 +38,8 @@ import sys
 from datetime import date
 
 import numpy as np
+
+from ingest import sample_sources
 
 WIKI_FIELDS = ("dob", "photo_taken", "full_path", "gender", "name",
                "face_location", "face_score", "second_face_score")
@@ -351,9 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ingest.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to create, e.g. demo/wiki_crop")
     parser.add_argument("--n", type=int, default=2000, help=f"rows in the .mat (>= {MIN_N})")
-    parser.add_argument("--dataset", choices=DATASETS, default="wiki",
+    parser.add_argument("--dataset", choices=DATASETS + sample_sources.DATASETS, default="wiki",
                         help="wiki: wiki.mat; imdb: imdb.mat (adds celeb_names, celeb_id); "
-                             "same rows, images and counts")
+                             "same rows, images and counts. utkface, appa_real, csv: those "
+                             "formats (ingest.sample_sources)")
     parser.add_argument("--seed", type=int, default=0, help="which sample (counts depend on --n only)")
     parser.add_argument("--workers", type=int, default=0, help="image-writing processes (0: all cores)")
     parser.add_argument("--face_px", type=int, nargs=2, default=FACE_PX, metavar=("MIN", "MAX"),
@@ -364,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--n must be at least {MIN_N} (got {args.n}) so every quirk appears")
     if not 4 <= args.face_px[0] <= args.face_px[1]:
         parser.error(f"--face_px {args.face_px[0]} {args.face_px[1]}: need 4 <= MIN <= MAX")
+    if args.dataset in sample_sources.DATASETS:
+        sample_sources.generate(args.dataset, args.out, args.n, args.seed)
+        exp = sample_sources.expected_counts(args.dataset, args.n, args.seed)
+        print(f"wrote the {args.dataset} sample {args.out} with {exp['entries']} entries; default "
+              f"ingest keeps {exp['kept']}, skips {sum(exp['skipped'].values())} files, writes "
+              f"{exp['written']}")
+        return 0
     generate(args.out, args.n, args.seed, args.workers or None, face_px=tuple(args.face_px),
              dataset=args.dataset)
     exp = expected_counts(args.n)

@@ -2,8 +2,10 @@
 
 test is carved first, then val from what is left, so model selection (val)
 never sees test.  `identity` keeps every person in one split: rows are grouped
-by name (celeb_id for imdb); a row with an empty name is its own group, since
-nothing says two nameless photos show the same person.
+by the table's `identity` column (IMDB-WIKI: the name, or celeb_id for imdb; a
+CSV's identity column); a row with an empty identity is its own group, since
+nothing says two nameless photos show the same person.  A source that brings
+its own splits (APPA-REAL, a CSV split column) is not split here at all.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 SPLIT_BY = ("random", "identity")
+TEST_FRACTION = 0.3
+VAL_FRACTION = 0.1
 
 
 def _targets(n: int, test_fraction: float, val_fraction: float) -> tuple[int, int]:
@@ -20,15 +24,13 @@ def _targets(n: int, test_fraction: float, val_fraction: float) -> tuple[int, in
 
 
 def group_keys(frame: pd.DataFrame) -> np.ndarray:
-    """One key per row naming the person (strings, so ids and names mix safely)."""
-    if "celeb_id" in frame:
-        return np.array([f"id:{c}" for c in frame["celeb_id"]], dtype=object)
-    return np.array([f"name:{n}" if n else f"row:{i}" for i, n in enumerate(frame["name"])],
+    """One key per row naming the person; an empty identity is its own group."""
+    return np.array([f"id:{n}" if n else f"row:{i}" for i, n in enumerate(frame["identity"])],
                     dtype=object)
 
 
-def assign(frame: pd.DataFrame, *, by: str = "random", test_fraction: float = 0.3,
-           val_fraction: float = 0.1, seed: int = 0) -> np.ndarray:
+def assign(frame: pd.DataFrame, *, by: str = "random", test_fraction: float = TEST_FRACTION,
+           val_fraction: float = VAL_FRACTION, seed: int = 0) -> np.ndarray:
     """An array of "train" / "val" / "test", one per row of `frame`."""
     if by not in SPLIT_BY:
         raise ValueError(f"split_by must be one of {SPLIT_BY}, got {by!r}")

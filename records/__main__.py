@@ -9,35 +9,12 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 import argparse
 import sys
 
-from records.manifest import DataError, read_manifest
+from records.manifest import DataError, read_manifest, summary
 from records.verify import problems
 
 
 def inspect(directory: str) -> str:
-    m = read_manifest(directory)
-    src = m.get("source", {})
-    lines = [f"{directory}: schema v{m['schema_version']}, {m.get('kind', '?')}, "
-             f"{m.get('image_size')}px {m.get('encoding')}, created {m.get('created')}",
-             f"source {src.get('mat')} ({src.get('entries')} entries, sha256 {str(src.get('sha256'))[:12]}...)"]
-    for c in m.get("cleaning", []):
-        lines.append(f"  {c['step']:<15} removed {c['removed']:>7}  remaining {c['remaining']:>7}")
-    skipped = m.get("skipped", {})
-    lines.append(f"kept {m.get('kept')}; skipped {sum(skipped.values())}"
-                 + (f" ({', '.join(f'{k}: {v}' for k, v in skipped.items())})" if skipped else ""))
-    total = 0
-    for name, entry in m["splits"].items():
-        size = sum(s["bytes"] for s in entry["shards"]) / 1e6
-        total += entry["count"]
-        lines.append(f"  {name:<5} {entry['count']:>7} records  {len(entry['shards']):>3} shards  {size:8.1f} MB")
-    hist = m.get("age_histogram")
-    if hist and sum(hist):
-        n = sum(hist)
-        mean = sum(a * c for a, c in enumerate(hist)) / n
-        ages = [a for a, c in enumerate(hist) if c]
-        lines.append(f"ages {ages[0]}..{ages[-1]}, mean {mean:.1f} over {n} records")
-    if "gender_counts" in m:
-        lines.append("gender " + ", ".join(f"{k} {v}" for k, v in m["gender_counts"].items()))
-    return "\n".join(lines)
+    return summary(read_manifest(directory), directory)
 
 
 def main(argv: list[str] | None = None) -> int:

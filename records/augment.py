@@ -20,13 +20,12 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from records.schema import NUM_AGES
+from records.schema import AGE_MEAN, AGE_STD, NUM_AGES
 
 Op = Callable[[tf.Tensor, dict, tf.Tensor], tuple]
 OPS: dict[str, Op] = {}
 DEFAULT_OPS = ("flip", "crop")       # what --augment means
 MIN_CROP_SCALE = 0.85                # a crop keeps at least 85% of each side: "small" crop/scale
-AGE_MEAN, AGE_STD = "age_mean", "age_std"   # label keys of the apparent-age spread
 
 
 def register(name: str) -> Callable[[Op], Op]:

@@ -67,7 +67,7 @@ def read_manifest(directory: str) -> dict:
                         f"`python -m ingest --src wiki_crop --out {directory}`")
     if not os.path.exists(path):
         raise DataError(f"{path}: no manifest, so {directory} is not a finished data set; "
-                        f"run (or re-run, it resumes) `python -m ingest --src wiki_crop --out {directory}`")
+                        f"run (or re-run, it starts over) `python -m ingest --src wiki_crop --out {directory}`")
     try:
         with open(path) as f:
             manifest = json.load(f)
@@ -77,9 +77,10 @@ def read_manifest(directory: str) -> dict:
         raise DataError(f"{path}: a JSON {type(manifest).__name__}, not a manifest object; "
                         f"re-run ingest into {directory}")
     version = manifest.get("schema_version")
-    if version != schema.SCHEMA_VERSION:
-        raise DataError(f"{path}: schema_version {version!r}, this code reads version "
-                        f"{schema.SCHEMA_VERSION}; re-run ingest with this version of the project")
+    if version not in schema.READ_VERSIONS:
+        raise DataError(f"{path}: schema_version {version!r}, this code reads versions "
+                        f"{', '.join(map(str, schema.READ_VERSIONS))}; re-run ingest with this "
+                        f"version of the project")
     if not isinstance(manifest.get("splits"), dict):
         raise DataError(f"{path}: manifest has no 'splits'; re-run ingest into {directory}")
     return manifest
@@ -111,3 +112,37 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def summary(m: dict, directory: str) -> str:
+    """The human summary of a manifest: what ingest prints at its end and
+    `python -m records inspect` prints (the same function, so they agree)."""
+    src = m.get("source", {})
+    lines = [f"{directory}: schema v{m['schema_version']}, {m.get('kind', '?')}, "
+             f"{m.get('image_size')}px {m.get('encoding')}, created {m.get('created')}"]
+    if "name" in src:        # schema version 2
+        lines.append(f"source {src['name']} ({src.get('read')}): {src.get('entries')} entries, "
+                     f"fingerprint {str(src.get('fingerprint'))[:12]}...; label {m.get('label')} "
+                     f"age, face margin {m.get('margin')}")
+    elif src:
+        lines.append(f"source {src.get('mat')}: {src.get('entries')} entries, sha256 "
+                     f"{str(src.get('sha256'))[:12]}...; label real age, face margin 0.4")
+    for c in m.get("cleaning", []):
+        lines.append(f"  {c['step']:<15} {c.get('rule', ''):<36} removed {c['removed']:>7}  "
+                     f"remaining {c['remaining']:>7}")
+    skipped = m.get("skipped", {})
+    lines.append(f"kept {m.get('kept')}; skipped {sum(skipped.values())} files"
+                 + (f" ({', '.join(f'{k}: {v}' for k, v in skipped.items())})" if skipped else ""))
+    for name, entry in m["splits"].items():
+        size = sum(s["bytes"] for s in entry["shards"]) / 1e6
+        lines.append(f"  {name:<5} {entry['count']:>7} records in {len(entry['shards']):>3} shards "
+                     f"({size:.1f} MB)")
+    hist = m.get("age_histogram")
+    if hist and sum(hist):
+        n = sum(hist)
+        mean = sum(a * c for a, c in enumerate(hist)) / n
+        ages = [a for a, c in enumerate(hist) if c]
+        lines.append(f"ages {ages[0]}..{ages[-1]}, mean {mean:.1f} over {n} records")
+    if "gender_counts" in m:
+        lines.append("gender " + ", ".join(f"{k} {v}" for k, v in m["gender_counts"].items()))
+    return "\n".join(lines)

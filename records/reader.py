@@ -46,8 +46,15 @@ JPEG_DCT_METHOD = "INTEGER_ACCURATE"
 
 
 def _labels(ex: dict, with_keys: bool) -> dict:
-    """The label dict every record kind yields (plus the record key when asked)."""
-    labels = {"age": tf.cast(ex[schema.AGE], tf.int32), "gender": tf.cast(ex[schema.GENDER], tf.int32)}
+    """The label dict every record kind yields (plus the record key when asked).
+    Records without the version-2 labels (schema version 1, feature caches) parse
+    with the spec's defaults; a NaN age_mean then means "the int age"."""
+    age = tf.cast(ex[schema.AGE], tf.int32)
+    age_mean = ex[schema.AGE_MEAN]
+    labels = {"age": age, "gender": tf.cast(ex[schema.GENDER], tf.int32),
+              "age_mean": tf.where(tf.math.is_nan(age_mean), tf.cast(age, tf.float32), age_mean),
+              "age_std": ex[schema.AGE_STD],
+              "real_age": tf.cast(ex[schema.REAL_AGE], tf.int32)}
     if with_keys:
         labels["key"] = ex[schema.KEY]
     return labels
@@ -75,8 +82,8 @@ def _image_decoder(manifest: dict, where: str, resize_to: int | None, with_keys:
 
     spec = schema.feature_spec()
     # Parse only what is used: the key (a string per record) only when asked for.
-    wanted = (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.AGE, schema.GENDER) + \
-        ((schema.KEY,) if with_keys else ())
+    wanted = (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.AGE, schema.GENDER,
+              *schema.label_spec()) + ((schema.KEY,) if with_keys else ())
     spec = {k: spec[k] for k in wanted}
 
     def decode_one_jpeg(data):
@@ -113,7 +120,7 @@ def _features_decoder(manifest: dict, where: str, resize_to: int | None, with_ke
     if manifest.get("feature_dtype") != "float16" or not shape:
         raise DataError(f"{where}: feature cache manifest lacks feature_shape/feature_dtype float16; "
                         f"delete that directory and let the trainer rebuild it")
-    spec = schema.feature_record_spec()
+    spec = {**schema.feature_record_spec(), **schema.label_spec()}
 
     def decode(serialized):
         ex = tf.io.parse_example(serialized, spec)
@@ -162,12 +169,14 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
                  input_context: tf.distribute.InputContext | None = None,
                  drop_remainder: bool | None = None,
                  resize_to: int | None = None, with_keys: bool = False) -> tf.data.Dataset:
-    """A `tf.data.Dataset` of `(images, {"age", "gender"})` batches read from `directory`.
+    """A `tf.data.Dataset` of `(images, labels)` batches read from `directory`.
 
     images: uint8 [batch, H, W, 3] exactly as stored (the manifest's image_size), or
       resized to `resize_to` (the model's input side) when given and different;
-    labels: int32 [batch] each (gender -1 = unknown), plus "key" (string [batch], the
-      source full_path) when `with_keys`. Normalization is the model's job.
+    labels: {"age": int32, "gender": int32 (-1 unknown), "age_mean": float32 (the data
+      set's own label; = age where it has no other), "age_std": float32 (0 where there
+      are no votes), "real_age": int32 (-1 unknown)}, each [batch], plus "key" (string
+      [batch], the source path) when `with_keys`. Normalization is the model's job.
     A feature cache directory (manifest kind "features") yields float16 pool5 features
     [batch, h, w, c] in place of images, through the same pipeline.
 

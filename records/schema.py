@@ -7,16 +7,23 @@ the on-disk contract is stated exactly once.
 
 from __future__ import annotations
 
+import math
 import re
 
 from records import wire
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2        # what writers write
+READ_VERSIONS = (1, 2)    # what readers accept: version 1 lacks age_mean/age_std/real_age,
+                          # read as age_mean = age, age_std = 0, real_age = -1
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 
 NUM_AGES = 101            # ages 0..100, the DEX softmax classes
 GENDER_UNKNOWN = -1       # gender: 1 male, 0 female, -1 unknown
+GENDER_MALE, GENDER_FEMALE = 1, 0
+REAL_AGE_UNKNOWN = -1     # real_age where the source has none
+
+LABEL_KINDS = ("real", "apparent")   # manifest "label": what `age` measures
 
 KIND_IMAGES = "images"     # manifest "kind": face crops written by ingest
 KIND_FEATURES = "features" # manifest "kind": pool5 features written by the feature cache
@@ -35,7 +42,10 @@ IMAGE_ENCODED = "image/encoded"
 IMAGE_FORMAT = "image/format"
 IMAGE_HEIGHT = "image/height"
 IMAGE_WIDTH = "image/width"
-AGE = "age"
+AGE = "age"               # int 0..100: the class the 101-way head trains on
+AGE_MEAN = "age_mean"     # float: the data set's own label (apparent-age mean, or = age)
+AGE_STD = "age_std"       # float: spread of the human votes, 0 where there are none
+REAL_AGE = "real_age"     # int: the real age where the source has one besides its label, else -1
 GENDER = "gender"
 FACE_SCORE = "face_score"
 KEY = "key"
@@ -71,18 +81,43 @@ def feature_spec() -> dict:
         GENDER: tf.io.FixedLenFeature([], tf.int64),
         FACE_SCORE: tf.io.FixedLenFeature([], tf.float32),
         KEY: tf.io.FixedLenFeature([], tf.string),
+        **label_spec(),
     }
 
 
+def label_spec() -> dict:
+    """The parse spec of the version-2 labels.  A record without them (schema
+    version 1, feature caches) parses with the defaults: age_mean NaN (the reader
+    then takes `age`), age_std 0, real_age -1."""
+    import tensorflow as tf
+
+    return {
+        AGE_MEAN: tf.io.FixedLenFeature([], tf.float32, default_value=float("nan")),
+        AGE_STD: tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+        REAL_AGE: tf.io.FixedLenFeature([], tf.int64, default_value=REAL_AGE_UNKNOWN),
+    }
+
+
+def label_age(age_mean: float) -> int:
+    """The int class of a (possibly fractional) label: floor(x + 0.5), clipped to 0..100."""
+    return min(max(int(math.floor(age_mean + 0.5)), 0), NUM_AGES - 1)
+
+
 def encode_example(*, image: bytes, image_format: bytes, height: int, width: int,
-                   age: int, gender: int, face_score: float, key: str) -> bytes:
-    """One serialized `tf.train.Example` in this schema (encoded without TensorFlow)."""
+                   age: int, gender: int, face_score: float, key: str,
+                   age_mean: float | None = None, age_std: float = 0.0,
+                   real_age: int = REAL_AGE_UNKNOWN) -> bytes:
+    """One serialized `tf.train.Example` in this schema (encoded without TensorFlow).
+    age_mean defaults to `age` (a source whose label is an integer age)."""
     if image_format not in FORMATS:
         raise ValueError(f"image_format must be one of {FORMATS}, got {image_format!r}")
     if not 0 <= age < NUM_AGES:
         raise ValueError(f"age must be in 0..{NUM_AGES - 1}, got {age} for {key}")
     if gender not in (0, 1, GENDER_UNKNOWN):
         raise ValueError(f"gender must be 1, 0 or {GENDER_UNKNOWN}, got {gender} for {key}")
+    if not (age_std >= 0 and real_age >= REAL_AGE_UNKNOWN):
+        raise ValueError(f"age_std must be >= 0 and real_age >= {REAL_AGE_UNKNOWN}, "
+                         f"got {age_std}, {real_age} for {key}")
     return wire.example({
         IMAGE_ENCODED: wire.bytes_feature(image),
         IMAGE_FORMAT: wire.bytes_feature(image_format),
@@ -92,6 +127,9 @@ def encode_example(*, image: bytes, image_format: bytes, height: int, width: int
         GENDER: wire.int64_feature(gender),
         FACE_SCORE: wire.float_feature(face_score),
         KEY: wire.bytes_feature(key.encode("utf-8")),
+        AGE_MEAN: wire.float_feature(float(age) if age_mean is None else age_mean),
+        AGE_STD: wire.float_feature(age_std),
+        REAL_AGE: wire.int64_feature(real_age),
     })
 
 

@@ -72,6 +72,8 @@ def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: st
                 out.append(f"{where} ({key}): {h}x{w}, manifest image_size {size}")
             if not 0 <= age < schema.NUM_AGES or gender not in (0, 1, schema.GENDER_UNKNOWN):
                 out.append(f"{where} ({key}): label out of range (age {age}, gender {gender})")
+            if manifest.get("schema_version", 1) >= 2:
+                out.extend(_check_v2_labels(where, key, age, parsed, j))
             encoded = parsed[schema.IMAGE_ENCODED][j].numpy()
             if fmt == schema.FORMAT_RAW:
                 if len(encoded) != h * w * 3:
@@ -86,6 +88,33 @@ def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: st
                 out.append(f"{where} ({key}): decodes to {shape}, record says {(h, w, 3)}")
     if count != shard["count"]:
         out.append(f"{path}: {count} records, manifest lists {shard['count']}")
+    return out
+
+
+def _check_v2_labels(where: str, key: str, age: int, parsed: dict, j: int) -> list[str]:
+    """age_mean is the label age rounds from, age_std a spread, real_age an age or -1."""
+    mean = float(parsed[schema.AGE_MEAN][j])
+    std = float(parsed[schema.AGE_STD][j])
+    real = int(parsed[schema.REAL_AGE][j])
+    if not math.isfinite(mean) or schema.label_age(mean) != age:
+        return [f"{where} ({key}): age_mean {mean} does not round to age {age}"]
+    if not (math.isfinite(std) and std >= 0) or real < schema.REAL_AGE_UNKNOWN:
+        return [f"{where} ({key}): age_std {std} or real_age {real} out of range"]
+    return []
+
+
+def _check_manifest(directory: str, manifest: dict) -> list[str]:
+    """Version-2 image manifests name their source, label kind and crop margin."""
+    if manifest.get("kind") != schema.KIND_IMAGES or manifest.get("schema_version", 1) < 2:
+        return []
+    out, where = [], os.path.join(directory, schema.MANIFEST_NAME)
+    if not (manifest.get("source") or {}).get("name"):
+        out.append(f"{where}: no source name; re-run ingest into {directory}")
+    if manifest.get("label") not in schema.LABEL_KINDS:
+        out.append(f"{where}: label {manifest.get('label')!r} is not one of {schema.LABEL_KINDS}")
+    margin = manifest.get("margin")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+        out.append(f"{where}: margin {margin!r} is not a number >= 0")
     return out
 
 
@@ -117,7 +146,7 @@ def problems(directory: str) -> list[str]:
         manifest = read_manifest(directory)
     except DataError as e:
         return [str(e)]
-    out, seen, listed = [], {}, set()
+    out, seen, listed = _check_manifest(directory, manifest), {}, set()
     for split, entry in manifest["splits"].items():
         shards = entry.get("shards", [])
         if sum(s["count"] for s in shards) != entry.get("count"):

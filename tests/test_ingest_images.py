@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from ingest import images, sample
+from records import schema
 
 SIZE = 24
 
@@ -22,7 +23,7 @@ def _decode(data: bytes) -> np.ndarray:
 def test_every_mode_becomes_rgb_of_the_image_size_with_its_age(quirk, sample_dir, sample_rows):
     rows = [r for r in sample_rows if r["category"] == "kept" and r["quirk"] == quirk]
     assert rows
-    for encoding in images.ENCODINGS:
+    for encoding in schema.ENCODINGS:
         settings = images.ImageSettings(src=sample_dir, image_size=SIZE, encoding=encoding)
         for r in rows[:3]:
             data = images.process(settings, r["full_path"])
@@ -83,10 +84,10 @@ def test_paths_escaping_src_are_refused_without_being_opened(tmp_path, monkeypat
 
 def test_process_chunk_reports_each_item(sample_dir, sample_rows):
     kept = [r for r in sample_rows if r["category"] == "kept"]
-    chunk = [(i, r["full_path"]) for i, r in enumerate(kept[:30])] + [(99, "../x.jpg")]
+    chunk = [(i, r["full_path"], None) for i, r in enumerate(kept[:30])] + [(99, "../x.jpg", None)]
     images.init_worker(images.ImageSettings(src=sample_dir, image_size=SIZE))
     out = images.process_chunk(chunk)
-    assert [i for i, _, _ in out] == [i for i, _ in chunk]
+    assert [i for i, _, _ in out] == [i for i, _, _ in chunk]
     for (i, data, reason), r in zip(out, kept[:30]):
         expected = {"missing": "missing", "truncated": "truncated"}.get(r["quirk"])
         assert reason == expected and (data is None) == (expected is not None)

@@ -14,7 +14,7 @@ import scipy.io
 import tensorflow as tf
 
 from conftest import SAMPLE_IMAGE_SIZE, run_module
-from ingest import clean, matfile, sample, split
+from ingest import pipeline, sample, split
 from records import schema
 from records.manifest import file_sha256
 from records.verify import problems
@@ -125,8 +125,9 @@ def test_cli_dataset_flag(tmp_path):
 def test_default_ingest_of_imdb_keeps_the_known_counts(random_shards, imdb_dir):
     expected = sample.expected_counts(IMDB_N)
     manifest = json.load(open(os.path.join(random_shards, "manifest.json")))
-    assert manifest["source"] == {"mat": "imdb.mat", "entries": IMDB_N,
-                                  "sha256": file_sha256(os.path.join(imdb_dir, "imdb.mat"))}
+    assert manifest["source"] == {"name": "imdb_wiki", "dataset": "imdb", "read": "imdb.mat",
+                                  "entries": IMDB_N,
+                                  "fingerprint": file_sha256(os.path.join(imdb_dir, "imdb.mat"))}
     assert manifest["flags"]["split_by"] == "random"
     assert [{k: c[k] for k in ("step", "removed", "remaining")} for c in manifest["cleaning"]] == \
         expected["cleaning"]
@@ -153,11 +154,11 @@ def test_identity_split_keeps_each_celeb_id_in_one_split(identity_shards, random
 def test_identity_groups_by_celeb_id_not_by_name(imdb_dir):
     """Nameless rows carry their celeb's id: grouped by celeb_id they stay with
     their celeb; grouped by name (the wiki rule) some of them would not."""
-    kept, _ = clean.clean(matfile.load(os.path.join(imdb_dir, "imdb.mat")))
+    _, _, kept, _ = pipeline.load_and_clean(pipeline.Config(src=imdb_dir))
     ids = kept["celeb_id"].to_numpy()
 
     def leaked(assignment):
         return [c for c in set(ids) if len(set(assignment[ids == c])) > 1]
 
     assert leaked(split.assign(kept, by="identity", seed=0)) == []
-    assert leaked(split.assign(kept.drop(columns="celeb_id"), by="identity", seed=0))
+    assert leaked(split.assign(kept.assign(identity=kept["name"]), by="identity", seed=0))

@@ -9,13 +9,20 @@ from datetime import date
 import numpy as np
 import pytest
 
-from ingest import clean, matfile, sample, split
+from ingest import pipeline, sample, split
+from ingest.sources import imdb_wiki as matfile
 from records.manifest import DataError
 
 
 @pytest.fixture(scope="module")
 def frame(sample_dir):
     return matfile.load(os.path.join(sample_dir, "wiki.mat"))
+
+
+def _clean(src: str, **flags):
+    """(kept, report) of the .mat in `src` through the source seam with `flags`."""
+    _, _, kept, report = pipeline.load_and_clean(pipeline.Config(src=src, **flags))
+    return kept, report
 
 
 def test_birth_year_agrees_with_the_file_name(frame):
@@ -56,30 +63,30 @@ def test_find_mat_errors_name_the_folder_and_the_fix(tmp_path):
     assert key == "imdb" and len(matfile.load(path, key)) == 10
 
 
-def test_default_cleaning_counts(frame, sample_expected, sample_rows):
-    kept, report = clean.clean(frame)
+def test_default_cleaning_counts(sample_dir, sample_expected, sample_rows):
+    kept, report = _clean(sample_dir)
     assert [{k: c[k] for k in ("step", "removed", "remaining")} for c in report] == \
         sample_expected["cleaning"]
     assert len(kept) == sample_expected["kept"]
     assert kept["full_path"].tolist() == [r["full_path"] for r in sample_rows if r["category"] == "kept"]
 
 
-def test_require_gender_and_thresholds_are_applied(frame, sample_expected):
-    kept, report = clean.clean(frame, clean.Thresholds(require_gender=True))
+def test_require_gender_and_thresholds_are_applied(sample_dir, sample_expected):
+    kept, report = _clean(sample_dir, require_gender=True)
     assert report[-1]["step"] == "unknown_gender"
     assert report[-1]["removed"] == sample_expected["unknown_gender"]
     assert len(kept) == sample_expected["kept"] - sample_expected["unknown_gender"]
     low = dict((c["step"], c["removed"]) for c in sample_expected["cleaning"])["low_face_score"]
-    kept, report = clean.clean(frame, clean.Thresholds(min_face_score=-5))
+    kept, report = _clean(sample_dir, min_face_score=-5)
     assert report[3] == {"step": "low_face_score", "rule": "face_score < -5", "removed": 0,
                          "remaining": report[2]["remaining"]}
     assert len(kept) == sample_expected["kept"] + low
-    kept, _ = clean.clean(frame, clean.Thresholds(min_age=30, max_age=40))
+    kept, _ = _clean(sample_dir, min_age=30, max_age=40)
     assert kept["age"].between(30, 40).all() and len(kept) > 0
 
 
-def test_random_split_sizes_and_determinism(frame):
-    kept, _ = clean.clean(frame)
+def test_random_split_sizes_and_determinism(sample_dir):
+    kept, _ = _clean(sample_dir)
     a = split.assign(kept, seed=7)
     n = len(kept)
     n_test = round(0.3 * n)
@@ -89,8 +96,8 @@ def test_random_split_sizes_and_determinism(frame):
     assert not (split.assign(kept, seed=8) == a).all()
 
 
-def test_identity_split_is_disjoint_by_person(frame):
-    kept, _ = clean.clean(frame)
+def test_identity_split_is_disjoint_by_person(sample_dir):
+    kept, _ = _clean(sample_dir)
     a = split.assign(kept, by="identity", seed=1)
     assert (split.assign(kept, by="identity", seed=1) == a).all()
     names = kept["name"].to_numpy()

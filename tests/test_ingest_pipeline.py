@@ -18,7 +18,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import SAMPLE_IMAGE_SIZE, run_module
-from ingest import clean, matfile, pipeline, sample, split
+from ingest import pipeline, sample
 from records import schema
 from records.manifest import file_sha256
 from records.verify import problems
@@ -45,8 +45,10 @@ def manifest(sample_shards):
 def test_manifest_reports_the_known_counts(manifest, sample_dir, sample_expected):
     assert manifest["schema_version"] == schema.SCHEMA_VERSION and manifest["kind"] == "images"
     assert manifest["image_size"] == SAMPLE_IMAGE_SIZE and manifest["encoding"] == "jpeg"
-    assert manifest["source"] == {"mat": "wiki.mat", "entries": sample_expected["entries"],
-                                  "sha256": file_sha256(os.path.join(sample_dir, "wiki.mat"))}
+    assert manifest["source"] == {"name": "imdb_wiki", "dataset": "wiki", "read": "wiki.mat",
+                                  "entries": sample_expected["entries"],
+                                  "fingerprint": file_sha256(os.path.join(sample_dir, "wiki.mat"))}
+    assert manifest["label"] == "real" and manifest["margin"] == 0.4
     assert [{k: c[k] for k in ("step", "removed", "remaining")} for c in manifest["cleaning"]] == \
         sample_expected["cleaning"]
     assert manifest["kept"] == sample_expected["kept"]
@@ -65,9 +67,9 @@ def test_manifest_reports_the_known_counts(manifest, sample_dir, sample_expected
 
 def test_every_kept_image_lands_once_in_its_split_with_its_age(sample_shards, sample_dir,
                                                                sample_rows, manifest):
-    frame = matfile.load(os.path.join(sample_dir, "wiki.mat"))
-    kept, _ = clean.clean(frame)
-    split_of = dict(zip(kept["full_path"], split.assign(kept, seed=0)))
+    cfg = pipeline.Config(src=sample_dir)
+    _, table, kept, _ = pipeline.load_and_clean(cfg)
+    split_of = dict(zip(kept["path"], pipeline.assign_splits(table, kept, cfg)))
     truth = {r["full_path"]: r for r in sample_rows}
     readable = {r["full_path"] for r in sample_rows if r["category"] == "kept"
                 and r["quirk"] not in ("missing", "truncated")}
@@ -143,8 +145,11 @@ def test_paths_escaping_src_are_counted_and_never_written(sample_dir, sample_row
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     ([], "ingest: --src is required"),
-    (["--src", "/nonexistent/wiki_crop"], "--src /nonexistent/wiki_crop: no such directory"),
-    (["--src", "EMPTY"], "holds neither wiki.mat nor imdb.mat"),
+    (["--src", "/nonexistent/wiki_crop"], "--src /nonexistent/wiki_crop: no such file or directory"),
+    (["--src", "EMPTY"], "not a known data set; looked for a .csv file (csv); a folder with "
+                         "wiki.mat or imdb.mat (imdb_wiki); a folder with gt_avg_train.csv "
+                         "(appa_real); a folder where most image names start with <int>_<int>_ "
+                         "(utkface)"),
     (["--src", "EMPTY", "--image_size", "0"], "--image_size=0"),
     (["--src", "EMPTY", "--min_age", "50", "--max_age", "20"], "--min_age=50 --max_age=20"),
     (["--src", "EMPTY", "--encoding", "png"], "--encoding"),

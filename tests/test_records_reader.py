@@ -167,7 +167,10 @@ def test_dtypes_and_static_shapes(jpeg_dir):
     train = records.make_dataset(jpeg_dir, "train", 32, training=True, seed=0)
     x_spec, y_spec = train.element_spec
     assert x_spec == tf.TensorSpec([32, SIZE, SIZE, 3], tf.uint8)
-    assert y_spec == {"age": tf.TensorSpec([32], tf.int32), "gender": tf.TensorSpec([32], tf.int32)}
+    assert y_spec == {"age": tf.TensorSpec([32], tf.int32), "gender": tf.TensorSpec([32], tf.int32),
+                      "age_mean": tf.TensorSpec([32], tf.float32),
+                      "age_std": tf.TensorSpec([32], tf.float32),
+                      "real_age": tf.TensorSpec([32], tf.int32)}
     val = records.make_dataset(jpeg_dir, "val", 32, training=False)
     assert val.element_spec[0] == tf.TensorSpec([None, SIZE, SIZE, 3], tf.uint8)
     x, y = next(iter(val))

@@ -29,7 +29,9 @@ def _train_shard(directory) -> str:
 
 def test_inspect_summarizes_the_manifest(sample_shards, sample_expected):
     text = inspect(sample_shards)
-    assert f"kept {sample_expected['kept']}; skipped 4 (missing: 2, truncated: 2)" in text
+    assert f"kept {sample_expected['kept']}; skipped 4 files (missing: 2, truncated: 2)" in text
+    assert "source imdb_wiki (wiki.mat): 400 entries" in text
+    assert "label real age, face margin 0.4" in text
     assert "32px jpeg" in text and "ages 1..100" in text
     with pytest.raises(DataError, match="no manifest"):
         inspect(os.path.dirname(sample_shards))

@@ -11,7 +11,8 @@ from records.writer import ShardedWriter
 
 def test_encode_example_is_the_example_tensorflow_would_write():
     ours = schema.encode_example(image=b"\xff\xd8jpeg-bytes\x00", image_format=b"jpeg", height=224,
-                                 width=224, age=37, gender=-1, face_score=-3.25, key="17/1_1981-05-05_2009.jpg")
+                                 width=224, age=37, gender=-1, face_score=-3.25, key="17/1_1981-05-05_2009.jpg",
+                                 age_mean=36.75, age_std=4.5, real_age=40)
     reference = tf.train.Example(features=tf.train.Features(feature={
         "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\xff\xd8jpeg-bytes\x00"])),
         "image/format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"jpeg"])),
@@ -21,11 +22,16 @@ def test_encode_example_is_the_example_tensorflow_would_write():
         "gender": tf.train.Feature(int64_list=tf.train.Int64List(value=[-1])),
         "face_score": tf.train.Feature(float_list=tf.train.FloatList(value=[-3.25])),
         "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"17/1_1981-05-05_2009.jpg"])),
+        "age_mean": tf.train.Feature(float_list=tf.train.FloatList(value=[36.75])),
+        "age_std": tf.train.Feature(float_list=tf.train.FloatList(value=[4.5])),
+        "real_age": tf.train.Feature(int64_list=tf.train.Int64List(value=[40])),
     }))
     assert tf.train.Example.FromString(ours) == reference
     parsed = tf.io.parse_single_example(ours, schema.feature_spec())
     assert int(parsed["gender"]) == -1 and int(parsed["age"]) == 37
     assert float(parsed["face_score"]) == -3.25
+    assert float(parsed["age_mean"]) == 36.75 and float(parsed["age_std"]) == 4.5
+    assert int(parsed["real_age"]) == 40
 
 
 def test_varints_cover_the_int64_range():

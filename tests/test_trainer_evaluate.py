@@ -15,6 +15,8 @@ import records
 from trainer import evaluate, loop
 from trainer.run_dir import RunDir
 
+from conftest import run_module
+
 
 def test_apparent_age_scores_against_hand_computed_values():
     expected = np.array([30.0, 33.0, 50.0, 24.0])
@@ -53,3 +55,31 @@ def test_flip_tta_scores_each_face_as_the_mean_of_both_softmaxes(sample_shards, 
     plain = evaluate.evaluate_run(run.path, split="val", batch_size=64, quiet=True)
     assert plain["tta"] == "none" and plain["mae"] != report["mae"]
     assert json.load(open(run.file("report.json")))["tta"] == "none"
+
+
+@pytest.mark.slow
+def test_an_appa_real_split_reports_the_epsilon_error_of_its_predictions(tmp_path):
+    src, shards = str(tmp_path / "appa-real-release"), str(tmp_path / "appa_real")
+    made = run_module("ingest.sample", "--dataset", "appa_real", "--out", src, "--n", "300")
+    assert made.returncode == 0, made.stderr[-2000:]
+    made = run_module("ingest", "--src", src, "--out", shards, "--image_size", "32", "--workers", "1")
+    assert made.returncode == 0, made.stderr[-2000:]
+    loop.set_seeds(6)
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.path)
+    model.build_age_model(None, variant="tiny").save(run.best_model)
+    run.write_info({"records": shards})
+    report = evaluate.evaluate_run(run.path, quiet=True)
+    with open(run.file("predictions.csv")) as f:
+        rows = list(csv.DictReader(f))
+    x, mu, sigma = (np.array([float(r[k]) for r in rows]) for k in ("expected_age", "age_mean", "age_std"))
+    real = np.array([int(r["real_age"]) for r in rows])
+    spread = sigma > 0
+    assert report["epsilon_faces"] == spread.sum() > 0
+    assert report["epsilon_faces"] + report["epsilon_left_out"] == report["count"] == len(rows)
+    by_hand = np.mean(1 - np.exp(-(x[spread] - mu[spread]) ** 2 / (2 * sigma[spread] ** 2)))
+    assert report["epsilon_error"] == pytest.approx(by_hand, abs=0.01)     # the csv rounds to 0.01
+    np.testing.assert_allclose([float(r["epsilon_error"]) for r in rows if r["epsilon_error"]],
+                               1 - np.exp(-(x[spread] - mu[spread]) ** 2 / (2 * sigma[spread] ** 2)), atol=0.01)
+    assert report["mae_apparent"] == pytest.approx(np.mean(np.abs(x - mu)), abs=0.01)
+    assert report["mae_real"] == pytest.approx(np.mean(np.abs(x - real)[real >= 0]), abs=0.01)

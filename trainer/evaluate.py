@@ -31,16 +31,14 @@ from absl import app
 
 import records
 from model import metrics
-from records.augment import AGE_MEAN, AGE_STD
 from records.manifest import atomic_write_bytes
-from records.schema import NUM_AGES
+from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, REAL_AGE
 from trainer import flags as trainer_flags
 from trainer import export, loop, plots
 from trainer.run_dir import RunDir, load_run_model
 
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
 
-REAL_AGE = "real_age"              # label: the real (biological) age, -1 unknown
 SCORE_LABELS = (AGE_MEAN, AGE_STD, REAL_AGE)   # the labels apparent_age_scores reads, when present
 
 

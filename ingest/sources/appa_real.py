@@ -1,0 +1,89 @@
+"""APPA-REAL (appa-real-release/): apparent ages voted by people, official splits.
+
+    train/ valid/ test/      NNNNNN.jpg (the photo), NNNNNN.jpg_face.jpg (the face crop,
+                             40% margin, rotated upright): ingest reads the crops
+    gt_avg_{train,valid,test}.csv   file_name,num_ratings,apparent_age_avg,apparent_age_std,real_age
+    allcategories_{split}.csv       optional: file,gender(male/female),race,...
+
+The label is the apparent age: `age` = floor(apparent_age_avg + 0.5) clipped to
+0..100, `age_mean` the exact mean, `age_std` the votes' spread, `real_age` the
+real age.  Gender comes from allcategories_{split}.csv where it is present, else
+it is unknown.  The official splits are kept (valid -> val).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from ingest.sources.table import Options, Table, sha256_of
+from records import schema
+from records.manifest import DataError
+
+NAME = "appa_real"
+LOOKS_FOR = "a folder with gt_avg_train.csv (appa_real)"
+MARGIN = 0.4
+FOLDERS = {"train": "train", "valid": "val", "test": "test"}   # folder/csv name -> split
+FACE_SUFFIX = "_face.jpg"
+GT_COLUMNS = ("file_name", "apparent_age_avg", "apparent_age_std", "real_age")
+_GENDER = {"male": schema.GENDER_MALE, "female": schema.GENDER_FEMALE}
+
+
+def recognise(src: str) -> bool:
+    return os.path.isfile(os.path.join(src, "gt_avg_train.csv"))
+
+
+def _read(path: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype={"file_name": str, "file": str})
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable CSV ({e}); re-extract appa-real-release") from e
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise DataError(f"{path}: lacks columns {missing} (has {list(frame.columns)}); "
+                        f"is this the APPA-REAL release?")
+    return frame
+
+
+def _genders(src: str, folder: str, files: pd.Series) -> tuple[np.ndarray, str | None]:
+    path = os.path.join(src, f"allcategories_{folder}.csv")
+    if not os.path.isfile(path):
+        return np.full(len(files), schema.GENDER_UNKNOWN), None
+    cats = _read(path, ("file", "gender"))
+    words = dict(zip(cats["file"], cats["gender"].astype(str).str.strip().str.lower()))
+    return np.array([_GENDER.get(words.get(f), schema.GENDER_UNKNOWN) for f in files]), path
+
+
+def dataset(src: str) -> str:
+    return NAME
+
+
+def load_table(src: str, options: Options) -> Table:
+    parts, read = [], []
+    for folder, split in FOLDERS.items():
+        gt_path = os.path.join(src, f"gt_avg_{folder}.csv")
+        if not os.path.isfile(gt_path):
+            raise DataError(f"{gt_path}: missing; APPA-REAL has gt_avg_train/valid/test.csv "
+                            f"next to train/ valid/ test/")
+        gt = _read(gt_path, GT_COLUMNS)
+        gender, cats_path = _genders(src, folder, gt["file_name"])
+        read += [gt_path] + ([cats_path] if cats_path else [])
+        mean = gt["apparent_age_avg"].astype(np.float64).to_numpy()
+        parts.append(pd.DataFrame({
+            "path": [f"{folder}/{f}{FACE_SUFFIX}" for f in gt["file_name"]],
+            "age": np.clip(np.floor(mean + 0.5), 0, schema.NUM_AGES - 1).astype(np.int64),
+            "age_mean": mean,
+            "age_std": gt["apparent_age_std"].astype(np.float64).to_numpy(),
+            "real_age": gt["real_age"].astype(np.int64).to_numpy(),
+            "gender": gender.astype(np.int64),
+            "face_score": np.nan,
+            "identity": "",
+            "split": split,
+            "box": None,
+        }))
+    frame = pd.concat(parts, ignore_index=True)
+    return Table(frame=frame, root=src, dataset=NAME, described="gt_avg_{train,valid,test}.csv",
+                 entries=len(frame), fingerprint=sha256_of(read), label="apparent", margin=MARGIN,
+                 has_splits=True)

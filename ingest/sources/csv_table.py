@@ -1,0 +1,128 @@
+"""CSV: any other data set (IMDB-clean, MiVOLO-style annotations, your own photos).
+
+    path,age[,gender][,x_min,y_min,x_max,y_max][,identity][,split]
+
+- `path`: the image, relative to the CSV's folder.  A path leaving that folder is
+  never opened and is counted as `unsafe_path`, a missing file as `missing`.
+- `age`: a number.  `age_mean` keeps it exactly, `age` is floor(value + 0.5); a
+  row whose age is not a number is removed by the step `invalid_age`.
+- `gender`: M/F/male/female in any case, empty = unknown.  Numeric codes are
+  refused unless --gender_male_code says which number is male.
+- `x_min,y_min,x_max,y_max`: the face box in pixels.  Ingest stores the box plus
+  --margin (a fraction of its width/height on each side) clipped to the photo;
+  a row whose box is not a box is removed by the step `invalid_box`.  Without
+  boxes the images are stored whole, and --margin states the margin they have.
+- `identity`: who is in the photo, for --split_by identity.
+- `split`: train/val/test on every row, kept as given (a column filled on some
+  rows only is refused).
+A path listed twice is removed after its first row by the step `duplicate_path`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from ingest.sources.table import Options, Table, root_of, sha256_of
+from records import schema
+from records.manifest import DataError
+
+NAME = "csv"
+LOOKS_FOR = "a .csv file (csv)"
+REQUIRED = ("path", "age")
+BOX = ("x_min", "y_min", "x_max", "y_max")
+GENDER_WORDS = {"m": schema.GENDER_MALE, "male": schema.GENDER_MALE,
+                "f": schema.GENDER_FEMALE, "female": schema.GENDER_FEMALE, "": schema.GENDER_UNKNOWN}
+SPLIT_VALUES = schema.SPLITS
+
+
+def recognise(src: str) -> bool:
+    return os.path.isfile(src) and src.lower().endswith(".csv")
+
+
+def _genders(values: pd.Series, male_code: int | None, where: str) -> np.ndarray:
+    words = values.str.strip().str.lower()
+    known = words.isin(GENDER_WORDS)
+    numeric = pd.to_numeric(words[~known], errors="coerce")
+    if numeric.isna().any():
+        bad = sorted(set(values[~known][numeric.isna()]))[:5]
+        raise DataError(f"{where}: gender values {bad} are not M/F/male/female (any case) or "
+                        f"empty; fix those rows")
+    out = words.map(GENDER_WORDS).fillna(schema.GENDER_UNKNOWN).to_numpy(dtype=np.int64)
+    if len(numeric):
+        if male_code is None:
+            raise DataError(f"{where}: gender holds numeric codes {sorted(set(numeric))[:5]}; "
+                            f"pass --gender_male_code 0 or 1 to say which number is male")
+        if not numeric.isin((0, 1)).all():
+            raise DataError(f"{where}: numeric gender codes must be 0 or 1, found "
+                            f"{sorted(set(numeric) - {0, 1})[:5]}; fix those rows")
+        out[np.flatnonzero(~known.to_numpy())] = np.where(
+            numeric.to_numpy() == male_code, schema.GENDER_MALE, schema.GENDER_FEMALE)
+    return out
+
+
+def dataset(src: str) -> str:
+    """The CSV's file name without .csv."""
+    return os.path.splitext(os.path.basename(src))[0]
+
+
+def load_table(src: str, options: Options) -> Table:
+    try:
+        raw = pd.read_csv(src, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{src}: unreadable CSV ({e}); it needs a header row with path,age") from e
+    missing = [c for c in REQUIRED if c not in raw]
+    if missing:
+        raise DataError(f"{src}: lacks the column(s) {missing} (has {list(raw.columns)}); "
+                        f"a CSV source needs path,age")
+    given_box = [c for c in BOX if c in raw]
+    if given_box and len(given_box) != len(BOX):
+        raise DataError(f"{src}: has box column(s) {given_box} but not all of {list(BOX)}; "
+                        f"give all four or none")
+    split = raw["split"].str.strip().str.lower() if "split" in raw else pd.Series("", index=raw.index)
+    filled = split != ""
+    if filled.any() and not filled.all():
+        raise DataError(f"{src}: the split column is empty on {int((~filled).sum())} of {len(raw)} "
+                        f"rows; give train/val/test on every row or drop the column")
+    if filled.any() and not split.isin(SPLIT_VALUES).all():
+        raise DataError(f"{src}: split values {sorted(set(split) - set(SPLIT_VALUES))[:5]} are not "
+                        f"{'/'.join(SPLIT_VALUES)}; fix those rows")
+
+    age_mean = pd.to_numeric(raw["age"].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+    age_valid = np.isfinite(age_mean)
+    gender = (_genders(raw["gender"], options.gender_male_code, src) if "gender" in raw
+              else np.full(len(raw), schema.GENDER_UNKNOWN))
+    if given_box:
+        corners = np.stack([pd.to_numeric(raw[c].str.strip(), errors="coerce").to_numpy(np.float64)
+                            for c in BOX], axis=1)
+        box_valid = (np.isfinite(corners).all(axis=1) & (corners[:, 0] >= 0) & (corners[:, 1] >= 0)
+                     & (corners[:, 2] > corners[:, 0]) & (corners[:, 3] > corners[:, 1]))
+        boxes = [tuple(map(float, c)) if ok else None for c, ok in zip(corners, box_valid)]
+    else:
+        box_valid, boxes = np.ones(len(raw), dtype=bool), [None] * len(raw)
+    frame = pd.DataFrame({
+        "path": raw["path"].str.strip(),
+        "age_valid": age_valid,
+        "box_valid": box_valid,
+        "age": np.floor(np.where(age_valid, age_mean, -1.0) + 0.5).astype(np.int64),
+        "age_mean": age_mean,
+        "age_std": 0.0,
+        "real_age": schema.REAL_AGE_UNKNOWN,
+        "gender": gender,
+        "face_score": np.nan,
+        "identity": raw["identity"].str.strip() if "identity" in raw else "",
+        "split": split,
+        "box": boxes,
+    })
+    steps = [("invalid_age", "age is not a number", lambda d: ~d["age_valid"])]
+    if given_box:
+        steps.append(("invalid_box", "not 0 <= x_min < x_max, 0 <= y_min < y_max",
+                      lambda d: ~d["box_valid"]))
+    steps.append(("duplicate_path", "path listed on an earlier row",
+                  lambda d: d["path"].duplicated()))
+    return Table(frame=frame, root=root_of(src), dataset=dataset(src),
+                 described=os.path.basename(src), entries=len(frame), fingerprint=sha256_of([src]),
+                 label="real", margin=options.margin, steps=steps,
+                 has_splits=bool(filled.any()), has_identity="identity" in raw)

@@ -1,0 +1,69 @@
+"""The canonical table every source loads its metadata into, and what a source
+takes from the flags (see ingest.sources for the seam)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from records import schema
+
+# The canonical table every source produces (extra columns are the source's own).
+COLUMNS = {
+    "path": "image file, relative to Table.root (also the record key)",
+    "age": "int label (rows outside 1..100 are removed by the common cleaning)",
+    "age_mean": "float: the data set's own label (apparent-age mean; = age elsewhere)",
+    "age_std": "float: spread of the human votes, 0 where there are none",
+    "real_age": "int: a real age besides the label (APPA-REAL), else -1",
+    "gender": "int: 1 male, 0 female, -1 unknown (the schema's coding)",
+    "face_score": "float: the detector score (IMDB-WIKI), NaN elsewhere",
+    "identity": "str: who is in the photo, '' unknown (for --split_by identity)",
+    "split": "str: the source's official split (train/val/test), '' none",
+    "box": "(x_min, y_min, x_max, y_max) face box in pixels, or None: crop the whole image",
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What sources take from the flags."""
+    min_face_score: float
+    gender_male_code: int | None = None   # CSV numeric genders: which number is male
+    margin: float = 0.4                   # CSV: margin around its boxes (or of its crops)
+
+
+@dataclass
+class Table:
+    frame: pd.DataFrame            # COLUMNS (+ the source's own)
+    root: str                      # folder the paths are relative to (decode checks they stay in it)
+    dataset: str                   # default --out is shards/<dataset>
+    described: str                 # what was read, for summaries (e.g. "wiki.mat")
+    entries: int                   # rows before cleaning
+    fingerprint: str               # sha256 of what the table was read from: changed -> re-ingest
+    label: str                     # schema.LABEL_KINDS: what `age` measures
+    margin: float                  # face margin of the stored crops, per side, fraction of the face
+    steps: list = field(default_factory=list)   # the source's own clean.Step list
+    has_splits: bool = False       # the table's `split` column is the split
+    has_identity: bool = False     # the `identity` column names people
+
+    def __post_init__(self):
+        missing = [c for c in COLUMNS if c not in self.frame]
+        if missing or self.label not in schema.LABEL_KINDS:
+            raise ValueError(f"source table lacks columns {missing} or has label {self.label!r}")
+
+
+def root_of(src: str) -> str:
+    """The folder a table's paths are relative to: --src, or the folder of a --src file (CSV)."""
+    return os.path.dirname(os.path.abspath(src)) if os.path.isfile(src) else src
+
+
+def sha256_of(paths: list[str]) -> str:
+    """One sha256 over the contents of `paths`, in order."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()

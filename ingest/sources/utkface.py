@@ -1,0 +1,88 @@
+"""UTKFace (aligned & cropped faces): the labels are in the file names.
+
+Names are `[age]_[gender]_[race]_[date&time].jpg`; the download's end in
+`.jpg.chip.jpg`, and some lack the race field (`39_1_20170116174525125.jpg.chip.jpg`),
+which still carry age and gender and are kept.  Gender 0 is male and 1 female,
+the reverse of the schema's coding, so it is mapped.  A name whose age or gender
+field is not an integer (gender 0 or 1) is removed by the step `unparsable_name`;
+ages run to 116, which the common `age_above_max` step removes.  Files that are
+not images (by extension) are not rows at all.  There are no identities and no
+official splits: the split is random and seeded.  The crops are tight (aligned
+faces, no margin): the manifest's margin is 0.0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+import numpy as np
+import pandas as pd
+
+from ingest.sources.table import Options, Table
+from records import schema
+
+NAME = "utkface"
+LOOKS_FOR = "a folder where most image names start with <int>_<int>_ (utkface)"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+MARGIN = 0.0
+_INT = re.compile(r"[0-9]+")
+_GENDER = {0: schema.GENDER_MALE, 1: schema.GENDER_FEMALE}   # UTKFace code -> schema code
+
+
+def image_files(src: str) -> list[str]:
+    """Image files under `src`, relative to it, sorted (the row order)."""
+    out = []
+    for folder, dirs, files in os.walk(src):
+        dirs.sort()
+        rel = os.path.relpath(folder, src)
+        out += [name if rel == "." else os.path.join(rel, name)
+                for name in files if name.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(out)
+
+
+def parse_name(name: str) -> tuple[int, int] | None:
+    """(age, UTKFace gender code) from a file name, or None if either field is
+    not an integer (or the gender is not 0/1)."""
+    fields = os.path.basename(name).split("_")
+    if len(fields) < 3 or not (_INT.fullmatch(fields[0]) and _INT.fullmatch(fields[1])):
+        return None
+    age, gender = int(fields[0]), int(fields[1])
+    return (age, gender) if gender in _GENDER else None
+
+
+def recognise(src: str) -> bool:
+    if not os.path.isdir(src):
+        return False
+    names = image_files(src)
+    return bool(names) and sum(parse_name(n) is not None for n in names) * 2 > len(names)
+
+
+def dataset(src: str) -> str:
+    return NAME
+
+
+def load_table(src: str, options: Options) -> Table:
+    names = image_files(src)
+    parsed = [parse_name(n) for n in names]
+    age = np.array([p[0] if p else -1 for p in parsed], dtype=np.int64)
+    frame = pd.DataFrame({
+        "path": names,
+        "name_valid": [p is not None for p in parsed],
+        "age": age,
+        "age_mean": age.astype(np.float64),
+        "age_std": 0.0,
+        "real_age": schema.REAL_AGE_UNKNOWN,
+        "gender": [_GENDER[p[1]] if p else schema.GENDER_UNKNOWN for p in parsed],
+        "face_score": np.nan,
+        "identity": "",
+        "split": "",
+        "box": None,
+    })
+    # The labels are the names: a listing of names and sizes is what the table was read from.
+    listing = "".join(f"{n}\t{os.path.getsize(os.path.join(src, n))}\n" for n in names)
+    steps = [("unparsable_name", "name's age/gender not an int (0/1)", lambda d: ~d["name_valid"])]
+    return Table(frame=frame, root=src, dataset=NAME, described=f"{len(names)} image names",
+                 entries=len(frame), fingerprint=hashlib.sha256(listing.encode()).hexdigest(),
+                 label="real", margin=MARGIN, steps=steps)

@@ -1,0 +1,364 @@
+"""Every source through the seam, end to end on its synthetic sample: exact counts
+per cleaning step and skip reason, labels per record against the file names or
+CSV rows, gender mapping, official splits, the CSV box crop; plus auto-detection,
+the split-flag rules, one-line errors, schema version 2 and version-1 shards."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import records
+from conftest import run_module
+from ingest import facebox, sample, sample_sources, sources
+from ingest.sources import csv_table, utkface
+from records import schema, wire
+from records.__main__ import inspect
+from records.manifest import DataError, write_manifest
+from records.verify import problems
+from records.writer import ShardedWriter
+
+N = 200
+SIZE = 32
+
+
+def _ingest(src: str, out: str, *flags: str) -> dict:
+    result = run_module("ingest", "--src", src, "--out", out, "--image_size", str(SIZE),
+                        "--workers", "2", *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.load(open(os.path.join(out, "manifest.json")))
+
+
+def _records(directory: str) -> dict[str, list[dict]]:
+    manifest = json.load(open(os.path.join(directory, "manifest.json")))
+    out = {}
+    for name, entry in manifest["splits"].items():
+        out[name] = []
+        for shard in entry["shards"]:
+            for raw in tf.data.TFRecordDataset(os.path.join(directory, shard["file"])):
+                ex = tf.io.parse_single_example(raw, schema.feature_spec())
+                out[name].append({k: v.numpy() for k, v in ex.items()})
+    return out
+
+
+def _pixels(rec: dict) -> np.ndarray:
+    with Image.open(io.BytesIO(rec[schema.IMAGE_ENCODED])) as image:
+        return np.asarray(image)
+
+
+def _counts(manifest: dict) -> dict:
+    return {"entries": manifest["source"]["entries"],
+            "cleaning": [{k: c[k] for k in ("step", "removed", "remaining")}
+                         for c in manifest["cleaning"]],
+            "kept": manifest["kept"], "skipped": manifest["skipped"],
+            "written": sum(e["count"] for e in manifest["splits"].values()),
+            "gender_counts": manifest["gender_counts"]}
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    rows = {d: sample_sources.generate(d, str(root / d), N) for d in sample_sources.DATASETS}
+    return root, rows
+
+
+@pytest.fixture(scope="module")
+def utk_shards(samples):
+    root, _ = samples
+    return _ingest(str(root / "utkface"), str(root / "shards_utk")), str(root / "shards_utk")
+
+
+@pytest.fixture(scope="module")
+def appa_shards(samples):
+    root, _ = samples
+    return _ingest(str(root / "appa_real"), str(root / "shards_appa")), str(root / "shards_appa")
+
+
+@pytest.fixture(scope="module")
+def csv_tight_shards(samples):
+    """faces.csv with --margin 0: the stored image is the face box alone."""
+    root, _ = samples
+    out = str(root / "shards_csv0")
+    return _ingest(str(root / "csv" / "faces.csv"), out, "--margin", "0"), out
+
+
+# --- UTKFace -----------------------------------------------------------------------
+
+def test_utkface_counts_labels_and_gender_mapping(utk_shards, samples):
+    manifest, out = utk_shards
+    assert _counts(manifest) == sample_sources.expected_counts("utkface", N)
+    assert manifest["source"]["name"] == "utkface" and manifest["flags"]["source"] == "utkface"
+    assert manifest["label"] == "real" and manifest["margin"] == 0.0
+    assert manifest["flags"]["split_by"] == "random"
+    truth = {r["name"]: r for r in samples[1]["utkface"]}
+    keys = set()
+    for recs in _records(out).values():
+        for rec in recs:
+            key = rec[schema.KEY].decode()
+            keys.add(key)
+            r = truth[key]
+            assert r["category"] == "kept"
+            assert rec[schema.AGE] == r["age"] == int(key.split("_")[0])
+            assert rec[schema.AGE] == sample.age_from_pixels(_pixels(rec))
+            assert rec[schema.GENDER] == r["gender"] == 1 - int(key.split("_")[1])  # UTK 0 = male
+            assert rec[schema.AGE_MEAN] == r["age"] and rec[schema.AGE_STD] == 0
+            assert rec[schema.REAL_AGE] == schema.REAL_AGE_UNKNOWN
+    assert keys == {r["name"] for r in samples[1]["utkface"] if r["category"] == "kept"}
+    assert any(len(k.split("_")) == 3 for k in keys)          # names without race are kept
+    assert problems(out) == []
+
+
+def test_utkface_names():
+    assert utkface.parse_name("39_1_20170116174525125.jpg.chip.jpg") == (39, 1)
+    assert utkface.parse_name("sub/116_0_2_20170112213001988.jpg.chip.jpg") == (116, 0)
+    for bad in ("39.5_1_0_2017.jpg.chip.jpg", "39_x_0_2017.jpg.chip.jpg", "39_2_0_2017.jpg",
+                "39_1.jpg", "_1_0_2017.jpg", "٣_1_0_2017.jpg"):
+        assert utkface.parse_name(bad) is None, bad
+
+
+# --- APPA-REAL ---------------------------------------------------------------------
+
+def test_appa_real_keeps_official_splits_and_apparent_labels(appa_shards, samples):
+    manifest, out = appa_shards
+    assert _counts(manifest) == sample_sources.expected_counts("appa_real", N)
+    assert manifest["label"] == "apparent" and manifest["margin"] == 0.4
+    assert manifest["flags"]["split_by"] is None     # not used: the official splits are
+    truth = {f"{r['folder']}/{r['file_name']}_face.jpg": r for r in samples[1]["appa_real"]}
+    clipped = 0
+    for split, recs in _records(out).items():
+        assert len(recs) == manifest["splits"][split]["count"]
+        for rec in recs:
+            r = truth[rec[schema.KEY].decode()]
+            assert r["split"] == split and r["category"] == "kept" and not r["quirk"]
+            assert rec[schema.AGE] == min(math.floor(r["apparent_age_avg"] + 0.5), 100)
+            assert rec[schema.AGE] == sample.age_from_pixels(_pixels(rec))   # the _face.jpg crop
+            assert rec[schema.AGE_MEAN] == pytest.approx(r["apparent_age_avg"], abs=1e-4)
+            assert rec[schema.AGE_STD] == pytest.approx(r["apparent_age_std"], abs=1e-4)
+            assert rec[schema.REAL_AGE] == r["real_age"]
+            word = r["gender_word"] if r["folder"] in sample_sources.APPA_WITH_CATEGORIES else None
+            assert rec[schema.GENDER] == {"male": 1, "female": 0, None: -1}[word]
+            clipped += r["apparent_age_avg"] > 100.5
+    assert clipped == 1
+    assert problems(out) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["--split_by=random", "--test_fraction=0.2", "--val_fraction=0.2"])
+def test_split_flags_are_refused_where_the_source_has_splits(samples, flag, tmp_path):
+    root, _ = samples
+    for src in (root / "appa_real", root / "csv" / "faces_split.csv"):
+        result = run_module("ingest", "--src", str(src), "--out", str(tmp_path / "o"), flag)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        line = result.stderr.strip().splitlines()[-1]
+        assert "brings its own train/val/test splits" in line and flag.split("=")[0] in line
+        assert not (tmp_path / "o").exists()
+
+
+# --- CSV ---------------------------------------------------------------------------
+
+def test_csv_counts_labels_and_genders(csv_tight_shards, samples):
+    manifest, out = csv_tight_shards
+    assert _counts(manifest) == sample_sources.expected_counts("csv", N)
+    assert manifest["source"]["dataset"] == "faces" and manifest["margin"] == 0.0
+    truth = {r["path"]: r for r in samples[1]["csv"] if r["category"] == "kept"}
+    written = 0
+    for recs in _records(out).values():
+        for rec in recs:
+            r = truth[rec[schema.KEY].decode()]
+            assert rec[schema.AGE] == math.floor(r["age_mean"] + 0.5)
+            assert rec[schema.AGE_MEAN] == pytest.approx(r["age_mean"], abs=1e-4)
+            assert rec[schema.GENDER] == r["gender"]
+            assert rec[schema.AGE] == sample.age_from_pixels(_pixels(rec))   # margin 0: the face
+            written += 1
+    assert written == sample_sources.expected_counts("csv", N)["written"]
+    assert problems(out) == []
+
+
+@pytest.mark.slow
+def test_csv_box_crop_is_the_box_plus_margin_clipped(samples):
+    root, rows = samples
+    out = str(root / "shards_csv")
+    manifest = _ingest(str(root / "csv" / "faces.csv"), out)
+    assert manifest["margin"] == 0.4 and manifest["flags"]["margin"] == 0.4
+    truth = {r["path"]: r for r in rows["csv"] if r["category"] == "kept"}
+    clipped = 0
+    for recs in _records(out).values():
+        for rec in recs:
+            r = truth[rec[schema.KEY].decode()]
+            photo = Image.fromarray(sample_sources.photo_pixels(r))
+            region = facebox.crop_region(r["box"], 0.4, *photo.size)
+            x0, y0, x1, y1 = r["box"]
+            assert region[0] <= x0 and region[1] <= y0 and region[2] >= x1 and region[3] >= y1
+            clipped += region[0] == 0
+            expected = np.asarray(photo.crop(region).resize((SIZE, SIZE), Image.BILINEAR), float)
+            # 8x8 block means: the texture's noise averages out, the face's place does not
+            # (a sub-pixel shift at the face's edge moves single blocks, hence the mean)
+            blocks = lambda a: a.reshape(8, SIZE // 8, 8, SIZE // 8, 3).mean(axis=(1, 3, 4))
+            diff = np.abs(blocks(_pixels(rec).astype(float)) - blocks(expected))
+            assert diff.mean() < 2 and diff.max() < 16
+            # the face sits in the middle, background around it
+            centre = _pixels(rec)[SIZE // 2 - 2:SIZE // 2 + 2, SIZE // 2 - 2:SIZE // 2 + 2]
+            assert abs(centre.mean() - sample.age_level(rec[schema.AGE])) < 12 or x0 == 0
+    assert clipped > 0
+
+
+@pytest.mark.slow
+def test_csv_split_column_kept_and_identity_split(samples, tmp_path):
+    root, rows = samples
+    manifest = _ingest(str(root / "csv" / "faces_split.csv"), str(tmp_path / "s"))
+    split_of = {r["path"]: r["split"] for r in rows["csv"] if r["category"] == "kept"}
+    for split, recs in _records(str(tmp_path / "s")).items():
+        assert recs and all(split_of[rec[schema.KEY].decode()] == split for rec in recs)
+    assert manifest["kept"] == sample_sources.expected_counts("csv", N)["kept"]
+    _ingest(str(root / "csv" / "faces.csv"), str(tmp_path / "i"), "--split_by", "identity")
+    identity = {r["path"]: r["identity"] for r in rows["csv"] if r["category"] == "kept"}
+    people = {s: {identity[rec[schema.KEY].decode()] for rec in recs} - {""}
+              for s, recs in _records(str(tmp_path / "i")).items()}
+    assert not (people["train"] & people["test"]) and not (people["train"] & people["val"])
+    assert not (people["val"] & people["test"])
+
+
+def _csv(tmp_path, text: str) -> str:
+    Image.new("RGB", (20, 20), (100, 100, 100)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (20, 20), (100, 100, 100)).save(tmp_path / "b.jpg")
+    (tmp_path / "t.csv").write_text(text)
+    return str(tmp_path / "t.csv")
+
+
+def test_numeric_genders_need_the_male_code(tmp_path):
+    src = _csv(tmp_path, "path,age,gender\na.jpg,30,0\nb.jpg,40,1\n")
+    with pytest.raises(DataError, match="numeric codes .* --gender_male_code 0 or 1"):
+        csv_table.load_table(src, sources.Options(min_face_score=3.0))
+    for code, expected in ((0, [1, 0]), (1, [0, 1])):
+        table = csv_table.load_table(src, sources.Options(min_face_score=3.0, gender_male_code=code))
+        assert table.frame["gender"].tolist() == expected
+    words = _csv(tmp_path, "path,age,gender\na.jpg,30,Male\nb.jpg,40, f \n")
+    assert csv_table.load_table(words, sources.Options(3.0)).frame["gender"].tolist() == [1, 0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text, message", [
+    ("path,age,gender\na.jpg,30,0\n", "--gender_male_code 0 or 1"),
+    ("path,age,gender\na.jpg,30,x\n", "are not M/F/male/female"),
+    ("path,age,split\na.jpg,30,train\nb.jpg,31,\n", "split column is empty on 1 of 2 rows"),
+    ("path,age,split\na.jpg,30,train\nb.jpg,31,dev\n", "split values ['dev']"),
+    ("path,gender\na.jpg,m\n", "lacks the column(s) ['age']"),
+    ("path,age,x_min,y_min\na.jpg,30,1,1\n", "give all four or none"),
+])
+def test_bad_csv_is_one_clear_line(text, message, tmp_path):
+    src = _csv(tmp_path, text)
+    result = run_module("ingest", "--src", src, "--out", str(tmp_path / "o"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_identity_split_needs_identities(samples, tmp_path):
+    root, _ = samples
+    result = run_module("ingest", "--src", str(root / "utkface"), "--out", str(tmp_path / "o"),
+                        "--split_by", "identity")
+    assert result.returncode != 0
+    assert "--split_by identity:" in result.stderr and "has no identities" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+# --- the seam ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_auto_detection_order_and_default_out(samples, sample_dir, tmp_path):
+    root, _ = samples
+    assert sources.resolve("auto", str(root / "csv" / "faces.csv")).NAME == "csv"
+    assert sources.resolve("auto", sample_dir).NAME == "imdb_wiki"
+    assert sources.resolve("auto", str(root / "appa_real")).NAME == "appa_real"
+    assert sources.resolve("auto", str(root / "utkface")).NAME == "utkface"
+    # a wiki folder that also holds gt_avg_train.csv is still imdb_wiki: the order decides
+    (tmp_path / "both").mkdir()
+    for name in ("wiki.mat", "gt_avg_train.csv"):
+        (tmp_path / "both" / name).write_bytes(b"")
+    assert sources.resolve("auto", str(tmp_path / "both")).NAME == "imdb_wiki"
+    result = run_module("ingest", "--src", str(root / "utkface"), "--image_size", "8",
+                        "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "shards" / "utkface" / "manifest.json").exists()
+
+
+def test_facebox_region():
+    assert facebox.crop_region((10, 20, 30, 60), 0.4, 100, 100) == (2, 4, 38, 76)
+    assert facebox.crop_region((0, 0, 10, 10), 0.4, 12, 12) == (0, 0, 12, 12)   # clipped
+    assert facebox.crop_region((5, 5, 6, 6), 0.0, 100, 100) == (5, 5, 6, 6)
+
+
+# --- schema version 2 and version-1 shards ----------------------------------------------
+
+def test_inspect_shows_source_label_and_margin(appa_shards):
+    _, out = appa_shards
+    text = inspect(out)
+    assert "source appa_real (gt_avg_{train,valid,test}.csv): 200 entries" in text
+    assert "label apparent age, face margin 0.4" in text
+
+
+def test_reader_yields_the_new_labels(appa_shards, samples):
+    _, out = appa_shards
+    truth = {f"{r['folder']}/{r['file_name']}_face.jpg": r for r in samples[1]["appa_real"]}
+    for _, labels in records.make_dataset(out, "val", 16, training=False, with_keys=True):
+        for i, key in enumerate(labels["key"].numpy()):
+            r = truth[key.decode()]
+            assert labels["age_mean"][i].numpy() == pytest.approx(r["apparent_age_avg"], abs=1e-4)
+            assert labels["age_std"][i].numpy() == pytest.approx(r["apparent_age_std"], abs=1e-4)
+            assert labels["real_age"][i].numpy() == r["real_age"]
+            assert labels["age_mean"].dtype == tf.float32 and labels["real_age"].dtype == tf.int32
+
+
+def _v1_record(age: int, split: str) -> bytes:
+    pixels = np.full((4, 4, 3), age, np.uint8).tobytes()
+    return wire.example({
+        schema.IMAGE_ENCODED: wire.bytes_feature(pixels), schema.IMAGE_FORMAT: wire.bytes_feature(b"raw"),
+        schema.IMAGE_HEIGHT: wire.int64_feature(4), schema.IMAGE_WIDTH: wire.int64_feature(4),
+        schema.AGE: wire.int64_feature(age), schema.GENDER: wire.int64_feature(age % 2),
+        schema.FACE_SCORE: wire.float_feature(4.0), schema.KEY: wire.bytes_feature(f"{split}/{age}".encode())})
+
+
+def test_version_1_shards_read_unchanged(tmp_path):
+    splits = {}
+    for split in schema.SPLITS:
+        writer = ShardedWriter(str(tmp_path), split, shard_bytes=10**6)
+        for age in range(1, 6):
+            writer.write(_v1_record(age, split))
+        splits[split] = writer.finish()
+    write_manifest(str(tmp_path), {"schema_version": 1, "kind": "images", "image_size": 4,
+                                   "encoding": "raw", "splits": splits})
+    _, labels = next(iter(records.make_dataset(str(tmp_path), "train", 5, training=False)))
+    assert labels["age"].numpy().tolist() == [1, 2, 3, 4, 5]
+    assert labels["age_mean"].numpy().tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert labels["age_std"].numpy().tolist() == [0.0] * 5
+    assert labels["real_age"].numpy().tolist() == [-1] * 5
+    assert problems(str(tmp_path)) == []
+    write_manifest(str(tmp_path), {"schema_version": 3, "kind": "images", "image_size": 4,
+                                   "encoding": "raw", "splits": splits})
+    with pytest.raises(DataError, match="schema_version 3, this code reads versions 1, 2"):
+        records.make_dataset(str(tmp_path), "train", 5, training=False)
+
+
+def test_sample_cli_writes_each_format(tmp_path, capsys):
+    for dataset in sample_sources.DATASETS:
+        assert sample.main(["--dataset", dataset, "--out", str(tmp_path / dataset), "--n", "100"]) == 0
+        exp = sample_sources.expected_counts(dataset, 100)
+        assert f"keeps {exp['kept']}" in capsys.readouterr().out
+    assert sources.resolve("auto", str(tmp_path / "utkface")).NAME == "utkface"
+    assert sources.resolve("auto", str(tmp_path / "appa_real")).NAME == "appa_real"
+    names = os.listdir(tmp_path / "utkface")
+    assert set(sample_sources.NON_IMAGES) <= set(names)
+    assert all(n.endswith(".jpg.chip.jpg") for n in names if n not in sample_sources.NON_IMAGES)
+    assert not os.path.exists(tmp_path / "appa_real" / "allcategories_test.csv")
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        sample_sources.expected_counts("lfw", 100)
