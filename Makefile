@@ -60,6 +60,7 @@ bench: install
 	$(PY) -m bench.ingest
 	$(PY) -m bench.stream
 	$(PY) -m bench.cache
+	$(PY) -m bench.service
 
 clean:
 	rm -rf $(VENV) demo shards runs .pytest_cache

@@ -1,6 +1,7 @@
 """Benchmark of the streaming reader against the alternatives, on the same files.
 
     python -m bench.stream [--n 20000] [--face_px 150 600] [--workdir bench_out/stream] [--pil_n 1000]
+    python -m bench.stream --scale_src BIG/imdb_crop [--scale_small 20000]
 
 Builds (once, reused on the next run) a synthetic `wiki_crop` sample of `--n` rows
 with `python -m ingest.sample` and its 224-px JPEG shards with `python -m ingest`,
@@ -21,6 +22,13 @@ then measures, in this one process and side by side:
    above the import baseline) to 22578 (wiki) and 460723 (imdb) images.
 Peak RSS of the reader is measured in child processes iterating 2k and 20k records
 (training mode repeats the split) to show it is flat in N.
+
+The second form is the scale line: the imdb-format sample in --scale_src (e.g. the
+460,723-row one of `bench.ingest --scale_src`) and a --scale_small-row sample of the
+same format are ingested once (64 px, identity split, reused on the next run), then
+the reader streams each train split in alternating rounds of the same number of
+batches, and child processes report the reader's peak RSS after iterating 20k, 100k
+records and the whole large train split.
 """
 
 from __future__ import annotations
@@ -123,6 +131,7 @@ def bare_dataset(files):
 
 
 def child_reader_rss(shards: str, records_n: int) -> None:
+    """Peak RSS of a process whose reader has iterated `records_n` training records."""
     import records
     import records.reader  # noqa: F401  (TensorFlow loaded: the baseline includes it)
 
@@ -161,6 +170,60 @@ def child_json(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# --------------------------------------------------------------------------- scale
+
+SCALE_SIZE = 64
+
+
+def ensure_scale_shards(src: str, out: str) -> str:
+    """`src` ingested at SCALE_SIZE px with the identity split (once; reused)."""
+    if not os.path.exists(os.path.join(out, "manifest.json")):
+        r = _run([sys.executable, "-m", "ingest", "--src", src, "--out", out, "--image_size",
+                  str(SCALE_SIZE), "--split_by", "identity", "--workers", "2"])
+        if r.returncode:
+            sys.exit(f"ingest of {src} failed:\n{r.stderr[-3000:]}")
+    return out
+
+
+def scale_table(big_src: str, small_n: int, workdir: str, rounds: int) -> None:
+    from ingest import sample
+
+    small_src = os.path.join(workdir, f"imdb{small_n}-px48-96", "imdb_crop")
+    if not os.path.exists(os.path.join(small_src, "imdb.mat")):
+        sample.generate(small_src, small_n, face_px=(48, 96), dataset="imdb")
+    small = ensure_scale_shards(small_src, os.path.join(workdir, f"scale-shards-{small_n}"))
+    big = ensure_scale_shards(big_src, os.path.join(workdir, "scale-shards-big"))
+    import tensorflow as tf
+
+    import records
+
+    counts = {d: records.read_manifest(d)["splits"]["train"]["count"] for d in (small, big)}
+    # The same number of batches from each: one epoch of the small split.
+    batches = max(math.ceil(counts[small] / BATCH), 10)
+    rates = {small: [], big: []}
+    for _ in range(rounds):
+        for d in (small, big):
+            ds = records.make_dataset(d, "train", BATCH, training=True, seed=0)
+            rates[d].append(time_batches(ds, batches, warmup=3)[0])
+    med = {d: sorted(v)[len(v) // 2] for d, v in rates.items()}
+    points = [20480, 102400, counts[big]]
+    rss = [child_json(["--workdir", workdir, "--_child", "reader_rss_at", f"{big}:{n}"]) for n in points]
+    print(f"\nTF {tf.__version__}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}; "
+          f"{SCALE_SIZE}-px JPEG shards, identity split; batch {BATCH}, training mode; "
+          f"median of {rounds} alternating rounds of {batches} batches\n")
+    print("| train split | shard files | images/s | vs small | rounds |")
+    print("|---:|---:|---:|---:|---|")
+    for d in (small, big):
+        files = len(records.read_manifest(d)["splits"]["train"]["shards"])
+        print(f"| {counts[d]:,} | {files} | {med[d]:,.0f} | {med[d] / med[small]:.2f} "
+              f"| {min(rates[d]):,.0f}–{max(rates[d]):,.0f} |")
+    print()
+    print("| large split: records iterated | peak RSS (MB) | RSS after imports (MB) |")
+    print("|---:|---:|---:|")
+    for r in rss:
+        print(f"| {r['records']:,} | {r['peak_rss_mb']:,.0f} | {r['base_rss_mb']:,.0f} |")
+
+
 # --------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,13 +239,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss_n", default="2048,20480,61440,122880",
                    help="records read by the reader-RSS children (training mode repeats the split)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of pipelines 1-3 (median)")
+    p.add_argument("--scale_src", help="an imdb-format sample folder: print the scale line instead")
+    p.add_argument("--scale_small", type=int, default=20000,
+                   help="rows of the small imdb sample the scale line compares with")
     p.add_argument("--_child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     src, shards = os.path.join(args.workdir, "wiki_crop"), os.path.join(args.workdir, "shards")
     if args._child:
-        kind, n = args._child[0], int(args._child[1])
-        (child_reader_rss(shards, n) if kind == "reader_rss" else child_pil(src, n))
+        kind, n = args._child
+        if kind == "reader_rss_at":            # SHARDS:N, for the scale line
+            at, _, n = n.rpartition(":")
+            child_reader_rss(at, int(n))
+        elif kind == "reader_rss":
+            child_reader_rss(shards, int(n))
+        else:
+            child_pil(src, int(n))
+        return 0
+    if args.scale_src:
+        scale_table(args.scale_src, args.scale_small, args.workdir, args.rounds)
         return 0
 
     src, shards, origin = ensure_data(args.workdir, args.n, tuple(args.face_px))

@@ -2,7 +2,9 @@
 
 One function, `make_dataset`, builds the whole pipeline as a single chain, top
 to bottom, with the reason for each ordering choice next to it (big_vision's
-input_pipeline style). `distribute` wraps it for `tf.distribute`.
+input_pipeline style). `distribute` wraps it for `tf.distribute`. Its pieces
+`open_split`, `decode_batches` and `pipeline_options` are also the steps of the
+tf.data service pipeline (`records.service.epoch_dataset`).
 
 What differs between record kinds (face images from ingest; pool5 features from
 the feature cache) is only the *decode* step: a small function picked by the
@@ -152,7 +154,41 @@ def resize_uint8(images: tf.Tensor, size: int, *, shrinking: bool) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
 
 
-# --------------------------------------------------------------------------- pipeline
+# --------------------------------------------------------------------------- pieces
+
+def open_split(directory: str, split: str, *, resize_to: int | None = None,
+               with_keys: bool = False) -> tuple[list[str], list[int], Decoder, str]:
+    """(shard files, their record counts, the decoder for the manifest's kind, the
+    manifest path for messages), after checking the manifest and the split's shards."""
+    manifest = read_manifest(directory)                      # exists, parses, schema version
+    shards = split_shards(directory, manifest, split)        # split exists, files present, sizes
+    where = manifest_path(directory)
+    kind = manifest.get("kind", schema.KIND_IMAGES)
+    if kind not in _DECODERS:
+        raise DataError(f"{where}: unknown record kind {kind!r} (known: {sorted(_DECODERS)}); "
+                        f"re-run the writer with this version of the project")
+    decode = _DECODERS[kind](manifest, where, resize_to, with_keys)
+    files = [os.path.join(directory, s["file"]) for s in shards]
+    counts = [int(s["count"]) for s in shards]
+    return files, counts, decode, where
+
+
+def decode_batches(ds: tf.data.Dataset, decode: Decoder, batch_size: int, *,
+                   drop_remainder: bool, augment: bool | Sequence[str], seed: int | None) -> tf.data.Dataset:
+    """Serialized records -> decoded (and optionally augmented) batches. Pure TF ops
+    (no py_function), so the same steps also run on tf.data service workers.
+    augment: True (records.augment's DEFAULT_OPS), or a sequence of op names."""
+    # 9. Batch the serialized strings (cheap), then 10. parse + decode a whole batch per
+    #    call: vectorized parse_example, one tf.function call per batch instead of per
+    #    record; AUTOTUNE runs several batches in parallel across cores.
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+    # 11. Optional augmentation on decoded uint8 batches, after decode (it needs pixels)
+    #     and after any resize (it crops back to the output size). Per-batch stateless
+    #     seeds come from a seeded random stream, so a seed reproduces it exactly.
+    ops = augment_ops.DEFAULT_OPS if augment is True else augment_ops.check_ops(augment or ())
+    return augmented(ds, ops, seed) if ops else ds
+
 
 def augmented(ds: tf.data.Dataset, ops: Sequence[str], seed: int | None) -> tf.data.Dataset:
     """records.augment's named ops on each decoded batch, with per-batch stateless seeds
@@ -161,6 +197,22 @@ def augmented(ds: tf.data.Dataset, ops: Sequence[str], seed: int | None) -> tf.d
     return tf.data.Dataset.zip((ds, seeds)).map(
         lambda batch, s: augment_ops.apply(ops, batch[0], batch[1], s), num_parallel_calls=AUTOTUNE)
 
+
+def pipeline_options(deterministic: bool, *, sharded: bool) -> tf.data.Options:
+    """The reader's `tf.data.Options`. sharded: the caller already split the data per
+    input pipeline (or the tf.data service does), so tf.distribute must not shard again."""
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)      # governs interleave/map ordering
+    options.autotune.enabled = True                  # tunes num_parallel_calls and buffers
+    # Parallelism comes from num_parallel_calls; one thread per op avoids oversubscribing
+    # the host (the trainer's own ops share these cores).
+    options.threading.max_intra_op_parallelism = 1
+    if sharded:
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
+
+
+# --------------------------------------------------------------------------- pipeline
 
 def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
                  seed: int | None = None, repeat: int | None = None,
@@ -206,18 +258,8 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
     if not training and deterministic is False:
         raise ValueError("evaluation is always deterministic; drop deterministic=False or set training=True")
 
-    ops = augment_ops.DEFAULT_OPS if augment is True else augment_ops.check_ops(augment or ())
-    manifest = read_manifest(directory)                      # exists, parses, schema version
-    shards = split_shards(directory, manifest, split)        # split exists, files present, sizes
-    where = manifest_path(directory)
-    kind = manifest.get("kind", schema.KIND_IMAGES)
-    if kind not in _DECODERS:
-        raise DataError(f"{where}: unknown record kind {kind!r} (known: {sorted(_DECODERS)}); "
-                        f"re-run the writer with this version of the project")
-    decode = _DECODERS[kind](manifest, where, resize_to, with_keys)
-
-    files = [os.path.join(directory, s["file"]) for s in shards]
-    counts = [int(s["count"]) for s in shards]
+    files, counts, decode, where = open_split(directory, split, resize_to=resize_to,
+                                              with_keys=with_keys)
     if deterministic is None:
         deterministic = (not training) or seed is not None
     if drop_remainder is None:
@@ -276,27 +318,13 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
         ds = ds.repeat(repeat)          # repeat(None) = forever
     elif repeat is not None:
         ds = ds.repeat(repeat)
-    # 9. Batch the serialized strings (cheap), then 10. parse + decode a whole batch per
-    #    call: vectorized parse_example, one tf.function call per batch instead of per
-    #    record; AUTOTUNE runs several batches in parallel across cores.
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
-    # 11. Optional augmentation on decoded uint8 batches, after decode (it needs pixels)
-    #     and after any resize (it crops back to the output size). Per-batch stateless
-    #     seeds come from a seeded random stream, so a seed reproduces it exactly.
-    if ops:
-        ds = augmented(ds, ops, seed)
-    # 12. Options, set deliberately:
-    options = tf.data.Options()
-    options.deterministic = bool(deterministic)      # governs interleave/map ordering
-    options.autotune.enabled = True                  # tunes num_parallel_calls and buffers
-    # Parallelism comes from num_parallel_calls; one thread per op avoids oversubscribing
-    # the host (the trainer's own ops share these cores).
-    options.threading.max_intra_op_parallelism = 1
-    if input_context is not None:
-        # We sharded ourselves above; tf.distribute must not shard again.
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    ds = ds.with_options(options)
+    # 9.-11. Batch, parse + decode, (augment): `decode_batches`, shared with the
+    #        tf.data service pipeline (records.service).
+    ds = decode_batches(ds, decode, batch_size, drop_remainder=drop_remainder,
+                        augment=augment, seed=seed)
+    # 12. Options, set deliberately (`pipeline_options`). We sharded ourselves above when
+    #     there is an input context: tf.distribute must not shard again.
+    ds = ds.with_options(pipeline_options(deterministic, sharded=input_context is not None))
     # 13. Host prefetch, last. Device placement of the final buffer: the trainer always
     #     goes through `distribute()` -> strategy.distribute_datasets_from_function (also
     #     for the default strategy), whose distributed iterator prefetches each batch onto

@@ -22,6 +22,7 @@ from model.age import TRAINABLE_FROM
 from model.vgg_face import VARIANTS
 from records.augment import DEFAULT_OPS, OPS
 from records.reader import DEFAULT_SHUFFLE_BUFFER
+from records.service.address import ServiceError, parse_address
 
 FLAGS = flags.FLAGS
 
@@ -34,6 +35,7 @@ LR_SCHEDULES = ("constant", "cosine")
 TTA = ("none", "flip")               # --tta of trainer.evaluate and trainer.predict
 FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
 NO_WEIGHTS = "none"                 # --weights=none: random initialisation
+DATA_SERVICE_DEADLINE_S = 3600.0    # --data_service_deadline: the bound on one service epoch
 
 # Settings a resumed run must not change: they decide the network or the meaning of its
 # saved state. Checked against the run's run.json (trainer.run_dir).
@@ -126,6 +128,15 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("logical_cpus", 0,
                          "Split the host CPU into this many logical devices (to try --strategy="
                          "mirrored without GPUs); 0 = leave the CPU as one device.")
+    flags.DEFINE_string("data_service", "",
+                        "grpc://HOST:PORT of a tf.data service dispatcher (`python -m records.service "
+                        "dispatcher`): the training input pipeline (read, shuffle, decode, augment, "
+                        "batch) runs on its workers, one job per epoch, each record once per epoch; "
+                        "evaluation stays local. Empty: read in this process.")
+    flags.DEFINE_float("data_service_deadline", DATA_SERVICE_DEADLINE_S,
+                       "Seconds one training epoch through --data_service may take. A lost worker "
+                       "can block the epoch: past this bound the run stops with one line saying how "
+                       "many records arrived.")
     flags.DEFINE_boolean("cache_features", False,
                          "Compute the frozen VGG-Face trunk once into feature shards and train only "
                          "the head on them (incompatible with --augment).")
@@ -243,6 +254,8 @@ class TrainConfig:
     jit_compile: bool = False
     strategy: str = "default"
     logical_cpus: int = 0
+    data_service: str = ""              # grpc://HOST:PORT; empty: the in-process reader
+    data_service_deadline: float = DATA_SERVICE_DEADLINE_S
     # Run directory.
     model_dir: str = ""
     resume: bool = True
@@ -329,6 +342,21 @@ class TrainConfig:
         if self.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
             raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
                               "(cluster and task); see README 'Distributed training'")
+        if self.data_service:
+            try:
+                parse_address(self.data_service)
+            except ServiceError as e:
+                raise ConfigError(f"--data_service: {e}") from None
+            if len(self.sources) > 1:
+                raise ConfigError(f"--records={','.join(self.sources)} with --data_service: the service reads "
+                                  f"one shard directory; pass one --records")
+            if self.steps_per_epoch:
+                raise ConfigError(f"--steps_per_epoch={self.steps_per_epoch} with --data_service: an "
+                                  f"epoch on the service is one pass over the training split; drop "
+                                  f"--steps_per_epoch")
+            if self.data_service_deadline <= 0:
+                raise ConfigError(f"--data_service_deadline={self.data_service_deadline}: must be "
+                                  f"positive (seconds)")
         if self.logical_cpus < 0 or self.logical_cpus == 1:
             raise ConfigError(f"--logical_cpus={self.logical_cpus}: use 0 (off) or at least 2")
         if self.weights is not None and self.init_from is None and not os.path.exists(self.weights):

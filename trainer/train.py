@@ -10,7 +10,8 @@
                      checkpoint holds (initial weights and freezing are decided here,
                      before the optimizer is built)
     restore          the last checkpoint of the run, if it has one
-    make_datasets    what the loop trains on: image shards, or the feature cache
+    make_datasets    what the loop trains on: image shards, or the feature cache, read
+                     in this process or (--data_service) on tf.data service workers
     run_epochs       train + validate each epoch, then the end-of-epoch actions
                      (trainer.actions: best.keras, history, TensorBoard, checkpoint,
                      early stop)
@@ -27,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -35,6 +37,7 @@ import model as age_model_lib
 import records
 from entry.errors import ProjectError
 from model import transfer
+from records import service
 from trainer import actions, distribution, features, loop
 from trainer.flags import FIXED_ON_RESUME, MIXED_PRECISION_POLICIES, TrainConfig
 from trainer.run_dir import RunDir, RunDirError
@@ -87,6 +90,13 @@ def check_data(directory: str, validation_split: str) -> dict:
     return manifest
 
 
+def check_service(address: str) -> None:
+    try:
+        service.check_address(address)
+    except service.ServiceError as e:
+        raise service.ServiceError(f"--data_service={address}: {e}") from None
+
+
 def _shown(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -133,6 +143,8 @@ def dry_run(config: TrainConfig) -> None:
     """Everything `train` checks before building, then the plan, and nothing else."""
     manifest = check_data(config.records, config.validation_split)
     sources = check_sources(config)
+    if config.data_service:
+        check_service(config.data_service)
     check_run_dir(RunDir(config.model_dir), config)
     total = sum(config.mix_weights)
     mixed = ", ".join(f"{d} ({n} records, {m['image_size']} px, weight {w / total:.2f})" for d, n, m, w
@@ -219,9 +231,13 @@ def restore(state: State, run: RunDir, config: TrainConfig) -> int:
 
 @dataclasses.dataclass
 class Datasets:
-    train: tf.distribute.DistributedDataset
+    train: tf.distribute.DistributedDataset | None   # None with --data_service
     val: tf.data.Dataset
     net: keras.Model                 # what the loop trains: the age model or its head
+    # --data_service: epoch -> that epoch's DistributedDataset (one service job per epoch),
+    # and the training records an epoch must deliver (the manifest's count).
+    service_epoch: Callable[[int], tf.distribute.DistributedDataset] | None = None
+    train_count: int = 0
 
 
 def make_datasets(config: TrainConfig, state: State, strategy: tf.distribute.Strategy,
@@ -229,22 +245,37 @@ def make_datasets(config: TrainConfig, state: State, strategy: tf.distribute.Str
     """Images through the whole age model, or (feature cache) the frozen trunk's cached
     pool5 outputs through the head, which shares its layers with `state.net`, so
     checkpoints and best.keras hold the full age model either way."""
-    data_dir, input_side, train_net = config.sources, age_model_lib.input_size(state.net), state.net
-    val_dir = config.records
+    train_dirs, val_dir = config.sources, config.records
+    input_side, train_net = age_model_lib.input_size(state.net), state.net
     if config.cache_features:
         multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        data_dir = val_dir = features.ensure(state.net, config.records, config.weights, config.variant, config.seed,
-                                   allow_build=not multi_worker)
+        val_dir = features.ensure(state.net, config.records, config.weights, config.variant, config.seed,
+                                  allow_build=not multi_worker)
+        train_dirs = (val_dir,)
         input_side = None               # features: nothing to resize
         with strategy.scope():
             train_net = age_model_lib.head(state.net)
+    val = records.make_dataset(val_dir, config.validation_split, config.eval_batch_size,
+                               training=False, resize_to=input_side)
+    if config.data_service:
+        # The same pipeline as one finite epoch per service job; every replica of every
+        # trainer process joins the epoch's job (records.service.distribute). One source
+        # (TrainConfig.check).
+        name = service.run_name(strategy, os.path.basename(os.path.normpath(config.model_dir)))
+        (source,) = train_dirs
+
+        def service_epoch(epoch: int) -> tf.distribute.DistributedDataset:
+            return service.distribute(strategy, config.data_service, source, "train", config.batch_size,
+                                      name=name, epoch=epoch, seed=config.seed, augment=config.augmentation,
+                                      shuffle_buffer=config.shuffle_buffer, resize_to=input_side)
+
+        count = records.read_manifest(source)["splits"]["train"]["count"]
+        return Datasets(None, val, train_net, service_epoch, count)
     # Several sources: each its own shuffled stream, resized, sampled by weight (records.reader).
-    train = records.distribute(strategy, data_dir, "train", config.batch_size, weights=config.mix_weights,
+    train = records.distribute(strategy, train_dirs, "train", config.batch_size, weights=config.mix_weights,
                                training=True, seed=config.seed + RESUME_SEED_STRIDE * start_epoch,
                                augment=config.augmentation, shuffle_buffer=config.shuffle_buffer,
                                resize_to=input_side)
-    val = records.make_dataset(val_dir, config.validation_split, config.eval_batch_size,
-                               training=False, resize_to=input_side)
     return Datasets(train, val, train_net)
 
 
@@ -296,6 +327,31 @@ def train_one_epoch(trainer: loop.Loop, iterator, steps: int, steps_per_call: in
     return sums
 
 
+def train_service_epoch(trainer: loop.Loop, data: Datasets, epoch: int, deadline_s: float,
+                        reporter: EpochReporter) -> dict:
+    """One epoch of --data_service: one step at a time until the job's stream ends,
+    within `deadline_s` (a lost worker can block it: `service.EpochTimeout`, one line).
+    Records a lost worker took with it are counted and reported."""
+    iterator = iter(data.service_epoch(epoch))
+    sums, done = {}, [0]
+
+    def step() -> int:
+        chunk = trainer.train(iterator, 1)
+        for k, v in chunk.items():
+            sums[k] = sums.get(k, 0.0) + v
+        done[0] += 1
+        reporter.update(min(done[0], reporter.steps), loop.metrics(sums))
+        return int(chunk["count"])
+
+    report = service.run_epoch(step, data.train_count, deadline_s, what=f"epoch {epoch + 1}")
+    if report.missed:
+        print(f"warning: epoch {epoch + 1} through the tf.data service: {report}", flush=True)
+    if not sums:
+        raise service.ServiceError(f"epoch {epoch + 1}: the tf.data service delivered no training "
+                                   f"records; check that its workers can read the shards")
+    return sums
+
+
 def record_best(state: State, row: dict, best_metric: str) -> bool:
     """Update the best/stale counters from this epoch's row; True on a new best."""
     improved = row[best_metric] < float(state.best.numpy())
@@ -315,13 +371,16 @@ def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.d
     summary = tf.summary.create_file_writer(run.tensorboard) if chief else tf.summary.create_noop_writer()
     reporter = EpochReporter(steps, config.epochs)
     end_of_epoch = default_actions(config, state, run, chief, reporter, summary)
-    iterator = iter(data.train)
+    iterator = iter(data.train) if data.train is not None else None
     steps_per_call = max(1, min(steps, 20 if reporter.tty else steps))
 
     for epoch in range(start_epoch, config.epochs):
         reporter.start(epoch)
         started = time.perf_counter()
-        sums = train_one_epoch(trainer, iterator, steps, steps_per_call, reporter)
+        if data.service_epoch is not None:
+            sums = train_service_epoch(trainer, data, epoch, config.data_service_deadline, reporter)
+        else:
+            sums = train_one_epoch(trainer, iterator, steps, steps_per_call, reporter)
         train_seconds = time.perf_counter() - started
         train_metrics = loop.metrics(sums)
         if not math.isfinite(train_metrics["loss"]):
@@ -359,6 +418,8 @@ def train(config: TrainConfig) -> str | None:
     chief (the process that evaluates afterwards), None on other workers."""
     manifest = check_data(config.records, config.validation_split)
     steps = steps_per_epoch(config, check_sources(config))
+    if config.data_service:     # a dead dispatcher would hang registration: check it first
+        check_service(config.data_service)
     distribution.split_cpu(config.logical_cpus)
     strategy = distribution.make_strategy(config.strategy)
     distribution.log_strategy(strategy)
