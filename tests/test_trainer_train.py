@@ -166,6 +166,7 @@ def test_carry_weights_matches_by_name_and_shape_and_says_when_the_head_is_new()
     ({"train_records": ("a", "b"), "records_weights": (1.0,)}, "--records_weights has 1 values for 2 --records"),
     ({"augment_ops": ("flip", "rotate")}, "--augment_ops=flip,rotate: unknown op 'rotate'"),
     ({"warmup_epochs": 3}, "--warmup_epochs=3: must be between 0 and --epochs"),
+    ({"data_service": "grpc://localhost:5050", "train_records": ("a", "b")}, "--records=a,b with --data_service"),
     ({"init_from": "/nowhere"}, "--init_from=/nowhere: /nowhere not found"),
 ])
 def test_fine_tuning_flags_refuse_bad_combinations_with_one_line(overrides, message):
