@@ -52,6 +52,17 @@ def _read_file(path):
         raise WeightsError(f"VGG-Face weights file not found: {path} ({_HOW})")
     if os.path.isdir(path) or not h5py.is_hdf5(path):
         raise WeightsError(f"{path} is not an HDF5 file (a truncated download or an HTML page?); {_HOW}")
+    try:
+        return _read_layers(path)
+    except (OSError, KeyError, RuntimeError) as e:
+        # A file cut short keeps its HDF5 signature (is_hdf5 passes) but its groups or
+        # datasets point past the end: h5py fails on open or on the first read.
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise WeightsError(f"{path}: truncated or not an HDF5 file ({reason}); "
+                           f"download it again, or {_HOW}") from e
+
+
+def _read_layers(path):
     with h5py.File(path, "r") as f:
         root = f
         if "layer_names" not in f.attrs and "model_weights" in f:  # Keras 2 model.save()

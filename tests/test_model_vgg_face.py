@@ -202,3 +202,16 @@ def test_full_size_file_into_tiny_model_is_a_shape_error(tmp_path):
         g.create_dataset("conv2d_1/bias:0", data=np.zeros((64,), "float32"))
     with pytest.raises(model.WeightsError, match=r"conv1_1.*\(3, 3, 3, 64\).*\(3, 3, 3, 4\)"):
         model.build_age_model(str(path), variant="tiny")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_truncated_weights_file_is_one_line(tmp_path, keep):
+    # An interrupted download: the HDF5 signature is there, the data is not.
+    path = tmp_path / "vgg_face_weights.h5"
+    _keras2_file(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(model.WeightsError) as e:
+        model.load_vgg_face_weights(model.build_vgg_face("tiny"), path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: truncated or not an HDF5 file") and "\n" not in msg

@@ -3,7 +3,10 @@ is partial, damaged or built from something else is never used."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -12,6 +15,9 @@ import pytest
 import model
 import records
 from conftest import run_module
+from records import outdir
+from records.lock import OutputLock
+from records.writer import ShardedWriter
 from trainer import features, loop
 
 
@@ -83,11 +89,77 @@ def test_partial_damaged_or_foreign_caches_are_rebuilt(shards):
     # Another random trunk (another seed) is another cache, not this one.
     other = features.ensure(tiny_net(seed=1), shards, None, "tiny", 1, log=lambda *_: None)
     assert other != cache
-    # New image shards (their manifest changes): another cache too.
+    # A byte-identical re-ingest (only the manifest's time and layout change): the same cache.
     manifest_path = os.path.join(shards, "manifest.json")
-    with open(manifest_path, "a") as f:
-        f.write("\n")
-    assert features.cache_dir(shards, features.cache_key(shards, None, "tiny", 32, 0)) != cache
+    original = open(manifest_path).read()
+    try:
+        with open(manifest_path, "a") as f:
+            f.write("\n")
+        assert features.cache_dir(shards, features.cache_key(shards, None, "tiny", 32, 0)) == cache
+        # Other shards (one sha256 differs): another cache.
+        changed = json.loads(original)
+        changed["splits"]["train"]["shards"][0]["sha256"] = "0" * 64
+        open(manifest_path, "w").write(json.dumps(changed))
+        assert features.cache_dir(shards, features.cache_key(shards, None, "tiny", 32, 0)) != cache
+    finally:
+        open(manifest_path, "w").write(original)
+
+
+def flip_a_byte(path: str) -> None:
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+def test_a_flipped_byte_in_a_finished_cache_shard_is_caught_and_rebuilt(shards):
+    net = tiny_net()
+    cache = features.ensure(net, shards, None, "tiny", 0, log=lambda *_: None)
+    key = records.read_manifest(cache)["cache_key"]
+    shard = os.path.join(cache, records.read_manifest(cache)["splits"]["val"]["shards"][0]["file"])
+    size = os.path.getsize(shard)
+    flip_a_byte(shard)
+    assert os.path.getsize(shard) == size            # the same size: only the sha256 can tell
+    assert features.damage(cache, key) == f"{shard}: sha256 differs from the manifest's"
+    messages = []
+    assert features.ensure(net, shards, None, "tiny", 0, log=messages.append) == cache
+    assert messages[0] == f"Feature cache: {cache} cannot be used ({shard}: sha256 differs from the manifest's)"
+    assert any("building" in m for m in messages) and not any("using" in m for m in messages)
+    assert features.damage(cache, key) is None
+    # A manifest whose count disagrees with the records is caught as well.
+    manifest = records.read_manifest(cache)
+    manifest["splits"]["val"]["shards"][0]["count"] += 1
+    open(os.path.join(cache, "manifest.json"), "w").write(json.dumps(manifest))
+    assert features.damage(cache, key).endswith(f"records, the manifest lists "
+                                                f"{manifest['splits']['val']['shards'][0]['count']}")
+
+
+def test_a_cache_build_is_staged_locked_and_keeps_the_previous_cache_on_failure(shards, monkeypatch):
+    net = tiny_net()
+    cache = features.ensure(net, shards, None, "tiny", 0, log=lambda *_: None)
+    key = records.read_manifest(cache)["cache_key"]
+    assert outdir.marker_kind(cache) == "features"
+    target = features.output(cache)
+    assert not os.path.exists(target.staging)
+    # A second builder is refused at once, naming the holder.
+    with OutputLock(cache):
+        with pytest.raises(records.DataError, match=rf"{re.escape(cache)}: already being written by pid {os.getpid()}"):
+            features.build(net, shards, key, log=lambda *_: None)
+    # A build that fails midway (disk full) leaves the finished cache as it was, and no staging.
+    before = {n: open(os.path.join(cache, n), "rb").read() for n in os.listdir(cache)}
+    calls = []
+
+    def full_disk(self, record):
+        calls.append(1)
+        if len(calls) > 5:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.directory)
+        return original_write(self, record)
+    original_write = ShardedWriter.write
+    monkeypatch.setattr(ShardedWriter, "write", full_disk)
+    with pytest.raises(records.DataError, match=r"cannot write .*No space left on device"):
+        features.build(net, shards, key, log=lambda *_: None)
+    monkeypatch.undo()
+    assert {n: open(os.path.join(cache, n), "rb").read() for n in os.listdir(cache)} == before
+    assert not os.path.exists(target.staging) and features.damage(cache, key) is None
 
 
 def test_multi_worker_refuses_to_build_a_missing_cache(shards):

@@ -420,3 +420,85 @@ def test_resuming_with_another_variant_is_refused(trained_run):
                      "--weights=none", "--dry_run")
     assert result.returncode != 0
     assert "--variant=full but the run in" in result.stderr and "--variant=tiny" in result.stderr
+
+
+# --------------------------------------------------------------------------- guarantees
+
+def last_line(result) -> str:
+    return result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+
+
+@pytest.fixture(scope="module")
+def feature_cache(train_shards, tmp_path_factory):
+    """A feature cache of a private copy of the shards (it is written inside them)."""
+    import shutil
+    shards = str(tmp_path_factory.mktemp("cache_data") / "shards")
+    shutil.copytree(train_shards["shards"], shards)
+    result = run_module("trainer.features", f"--records={shards}", "--weights=none", "--variant=tiny", cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("case", ["eval_batch_size", "shuffle_buffer", "feature_cache", "model_dir_file",
+                                  "batch_size", "cluster_timeout"])
+def test_bad_input_is_one_line(case, train_shards, feature_cache, tmp_path):
+    records, model_dir, extra = train_shards["shards"], str(tmp_path / "run"), []
+    if case == "eval_batch_size":
+        extra, expected = ["--eval_batch_size=-1"], "error: --eval_batch_size=-1: use 0 for --batch_size"
+    elif case == "shuffle_buffer":
+        extra, expected = ["--shuffle_buffer=0"], "error: --shuffle_buffer=0: must be at least 1"
+    elif case == "feature_cache":
+        records, expected = feature_cache, f"error: --records={feature_cache} is a feature cache, not image shards"
+    elif case == "model_dir_file":
+        open(model_dir, "w").write("mine")
+        expected = f"error: --model_dir {model_dir}: is a file, not a directory"
+    elif case == "batch_size":
+        extra, expected = ["--batch_size=100000"], "error: --batch_size=100000 is larger than the "
+    else:
+        extra, expected = ["--cluster_timeout=0"], "error: --cluster_timeout=0: must be a positive number"
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={records}", f"--model_dir={model_dir}", *extra)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert last_line(result).startswith(expected), result.stderr[-1500:]
+    if case == "model_dir_file":
+        assert open(model_dir).read() == "mine"
+
+
+def test_evaluate_batch_size_zero_is_one_line(trained_run):
+    result = run_module("trainer.evaluate", f"--model_dir={trained_run['dir']}", "--batch_size=0", cwd=REPO)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert last_line(result) == "error: --batch_size=0: must be at least 1"
+
+
+def test_a_second_trainer_on_one_run_dir_is_refused_at_once(train_shards, tmp_path):
+    run_dir = str(tmp_path / "busy")
+    args = [sys.executable, "-m", "trainer", f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}",
+            f"--model_dir={run_dir}", "--epochs=200", "--noevaluate"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not os.path.exists(os.path.join(run_dir, "flags.txt")):
+            time.sleep(0.1)
+        started = time.time()
+        second = trainer(*args[3:])
+        assert time.time() - started < 60
+        assert second.returncode == 1
+        assert last_line(second).startswith(f"error: {run_dir}: already being written by pid {first.pid} on "), \
+            second.stderr[-1500:]
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_an_unreachable_multi_worker_peer_is_one_line_not_a_hang(train_shards, tmp_path):
+    ports = free_ports(2)
+    tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                            "task": {"type": "worker", "index": 0}})
+    started = time.time()
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}",
+                     f"--model_dir={tmp_path / 'mw'}", "--strategy=multi_worker", "--cluster_timeout=3",
+                     env={**os.environ, "TF_CONFIG": tf_config}, timeout=120)
+    assert result.returncode == 1
+    assert last_line(result).startswith(f"error: --strategy=multi_worker: peer worker 1 at 127.0.0.1:{ports[1]} "
+                                        f"unreachable for 3 s"), result.stderr[-1500:]
+    assert time.time() - started < 90

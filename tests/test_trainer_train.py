@@ -16,6 +16,7 @@ import tensorflow as tf
 import model
 from model import transfer
 from trainer import flags as trainer_flags
+from records.manifest import DataError
 from trainer import loop, train
 from trainer.run_dir import RunDir, RunDirError
 
@@ -67,13 +68,13 @@ def test_resume_is_checked_against_run_json(tmp_path):
         json.dump({"variant": "tiny", "task": "age", "best_metric": "val_loss"}, f)
     with pytest.raises(RunDirError, match=r"--best_metric=val_mae but the run in .* was trained with "
                                           r"--best_metric=val_loss; use the same value or a new --model_dir"):
-        train.check_run_dir(RunDir(run_dir), config)
+        train.check_run_dir(RunDir(run_dir), config, {})
     # A setting an older run.json does not record (cache_features here) counts as compatible.
     with open(os.path.join(run_dir, "run.json"), "w") as f:
         json.dump({"variant": "tiny", "task": "age", "best_metric": "val_mae"}, f)
-    assert train.check_run_dir(RunDir(run_dir), config) is True
+    assert train.check_run_dir(RunDir(run_dir), config, {}) is True
     with pytest.raises(RunDirError, match="already holds a run; pass --resume"):
-        train.check_run_dir(RunDir(run_dir), dataclasses.replace(config, resume=False))
+        train.check_run_dir(RunDir(run_dir), dataclasses.replace(config, resume=False), {})
 
 
 def test_a_flag_name_starting_with_no_does_not_confuse_resume(tmp_path):
@@ -82,7 +83,7 @@ def test_a_flag_name_starting_with_no_does_not_confuse_resume(tmp_path):
     fake_checkpoint(run_dir)
     with open(os.path.join(run_dir, "flags.txt"), "w") as f:
         f.write("--nodes\n--variant=full\n")
-    assert train.check_run_dir(RunDir(run_dir), tiny_config("unused", run_dir)) is True
+    assert train.check_run_dir(RunDir(run_dir), tiny_config("unused", run_dir), {}) is True
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -204,3 +205,98 @@ def test_two_sources_train_and_the_plan_counts_both(sample_shards, tmp_path, flo
     assert info["records_weights"] == [0.25, 0.75]
     assert info["records"] == os.path.abspath(sample_shards)
     assert [r["epoch"] for r in RunDir(run_dir).read_history()] == [1]
+
+
+# --------------------------------------------------------------------------- resume guards
+
+def manifest_with(shas: dict) -> dict:
+    return {"splits": {split: {"count": 10 * len(v), "shards": [{"file": f"{split}-{i}", "sha256": s}
+                                                                 for i, s in enumerate(v)]}
+                       for split, v in shas.items()}}
+
+
+def test_resuming_on_another_data_set_is_refused(tmp_path):
+    from records.identity import data_identity
+    run = RunDir(str(tmp_path / "run"))
+    here = str(tmp_path / "shards")
+    started = manifest_with({"train": ["a", "b"], "val": ["c"], "test": ["d"]})
+    before = {"records": os.path.abspath(here), "data": data_identity(started)}
+    train.check_same_data(run, before, here, started)                       # the same: fine
+    again = dict(started, created="later", flags={"workers": 4})            # a byte-identical re-ingest
+    train.check_same_data(run, before, here, again)
+    with pytest.raises(RunDirError) as e:
+        train.check_same_data(run, before, str(tmp_path / "other"), started)
+    assert str(e.value) == (f"--records={tmp_path / 'other'} but the run in {run.path} was trained on "
+                            f"{os.path.abspath(here)}; pass --records={os.path.abspath(here)} or a new --model_dir")
+    changed = manifest_with({"train": ["a", "x"], "val": ["c"], "test": ["d", "e"]})
+    with pytest.raises(RunDirError) as e:
+        train.check_same_data(run, before, here, changed)
+    assert str(e.value) == (f"--records={here}: not the data set the run in {run.path} started with "
+                            f"(test: 1 shards -> 2; train: 1 of 2 shards differ); restore that data set "
+                            f"or train into a new --model_dir")
+    train.check_same_data(run, {}, str(tmp_path / "other"), changed)        # an older run.json: compatible
+
+
+def test_a_batch_larger_than_the_training_split_is_refused():
+    twenty = manifest_with({"train": ["a", "b"]})
+    train.check_batch_size(tiny_config("shards/x", "unused", batch_size=20), twenty)
+    with pytest.raises(DataError) as e:
+        train.check_batch_size(tiny_config("shards/x", "unused", batch_size=21), twenty)
+    assert str(e.value) == ("--batch_size=21 is larger than the 20-record training split of shards/x; "
+                            "use --batch_size=20 or less")
+
+
+def trained(sample_shards, tmp_path, epochs=2) -> tuple[str, trainer_flags.TrainConfig]:
+    run_dir = str(tmp_path / "run")
+    config = tiny_config(sample_shards, run_dir, epochs=epochs)
+    assert train.train(config) == run_dir
+    return run_dir, config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["lost", "empty", "garbled"])
+def test_a_damaged_checkpoint_index_resumes_instead_of_starting_over(sample_shards, tmp_path, float32_policy,
+                                                                       capsys, damage):
+    run_dir, config = trained(sample_shards, tmp_path)
+    run = RunDir(run_dir)
+    history, best = run.read_history(), open(run.best_model, "rb").read()
+    index = os.path.join(run.checkpoints, "checkpoint")
+    if damage == "lost":
+        os.remove(index)
+    else:
+        open(index, "w").write("" if damage == "empty" else "model_checkpoint_path: {{{\n")
+    capsys.readouterr()
+    assert train.train(dataclasses.replace(config, epochs=4)) == run_dir
+    out = capsys.readouterr().out
+    assert f"Resuming {run_dir} after epoch 2" in out
+    assert run.read_history()[:2] == history                     # not rewritten
+    assert [r["epoch"] for r in run.read_history()] == [1, 2, 3, 4]
+    assert sorted(os.listdir(run.checkpoints)) == ["checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index",
+                                                   "ckpt-4.data-00000-of-00001", "ckpt-4.index"]
+    record = run.read_best_record()
+    if record["epoch"] <= 2:                                     # no new best since: best.keras untouched
+        assert open(run.best_model, "rb").read() == best
+
+
+@pytest.mark.slow
+def test_a_damaged_latest_checkpoint_falls_back_and_cuts_history_and_best_back(sample_shards, tmp_path,
+                                                                               float32_policy, capsys):
+    run_dir, config = trained(sample_shards, tmp_path, epochs=3)
+    run = RunDir(run_dir)
+    history = run.read_history()
+    # Epoch 3 was a new best (learning rate 3e-3 on the sample keeps improving), so
+    # best.keras is from the epoch about to be lost: the record must not survive it.
+    assert run.read_best_record()["epoch"] == 3
+    data = os.path.join(run.checkpoints, "ckpt-3.data-00000-of-00001")
+    raw = bytearray(open(data, "rb").read())
+    raw[len(raw) // 2] ^= 0xFF
+    open(data, "wb").write(bytes(raw))
+    capsys.readouterr()
+    assert train.train(dataclasses.replace(config, epochs=2)) == run_dir   # nothing to train after epoch 2
+    out = capsys.readouterr().out
+    assert f"Checkpoint {run.checkpoints}/ckpt-3 is unreadable (" in out
+    assert "Restored ckpt-2 instead of ckpt-3: epochs after 2 are lost and will be trained again" in out
+    assert f"{run.best_model} was saved in epoch 3, after the restored epoch 2: replaced by the model of epoch 2" in out
+    assert run.read_history() == history[:2]
+    assert run.read_best_record() == {"epoch": 2, "metric": "val_mae", "value": history[1]["val_mae"]}
+    assert f"Resuming {run_dir} after epoch 2 (best val_mae {history[1]['val_mae']:.4g})" in out

@@ -37,18 +37,25 @@ class EpochEnd:
 Action = Callable[[EpochEnd], bool | None]
 
 
-def save_best(net: keras.Model, path: str) -> None:
-    """Write best.keras under a temporary name first: a kill mid-save keeps the old one."""
-    with atomic_write(path) as tmp:
-        net.save(tmp + ".keras")          # Keras 3 insists on the extension
-        os.replace(tmp + ".keras", tmp)
+def save_best(net: keras.Model, run: RunDir, epoch: int, metric: str, value: float) -> None:
+    """best.json first (which epoch, which value), then best.keras under a temporary name:
+    a kill mid-save keeps the old model, and best.json never names an epoch older than
+    the model's (trainer.train.restore relies on both)."""
+    run.write_best_record(epoch, metric, value)
+    with atomic_write(run.best_model) as tmp:
+        try:
+            net.save(tmp + ".keras")          # Keras 3 insists on the extension
+            os.replace(tmp + ".keras", tmp)
+        finally:
+            if os.path.exists(tmp + ".keras"):
+                os.remove(tmp + ".keras")
 
 
-def new_best_model(net: keras.Model, run: RunDir) -> Action:
-    """best.keras: the full age model whenever --best_metric improves."""
+def new_best_model(net: keras.Model, run: RunDir, best_metric: str) -> Action:
+    """best.keras (and best.json): the full age model whenever --best_metric improves."""
     def action(end: EpochEnd) -> None:
         if end.improved:
-            save_best(net, run.best_model)
+            save_best(net, run, end.epoch, best_metric, end.row[best_metric])
     return action
 
 

@@ -81,6 +81,8 @@ def mae_by_decade(true_age: np.ndarray, expected: np.ndarray) -> dict:
 
 def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "test",
                  batch_size: int = 256, quiet: bool = False, tta: str = "none") -> dict:
+    if batch_size < 1:
+        raise trainer_flags.ConfigError(f"--batch_size={batch_size}: must be at least 1")
     run = RunDir(model_dir)
     info = run.read_info()
     records_dir = records_dir or info["records"]

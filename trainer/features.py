@@ -8,10 +8,18 @@ shards (temporary names, manifest last), under
 
     <records>/features/<variant>-<cache key>/   manifest.json (kind "features"), train-*, val-*, test-*
 
-The cache key hashes the image shards' manifest, the weights file (or the seed
-of a random trunk) and the variant/input size: a cache built from anything else
-is a different directory, and one without a matching manifest is rebuilt, never
-silently used.
+The cache key hashes the image shards (the sha256 of every shard, so a
+byte-identical re-ingest keeps its cache), the weights file (or the seed of a
+random trunk) and the variant/input size: a cache built from anything else is a
+different directory. Before every use, every number its manifest vouches for is
+checked (each shard's size, sha256 and record count): a cache without a matching
+manifest, or with a damaged shard, is rebuilt, never used.
+
+Builds follow the output rules of `records.outdir`: the cache is written into
+`features/.<variant>-<key>.staging` (marker first, manifest last) and swapped in
+when complete, so a killed build leaves the previous cache (or none) and never a
+half-written one; one build per cache directory (`records.lock`), a second is
+refused at once naming the holder.
 
     python -m trainer.features --records shards/wiki --weights vgg_face_weights.h5
 """
@@ -23,6 +31,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 import hashlib
 import json
 import os
+import struct
 import time
 
 import keras
@@ -32,7 +41,8 @@ from absl import app
 
 import model as age_model_lib
 import records
-from records import schema
+from records import outdir, schema
+from records.identity import data_identity
 from records.manifest import file_sha256, manifest_path, split_shards, write_manifest
 from records.writer import ShardedWriter
 from trainer import flags as trainer_flags
@@ -46,8 +56,9 @@ BATCH_SIZE = trainer_flags.FEATURES_BATCH_SIZE
 def cache_key(records_dir: str, weights: str | None, variant: str, input_size: int, seed: int,
               compute_dtype: str = "float32") -> dict:
     """What the cached features are a function of."""
+    identity = json.dumps(data_identity(records.read_manifest(records_dir)), sort_keys=True)
     return {
-        "images_manifest_sha256": file_sha256(manifest_path(records_dir)),
+        "images_shards_sha256": hashlib.sha256(identity.encode()).hexdigest(),
         "weights_sha256": file_sha256(weights) if weights else None,
         # A random trunk (--weights=none) is a function of the seed it was drawn with.
         "random_trunk_seed": None if weights else seed,
@@ -63,26 +74,89 @@ def cache_dir(records_dir: str, key: dict) -> str:
     return os.path.join(records_dir, "features", f"{key['variant']}-{digest}")
 
 
-def is_complete(directory: str, key: dict) -> bool:
-    """A finished cache for exactly this key, every shard present at its size."""
+def count_records(path: str) -> int:
+    """Records in a .tfrecord file, from its frame headers (the sha256 already vouches for the bytes)."""
+    count, size = 0, os.path.getsize(path)
+    with open(path, "rb") as f:
+        while f.tell() < size:
+            header = f.read(12)
+            if len(header) < 12:
+                raise records.DataError(f"{path}: truncated frame after {count} records")
+            f.seek(struct.unpack("<Q", header[:8])[0] + 4, os.SEEK_CUR)
+            count += 1
+        if f.tell() != size:
+            raise records.DataError(f"{path}: its last frame runs past the end of the file")
+    return count
+
+
+def damage(directory: str, key: dict) -> str | None:
+    """Why `directory` is not a finished, intact cache for exactly this key; None when it is.
+    Checks every number its manifest vouches for: shard sizes, sha256s, record counts."""
     try:
         manifest = records.read_manifest(directory)
         if manifest.get("kind") != schema.KIND_FEATURES or manifest.get("cache_key") != key:
-            return False
-        for split in manifest["splits"]:
-            split_shards(directory, manifest, split)
+            return "built from other shards, weights or variant"
+        for split, entry in manifest["splits"].items():
+            counted = 0
+            for shard in split_shards(directory, manifest, split):
+                path = os.path.join(directory, shard["file"])
+                if file_sha256(path) != shard["sha256"]:
+                    return f"{path}: sha256 differs from the manifest's"
+                found = count_records(path)
+                if found != shard["count"]:
+                    return f"{path}: {found} records, the manifest lists {shard['count']}"
+                counted += found
+            if counted != entry["count"]:
+                return f"split {split}: {counted} records, the manifest lists {entry['count']}"
+    except records.DataError as e:
+        return str(e)
+    except (KeyError, TypeError) as e:
+        return f"{manifest_path(directory)}: malformed ({e!r})"
+    return None
+
+
+def is_complete(directory: str, key: dict) -> bool:
+    """A finished cache for exactly this key, every shard intact (see `damage`)."""
+    return damage(directory, key) is None
+
+
+def is_legacy_cache(directory: str) -> bool:
+    """A cache written before markers existed: its manifest is a feature manifest."""
+    try:
+        return records.read_manifest(directory).get("kind") == schema.KIND_FEATURES
     except records.DataError:
         return False
-    return True
+
+
+def output(directory: str) -> outdir.Output:
+    """The cache directory as a project output (marker, staging, swap, lock)."""
+    return outdir.Output(directory, kind=schema.KIND_FEATURES, legacy=is_legacy_cache, what="feature cache")
 
 
 def build(net, records_dir: str, key: dict, *, batch_size: int = BATCH_SIZE, log=print) -> str:
     """Write the cache of every split of `records_dir` through `net`'s frozen trunk;
-    returns its directory. Crash-safe: the manifest goes last, after every shard."""
-    out = cache_dir(records_dir, key)
-    os.makedirs(out, exist_ok=True)
-    if os.path.exists(manifest_path(out)):
-        os.remove(manifest_path(out))       # from here on the directory is not a finished cache
+    returns its directory. Crash-safe and one writer: built in the staging directory
+    (manifest last) under the cache's lock, then swapped in."""
+    target = output(cache_dir(records_dir, key))
+    target.check()
+    with target.lock():
+        did = target.repair()
+        if did:
+            log(f"  feature cache: {did}")
+        staging = target.start_staging()
+        try:
+            _write(net, records_dir, key, staging, batch_size, log)
+        except OSError as e:           # disk full, read-only: one line, no half-written cache left
+            target.discard_staging()
+            raise records.DataError(f"feature cache {target.path}: cannot write {e.filename or staging} "
+                                    f"({e.strerror or e}); free space under {records_dir} or make it "
+                                    f"writable") from e
+        target.swap_in()
+    return target.path
+
+
+def _write(net, records_dir: str, key: dict, out: str, batch_size: int, log) -> None:
+    """Every split's features into `out`, then its manifest."""
     image_manifest = records.read_manifest(records_dir)
     trunk = age_model_lib.feature_extractor(net)
     size = key["input_size"]
@@ -112,7 +186,6 @@ def build(net, records_dir: str, key: dict, *, batch_size: int = BATCH_SIZE, log
         "build_seconds": round(time.perf_counter() - started, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
-    return out
 
 
 def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, *,
@@ -122,9 +195,12 @@ def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, 
     key = cache_key(records_dir, weights, variant, age_model_lib.input_size(net), seed,
                     net.get_layer("conv1_1").compute_dtype)
     directory = cache_dir(records_dir, key)
-    if is_complete(directory, key):
+    why = damage(directory, key) if os.path.exists(directory) else "not built yet"
+    if why is None:
         log(f"Feature cache: using {directory}")
         return directory
+    if os.path.exists(directory):
+        log(f"Feature cache: {directory} cannot be used ({why})")
     if not allow_build:
         raise records.DataError(
             f"{directory}: no finished feature cache for these shards and weights; build it first with "

@@ -35,6 +35,7 @@ LR_SCHEDULES = ("constant", "cosine")
 TTA = ("none", "flip")               # --tta of trainer.evaluate and trainer.predict
 FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
 NO_WEIGHTS = "none"                 # --weights=none: random initialisation
+CLUSTER_TIMEOUT = 300.0             # seconds to wait for every multi-worker peer (they start at different times)
 DATA_SERVICE_DEADLINE_S = 3600.0    # --data_service_deadline: the bound on one service epoch
 
 # Settings a resumed run must not change: they decide the network or the meaning of its
@@ -125,6 +126,9 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                       "tf.distribute strategy: default (one device), mirrored (all local GPUs, or "
                       "the --logical_cpus devices), multi_worker (hosts listed in TF_CONFIG).")
+    flags.DEFINE_float("cluster_timeout", CLUSTER_TIMEOUT,
+                       "--strategy=multi_worker: seconds to wait for every peer in TF_CONFIG to "
+                       "accept a TCP connection before giving up with one line naming it.")
     flags.DEFINE_integer("logical_cpus", 0,
                          "Split the host CPU into this many logical devices (to try --strategy="
                          "mirrored without GPUs); 0 = leave the CPU as one device.")
@@ -253,6 +257,7 @@ class TrainConfig:
     mixed_precision: str = "none"
     jit_compile: bool = False
     strategy: str = "default"
+    cluster_timeout: float = CLUSTER_TIMEOUT
     logical_cpus: int = 0
     data_service: str = ""              # grpc://HOST:PORT; empty: the in-process reader
     data_service_deadline: float = DATA_SERVICE_DEADLINE_S
@@ -342,6 +347,8 @@ class TrainConfig:
         if self.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
             raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
                               "(cluster and task); see README 'Distributed training'")
+        if self.cluster_timeout <= 0:
+            raise ConfigError(f"--cluster_timeout={self.cluster_timeout:g}: must be a positive number of seconds")
         if self.data_service:
             try:
                 parse_address(self.data_service)

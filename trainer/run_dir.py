@@ -1,41 +1,118 @@
 """The run directory (`--model_dir`): what a training run leaves behind, by name.
 
+    .dex-age         the marker (records.outdir): written first, so even an interrupted
+                     first run is recognisably a run; a directory with other contents and
+                     no marker is refused, never written into
     flags.txt        the resolved flags (re-usable: --flagfile=runs/X/flags.txt)
-    run.json         shards dir, shard image size, model input size, variant, task,
-                     cache_features, best_metric: what evaluation/prediction need, and
-                     what a resumed run must not change
-    checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch, best metric (resume)
+    run.json         shards dir and the sha256 of its shards per split, shard image size,
+                     model input size, variant, task, cache_features, best_metric: what
+                     evaluation/prediction need, and what a resumed run must not change
+    checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch, best metric (resume;
+                     trainer.checkpoints finds them from the files)
     best.keras       the full age model with the best --best_metric so far
+    best.json        which epoch best.keras is from and its --best_metric (written before it)
     history.csv      one row per completed epoch
     tb/              TensorBoard summaries
     report.json, predictions.csv, learning_curves.png, mae_by_age.png   (trainer.evaluate)
+
+One writer: the trainer (the chief, under multi_worker) holds `records.lock.OutputLock`
+on the directory (`parent/.NAME.lock`) for the whole run; a second trainer is refused
+at once, naming the holder. Under that lock each start removes the partial files a
+killed run left (`.NAME.tmp-<pid>` of the files above, `checkpoints/ckpt-N_temp/`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import shutil
+import zipfile
 
 import keras
 
 import model  # noqa: F401  (registers the custom layers best.keras is made of)
 from entry.errors import ProjectError
+from records import outdir
+from records.lock import OutputLock, lock_path
 from records.manifest import atomic_write_bytes
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "mae", "cs5", "val_loss", "val_accuracy", "val_mae",
                   "val_cs5", "learning_rate", "epoch_seconds", "images_per_second")
 GENDER_FIELDS = ("gender_accuracy", "val_gender_accuracy")
+KIND = "run"                         # the marker's kind
+# Every top-level name the trainer and trainer.evaluate write into a run directory.
+OWNED = (outdir.MARKER_NAME, "flags.txt", "run.json", "checkpoints", "best.keras", "best.json",
+         "history.csv", "tb", "report.json", "predictions.csv", "learning_curves.png", "mae_by_age.png")
 
 
 class RunDirError(ProjectError):
     """A run directory that cannot be used as asked; the message says why and what to do."""
 
 
+def is_legacy_run(directory: str) -> bool:
+    """A run written before markers existed: it has the run.json or checkpoints of one."""
+    return os.path.isfile(os.path.join(directory, "run.json")) or \
+        os.path.isdir(os.path.join(directory, "checkpoints"))
+
+
 class RunDir:
     def __init__(self, path: str):
         self.path = path
+        self.output = outdir.Output(path, kind=KIND, legacy=is_legacy_run, what="--model_dir")
+        self._lock: OutputLock | None = None
+        self.best_record_at_start: dict | None = None
+
+    # -- ours, one writer --------------------------------------------------------
+    def check(self) -> None:
+        """Refuse, touching nothing, a --model_dir that is a file, holds what this project
+        did not make, or is another of its outputs (a data set, a feature cache)."""
+        self.output.check()
+        kind = outdir.marker_kind(self.path)
+        if kind not in (None, KIND):
+            raise RunDirError(f"--model_dir {self.path}: holds a {kind} output of this project, not a "
+                              f"training run; nothing was touched: choose another --model_dir")
+
+    def lock(self) -> None:
+        """Become the directory's one writer (DataError at once, naming the holder, if taken)."""
+        with self.writing():      # a lock file that cannot be created is a --model_dir problem
+            path = lock_path(self.path)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        self._lock = self.output.lock().acquire()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @contextlib.contextmanager
+    def writing(self):
+        """A read-only or full disk under the run directory costs one line."""
+        try:
+            yield
+        except OSError as e:
+            raise RunDirError(f"--model_dir {self.path}: cannot write {e.filename or self.path} "
+                              f"({e.strerror or e}); choose a --model_dir on a writable disk "
+                              f"with free space") from e
+
+    def make_ours(self) -> None:
+        """The marker, first (creating the directory): even a run killed now is recognisable."""
+        if not outdir.is_ours(self.path):
+            outdir.drop_marker(self.path, KIND)
+
+    def remove_partial(self) -> list[str]:
+        """Delete the temporaries of the files above that a killed writer left
+        (`.history.csv.tmp-<pid>`, `.best.keras.tmp-<pid>.keras`, ...); call under the lock."""
+        removed = []
+        for name in sorted(os.listdir(self.path)):
+            if any(name.startswith(f".{owned}.tmp-") for owned in OWNED):
+                full = self.file(name)
+                shutil.rmtree(full) if os.path.isdir(full) else os.remove(full)
+                removed.append(name)
+        return removed
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -67,8 +144,29 @@ class RunDir:
                 return {}
             raise RunDirError(f"{path}: not found; {self.path} is not a training run directory "
                               f"(train one with `python -m trainer --model_dir {self.path} ...`)")
-        with open(path) as f:
-            return json.load(f)
+        try:
+            with open(path) as f:
+                info = json.load(f)
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{path}: unreadable ({e}); restore it, or train into a new --model_dir") from e
+        if not isinstance(info, dict):
+            raise RunDirError(f"{path}: a JSON {type(info).__name__}, not a run description; "
+                              f"restore it, or train into a new --model_dir")
+        return info
+
+    # -- best.json -------------------------------------------------------------
+    def write_best_record(self, epoch: int, metric: str, value: float) -> None:
+        atomic_write_bytes(self.file("best.json"),
+                           (json.dumps({"epoch": epoch, "metric": metric, "value": value}) + "\n").encode())
+
+    def read_best_record(self) -> dict | None:
+        """{"epoch", "metric", "value"} of best.keras, or None (none written, or unreadable)."""
+        try:
+            with open(self.file("best.json")) as f:
+                record = json.load(f)
+            return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
+        except (OSError, ValueError):
+            return None
 
     def require_best_model(self) -> str:
         if not os.path.exists(self.best_model):
@@ -97,4 +195,13 @@ class RunDir:
 
 def load_run_model(run: RunDir):
     """best.keras of a run, loaded with safe_mode (only registered layers)."""
-    return keras.saving.load_model(run.require_best_model(), safe_mode=True)
+    path = run.require_best_model()
+    if not zipfile.is_zipfile(path):      # Keras then says "File not found" for a file that exists
+        raise RunDirError(f"{path}: truncated or not a .keras file; train again with "
+                          f"`python -m trainer --model_dir {run.path}` (it resumes)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise RunDirError(f"{path}: cannot be loaded ({reason}); train again with "
+                          f"`python -m trainer --model_dir {run.path}` (it resumes)") from e

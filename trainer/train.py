@@ -5,11 +5,14 @@
     check_data       the shards' manifest, before TensorFlow builds anything (bad input
                      costs one line, not a traceback after minutes of model building)
     make_strategy    before any other op (MultiWorkerMirroredStrategy requires it)
-    open_run         the run directory: resume or refuse (run.json), flags.txt
+    open_run         the run directory: ours or refused, one writer (the lock), resume or
+                     refuse (run.json: settings and data set), a killed run's partial
+                     files removed, flags.txt
     build_state      model, optimizer and the epoch/best/stale counters: everything a
                      checkpoint holds (initial weights and freezing are decided here,
                      before the optimizer is built)
-    restore          the last checkpoint of the run, if it has one
+    restore          the newest readable checkpoint of the run, if it has one (a damaged
+                     one falls back to the previous); history and best.keras cut back to it
     make_datasets    what the loop trains on: image shards, or the feature cache, read
                      in this process or (--data_service) on tf.data service workers
     run_epochs       train + validate each epoch, then the end-of-epoch actions
@@ -23,6 +26,7 @@ evaluates best.keras at the run's eval batch size.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -38,7 +42,9 @@ import records
 from entry.errors import ProjectError
 from model import transfer
 from records import service
-from trainer import actions, distribution, features, loop
+from records.identity import data_identity, differences
+from records.schema import KIND_FEATURES
+from trainer import actions, checkpoints, distribution, features, loop
 from trainer.flags import FIXED_ON_RESUME, MIXED_PRECISION_POLICIES, TrainConfig
 from trainer.run_dir import RunDir, RunDirError
 
@@ -85,6 +91,10 @@ def make_optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
 
 def check_data(directory: str, validation_split: str) -> dict:
     manifest = records.read_manifest(directory)
+    if manifest.get("kind") == KIND_FEATURES:
+        raise records.DataError(f"--records={directory} is a feature cache, not image shards; pass the data "
+                                f"set it was computed from ({manifest.get('images', 'its parent data set')}), "
+                                f"and --cache_features to train on its cache")
     for split in ("train", validation_split):
         records.manifest.split_shards(directory, manifest, split)
     return manifest
@@ -101,12 +111,13 @@ def _shown(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def check_run_dir(run: RunDir, config: TrainConfig) -> bool:
-    """True when the run directory holds a checkpoint to continue from. A run that
-    would continue with another network or another meaning of its saved state
-    (FIXED_ON_RESUME, compared with its run.json) is refused; a setting an older
+def check_run_dir(run: RunDir, config: TrainConfig, manifest: dict) -> bool:
+    """True when the run directory holds a checkpoint to continue from (found from the
+    checkpoint files, not the index alone). A run that would continue with another
+    network, another meaning of its saved state (FIXED_ON_RESUME) or another data set
+    (check_same_data), compared with its run.json, is refused; a setting an older
     run.json does not record counts as compatible."""
-    has_checkpoint = tf.train.latest_checkpoint(run.checkpoints) is not None
+    has_checkpoint = bool(checkpoints.numbers(run.checkpoints))
     if has_checkpoint and not config.resume:
         raise RunDirError(f"{run.path} already holds a run; pass --resume to continue it or "
                           f"choose a new --model_dir")
@@ -117,7 +128,29 @@ def check_run_dir(run: RunDir, config: TrainConfig) -> bool:
             if name in before and before[name] != now:
                 raise RunDirError(f"--{name}={_shown(now)} but the run in {run.path} was trained "
                                   f"with --{name}={_shown(before[name])}; use the same value or a new --model_dir")
+        check_same_data(run, before, config.records, manifest)
     return has_checkpoint
+
+
+def check_same_data(run: RunDir, before: dict, records_dir: str, manifest: dict) -> None:
+    """A resumed run trains and selects its best model on the data set it started with:
+    the same --records path holding the same shards (a byte-identical re-ingest is the same)."""
+    path = os.path.abspath(records_dir)
+    if "records" in before and before["records"] != path:
+        raise RunDirError(f"--records={records_dir} but the run in {run.path} was trained on "
+                          f"{before['records']}; pass --records={before['records']} or a new --model_dir")
+    if "data" in before and before["data"] != data_identity(manifest):
+        raise RunDirError(f"--records={records_dir}: not the data set the run in {run.path} started with "
+                          f"({'; '.join(differences(before['data'], data_identity(manifest)))}); "
+                          f"restore that data set or train into a new --model_dir")
+
+
+def check_batch_size(config: TrainConfig, manifest: dict) -> None:
+    """A batch larger than the training split would silently train on fewer images per step."""
+    count = manifest["splits"]["train"]["count"]
+    if config.batch_size > count:
+        raise records.DataError(f"--batch_size={config.batch_size} is larger than the {count}-record training "
+                                f"split of {config.records}; use --batch_size={count} or less")
 
 
 def check_sources(config: TrainConfig) -> list[dict]:
@@ -142,10 +175,13 @@ def steps_per_epoch(config: TrainConfig, manifests: list[dict]) -> int:
 def dry_run(config: TrainConfig) -> None:
     """Everything `train` checks before building, then the plan, and nothing else."""
     manifest = check_data(config.records, config.validation_split)
+    check_batch_size(config, manifest)
     sources = check_sources(config)
     if config.data_service:
         check_service(config.data_service)
-    check_run_dir(RunDir(config.model_dir), config)
+    run = RunDir(config.model_dir)
+    run.check()
+    check_run_dir(run, config, manifest)
     total = sum(config.mix_weights)
     mixed = ", ".join(f"{d} ({n} records, {m['image_size']} px, weight {w / total:.2f})" for d, n, m, w
                       in zip(config.sources, train_counts(sources), sources, config.mix_weights))
@@ -171,13 +207,33 @@ class State:
     checkpoint_dir: str
 
 
-def open_run(config: TrainConfig, chief: bool) -> tuple[RunDir, bool]:
-    """The run directory, checked; flags.txt written. Returns (run, resuming)."""
+def open_run(config: TrainConfig, chief: bool, manifest: dict) -> tuple[RunDir, bool]:
+    """The run directory, checked and ours; flags.txt written. Returns (run, resuming).
+
+    The chief alone writes the directory: it refuses anything this project did not make,
+    takes the one-writer lock (held until `train` returns), drops the marker first, removes
+    a killed run's partial files and rewrites the checkpoint index from the checkpoint
+    files. Every worker reads best.json here, before any worker can change it (building
+    the state is the first collective step, so no chief gets past it alone)."""
     run = RunDir(config.model_dir)
-    resuming = check_run_dir(run, config)
     if chief:
-        os.makedirs(run.path, exist_ok=True)
-        run.write_flags(list(config.flag_lines))
+        run.check()
+        run.lock()
+    try:
+        resuming = check_run_dir(run, config, manifest)
+        if chief:
+            with run.writing():
+                run.make_ours()
+                removed = run.remove_partial() + checkpoints.remove_partial(run.checkpoints)
+                if removed:
+                    print(f"{run.path}: removed what a killed run left: {', '.join(removed)}", flush=True)
+                if resuming:
+                    checkpoints.write_index(run.checkpoints)
+                run.write_flags(list(config.flag_lines))
+    except BaseException:
+        run.release()
+        raise
+    run.best_record_at_start = run.read_best_record()
     return run, resuming
 
 
@@ -220,10 +276,31 @@ def build_state(config: TrainConfig, strategy: tf.distribute.Strategy, run: RunD
     return State(net, optimizer, epoch, best, stale, checkpoint, manager, checkpoint_dir)
 
 
-def restore(state: State, run: RunDir, config: TrainConfig) -> int:
-    """Continue from the run's last checkpoint; returns the number of completed epochs."""
-    state.checkpoint.restore(tf.train.latest_checkpoint(run.checkpoints)).assert_existing_objects_matched()
+def restore(state: State, run: RunDir, config: TrainConfig, chief: bool) -> int:
+    """Continue from the run's newest readable checkpoint (a damaged one falls back to the
+    previous, and says so); returns the number of completed epochs.
+
+    What was written after that checkpoint is cut back to it: history rows of later
+    epochs, and a best.keras saved in a later epoch (best.json says which), unless the
+    restored best agrees with it. Such a best.keras is replaced by the restored model,
+    and the best record restarts at the restored epoch's --best_metric."""
+    checkpoints.restore(state.checkpoint, run.checkpoints)
     start_epoch = int(state.epoch.numpy())
+    history = run.read_history()
+    kept = [row for row in history if row["epoch"] <= start_epoch]
+    record = run.best_record_at_start
+    if record is not None and record["epoch"] > start_epoch and record.get("value") != float(state.best.numpy()):
+        value = next((row[config.best_metric] for row in kept
+                      if row["epoch"] == start_epoch and config.best_metric in row), float("inf"))
+        state.best.assign(value)
+        state.stale.assign(0)
+        if chief:
+            actions.save_best(state.net, run, start_epoch, config.best_metric, value)
+        print(f"{run.best_model} was saved in epoch {record['epoch']}, after the restored epoch {start_epoch}: "
+              f"replaced by the model of epoch {start_epoch} ({config.best_metric} {value:.4g})", flush=True)
+    if chief and len(kept) != len(history):
+        run.write_history(kept)
+        print(f"{run.file('history.csv')}: cut back to epoch {start_epoch}", flush=True)
     print(f"Resuming {run.path} after epoch {start_epoch} "
           f"(best {config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
     return start_epoch
@@ -309,7 +386,7 @@ class EpochReporter:
 def default_actions(config: TrainConfig, state: State, run: RunDir, chief: bool,
                     reporter: EpochReporter, summary) -> list[actions.Action]:
     """The end of an epoch, in order (see trainer.actions for why this order)."""
-    out = [actions.new_best_model(state.net, run), actions.write_history(run)] if chief else []
+    out = [actions.new_best_model(state.net, run, config.best_metric), actions.write_history(run)] if chief else []
     return out + [actions.tensorboard(summary), actions.checkpoint(state.manager, state.epoch),
                   reporter.action, actions.early_stop(config.patience, state.stale, config.best_metric)]
 
@@ -417,33 +494,40 @@ def train(config: TrainConfig) -> str | None:
     """Run the whole job described by `config`; returns the run directory on the
     chief (the process that evaluates afterwards), None on other workers."""
     manifest = check_data(config.records, config.validation_split)
+    check_batch_size(config, manifest)
     steps = steps_per_epoch(config, check_sources(config))
     if config.data_service:     # a dead dispatcher would hang registration: check it first
         check_service(config.data_service)
     distribution.split_cpu(config.logical_cpus)
+    if config.strategy == "multi_worker":     # the strategy itself would wait forever for a missing peer
+        distribution.wait_for_peers(json.loads(os.environ["TF_CONFIG"]), config.cluster_timeout)
     strategy = distribution.make_strategy(config.strategy)
     distribution.log_strategy(strategy)
     chief = distribution.is_chief(strategy)
 
-    run, resuming = open_run(config, chief)
-    state = build_state(config, strategy, run, chief, steps, resuming)
-    start_epoch = restore(state, run, config) if resuming else 0
-    history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
-    if chief:
-        run.write_info({"records": os.path.abspath(config.records), "image_size": manifest["image_size"],
-                        "input_size": age_model_lib.input_size(state.net), **config.info(),
-                        "train_records": [os.path.abspath(d) for d in config.sources],
-                        "records_weights": list(config.mix_weights),
-                        "init_from": (os.path.abspath(config.init_from_file) if config.init_from
-                                      else run.read_info(missing_ok=True).get("init_from"))})
-    done = finished(config, state, start_epoch)
-    if done:   # nothing to train: no cache, no datasets, straight to evaluation
-        print(f"{run.path}: {done}; nothing left to train", flush=True)
-        return run.path if chief else None
+    run, resuming = open_run(config, chief, manifest)
+    try:                                      # the chief holds the run directory's lock until here
+        state = build_state(config, strategy, run, chief, steps, resuming)
+        start_epoch = restore(state, run, config, chief) if resuming else 0
+        history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
+        if chief:
+            run.write_info({"records": os.path.abspath(config.records), "data": data_identity(manifest),
+                            "image_size": manifest["image_size"], "input_size": age_model_lib.input_size(state.net),
+                            **config.info(),
+                            "train_records": [os.path.abspath(d) for d in config.sources],
+                            "records_weights": list(config.mix_weights),
+                            "init_from": (os.path.abspath(config.init_from_file) if config.init_from
+                                          else run.read_info(missing_ok=True).get("init_from"))})
+        done = finished(config, state, start_epoch)
+        if done:   # nothing to train: no cache, no datasets, straight to evaluation
+            print(f"{run.path}: {done}; nothing left to train", flush=True)
+            return run.path if chief else None
 
-    data = make_datasets(config, state, strategy, start_epoch)
-    run_epochs(config, state, data, strategy, run, chief, start_epoch, history, steps)
-    if not chief:
-        tf.io.gfile.rmtree(state.checkpoint_dir)
-    print(f"Best model: {run.best_model} ({config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
-    return run.path if chief else None
+        data = make_datasets(config, state, strategy, start_epoch)
+        run_epochs(config, state, data, strategy, run, chief, start_epoch, history, steps)
+        if not chief:
+            tf.io.gfile.rmtree(state.checkpoint_dir)
+        print(f"Best model: {run.best_model} ({config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
+        return run.path if chief else None
+    finally:
+        run.release()

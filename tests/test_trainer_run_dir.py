@@ -1,0 +1,166 @@
+"""trainer.run_dir and train.open_run: a run directory is ours or refused, has one
+writer, loses a killed run's partial files, and damaged files cost one line."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+import model
+from records import outdir
+from records.manifest import DataError
+from trainer import flags as trainer_flags
+from trainer import train
+from trainer.run_dir import RunDir, RunDirError, load_run_model
+
+
+def config(model_dir: str, **overrides) -> trainer_flags.TrainConfig:
+    values = dict(records="unused", model_dir=model_dir, weights=None, variant="tiny", strategy="default",
+                  flag_lines=("--variant=tiny",))
+    values.update(overrides)
+    return trainer_flags.TrainConfig(**values).check()
+
+
+def test_a_new_run_directory_gets_the_marker_first(tmp_path):
+    run, resuming = train.open_run(config(str(tmp_path / "run")), chief=True, manifest={})
+    try:
+        assert resuming is False
+        assert outdir.marker_kind(run.path) == "run"
+        assert sorted(os.listdir(run.path)) == [".dex-age", "flags.txt"]
+    finally:
+        run.release()
+
+
+def test_a_foreign_directory_is_refused_untouched(tmp_path):
+    target = tmp_path / "photos"
+    target.mkdir()
+    (target / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(DataError) as e:
+        train.open_run(config(str(target)), chief=True, manifest={})
+    assert str(e.value).startswith(f"--model_dir {target}: not empty and not written by this project")
+    assert "\n" not in str(e.value)
+    assert os.listdir(target) == ["holiday.jpg"] and (target / "holiday.jpg").read_bytes() == b"precious"
+
+
+def test_a_model_dir_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "run"
+    target.write_text("not a directory")
+    with pytest.raises(DataError, match=r"--model_dir .*run: is a file, not a directory"):
+        train.open_run(config(str(target)), chief=True, manifest={})
+    assert target.read_text() == "not a directory"
+
+
+def test_a_data_set_of_this_project_is_not_a_run_directory(tmp_path):
+    target = tmp_path / "shards"
+    outdir.drop_marker(str(target), "images")
+    (target / "manifest.json").write_text("{}")
+    with pytest.raises(RunDirError, match=r"--model_dir .*shards: holds a images output of this project, not a "
+                                          r"training run; nothing was touched"):
+        train.open_run(config(str(target)), chief=True, manifest={})
+    assert sorted(os.listdir(target)) == [".dex-age", "manifest.json"]
+
+
+def test_a_lock_file_that_cannot_be_created_names_the_model_dir(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_open(path, flags, *args)
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(RunDirError, match=rf"--model_dir {tmp_path}/run: cannot write {tmp_path}/.run.lock "
+                                          rf"\(Read-only file system\); choose a --model_dir on a writable disk"):
+        train.open_run(config(str(tmp_path / "run")), chief=True, manifest={})
+
+
+def test_a_run_written_before_markers_is_adopted(tmp_path):
+    target = tmp_path / "run"
+    (target / "checkpoints").mkdir(parents=True)
+    (target / "run.json").write_text("{}")
+    run, _ = train.open_run(config(str(target)), chief=True, manifest={})
+    run.release()
+    assert outdir.is_ours(str(target))
+
+
+@pytest.mark.slow
+def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
+    first, _ = train.open_run(config(str(tmp_path / "run")), chief=True, manifest={})
+    try:
+        # Another process, as a second trainer would be (flock is per open file).
+        code = ("import sys; from trainer import train; from tests.test_trainer_run_dir import config\n"
+                "try:\n    train.open_run(config(sys.argv[1]), chief=True, manifest={})\n"
+                "except Exception as e:\n    print(e)")
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                             timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+        line = out.stdout.strip()
+        assert line.startswith(f"{tmp_path / 'run'}: already being written by pid {os.getpid()} on "), line
+    finally:
+        first.release()
+    again, _ = train.open_run(config(str(tmp_path / "run")), chief=True, manifest={})   # released: free again
+    again.release()
+
+
+def test_a_killed_runs_partial_files_are_removed_and_nothing_else(tmp_path):
+    target = tmp_path / "run"
+    run, _ = train.open_run(config(str(target)), chief=True, manifest={})
+    run.release()
+    leftovers = [".history.csv.tmp-4242", ".best.keras.tmp-4242.keras", ".best.keras.tmp-4242", ".run.json.tmp-7"]
+    for name in leftovers + [".my-notes.txt", "notes.tmp-1"]:
+        (target / name).write_text("x")
+    (target / "checkpoints" / "ckpt-3_temp").mkdir(parents=True)
+    run, _ = train.open_run(config(str(target)), chief=True, manifest={})
+    run.release()
+    assert sorted(os.listdir(target)) == [".dex-age", ".my-notes.txt", "checkpoints", "flags.txt", "notes.tmp-1"]
+    assert os.listdir(target / "checkpoints") == []
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
+def test_a_read_only_or_full_model_dir_is_one_line(tmp_path, monkeypatch, code):
+    # Root writes into read-only directories, so the failure is injected where the write happens.
+    def refuse(path, data):
+        raise OSError(code, os.strerror(code), path)
+    monkeypatch.setattr(outdir, "atomic_write_bytes", refuse)
+    target = tmp_path / "run"
+    with pytest.raises(RunDirError) as e:
+        train.open_run(config(str(target)), chief=True, manifest={})
+    msg = str(e.value)
+    assert msg.startswith(f"--model_dir {target}: cannot write {target / '.dex-age'} ({os.strerror(code)}); "
+                          f"choose a --model_dir on a writable disk with free space"), msg
+    monkeypatch.undo()
+    run, _ = train.open_run(config(str(target)), chief=True, manifest={})   # the lock was released
+    run.release()
+
+
+@pytest.mark.parametrize("text, what", [("{not json", "unreadable"), ("[1, 2]", "a JSON list, not a run description")])
+def test_a_damaged_run_json_is_one_line(tmp_path, text, what):
+    (tmp_path / "run.json").write_text(text)
+    with pytest.raises(RunDirError) as e:
+        RunDir(str(tmp_path)).read_info()
+    assert str(e.value).startswith(f"{tmp_path / 'run.json'}: {what}") and "\n" not in str(e.value)
+
+
+def test_a_truncated_best_keras_is_one_line(tmp_path):
+    run = RunDir(str(tmp_path))
+    model.build_age_model(variant="tiny").save(run.best_model)
+    assert load_run_model(run).name                        # whole: loads
+    data = open(run.best_model, "rb").read()
+    open(run.best_model, "wb").write(data[:len(data) // 2])
+    with pytest.raises(RunDirError) as e:
+        load_run_model(run)
+    assert str(e.value) == (f"{run.best_model}: truncated or not a .keras file; train again with "
+                            f"`python -m trainer --model_dir {tmp_path}` (it resumes)")
+    keras.backend.clear_session()
+
+
+def test_best_record_round_trip_and_damage(tmp_path):
+    run = RunDir(str(tmp_path))
+    assert run.read_best_record() is None
+    run.write_best_record(3, "val_mae", 7.25)
+    assert run.read_best_record() == {"epoch": 3, "metric": "val_mae", "value": 7.25}
+    (tmp_path / "best.json").write_text("{")
+    assert run.read_best_record() is None
