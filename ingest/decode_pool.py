@@ -56,8 +56,13 @@ class DecodePool:
                 initializer=_init_worker, initargs=(settings, os.getpid()))
             # With "fork" the executor starts every worker at the first submit:
             # do it now, while this process is still small.
-            self._pool.submit(_ready).result()
+            ready = self._pool.submit(_ready)
             self._processes = dict(self._pool._processes)   # pid -> Process, kept for the error
+            try:
+                ready.result()
+            except BrokenProcessPool:                       # a worker died while starting
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                raise DataError(self._death_message()) from None
         else:
             images.init_worker(settings)
 

@@ -205,6 +205,31 @@ def test_a_dead_decode_worker_ends_ingest_with_one_line(sample_dir, tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
 
 
+_KILL_A_STARTING_WORKER = textwrap.dedent("""
+    import os, signal, sys
+    from ingest import decode_pool
+    def die_while_starting():
+        os.kill(os.getpid(), signal.SIGKILL)      # dies in the pool's start-up handshake
+    decode_pool._ready = die_while_starting       # forked workers inherit it
+    sys.argv = ["ingest", "--src", sys.argv[1], "--out", sys.argv[2], "--image_size", "16",
+                "--workers", "2"]
+    import entry
+    from ingest import flags
+    from ingest.__main__ import main
+    entry.run(main, flags.define_flags, flags)
+""")
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_while_the_pool_starts_is_one_line(sample_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-c", _KILL_A_STARTING_WORKER, sample_dir,
+                             str(tmp_path / "o")], capture_output=True, text=True, timeout=90)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "a decode worker died (pid" in lines[0] and "signal 9" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_a_fifo_is_never_opened_and_counts_as_unreadable(sample_dir, sample_rows, tmp_path):
     src = tmp_path / "src"
