@@ -94,7 +94,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
 
     # The exported model's outputs (with its flip average under --tta=flip): the report
     # scores exactly what trainer.predict and the export answer.
-    outputs_of = export._age_outputs(net, with_gender, tta == "flip")
+    outputs_of = export.age_outputs(net, with_gender, tta == "flip")
 
     @tf.function
     def step(images, labels):

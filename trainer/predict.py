@@ -198,7 +198,7 @@ class AgeModel:
         self.with_gender = isinstance(self.net.output, dict)
         # The exported model's outputs, computed the same way (with its flip average under
         # tta "flip"), so trainer.predict and the export agree by construction.
-        self._call = tf.function(export._age_outputs(net, self.with_gender, tta == "flip"),
+        self._call = tf.function(export.age_outputs(net, self.with_gender, tta == "flip"),
                                  reduce_retracing=True)
 
     @classmethod
