@@ -7,8 +7,9 @@
     [gender=True: drop7 -> gender_predictions Conv2D(2, 1x1) -> gender_flatten
      -> gender (softmax, float32)]
 
-fc8 of VGG-Face is removed; every layer up to and including pool5 is frozen (the
-original froze ``model.layers[:-7]``), fc6 and fc7 stay trainable.
+fc8 of VGG-Face is removed; by default every layer up to and including pool5 is
+frozen (the original froze ``model.layers[:-7]``), fc6 and fc7 stay trainable;
+`trainable_from` (TRAINABLE_FROM) names the first layer that trains instead.
 Full variant parameter counts (checked facts, asserted by tests): trainable
 fc6 102,764,544 + fc7 16,781,312 + predictions 413,797 = 119,959,653;
 non-trainable (13 convolutions) 14,714,688.  gender=True adds 8,194 trainable.
@@ -27,6 +28,22 @@ FULL_TRAINABLE_PARAMS = 119_959_653
 FULL_NON_TRAINABLE_PARAMS = 14_714_688
 HEAD_LAYER_NAMES = ("fc6", "drop6", "fc7", "drop7", "predictions", "flatten", "age")
 GENDER_LAYER_NAMES = ("gender_predictions", "gender_flatten", "gender")
+# The first layer that trains: fc6 (the trunk frozen to pool5), conv5_1 (the last
+# convolution block trains too) or all (nothing frozen). The first is the default.
+TRAINABLE_FROM = ("fc6", "conv5_1", "all")
+# The layers whose shape follows the number of classes: carried from another model
+# only when their shapes match (model.transfer).
+HEAD_OUTPUT_LAYERS = ("predictions", "gender_predictions")
+
+
+def set_trainable_from(model: keras.Model, first: str) -> None:
+    """Freeze every layer before `first` (a TRAINABLE_FROM name), train it and all after."""
+    if first not in TRAINABLE_FROM:
+        raise ValueError(f"unknown trainable_from {first!r}; expected one of {TRAINABLE_FROM}")
+    trainable = first == "all"
+    for layer in model.layers[1:]:          # after the input
+        trainable = trainable or layer.name == first
+        layer.trainable = trainable
 
 
 def _age_head(x, num_classes):
@@ -42,7 +59,7 @@ def _gender_head(x):
 
 
 def build_age_model(weights=None, *, num_classes=NUM_AGES, gender=False, variant="full",
-                    input_size=None, dropout=0.5) -> keras.Model:
+                    input_size=None, dropout=0.5, trainable_from=TRAINABLE_FROM[0]) -> keras.Model:
     """Build the DEX age model.
 
     weights: None (random init) or the path of vgg_face_weights.h5 (Keras 2
@@ -51,7 +68,7 @@ def build_age_model(weights=None, *, num_classes=NUM_AGES, gender=False, variant
     size per batch), resized inside to input_size (default 224 full / 32 tiny).  Output: the age probabilities [B, num_classes]
     (final layer `age`), or with gender=True the dict
     {"age": [B, num_classes], "gender": [B, 2]}.  Softmax outputs are float32
-    under any mixed precision policy.
+    under any mixed precision policy.  Layers before `trainable_from` are frozen.
     """
     spec = get_variant(variant)
     size = resolve_input_size(variant, input_size)
@@ -64,10 +81,7 @@ def build_age_model(weights=None, *, num_classes=NUM_AGES, gender=False, variant
     outputs = {"age": age, "gender": _gender_head(x)} if gender else age
     name = f"dex_age{'_gender' if gender else ''}_{variant}"
     model = keras.Model(inputs, outputs, name=name)
-    for layer in model.layers[1:]:  # freeze everything after the input, up to and including pool5
-        layer.trainable = False
-        if layer.name == "pool5":
-            break
+    set_trainable_from(model, trainable_from)
     if weights is not None:
         load_vgg_face_weights(model, weights)
     return model

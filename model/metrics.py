@@ -5,6 +5,8 @@ CS(θ) (the training loop's sums, evaluation, the plots, prediction) calls these
     abs_error(age, expected)   |expected - age|, float32
     age_abs_error(age, probs)  the two together
     within(abs_error)          1.0 where the error is at most θ = CS_THRESHOLD years
+    epsilon_error(x, μ, σ)     ChaLearn LAP's apparent-age error 1 - exp(-(x-μ)²/(2σ²)),
+                               for faces with a spread σ > 0
 
 Keras ops only (any backend; numpy in, tensors out). `AgeMAE` / `CumulativeScore`
 wrap them as `keras.metrics.Metric`s for `model.compile`.
@@ -16,7 +18,7 @@ from keras import ops
 
 from .layers import PACKAGE, expected_age
 
-__all__ = ["CS_THRESHOLD", "CS_NAME", "expected_age", "abs_error", "age_abs_error", "within",
+__all__ = ["CS_THRESHOLD", "CS_NAME", "expected_age", "abs_error", "age_abs_error", "within", "epsilon_error",
            "AgeMAE", "CumulativeScore"]
 
 CS_THRESHOLD = 5.0                 # CS(θ): the fraction of faces within θ years
@@ -37,6 +39,14 @@ def age_abs_error(true_age, probs):
 def within(error, threshold: float = CS_THRESHOLD):
     """1.0 where `error` <= threshold, else 0.0 (float32): CS(θ) is its mean."""
     return ops.cast(ops.less_equal(error, threshold), "float32")
+
+
+def epsilon_error(expected, mean, std):
+    """1 - exp(-(expected - mean)² / (2 std²)) per example, float32 [B]: 0 on the mean,
+    towards 1 far from it. Defined for std > 0 only (callers leave std = 0 faces out)."""
+    x = ops.cast(expected, "float32")
+    mean, std = ops.cast(mean, "float32"), ops.cast(std, "float32")
+    return 1.0 - ops.exp(-ops.square(x - mean) / (2.0 * ops.square(std)))
 
 
 class _MeanOfPerExample(keras.metrics.Metric):

@@ -2,13 +2,13 @@
 
 from records.manifest import DataError, read_manifest  # noqa: F401
 
-__all__ = ["DataError", "read_manifest", "make_dataset", "distribute"]
+__all__ = ["DataError", "read_manifest", "make_dataset", "make_mixed_dataset", "distribute"]
 
 
 def __getattr__(name):
     # The reader imports TensorFlow; load it only when asked, so `import records.schema`
     # stays light for ingest's decode worker processes.
-    if name in ("make_dataset", "distribute"):
+    if name in ("make_dataset", "make_mixed_dataset", "distribute"):
         from records import reader
         return getattr(reader, name)
     raise AttributeError(f"module 'records' has no attribute {name!r}")

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from records import augment as augment_ops
 from records import schema
 from records.manifest import DataError, manifest_path, read_manifest, split_shards
 
@@ -153,33 +154,6 @@ def resize_uint8(images: tf.Tensor, size: int, *, shrinking: bool) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
 
 
-# --------------------------------------------------------------------------- augment
-
-MIN_CROP_SCALE = 0.85   # a crop keeps at least 85% of each side: "small" crop/scale
-
-
-def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Random horizontal flip and small random crop/scale of a uint8 batch [B, H, W, 3].
-
-    Stateless (`seed`: int64/int32 [2]), so the same seed gives the same batch both
-    eagerly and inside `Dataset.map`. One `crop_and_resize` does both: a box with
-    x1 > x2 samples the crop mirrored, and the box [0, 0, 1, 1] is an exact identity.
-    """
-    shape = tf.shape(images)
-    b, h, w = shape[0], shape[1], shape[2]
-    s_scale, s_y, s_x, s_flip = [tf.random.experimental.stateless_fold_in(seed, i) for i in range(4)]
-    scale = tf.random.stateless_uniform([b], s_scale, MIN_CROP_SCALE, 1.0)
-    y0 = tf.random.stateless_uniform([b], s_y) * (1.0 - scale)
-    x0 = tf.random.stateless_uniform([b], s_x) * (1.0 - scale)
-    flip = tf.random.stateless_uniform([b], s_flip) < 0.5
-    x_left, x_right = x0, x0 + scale
-    boxes = tf.stack([y0, tf.where(flip, x_right, x_left),
-                      y0 + scale, tf.where(flip, x_left, x_right)], axis=1)
-    out = tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(b), [h, w])
-    out = tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
-    return tf.ensure_shape(out, images.shape)
-
-
 # --------------------------------------------------------------------------- pieces
 
 def open_split(directory: str, split: str, *, resize_to: int | None = None,
@@ -200,9 +174,10 @@ def open_split(directory: str, split: str, *, resize_to: int | None = None,
 
 
 def decode_batches(ds: tf.data.Dataset, decode: Decoder, batch_size: int, *,
-                   drop_remainder: bool, augment: bool, seed: int | None) -> tf.data.Dataset:
+                   drop_remainder: bool, augment: bool | Sequence[str], seed: int | None) -> tf.data.Dataset:
     """Serialized records -> decoded (and optionally augmented) batches. Pure TF ops
-    (no py_function), so the same steps also run on tf.data service workers."""
+    (no py_function), so the same steps also run on tf.data service workers.
+    augment: True (records.augment's DEFAULT_OPS), or a sequence of op names."""
     # 9. Batch the serialized strings (cheap), then 10. parse + decode a whole batch per
     #    call: vectorized parse_example, one tf.function call per batch instead of per
     #    record; AUTOTUNE runs several batches in parallel across cores.
@@ -211,11 +186,16 @@ def decode_batches(ds: tf.data.Dataset, decode: Decoder, batch_size: int, *,
     # 11. Optional augmentation on decoded uint8 batches, after decode (it needs pixels)
     #     and after any resize (it crops back to the output size). Per-batch stateless
     #     seeds come from a seeded random stream, so a seed reproduces it exactly.
-    if augment:
-        seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, s: (augment_batch(batch[0], s), batch[1]), num_parallel_calls=AUTOTUNE)
-    return ds
+    ops = augment_ops.DEFAULT_OPS if augment is True else augment_ops.check_ops(augment or ())
+    return augmented(ds, ops, seed) if ops else ds
+
+
+def augmented(ds: tf.data.Dataset, ops: Sequence[str], seed: int | None) -> tf.data.Dataset:
+    """records.augment's named ops on each decoded batch, with per-batch stateless seeds
+    drawn from a seeded random stream (a seed reproduces the augmentation exactly)."""
+    seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+    return tf.data.Dataset.zip((ds, seeds)).map(
+        lambda batch, s: augment_ops.apply(ops, batch[0], batch[1], s), num_parallel_calls=AUTOTUNE)
 
 
 def pipeline_options(deterministic: bool, *, sharded: bool) -> tf.data.Options:
@@ -237,7 +217,7 @@ def pipeline_options(deterministic: bool, *, sharded: bool) -> tf.data.Options:
 def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
                  seed: int | None = None, repeat: int | None = None,
                  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, deterministic: bool | None = None,
-                 cache: bool | str = False, augment: bool = False,
+                 cache: bool | str = False, augment: bool | Sequence[str] = False,
                  input_context: tf.distribute.InputContext | None = None,
                  drop_remainder: bool | None = None,
                  resize_to: int | None = None, with_keys: bool = False) -> tf.data.Dataset:
@@ -255,7 +235,8 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
     training=True: seeded file shuffle, record shuffle (`shuffle_buffer`), repeats
       forever unless `repeat=n` (n epochs), `drop_remainder` defaults to True (a static
       batch dimension for XLA; it only drops anything when `repeat` is finite, since
-      batches run across epoch boundaries), `augment` allowed, `deterministic` defaults
+      batches run across epoch boundaries), `augment` allowed (True: records.augment's
+      DEFAULT_OPS; or a sequence of op names from records.augment.OPS), `deterministic` defaults
       to `seed is not None` (same seed -> same order; no seed -> fastest order).
     training=False (evaluation): no shuffle, deterministic, every record exactly once
       (`repeat` None = one pass), `drop_remainder` defaults to False (final partial
@@ -353,22 +334,64 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
     return ds.prefetch(AUTOTUNE)
 
 
-def distribute(strategy: tf.distribute.Strategy, directory: str, split: str,
-               global_batch_size: int, **kwargs) -> tf.distribute.DistributedDataset:
-    """`make_dataset` per input pipeline via `strategy.distribute_datasets_from_function`.
+SOURCE = "source"         # the label of a mixed stream's records: index of their source
+
+
+def make_mixed_dataset(directories: Sequence[str], weights: Sequence[float], split: str,
+                       batch_size: int, *, training: bool = True, seed: int | None = None,
+                       augment: bool | Sequence[str] = False, resize_to: int | None = None,
+                       shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+                       input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """A training stream of `(images, labels)` batches sampled from several sources:
+    each record comes from source i with probability weights[i] (normalised), and its
+    labels carry SOURCE = i. Stored image sizes may differ: each source is resized to
+    `resize_to` (the model input) before mixing."""
+    if not training:
+        raise ValueError("a mixed stream is for training only; evaluate each source on its own")
+    if len(directories) != len(weights):
+        raise ValueError(f"{len(directories)} sources but {len(weights)} weights")
+    ops = augment_ops.DEFAULT_OPS if augment is True else augment_ops.check_ops(augment or ())
+    base = None if seed is None else seed * 7919
+    streams = []
+    for i, directory in enumerate(directories):
+        # 1. Each source its own seeded, shuffled stream repeating forever (make_dataset's
+        #    chain), decoded and resized in batches, then split back into records.
+        ds = make_dataset(directory, split, batch_size, training=True,
+                          seed=None if base is None else base + 101 * i, shuffle_buffer=shuffle_buffer,
+                          resize_to=resize_to, input_context=input_context).unbatch()
+        # 2. Tag each record with its source, so the shares can be measured.
+        streams.append(ds.map(lambda image, labels, i=i: (image, {**labels, SOURCE: tf.constant(i, tf.int32)})))
+    # 3. Sample records by weight (each stream is infinite, so the weights hold throughout).
+    ds = tf.data.Dataset.sample_from_datasets(streams, weights=[float(w) for w in weights], seed=base,
+                                              stop_on_empty_dataset=True)
+    # 4. Full batches (a static batch dimension), then 5. augmentation of the mixed batch.
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if ops:
+        ds = augmented(ds, ops, seed)
+    return ds.prefetch(AUTOTUNE)
+
+
+def distribute(strategy: tf.distribute.Strategy, directory: str | Sequence[str], split: str,
+               global_batch_size: int, *, weights: Sequence[float] | None = None,
+               **kwargs) -> tf.distribute.DistributedDataset:
+    """`make_dataset` per input pipeline via `strategy.distribute_datasets_from_function`
+    (several directories: `make_mixed_dataset` with `weights`).
 
     Each pipeline (one per worker) reads a disjoint set of shard files and batches at
     the per-replica size (`global_batch_size / num_replicas_in_sync`, which must divide).
     kwargs go to `make_dataset` (training=..., seed=..., resize_to=...).
     """
-    manifest = read_manifest(directory)      # fail here, in the caller, not inside dataset_fn
-    split_shards(directory, manifest, split)
+    directories = [directory] if isinstance(directory, str) else list(directory)
+    for d in directories:                    # fail here, in the caller, not inside dataset_fn
+        split_shards(d, read_manifest(d), split)
     if global_batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"global_batch_size {global_batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas of {type(strategy).__name__}")
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make_dataset(directory, split, ctx.get_per_replica_batch_size(global_batch_size),
-                            input_context=ctx, **kwargs)
+        per_replica = ctx.get_per_replica_batch_size(global_batch_size)
+        if len(directories) > 1:
+            return make_mixed_dataset(directories, weights, split, per_replica, input_context=ctx, **kwargs)
+        return make_dataset(directories[0], split, per_replica, input_context=ctx, **kwargs)
 
     return strategy.distribute_datasets_from_function(dataset_fn)

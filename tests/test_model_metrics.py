@@ -80,3 +80,10 @@ def test_per_example_functions_against_numpy():
     assert np.asarray(metrics.within(edges)).tolist() == [1.0, 1.0, 0.0, 0.0]
     assert np.asarray(metrics.within(edges, 40.0)).tolist() == [1.0, 1.0, 1.0, 1.0]
     assert metrics.CS_NAME == "cs5" and metrics.CS_THRESHOLD == 5.0
+
+
+def test_epsilon_error_against_hand_computed_values():
+    # x = μ: 0; x = μ ± σ: 1 - e^-0.5 = 0.393469; x = μ + 2σ: 1 - e^-2 = 0.864665
+    got = keras.ops.convert_to_numpy(model.metrics.epsilon_error(
+        [30.0, 33.0, 27.0, 40.0], [30.0, 30.0, 30.0, 30.0], [4.0, 3.0, 3.0, 5.0]))
+    np.testing.assert_allclose(got, [0.0, 0.393469, 0.393469, 0.864665], atol=1e-6)

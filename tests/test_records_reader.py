@@ -25,7 +25,7 @@ from PIL import Image
 import records
 from records import schema
 from records.manifest import DataError, write_manifest
-from records.reader import augment_batch
+from records.augment import augment_batch
 from records.writer import ShardedWriter
 
 SIZE = 16
@@ -403,3 +403,30 @@ def test_error_distribute_checks_manifest_before_building(copy_of):
     os.remove(copy_of / "manifest.json")
     with pytest.raises(DataError, match="no manifest"):
         records.distribute(tf.distribute.get_strategy(), str(copy_of), "train", 8, training=True)
+
+
+# ----------------------------------------------------------------------------- mixed sources
+
+def test_mixed_stream_samples_sources_by_weight_resized_and_tagged(jpeg_dir, raw_dir):
+    ds = records.make_mixed_dataset([jpeg_dir, raw_dir], [0.3, 0.7], "train", 32, seed=0, resize_to=12)
+    assert ds.element_spec[0] == tf.TensorSpec([32, 12, 12, 3], tf.uint8)
+    sources, ages, images = [], [], []
+    for x, y in ds.take(60):               # 1920 records: 3 sigma of a 0.7 share is about 0.03
+        sources.append(y["source"].numpy()); ages.append(y["age"].numpy()); images.append(x.numpy())
+    sources = np.concatenate(sources)
+    assert set(sources.tolist()) == {0, 1}
+    assert abs(np.mean(sources == 1) - 0.7) < 0.04
+    # labels stay with their images through unbatch/mix/batch (uniform images resize exactly)
+    np.testing.assert_array_equal(pixels_to_age(np.concatenate(images)), np.concatenate(ages))
+    # seeded: the same mix again
+    again = np.concatenate([y["source"].numpy() for _, y in
+                            records.make_mixed_dataset([jpeg_dir, raw_dir], [0.3, 0.7], "train", 32,
+                                                       seed=0, resize_to=12).take(60)])
+    np.testing.assert_array_equal(again, sources)
+
+
+def test_mixed_stream_refuses_evaluation_and_mismatched_weights(jpeg_dir, raw_dir):
+    with pytest.raises(ValueError, match="2 sources but 1 weights"):
+        records.make_mixed_dataset([jpeg_dir, raw_dir], [1.0], "train", 8)
+    with pytest.raises(ValueError, match="training only"):
+        records.make_mixed_dataset([jpeg_dir, raw_dir], [1.0, 1.0], "val", 8, training=False)

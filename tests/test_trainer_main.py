@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.slow   # every test here runs `python -m ...` subproces
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_FLAGS = os.path.join(REPO, "cpu.flags")
 GPU_FLAGS = os.path.join(REPO, "gpu.flags")
+DEX_FLAGS = os.path.join(REPO, "dex.flags")
 TRAIN_N = 2000        # sample rows: ~1000 written records, ~630 for training
 
 
@@ -108,7 +110,10 @@ def test_run_directory_holds_every_artifact(trained_run):
     report = json.load(open(os.path.join(run_dir, "report.json")))
     assert len(preds) == report["count"]
     assert report["batch_size"] == 32        # the run's eval batch (cpu.flags: --batch_size=32)
-    assert set(preds[0]) == {"key", "true_age", "expected_age", "most_likely_age"}
+    assert set(preds[0]) == {"key", "true_age", "expected_age", "most_likely_age",
+                             "age_mean", "age_std", "epsilon_error", "real_age"}
+    assert preds[0]["epsilon_error"] == ""               # wiki has no apparent-age spread
+    assert report["epsilon_error"] is None and report["tta"] == "none"
     for name in ("learning_curves.png", "mae_by_age.png", "flags.txt", "run.json"):
         assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
     assert os.listdir(os.path.join(run_dir, "tb"))
@@ -128,6 +133,26 @@ def test_evaluate_command_rewrites_the_report(trained_run):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "MAE (years)" in result.stdout
     assert json.load(open(os.path.join(trained_run["dir"], "report.json")))["count"] > 0
+
+
+def test_evaluate_scores_a_run_on_another_sources_shards_with_flip_tta(trained_run, tmp_path):
+    other = str(tmp_path / "other")          # another data set, stored at another size
+    src = str(tmp_path / "other_src")
+    sample.generate(src, 300, seed=11, workers=1)
+    made = run_module("ingest", "--src", src, "--out", other, "--image_size", "40", "--workers", "1")
+    assert made.returncode == 0, made.stderr[-2000:]
+    run_dir = str(tmp_path / "run")          # a copy: the shared run's report stays as trained
+    os.makedirs(run_dir)
+    for name in ("best.keras", "run.json"):
+        shutil.copy(os.path.join(trained_run["dir"], name), run_dir)
+    result = run_module("trainer.evaluate", f"--model_dir={run_dir}", f"--records={other}",
+                        "--tta=flip", cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Evaluation on the test split of {other}, test-time augmentation flip" in result.stdout
+    report = json.load(open(os.path.join(run_dir, "report.json")))
+    assert report["records"] == other and report["tta"] == "flip"
+    assert report["count"] == json.load(open(os.path.join(other, "manifest.json")))["splits"]["test"]["count"]
+    assert report["mae"] < 0.8 * report["baseline_mae_predicting_train_mean"]
 
 
 def some_kept_image(src: str) -> tuple[str, int]:
@@ -208,6 +233,49 @@ def test_killed_run_resumes_from_its_last_completed_epoch(train_shards, tmp_path
     assert epochs == list(range(1, 13))          # no epoch repeated or missing
 
 
+def test_killed_fine_tune_resumes_on_its_schedule_and_keeps_its_depth(trained_run, tmp_path):
+    run_dir = str(tmp_path / "fine-tune")
+    args = [sys.executable, "-m", "trainer", f"--flagfile={CPU_FLAGS}", f"--records={trained_run['shards']}",
+            f"--model_dir={run_dir}", f"--init_from={trained_run['dir']}", "--trainable_from=conv5_1",
+            "--lr_schedule=cosine", "--learning_rate=0.001", "--epochs=10", "--noevaluate"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (os.path.exists(os.path.join(run_dir, "history.csv"))
+                                          and len(history(run_dir)) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= len(history(run_dir)) < 10, "the run finished before it could be killed"
+    # Another depth is refused before the restore, in one line.
+    other = subprocess.run(args[:-3] + ["--trainable_from=all", "--noevaluate"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode != 0
+    assert other.stderr.strip().splitlines()[-1].startswith(
+        "error: --trainable_from=all but the run in"), other.stderr[-1500:]
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming" in result.stdout and "layers carried" not in result.stdout   # its own weights
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
+    # The cosine schedule continues where it was killed: epoch k ends at 0.001 (1 + cos(pi k/10)) / 2.
+    np.testing.assert_allclose([float(r["learning_rate"]) for r in rows],
+                               [0.0005 * (1 + np.cos(np.pi * k / 10)) for k in range(1, 11)], atol=1e-9)
+    info = json.load(open(os.path.join(run_dir, "run.json")))
+    assert info["trainable_from"] == "conv5_1"
+    assert info["init_from"] == os.path.abspath(os.path.join(trained_run["dir"], "best.keras"))
+
+
+def test_init_from_takes_precedence_over_weights_in_one_line(trained_run, tmp_path):
+    weights = tmp_path / "vgg_face_weights.h5"
+    weights.write_bytes(b"never read: --init_from wins")
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={trained_run['shards']}", f"--model_dir={tmp_path / 'ft'}",
+                     f"--init_from={trained_run['dir']}", f"--weights={weights}", "--epochs=1", "--noevaluate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"--init_from={trained_run['dir']} takes precedence over --weights={weights} (not loaded)" \
+        in result.stdout.splitlines()
+
+
 def test_mirrored_strategy_on_two_logical_cpus_trains(train_shards, tmp_path):
     run_dir = str(tmp_path / "mirrored")
     result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={train_shards['shards']}", f"--model_dir={run_dir}",
@@ -258,12 +326,38 @@ def test_gpu_flags_parse_and_resolve(train_shards, tmp_path):
     assert "plan: 250 epochs x 1 steps x 256 images" in result.stdout
 
 
+def test_dex_flags_parse_and_resolve(trained_run, tmp_path):
+    result = trainer(f"--flagfile={DEX_FLAGS}", f"--records={trained_run['shards']}",
+                     f"--init_from={trained_run['dir']}", f"--model_dir={tmp_path / 'dex'}", "--dry_run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in ("--trainable_from=conv5_1", "--lr_schedule=cosine", "--learning_rate=0.0001",
+                 "--augment_ops=flip,crop,label_jitter", "--best_metric=val_mae", "--variant=full"):
+        assert line in result.stdout.splitlines(), line
+    assert "plan: 60 epochs x" in result.stdout
+
+
+def test_two_sources_plan_and_validation_records_on_the_command_line(train_shards, trained_run, tmp_path):
+    shards = train_shards["shards"]
+    result = trainer(f"--flagfile={CPU_FLAGS}", f"--records={shards},{trained_run['shards']}",
+                     "--records_weights=1,3", f"--validation_records={shards}",
+                     f"--model_dir={tmp_path / 'mix'}", "--dry_run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.load(open(os.path.join(shards, "manifest.json")))
+    n = manifest["splits"]["train"]["count"]
+    plan = [line for line in result.stdout.splitlines() if line.startswith("plan: ")][0]
+    assert plan.startswith(f"plan: 40 epochs x {2 * n // 32} steps x 32 images from {2 * n} training records")
+    assert "weight 0.25" in plan and "weight 0.75" in plan
+    assert plan.endswith(f"validating on {manifest['splits']['val']['count']} val records of {shards}")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--epochs=0"], "error: --epochs=0: must be at least 1"),
     (["--weights=/nowhere/vgg_face_weights.h5", "--variant=full"],
      "error: --weights=/nowhere/vgg_face_weights.h5: file not found; download vgg_face_weights.h5 and pass "
      "--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch"),
     (["--cache_features", "--augment"], "error: --cache_features with --augment"),
+    (["--records_weights=1,2"], "error: --records_weights has 2 values for 1 --records"),
+    (["--cache_features", "--trainable_from=all"], "error: --cache_features with --trainable_from=all"),
     (["--strategy=multi_worker"], "error: --strategy=multi_worker needs the TF_CONFIG environment variable"),
 ])
 def test_bad_flags_fail_with_one_clear_line(args, message, train_shards, tmp_path):

@@ -325,6 +325,26 @@ def test_detection_runs_in_the_pipeline_and_a_faceless_photo_is_an_error(tiny_ru
     assert empty["faces"] == [] and "no face found" in empty["error"]
 
 
+def test_flip_tta_is_the_mean_of_the_image_and_mirror_softmaxes():
+    import keras
+
+    import model
+    from trainer.predict import AgeModel
+
+    keras.utils.set_random_seed(5)
+    net = model.build_age_model(None, variant="tiny", gender=True)
+    pixels = np.random.RandomState(0).randint(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    out = AgeModel(net, tta="flip")(pixels)
+    plain, mirrored = net(pixels), net(pixels[:, :, ::-1])
+    by_hand = (np.asarray(plain["age"]) + np.asarray(mirrored["age"])) / 2
+    np.testing.assert_allclose(out["age_probs"], by_hand, atol=1e-6)
+    np.testing.assert_allclose(out["apparent_age"], (by_hand * np.arange(101)).sum(-1), atol=1e-4)
+    np.testing.assert_allclose(out["male_probability"],
+                               (np.asarray(plain["gender"])[:, 1] + np.asarray(mirrored["gender"])[:, 1]) / 2,
+                               atol=1e-6)
+    assert not np.allclose(AgeModel(net)(pixels)["age_probs"], by_hand, atol=1e-6)   # tta none differs
+
+
 # ----------------------------------------------------------------------------- the run's margin
 
 def astronaut() -> str:

@@ -9,12 +9,15 @@ import json
 import os
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
+import model
+from model import transfer
 from trainer import flags as trainer_flags
-from trainer import train
 from records.manifest import DataError
+from trainer import loop, train
 from trainer.run_dir import RunDir, RunDirError
 
 
@@ -44,6 +47,10 @@ def test_train_runs_and_resumes_in_process(sample_shards, tmp_path, float32_poli
     assert train.train(config) == run_dir
     run = RunDir(run_dir)
     assert [r["epoch"] for r in run.read_history()] == [1, 2]
+    assert [r["learning_rate"] for r in run.read_history()] == pytest.approx([1e-3, 1e-3])
+    logged = [(e.step, float(tf.make_ndarray(v.tensor))) for f in tf.io.gfile.glob(os.path.join(run.tensorboard, "*"))
+              for e in tf.compat.v1.train.summary_iterator(f) for v in e.summary.value if v.tag == "learning_rate"]
+    assert sorted(logged) == [(1, pytest.approx(1e-3)), (2, pytest.approx(1e-3))]
     assert os.path.exists(run.best_model)
     info = run.read_info()
     assert info["cache_features"] is False and info["best_metric"] == "val_mae"
@@ -94,6 +101,110 @@ def test_config_refuses_bad_values_with_one_line(overrides, message):
 def test_weights_none_is_parsed_once():
     assert trainer_flags.parse_weights("none") is None and trainer_flags.parse_weights("NONE") is None
     assert trainer_flags.parse_weights("w.h5") == "w.h5"
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+def weights_by_layer(net) -> dict:
+    return {layer.name: [np.array(w) for w in layer.get_weights()] for layer in net.layers if layer.weights}
+
+
+# The layers each --trainable_from depth trains (tiny variant, age task).
+HEAD = {"fc6", "fc7", "predictions"}
+TRAINED_LAYERS = {"fc6": HEAD, "conv5_1": HEAD | {"conv5_1", "conv5_2", "conv5_3"}, "all": None}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", sorted(TRAINED_LAYERS))
+def test_each_trainable_from_depth_trains_exactly_its_layers(sample_shards, tmp_path, float32_policy, depth):
+    run_dir = str(tmp_path / "run")
+    loop.set_seeds(0)       # build_state seeds the same way: the same initial weights
+    before = weights_by_layer(model.build_age_model(None, variant="tiny", dropout=0.1))
+    train.train(tiny_config(sample_shards, run_dir, epochs=1, trainable_from=depth, learning_rate=0.01))
+    after = weights_by_layer(keras.saving.load_model(RunDir(run_dir).best_model))
+    changed = {name for name in before
+               if any(not np.array_equal(b, a) for b, a in zip(before[name], after[name]))}
+    expected = TRAINED_LAYERS[depth] or set(before)
+    assert changed == expected
+    assert RunDir(run_dir).read_info()["trainable_from"] == depth
+
+
+@pytest.mark.slow
+def test_init_from_a_trained_run_starts_far_ahead_of_scratch(sample_shards, tmp_path, float32_policy, capsys):
+    trained = str(tmp_path / "trained")
+    train.train(tiny_config(sample_shards, trained, epochs=20, steps_per_epoch=0, learning_rate=0.003))
+    scratch = str(tmp_path / "scratch")
+    train.train(tiny_config(sample_shards, scratch, epochs=1, learning_rate=0.001))
+    tuned = str(tmp_path / "tuned")
+    capsys.readouterr()
+    train.train(tiny_config(sample_shards, tuned, epochs=1, learning_rate=0.001, init_from=trained))
+    out = capsys.readouterr().out
+    assert "layers carried; head predictions carried" in out
+    first = {d: RunDir(d).read_history()[0]["val_mae"] for d in (scratch, tuned)}
+    assert first[tuned] <= 0.7 * first[scratch], first
+    assert RunDir(tuned).read_info()["init_from"] == os.path.abspath(os.path.join(trained, "best.keras"))
+
+
+def test_carry_weights_matches_by_name_and_shape_and_says_when_the_head_is_new():
+    loop.set_seeds(1)
+    source = model.build_age_model(None, variant="tiny", num_classes=50)
+    loop.set_seeds(2)
+    net = model.build_age_model(None, variant="tiny")
+    fresh_head = [np.array(w) for w in net.get_layer("predictions").get_weights()]
+    note = transfer.carry_weights(net, source, "src.keras")
+    assert note == "init_from src.keras: 15 layers carried; head predictions new (its shape differs)"
+    np.testing.assert_array_equal(net.get_layer("conv3_2").get_weights()[0],
+                                  source.get_layer("conv3_2").get_weights()[0])
+    for a, b in zip(net.get_layer("predictions").get_weights(), fresh_head):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(model.WeightsError, match="no layer matches this model by name and shape"):
+        transfer.carry_weights(model.build_age_model(None, variant="full", input_size=32), source, "src.keras")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"cache_features": True, "trainable_from": "conv5_1"}, "--cache_features with --trainable_from=conv5_1"),
+    ({"cache_features": True, "train_records": ("a", "b")}, "--cache_features with several --records"),
+    ({"train_records": ("a", "b"), "records_weights": (1.0,)}, "--records_weights has 1 values for 2 --records"),
+    ({"augment_ops": ("flip", "rotate")}, "--augment_ops=flip,rotate: unknown op 'rotate'"),
+    ({"warmup_epochs": 3}, "--warmup_epochs=3: must be between 0 and --epochs"),
+    ({"data_service": "grpc://localhost:5050", "train_records": ("a", "b")}, "--records=a,b with --data_service"),
+    ({"init_from": "/nowhere"}, "--init_from=/nowhere: /nowhere not found"),
+])
+def test_fine_tuning_flags_refuse_bad_combinations_with_one_line(overrides, message):
+    with pytest.raises(trainer_flags.ConfigError) as e:
+        tiny_config("unused", "unused", **overrides)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("constant", [0.0, 0.05, 0.1, 0.1, 0.1, 0.1]),
+    ("cosine", [0.0, 0.05, 0.1, 0.1 * (1 + np.cos(np.pi / 4)) / 2, 0.05, 0.1 * (1 + np.cos(3 * np.pi / 4)) / 2]),
+])
+def test_learning_rate_schedule_warms_up_linearly_then_holds_or_decays(schedule, expected):
+    config = tiny_config("unused", "unused", epochs=3, lr_schedule=schedule, warmup_epochs=1, learning_rate=0.1)
+    lr = train.learning_rate_schedule(config, steps=2)        # warm-up 2 steps, then 4 more
+    got = [float(lr(step)) for step in range(6)]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert train.learning_rate_schedule(dataclasses.replace(config, warmup_epochs=0, lr_schedule="constant"), 2) == 0.1
+
+
+@pytest.mark.slow
+def test_two_sources_train_and_the_plan_counts_both(sample_shards, tmp_path, float32_policy, capsys):
+    run_dir = str(tmp_path / "run")
+    config = tiny_config(sample_shards, run_dir, epochs=1, steps_per_epoch=0,
+                         train_records=(sample_shards, sample_shards), records_weights=(0.25, 0.75),
+                         augment_ops=("flip", "label_jitter"))
+    count = json.load(open(os.path.join(sample_shards, "manifest.json")))["splits"]["train"]["count"]
+    train.dry_run(config)
+    plan = capsys.readouterr().out.splitlines()[-1]
+    assert plan.startswith(f"plan: 1 epochs x {2 * count // 16} steps x 16 images from {2 * count} training records")
+    assert "weight 0.25" in plan and "weight 0.75" in plan
+    train.train(config)
+    info = RunDir(run_dir).read_info()
+    assert info["train_records"] == [os.path.abspath(sample_shards)] * 2
+    assert info["records_weights"] == [0.25, 0.75]
+    assert info["records"] == os.path.abspath(sample_shards)
+    assert [r["epoch"] for r in RunDir(run_dir).read_history()] == [1]
 
 
 # --------------------------------------------------------------------------- resume guards

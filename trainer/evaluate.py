@@ -1,10 +1,20 @@
 """`python -m trainer.evaluate --model_dir runs/X`: the test report of a run.
 
 Streams the split through best.keras once and writes, next to the model,
-report.json (loss, accuracy, mae, cs5, count, mae_by_decade[, gender_accuracy]),
-predictions.csv (key, true age, expected age, most likely age), and the
-learning_curves.png / mae_by_age.png pictures. The metrics come from the same
-`loop.batch_sums` as training and validation, so the numbers agree by construction.
+report.json (loss, accuracy, mae, cs5, count, mae_by_decade[, gender_accuracy],
+and the apparent-age scores below), predictions.csv (key, true age, expected age,
+most likely age, and the apparent-age columns), and the learning_curves.png /
+mae_by_age.png pictures. The metrics come from the same `loop.batch_sums` as
+training and validation, so the numbers agree by construction.
+
+Apparent age, as ChaLearn LAP scored it (`apparent_age_scores`): when the split's
+records carry a spread (age_std > 0, e.g. APPA-REAL), `epsilon_error` is the mean of
+1 - exp(-(x - μ)² / (2σ²)) over the faces with σ > 0 (those with σ = 0 are left out
+and counted in `epsilon_left_out`) and `mae_apparent` the MAE against μ; when they
+carry a real age (real_age >= 0), `mae_real` is the MAE against it. Otherwise null.
+
+`--records X` scores the run on another source's shards (resized to the model's
+input); `--tta=flip` scores each face as the mean softmax of the image and its mirror.
 """
 
 from __future__ import annotations
@@ -22,12 +32,40 @@ from absl import app
 import records
 from model import metrics
 from records.manifest import atomic_write_bytes
-from records.schema import NUM_AGES
+from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, REAL_AGE
 from trainer import flags as trainer_flags
-from trainer import loop, plots
+from trainer import export, loop, plots
 from trainer.run_dir import RunDir, load_run_model
 
-__all__ = ["evaluate_run", "load_run_model", "mae_by_decade"]
+__all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
+
+SCORE_LABELS = (AGE_MEAN, AGE_STD, REAL_AGE)   # the labels apparent_age_scores reads, when present
+
+
+def apparent_age_scores(expected: np.ndarray, age_mean: np.ndarray | None = None,
+                        age_std: np.ndarray | None = None, real_age: np.ndarray | None = None) -> dict:
+    """epsilon_error, mae_apparent (faces with a spread), mae_real (faces with a real age),
+    and the face counts behind them; None where the split does not carry the labels."""
+    out = {"epsilon_error": None, "epsilon_faces": 0, "epsilon_left_out": 0, "mae_apparent": None,
+           "mae_real": None, "real_age_faces": 0}
+    if age_std is not None and np.any(age_std > 0):
+        spread = age_std > 0
+        eps = np.asarray(metrics.epsilon_error(expected[spread], age_mean[spread], age_std[spread]))
+        out.update(epsilon_error=float(np.mean(eps)), epsilon_faces=int(spread.sum()),
+                   epsilon_left_out=int((~spread).sum()),
+                   mae_apparent=float(np.mean(np.abs(expected - age_mean))))
+    if real_age is not None and np.any(real_age >= 0):
+        known = real_age >= 0
+        out.update(mae_real=float(np.mean(np.abs(expected[known] - real_age[known]))),
+                   real_age_faces=int(known.sum()))
+    return out
+
+
+def per_face_epsilon(expected: np.ndarray, age_mean: np.ndarray, age_std: np.ndarray) -> np.ndarray:
+    """The ε-error of each face, NaN where it has no spread."""
+    safe_std = np.where(age_std > 0, age_std, 1.0)
+    eps = np.asarray(metrics.epsilon_error(expected, age_mean, safe_std))
+    return np.where(age_std > 0, eps, np.nan)
 
 
 def mae_by_decade(true_age: np.ndarray, expected: np.ndarray) -> dict:
@@ -42,7 +80,7 @@ def mae_by_decade(true_age: np.ndarray, expected: np.ndarray) -> dict:
 
 
 def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "test",
-                 batch_size: int = 256, quiet: bool = False) -> dict:
+                 batch_size: int = 256, quiet: bool = False, tta: str = "none") -> dict:
     if batch_size < 1:
         raise trainer_flags.ConfigError(f"--batch_size={batch_size}: must be at least 1")
     run = RunDir(model_dir)
@@ -54,14 +92,22 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     # input size with the same op as prediction, so both see the same pixels.
     data = records.make_dataset(records_dir, split, batch_size, training=False, with_keys=True)
 
+    # The exported model's outputs (with its flip average under --tta=flip): the report
+    # scores exactly what trainer.predict and the export answer.
+    outputs_of = export.age_outputs(net, with_gender, tta == "flip")
+
     @tf.function
     def step(images, labels):
-        outputs = net(images, training=False)
-        sums = loop.batch_sums(outputs, labels, with_gender)[1]
-        age_probs = outputs["age"] if with_gender else outputs
-        return sums, metrics.expected_age(age_probs), tf.argmax(age_probs, -1)
+        out = outputs_of(images)
+        age_probs = out["age_probs"]
+        if with_gender:
+            male = out["male_probability"]
+            age_probs = {"age": age_probs, "gender": tf.stack([1.0 - male, male], axis=-1)}
+        sums = loop.batch_sums(age_probs, labels, with_gender)[1]
+        return sums, out["apparent_age"], tf.argmax(out["age_probs"], -1)
 
     totals, keys, true_age, expected, likely = {}, [], [], [], []
+    extra = {name: [] for name in SCORE_LABELS}
     for images, labels in data:
         sums, exp_age, top = step(images, {k: v for k, v in labels.items() if k != "key"})
         for k, v in sums.items():
@@ -70,18 +116,19 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
         true_age.append(labels["age"].numpy())
         expected.append(np.asarray(exp_age, np.float64))
         likely.append(top.numpy())
+        for name in SCORE_LABELS:
+            if name in labels:
+                extra[name].append(labels[name].numpy())
     true_age, expected, likely = map(np.concatenate, (true_age, expected, likely))
+    extra = {name: np.concatenate(v).astype(np.float64) if v else None for name, v in extra.items()}
 
-    report = {"split": split, "records": records_dir, "batch_size": batch_size,
+    report = {"split": split, "records": records_dir, "batch_size": batch_size, "tta": tta,
               **loop.metrics(totals), "count": int(totals["count"]),
+              **apparent_age_scores(expected, extra[AGE_MEAN], extra[AGE_STD], extra[REAL_AGE]),
               "mae_by_decade": mae_by_decade(true_age, expected),
               "baseline_mae_predicting_train_mean": baseline_mae(records_dir, true_age)}
     atomic_write_bytes(run.file("report.json"), (json.dumps(report, indent=2) + "\n").encode())
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["key", "true_age", "expected_age", "most_likely_age"])
-    w.writerows([k, int(t), f"{e:.2f}", int(m)] for k, t, e, m in zip(keys, true_age, expected, likely))
-    atomic_write_bytes(run.file("predictions.csv"), buf.getvalue().encode())
+    atomic_write_bytes(run.file("predictions.csv"), predictions_csv(keys, true_age, expected, likely, extra))
     history = run.read_history()
     if history:
         plots.learning_curves(history, run.file("learning_curves.png"))
@@ -89,6 +136,22 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     if not quiet:
         print_report(report, run)
     return report
+
+
+def predictions_csv(keys, true_age, expected, likely, extra: dict) -> bytes:
+    """One row per face; the apparent-age columns are empty where the split lacks the labels."""
+    n = len(keys)
+    mean, std, real = (extra[k] if extra[k] is not None else np.full(n, np.nan) for k in SCORE_LABELS)
+    eps = per_face_epsilon(expected, mean, np.nan_to_num(std))
+    fmt = lambda v, spec: "" if np.isnan(v) else format(v, spec)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["key", "true_age", "expected_age", "most_likely_age", AGE_MEAN, AGE_STD, "epsilon_error",
+                REAL_AGE])
+    w.writerows([k, int(t), f"{e:.2f}", int(m), fmt(a, ".2f"), fmt(s, ".2f"), fmt(x, ".4f"),
+                 "" if np.isnan(r) or r < 0 else int(r)]
+                for k, t, e, m, a, s, x, r in zip(keys, true_age, expected, likely, mean, std, eps, real))
+    return buf.getvalue().encode()
 
 
 def baseline_mae(records_dir: str, true_age: np.ndarray) -> float:
@@ -107,7 +170,14 @@ def print_report(report: dict, run) -> None:
             ("MAE of predicting the mean", f"{report['baseline_mae_predicting_train_mean']:.2f}")]
     if "gender_accuracy" in report:
         rows.append(("gender accuracy", f"{report['gender_accuracy']:.4f}"))
-    print(f"Evaluation on the {report['split']} split of {report['records']}")
+    if report["epsilon_error"] is not None:
+        rows += [("epsilon-error (ChaLearn)", f"{report['epsilon_error']:.4f}"),
+                 ("  faces / left out (std 0)", f"{report['epsilon_faces']} / {report['epsilon_left_out']}"),
+                 ("MAE vs apparent age", f"{report['mae_apparent']:.2f}")]
+    if report["mae_real"] is not None:
+        rows.append(("MAE vs real age", f"{report['mae_real']:.2f} (n={report['real_age_faces']})"))
+    tta = "" if report["tta"] == "none" else f", test-time augmentation {report['tta']}"
+    print(f"Evaluation on the {report['split']} split of {report['records']}{tta}")
     for name, value in rows:
         print(f"  {name:<28} {value:>10}")
     print("  MAE by decade: " + ", ".join(f"{d} {v['mae']:.1f} (n={v['count']})"
@@ -120,7 +190,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     f = trainer_flags.FLAGS
-    evaluate_run(f.model_dir, f.records, f.split, f.batch_size)
+    evaluate_run(f.model_dir, f.records, f.split, f.batch_size, tta=f.tta)
 
 
 if __name__ == "__main__":

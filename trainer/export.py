@@ -50,7 +50,7 @@ class ExportError(ProjectError):
     """An export that cannot be written as asked; the message says why and what to do."""
 
 
-def _age_outputs(net, with_gender: bool, tta: bool):
+def age_outputs(net, with_gender: bool, tta: bool):
     """uint8 pixels [B, H, W, 3] -> the output dict, with the flip average under tta."""
     def run(pixels):
         out = net(pixels, training=False)
@@ -68,7 +68,7 @@ def _age_outputs(net, with_gender: bool, tta: bool):
 
 def saved_model_archive(net, input_size: int, with_gender: bool, tta: bool):
     """ExportArchive with serving_default(image_bytes) and predict_pixels(pixels)."""
-    outputs = _age_outputs(net, with_gender, tta)
+    outputs = age_outputs(net, with_gender, tta)
 
     def decode(data):
         image = tf.cond(tf.io.is_jpeg(data),
@@ -96,7 +96,7 @@ def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: 
     Keras variables, so they reach the flatbuffer as constants."""
     archive = keras.export.ExportArchive()
     archive.track(net)
-    archive.add_endpoint("serve", _age_outputs(net, with_gender, tta),
+    archive.add_endpoint("serve", age_outputs(net, with_gender, tta),
                          input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.uint8,
                                                         name="pixels")])
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,9 @@ import time
 from absl import flags, logging
 
 from entry.errors import ProjectError
+from model.age import TRAINABLE_FROM
 from model.vgg_face import VARIANTS
+from records.augment import DEFAULT_OPS, OPS
 from records.reader import DEFAULT_SHUFFLE_BUFFER
 from records.service.address import ServiceError, parse_address
 
@@ -29,6 +31,8 @@ OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TASKS = ("age", "age_gender")
 BEST_METRICS = ("val_loss", "val_mae")
+LR_SCHEDULES = ("constant", "cosine")
+TTA = ("none", "flip")               # --tta of trainer.evaluate and trainer.predict
 FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
 NO_WEIGHTS = "none"                 # --weights=none: random initialisation
 CLUSTER_TIMEOUT = 300.0             # seconds to wait for every multi-worker peer (they start at different times)
@@ -36,7 +40,7 @@ DATA_SERVICE_DEADLINE_S = 3600.0    # --data_service_deadline: the bound on one 
 
 # Settings a resumed run must not change: they decide the network or the meaning of its
 # saved state. Checked against the run's run.json (trainer.run_dir).
-FIXED_ON_RESUME = ("variant", "task", "cache_features", "best_metric")
+FIXED_ON_RESUME = ("variant", "task", "cache_features", "best_metric", "trainable_from")
 
 
 class ConfigError(ProjectError):
@@ -51,7 +55,9 @@ def parse_weights(value: str) -> str | None:
 def _define_trunk_flags(batch_size: int, batch_help: str) -> None:
     """The flags the trainer and the feature cache share, with the same meaning."""
     flags.DEFINE_string("records", "shards/wiki",
-                        "Directory of image shards written by `python -m ingest` (holds manifest.json).")
+                        "Directory of image shards written by `python -m ingest` (holds manifest.json). "
+                        "The trainer takes several, comma-separated, and mixes their training "
+                        "records by --records_weights.")
     flags.DEFINE_string("weights", "vgg_face_weights.h5",
                         "Path to the Keras-2 `vgg_face_weights.h5`, or 'none' to start from random "
                         "initialisation drawn with --seed. Nothing is ever downloaded.")
@@ -70,9 +76,18 @@ def define_train_flags() -> None:
                       "Split used for per-epoch validation and best-model selection. 'val' keeps "
                       "the test split unseen; 'test' reproduces the original recipe, which leaks "
                       "the test set into model selection.")
+    flags.DEFINE_list("records_weights", [],
+                      "With several --records: the share of training records drawn from each, in "
+                      "the same order (normalised); default equal shares.")
+    flags.DEFINE_string("validation_records", None,
+                        "Shard directory validated on, whose val split picks best.keras and whose test "
+                        "split the final evaluation scores; default the last of --records.")
     flags.DEFINE_boolean("augment", False,
-                         "Random horizontal flip and small random crop/scale of training images "
-                         "(off by default, as in the original recipe).")
+                         f"Augment training images with {','.join(DEFAULT_OPS)} (random horizontal flip "
+                         f"and small random crop/scale; off by default, as in the original recipe).")
+    flags.DEFINE_list("augment_ops", [],
+                      f"The augmentation ops to apply, in order (overrides --augment): any of "
+                      f"{', '.join(sorted(OPS))}. label_jitter draws the age from N(age_mean, age_std).")
     flags.DEFINE_integer("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER,
                          "Serialized records in the training shuffle buffer.")
     # Model.
@@ -80,13 +95,22 @@ def define_train_flags() -> None:
                       "age: the 101-way DEX age head. age_gender: plus a 2-way gender head "
                       "(records with unknown gender do not contribute to its loss).")
     flags.DEFINE_float("dropout", 0.5, "Dropout after fc6 and fc7.")
+    flags.DEFINE_string("init_from", None,
+                        "Start from a trained run (its directory, for best.keras, or a .keras file): "
+                        "weights matched by layer name and shape; takes precedence over --weights.")
+    flags.DEFINE_enum("trainable_from", TRAINABLE_FROM[0], list(TRAINABLE_FROM),
+                      "First layer that trains: fc6 (trunk frozen to pool5), conv5_1 (the last "
+                      "convolution block trains too) or all.")
     # Schedule and optimisation.
     flags.DEFINE_integer("epochs", 250, "Number of epochs.")
     flags.DEFINE_integer("steps_per_epoch", 0,
                          "Training batches per epoch; 0 = one pass over the training split. The "
                          "original recipe trains one random batch of 256 per epoch.")
     flags.DEFINE_integer("eval_batch_size", 0, "Validation/test batch size; 0 = --batch_size.")
-    flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
+    flags.DEFINE_float("learning_rate", 1e-3, "Learning rate (the peak, with a schedule).")
+    flags.DEFINE_enum("lr_schedule", LR_SCHEDULES[0], list(LR_SCHEDULES),
+                      "constant, or cosine decay to 0 over the run's steps (after any warm-up).")
+    flags.DEFINE_integer("warmup_epochs", 0, "Epochs of linear learning-rate warm-up from 0.")
     flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "Keras optimizer.")
     flags.DEFINE_enum("best_metric", "val_loss", list(BEST_METRICS),
                       "Validation metric that picks best.keras and drives --patience. val_loss is the "
@@ -143,7 +167,14 @@ def define_evaluate_flags() -> None:
     flags.DEFINE_string("records", None, "Shard directory; default: the one the run was trained on.")
     flags.DEFINE_string("split", "test", "Split to evaluate.")
     flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+    _define_tta_flag()
     flags.mark_flag_as_required("model_dir")
+
+
+def _define_tta_flag() -> None:
+    flags.DEFINE_enum("tta", TTA[0], list(TTA),
+                      "Test-time augmentation: flip scores each face as the mean of the softmax of "
+                      "the image and of its mirror image.")
 
 
 def define_predict_flags() -> None:
@@ -161,6 +192,7 @@ def define_predict_flags() -> None:
                        "fraction of its width/height. Default: the run's (run.json), the margin of the "
                        "crops it was trained on (0.4 IMDB-WIKI, APPA-REAL; 0.0 UTKFace).")
     flags.DEFINE_integer("min_face", 30, "Smallest face the detector reports, in pixels.")
+    _define_tta_flag()
     flags.mark_flag_as_required("model_dir")
 
 
@@ -169,7 +201,7 @@ def define_export_flags() -> None:
     flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
     flags.DEFINE_string("out", None, "Export directory (a SavedModel, export.json and model.tflite); "
                         "an earlier export there is replaced once the new one is complete.")
-    flags.DEFINE_enum("tta", "none", ["none", "flip"], "Test-time augmentation inside the export: flip "
+    flags.DEFINE_enum("tta", TTA[0], list(TTA), "Test-time augmentation inside the export: flip "
                       "averages the age distributions of each face and its mirror image (two model calls).")
     flags.DEFINE_enum("tflite", "none", ["none", "float32", "float16"],
                       "Also write model.tflite (the pixel endpoint at the model's input size): float32, "
@@ -195,9 +227,12 @@ class TrainConfig:
     """Everything `trainer.train` needs, resolved: built once from the flags by
     `train_config`, then passed down (library code never reads FLAGS)."""
     # Data.
-    records: str
+    records: str                        # validated on; its test split is the final evaluation's
     validation_split: str = "val"
+    train_records: tuple[str, ...] = ()   # the training sources; () = (records,)
+    records_weights: tuple[float, ...] = ()   # their shares; () = equal
     augment: bool = False
+    augment_ops: tuple[str, ...] = ()   # () = DEFAULT_OPS with augment, none without
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
     cache_features: bool = False
     # Model.
@@ -205,12 +240,16 @@ class TrainConfig:
     variant: str = "full"
     task: str = "age"
     dropout: float = 0.5
+    init_from: str | None = None        # a run directory or .keras file to start from
+    trainable_from: str = TRAINABLE_FROM[0]
     # Schedule and optimisation.
     epochs: int = 250
     steps_per_epoch: int = 0            # 0: one pass over the training split
     batch_size: int = 256               # global, split across replicas
     eval_batch_size: int = 256          # resolved: --eval_batch_size or --batch_size
     learning_rate: float = 1e-3
+    lr_schedule: str = LR_SCHEDULES[0]
+    warmup_epochs: int = 0
     optimizer: str = "adam"
     best_metric: str = "val_loss"
     patience: int = 0                   # 0: never stop early
@@ -232,6 +271,27 @@ class TrainConfig:
     @property
     def with_gender(self) -> bool:
         return self.task == "age_gender"
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The training record directories."""
+        return self.train_records or (self.records,)
+
+    @property
+    def mix_weights(self) -> tuple[float, ...]:
+        return self.records_weights or (1.0,) * len(self.sources)
+
+    @property
+    def augmentation(self) -> tuple[str, ...]:
+        """The augmentation ops applied to training batches, in order."""
+        return self.augment_ops or (DEFAULT_OPS if self.augment else ())
+
+    @property
+    def init_from_file(self) -> str | None:
+        """The .keras file --init_from names (a run directory's best.keras)."""
+        if self.init_from is None or not os.path.isdir(self.init_from):
+            return self.init_from
+        return os.path.join(self.init_from, "best.keras")
 
     def info(self) -> dict:
         """The settings recorded in run.json (with the data facts the trainer adds):
@@ -256,9 +316,35 @@ class TrainConfig:
             raise ConfigError(f"--patience={self.patience}: use 0 to disable early stopping")
         if self.shuffle_buffer < 1:
             raise ConfigError(f"--shuffle_buffer={self.shuffle_buffer}: must be at least 1")
-        if self.cache_features and self.augment:
+        unknown = [op for op in self.augment_ops if op not in OPS]
+        if unknown:
+            raise ConfigError(f"--augment_ops={','.join(self.augment_ops)}: unknown op {unknown[0]!r}; "
+                              f"use any of {', '.join(sorted(OPS))}")
+        if self.cache_features and self.augmentation:
             raise ConfigError("--cache_features with --augment: augmentation changes the trunk's "
                               "input every epoch, so its features cannot be cached; drop one of them")
+        if self.cache_features and self.trainable_from != TRAINABLE_FROM[0]:
+            raise ConfigError(f"--cache_features with --trainable_from={self.trainable_from}: the cache "
+                              f"holds a frozen trunk's features; use --trainable_from={TRAINABLE_FROM[0]} "
+                              f"or drop --cache_features")
+        if self.cache_features and self.sources != (self.records,):
+            raise ConfigError("--cache_features with several --records (or another --validation_records): "
+                              "the feature cache holds one source; drop --cache_features or train and "
+                              "validate on one source")
+        if self.cache_features and self.init_from:
+            raise ConfigError("--cache_features with --init_from: the cache is built from --weights, "
+                              "not from that run's trunk; drop --cache_features")
+        if self.records_weights and len(self.records_weights) != len(self.sources):
+            raise ConfigError(f"--records_weights has {len(self.records_weights)} values for "
+                              f"{len(self.sources)} --records; give one weight per source")
+        if any(w < 0 for w in self.mix_weights) or not sum(self.mix_weights) > 0:
+            raise ConfigError(f"--records_weights={','.join(map(str, self.mix_weights))}: weights must "
+                              f"be non-negative with a positive sum")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"--warmup_epochs={self.warmup_epochs}: must be between 0 and --epochs")
+        if self.init_from_file is not None and not os.path.isfile(self.init_from_file):
+            raise ConfigError(f"--init_from={self.init_from}: {self.init_from_file} not found; pass a run "
+                              f"directory holding best.keras or a .keras file")
         if self.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
             raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
                               "(cluster and task); see README 'Distributed training'")
@@ -269,8 +355,8 @@ class TrainConfig:
                 parse_address(self.data_service)
             except ServiceError as e:
                 raise ConfigError(f"--data_service: {e}") from None
-            if "," in self.records:
-                raise ConfigError(f"--records={self.records} with --data_service: the service reads "
+            if len(self.sources) > 1:
+                raise ConfigError(f"--records={','.join(self.sources)} with --data_service: the service reads "
                                   f"one shard directory; pass one --records")
             if self.steps_per_epoch:
                 raise ConfigError(f"--steps_per_epoch={self.steps_per_epoch} with --data_service: an "
@@ -281,11 +367,11 @@ class TrainConfig:
                                   f"positive (seconds)")
         if self.logical_cpus < 0 or self.logical_cpus == 1:
             raise ConfigError(f"--logical_cpus={self.logical_cpus}: use 0 (off) or at least 2")
-        if self.weights is not None and not os.path.exists(self.weights):
+        if self.weights is not None and self.init_from is None and not os.path.exists(self.weights):
             raise ConfigError(
                 f"--weights={self.weights}: file not found; download vgg_face_weights.h5 and pass "
                 f"--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch")
-        if self.weights is not None and self.variant == "tiny":
+        if self.weights is not None and self.init_from is None and self.variant == "tiny":
             raise ConfigError("--variant=tiny with --weights: VGG-Face weights only fit the full "
                               "variant; pass --weights=none for the tiny one")
         return self
@@ -303,6 +389,19 @@ def train_config(f=FLAGS) -> TrainConfig:
         f.model_dir = default_model_dir()     # resolved here, so flags.txt records it
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     values = {name: f[name].value for name in fields if name in f}
-    values.update(weights=parse_weights(f.weights), eval_batch_size=f.eval_batch_size or f.batch_size,
-                  flag_lines=resolved_flag_lines(f))
+    sources = tuple(d.strip() for d in f.records.split(",") if d.strip())
+    if not sources:
+        raise ConfigError("--records is empty; pass a shard directory (several, comma-separated)")
+    try:
+        weights = tuple(float(w) for w in f.records_weights)
+    except ValueError:
+        raise ConfigError(f"--records_weights={','.join(f.records_weights)}: not numbers; "
+                          f"pass one number per source, e.g. 0.3,0.7") from None
+    # --init_from takes precedence over --weights; an explicit --weights is kept so that
+    # build_state can say it was not loaded.
+    explicit_weights = f["weights"].present or not f.init_from
+    values.update(weights=parse_weights(f.weights) if explicit_weights else None,
+                  records=f.validation_records or sources[-1], train_records=sources,
+                  records_weights=weights, augment_ops=tuple(f.augment_ops),
+                  eval_batch_size=f.eval_batch_size or f.batch_size, flag_lines=resolved_flag_lines(f))
     return TrainConfig(**values).check()

@@ -35,10 +35,10 @@ from absl import app
 
 from entry.errors import ProjectError
 from entry.progress import Progress
-from model import input_size, metrics, resize_pixels
+from model import input_size, resize_pixels
 from records import facebox
 from records.pixels import PixelError, read_rgb
-from trainer import faces, plots
+from trainer import export, faces, plots
 from trainer import flags as trainer_flags
 from trainer.run_dir import RunDir, load_run_model, run_margin
 
@@ -213,26 +213,21 @@ class AgeModel:
     """An age model (best.keras of a run), called on batches of uint8 faces at its input
     size; `margin`: the face margin of the crops it was trained on."""
 
-    def __init__(self, net, margin: float = facebox.DEFAULT_MARGIN):
+    def __init__(self, net, tta: str = "none", margin: float = facebox.DEFAULT_MARGIN):
         self.net = net
         self.margin = margin
         self.input_size = input_size(net)
         self.with_gender = isinstance(self.net.output, dict)
-        self._call = tf.function(self._outputs, reduce_retracing=True)
-
-    def _outputs(self, pixels):
-        out = self.net(pixels, training=False)
-        age = out["age"] if self.with_gender else out
-        result = {"age_probs": age, "apparent_age": metrics.expected_age(age)}
-        if self.with_gender:
-            result["male_probability"] = out["gender"][:, 1]
-        return result
+        # The exported model's outputs, computed the same way (with its flip average under
+        # tta "flip"), so trainer.predict and the export agree by construction.
+        self._call = tf.function(export.age_outputs(net, self.with_gender, tta == "flip"),
+                                 reduce_retracing=True)
 
     @classmethod
-    def load(cls, model_dir: str) -> "AgeModel":
+    def load(cls, model_dir: str, tta: str = "none") -> "AgeModel":
         run = RunDir(model_dir)
         info = run.read_info()   # a clear error for a directory that is not a run
-        return cls(load_run_model(run), run_margin(info))
+        return cls(load_run_model(run), tta, run_margin(info))
 
     def __call__(self, pixels) -> dict:
         """{age_probs [faces, 101], apparent_age [faces] (, male_probability [faces])}, numpy."""
@@ -319,7 +314,7 @@ def run(f, args: list[str]) -> int:
         if done:
             print(f"{f.output}: {len(done)} files already done; continuing", file=sys.stderr)
         paths = [p for p in paths if p not in done]
-    age_model = AgeModel.load(f.model_dir)
+    age_model = AgeModel.load(f.model_dir, f.tta)
     config = PredictConfig(detect=not f.no_detect, margin=age_model.margin if f.margin is None else f.margin,
                            min_face=f.min_face, batch_size=f.batch_size, probs=f.probs or bool(f.out))
     progress = Progress(len(paths), "files") if out else None

@@ -42,7 +42,7 @@ from records.lock import OutputLock, lock_path
 from records.manifest import atomic_write_bytes
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "mae", "cs5", "val_loss", "val_accuracy", "val_mae",
-                  "val_cs5", "epoch_seconds", "images_per_second")
+                  "val_cs5", "learning_rate", "epoch_seconds", "images_per_second")
 GENDER_FIELDS = ("gender_accuracy", "val_gender_accuracy")
 KIND = "run"                         # the marker's kind
 # Every top-level name the trainer and trainer.evaluate write into a run directory.

@@ -40,6 +40,7 @@ import tensorflow as tf
 import model as age_model_lib
 import records
 from entry.errors import ProjectError
+from model import transfer
 from records import service
 from records.identity import data_identity, differences
 from records.schema import KIND_FEATURES
@@ -56,7 +57,25 @@ class TrainingDiverged(ProjectError):
     """The training loss became NaN or infinite; the message says what to change."""
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def learning_rate_schedule(config: TrainConfig, steps: int):
+    """--learning_rate as a function of the optimizer's step: a linear warm-up from 0 over
+    --warmup_epochs, then constant, or a cosine decay to 0 over the remaining steps."""
+    warmup = config.warmup_epochs * steps
+    if config.lr_schedule == "constant" and not warmup:
+        return config.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else config.learning_rate,
+        decay_steps=max(1, config.epochs * steps - warmup),
+        alpha=1.0 if config.lr_schedule == "constant" else 0.0,   # alpha 1: no decay
+        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+
+
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The learning rate of the optimizer's next step (a schedule's value at its step)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def make_optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
     if name == "adam":
         return keras.optimizers.Adam(learning_rate)
     if name == "adamw":
@@ -134,24 +153,43 @@ def check_batch_size(config: TrainConfig, manifest: dict) -> None:
                                 f"split of {config.records}; use --batch_size={count} or less")
 
 
-def steps_per_epoch(config: TrainConfig, manifest: dict) -> int:
-    return config.steps_per_epoch or max(1, manifest["splits"]["train"]["count"] // config.batch_size)
+def check_sources(config: TrainConfig) -> list[dict]:
+    """The manifest of every training source, its train split checked."""
+    manifests = []
+    for directory in config.sources:
+        manifest = records.read_manifest(directory)
+        records.manifest.split_shards(directory, manifest, "train")
+        manifests.append(manifest)
+    return manifests
+
+
+def train_counts(manifests: list[dict]) -> list[int]:
+    return [m["splits"]["train"]["count"] for m in manifests]
+
+
+def steps_per_epoch(config: TrainConfig, manifests: list[dict]) -> int:
+    """--steps_per_epoch, or one pass: the sources' training records together / batch."""
+    return config.steps_per_epoch or max(1, sum(train_counts(manifests)) // config.batch_size)
 
 
 def dry_run(config: TrainConfig) -> None:
     """Everything `train` checks before building, then the plan, and nothing else."""
     manifest = check_data(config.records, config.validation_split)
     check_batch_size(config, manifest)
+    sources = check_sources(config)
     if config.data_service:
         check_service(config.data_service)
     run = RunDir(config.model_dir)
     run.check()
     check_run_dir(run, config, manifest)
-    train_count = manifest["splits"]["train"]["count"]
+    total = sum(config.mix_weights)
+    mixed = ", ".join(f"{d} ({n} records, {m['image_size']} px, weight {w / total:.2f})" for d, n, m, w
+                      in zip(config.sources, train_counts(sources), sources, config.mix_weights))
     print("\n".join(config.flag_lines))
-    print(f"plan: {config.epochs} epochs x {steps_per_epoch(config, manifest)} steps x {config.batch_size} "
-          f"images from {train_count} training records ({manifest['image_size']} px shards), validating on "
-          f"{manifest['splits'][config.validation_split]['count']} {config.validation_split} records", flush=True)
+    print(f"plan: {config.epochs} epochs x {steps_per_epoch(config, sources)} steps x {config.batch_size} "
+          f"images from {sum(train_counts(sources))} training records of {mixed}; validating on "
+          f"{manifest['splits'][config.validation_split]['count']} {config.validation_split} records "
+          f"of {config.records}", flush=True)
 
 
 # --------------------------------------------------------------------------- stages
@@ -199,16 +237,31 @@ def open_run(config: TrainConfig, chief: bool, manifest: dict) -> tuple[RunDir, 
     return run, resuming
 
 
-def build_state(config: TrainConfig, strategy: tf.distribute.Strategy, run: RunDir, chief: bool) -> State:
+def initial_weights(config: TrainConfig, net: keras.Model, resuming: bool) -> None:
+    """--init_from: the trained run's weights into `net` (a resumed run restores its own)."""
+    if config.init_from is None or resuming:
+        return
+    if config.weights is not None:
+        print(f"--init_from={config.init_from} takes precedence over --weights={config.weights} "
+              f"(not loaded)", flush=True)
+    source = transfer.load_source(config.init_from_file)
+    print(transfer.carry_weights(net, source, config.init_from_file), flush=True)
+
+
+def build_state(config: TrainConfig, strategy: tf.distribute.Strategy, run: RunDir, chief: bool,
+                steps: int, resuming: bool = False) -> State:
     """The model (initial weights, freezing), the optimizer over its trainable
-    variables, the counters, and the checkpoint that holds them all."""
+    variables (its learning rate a schedule over `steps` per epoch), the counters, and
+    the checkpoint that holds them all."""
     loop.set_seeds(config.seed)
     keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[config.mixed_precision] or "float32")
     with strategy.scope():
-        net = age_model_lib.build_age_model(config.weights, gender=config.with_gender,
-                                            variant=config.variant, dropout=config.dropout)
+        net = age_model_lib.build_age_model(None if config.init_from else config.weights,
+                                            gender=config.with_gender, variant=config.variant,
+                                            dropout=config.dropout, trainable_from=config.trainable_from)
+        initial_weights(config, net, resuming)
         # Trainable variables are final here: the optimizer's slots follow them.
-        optimizer = make_optimizer(config.optimizer, config.learning_rate)
+        optimizer = make_optimizer(config.optimizer, learning_rate_schedule(config, steps))
         if config.mixed_precision == "fp16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(net.trainable_variables)  # slots must exist before a restore
@@ -269,31 +322,37 @@ def make_datasets(config: TrainConfig, state: State, strategy: tf.distribute.Str
     """Images through the whole age model, or (feature cache) the frozen trunk's cached
     pool5 outputs through the head, which shares its layers with `state.net`, so
     checkpoints and best.keras hold the full age model either way."""
-    data_dir, input_side, train_net = config.records, age_model_lib.input_size(state.net), state.net
+    train_dirs, val_dir = config.sources, config.records
+    input_side, train_net = age_model_lib.input_size(state.net), state.net
     if config.cache_features:
         multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        data_dir = features.ensure(state.net, config.records, config.weights, config.variant, config.seed,
-                                   allow_build=not multi_worker)
+        val_dir = features.ensure(state.net, config.records, config.weights, config.variant, config.seed,
+                                  allow_build=not multi_worker)
+        train_dirs = (val_dir,)
         input_side = None               # features: nothing to resize
         with strategy.scope():
             train_net = age_model_lib.head(state.net)
-    val = records.make_dataset(data_dir, config.validation_split, config.eval_batch_size,
+    val = records.make_dataset(val_dir, config.validation_split, config.eval_batch_size,
                                training=False, resize_to=input_side)
     if config.data_service:
         # The same pipeline as one finite epoch per service job; every replica of every
-        # trainer process joins the epoch's job (records.service.distribute).
+        # trainer process joins the epoch's job (records.service.distribute). One source
+        # (TrainConfig.check).
         name = service.run_name(strategy, os.path.basename(os.path.normpath(config.model_dir)))
+        (source,) = train_dirs
 
         def service_epoch(epoch: int) -> tf.distribute.DistributedDataset:
-            return service.distribute(strategy, config.data_service, data_dir, "train", config.batch_size,
-                                      name=name, epoch=epoch, seed=config.seed, augment=config.augment,
+            return service.distribute(strategy, config.data_service, source, "train", config.batch_size,
+                                      name=name, epoch=epoch, seed=config.seed, augment=config.augmentation,
                                       shuffle_buffer=config.shuffle_buffer, resize_to=input_side)
 
-        count = records.read_manifest(data_dir)["splits"]["train"]["count"]
+        count = records.read_manifest(source)["splits"]["train"]["count"]
         return Datasets(None, val, train_net, service_epoch, count)
-    train = records.distribute(strategy, data_dir, "train", config.batch_size, training=True,
-                               seed=config.seed + RESUME_SEED_STRIDE * start_epoch, augment=config.augment,
-                               shuffle_buffer=config.shuffle_buffer, resize_to=input_side)
+    # Several sources: each its own shuffled stream, resized, sampled by weight (records.reader).
+    train = records.distribute(strategy, train_dirs, "train", config.batch_size, weights=config.mix_weights,
+                               training=True, seed=config.seed + RESUME_SEED_STRIDE * start_epoch,
+                               augment=config.augmentation, shuffle_buffer=config.shuffle_buffer,
+                               resize_to=input_side)
     return Datasets(train, val, train_net)
 
 
@@ -407,6 +466,7 @@ def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.d
                 f"--learning_rate (now {config.learning_rate}) or use --mixed_precision=bf16/none")
         val_metrics = loop.metrics(trainer.evaluate(data.val))
         row = {"epoch": epoch + 1, **train_metrics, **{f"val_{k}": v for k, v in val_metrics.items()},
+               "learning_rate": current_learning_rate(state.optimizer),
                "epoch_seconds": time.perf_counter() - started,
                "images_per_second": sums["count"] / train_seconds}
         history.append(row)
@@ -435,6 +495,7 @@ def train(config: TrainConfig) -> str | None:
     chief (the process that evaluates afterwards), None on other workers."""
     manifest = check_data(config.records, config.validation_split)
     check_batch_size(config, manifest)
+    steps = steps_per_epoch(config, check_sources(config))
     if config.data_service:     # a dead dispatcher would hang registration: check it first
         check_service(config.data_service)
     distribution.split_cpu(config.logical_cpus)
@@ -446,21 +507,24 @@ def train(config: TrainConfig) -> str | None:
 
     run, resuming = open_run(config, chief, manifest)
     try:                                      # the chief holds the run directory's lock until here
-        state = build_state(config, strategy, run, chief)
+        state = build_state(config, strategy, run, chief, steps, resuming)
         start_epoch = restore(state, run, config, chief) if resuming else 0
         history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
         if chief:
             run.write_info({"records": os.path.abspath(config.records), "data": data_identity(manifest),
                             "image_size": manifest["image_size"], "input_size": age_model_lib.input_size(state.net),
-                            "margin": records.manifest.crop_margin(manifest), **config.info()})
+                            "margin": records.manifest.crop_margin(manifest), **config.info(),
+                            "train_records": [os.path.abspath(d) for d in config.sources],
+                            "records_weights": list(config.mix_weights),
+                            "init_from": (os.path.abspath(config.init_from_file) if config.init_from
+                                          else run.read_info(missing_ok=True).get("init_from"))})
         done = finished(config, state, start_epoch)
         if done:   # nothing to train: no cache, no datasets, straight to evaluation
             print(f"{run.path}: {done}; nothing left to train", flush=True)
             return run.path if chief else None
 
         data = make_datasets(config, state, strategy, start_epoch)
-        run_epochs(config, state, data, strategy, run, chief, start_epoch, history,
-                   steps_per_epoch(config, manifest))
+        run_epochs(config, state, data, strategy, run, chief, start_epoch, history, steps)
         if not chief:
             tf.io.gfile.rmtree(state.checkpoint_dir)
         print(f"Best model: {run.best_model} ({config.best_metric} {float(state.best.numpy()):.4g})", flush=True)

@@ -1,0 +1,85 @@
+"""trainer.evaluate: the apparent-age scores (ε-error, MAE against the apparent and the
+real age) against hand-computed values, and flip TTA against a hand-computed mean."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+import model
+import records
+from trainer import evaluate, loop
+from trainer.run_dir import RunDir
+
+from conftest import run_module
+
+
+def test_apparent_age_scores_against_hand_computed_values():
+    expected = np.array([30.0, 33.0, 50.0, 24.0])
+    mean = np.array([30.0, 30.0, 45.0, 20.0])
+    std = np.array([4.0, 3.0, 0.0, 2.0])              # the third face has no spread: left out
+    real = np.array([28.0, -1.0, 52.0, 25.0])         # the second has no real age
+    scores = evaluate.apparent_age_scores(expected, mean, std, real)
+    # ε: 0, 1 - e^(-9/18) = 0.393469, 1 - e^(-16/8) = 0.864665
+    assert scores["epsilon_error"] == pytest.approx((0.0 + 0.393469 + 0.864665) / 3, abs=1e-6)
+    assert scores["epsilon_faces"] == 3 and scores["epsilon_left_out"] == 1
+    assert scores["mae_apparent"] == pytest.approx((0 + 3 + 5 + 4) / 4)
+    assert scores["mae_real"] == pytest.approx((2 + 2 + 1) / 3) and scores["real_age_faces"] == 3
+    # a split without spreads or real ages: nothing to report
+    none = evaluate.apparent_age_scores(expected, mean, np.zeros(4), np.full(4, -1.0))
+    assert none["epsilon_error"] is None and none["mae_apparent"] is None and none["mae_real"] is None
+    np.testing.assert_allclose(evaluate.per_face_epsilon(expected, mean, std),
+                               [0.0, 0.393469, np.nan, 0.864665], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_flip_tta_scores_each_face_as_the_mean_of_both_softmaxes(sample_shards, tmp_path):
+    loop.set_seeds(4)
+    net = model.build_age_model(None, variant="tiny")
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.path)
+    net.save(run.best_model)
+    run.write_info({"records": sample_shards})
+    report = evaluate.evaluate_run(run.path, split="val", batch_size=64, quiet=True, tta="flip")
+    assert report["tta"] == "flip"
+    images = np.concatenate([x.numpy() for x, _ in records.make_dataset(sample_shards, "val", 64, training=False)])
+    probs = (np.asarray(net(images)) + np.asarray(net(images[:, :, ::-1]))) / 2
+    by_hand = (probs * np.arange(101)).sum(-1)
+    with open(run.file("predictions.csv")) as f:
+        rows = list(csv.DictReader(f))
+    np.testing.assert_allclose([float(r["expected_age"]) for r in rows], by_hand, atol=0.006)
+    plain = evaluate.evaluate_run(run.path, split="val", batch_size=64, quiet=True)
+    assert plain["tta"] == "none" and plain["mae"] != report["mae"]
+    assert json.load(open(run.file("report.json")))["tta"] == "none"
+
+
+@pytest.mark.slow
+def test_an_appa_real_split_reports_the_epsilon_error_of_its_predictions(tmp_path):
+    src, shards = str(tmp_path / "appa-real-release"), str(tmp_path / "appa_real")
+    made = run_module("ingest.sample", "--dataset", "appa_real", "--out", src, "--n", "300")
+    assert made.returncode == 0, made.stderr[-2000:]
+    made = run_module("ingest", "--src", src, "--out", shards, "--image_size", "32", "--workers", "1")
+    assert made.returncode == 0, made.stderr[-2000:]
+    loop.set_seeds(6)
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.path)
+    model.build_age_model(None, variant="tiny").save(run.best_model)
+    run.write_info({"records": shards})
+    report = evaluate.evaluate_run(run.path, quiet=True)
+    with open(run.file("predictions.csv")) as f:
+        rows = list(csv.DictReader(f))
+    x, mu, sigma = (np.array([float(r[k]) for r in rows]) for k in ("expected_age", "age_mean", "age_std"))
+    real = np.array([int(r["real_age"]) for r in rows])
+    spread = sigma > 0
+    assert report["epsilon_faces"] == spread.sum() > 0
+    assert report["epsilon_faces"] + report["epsilon_left_out"] == report["count"] == len(rows)
+    by_hand = np.mean(1 - np.exp(-(x[spread] - mu[spread]) ** 2 / (2 * sigma[spread] ** 2)))
+    assert report["epsilon_error"] == pytest.approx(by_hand, abs=0.01)     # the csv rounds to 0.01
+    np.testing.assert_allclose([float(r["epsilon_error"]) for r in rows if r["epsilon_error"]],
+                               1 - np.exp(-(x[spread] - mu[spread]) ** 2 / (2 * sigma[spread] ** 2)), atol=0.01)
+    assert report["mae_apparent"] == pytest.approx(np.mean(np.abs(x - mu)), abs=0.01)
+    assert report["mae_real"] == pytest.approx(np.mean(np.abs(x - real)[real >= 0]), abs=0.01)
