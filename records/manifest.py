@@ -59,6 +59,18 @@ def write_manifest(directory: str, manifest: dict) -> str:
     return path
 
 
+def read_json_object(path: str, what: str, fix: str, error: type = DataError) -> dict:
+    """A JSON file that must hold an object; anything else is one `error` line ending in `fix`."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: unreadable ({e}); {fix}") from e
+    if not isinstance(value, dict):
+        raise error(f"{path}: a JSON {type(value).__name__}, not {what}; {fix}")
+    return value
+
+
 def read_manifest(directory: str) -> dict:
     """Load and sanity-check `DIR/manifest.json` (exists, parses, schema version)."""
     path = manifest_path(directory)
@@ -68,14 +80,7 @@ def read_manifest(directory: str) -> dict:
     if not os.path.exists(path):
         raise DataError(f"{path}: no manifest, so {directory} is not a finished data set; "
                         f"run (or re-run, it starts over) `python -m ingest --src wiki_crop --out {directory}`")
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable manifest ({e}); re-run ingest into {directory}") from e
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: a JSON {type(manifest).__name__}, not a manifest object; "
-                        f"re-run ingest into {directory}")
+    manifest = read_json_object(path, "a manifest object", f"re-run ingest into {directory}")
     version = manifest.get("schema_version")
     if version not in schema.READ_VERSIONS:
         raise DataError(f"{path}: schema_version {version!r}, this code reads versions "

@@ -3,7 +3,9 @@ sample and the shards ingest makes of it (built once per session: ~5 s)."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -23,6 +25,34 @@ def run_module(*args: str, timeout: float = 120, **kwargs) -> subprocess.Complet
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, **kwargs)
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct loopback ports that were free a moment ago."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def read_records(directory: str) -> dict[str, list[dict]]:
+    """split -> parsed image records, straight from the shard files the manifest lists."""
+    import tensorflow as tf      # here, not at the top: ingest tests fork from this process
+
+    from records import schema
+
+    manifest = json.load(open(os.path.join(directory, "manifest.json")))
+    out = {}
+    for name, entry in manifest["splits"].items():
+        out[name] = []
+        for shard in entry["shards"]:
+            for raw in tf.data.TFRecordDataset(os.path.join(directory, shard["file"])):
+                ex = tf.io.parse_single_example(raw, schema.feature_spec())
+                out[name].append({k: v.numpy() for k, v in ex.items()})
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -14,27 +14,13 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
-from conftest import SAMPLE_IMAGE_SIZE, run_module
+from conftest import SAMPLE_IMAGE_SIZE, read_records, run_module
 from ingest import pipeline, sample
 from records import schema
 from records.manifest import file_sha256
 from records.verify import problems
-
-
-def _records(directory: str) -> dict[str, list[dict]]:
-    """split -> parsed records, straight from the shard files the manifest lists."""
-    manifest = json.load(open(os.path.join(directory, "manifest.json")))
-    out = {}
-    for name, entry in manifest["splits"].items():
-        out[name] = []
-        for shard in entry["shards"]:
-            for raw in tf.data.TFRecordDataset(os.path.join(directory, shard["file"])):
-                ex = tf.io.parse_single_example(raw, schema.feature_spec())
-                out[name].append({k: v.numpy() for k, v in ex.items()})
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +61,7 @@ def test_every_kept_image_lands_once_in_its_split_with_its_age(sample_shards, sa
                 and r["quirk"] not in ("missing", "truncated")}
     seen = collections.Counter()
     histogram = [0] * schema.NUM_AGES
-    for name, records in _records(sample_shards).items():
+    for name, records in read_records(sample_shards).items():
         assert len(records) == manifest["splits"][name]["count"]
         split_ages = np.bincount([rec[schema.AGE] for rec in records], minlength=schema.NUM_AGES)
         assert split_ages.tolist() == manifest["splits"][name]["age_histogram"]
@@ -137,7 +123,7 @@ def test_paths_escaping_src_are_counted_and_never_written(sample_dir, sample_row
     manifest = pipeline.run(pipeline.Config(src=str(src), out=str(tmp_path / "out"), image_size=8,
                                             workers=1, encoding="raw"), log=lambda s: None)
     assert manifest["skipped"] == {**sample.expected_counts(len(rows))["skipped"], "unsafe_path": 2}
-    keys = {rec[schema.KEY].decode() for recs in _records(str(tmp_path / "out")).values()
+    keys = {rec[schema.KEY].decode() for recs in read_records(str(tmp_path / "out")).values()
             for rec in recs}
     assert "../outside.jpg" not in keys and str(tmp_path / "outside.jpg") not in keys
 

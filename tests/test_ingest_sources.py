@@ -16,7 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 import records
-from conftest import run_module
+from conftest import read_records, run_module
 from ingest import sample, sample_sources, sources
 from ingest.sources import csv_table, utkface
 from records import facebox, schema, wire
@@ -34,18 +34,6 @@ def _ingest(src: str, out: str, *flags: str) -> dict:
                         "--workers", "2", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.load(open(os.path.join(out, "manifest.json")))
-
-
-def _records(directory: str) -> dict[str, list[dict]]:
-    manifest = json.load(open(os.path.join(directory, "manifest.json")))
-    out = {}
-    for name, entry in manifest["splits"].items():
-        out[name] = []
-        for shard in entry["shards"]:
-            for raw in tf.data.TFRecordDataset(os.path.join(directory, shard["file"])):
-                ex = tf.io.parse_single_example(raw, schema.feature_spec())
-                out[name].append({k: v.numpy() for k, v in ex.items()})
-    return out
 
 
 def _pixels(rec: dict) -> np.ndarray:
@@ -99,7 +87,7 @@ def test_utkface_counts_labels_and_gender_mapping(utk_shards, samples):
     assert manifest["flags"]["split_by"] == "random"
     truth = {r["name"]: r for r in samples[1]["utkface"]}
     keys = set()
-    for recs in _records(out).values():
+    for recs in read_records(out).values():
         for rec in recs:
             key = rec[schema.KEY].decode()
             keys.add(key)
@@ -132,7 +120,7 @@ def test_appa_real_keeps_official_splits_and_apparent_labels(appa_shards, sample
     assert manifest["flags"]["split_by"] is None     # not used: the official splits are
     truth = {f"{r['folder']}/{r['file_name']}_face.jpg": r for r in samples[1]["appa_real"]}
     clipped = 0
-    for split, recs in _records(out).items():
+    for split, recs in read_records(out).items():
         assert len(recs) == manifest["splits"][split]["count"]
         for rec in recs:
             r = truth[rec[schema.KEY].decode()]
@@ -169,7 +157,7 @@ def test_csv_counts_labels_and_genders(csv_tight_shards, samples):
     assert manifest["source"]["dataset"] == "faces" and manifest["margin"] == 0.0
     truth = {r["path"]: r for r in samples[1]["csv"] if r["category"] == "kept"}
     written = 0
-    for recs in _records(out).values():
+    for recs in read_records(out).values():
         for rec in recs:
             r = truth[rec[schema.KEY].decode()]
             assert rec[schema.AGE] == math.floor(r["age_mean"] + 0.5)
@@ -189,7 +177,7 @@ def test_csv_box_crop_is_the_box_plus_margin_clipped(samples):
     assert manifest["margin"] == 0.4 and manifest["flags"]["margin"] == 0.4
     truth = {r["path"]: r for r in rows["csv"] if r["category"] == "kept"}
     clipped = 0
-    for recs in _records(out).values():
+    for recs in read_records(out).values():
         for rec in recs:
             r = truth[rec[schema.KEY].decode()]
             photo = Image.fromarray(sample_sources.photo_pixels(r))
@@ -214,13 +202,13 @@ def test_csv_split_column_kept_and_identity_split(samples, tmp_path):
     root, rows = samples
     manifest = _ingest(str(root / "csv" / "faces_split.csv"), str(tmp_path / "s"))
     split_of = {r["path"]: r["split"] for r in rows["csv"] if r["category"] == "kept"}
-    for split, recs in _records(str(tmp_path / "s")).items():
+    for split, recs in read_records(str(tmp_path / "s")).items():
         assert recs and all(split_of[rec[schema.KEY].decode()] == split for rec in recs)
     assert manifest["kept"] == sample_sources.expected_counts("csv", N)["kept"]
     _ingest(str(root / "csv" / "faces.csv"), str(tmp_path / "i"), "--split_by", "identity")
     identity = {r["path"]: r["identity"] for r in rows["csv"] if r["category"] == "kept"}
     people = {s: {identity[rec[schema.KEY].decode()] for rec in recs} - {""}
-              for s, recs in _records(str(tmp_path / "i")).items()}
+              for s, recs in read_records(str(tmp_path / "i")).items()}
     assert not (people["train"] & people["test"]) and not (people["train"] & people["val"])
     assert not (people["val"] & people["test"])
 

@@ -8,17 +8,8 @@ import time
 
 import pytest
 
+from conftest import free_ports
 from trainer import distribution
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def tf_config(ports: list[int], index: int) -> dict:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_module
+from conftest import free_ports, run_module
 from ingest import sample
 
 pytestmark = pytest.mark.slow   # every test here runs `python -m ...` subprocesses
@@ -283,16 +282,6 @@ def test_mirrored_strategy_on_two_logical_cpus_trains(train_shards, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MirroredStrategy: 2 replica(s) in sync" in result.stdout
     assert len(history(run_dir)) == 1 and os.path.exists(os.path.join(run_dir, "best.keras"))
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def test_multi_worker_strategy_with_two_local_workers_trains(train_shards, tmp_path):

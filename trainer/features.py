@@ -99,7 +99,7 @@ def damage(directory: str, key: dict) -> str | None:
         manifest = records.read_manifest(directory)
         if manifest.get("kind") != schema.KIND_FEATURES or manifest.get("cache_key") != key:
             return "built from other shards, weights or variant"
-        for split, entry in manifest["splits"].items():
+        for split, listed in manifest["splits"].items():
             counted = 0
             for shard in split_shards(directory, manifest, split):
                 path = os.path.join(directory, shard["file"])
@@ -109,8 +109,8 @@ def damage(directory: str, key: dict) -> str | None:
                 if found != shard["count"]:
                     return f"{path}: {found} records, the manifest lists {shard['count']}"
                 counted += found
-            if counted != entry["count"]:
-                return f"split {split}: {counted} records, the manifest lists {entry['count']}"
+            if counted != listed["count"]:
+                return f"split {split}: {counted} records, the manifest lists {listed['count']}"
     except records.DataError as e:
         return str(e)
     except (KeyError, TypeError) as e:

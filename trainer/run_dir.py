@@ -39,7 +39,7 @@ from entry.errors import ProjectError
 from records import outdir
 from records.facebox import DEFAULT_MARGIN
 from records.lock import OutputLock, lock_path
-from records.manifest import atomic_write_bytes
+from records.manifest import atomic_write_bytes, read_json_object
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "mae", "cs5", "val_loss", "val_accuracy", "val_mae",
                   "val_cs5", "learning_rate", "epoch_seconds", "images_per_second")
@@ -146,15 +146,8 @@ class RunDir:
                 return {}
             raise RunDirError(f"{path}: not found; {self.path} is not a training run directory "
                               f"(train one with `python -m trainer --model_dir {self.path} ...`)")
-        try:
-            with open(path) as f:
-                info = json.load(f)
-        except (OSError, ValueError) as e:
-            raise RunDirError(f"{path}: unreadable ({e}); restore it, or train into a new --model_dir") from e
-        if not isinstance(info, dict):
-            raise RunDirError(f"{path}: a JSON {type(info).__name__}, not a run description; "
-                              f"restore it, or train into a new --model_dir")
-        return info
+        return read_json_object(path, "a run description",
+                                "restore it, or train into a new --model_dir", RunDirError)
 
     # -- best.json -------------------------------------------------------------
     def write_best_record(self, epoch: int, metric: str, value: float) -> None:
