@@ -237,6 +237,19 @@ def test_resuming_on_another_data_set_is_refused(tmp_path):
     train.check_same_data(run, {}, str(tmp_path / "other"), changed)        # an older run.json: compatible
 
 
+def test_resuming_with_other_training_sources_is_refused(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    before = {"train_records": [os.path.abspath(a), os.path.abspath(b)]}
+    mixed = dataclasses.replace(tiny_config(b, run.path), train_records=(a, b))
+    train.check_same_sources(run, before, mixed)                                 # the same: fine
+    with pytest.raises(RunDirError) as e:
+        train.check_same_sources(run, before, tiny_config(b, run.path))          # b alone
+    assert str(e.value) == (f"--records={b} but the run in {run.path} was trained on "
+                            f"{os.path.abspath(a)},{os.path.abspath(b)}; pass the same sources or a new --model_dir")
+    train.check_same_sources(run, {}, tiny_config(b, run.path))                  # an older run.json
+
+
 def test_a_batch_larger_than_the_training_split_is_refused():
     twenty = manifest_with({"train": ["a", "b"]})
     train.check_batch_size(tiny_config("shards/x", "unused", batch_size=20), twenty)

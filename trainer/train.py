@@ -89,13 +89,14 @@ def make_optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
 
 # --------------------------------------------------------------------------- checks
 
-def check_data(directory: str, validation_split: str) -> dict:
+def check_data(directory: str, splits: tuple[str, ...]) -> dict:
+    """The manifest of image shards in `directory`, the shards of `splits` present."""
     manifest = records.read_manifest(directory)
     if manifest.get("kind") == KIND_FEATURES:
         raise records.DataError(f"--records={directory} is a feature cache, not image shards; pass the data "
                                 f"set it was computed from ({manifest.get('images', 'its parent data set')}), "
                                 f"and --cache_features to train on its cache")
-    for split in ("train", validation_split):
+    for split in splits:
         records.manifest.split_shards(directory, manifest, split)
     return manifest
 
@@ -129,6 +130,7 @@ def check_run_dir(run: RunDir, config: TrainConfig, manifest: dict) -> bool:
                 raise RunDirError(f"--{name}={_shown(now)} but the run in {run.path} was trained "
                                   f"with --{name}={_shown(before[name])}; use the same value or a new --model_dir")
         check_same_data(run, before, config.records, manifest)
+        check_same_sources(run, before, config)
     return has_checkpoint
 
 
@@ -145,6 +147,14 @@ def check_same_data(run: RunDir, before: dict, records_dir: str, manifest: dict)
                           f"restore that data set or train into a new --model_dir")
 
 
+def check_same_sources(run: RunDir, before: dict, config: TrainConfig) -> None:
+    """A resumed run keeps mixing the training sources it started with."""
+    now = [os.path.abspath(d) for d in config.sources]
+    if "train_records" in before and before["train_records"] != now:
+        raise RunDirError(f"--records={','.join(config.sources)} but the run in {run.path} was trained "
+                          f"on {','.join(before['train_records'])}; pass the same sources or a new --model_dir")
+
+
 def check_batch_size(config: TrainConfig, manifest: dict) -> None:
     """A batch larger than the training split would silently train on fewer images per step."""
     count = manifest["splits"]["train"]["count"]
@@ -155,12 +165,7 @@ def check_batch_size(config: TrainConfig, manifest: dict) -> None:
 
 def check_sources(config: TrainConfig) -> list[dict]:
     """The manifest of every training source, its train split checked."""
-    manifests = []
-    for directory in config.sources:
-        manifest = records.read_manifest(directory)
-        records.manifest.split_shards(directory, manifest, "train")
-        manifests.append(manifest)
-    return manifests
+    return [check_data(directory, ("train",)) for directory in config.sources]
 
 
 def train_counts(manifests: list[dict]) -> list[int]:
@@ -174,7 +179,7 @@ def steps_per_epoch(config: TrainConfig, manifests: list[dict]) -> int:
 
 def dry_run(config: TrainConfig) -> None:
     """Everything `train` checks before building, then the plan, and nothing else."""
-    manifest = check_data(config.records, config.validation_split)
+    manifest = check_data(config.records, ("train", config.validation_split))
     check_batch_size(config, manifest)
     sources = check_sources(config)
     if config.data_service:
@@ -493,7 +498,7 @@ def finished(config: TrainConfig, state: State, start_epoch: int) -> str | None:
 def train(config: TrainConfig) -> str | None:
     """Run the whole job described by `config`; returns the run directory on the
     chief (the process that evaluates afterwards), None on other workers."""
-    manifest = check_data(config.records, config.validation_split)
+    manifest = check_data(config.records, ("train", config.validation_split))
     check_batch_size(config, manifest)
     steps = steps_per_epoch(config, check_sources(config))
     if config.data_service:     # a dead dispatcher would hang registration: check it first
