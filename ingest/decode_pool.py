@@ -61,7 +61,6 @@ class DecodePool:
             try:
                 ready.result()
             except BrokenProcessPool:                       # a worker died while starting
-                self._pool.shutdown(wait=True, cancel_futures=True)
                 raise DataError(self._death_message()) from None
         else:
             images.init_worker(settings)
@@ -88,12 +87,14 @@ class DecodePool:
             raise DataError(self._death_message()) from None
 
     def _death_message(self) -> str:
-        dead = []
-        for pid, process in self._processes.items():
-            code = process.exitcode
-            if code is not None and code != 0:
-                dead.append(f"pid {pid} " + (f"killed by signal {-code}" if code < 0 else f"exit code {code}"))
-        what = ", ".join(dead) or "a worker"
+        # The executor fails the pending futures before it terminates (SIGTERM)
+        # and reaps the other workers: wait for that, so every exit code is known.
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        codes = {pid: process.exitcode for pid, process in self._processes.items()}
+        dead = {pid: code for pid, code in codes.items() if code not in (None, 0, -signal.SIGTERM)}
+        dead = dead or {pid: code for pid, code in codes.items() if code not in (None, 0)}
+        what = ", ".join(f"pid {pid} " + (f"killed by signal {-code}" if code < 0 else f"exit code {code}")
+                         for pid, code in sorted(dead.items())) or "a worker"
         return (f"a decode worker died ({what}; signal 9 is what the out-of-memory killer sends); "
                 f"lower --workers or free memory, then rerun the same command: it keeps the "
                 f"completed shards")
