@@ -5,7 +5,8 @@ before anything else, so `TF_CPP_MIN_LOG_LEVEL` is set before any module
 imports TensorFlow (it reads the variable once, at import). `run` defines and
 adopts the command's flags (so `--help` lists them), quiets absl's INFO
 chatter unless -v/--verbosity asks for it, and turns a `ProjectError` (bad
-input the user can fix) into one `error: ...` line and exit status 1.
+input the user can fix) into one `error: ...` line and exit status 1, and so
+does a write that meets a full or read-only disk anywhere.
 
 This package never imports TensorFlow: ingest, which must not load it, uses it too.
 """
@@ -20,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402  (after the environment variable, on purpose)
 
-from entry.errors import ProjectError  # noqa: E402
+from entry.errors import ProjectError, disk_problem, disk_target  # noqa: E402
 
 __all__ = ["ProjectError", "run"]
 
@@ -42,5 +43,11 @@ def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None
             return main(argv)
         except ProjectError as e:
             sys.exit(f"error: {e}")
+        except Exception as e:            # a write that met a full or read-only disk
+            problem = disk_problem(e)
+            if problem is None:
+                raise
+            sys.exit(f"error: cannot write {disk_target(e)} ({problem}); free space on that disk "
+                     f"(or choose a writable one), then rerun the same command")
 
     app.run(guarded)

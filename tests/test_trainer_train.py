@@ -5,6 +5,7 @@ subprocesses (CLI, kill -9, strategies)."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 
@@ -313,3 +314,47 @@ def test_a_damaged_latest_checkpoint_falls_back_and_cuts_history_and_best_back(s
     assert run.read_history() == history[:2]
     assert run.read_best_record() == {"epoch": 2, "metric": "val_mae", "value": history[1]["val_mae"]}
     assert f"Resuming {run_dir} after epoch 2 (best val_mae {history[1]['val_mae']:.4g})" in out
+
+
+# TensorFlow's own text when a checkpoint meets a full disk (SaveV2 on a full tmpfs).
+_TF_DISK_FULL = ("{{function_node __wrapped__SaveV2_dtypes_3_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+                 "{path}; No space left on device [Op:SaveV2]")
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_training_is_one_line_and_the_rerun_resumes(sample_shards, tmp_path, float32_policy,
+                                                                           monkeypatch):
+    run_dir = str(tmp_path / "run")
+    config = tiny_config(sample_shards, run_dir, epochs=3)
+    real_save = tf.train.CheckpointManager.save
+
+    def save(self, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 2:
+            path = os.path.join(self.directory, "ckpt-2_temp", "part-00000-of-00001.data-00000-of-00001.tempstate1")
+            raise tf.errors.ResourceExhaustedError(None, None, _TF_DISK_FULL.replace("{path}", path))
+        return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+    with pytest.raises(RunDirError) as e:
+        train.train(config)
+    assert str(e.value) == (f"--model_dir {run_dir}: cannot write {run_dir}/checkpoints/ckpt-2_temp/"
+                            f"part-00000-of-00001.data-00000-of-00001.tempstate1 (No space left on device); "
+                            f"free space on that disk, then rerun the same command: it resumes from epoch 2")
+    monkeypatch.undo()
+    assert train.train(config) == run_dir           # the lock was released; epoch 2 is trained again
+    assert [r["epoch"] for r in RunDir(run_dir).read_history()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("error, line", [
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/d/best.keras"), ("No space left on device", "/d/best.keras")),
+    (OSError(errno.EROFS, os.strerror(errno.EROFS)), ("Read-only file system", "a file")),
+    (tf.errors.ResourceExhaustedError(None, None, _TF_DISK_FULL.replace("{path}", "/d/ckpt-1_temp/part")),
+     ("No space left on device", "/d/ckpt-1_temp/part")),
+    (OSError(errno.EACCES, os.strerror(errno.EACCES), "/d/x"), None),
+    (tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor"), None),
+    (ValueError("No space left on device"), None),
+])
+def test_a_full_or_read_only_disk_is_told_apart_from_other_failures(error, line):
+    from entry.errors import disk_problem, disk_target
+    assert disk_problem(error) == (line[0] if line else None)
+    if line:
+        assert disk_target(error) == line[1]

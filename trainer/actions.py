@@ -46,6 +46,9 @@ def save_best(net: keras.Model, run: RunDir, epoch: int, metric: str, value: flo
         try:
             net.save(tmp + ".keras")          # Keras 3 insists on the extension
             os.replace(tmp + ".keras", tmp)
+        except OSError as e:                  # a failed write() names no file: name ours
+            e.filename = e.filename or run.best_model
+            raise
         finally:
             if os.path.exists(tmp + ".keras"):
                 os.remove(tmp + ".keras")

@@ -35,7 +35,7 @@ import zipfile
 import keras
 
 import model  # noqa: F401  (registers the custom layers best.keras is made of)
-from entry.errors import ProjectError
+from entry.errors import ProjectError, disk_problem, disk_target
 from records import outdir
 from records.facebox import DEFAULT_MARGIN
 from records.lock import OutputLock, lock_path
@@ -91,14 +91,18 @@ class RunDir:
             self._lock = None
 
     @contextlib.contextmanager
-    def writing(self):
-        """A read-only or full disk under the run directory costs one line."""
+    def writing(self, fix: str = "choose a --model_dir on a writable disk with free space"):
+        """A read-only or full disk under the run directory (or a file there that cannot be
+        written) costs one line, ending in `fix`; TensorFlow's checkpoint writes included."""
         try:
             yield
-        except OSError as e:
-            raise RunDirError(f"--model_dir {self.path}: cannot write {e.filename or self.path} "
-                              f"({e.strerror or e}); choose a --model_dir on a writable disk "
-                              f"with free space") from e
+        except Exception as e:
+            problem = disk_problem(e)
+            if problem is None and not isinstance(e, OSError):
+                raise
+            where = disk_target(e) if problem else (e.filename or self.path)
+            raise RunDirError(f"--model_dir {self.path}: cannot write {where} "
+                              f"({problem or e.strerror or e}); {fix}") from e
 
     def make_ours(self) -> None:
         """The marker, first (creating the directory): even a run killed now is recognisable."""

@@ -300,11 +300,13 @@ def restore(state: State, run: RunDir, config: TrainConfig, chief: bool) -> int:
         state.best.assign(value)
         state.stale.assign(0)
         if chief:
-            actions.save_best(state.net, run, start_epoch, config.best_metric, value)
+            with run.writing():
+                actions.save_best(state.net, run, start_epoch, config.best_metric, value)
         print(f"{run.best_model} was saved in epoch {record['epoch']}, after the restored epoch {start_epoch}: "
               f"replaced by the model of epoch {start_epoch} ({config.best_metric} {value:.4g})", flush=True)
     if chief and len(kept) != len(history):
-        run.write_history(kept)
+        with run.writing():
+            run.write_history(kept)
         print(f"{run.file('history.csv')}: cut back to epoch {start_epoch}", flush=True)
     print(f"Resuming {run.path} after epoch {start_epoch} "
           f"(best {config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
@@ -477,8 +479,10 @@ def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.d
         history.append(row)
         end = actions.EpochEnd(epoch + 1, row, record_best(state, row, config.best_metric), history)
         stop = False
-        for action in end_of_epoch:
-            stop = bool(action(end)) or stop
+        with run.writing(f"free space on that disk, then rerun the same command: it resumes "
+                         f"from epoch {int(state.epoch.numpy()) + 1}"):     # the last commit point
+            for action in end_of_epoch:
+                stop = bool(action(end)) or stop
         if stop:
             break
     summary.flush()
@@ -516,13 +520,14 @@ def train(config: TrainConfig) -> str | None:
         start_epoch = restore(state, run, config, chief) if resuming else 0
         history = [row for row in run.read_history() if row["epoch"] <= start_epoch]
         if chief:
-            run.write_info({"records": os.path.abspath(config.records), "data": data_identity(manifest),
-                            "image_size": manifest["image_size"], "input_size": age_model_lib.input_size(state.net),
-                            "margin": records.manifest.crop_margin(manifest), **config.info(),
-                            "train_records": [os.path.abspath(d) for d in config.sources],
-                            "records_weights": list(config.mix_weights),
-                            "init_from": (os.path.abspath(config.init_from_file) if config.init_from
-                                          else run.read_info(missing_ok=True).get("init_from"))})
+            with run.writing():
+                run.write_info({"records": os.path.abspath(config.records), "data": data_identity(manifest),
+                                "image_size": manifest["image_size"], "input_size": age_model_lib.input_size(state.net),
+                                "margin": records.manifest.crop_margin(manifest), **config.info(),
+                                "train_records": [os.path.abspath(d) for d in config.sources],
+                                "records_weights": list(config.mix_weights),
+                                "init_from": (os.path.abspath(config.init_from_file) if config.init_from
+                                              else run.read_info(missing_ok=True).get("init_from"))})
         done = finished(config, state, start_epoch)
         if done:   # nothing to train: no cache, no datasets, straight to evaluation
             print(f"{run.path}: {done}; nothing left to train", flush=True)
