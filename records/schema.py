@@ -24,6 +24,9 @@ GENDER_MALE, GENDER_FEMALE = 1, 0
 REAL_AGE_UNKNOWN = -1     # real_age where the source has none
 
 LABEL_KINDS = ("real", "apparent")   # manifest "label": what `age` measures
+# Only apparent labels come from human votes, so only they have a spread (age_std > 0):
+# every source of real ages writes age_std 0 (schema version 1 has no age_std at all).
+LABEL_REAL, LABEL_APPARENT = LABEL_KINDS
 
 KIND_IMAGES = "images"     # manifest "kind": face crops written by ingest
 KIND_FEATURES = "features" # manifest "kind": pool5 features written by the feature cache

@@ -30,7 +30,7 @@ MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mix
 OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TASKS = ("age", "age_gender")
-BEST_METRICS = ("val_loss", "val_mae")
+BEST_METRICS = ("val_loss", "val_mae", "val_epsilon_error")   # all: lower is better
 LR_SCHEDULES = ("constant", "cosine")
 TTA = ("none", "flip")               # --tta of trainer.evaluate and trainer.predict
 FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
@@ -115,7 +115,9 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("best_metric", "val_loss", list(BEST_METRICS),
                       "Validation metric that picks best.keras and drives --patience. val_loss is the "
                       "original recipe's ModelCheckpoint(save_best_only=True); val_mae follows the "
-                      "quantity DEX reports, which keeps improving after the cross-entropy turns up.")
+                      "quantity DEX reports, which keeps improving after the cross-entropy turns up; "
+                      "val_epsilon_error is the ChaLearn LAP score (needs validation data with "
+                      "apparent-age spreads, e.g. APPA-REAL).")
     flags.DEFINE_integer("patience", 0,
                          "Stop after this many epochs without a better --best_metric; 0 = never.")
     # Performance and scale-out.

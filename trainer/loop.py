@@ -10,6 +10,10 @@ Evaluation runs outside the strategy, on each worker, over a non-distributed,
 non-repeating dataset: no collective op is involved, so a partial final batch or
 workers with unequal data can never hang it. Every worker computes the same
 numbers from the same weights, so they all take the same early-stopping decision.
+
+The ChaLearn ε-error is a sum too: the per-face error over the faces whose label has
+a spread (age_std > 0, e.g. APPA-REAL's votes) and their count, so its mean is exact
+however the faces are split. A split without such faces reports no ε-error at all.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from records import schema
 
 # The reduced sums every step returns; metrics() turns them into rates.
 WITHIN = f"within{dex_metrics.CS_THRESHOLD:g}"   # "within5": faces within CS_THRESHOLD years
-SUM_KEYS = ("loss", "correct", "abs_error", WITHIN, "count")
+EPSILON, EPSILON_COUNT = "epsilon_error", "epsilon_count"   # ε-error sum and its faces (age_std > 0)
+SUM_KEYS = ("loss", "correct", "abs_error", WITHIN, EPSILON, EPSILON_COUNT, "count")
 GENDER_SUM_KEYS = ("gender_correct", "gender_count")
 
 
@@ -32,12 +37,20 @@ def batch_sums(outputs, labels, with_gender: bool):
 
     Loss: sparse categorical cross-entropy on ages 0..100, plus (age_gender) the
     gender cross-entropy of records whose gender is known. The apparent age is
-    DEX's expectation over the softmax, not its argmax.
+    DEX's expectation over the softmax, not its argmax. `labels` carries the
+    reader's age, age_mean and age_std (and gender with `with_gender`).
     """
     age_probs = outputs["age"] if isinstance(outputs, dict) else outputs
     age = labels["age"]
     per_example = keras.losses.sparse_categorical_crossentropy(age, age_probs)
-    abs_error = dex_metrics.age_abs_error(age, age_probs)
+    expected = dex_metrics.expected_age(age_probs)
+    abs_error = dex_metrics.abs_error(age, expected)
+    # ε-error over the faces with a spread: a face with std 0 is computed with std 1 and
+    # then multiplied by 0, so no NaN or inf from its division ever enters the sum.
+    std = tf.cast(labels["age_std"], tf.float32)
+    spread = std > 0
+    epsilon = dex_metrics.epsilon_error(expected, labels["age_mean"], tf.where(spread, std, tf.ones_like(std)))
+    spread = tf.cast(spread, tf.float32)
     sums = {}
     if with_gender:
         gender = labels["gender"]
@@ -53,7 +66,8 @@ def batch_sums(outputs, labels, with_gender: bool):
         loss=tf.reduce_sum(per_example),
         correct=tf.reduce_sum(tf.cast(age_hit, tf.float32)),
         abs_error=tf.reduce_sum(abs_error),
-        **{WITHIN: tf.reduce_sum(dex_metrics.within(abs_error))},
+        **{WITHIN: tf.reduce_sum(dex_metrics.within(abs_error)),
+           EPSILON: tf.reduce_sum(spread * epsilon), EPSILON_COUNT: tf.reduce_sum(spread)},
         count=tf.cast(tf.shape(age)[0], tf.float32),
     )
     return per_example, sums
@@ -61,7 +75,7 @@ def batch_sums(outputs, labels, with_gender: bool):
 
 def metrics(sums: dict) -> dict:
     """Rates from summed counts: loss, accuracy, mae, cs5 (CS at metrics.CS_THRESHOLD years)
-    (and gender_accuracy)."""
+    (and gender_accuracy; and epsilon_error when some face had a spread)."""
     n = float(sums["count"])
     out = {
         "loss": float(sums["loss"]) / n,
@@ -71,6 +85,8 @@ def metrics(sums: dict) -> dict:
     }
     if "gender_count" in sums:
         out["gender_accuracy"] = float(sums["gender_correct"]) / max(float(sums["gender_count"]), 1.0)
+    if float(sums[EPSILON_COUNT]) > 0:
+        out[EPSILON] = float(sums[EPSILON]) / float(sums[EPSILON_COUNT])
     return out
 
 

@@ -12,7 +12,8 @@
                      trainer.checkpoints finds them from the files)
     best.keras       the full age model with the best --best_metric so far
     best.json        which epoch best.keras is from and its --best_metric (written before it)
-    history.csv      one row per completed epoch
+    history.csv      one row per completed epoch (the gender and ε-error columns when
+                     the rows have them)
     tb/              TensorBoard summaries
     report.json, predictions.csv, learning_curves.png, mae_by_age.png   (trainer.evaluate)
 
@@ -44,6 +45,7 @@ from records.manifest import atomic_write_bytes, read_json_object
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "mae", "cs5", "val_loss", "val_accuracy", "val_mae",
                   "val_cs5", "learning_rate", "epoch_seconds", "images_per_second")
 GENDER_FIELDS = ("gender_accuracy", "val_gender_accuracy")
+EPSILON_FIELDS = ("epsilon_error", "val_epsilon_error")   # rows of data with apparent-age spreads
 KIND = "run"                         # the marker's kind
 # Every top-level name the trainer and trainer.evaluate write into a run directory.
 OWNED = (outdir.MARKER_NAME, "flags.txt", "run.json", "checkpoints", "best.keras", "best.json",
@@ -183,8 +185,11 @@ class RunDir:
                     for row in csv.DictReader(f)]
 
     def write_history(self, rows: list[dict]) -> None:
-        """Rewrite the whole file atomically: a kill never leaves half a row."""
-        fields = list(HISTORY_FIELDS) + [k for k in GENDER_FIELDS if rows and k in rows[0]]
+        """Rewrite the whole file atomically: a kill never leaves half a row. The gender
+        columns when the rows have them, the ε-error ones when any row has them (a training
+        epoch of mixed sources may draw no face with a spread: its cell stays empty)."""
+        fields = list(HISTORY_FIELDS) + [k for k in GENDER_FIELDS if rows and k in rows[0]] + [
+            k for k in EPSILON_FIELDS if any(k in row for row in rows)]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()

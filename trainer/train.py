@@ -43,9 +43,9 @@ from entry.errors import ProjectError
 from model import transfer
 from records import service
 from records.identity import data_identity, differences
-from records.schema import KIND_FEATURES
+from records.schema import KIND_FEATURES, LABEL_APPARENT, LABEL_REAL
 from trainer import actions, checkpoints, distribution, features, loop
-from trainer.flags import FIXED_ON_RESUME, MIXED_PRECISION_POLICIES, TrainConfig
+from trainer.flags import FIXED_ON_RESUME, MIXED_PRECISION_POLICIES, ConfigError, TrainConfig
 from trainer.run_dir import RunDir, RunDirError
 
 # A resumed run reseeds its data order from the epoch it resumes at, so the order is
@@ -163,6 +163,26 @@ def check_batch_size(config: TrainConfig, manifest: dict) -> None:
                                 f"split of {config.records}; use --batch_size={count} or less")
 
 
+EPSILON_METRIC = f"val_{loop.EPSILON}"     # --best_metric=val_epsilon_error
+
+
+def no_spread(config: TrainConfig, why: str = "") -> ConfigError:
+    """The one line for --best_metric=val_epsilon_error on validation data without spreads."""
+    return ConfigError(f"--best_metric={EPSILON_METRIC}: the {config.validation_split} split of {config.records} "
+                       f"has no face with an apparent-age spread (age_std > 0){why}; choose --best_metric=val_mae, "
+                       f"or --validation_records with apparent-age spreads such as APPA-REAL")
+
+
+def check_best_metric(config: TrainConfig, manifest: dict) -> None:
+    """--best_metric=val_epsilon_error needs faces with a spread, which only apparent-age
+    labels have: a data set whose manifest says its label is the real age (or says
+    nothing, schema version 1) is refused here. An apparent-age data set is taken at its
+    word until the first validation pass (`run_epochs` checks the metric is there)."""
+    label = manifest.get("label", LABEL_REAL)       # schema version 1: IMDB-WIKI's real ages
+    if config.best_metric == EPSILON_METRIC and label != LABEL_APPARENT:
+        raise no_spread(config, f": its manifest's label is {label!r}")
+
+
 def check_sources(config: TrainConfig) -> list[dict]:
     """The manifest of every training source, its train split checked."""
     return [check_data(directory, ("train",)) for directory in config.sources]
@@ -181,6 +201,7 @@ def dry_run(config: TrainConfig) -> None:
     """Everything `train` checks before building, then the plan, and nothing else."""
     manifest = check_data(config.records, ("train", config.validation_split))
     check_batch_size(config, manifest)
+    check_best_metric(config, manifest)
     sources = check_sources(config)
     if config.data_service:
         check_service(config.data_service)
@@ -380,9 +401,13 @@ class EpochReporter:
         if self.bar is not None:
             self.bar.update(done, [("loss", running["loss"]), ("mae", running["mae"])])
 
+    # history column -> its name on the epoch line
+    SHOWN = {"loss": "loss", "mae": "mae", "val_loss": "val_loss", "val_mae": "val_mae", "val_cs5": "val_cs5",
+             EPSILON_METRIC: "val_eps"}
+
     def end(self, row: dict) -> None:
         parts = [f"epoch {row['epoch']}/{self.epochs}"] + [
-            f"{k} {row[k]:.4g}" for k in ("loss", "mae", "val_loss", "val_mae", "val_cs5") if k in row]
+            f"{shown} {row[k]:.4g}" for k, shown in self.SHOWN.items() if k in row]
         parts.append(f"{row['epoch_seconds']:.1f}s {row['images_per_second']:.0f} img/s")
         print(" - ".join(parts), flush=True)
 
@@ -476,6 +501,8 @@ def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.d
                "learning_rate": current_learning_rate(state.optimizer),
                "epoch_seconds": time.perf_counter() - started,
                "images_per_second": sums["count"] / train_seconds}
+        if config.best_metric not in row:     # only val_epsilon_error can be missing
+            raise no_spread(config)
         history.append(row)
         end = actions.EpochEnd(epoch + 1, row, record_best(state, row, config.best_metric), history)
         stop = False
@@ -504,6 +531,7 @@ def train(config: TrainConfig) -> str | None:
     chief (the process that evaluates afterwards), None on other workers."""
     manifest = check_data(config.records, ("train", config.validation_split))
     check_batch_size(config, manifest)
+    check_best_metric(config, manifest)
     steps = steps_per_epoch(config, check_sources(config))
     if config.data_service:     # a dead dispatcher would hang registration: check it first
         check_service(config.data_service)
