@@ -1,5 +1,6 @@
 """Session fixtures shared by every test module: a small synthetic wiki_crop
-sample and the shards ingest makes of it (built once per session: ~5 s)."""
+sample and the shards ingest makes of it (built once per session: ~5 s), and the
+shards of a small synthetic APPA-REAL sample (apparent ages with their spreads)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import sys
 
 import pytest
 
-from ingest import sample
+from ingest import sample, sample_sources
 
 SAMPLE_N = 400          # rows in the sample's wiki.mat
 SAMPLE_SEED = 0
 SAMPLE_IMAGE_SIZE = 32  # --image_size of sample_shards
 SAMPLE_SHARD_MB = 0.05  # small enough that train has several shards
+APPA_N = 300            # faces in the APPA-REAL sample (train, valid and test)
 
 
 def run_module(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
@@ -84,5 +86,18 @@ def sample_shards(sample_dir, tmp_path_factory) -> str:
     result = run_module("ingest", "--src", sample_dir, "--out", out,
                         "--image_size", str(SAMPLE_IMAGE_SIZE),
                         "--shard_mb", str(SAMPLE_SHARD_MB), "--workers", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def appa_real_shards(tmp_path_factory) -> str:
+    """A synthetic appa-real-release/ of APPA_N faces (every age_std > 0) ingested at
+    SAMPLE_IMAGE_SIZE px: manifest label "apparent", APPA-REAL's own splits."""
+    root = tmp_path_factory.mktemp("appa")
+    sample_sources.generate("appa_real", str(root / "appa-real-release"), APPA_N)
+    out = str(root / "appa_real")
+    result = run_module("ingest", "--src", str(root / "appa-real-release"), "--out", out,
+                        "--image_size", str(SAMPLE_IMAGE_SIZE), "--workers", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     return out

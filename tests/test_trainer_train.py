@@ -8,6 +8,7 @@ import dataclasses
 import errno
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -49,6 +50,8 @@ def test_train_runs_and_resumes_in_process(sample_shards, tmp_path, float32_poli
     run = RunDir(run_dir)
     assert [r["epoch"] for r in run.read_history()] == [1, 2]
     assert [r["learning_rate"] for r in run.read_history()] == pytest.approx([1e-3, 1e-3])
+    with open(run.file("history.csv")) as f:           # real ages: no spreads, no ε columns
+        assert "epsilon" not in f.readline()
     logged = [(e.step, float(tf.make_ndarray(v.tensor))) for f in tf.io.gfile.glob(os.path.join(run.tensorboard, "*"))
               for e in tf.compat.v1.train.summary_iterator(f) for v in e.summary.value if v.tag == "learning_rate"]
     assert sorted(logged) == [(1, pytest.approx(1e-3)), (2, pytest.approx(1e-3))]
@@ -206,6 +209,69 @@ def test_two_sources_train_and_the_plan_counts_both(sample_shards, tmp_path, flo
     assert info["records_weights"] == [0.25, 0.75]
     assert info["records"] == os.path.abspath(sample_shards)
     assert [r["epoch"] for r in RunDir(run_dir).read_history()] == [1]
+
+
+# --------------------------------------------------------------------------- ε-error selection
+
+@pytest.mark.slow
+def test_epsilon_error_is_in_the_history_and_selects_best_keras(appa_real_shards, tmp_path, float32_policy,
+                                                                capsys):
+    run_dir = str(tmp_path / "run")
+    config = tiny_config(appa_real_shards, run_dir, epochs=3, best_metric="val_epsilon_error",
+                         learning_rate=3e-2)
+    assert train.train(config) == run_dir
+    run = RunDir(run_dir)
+    with open(run.file("history.csv")) as f:
+        header = f.readline().strip().split(",")
+    assert header[-2:] == ["epsilon_error", "val_epsilon_error"]
+    history = run.read_history()
+    eps = [row["val_epsilon_error"] for row in history]
+    assert len(eps) == 3 and all(0 < e < 1 for e in eps) and all(0 < row["epsilon_error"] < 1 for row in history)
+    best = json.load(open(run.file("best.json")))
+    assert best["metric"] == "val_epsilon_error"
+    assert best["epoch"] == 1 + int(np.argmin(eps)) and best["value"] == pytest.approx(min(eps))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 3 and all(f" - val_eps {e:.4g} - " in line for line, e in zip(lines, eps))
+    # best.keras is that epoch's model: trainer.evaluate scores its val split at best.json's value.
+    from trainer import evaluate
+    report = evaluate.evaluate_run(run_dir, split="val", batch_size=64, quiet=True)
+    assert report["epsilon_error"] == pytest.approx(best["value"], abs=1e-6)   # epochs differ by ~1e-4
+
+
+def test_epsilon_selection_is_refused_for_data_whose_labels_are_real_ages():
+    config = tiny_config("shards/wiki", "unused", best_metric="val_epsilon_error")
+    train.check_best_metric(config, {"label": "apparent"})
+    train.check_best_metric(dataclasses.replace(config, best_metric="val_mae"), {"label": "real"})
+    for manifest in ({"label": "real"}, {}):                 # {}: schema version 1, IMDB-WIKI's real ages
+        with pytest.raises(trainer_flags.ConfigError) as e:
+            train.check_best_metric(config, manifest)
+        assert str(e.value) == (
+            "--best_metric=val_epsilon_error: the val split of shards/wiki has no face with an apparent-age "
+            "spread (age_std > 0): its manifest's label is 'real'; choose --best_metric=val_mae, or "
+            "--validation_records with apparent-age spreads such as APPA-REAL")
+
+
+@pytest.mark.slow
+def test_epsilon_selection_without_spreads_is_one_line_before_building_or_after_the_first_validation(
+        sample_shards, tmp_path, float32_policy):
+    run_dir = str(tmp_path / "run")
+    config = tiny_config(sample_shards, run_dir, best_metric="val_epsilon_error")
+    with pytest.raises(trainer_flags.ConfigError, match=r"^--best_metric=val_epsilon_error: the val split of "
+                       r".* its manifest's label is 'real'; choose --best_metric=val_mae"):
+        train.train(config)
+    assert not os.path.exists(run_dir)                       # refused before anything was built
+    # A data set that says "apparent" but whose val faces have no spread: the first validation says so.
+    relabelled = str(tmp_path / "relabelled")
+    shutil.copytree(sample_shards, relabelled)
+    manifest = json.load(open(os.path.join(relabelled, "manifest.json")))
+    json.dump({**manifest, "label": "apparent"}, open(os.path.join(relabelled, "manifest.json"), "w"))
+    with pytest.raises(trainer_flags.ConfigError) as e:
+        train.train(dataclasses.replace(config, records=relabelled, steps_per_epoch=1))
+    assert str(e.value) == (f"--best_metric=val_epsilon_error: the val split of {relabelled} has no face with "
+                            f"an apparent-age spread (age_std > 0); choose --best_metric=val_mae, or "
+                            f"--validation_records with apparent-age spreads such as APPA-REAL")
+    assert not os.path.exists(os.path.join(run_dir, "best.keras"))
+    assert not os.path.exists(os.path.join(run_dir, "history.csv"))
 
 
 # --------------------------------------------------------------------------- resume guards
