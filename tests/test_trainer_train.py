@@ -207,6 +207,8 @@ def test_two_sources_train_and_the_plan_counts_both(sample_shards, tmp_path, flo
     info = RunDir(run_dir).read_info()
     assert info["train_records"] == [os.path.abspath(sample_shards)] * 2
     assert info["records_weights"] == [0.25, 0.75]
+    shards = json.load(open(os.path.join(sample_shards, "manifest.json")))["splits"]["train"]["shards"]
+    assert info["train_data"] == [[shard["sha256"] for shard in shards]] * 2
     assert info["records"] == os.path.abspath(sample_shards)
     assert [r["epoch"] for r in RunDir(run_dir).read_history()] == [1]
 
@@ -315,6 +317,33 @@ def test_resuming_with_other_training_sources_is_refused(tmp_path):
     assert str(e.value) == (f"--records={b} but the run in {run.path} was trained on "
                             f"{os.path.abspath(a)},{os.path.abspath(b)}; pass the same sources or a new --model_dir")
     train.check_same_sources(run, {}, tiny_config(b, run.path))                  # an older run.json
+
+
+def test_resuming_when_a_training_source_changed_is_refused_naming_it(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    mixed = dataclasses.replace(tiny_config(b, run.path), train_records=(a, b))
+    started = [manifest_with({"train": ["a1"], "val": ["a2"]}), manifest_with({"train": ["b1", "b2"]})]
+    before = {"train_records": [os.path.abspath(a), os.path.abspath(b)],
+              "train_data": [train.training_identity(m) for m in started]}
+    train.check_same_sources(run, before, mixed, started)                        # the same: fine
+    val_changed = [manifest_with({"train": ["a1"], "val": ["zz"]}), started[1]]
+    train.check_same_sources(run, before, mixed, val_changed)                    # a's validation split is not trained on
+    with pytest.raises(RunDirError) as e:
+        train.check_same_sources(run, before, mixed, [started[0], manifest_with({"train": ["b1", "b9"]})])
+    assert str(e.value) == (f"--records: {b} is not the training data the run in {run.path} started with "
+                            f"(train: 1 of 2 shards differ); restore that data set or train into a new --model_dir")
+    train.check_same_sources(run, {"train_records": before["train_records"]}, mixed, val_changed)  # older run.json
+
+
+def test_sources_cropped_with_different_margins_are_warned_about():
+    a, b = manifest_with({"train": ["a"]}), manifest_with({"train": ["b"]})
+    config = dataclasses.replace(tiny_config("shards/b", "unused"), train_records=("shards/a", "shards/b"))
+    assert train.mixed_margins(config, [a, dict(b, margin=0.4)], b) is None  # 0.4 is the unrecorded default
+    line = train.mixed_margins(config, [a, dict(b, margin=0.0)], dict(b, margin=0.0))
+    assert line == ("warning: the training sources were cropped with different face margins (shards/a 0.4, "
+                    "shards/b 0); predict and export crop with the validation set's 0. Re-ingest with one "
+                    "--margin where the source has face boxes, if that is not what you want")
 
 
 def test_a_batch_larger_than_the_training_split_is_refused():

@@ -112,11 +112,12 @@ def _shown(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def check_run_dir(run: RunDir, config: TrainConfig, manifest: dict) -> bool:
+def check_run_dir(run: RunDir, config: TrainConfig, manifest: dict, sources: list[dict] = ()) -> bool:
     """True when the run directory holds a checkpoint to continue from (found from the
     checkpoint files, not the index alone). A run that would continue with another
-    network, another meaning of its saved state (FIXED_ON_RESUME) or another data set
-    (check_same_data), compared with its run.json, is refused; a setting an older
+    network, another meaning of its saved state (FIXED_ON_RESUME), another validation
+    data set (check_same_data) or other training data (check_same_sources: `sources`
+    are their manifests), compared with its run.json, is refused; a setting an older
     run.json does not record counts as compatible."""
     has_checkpoint = bool(checkpoints.numbers(run.checkpoints))
     if has_checkpoint and not config.resume:
@@ -130,7 +131,7 @@ def check_run_dir(run: RunDir, config: TrainConfig, manifest: dict) -> bool:
                 raise RunDirError(f"--{name}={_shown(now)} but the run in {run.path} was trained "
                                   f"with --{name}={_shown(before[name])}; use the same value or a new --model_dir")
         check_same_data(run, before, config.records, manifest)
-        check_same_sources(run, before, config)
+        check_same_sources(run, before, config, sources)
     return has_checkpoint
 
 
@@ -147,12 +148,38 @@ def check_same_data(run: RunDir, before: dict, records_dir: str, manifest: dict)
                           f"restore that data set or train into a new --model_dir")
 
 
-def check_same_sources(run: RunDir, before: dict, config: TrainConfig) -> None:
-    """A resumed run keeps mixing the training sources it started with."""
+def check_same_sources(run: RunDir, before: dict, config: TrainConfig, sources: list[dict] = ()) -> None:
+    """A resumed run keeps mixing the training sources it started with: the same paths
+    holding the same training shards (`sources`: their manifests, in --records order)."""
     now = [os.path.abspath(d) for d in config.sources]
     if "train_records" in before and before["train_records"] != now:
         raise RunDirError(f"--records={','.join(config.sources)} but the run in {run.path} was trained "
                           f"on {','.join(before['train_records'])}; pass the same sources or a new --model_dir")
+    if "train_data" not in before or not sources:
+        return
+    for directory, was, manifest in zip(config.sources, before["train_data"], sources):
+        is_now = training_identity(manifest)
+        if was != is_now:
+            raise RunDirError(f"--records: {directory} is not the training data the run in {run.path} started "
+                              f"with ({'; '.join(differences({'train': was}, {'train': is_now}))}); restore "
+                              f"that data set or train into a new --model_dir")
+
+
+def training_identity(manifest: dict) -> list[str]:
+    """The sha256 of each training shard of a source, in order (what run.json keeps)."""
+    return data_identity(manifest)["train"]
+
+
+def mixed_margins(config: TrainConfig, sources: list[dict], manifest: dict) -> str | None:
+    """A warning when the sources' faces were cropped with different margins: the model then
+    sees two framings of a face, and predict crops with one (the validation set's)."""
+    margins = [records.manifest.crop_margin(m) for m in sources]
+    if len(set(margins)) < 2:
+        return None
+    each = ", ".join(f"{d} {m:g}" for d, m in zip(config.sources, margins))
+    return (f"warning: the training sources were cropped with different face margins ({each}); "
+            f"predict and export crop with the validation set's {records.manifest.crop_margin(manifest):g}. "
+            f"Re-ingest with one --margin where the source has face boxes, if that is not what you want")
 
 
 def check_batch_size(config: TrainConfig, manifest: dict) -> None:
@@ -207,7 +234,10 @@ def dry_run(config: TrainConfig) -> None:
         check_service(config.data_service)
     run = RunDir(config.model_dir)
     run.check()
-    check_run_dir(run, config, manifest)
+    check_run_dir(run, config, manifest, sources)
+    margins = mixed_margins(config, sources, manifest)
+    if margins:
+        print(margins, flush=True)
     total = sum(config.mix_weights)
     mixed = ", ".join(f"{d} ({n} records, {m['image_size']} px, weight {w / total:.2f})" for d, n, m, w
                       in zip(config.sources, train_counts(sources), sources, config.mix_weights))
@@ -233,7 +263,7 @@ class State:
     checkpoint_dir: str
 
 
-def open_run(config: TrainConfig, chief: bool, manifest: dict) -> tuple[RunDir, bool]:
+def open_run(config: TrainConfig, chief: bool, manifest: dict, sources: list[dict] = ()) -> tuple[RunDir, bool]:
     """The run directory, checked and ours; flags.txt written. Returns (run, resuming).
 
     The chief alone writes the directory: it refuses anything this project did not make,
@@ -246,7 +276,7 @@ def open_run(config: TrainConfig, chief: bool, manifest: dict) -> tuple[RunDir, 
         run.check()
         run.lock()
     try:
-        resuming = check_run_dir(run, config, manifest)
+        resuming = check_run_dir(run, config, manifest, sources)
         if chief:
             with run.writing():
                 run.make_ours()
@@ -532,7 +562,11 @@ def train(config: TrainConfig) -> str | None:
     manifest = check_data(config.records, ("train", config.validation_split))
     check_batch_size(config, manifest)
     check_best_metric(config, manifest)
-    steps = steps_per_epoch(config, check_sources(config))
+    sources = check_sources(config)
+    steps = steps_per_epoch(config, sources)
+    margins = mixed_margins(config, sources, manifest)
+    if margins:
+        print(margins, flush=True)
     if config.data_service:     # a dead dispatcher would hang registration: check it first
         check_service(config.data_service)
     distribution.split_cpu(config.logical_cpus)
@@ -542,7 +576,7 @@ def train(config: TrainConfig) -> str | None:
     distribution.log_strategy(strategy)
     chief = distribution.is_chief(strategy)
 
-    run, resuming = open_run(config, chief, manifest)
+    run, resuming = open_run(config, chief, manifest, sources)
     try:                                      # the chief holds the run directory's lock until here
         state = build_state(config, strategy, run, chief, steps, resuming)
         start_epoch = restore(state, run, config, chief) if resuming else 0
@@ -553,6 +587,7 @@ def train(config: TrainConfig) -> str | None:
                                 "image_size": manifest["image_size"], "input_size": age_model_lib.input_size(state.net),
                                 "margin": records.manifest.crop_margin(manifest), **config.info(),
                                 "train_records": [os.path.abspath(d) for d in config.sources],
+                                "train_data": [training_identity(m) for m in sources],
                                 "records_weights": list(config.mix_weights),
                                 "init_from": (os.path.abspath(config.init_from_file) if config.init_from
                                               else run.read_info(missing_ok=True).get("init_from"))})
