@@ -143,9 +143,10 @@ def run_measured(args: list[str], kill_at_fraction: float | None = None) -> dict
 
 
 def _python_peak_mb(code: str) -> tuple[float, float]:
-    """(seconds, peak RSS MB) of `python -c code` (which prints its own seconds)."""
-    out = subprocess.run([sys.executable, "-c", code + "\nimport resource\n"
-                          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+    """(seconds, peak RSS MB) of `python -c code` (which prints its own seconds). The peak
+    is VmHWM, which starts at exec: ru_maxrss would carry over this process's own peak."""
+    out = subprocess.run([sys.executable, "-c", code + "\nprint(next(line.split()[1] for line in "
+                          "open('/proc/self/status') if line.startswith('VmHWM:')))"],
                          capture_output=True, text=True, check=True).stdout.split()
     return float(out[0]), int(out[1]) / 1024
 
