@@ -220,8 +220,10 @@ class AgeModel:
         self.with_gender = isinstance(self.net.output, dict)
         # The exported model's outputs, computed the same way (with its flip average under
         # tta "flip"), so trainer.predict and the export agree by construction.
+        # One trace for every batch size: the last, partial batch of a run reuses it.
         self._call = tf.function(export.age_outputs(net, self.with_gender, tta == "flip"),
-                                 reduce_retracing=True)
+                                 input_signature=[tf.TensorSpec([None, self.input_size, self.input_size, 3],
+                                                                tf.uint8)])
 
     @classmethod
     def load(cls, model_dir: str, tta: str = "none") -> "AgeModel":
