@@ -315,14 +315,20 @@ def test_gpu_flags_parse_and_resolve(train_shards, tmp_path):
     assert "plan: 250 epochs x 1 steps x 256 images" in result.stdout
 
 
-def test_dex_flags_parse_and_resolve(trained_run, tmp_path):
-    result = trainer(f"--flagfile={DEX_FLAGS}", f"--records={trained_run['shards']}",
+def test_dex_flags_parse_and_resolve(trained_run, appa_real_shards, tmp_path):
+    # Stage 2 validates on APPA-REAL, whose faces carry the spreads its ε-error needs.
+    result = trainer(f"--flagfile={DEX_FLAGS}", f"--records={appa_real_shards}",
                      f"--init_from={trained_run['dir']}", f"--model_dir={tmp_path / 'dex'}", "--dry_run")
     assert result.returncode == 0, result.stderr[-2000:]
     for line in ("--trainable_from=conv5_1", "--lr_schedule=cosine", "--learning_rate=0.0001",
-                 "--augment_ops=flip,crop,label_jitter", "--best_metric=val_mae", "--variant=full"):
+                 "--augment_ops=flip,crop,label_jitter", "--best_metric=val_epsilon_error", "--variant=full"):
         assert line in result.stdout.splitlines(), line
     assert "plan: 60 epochs x" in result.stdout
+    # On real-age data (the wiki sample) the same flags are refused in one line.
+    refused = trainer(f"--flagfile={DEX_FLAGS}", f"--records={trained_run['shards']}",
+                      f"--init_from={trained_run['dir']}", f"--model_dir={tmp_path / 'dex2'}", "--dry_run")
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1].startswith(
+        "error: --best_metric=val_epsilon_error: the val split of"), refused.stderr[-2000:]
 
 
 def test_two_sources_plan_and_validation_records_on_the_command_line(train_shards, trained_run, tmp_path):
