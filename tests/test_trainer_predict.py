@@ -4,6 +4,7 @@ its line's error, --output resumes, and a record's bytes predict as they evaluat
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -187,17 +188,94 @@ def test_the_pipeline_does_not_autotune(tmp_path):
 
 
 def test_resume_cuts_a_torn_line_and_refuses_a_foreign_file(tmp_path):
-    from trainer.predict import PredictError, resume_output
+    from trainer.predict import PredictError, open_output
 
     out = tmp_path / "preds.jsonl"
     out.write_text('{"file": "a.jpg", "faces": [], "error": null}\n{"file": "b.jpg", "fa')
-    assert resume_output(str(out)) == {"a.jpg"}
+    handle, done = open_output(str(out))
+    assert done == {"a.jpg"}
     assert out.read_text() == '{"file": "a.jpg", "faces": [], "error": null}\n'
+    handle.write(b'{"file": "b.jpg", "faces": [], "error": null}\n')   # appends after the cut
+    handle.close()
+    assert open_output(str(out))[1] == {"a.jpg", "b.jpg"}
     foreign = tmp_path / "notes.jsonl"
     foreign.write_text("my notes\n")
     with pytest.raises(PredictError, match="notes.jsonl: line 1 is not a prediction line"):
-        resume_output(str(foreign))
+        open_output(str(foreign))
     assert foreign.read_text() == "my notes\n"
+    assert open_output(str(tmp_path / "new" / "preds.jsonl"))[1] == set()
+
+
+TORN = b'{"file": "a.jpg", "faces": [], "error": null}\n{"file": "b.jpg", "fa'
+
+
+def test_a_file_in_use_is_refused_before_a_byte_of_it_is_cut(tmp_path):
+    """A live writer holds the lock mid-line: a second open is refused and the
+    half-written line is still there."""
+    from trainer.predict import PredictError, open_output
+
+    out = tmp_path / "preds.jsonl"
+    out.write_bytes(TORN)
+    with open(out, "ab") as live:
+        fcntl.flock(live, fcntl.LOCK_EX)
+        with pytest.raises(PredictError) as refused:
+            open_output(str(out))
+        assert str(refused.value) == (f"{out}: another trainer.predict is writing it; wait for it or "
+                                      f"pass another --output")
+        assert out.read_bytes() == TORN
+
+
+@pytest.mark.slow
+def test_predict_on_an_output_in_use_is_one_line_and_changes_nothing(tiny_run, tmp_path):
+    out = tmp_path / "preds.jsonl"
+    out.write_bytes(TORN)
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(jpeg_bytes(np.zeros((30, 30, 3), np.uint8)))
+    with open(out, "ab") as live:
+        fcntl.flock(live, fcntl.LOCK_EX)
+        result = predict(tiny_run, "--no_detect", f"--output={out}", str(photo))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {out}: another trainer.predict is writing it; wait for it or pass another --output")
+    assert out.read_bytes() == TORN
+
+
+def test_any_exception_in_one_files_work_is_its_error_and_the_others_come_out(tmp_path, monkeypatch):
+    """A reader raising RuntimeError on one file and the detector raising on another
+    (as cv2.error does on a damaged image): two error results, the third file's faces."""
+    import keras
+
+    import model
+    from trainer import faces, predict
+
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    for name, size in zip(names, (60, 64, 60)):   # b.jpg's size marks it for the detector
+        (tmp_path / name).write_bytes(jpeg_bytes(np.full((size, size, 3), 100, np.uint8)))
+    real_read = predict.read_rgb
+
+    def read(path):
+        if path.endswith("a.jpg"):
+            raise RuntimeError("broken\nstream")
+        return real_read(path)
+
+    def detect(rgb, min_face):
+        if rgb.shape[0] == 64:
+            raise ValueError("detector failed")
+        return [(10, 10, 30, 30)]
+
+    monkeypatch.setattr(predict, "read_rgb", read)
+    monkeypatch.setattr(faces, "detect_faces", detect)
+
+    keras.utils.set_random_seed(0)
+    age_model = predict.AgeModel(model.build_age_model(variant="tiny", input_size=INPUT_SIZE))
+    config = predict.PredictConfig(batch_size=2)
+    results = list(predict.predict_files(age_model, [str(tmp_path / n) for n in names], config))
+    assert [os.path.basename(r["file"]) for r in results] == names
+    a, b, c = results
+    assert a["error"] == f"{tmp_path / 'a.jpg'}: could not be processed (RuntimeError: broken stream)"
+    assert b["error"] == f"{tmp_path / 'b.jpg'}: could not be processed (ValueError: detector failed)"
+    assert a["faces"] == b["faces"] == []
+    assert c["error"] is None and [f["box"] for f in c["faces"]] == [[10, 10, 30, 30]]
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -13,9 +13,13 @@ face detection, crop, batch of faces, the model).  Each file gives one result,
 `{file, faces: [{box, crop, apparent_age, most_likely_age[, gender][, age_probs]}], error}`
 (box: the face x, y, width, height; crop: the region given to the model, x0, y0, x1, y1):
 a bad file (missing, empty, a directory, a FIFO or device, not an image, a
-decompression bomb, no face) is its result's `error` and never stops the run.
+decompression bomb, no face, or any exception its own read, detection or
+pictures raise) is its result's `error`, naming the file, and never stops the run.
 `--output` appends one JSON line per file as it goes; a rerun with the same
 `--output` skips the files already in it (after cutting a line torn by a kill).
+The file is locked before it is read: a second trainer.predict on it is refused
+and changes nothing.  Progress (entry.progress) goes to stderr, with --output or
+when stdout is not a terminal; results never share a stream with it.
 The exit status is non-zero only when no file could be processed.
 """
 
@@ -93,13 +97,12 @@ def expand_paths(args: list[str]) -> list[str]:
     return out
 
 
-def resume_output(path: str) -> set[str]:
-    """The files an earlier run already wrote to the --output file `path` (none if
-    it does not exist); a last line torn by a kill is cut off first."""
-    if not os.path.exists(path):
-        return set()
-    with open(path, "rb") as f:
-        data = f.read()
+def resume_output(out, path: str) -> set[str]:
+    """The files an earlier run already wrote to the --output file `path`, read through
+    its open, locked handle `out` (binary, append mode); a last line torn by a kill is
+    cut off first."""
+    out.seek(0)
+    data = out.read()
     end = data.rfind(b"\n") + 1
     done = set()
     for number, line in enumerate(data[:end].splitlines(), 1):
@@ -109,30 +112,62 @@ def resume_output(path: str) -> set[str]:
             raise PredictError(f"{path}: line {number} is not a prediction line; --output only "
                                f"continues its own files, so pass a new file name") from None
     if end < len(data):
-        os.truncate(path, end)
+        out.truncate(end)
     return done
 
 
+def open_output(path: str):
+    """The --output file open for appending (binary) and locked for this process (one
+    writer), and the files already in it (resume_output).  The lock comes first: a
+    file another trainer.predict is writing is refused before a byte of it is read
+    or cut."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    out = open(path, "a+b")
+    try:
+        fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        out.close()
+        raise PredictError(f"{path}: another trainer.predict is writing it; wait for it or pass "
+                           f"another --output") from None
+    try:
+        return out, resume_output(out, path)
+    except BaseException:
+        out.close()
+        raise
+
+
 # ----------------------------------------------------------------------------- pipeline
+
+def file_error(path: str, error: Exception) -> str:
+    """A file's `error` text for any exception from its own work (a damaged file can
+    make a decoder or OpenCV raise anything): the file, the kind, the message, on one line."""
+    if isinstance(error, PixelError):   # already names the file and the reason
+        return str(error)
+    text = " ".join(str(error).split()) or "no message"
+    return f"{path}: could not be processed ({type(error).__name__}: {text})"
+
 
 def _read(path: bytes):
     """tf.numpy_function body: (RGB pixels, '') or (a 1x1 placeholder, error)."""
     try:
         return read_rgb(path.decode()), b""
-    except PixelError as e:
-        return np.zeros((1, 1, 3), np.uint8), str(e).encode()
+    except Exception as e:   # one file's failure is its result, never the run's
+        return np.zeros((1, 1, 3), np.uint8), file_error(path.decode(), e).encode()
 
 
 def _detect(rgb: np.ndarray, path: bytes, margin: float, min_face: int):
     """tf.numpy_function body: face boxes and margin crop boxes [n, 4] (x, y, w, h and
     x0, y0, x1, y1), and the error (no face is one)."""
-    boxes = faces.detect_faces(rgb, int(min_face))
+    none = np.zeros((0, 4), np.int32)
+    try:
+        boxes = faces.detect_faces(rgb, int(min_face))
+        height, width = rgb.shape[:2]
+        crops = [facebox.crop_region((x, y, x + w, y + h), float(margin), width, height) for x, y, w, h in boxes]
+    except Exception as e:   # e.g. cv2.error: one file's failure is its result, never the run's
+        return none, none, file_error(path.decode(), e).encode()
     if not boxes:
-        none = np.zeros((0, 4), np.int32)
         return none, none, (f"{path.decode()}: no face found; pass a photo with a frontal face, or "
                             f"--no_detect if the image already is a face crop").encode()
-    height, width = rgb.shape[:2]
-    crops = [facebox.crop_region((x, y, x + w, y + h), float(margin), width, height) for x, y, w, h in boxes]
     return np.array(boxes, np.int32), np.array(crops, np.int32), b""
 
 
@@ -280,9 +315,10 @@ def annotate(result: dict, out_dir: str) -> None:
             for i, face in enumerate(result["faces"])]
 
 
-def print_text(result: dict) -> None:
+def print_text(result: dict, note) -> None:
+    """A result as text on stdout; its error through `note` (a line on stderr)."""
     if result["error"]:
-        print(f"error: {result['error']}", file=sys.stderr)
+        note(f"error: {result['error']}")
         return
     for i, face in enumerate(result["faces"], 1):
         extra = f", {face['gender']}" if "gender" in face else ""
@@ -293,51 +329,45 @@ def print_text(result: dict) -> None:
             print(f"  wrote {path}")
 
 
-def open_output(path: str):
-    """The --output file for appending, locked for this process (one writer)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    out = open(path, "a")
-    try:
-        fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        out.close()
-        raise PredictError(f"{path}: another trainer.predict is writing it; wait for it or pass "
-                           f"another --output") from None
-    return out
-
-
 def run(f, args: list[str]) -> int:
     """The command; returns the exit status."""
     paths = expand_paths(args)
     out = None
     if f.output:
-        done = resume_output(f.output)
-        out = open_output(f.output)
+        out, done = open_output(f.output)
         if done:
             print(f"{f.output}: {len(done)} files already done; continuing", file=sys.stderr)
         paths = [p for p in paths if p not in done]
     age_model = AgeModel.load(f.model_dir, f.tta)
     config = PredictConfig(detect=not f.no_detect, margin=age_model.margin if f.margin is None else f.margin,
                            min_face=f.min_face, batch_size=f.batch_size, probs=f.probs or bool(f.out))
-    progress = Progress(len(paths), "files") if out else None
+    # Progress goes to stderr; results go to --output or stdout, never mixed with it.
+    # Without --output on a terminal the printed results are the progress.
+    progress = Progress(len(paths), "files") if out or not sys.stdout.isatty() else None
+    note = progress.note if progress else lambda text: print(text, file=sys.stderr)
     results, worked = [], 0
     for result in predict_files(age_model, paths, config):
-        worked += result["error"] is None
         if f.out and result["error"] is None:
-            annotate(result, f.out)
+            try:
+                annotate(result, f.out)
+            except Exception as e:   # the pictures are this file's work too
+                result["error"] = file_error(result["file"], e)
             if not f.probs:
                 for face in result["faces"]:
                     face.pop("age_probs")
+        worked += result["error"] is None
         if out:
-            out.write(json.dumps(result) + "\n")
+            out.write((json.dumps(result) + "\n").encode())
             out.flush()
-            progress.update()
         elif f.json:
             results.append(result)
         else:
-            print_text(result)
-    if out:
+            print_text(result, note)
+        if progress:
+            progress.update()
+    if progress:
         progress.close()
+    if out:
         out.close()
     if f.json and not out:
         print(json.dumps(results, indent=2))
