@@ -27,7 +27,7 @@ def test_apparent_age_scores_against_hand_computed_values():
     # ε: 0, 1 - e^(-9/18) = 0.393469, 1 - e^(-16/8) = 0.864665
     assert scores["epsilon_error"] == pytest.approx((0.0 + 0.393469 + 0.864665) / 3, abs=1e-6)
     assert scores["epsilon_faces"] == 3 and scores["epsilon_left_out"] == 1
-    assert scores["mae_apparent"] == pytest.approx((0 + 3 + 5 + 4) / 4)
+    assert scores["mae_apparent"] == pytest.approx((0 + 3 + 5 + 4) / 4)   # every face against μ, σ = 0 too
     assert scores["mae_real"] == pytest.approx((2 + 2 + 1) / 3) and scores["real_age_faces"] == 3
     # a split without spreads or real ages: nothing to report
     none = evaluate.apparent_age_scores(expected, mean, np.zeros(4), np.full(4, -1.0))
@@ -49,12 +49,26 @@ def test_flip_tta_scores_each_face_as_the_mean_of_both_softmaxes(sample_shards, 
     images = np.concatenate([x.numpy() for x, _ in records.make_dataset(sample_shards, "val", 64, training=False)])
     probs = (np.asarray(net(images)) + np.asarray(net(images[:, :, ::-1]))) / 2
     by_hand = (probs * np.arange(101)).sum(-1)
-    with open(run.file("predictions.csv")) as f:
+    shards = os.path.basename(sample_shards)
+    with open(run.file(f"predictions-{shards}-val.csv")) as f:   # not the test split: named for its split
         rows = list(csv.DictReader(f))
     np.testing.assert_allclose([float(r["expected_age"]) for r in rows], by_hand, atol=0.006)
     plain = evaluate.evaluate_run(run.path, split="val", batch_size=64, quiet=True)
     assert plain["tta"] == "none" and plain["mae"] != report["mae"]
-    assert json.load(open(run.file("report.json")))["tta"] == "none"
+    assert json.load(open(run.file(f"report-{shards}-val.json")))["tta"] == "none"
+    assert not os.path.exists(run.file("report.json"))
+
+
+def test_only_the_runs_own_records_and_test_split_write_report_json(tmp_path):
+    own = str(tmp_path / "shards" / "wiki")
+    plain = {"report": "report.json", "predictions": "predictions.csv",
+             "learning_curves": "learning_curves.png", "mae_by_age": "mae_by_age.png"}
+    assert evaluate.output_names(own, own + "/", "test") == plain                   # the same directory
+    assert evaluate.output_names(own, os.path.relpath(own), "test") == plain
+    assert evaluate.output_names(own, str(tmp_path / "appa_real"), "test") == {
+        "report": "report-appa_real-test.json", "predictions": "predictions-appa_real-test.csv",
+        "mae_by_age": "mae_by_age-appa_real-test.png"}
+    assert evaluate.output_names(own, own, "val")["report"] == "report-wiki-val.json"
 
 
 @pytest.mark.slow

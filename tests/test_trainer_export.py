@@ -51,7 +51,45 @@ def faces(tmp_path_factory) -> list[str]:
         path = str(folder / (f"face{i}.png" if i == 0 else f"face{i}.jpg"))
         Image.fromarray(pixels).save(path, **({} if i == 0 else {"quality": 90}))
         paths.append(path)
+    # Last: a PNG with transparency, random colour under alpha 0 (predict composites it on white).
+    rgba = rng.integers(0, 256, (52, 44, 4), dtype=np.uint8)
+    rgba[..., 3] = np.where(np.arange(44) < 22, 0, rng.integers(1, 256, (52, 44)))
+    paths.append(str(folder / "face_alpha.png"))
+    Image.fromarray(rgba, "RGBA").save(paths[-1])
     return paths
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_the_saved_models_decoder_gives_predicts_pixels_transparency_on_white(faces, tmp_path):
+    """Opaque and transparent PNGs (RGBA, grey + alpha, palette with a transparent
+    entry) and a JPEG decode in the graph to exactly records.pixels.read_rgb's pixels."""
+    import tensorflow as tf
+
+    from records.pixels import read_rgb
+    from trainer.export import decode_rgb
+
+    rng = np.random.default_rng(8)
+    palette = Image.fromarray(rng.integers(0, 256, (25, 31, 3), dtype=np.uint8)).quantize(16)
+    palette.info["transparency"] = 3
+    images = {"rgba.png": Image.fromarray(rng.integers(0, 256, (37, 41, 4), dtype=np.uint8), "RGBA"),
+              "la.png": Image.fromarray(rng.integers(0, 256, (30, 20, 2), dtype=np.uint8), "LA"),
+              "palette.png": palette}
+    paths = [faces[0], faces[1], faces[-1]]
+    for name, image in images.items():
+        paths.append(str(tmp_path / name))
+        with open(paths[-1], "wb") as f:
+            f.write(png_bytes(image))
+    for path in paths:
+        data = open(path, "rb").read()
+        assert np.array_equal(decode_rgb(tf.constant(data)).numpy(), read_rgb(path)), path
+    # Could fail: dropping the alpha channel gives other pixels.
+    dropped = tf.io.decode_png(open(faces[-1], "rb").read(), channels=3).numpy()
+    assert not np.array_equal(dropped, read_rgb(faces[-1]))
 
 
 def export(run_dir, out, *args):

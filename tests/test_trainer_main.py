@@ -140,18 +140,24 @@ def test_evaluate_scores_a_run_on_another_sources_shards_with_flip_tta(trained_r
     sample.generate(src, 300, seed=11, workers=1)
     made = run_module("ingest", "--src", src, "--out", other, "--image_size", "40", "--workers", "1")
     assert made.returncode == 0, made.stderr[-2000:]
-    run_dir = str(tmp_path / "run")          # a copy: the shared run's report stays as trained
-    os.makedirs(run_dir)
-    for name in ("best.keras", "run.json"):
-        shutil.copy(os.path.join(trained_run["dir"], name), run_dir)
+    run_dir = trained_run["dir"]
+    own = {name: open(os.path.join(run_dir, name), "rb").read()
+           for name in ("report.json", "predictions.csv", "mae_by_age.png")}
     result = run_module("trainer.evaluate", f"--model_dir={run_dir}", f"--records={other}",
                         "--tta=flip", cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"Evaluation on the test split of {other}, test-time augmentation flip" in result.stdout
-    report = json.load(open(os.path.join(run_dir, "report.json")))
+    written = [os.path.join(run_dir, name) for name in
+               ("report-other-test.json", "predictions-other-test.csv", "mae_by_age-other-test.png")]
+    assert f"Wrote {', '.join(written)}" in result.stdout
+    # The run's own report is untouched; the other data set's sits beside it.
+    assert {name: open(os.path.join(run_dir, name), "rb").read() for name in own} == own
+    report = json.load(open(written[0]))
     assert report["records"] == other and report["tta"] == "flip"
     assert report["count"] == json.load(open(os.path.join(other, "manifest.json")))["splits"]["test"]["count"]
     assert report["mae"] < 0.8 * report["baseline_mae_predicting_train_mean"]
+    with open(written[1]) as f:
+        assert sum(1 for _ in f) == report["count"] + 1
 
 
 def some_kept_image(src: str) -> tuple[str, int]:

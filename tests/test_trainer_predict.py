@@ -395,7 +395,10 @@ def test_detection_runs_in_the_pipeline_and_a_faceless_photo_is_an_error(tiny_ru
     Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(faceless)
     result = predict(tiny_run, "--json", "--probs", portrait, str(faceless))
     assert result.returncode == 0, result.stderr[-3000:]
-    face_photo, empty = json.loads(result.stdout)
+    face_photo, empty = json.loads(result.stdout)     # stdout: the results only
+    # stdout is not a terminal: progress on stderr, its last line at the end of the run.
+    progress = [line.split()[0] for line in result.stderr.splitlines() if " files  " in line]
+    assert progress == ["2/2"], result.stderr[-3000:]
     x, y, w, h = face_photo["faces"][0]["box"]
     assert 100 < x < 300 and 0 < y < 200 and w > 50     # her face, not the background
     probs = face_photo["faces"][0]["age_probs"]

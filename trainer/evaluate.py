@@ -4,13 +4,16 @@ Streams the split through best.keras once and writes, next to the model,
 report.json (loss, accuracy, mae, cs5, count, mae_by_decade[, gender_accuracy],
 and the apparent-age scores below), predictions.csv (key, true age, expected age,
 most likely age, and the apparent-age columns), and the learning_curves.png /
-mae_by_age.png pictures. The metrics come from the same `loop.batch_sums` as
+mae_by_age.png pictures.  Those names are the run's own report (its records' test
+split); another data set or split writes report-<data set>-<split>.json,
+predictions-<...>.csv and mae_by_age-<...>.png beside them (`output_names`). The metrics come from the same `loop.batch_sums` as
 training and validation, so the numbers agree by construction.
 
 Apparent age, as ChaLearn LAP scored it (`apparent_age_scores`): when the split's
 records carry a spread (age_std > 0, e.g. APPA-REAL), `epsilon_error` is the mean of
 1 - exp(-(x - μ)² / (2σ²)) over the faces with σ > 0 (those with σ = 0 are left out
-and counted in `epsilon_left_out`) and `mae_apparent` the MAE against μ; when they
+and counted in `epsilon_left_out`) and `mae_apparent` the MAE against μ over every
+face (σ = 0 included: all raters agreeing is still an apparent age); when they
 carry a real age (real_age >= 0), `mae_real` is the MAE against it. Otherwise null.
 
 `--records X` scores the run on another source's shards (resized to the model's
@@ -24,6 +27,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 import csv
 import io
 import json
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -40,12 +44,15 @@ from trainer.run_dir import RunDir, load_run_model
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
 
 SCORE_LABELS = (AGE_MEAN, AGE_STD, REAL_AGE)   # the labels apparent_age_scores reads, when present
+OWN_SPLIT = "test"   # the split of the run's own report.json (what training ends by scoring)
 
 
 def apparent_age_scores(expected: np.ndarray, age_mean: np.ndarray | None = None,
                         age_std: np.ndarray | None = None, real_age: np.ndarray | None = None) -> dict:
-    """epsilon_error, mae_apparent (faces with a spread), mae_real (faces with a real age),
-    and the face counts behind them; None where the split does not carry the labels."""
+    """epsilon_error (faces with a spread, σ > 0), mae_apparent (every face, against its
+    apparent age μ: a face whose raters all agreed, σ = 0, still has one), mae_real
+    (faces with a real age), and the face counts behind them; None where the split does
+    not carry the labels (mae_apparent and epsilon_error need a split with spreads)."""
     out = {"epsilon_error": None, "epsilon_faces": 0, "epsilon_left_out": 0, "mae_apparent": None,
            "mae_real": None, "real_age_faces": 0}
     if age_std is not None and np.any(age_std > 0):
@@ -127,15 +134,34 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
               **apparent_age_scores(expected, extra[AGE_MEAN], extra[AGE_STD], extra[REAL_AGE]),
               "mae_by_decade": mae_by_decade(true_age, expected),
               "baseline_mae_predicting_train_mean": baseline_mae(records_dir, true_age)}
-    atomic_write_bytes(run.file("report.json"), (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(run.file("predictions.csv"), predictions_csv(keys, true_age, expected, likely, extra))
+    names = output_names(info["records"], records_dir, split)
+    written = [run.file(names["report"]), run.file(names["predictions"])]
+    atomic_write_bytes(written[0], (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(written[1], predictions_csv(keys, true_age, expected, likely, extra))
     history = run.read_history()
-    if history:
-        plots.learning_curves(history, run.file("learning_curves.png"))
-    plots.mae_by_age(true_age, expected, run.file("mae_by_age.png"))
+    if history and "learning_curves" in names:
+        written.append(run.file(names["learning_curves"]))
+        plots.learning_curves(history, written[-1])
+    written.append(run.file(names["mae_by_age"]))
+    plots.mae_by_age(true_age, expected, written[-1])
     if not quiet:
-        print_report(report, run)
+        print_report(report, written)
     return report
+
+
+def output_names(run_records: str, records_dir: str, split: str) -> dict:
+    """The file names a report is written under in the run directory.  The run's own
+    report (its own records' test split, as training ends with): report.json,
+    predictions.csv, learning_curves.png, mae_by_age.png.  Any other data set or split
+    names itself, so it never replaces the run's own report and several sit side by
+    side: report-<basename of the records>-<split>.json, predictions-...csv,
+    mae_by_age-...png (the learning curves are the run's, not the data set's)."""
+    if split == OWN_SPLIT and os.path.realpath(records_dir) == os.path.realpath(run_records):
+        return {"report": "report.json", "predictions": "predictions.csv",
+                "learning_curves": "learning_curves.png", "mae_by_age": "mae_by_age.png"}
+    tag = f"{os.path.basename(os.path.normpath(os.path.abspath(records_dir)))}-{split}"
+    return {"report": f"report-{tag}.json", "predictions": f"predictions-{tag}.csv",
+            "mae_by_age": f"mae_by_age-{tag}.png"}
 
 
 def predictions_csv(keys, true_age, expected, likely, extra: dict) -> bytes:
@@ -163,7 +189,7 @@ def baseline_mae(records_dir: str, true_age: np.ndarray) -> float:
     return float(np.mean(np.abs(true_age - mean)))
 
 
-def print_report(report: dict, run) -> None:
+def print_report(report: dict, written: list[str]) -> None:
     rows = [("faces", f"{report['count']}"), ("loss", f"{report['loss']:.4f}"),
             ("top-1 accuracy", f"{report['accuracy']:.4f}"), ("MAE (years)", f"{report['mae']:.2f}"),
             ("CS(5)", f"{report['cs5']:.4f}"),
@@ -182,8 +208,7 @@ def print_report(report: dict, run) -> None:
         print(f"  {name:<28} {value:>10}")
     print("  MAE by decade: " + ", ".join(f"{d} {v['mae']:.1f} (n={v['count']})"
                                           for d, v in report["mae_by_decade"].items()))
-    print(f"Wrote {run.file('report.json')}, {run.file('predictions.csv')}, "
-          f"{run.file('learning_curves.png')}, {run.file('mae_by_age.png')}")
+    print(f"Wrote {', '.join(written)}")
 
 
 def main(argv):

@@ -15,7 +15,8 @@ The age model of a run as artifacts that need neither this project nor Keras:
                                 on every side, as records.facebox does)
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
-PIL's pixels, as everywhere in this project) and the resize to the input size
+PIL's pixels, as everywhere in this project; a PNG's transparency composited on
+white, as trainer.predict does: `decode_rgb`) and the resize to the input size
 run inside the graph.  TensorFlow's decoders ignore EXIF orientation: send
 upright crops.  The export is written beside `--out` and renamed into place, so
 a failed export leaves the previous one usable; an existing `--out` without
@@ -66,15 +67,27 @@ def age_outputs(net, with_gender: bool, tta: bool):
     return run
 
 
+def decode_rgb(data):
+    """JPEG or PNG bytes -> uint8 RGB [H, W, 3], the pixels records.pixels.read_rgb gives:
+    JPEG with the accurate integer IDCT; PNG with its alpha (an RGBA, grey + alpha or
+    palette transparency) composited on white, rounded as PIL's masked paste rounds,
+    round((rgb * a + 255 * (255 - a)) / 255), so hidden colour under alpha 0 never
+    reaches the model."""
+    def png():
+        rgba = tf.cast(tf.io.decode_png(data, channels=4), tf.int32)
+        alpha = rgba[..., 3:]
+        return tf.cast((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255, tf.uint8)
+
+    return tf.cond(tf.io.is_jpeg(data),
+                   lambda: tf.io.decode_jpeg(data, channels=3, dct_method=JPEG_DCT_METHOD), png)
+
+
 def saved_model_archive(net, input_size: int, with_gender: bool, tta: bool):
     """ExportArchive with serving_default(image_bytes) and predict_pixels(pixels)."""
     outputs = age_outputs(net, with_gender, tta)
 
     def decode(data):
-        image = tf.cond(tf.io.is_jpeg(data),
-                        lambda: tf.io.decode_jpeg(data, channels=3, dct_method=JPEG_DCT_METHOD),
-                        lambda: tf.io.decode_png(data, channels=3))
-        return resize_pixels(image, input_size)   # the model's own resize (then an identity)
+        return resize_pixels(decode_rgb(data), input_size)   # the model's own resize (then an identity)
 
     def serving_default(image_bytes):
         pixels = tf.map_fn(decode, image_bytes,

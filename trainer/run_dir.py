@@ -15,7 +15,9 @@
     history.csv      one row per completed epoch (the gender and ε-error columns when
                      the rows have them)
     tb/              TensorBoard summaries
-    report.json, predictions.csv, learning_curves.png, mae_by_age.png   (trainer.evaluate)
+    report.json, predictions.csv, learning_curves.png, mae_by_age.png   (trainer.evaluate: the
+                     run's own records, test split; another data set or split writes
+                     report-<data>-<split>.json, ...: evaluate.output_names)
 
 One writer: the trainer (the chief, under multi_worker) holds `records.lock.OutputLock`
 on the directory (`parent/.NAME.lock`) for the whole run; a second trainer is refused
