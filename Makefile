@@ -41,7 +41,7 @@ demo: install
 	@echo "  run in runs/demo: best.keras, history.csv, report.json, predictions.csv, learning_curves.png, mae_by_age.png, tb/, predict/,"
 	@echo "  export/ (SavedModel, model.tflite, export.json)"
 
-# DEX's two stages on the samples, tiny variant (a few minutes on 2 cores): stage 1 on the
+# DEX's two stages on the samples, tiny variant (about half a minute on 2 cores): stage 1 on the
 # synthetic wiki sample (cpu.flags), stage 2 = dex.flags at tiny size on the synthetic
 # APPA-REAL sample, from stage 1; prints the stage-2 report with its epsilon-error.
 DEX_DEMO = $(DEMO)/dex
@@ -61,6 +61,8 @@ bench: install
 	$(PY) -m bench.stream
 	$(PY) -m bench.cache
 	$(PY) -m bench.service
+	$(PY) -m bench.predict
+	$(PY) -m bench.faults
 
 clean:
 	rm -rf $(VENV) demo shards runs .pytest_cache
