@@ -53,7 +53,7 @@ demo-dex: install
 	$(PY) -m ingest.sample --dataset appa_real --out $(DEX_DEMO)/appa-real-release --n 1500
 	$(PY) -m ingest --src $(DEX_DEMO)/appa-real-release --out $(DEX_DEMO)/shards/appa_real --image_size 32
 	$(PY) -m trainer --flagfile=cpu.flags --records=$(DEX_DEMO)/shards/wiki --model_dir=runs/demo-dex-stage1 --epochs=20 --noevaluate
-	$(PY) -m trainer --flagfile=dex.flags $(DEX_TINY) --records=$(DEX_DEMO)/shards/appa_real --init_from=runs/demo-dex-stage1 --model_dir=runs/demo-dex --epochs=15 --warmup_epochs=1 --learning_rate=0.001
+	$(PY) -m trainer --flagfile=dex.flags $(DEX_TINY) --records=$(DEX_DEMO)/shards/appa_real --init_from=runs/demo-dex-stage1 --model_dir=runs/demo-dex --epochs=15 --warmup_epochs=1 --learning_rate=0.003
 	@echo "Stage 1: runs/demo-dex-stage1; stage 2: runs/demo-dex (report.json has epsilon_error, mae_apparent, mae_real)"
 
 bench: install
