@@ -198,6 +198,36 @@ def test_csv_box_crop_is_the_box_plus_margin_clipped(samples):
 
 
 @pytest.mark.slow
+def test_csv_box_outside_the_photo_is_skipped_and_a_box_partly_outside_clipped(tmp_path):
+    photo = np.zeros((200, 200, 3), np.uint8)
+    photo[:, :, 0] = np.arange(200, dtype=np.uint8)[None, :]     # red = x, green = y:
+    photo[:, :, 1] = np.arange(200, dtype=np.uint8)[:, None]     # a crop shows where it was
+    for name in ("in", "part", "out", "test"):
+        Image.fromarray(photo).save(tmp_path / f"{name}.png")
+    (tmp_path / "f.csv").write_text(
+        "path,age,x_min,y_min,x_max,y_max,split\n"
+        "in.png,30,50,50,100,100,train\n"
+        "part.png,31,150,150,300,300,val\n"       # partly outside: clipped
+        "out.png,32,500,500,600,600,train\n"      # wholly outside: skipped, never stored
+        "test.png,33,20,20,60,60,test\n")
+    result = run_module("ingest", "--src", str(tmp_path / "f.csv"), "--out", str(tmp_path / "o"),
+                        "--image_size", str(SIZE), "--workers", "1", "--encoding", "raw")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.load(open(tmp_path / "o" / "manifest.json"))
+    assert manifest["kept"] == 4 and manifest["skipped"] == {"box_outside_photo": 1}
+    assert "skipped 1 files (box_outside_photo: 1)" in result.stdout
+    recs = read_records(str(tmp_path / "o"))
+    assert {s: [r[schema.KEY].decode() for r in v] for s, v in recs.items()} == {
+        "train": ["in.png"], "val": ["part.png"], "test": ["test.png"]}
+    part = np.frombuffer(recs["val"][0][schema.IMAGE_ENCODED], np.uint8).reshape(SIZE, SIZE, 3)
+    # the box plus margin (90..360) clipped to the photo: 90..200 on both axes
+    assert facebox.crop_region((150, 150, 300, 300), 0.4, 200, 200) == (90, 90, 200, 200)
+    expected = np.asarray(Image.fromarray(photo).crop((90, 90, 200, 200))
+                          .resize((SIZE, SIZE), Image.BILINEAR), float)
+    assert np.abs(part.astype(float) - expected).max() <= 2
+
+
+@pytest.mark.slow
 def test_csv_split_column_kept_and_identity_split(samples, tmp_path):
     root, rows = samples
     manifest = _ingest(str(root / "csv" / "faces_split.csv"), str(tmp_path / "s"))
@@ -284,6 +314,12 @@ def test_facebox_region():
     assert facebox.crop_region((10, 20, 30, 60), 0.4, 100, 100) == (2, 4, 38, 76)
     assert facebox.crop_region((0, 0, 10, 10), 0.4, 12, 12) == (0, 0, 12, 12)   # clipped
     assert facebox.crop_region((5, 5, 6, 6), 0.0, 100, 100) == (5, 5, 6, 6)
+    assert facebox.crop_region((150, 150, 300, 300), 0.4, 200, 100) == (90, 90, 200, 100)
+    # a box wholly outside: still a region inside the photo, and overlaps() says it misses
+    assert facebox.crop_region((500, 500, 600, 600), 0.4, 200, 200) == (199, 199, 200, 200)
+    assert not facebox.overlaps((500, 500, 600, 600), 200, 200)
+    assert not facebox.overlaps((200, 0, 210, 10), 200, 200)                   # at the edge
+    assert facebox.overlaps((199.5, 0, 210, 10), 200, 200)
 
 
 # --- schema version 2 and version-1 shards ----------------------------------------------

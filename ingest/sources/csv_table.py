@@ -10,7 +10,8 @@
   refused unless --gender_male_code says which number is male.
 - `x_min,y_min,x_max,y_max`: the face box in pixels.  Ingest stores the box plus
   --margin (a fraction of its width/height on each side) clipped to the photo;
-  a row whose box is not a box is removed by the step `invalid_box`.  Without
+  a row whose box is not a box is removed by the step `invalid_box`, an image whose
+  box misses the upright photo is skipped as `box_outside_photo` (ingest.images).  Without
   boxes the images are stored whole, and --margin states the margin they have.
 - `identity`: who is in the photo, for --split_by identity.
 - `split`: train/val/test on every row, kept as given (a column filled on some
