@@ -138,6 +138,33 @@ def test_appa_real_keeps_official_splits_and_apparent_labels(appa_shards, sample
 
 
 @pytest.mark.slow
+def test_appa_real_rows_with_bad_numbers_are_a_counted_cleaning_step(tmp_path):
+    src = tmp_path / "appa"
+    made = run_module("ingest.sample", "--dataset", "appa_real", "--out", str(src), "--n", "100",
+                      "--workers", "1")
+    assert made.returncode == 0, made.stderr[-2000:]
+    gt = src / "gt_avg_train.csv"
+    lines = gt.read_text().splitlines()
+    cells = [line.split(",") for line in lines[1:]]
+    damaged = [i for i, c in enumerate(cells) if float(c[2]) > 5][:4]   # kept rows, by age
+    for i, (column, text) in zip(damaged, ((2, ""), (2, "abc"), (4, ""), (4, "30.5"))):
+        cells[i][column] = text            # apparent_age_avg empty / not a number, real_age too
+    gt.write_text("\n".join([lines[0]] + [",".join(c) for c in cells]) + "\n")
+    result = run_module("ingest", "--src", str(src), "--out", str(tmp_path / "o"),
+                        "--image_size", "8", "--workers", "1")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    manifest = json.load(open(tmp_path / "o" / "manifest.json"))
+    expected = sample_sources.expected_counts("appa_real", 100)
+    step = manifest["cleaning"][0]
+    assert (step["step"], step["removed"], step["remaining"]) == ("invalid_age", 4, 96)
+    assert manifest["kept"] == expected["kept"] - 4
+    missing = {f"train/{cells[i][0]}_face.jpg" for i in damaged}
+    assert not missing & {r[schema.KEY].decode() for recs in read_records(str(tmp_path / "o"))
+                          .values() for r in recs}
+    assert "invalid_age" in result.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--split_by=random", "--test_fraction=0.2", "--val_fraction=0.2"])
 def test_split_flags_are_refused_where_the_source_has_splits(samples, flag, tmp_path):
     root, _ = samples
