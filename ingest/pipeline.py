@@ -117,12 +117,16 @@ def _chunks(order: np.ndarray, paths: list[str], boxes: list, size: int):
 def _require_every_split(split_of: np.ndarray, cfg: Config, table: sources.Table) -> None:
     """Before any image is decoded: each split gets rows (--test_fraction 0 cannot work)."""
     for name in schema.SPLITS:
-        if not np.any(split_of == name):
-            fix = ("give every split rows in its split column" if table.has_splits else
-                   "raise the fraction (every split needs rows)")
-            _, test, val = cfg.split_settings()
-            raise DataError(f"--test_fraction={test} --val_fraction={val}: the {name} split gets "
-                            f"none of the {len(split_of)} kept rows of {table.described}; {fix}")
+        if np.any(split_of == name):
+            continue
+        if table.has_splits:      # the fraction flags are refused for it: name the source
+            raise DataError(f"{table.described}: the {name} split gets none of the "
+                            f"{len(split_of)} kept rows from {table.splits_from}; give every "
+                            f"split rows in {table.splits_from}")
+        _, test, val = cfg.split_settings()
+        raise DataError(f"--test_fraction={test} --val_fraction={val}: the {name} split gets "
+                        f"none of the {len(split_of)} kept rows of {table.described}; raise the "
+                        f"fraction (every split needs rows)")
 
 
 def fingerprint(cfg: Config, source_fingerprint: str) -> dict:
@@ -185,7 +189,7 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
     age_stds = kept["age_std"].to_numpy()
     real_ages = kept["real_age"].to_numpy()
     described, fingerprint_of_source = table.described, table.fingerprint
-    dataset, label, margin, has_splits = table.dataset, table.label, table.margin, table.has_splits
+    dataset, label, margin, splits_from = table.dataset, table.label, table.margin, table.splits_from
     del table, kept                              # the decode loop needs only these columns
     image_format = schema.ENCODINGS[cfg.encoding]
 
@@ -207,10 +211,15 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
 
         totals = writing.totals()
         for name in schema.SPLITS:
-            if writing.count(name) == 0:
-                raise DataError(f"{out}: split {name!r} has no readable images (of {entries} entries, "
-                                f"{len(paths)} kept, skipped {totals['skipped']}); check --src or "
-                                f"change --test_fraction/--val_fraction")
+            if writing.count(name) > 0:
+                continue
+            counts = f"{entries} entries, {len(paths)} kept, skipped {totals['skipped']}"
+            if splits_from:
+                raise DataError(f"{described}: the {name} split has no readable images (its "
+                                f"{int(np.sum(split_of == name))} rows from {splits_from}; of "
+                                f"{counts}); check their image files")
+            raise DataError(f"{out}: split {name!r} has no readable images (of {counts}); check "
+                            f"--src or change --test_fraction/--val_fraction")
         # Per-split ages: the trainer's baseline (always answer the training mean) needs them.
         splits = writing.finish_splits()
 
@@ -230,7 +239,7 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
             "margin": margin,
             "flags": {**dataclasses.asdict(cfg), "source": source.NAME, "out": out,
                       "workers": workers,
-                      **({} if has_splits else dict(zip(SPLIT_FLAGS, cfg.split_settings())))},
+                      **({} if splits_from else dict(zip(SPLIT_FLAGS, cfg.split_settings())))},
             "cleaning": cleaning,
             "kept": len(paths),
             "skipped": totals["skipped"],

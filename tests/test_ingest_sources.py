@@ -306,6 +306,46 @@ def test_bad_csv_is_one_clear_line(text, message, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def _error_line(result) -> str:
+    """The one error line (after the progress lines, when images were decoded)."""
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], lines
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_an_empty_split_names_the_source_or_the_fractions_that_made_it(tmp_path):
+    # own splits: a split column whose val rows are all removed by cleaning
+    src = _csv(tmp_path, "path,age,split\na.jpg,30,train\nb.jpg,abc,val\nc.jpg,31,test\n"
+                         "d.jpg,32,train\n")
+    result = run_module("ingest", "--src", src, "--out", str(tmp_path / "o"))
+    assert len(result.stderr.strip().splitlines()) == 1     # refused before any decode
+    line = _error_line(result)
+    assert line == ("error: t.csv: the val split gets none of the 3 kept rows from its split "
+                    "column; give every split rows in its split column")
+    # own splits: the val rows are kept but none of their images can be read
+    (tmp_path / "t.csv").write_text("path,age,split\na.jpg,30,train\nnone.jpg,40,val\n"
+                                    "b.jpg,31,test\n")
+    line = _error_line(run_module("ingest", "--src", src, "--out", str(tmp_path / "o"),
+                                  "--workers", "1"))
+    assert line.startswith("error: t.csv: the val split has no readable images (its 1 rows from "
+                           "its split column; of 3 entries, 3 kept, skipped {'missing': 1})")
+    assert "fraction" not in line and line.endswith("check their image files")
+    # split by fraction: the flags that made the split empty lead, as before
+    (tmp_path / "t.csv").write_text("path,age\na.jpg,30\nb.jpg,31\nc.jpg,32\n")
+    line = _error_line(run_module("ingest", "--src", src, "--out", str(tmp_path / "o"),
+                                  "--test_fraction", "0.4"))
+    assert line == ("error: --test_fraction=0.4 --val_fraction=0.1: the val split gets none of "
+                    "the 3 kept rows of t.csv; raise the fraction (every split needs rows)")
+    (tmp_path / "t.csv").write_text("path,age\nx.jpg,30\ny.jpg,31\nz.jpg,32\nw.jpg,33\n")
+    line = _error_line(run_module("ingest", "--src", src, "--out", str(tmp_path / "o"),
+                                  "--val_fraction", "0.5", "--workers", "1"))
+    assert line.startswith(f"error: {tmp_path / 'o'}: split 'train' has no readable images")
+    assert line.endswith("check --src or change --test_fraction/--val_fraction")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_identity_split_needs_identities(samples, tmp_path):
     root, _ = samples

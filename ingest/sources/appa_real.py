@@ -99,4 +99,4 @@ def load_table(src: str, options: Options) -> Table:
                  entries=len(frame), fingerprint=sha256_of(read), label="apparent", margin=MARGIN,
                  steps=[("invalid_age", f"{'/'.join(NUMBERS)} not a number",
                          lambda d: ~d["age_valid"])],
-                 has_splits=True)
+                 splits_from="its official splits (valid -> val)")

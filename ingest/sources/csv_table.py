@@ -126,4 +126,5 @@ def load_table(src: str, options: Options) -> Table:
     return Table(frame=frame, root=root_of(src), dataset=dataset(src),
                  described=os.path.basename(src), entries=len(frame), fingerprint=sha256_of([src]),
                  label="real", margin=options.margin, steps=steps,
-                 has_splits=bool(filled.any()), has_identity="identity" in raw)
+                 splits_from="its split column" if filled.any() else "",
+                 has_identity="identity" in raw)
