@@ -17,7 +17,7 @@ from PIL import Image
 
 import records
 from conftest import read_records, run_module
-from ingest import sample, sample_sources, sources
+from ingest import pipeline, sample, sample_sources, sources
 from ingest.sources import csv_table, utkface
 from records import facebox, schema, wire
 from records.__main__ import inspect
@@ -174,6 +174,39 @@ def test_split_flags_are_refused_where_the_source_has_splits(samples, flag, tmp_
         line = result.stderr.strip().splitlines()[-1]
         assert "brings its own train/val/test splits" in line and flag.split("=")[0] in line
         assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("dataset, given", [
+    ("utkface", {"margin": 0.4}), ("appa_real", {"gender_male_code": 1}),
+    ("appa_real", {"margin": 0.0, "gender_male_code": 0})])
+def test_csv_flags_are_refused_for_the_other_sources_before_anything_is_read(
+        samples, tmp_path, dataset, given):
+    root, _ = samples
+    flags = " ".join(f"--{name}" for name in given)
+    expected = f"{flags}: not used by the {dataset} source (only by csv); drop {flags.replace(' ', '/')}"
+    with pytest.raises(DataError) as e:
+        pipeline.run(pipeline.Config(src=str(root / dataset), out=str(tmp_path / "o"), **given))
+    assert str(e.value) == expected
+    # named with --source, an empty folder: refused before its metadata is looked for
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=f"^{flags}: not used by the {dataset} source"):
+        pipeline.load_and_clean(pipeline.Config(src=str(tmp_path / "empty"), source=dataset,
+                                                **given))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_margin_flag_is_refused_on_the_command_line_and_kept_for_csv(samples, tmp_path):
+    root, _ = samples
+    result = run_module("ingest", "--src", str(root / "utkface"), "--out", str(tmp_path / "o"),
+                        "--margin", "0.4")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and lines == [
+        "error: --margin: not used by the utkface source (only by csv); drop --margin"]
+    assert not (tmp_path / "o").exists()
+    manifest = _ingest(str(root / "csv" / "faces.csv"), str(tmp_path / "c"), "--margin", "0.25",
+                       "--gender_male_code", "1")
+    assert manifest["margin"] == 0.25 and manifest["flags"]["margin"] == 0.25
 
 
 # --- CSV ---------------------------------------------------------------------------

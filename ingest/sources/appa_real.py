@@ -26,6 +26,7 @@ from records.manifest import DataError
 
 NAME = "appa_real"
 LOOKS_FOR = "a folder with gt_avg_train.csv (appa_real)"
+OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
 MARGIN = 0.4
 FOLDERS = {"train": "train", "valid": "val", "test": "test"}   # folder/csv name -> split
 FACE_SUFFIX = "_face.jpg"

@@ -32,6 +32,8 @@ from records.manifest import DataError
 
 NAME = "csv"
 LOOKS_FOR = "a .csv file (csv)"
+OPTIONS = ("margin", "gender_male_code")   # the source flags it reads (ingest.pipeline)
+MARGIN = 0.4   # --margin's default: the framing IMDB-WIKI's and APPA-REAL's crops have
 REQUIRED = ("path", "age")
 BOX = ("x_min", "y_min", "x_max", "y_max")
 GENDER_WORDS = {"m": schema.GENDER_MALE, "male": schema.GENDER_MALE,
@@ -125,6 +127,7 @@ def load_table(src: str, options: Options) -> Table:
                   lambda d: d["path"].duplicated()))
     return Table(frame=frame, root=root_of(src), dataset=dataset(src),
                  described=os.path.basename(src), entries=len(frame), fingerprint=sha256_of([src]),
-                 label="real", margin=options.margin, steps=steps,
+                 label="real", margin=MARGIN if options.margin is None else options.margin,
+                 steps=steps,
                  splits_from="its split column" if filled.any() else "",
                  has_identity="identity" in raw)

@@ -31,7 +31,8 @@ class Options:
     """What sources take from the flags."""
     min_face_score: float
     gender_male_code: int | None = None   # CSV numeric genders: which number is male
-    margin: float = 0.4                   # CSV: margin around its boxes (or of its crops)
+    margin: float | None = None           # CSV: margin around its boxes (or of its crops);
+                                          # None: the source's MARGIN
 
 
 @dataclass
