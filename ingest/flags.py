@@ -6,6 +6,7 @@ from __future__ import annotations
 from absl import flags
 
 from ingest import sources, split
+from ingest.sources import csv_table
 from ingest.pipeline import Config
 from records import schema
 
@@ -49,12 +50,14 @@ def define_flags() -> None:
                          lower_bound=0, upper_bound=100)
     flags.DEFINE_boolean("require_gender", d["require_gender"].default,
                          "Also remove rows of unknown gender (otherwise stored as -1).")
-    flags.DEFINE_float("margin", d["margin"].default, "CSV: the face box plus this fraction of "
-                       "its width/height on each side is stored (clipped to the photo); without "
-                       "boxes, the margin the CSV's crops have. Recorded in the manifest.",
-                       lower_bound=0.0)
+    flags.DEFINE_float("margin", None, f"CSV: the face box plus this fraction of its "
+                       f"width/height on each side is stored (clipped to the photo); without "
+                       f"boxes, the margin the CSV's crops have. Default {csv_table.MARGIN}. "
+                       f"Recorded in the manifest. Refused for the other sources (their crops "
+                       f"have a fixed margin).", lower_bound=0.0)
     flags.DEFINE_enum("gender_male_code", None, ("0", "1"), "CSV: a numeric gender column is "
-                      "refused unless this says which number is male (the other is female).")
+                      "refused unless this says which number is male (the other is female). "
+                      "Refused for the other sources.")
 
 
 def to_config(values: flags.FlagValues) -> Config:

@@ -27,6 +27,7 @@ MISSING = "missing"
 TRUNCATED = "truncated"
 UNDECODABLE = "undecodable"
 NOT_A_FILE = "not_a_file"     # a directory, FIFO, device...: never opened (reading could block)
+BOX_OUTSIDE_PHOTO = "box_outside_photo"   # a face box (CSV) that misses the upright photo
 
 
 class SkipImage(Exception):
@@ -82,7 +83,8 @@ def fit(image: Image.Image, size: int) -> Image.Image:
 def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0.0) -> Image.Image:
     """Decode `path` as an RGB image of exactly size x size (the whole crop is
     squashed, as the original recipe did; its crops are near-square).  With a
-    face `box`: the box plus `margin`, clipped to the photo (records.facebox)."""
+    face `box`: the box plus `margin`, clipped to the photo (records.facebox); a box
+    wholly outside the upright photo is SkipImage(BOX_OUTSIDE_PHOTO)."""
     try:
         with Image.open(path) as image:
             check_size(image, path)
@@ -108,6 +110,9 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
             # size up: the factor, not the size ratio, maps coordinates.)
             scale = 1 / max(1, round(max(full) / max(drafted)))
             width, height = (full[1], full[0]) if image.size != drafted else full
+            if not facebox.overlaps(box, width, height):
+                raise SkipImage(BOX_OUTSIDE_PHOTO, f"{path}: box {box} outside its "
+                                                   f"{width}x{height} photo")
             region = facebox.crop_region(box, margin, width, height)
             x0, y0, x1, y1 = (v * scale for v in region)
             left, top = math.floor(x0), math.floor(y0)

@@ -38,6 +38,7 @@ from records.manifest import DataError
 _THRESHOLDS = clean.Thresholds()
 _IMAGES = images.ImageSettings(src="")
 SPLIT_FLAGS = ("split_by", "test_fraction", "val_fraction")
+SOURCE_FLAGS = ("margin", "gender_male_code")   # read by the sources listing them in OPTIONS
 
 
 @dataclasses.dataclass
@@ -59,7 +60,9 @@ class Config:
     min_age: int = _THRESHOLDS.min_age
     max_age: int = _THRESHOLDS.max_age
     require_gender: bool = _THRESHOLDS.require_gender
-    margin: float = 0.4                # CSV: margin around its face boxes, per side
+    # The source flags: None = not given (the source's default), refused for a source
+    # whose OPTIONS lack them.
+    margin: float | None = None        # CSV: margin around its face boxes, per side
     gender_male_code: int | None = None   # CSV: which numeric gender code is male
     chunk: int = 16                    # images per worker task
 
@@ -68,6 +71,10 @@ class Config:
         return (self.split_by or split.SPLIT_BY[0],
                 split.TEST_FRACTION if self.test_fraction is None else self.test_fraction,
                 split.VAL_FRACTION if self.val_fraction is None else self.val_fraction)
+
+    def margin_of(self, source) -> float:
+        """The face margin ingest crops `source`'s boxes with: --margin, else its MARGIN."""
+        return source.MARGIN if self.margin is None else self.margin
 
     def validate(self) -> None:
         """Cross-flag checks (single-flag bounds are enforced by the flag definitions)."""
@@ -80,13 +87,31 @@ class Config:
                             f"split; lower them")
 
 
+def refuse_given(cfg: Config, names, why: str) -> None:
+    """One line naming the flags of `names` that were given (not None) where they do
+    not apply, and `why`."""
+    given = [f"--{name}" for name in names if getattr(cfg, name) is not None]
+    if given:
+        raise DataError(f"{' '.join(given)}: {why}; drop {'/'.join(given)}")
+
+
+def resolve_source(cfg: Config):
+    """The source module for `cfg`, its source flags checked before anything is read."""
+    source = sources.resolve(cfg.source, cfg.src)
+    unused = [name for name in SOURCE_FLAGS if name not in source.OPTIONS]
+    users = sorted(s.NAME for s in sources.SOURCES.values() if set(unused) & set(s.OPTIONS))
+    refuse_given(cfg, unused, f"not used by the {source.NAME} source (only by "
+                              f"{', '.join(users)})")
+    return source
+
+
 def load_and_clean(cfg: Config, source=None):
     """(source module, its table, the kept rows, the cleaning report) for `cfg`."""
     # 1. The source (named, or recognised) loads its metadata as the canonical table.
-    source = source or sources.resolve(cfg.source, cfg.src)
+    source = source or resolve_source(cfg)
     table = source.load_table(cfg.src, sources.Options(
         min_face_score=cfg.min_face_score, gender_male_code=cfg.gender_male_code,
-        margin=cfg.margin))
+        margin=cfg.margin_of(source)))
     # 2. Cleaning: the source's own steps, then the common age (and gender) steps, each counted.
     thresholds = clean.Thresholds(min_face_score=cfg.min_face_score, min_age=cfg.min_age,
                                   max_age=cfg.max_age, require_gender=cfg.require_gender)
@@ -96,11 +121,9 @@ def load_and_clean(cfg: Config, source=None):
 
 def assign_splits(table: sources.Table, kept, cfg: Config) -> np.ndarray:
     """The split of every kept row: the source's own where it has them, else seeded."""
-    given = [f"--{name}" for name in SPLIT_FLAGS if getattr(cfg, name) is not None]
     if table.has_splits:
-        if given:
-            raise DataError(f"{' '.join(given)}: {table.described} brings its own train/val/test "
-                            f"splits, which are kept; drop {'/'.join(given)}")
+        refuse_given(cfg, SPLIT_FLAGS, f"{table.described} brings its own train/val/test "
+                                       f"splits, which are kept")
         return kept["split"].to_numpy(dtype=object)
     by, test, val = cfg.split_settings()
     if by == "identity" and not table.has_identity:
@@ -117,12 +140,16 @@ def _chunks(order: np.ndarray, paths: list[str], boxes: list, size: int):
 def _require_every_split(split_of: np.ndarray, cfg: Config, table: sources.Table) -> None:
     """Before any image is decoded: each split gets rows (--test_fraction 0 cannot work)."""
     for name in schema.SPLITS:
-        if not np.any(split_of == name):
-            fix = ("give every split rows in its split column" if table.has_splits else
-                   "raise the fraction (every split needs rows)")
-            _, test, val = cfg.split_settings()
-            raise DataError(f"--test_fraction={test} --val_fraction={val}: the {name} split gets "
-                            f"none of the {len(split_of)} kept rows of {table.described}; {fix}")
+        if np.any(split_of == name):
+            continue
+        if table.has_splits:      # the fraction flags are refused for it: name the source
+            raise DataError(f"{table.described}: the {name} split gets none of the "
+                            f"{len(split_of)} kept rows from {table.splits_from}; give every "
+                            f"split rows in {table.splits_from}")
+        _, test, val = cfg.split_settings()
+        raise DataError(f"--test_fraction={test} --val_fraction={val}: the {name} split gets "
+                        f"none of the {len(split_of)} kept rows of {table.described}; raise the "
+                        f"fraction (every split needs rows)")
 
 
 def fingerprint(cfg: Config, source_fingerprint: str) -> dict:
@@ -139,14 +166,14 @@ def run(cfg: Config, log=print) -> dict:
     """Run the job described by `cfg`; returns the manifest it wrote.  Flags, the
     source and the output are checked before anything is written (see ingest.output)."""
     cfg.validate()
-    source = sources.resolve(cfg.source, cfg.src)
+    source = resolve_source(cfg)                    # refused here: nothing read
     out = cfg.out or os.path.join("shards", source.dataset(cfg.src))
     workers = cfg.workers or os.cpu_count() or 1
     target = output.DataSetOutput(out, log)
     target.check()                                  # refused here: nothing touched
     settings = images.ImageSettings(src=sources.root_of(cfg.src), image_size=cfg.image_size,
                                     encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality,
-                                    margin=cfg.margin)
+                                    margin=cfg.margin_of(source))
     pool = DecodePool(settings, workers)            # forked before the table exists and the lock
     try:
         with target.lock():
@@ -185,7 +212,7 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
     age_stds = kept["age_std"].to_numpy()
     real_ages = kept["real_age"].to_numpy()
     described, fingerprint_of_source = table.described, table.fingerprint
-    dataset, label, margin, has_splits = table.dataset, table.label, table.margin, table.has_splits
+    dataset, label, margin, splits_from = table.dataset, table.label, table.margin, table.splits_from
     del table, kept                              # the decode loop needs only these columns
     image_format = schema.ENCODINGS[cfg.encoding]
 
@@ -207,10 +234,15 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
 
         totals = writing.totals()
         for name in schema.SPLITS:
-            if writing.count(name) == 0:
-                raise DataError(f"{out}: split {name!r} has no readable images (of {entries} entries, "
-                                f"{len(paths)} kept, skipped {totals['skipped']}); check --src or "
-                                f"change --test_fraction/--val_fraction")
+            if writing.count(name) > 0:
+                continue
+            counts = f"{entries} entries, {len(paths)} kept, skipped {totals['skipped']}"
+            if splits_from:
+                raise DataError(f"{described}: the {name} split has no readable images (its "
+                                f"{int(np.sum(split_of == name))} rows from {splits_from}; of "
+                                f"{counts}); check their image files")
+            raise DataError(f"{out}: split {name!r} has no readable images (of {counts}); check "
+                            f"--src or change --test_fraction/--val_fraction")
         # Per-split ages: the trainer's baseline (always answer the training mean) needs them.
         splits = writing.finish_splits()
 
@@ -230,7 +262,8 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
             "margin": margin,
             "flags": {**dataclasses.asdict(cfg), "source": source.NAME, "out": out,
                       "workers": workers,
-                      **({} if has_splits else dict(zip(SPLIT_FLAGS, cfg.split_settings())))},
+                      **({} if splits_from else dict(zip(SPLIT_FLAGS, cfg.split_settings()))),
+                      **({"margin": margin} if "margin" in source.OPTIONS else {})},
             "cleaning": cleaning,
             "kept": len(paths),
             "skipped": totals["skipped"],

@@ -294,7 +294,7 @@ def expected_counts(dataset: str, n: int, seed: int = 0) -> dict:
         written = [r for r in rows if r["category"] == "kept"]
     elif dataset == "appa_real":
         rows = appa_rows(n, seed)
-        steps = ["age_above_max", "age_below_min"]
+        steps = ["invalid_age", "age_above_max", "age_below_min"]
         skipped = {"missing": sum(r["quirk"] == "missing" for r in rows)}
         written = [r for r in rows if r["category"] == "kept" and not r["quirk"]]
     elif dataset == "csv":

@@ -20,10 +20,19 @@ Box = tuple[float, float, float, float]   # x_min, y_min, x_max, y_max in pixels
 DEFAULT_MARGIN = 0.4
 
 
+def overlaps(box: Box, width: int, height: int) -> bool:
+    """Whether the box covers some of a width x height photo (a box wholly outside it
+    frames nothing: crop_region would only keep an edge pixel)."""
+    x0, y0, x1, y1 = box
+    return x0 < width and y0 < height and x1 > 0 and y1 > 0
+
+
 def crop_region(box: Box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
-    """The integer pixel region (left, top, right, bottom) to keep, never empty."""
+    """The integer pixel region (left, top, right, bottom) to keep: inside the photo,
+    never empty (a box partly outside is clipped to the part inside)."""
     x0, y0, x1, y1 = box
     mx, my = margin * (x1 - x0), margin * (y1 - y0)
-    left, top = max(0, math.floor(x0 - mx)), max(0, math.floor(y0 - my))
+    left = min(max(0, math.floor(x0 - mx)), width - 1)
+    top = min(max(0, math.floor(y0 - my)), height - 1)
     right, bottom = min(width, math.ceil(x1 + mx)), min(height, math.ceil(y1 + my))
     return left, top, max(right, left + 1), max(bottom, top + 1)

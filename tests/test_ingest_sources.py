@@ -17,7 +17,7 @@ from PIL import Image
 
 import records
 from conftest import read_records, run_module
-from ingest import sample, sample_sources, sources
+from ingest import pipeline, sample, sample_sources, sources
 from ingest.sources import csv_table, utkface
 from records import facebox, schema, wire
 from records.__main__ import inspect
@@ -138,6 +138,33 @@ def test_appa_real_keeps_official_splits_and_apparent_labels(appa_shards, sample
 
 
 @pytest.mark.slow
+def test_appa_real_rows_with_bad_numbers_are_a_counted_cleaning_step(tmp_path):
+    src = tmp_path / "appa"
+    made = run_module("ingest.sample", "--dataset", "appa_real", "--out", str(src), "--n", "100",
+                      "--workers", "1")
+    assert made.returncode == 0, made.stderr[-2000:]
+    gt = src / "gt_avg_train.csv"
+    lines = gt.read_text().splitlines()
+    cells = [line.split(",") for line in lines[1:]]
+    damaged = [i for i, c in enumerate(cells) if float(c[2]) > 5][:4]   # kept rows, by age
+    for i, (column, text) in zip(damaged, ((2, ""), (2, "abc"), (4, ""), (4, "30.5"))):
+        cells[i][column] = text            # apparent_age_avg empty / not a number, real_age too
+    gt.write_text("\n".join([lines[0]] + [",".join(c) for c in cells]) + "\n")
+    result = run_module("ingest", "--src", str(src), "--out", str(tmp_path / "o"),
+                        "--image_size", "8", "--workers", "1")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    manifest = json.load(open(tmp_path / "o" / "manifest.json"))
+    expected = sample_sources.expected_counts("appa_real", 100)
+    step = manifest["cleaning"][0]
+    assert (step["step"], step["removed"], step["remaining"]) == ("invalid_age", 4, 96)
+    assert manifest["kept"] == expected["kept"] - 4
+    missing = {f"train/{cells[i][0]}_face.jpg" for i in damaged}
+    assert not missing & {r[schema.KEY].decode() for recs in read_records(str(tmp_path / "o"))
+                          .values() for r in recs}
+    assert "invalid_age" in result.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--split_by=random", "--test_fraction=0.2", "--val_fraction=0.2"])
 def test_split_flags_are_refused_where_the_source_has_splits(samples, flag, tmp_path):
     root, _ = samples
@@ -147,6 +174,39 @@ def test_split_flags_are_refused_where_the_source_has_splits(samples, flag, tmp_
         line = result.stderr.strip().splitlines()[-1]
         assert "brings its own train/val/test splits" in line and flag.split("=")[0] in line
         assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("dataset, given", [
+    ("utkface", {"margin": 0.4}), ("appa_real", {"gender_male_code": 1}),
+    ("appa_real", {"margin": 0.0, "gender_male_code": 0})])
+def test_csv_flags_are_refused_for_the_other_sources_before_anything_is_read(
+        samples, tmp_path, dataset, given):
+    root, _ = samples
+    flags = " ".join(f"--{name}" for name in given)
+    expected = f"{flags}: not used by the {dataset} source (only by csv); drop {flags.replace(' ', '/')}"
+    with pytest.raises(DataError) as e:
+        pipeline.run(pipeline.Config(src=str(root / dataset), out=str(tmp_path / "o"), **given))
+    assert str(e.value) == expected
+    # named with --source, an empty folder: refused before its metadata is looked for
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=f"^{flags}: not used by the {dataset} source"):
+        pipeline.load_and_clean(pipeline.Config(src=str(tmp_path / "empty"), source=dataset,
+                                                **given))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_margin_flag_is_refused_on_the_command_line_and_kept_for_csv(samples, tmp_path):
+    root, _ = samples
+    result = run_module("ingest", "--src", str(root / "utkface"), "--out", str(tmp_path / "o"),
+                        "--margin", "0.4")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and lines == [
+        "error: --margin: not used by the utkface source (only by csv); drop --margin"]
+    assert not (tmp_path / "o").exists()
+    manifest = _ingest(str(root / "csv" / "faces.csv"), str(tmp_path / "c"), "--margin", "0.25",
+                       "--gender_male_code", "1")
+    assert manifest["margin"] == 0.25 and manifest["flags"]["margin"] == 0.25
 
 
 # --- CSV ---------------------------------------------------------------------------
@@ -195,6 +255,36 @@ def test_csv_box_crop_is_the_box_plus_margin_clipped(samples):
             centre = _pixels(rec)[SIZE // 2 - 2:SIZE // 2 + 2, SIZE // 2 - 2:SIZE // 2 + 2]
             assert abs(centre.mean() - sample.age_level(rec[schema.AGE])) < 12 or x0 == 0
     assert clipped > 0
+
+
+@pytest.mark.slow
+def test_csv_box_outside_the_photo_is_skipped_and_a_box_partly_outside_clipped(tmp_path):
+    photo = np.zeros((200, 200, 3), np.uint8)
+    photo[:, :, 0] = np.arange(200, dtype=np.uint8)[None, :]     # red = x, green = y:
+    photo[:, :, 1] = np.arange(200, dtype=np.uint8)[:, None]     # a crop shows where it was
+    for name in ("in", "part", "out", "test"):
+        Image.fromarray(photo).save(tmp_path / f"{name}.png")
+    (tmp_path / "f.csv").write_text(
+        "path,age,x_min,y_min,x_max,y_max,split\n"
+        "in.png,30,50,50,100,100,train\n"
+        "part.png,31,150,150,300,300,val\n"       # partly outside: clipped
+        "out.png,32,500,500,600,600,train\n"      # wholly outside: skipped, never stored
+        "test.png,33,20,20,60,60,test\n")
+    result = run_module("ingest", "--src", str(tmp_path / "f.csv"), "--out", str(tmp_path / "o"),
+                        "--image_size", str(SIZE), "--workers", "1", "--encoding", "raw")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.load(open(tmp_path / "o" / "manifest.json"))
+    assert manifest["kept"] == 4 and manifest["skipped"] == {"box_outside_photo": 1}
+    assert "skipped 1 files (box_outside_photo: 1)" in result.stdout
+    recs = read_records(str(tmp_path / "o"))
+    assert {s: [r[schema.KEY].decode() for r in v] for s, v in recs.items()} == {
+        "train": ["in.png"], "val": ["part.png"], "test": ["test.png"]}
+    part = np.frombuffer(recs["val"][0][schema.IMAGE_ENCODED], np.uint8).reshape(SIZE, SIZE, 3)
+    # the box plus margin (90..360) clipped to the photo: 90..200 on both axes
+    assert facebox.crop_region((150, 150, 300, 300), 0.4, 200, 200) == (90, 90, 200, 200)
+    expected = np.asarray(Image.fromarray(photo).crop((90, 90, 200, 200))
+                          .resize((SIZE, SIZE), Image.BILINEAR), float)
+    assert np.abs(part.astype(float) - expected).max() <= 2
 
 
 @pytest.mark.slow
@@ -249,6 +339,46 @@ def test_bad_csv_is_one_clear_line(text, message, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def _error_line(result) -> str:
+    """The one error line (after the progress lines, when images were decoded)."""
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], lines
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_an_empty_split_names_the_source_or_the_fractions_that_made_it(tmp_path):
+    # own splits: a split column whose val rows are all removed by cleaning
+    src = _csv(tmp_path, "path,age,split\na.jpg,30,train\nb.jpg,abc,val\nc.jpg,31,test\n"
+                         "d.jpg,32,train\n")
+    result = run_module("ingest", "--src", src, "--out", str(tmp_path / "o"))
+    assert len(result.stderr.strip().splitlines()) == 1     # refused before any decode
+    line = _error_line(result)
+    assert line == ("error: t.csv: the val split gets none of the 3 kept rows from its split "
+                    "column; give every split rows in its split column")
+    # own splits: the val rows are kept but none of their images can be read
+    (tmp_path / "t.csv").write_text("path,age,split\na.jpg,30,train\nnone.jpg,40,val\n"
+                                    "b.jpg,31,test\n")
+    line = _error_line(run_module("ingest", "--src", src, "--out", str(tmp_path / "o"),
+                                  "--workers", "1"))
+    assert line.startswith("error: t.csv: the val split has no readable images (its 1 rows from "
+                           "its split column; of 3 entries, 3 kept, skipped {'missing': 1})")
+    assert "fraction" not in line and line.endswith("check their image files")
+    # split by fraction: the flags that made the split empty lead, as before
+    (tmp_path / "t.csv").write_text("path,age\na.jpg,30\nb.jpg,31\nc.jpg,32\n")
+    line = _error_line(run_module("ingest", "--src", src, "--out", str(tmp_path / "o"),
+                                  "--test_fraction", "0.4"))
+    assert line == ("error: --test_fraction=0.4 --val_fraction=0.1: the val split gets none of "
+                    "the 3 kept rows of t.csv; raise the fraction (every split needs rows)")
+    (tmp_path / "t.csv").write_text("path,age\nx.jpg,30\ny.jpg,31\nz.jpg,32\nw.jpg,33\n")
+    line = _error_line(run_module("ingest", "--src", src, "--out", str(tmp_path / "o"),
+                                  "--val_fraction", "0.5", "--workers", "1"))
+    assert line.startswith(f"error: {tmp_path / 'o'}: split 'train' has no readable images")
+    assert line.endswith("check --src or change --test_fraction/--val_fraction")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_identity_split_needs_identities(samples, tmp_path):
     root, _ = samples
@@ -284,6 +414,12 @@ def test_facebox_region():
     assert facebox.crop_region((10, 20, 30, 60), 0.4, 100, 100) == (2, 4, 38, 76)
     assert facebox.crop_region((0, 0, 10, 10), 0.4, 12, 12) == (0, 0, 12, 12)   # clipped
     assert facebox.crop_region((5, 5, 6, 6), 0.0, 100, 100) == (5, 5, 6, 6)
+    assert facebox.crop_region((150, 150, 300, 300), 0.4, 200, 100) == (90, 90, 200, 100)
+    # a box wholly outside: still a region inside the photo, and overlaps() says it misses
+    assert facebox.crop_region((500, 500, 600, 600), 0.4, 200, 200) == (199, 199, 200, 200)
+    assert not facebox.overlaps((500, 500, 600, 600), 200, 200)
+    assert not facebox.overlaps((200, 0, 210, 10), 200, 200)                   # at the edge
+    assert facebox.overlaps((199.5, 0, 210, 10), 200, 200)
 
 
 # --- schema version 2 and version-1 shards ----------------------------------------------

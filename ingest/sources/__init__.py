@@ -3,6 +3,9 @@ else in ingest knows a format.
 
 A source (in the spirit of a TFDS builder) is a module with
 - `NAME`: its --source name;
+- `OPTIONS`: the source flags (ingest.pipeline.SOURCE_FLAGS) it reads; the others,
+  given on the command line, are refused before anything is read;
+- `MARGIN`: the face margin of its crops (the CSV: --margin's default);
 - `recognise(src) -> bool`: whether `src` (a path) looks like this source;
 - `dataset(src) -> str`: the default --out name (shards/<dataset>);
 - `load_table(src, options) -> Table`: its metadata as one canonical table (one row per

@@ -8,7 +8,9 @@
 The label is the apparent age: `age` = floor(apparent_age_avg + 0.5) clipped to
 0..100, `age_mean` the exact mean, `age_std` the votes' spread, `real_age` the
 real age.  Gender comes from allcategories_{split}.csv where it is present, else
-it is unknown.  The official splits are kept (valid -> val).
+it is unknown.  The official splits are kept (valid -> val).  A row whose
+apparent_age_avg, apparent_age_std or real_age is empty or not a number (a whole
+number for real_age) is removed by the step `invalid_age`, as in a CSV source.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from records.manifest import DataError
 
 NAME = "appa_real"
 LOOKS_FOR = "a folder with gt_avg_train.csv (appa_real)"
+OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
 MARGIN = 0.4
 FOLDERS = {"train": "train", "valid": "val", "test": "test"}   # folder/csv name -> split
 FACE_SUFFIX = "_face.jpg"
-GT_COLUMNS = ("file_name", "apparent_age_avg", "apparent_age_std", "real_age")
+NUMBERS = ("apparent_age_avg", "apparent_age_std", "real_age")   # real_age a whole number
+GT_COLUMNS = ("file_name", *NUMBERS)
 _GENDER = {"male": schema.GENDER_MALE, "female": schema.GENDER_FEMALE}
 
 
@@ -45,6 +49,11 @@ def _read(path: str, columns: tuple[str, ...]) -> pd.DataFrame:
         raise DataError(f"{path}: lacks columns {missing} (has {list(frame.columns)}); "
                         f"is this the APPA-REAL release?")
     return frame
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    """A column's cells as floats, NaN where a cell is empty or not a number."""
+    return pd.to_numeric(column.astype(str).str.strip(), errors="coerce").to_numpy(np.float64)
 
 
 def _genders(src: str, folder: str, files: pd.Series) -> tuple[np.ndarray, str | None]:
@@ -70,13 +79,16 @@ def load_table(src: str, options: Options) -> Table:
         gt = _read(gt_path, GT_COLUMNS)
         gender, cats_path = _genders(src, folder, gt["file_name"])
         read += [gt_path] + ([cats_path] if cats_path else [])
-        mean = gt["apparent_age_avg"].astype(np.float64).to_numpy()
+        mean, std, real = (_numbers(gt[c]) for c in NUMBERS)
+        valid = np.isfinite(mean) & np.isfinite(std) & np.isfinite(real) & (real == np.floor(real))
+        mean = np.where(valid, mean, -1.0)
         parts.append(pd.DataFrame({
             "path": [f"{folder}/{f}{FACE_SUFFIX}" for f in gt["file_name"]],
-            "age": np.clip(np.floor(mean + 0.5), 0, schema.NUM_AGES - 1).astype(np.int64),
+            "age_valid": valid,
+            "age": np.clip(np.floor(mean + 0.5), -1, schema.NUM_AGES - 1).astype(np.int64),
             "age_mean": mean,
-            "age_std": gt["apparent_age_std"].astype(np.float64).to_numpy(),
-            "real_age": gt["real_age"].astype(np.int64).to_numpy(),
+            "age_std": np.where(valid, std, 0.0),
+            "real_age": np.where(valid, real, schema.REAL_AGE_UNKNOWN).astype(np.int64),
             "gender": gender.astype(np.int64),
             "face_score": np.nan,
             "identity": "",
@@ -86,4 +98,6 @@ def load_table(src: str, options: Options) -> Table:
     frame = pd.concat(parts, ignore_index=True)
     return Table(frame=frame, root=src, dataset=NAME, described="gt_avg_{train,valid,test}.csv",
                  entries=len(frame), fingerprint=sha256_of(read), label="apparent", margin=MARGIN,
-                 has_splits=True)
+                 steps=[("invalid_age", f"{'/'.join(NUMBERS)} not a number",
+                         lambda d: ~d["age_valid"])],
+                 splits_from="its official splits (valid -> val)")

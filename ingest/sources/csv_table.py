@@ -10,7 +10,8 @@
   refused unless --gender_male_code says which number is male.
 - `x_min,y_min,x_max,y_max`: the face box in pixels.  Ingest stores the box plus
   --margin (a fraction of its width/height on each side) clipped to the photo;
-  a row whose box is not a box is removed by the step `invalid_box`.  Without
+  a row whose box is not a box is removed by the step `invalid_box`, an image whose
+  box misses the upright photo is skipped as `box_outside_photo` (ingest.images).  Without
   boxes the images are stored whole, and --margin states the margin they have.
 - `identity`: who is in the photo, for --split_by identity.
 - `split`: train/val/test on every row, kept as given (a column filled on some
@@ -31,6 +32,8 @@ from records.manifest import DataError
 
 NAME = "csv"
 LOOKS_FOR = "a .csv file (csv)"
+OPTIONS = ("margin", "gender_male_code")   # the source flags it reads (ingest.pipeline)
+MARGIN = 0.4   # --margin's default: the framing IMDB-WIKI's and APPA-REAL's crops have
 REQUIRED = ("path", "age")
 BOX = ("x_min", "y_min", "x_max", "y_max")
 GENDER_WORDS = {"m": schema.GENDER_MALE, "male": schema.GENDER_MALE,
@@ -124,5 +127,7 @@ def load_table(src: str, options: Options) -> Table:
                   lambda d: d["path"].duplicated()))
     return Table(frame=frame, root=root_of(src), dataset=dataset(src),
                  described=os.path.basename(src), entries=len(frame), fingerprint=sha256_of([src]),
-                 label="real", margin=options.margin, steps=steps,
-                 has_splits=bool(filled.any()), has_identity="identity" in raw)
+                 label="real", margin=MARGIN if options.margin is None else options.margin,
+                 steps=steps,
+                 splits_from="its split column" if filled.any() else "",
+                 has_identity="identity" in raw)

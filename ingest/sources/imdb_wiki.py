@@ -22,6 +22,7 @@ from records.manifest import DataError
 
 NAME = "imdb_wiki"
 LOOKS_FOR = "a folder with wiki.mat or imdb.mat (imdb_wiki)"
+OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
 KNOWN_MATS = (("wiki.mat", "wiki"), ("imdb.mat", "imdb"))  # file name, struct key
 MARGIN = 0.4          # the crops' margin around the detected face, per side
 

@@ -31,7 +31,8 @@ class Options:
     """What sources take from the flags."""
     min_face_score: float
     gender_male_code: int | None = None   # CSV numeric genders: which number is male
-    margin: float = 0.4                   # CSV: margin around its boxes (or of its crops)
+    margin: float | None = None           # CSV: margin around its boxes (or of its crops);
+                                          # None: the source's MARGIN
 
 
 @dataclass
@@ -45,8 +46,13 @@ class Table:
     label: str                     # schema.LABEL_KINDS: what `age` measures
     margin: float                  # face margin of the stored crops, per side, fraction of the face
     steps: list = field(default_factory=list)   # the source's own clean.Step list
-    has_splits: bool = False       # the table's `split` column is the split
+    splits_from: str = ""          # what gives the `split` column (its own splits), "" = none
     has_identity: bool = False     # the `identity` column names people
+
+    @property
+    def has_splits(self) -> bool:
+        """The table's `split` column is the split (no --split_by/fractions)."""
+        return bool(self.splits_from)
 
     def __post_init__(self):
         missing = [c for c in COLUMNS if c not in self.frame]

@@ -25,6 +25,7 @@ from records import schema
 
 NAME = "utkface"
 LOOKS_FOR = "a folder where most image names start with <int>_<int>_ (utkface)"
+OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MARGIN = 0.0
 _INT = re.compile(r"[0-9]+")
