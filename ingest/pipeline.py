@@ -144,8 +144,8 @@ def _require_every_split(split_of: np.ndarray, cfg: Config, table: sources.Table
             continue
         if table.has_splits:      # the fraction flags are refused for it: name the source
             raise DataError(f"{table.described}: the {name} split gets none of the "
-                            f"{len(split_of)} kept rows from {table.splits_from}; give every "
-                            f"split rows in {table.splits_from}")
+                            f"{len(split_of)} kept rows from {table.splits_from}; every split needs "
+                            f"kept rows there")
         _, test, val = cfg.split_settings()
         raise DataError(f"--test_fraction={test} --val_fraction={val}: the {name} split gets "
                         f"none of the {len(split_of)} kept rows of {table.described}; raise the "

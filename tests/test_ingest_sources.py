@@ -356,7 +356,7 @@ def test_an_empty_split_names_the_source_or_the_fractions_that_made_it(tmp_path)
     assert len(result.stderr.strip().splitlines()) == 1     # refused before any decode
     line = _error_line(result)
     assert line == ("error: t.csv: the val split gets none of the 3 kept rows from its split "
-                    "column; give every split rows in its split column")
+                    "column; every split needs kept rows there")
     # own splits: the val rows are kept but none of their images can be read
     (tmp_path / "t.csv").write_text("path,age,split\na.jpg,30,train\nnone.jpg,40,val\n"
                                     "b.jpg,31,test\n")
