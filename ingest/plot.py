@@ -8,6 +8,7 @@ import numpy as np
 
 def age_gender_png(path: str, age_histogram: list[int], gender_counts: dict[str, int],
                    title: str) -> None:
+    # Here, at the end of ingest: the decode workers, forked at the start, never hold matplotlib.
     import matplotlib
 
     matplotlib.use("Agg")              # headless: ingest runs on servers

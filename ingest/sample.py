@@ -38,6 +38,8 @@ import sys
 from datetime import date
 
 import numpy as np
+import scipy.io
+from PIL import Image
 
 from ingest import sample_sources
 
@@ -239,8 +241,6 @@ def write_mat(path: str, rows: list[dict], key: str = "wiki") -> None:
     struct whose fields are (1, N) arrays in WIKI_FIELDS order.  key "imdb":
     the real imdb.mat layout, IMDB_FIELDS (adds celeb_names (1, C) cells and
     celeb_id (1, N), 1-based into celeb_names)."""
-    import scipy.io
-
     if key not in DATASETS:
         raise ValueError(f"key must be one of {DATASETS}, got {key!r}")
     fields = IMDB_FIELDS if key == "imdb" else WIKI_FIELDS
@@ -279,8 +279,6 @@ FACE_PX = (40, 300)   # side range of the sample's face crops: small, so tests s
 
 def _image_bytes(row: dict, face_px: tuple[int, int] = FACE_PX) -> bytes | None:
     """The file content for one row (None: the file is missing)."""
-    from PIL import Image
-
     quirk = row["quirk"]
     if quirk == "missing":
         return None

@@ -30,6 +30,7 @@ import io
 import os
 
 import numpy as np
+from PIL import Image
 
 from ingest import sample
 
@@ -48,8 +49,6 @@ def _count(n: int, fraction: float) -> int:
 
 
 def _jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buf, "JPEG", quality=quality)
     return buf.getvalue()

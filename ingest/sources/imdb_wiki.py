@@ -93,7 +93,7 @@ def _check_struct(struct, path: str, key: str) -> None:
 def load(path: str, key: str | None = None) -> pd.DataFrame:
     """Columns: full_path, name, dob, photo_taken, gender, face_score,
     second_face_score, birth_year, dob_valid, age (and celeb_id for imdb)."""
-    import scipy.io
+    import scipy.io   # here: only the .mat sources load SciPy
 
     key = key or dict(KNOWN_MATS).get(os.path.basename(path))
     if os.path.getsize(path) == 0:
