@@ -41,7 +41,7 @@ demo: install
 	@echo "  run in runs/demo: best.keras, history.csv, report.json, predictions.csv, learning_curves.png, mae_by_age.png, tb/, predict/,"
 	@echo "  export/ (SavedModel, model.tflite, export.json)"
 
-# DEX's two stages on the samples, tiny variant (a few minutes on 2 cores): stage 1 on the
+# DEX's two stages on the samples, tiny variant (about half a minute on 2 cores): stage 1 on the
 # synthetic wiki sample (cpu.flags), stage 2 = dex.flags at tiny size on the synthetic
 # APPA-REAL sample, from stage 1; prints the stage-2 report with its epsilon-error.
 DEX_DEMO = $(DEMO)/dex
@@ -53,7 +53,7 @@ demo-dex: install
 	$(PY) -m ingest.sample --dataset appa_real --out $(DEX_DEMO)/appa-real-release --n 1500
 	$(PY) -m ingest --src $(DEX_DEMO)/appa-real-release --out $(DEX_DEMO)/shards/appa_real --image_size 32
 	$(PY) -m trainer --flagfile=cpu.flags --records=$(DEX_DEMO)/shards/wiki --model_dir=runs/demo-dex-stage1 --epochs=20 --noevaluate
-	$(PY) -m trainer --flagfile=dex.flags $(DEX_TINY) --records=$(DEX_DEMO)/shards/appa_real --init_from=runs/demo-dex-stage1 --model_dir=runs/demo-dex --epochs=15 --warmup_epochs=1 --learning_rate=0.001
+	$(PY) -m trainer --flagfile=dex.flags $(DEX_TINY) --records=$(DEX_DEMO)/shards/appa_real --init_from=runs/demo-dex-stage1 --model_dir=runs/demo-dex --epochs=15 --warmup_epochs=1 --learning_rate=0.003
 	@echo "Stage 1: runs/demo-dex-stage1; stage 2: runs/demo-dex (report.json has epsilon_error, mae_apparent, mae_real)"
 
 bench: install
@@ -61,6 +61,8 @@ bench: install
 	$(PY) -m bench.stream
 	$(PY) -m bench.cache
 	$(PY) -m bench.service
+	$(PY) -m bench.predict
+	$(PY) -m bench.faults
 
 clean:
 	rm -rf $(VENV) demo shards runs .pytest_cache

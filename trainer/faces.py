@@ -18,7 +18,7 @@ _idle: queue.SimpleQueue = queue.SimpleQueue()
 
 
 def _load_detector():
-    import cv2
+    import cv2   # here, not at the top: OpenCV loads only when a command detects faces
 
     cv2.setNumThreads(1)     # parallelism comes from the pipeline's threads
     path = os.path.join(cv2.data.haarcascades, CASCADE)
@@ -31,7 +31,7 @@ def _load_detector():
 
 def detect_faces(rgb: np.ndarray, min_face: int = 30) -> list[tuple[int, int, int, int]]:
     """Face boxes (x, y, width, height), largest first."""
-    import cv2
+    import cv2   # (see _load_detector)
 
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     gray = cv2.equalizeHist(gray)

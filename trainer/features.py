@@ -196,7 +196,6 @@ def _write(net, records_dir: str, key: dict, out: str, batch_size: int, log) -> 
 def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, *,
            batch_size: int = BATCH_SIZE, allow_build: bool = True, log=print) -> str:
     """The cache directory for this trunk, built first if it is missing, stale or partial."""
-    import model as age_model_lib
     key = cache_key(records_dir, weights, variant, age_model_lib.input_size(net), seed,
                     net.get_layer("conv1_1").compute_dtype)
     directory = cache_dir(records_dir, key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import secrets
 import threading
 import time
 from typing import Callable
@@ -68,8 +69,6 @@ def run_name(strategy: tf.distribute.Strategy, prefix: str) -> str:
     """A job-name prefix that every trainer process of this run agrees on and that is
     new for every run attempt (a resumed run must not join the job a crashed attempt
     left behind): each process draws a random number and all take the sum."""
-    import secrets
-
     mine = tf.constant(secrets.randbits(40), tf.int64)   # summed over <= 2^20 replicas
     agreed = strategy.reduce(tf.distribute.ReduceOp.SUM,
                              strategy.run(lambda: tf.identity(mine)), axis=None)
