@@ -21,13 +21,13 @@ per-image loop's time spent in the Haar detector.
 
 from __future__ import annotations
 
+import entry  # noqa: F401  first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
+
 import argparse
 import os
 import platform
 import sys
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FACE_PX = (150, 600)
 WARMUP = 64

@@ -1,18 +1,25 @@
-"""The one way every command starts: `entry.run(main, define_flags)`.
+"""The one way every command starts: `entry.run(main, define_flags)` for the
+absl-flag commands, `entry.run_parsed(main, parser)` for the argparse ones.
 
 Each `__main__` (and each module run with `python -m`) imports this package
-before anything else, so `TF_CPP_MIN_LOG_LEVEL` is set before any module
-imports TensorFlow (it reads the variable once, at import). `run` defines and
-adopts the command's flags (so `--help` lists them), quiets absl's INFO
-chatter unless -v/--verbosity asks for it, and turns a `ProjectError` (bad
-input the user can fix) into one `error: ...` line and exit status 1, and so
-does a write that meets a full or read-only disk anywhere.
+before anything else, so `TF_CPP_MIN_LOG_LEVEL=2` is in the environment before
+any module imports TensorFlow (it reads the variable once, at import). That level
+hides TensorFlow's C++ INFO and WARNING lines once its logging is set up (the CPU
+instruction notice, for one); it does not hide what TensorFlow 2.21 prints while
+it loads, before absl's C++ logging starts ("All log messages before
+absl::InitializeLog() ...", "oneDNN custom operations are on", "Could not find
+cuda drivers"), nor its C++ ERROR lines (level 3 hides those too). `run` defines and
+adopts the command's flags (so `--help` lists them) and quiets absl's Python INFO
+chatter unless -v/--verbosity asks for it. Both turn a `ProjectError` (bad input
+the user can fix) into one `error: ...` line and exit status 1, and so does a write
+that meets a full or read-only disk anywhere.
 
 This package never imports TensorFlow: ingest, which must not load it, uses it too.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Callable
@@ -23,13 +30,29 @@ from absl import app, flags, logging  # noqa: E402  (after the environment varia
 
 from entry.errors import ProjectError, disk_problem, disk_target  # noqa: E402
 
-__all__ = ["ProjectError", "run"]
+__all__ = ["ProjectError", "run", "run_parsed"]
+
+
+def _one_line_on_failure(main: Callable, *args):
+    """`main(*args)`; a ProjectError, or a write that met a full or read-only disk,
+    ends the process with one `error: ...` line on stderr and exit status 1.
+    Any other exception (a bug) keeps its traceback."""
+    try:
+        return main(*args)
+    except ProjectError as e:
+        sys.exit(f"error: {e}")
+    except Exception as e:
+        problem = disk_problem(e)
+        if problem is None:
+            raise
+        sys.exit(f"error: cannot write {disk_target(e)} ({problem}); free space on that disk "
+                 f"(or choose a writable one), then rerun the same command")
 
 
 def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None] | None = None,
         flags_module=None) -> None:
-    """Define the command's flags, parse argv, run `main`; a ProjectError ends the
-    process with one `error: ...` line on stderr and exit status 1."""
+    """Define the command's absl flags, parse argv, run `main(argv)`; its return
+    value is the exit status, a ProjectError one `error: ...` line and status 1."""
     if define_flags is not None:
         define_flags()
     if flags_module is not None:          # so --help lists them (help shows sys.argv[0]'s key flags)
@@ -39,15 +62,15 @@ def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None
     def guarded(argv: list[str]):
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
-        try:
-            return main(argv)
-        except ProjectError as e:
-            sys.exit(f"error: {e}")
-        except Exception as e:            # a write that met a full or read-only disk
-            problem = disk_problem(e)
-            if problem is None:
-                raise
-            sys.exit(f"error: cannot write {disk_target(e)} ({problem}); free space on that disk "
-                     f"(or choose a writable one), then rerun the same command")
+        return _one_line_on_failure(main, argv)
 
     app.run(guarded)
+
+
+def run_parsed(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
+               argv: list[str] | None = None) -> None:
+    """The same for an argparse command: parse `argv` (default sys.argv[1:]; a usage
+    error is argparse's own, status 2), run `main(args)` and exit with its return
+    value, a ProjectError one `error: ...` line and status 1."""
+    args = parser.parse_args(argv)
+    sys.exit(_one_line_on_failure(main, args))

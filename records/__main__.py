@@ -9,28 +9,32 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 import argparse
 import sys
 
-from records.manifest import DataError, read_manifest, summary
-from records.verify import problems
+from records.manifest import read_manifest, summary
 
 
 def inspect(directory: str) -> str:
     return summary(read_manifest(directory), directory)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m records", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    """Every argument of `python -m records`, defined here only."""
+    p = argparse.ArgumentParser(prog="python -m records", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("inspect", "print the manifest summary"),
-                       ("verify", "check every shard, record and image against the manifest")):
+                       ("verify", "check every shard, record, image and count against the manifest")):
         sub.add_parser(name, help=text).add_argument("directory", help="shard directory, e.g. shards/wiki")
-    args = parser.parse_args(argv)
-    if args.command == "inspect":
-        try:
-            print(inspect(args.directory))
-        except DataError as e:
-            print(f"records: {e}", file=sys.stderr)
-            return 1
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    """inspect: the summary (a DataError is entry's one line); verify: every problem
+    on its own `PROBLEM` line, then the tally, exit status 1 when there is one."""
+    if args.command == "inspect":          # reads only the manifest: TensorFlow never loads
+        print(inspect(args.directory))
         return 0
+    from records.verify import problems
+
     found = problems(args.directory)
     for p in found:
         print(f"PROBLEM {p}", file=sys.stderr)
@@ -42,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry.run_parsed(main, parser())

@@ -21,6 +21,8 @@ SPLITS = ("train", "val", "test")
 NUM_AGES = 101            # ages 0..100, the DEX softmax classes
 GENDER_UNKNOWN = -1       # gender: 1 male, 0 female, -1 unknown
 GENDER_MALE, GENDER_FEMALE = 1, 0
+# The manifest's `gender_counts` keys; any gender outside these counts as "unknown".
+GENDER_NAMES = {GENDER_MALE: "male", GENDER_FEMALE: "female", GENDER_UNKNOWN: "unknown"}
 REAL_AGE_UNKNOWN = -1     # real_age where the source has none
 
 LABEL_KINDS = ("real", "apparent")   # manifest "label": what `age` measures

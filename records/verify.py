@@ -1,6 +1,12 @@
 """Full check of a shard directory against its manifest: every listed shard is
 present with its size and sha256, holds the listed number of records, and every
-record parses with the schema and decodes to the stated image.
+record parses with the schema and decodes to the stated image. The labels are
+counted while the records are parsed, so every count the manifest carries is
+checked against them: per split and overall `age_histogram` and `gender_counts`,
+`kept` (= records written + files skipped) and the `cleaning` steps' arithmetic
+(source entries -> each step's removed and remaining -> kept). A feature cache's
+manifest carries none of these (only its shards' and splits' counts, checked like
+an image data set's); its records' labels are range-checked.
 
 `problems(directory)` returns one message per problem, each naming the file,
 so `python -m records verify` can list them all instead of stopping at the first.
@@ -14,12 +20,31 @@ import os
 import tensorflow as tf
 
 from records import schema, wire
-from records.manifest import DataError, file_sha256, read_manifest
+from records.manifest import DataError, file_sha256, manifest_path, read_manifest
 
 _BATCH = 256
+_SHOWN = 5          # differing histogram bins named per problem line
 
 
-def _batches(path: str, out: list[str], fix: str):
+class Tally:
+    """The labels of one split's records as verify reads them; `complete` turns
+    False when a record could not be read, so the counts are not compared."""
+
+    def __init__(self):
+        self.records = 0
+        self.age_histogram = [0] * schema.NUM_AGES
+        self.gender_counts = {name: 0 for name in schema.GENDER_NAMES.values()}
+        self.complete = True
+
+    def add(self, age: int, gender: int) -> None:
+        self.records += 1
+        if 0 <= age < schema.NUM_AGES:
+            self.age_histogram[age] += 1
+        name = schema.GENDER_NAMES.get(gender, schema.GENDER_NAMES[schema.GENDER_UNKNOWN])
+        self.gender_counts[name] += 1
+
+
+def _batches(path: str, out: list[str], fix: str, tally: Tally):
     """The records of `path` in lists of _BATCH, framing checked in Python so a
     corrupt record is named by its index and byte offset (appended to `out`)."""
     batch = []
@@ -32,22 +57,31 @@ def _batches(path: str, out: list[str], fix: str):
                     batch = []
     except wire.CorruptRecord as e:
         out.append(f"{path}: corrupt at {e}; {fix}")
+        tally.complete = False
     if batch:
         yield batch
 
 
-def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: str) -> list[str]:
+def _label_problem(where: str, key: str, age: int, gender: int) -> list[str]:
+    if not 0 <= age < schema.NUM_AGES or gender not in schema.GENDER_NAMES:
+        return [f"{where} ({key}): label out of range (age {age}, gender {gender})"]
+    return []
+
+
+def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: str,
+                   tally: Tally) -> list[str]:
     if manifest.get("kind") == schema.KIND_FEATURES:
-        return _check_feature_records(path, shard, manifest)
+        return _check_feature_records(path, shard, manifest, tally)
     size, encoding = manifest.get("image_size"), manifest.get("encoding")
     if encoding not in schema.ENCODINGS:
+        tally.complete = False
         return [f"{path}: the manifest's encoding is {encoding!r}, expected one of "
                 f"{' or '.join(map(repr, schema.ENCODINGS))}; re-run ingest"]
     out = []
     expected_format = schema.ENCODINGS[encoding]
     spec = schema.feature_spec()
     count = 0
-    for records in _batches(path, out, "re-run ingest"):
+    for records in _batches(path, out, "re-run ingest", tally):
         batch = tf.constant(records)
         try:
             parsed = tf.io.parse_example(batch, spec)
@@ -55,6 +89,7 @@ def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: st
             out.append(f"{path}: a record among #{count}..#{count + len(records) - 1} does not "
                        f"parse with the schema ({e.message.splitlines()[0]})")
             count += len(records)
+            tally.complete = False
             continue
         for j in range(len(records)):
             where = f"{path} record #{count}"
@@ -66,12 +101,12 @@ def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: st
             fmt = parsed[schema.IMAGE_FORMAT][j].numpy()
             h, w = int(parsed[schema.IMAGE_HEIGHT][j]), int(parsed[schema.IMAGE_WIDTH][j])
             age, gender = int(parsed[schema.AGE][j]), int(parsed[schema.GENDER][j])
+            tally.add(age, gender)
             if fmt != expected_format:
                 out.append(f"{where} ({key}): format {fmt!r}, manifest says {encoding}")
             if size is not None and (h, w) != (size, size):
                 out.append(f"{where} ({key}): {h}x{w}, manifest image_size {size}")
-            if not 0 <= age < schema.NUM_AGES or gender not in (0, 1, schema.GENDER_UNKNOWN):
-                out.append(f"{where} ({key}): label out of range (age {age}, gender {gender})")
+            out.extend(_label_problem(where, key, age, gender))
             if manifest.get("schema_version", 1) >= 2:
                 out.extend(_check_v2_labels(where, key, age, parsed, j))
             encoded = parsed[schema.IMAGE_ENCODED][j].numpy()
@@ -118,26 +153,115 @@ def _check_manifest(directory: str, manifest: dict) -> list[str]:
     return out
 
 
-def _check_feature_records(path: str, shard: dict, manifest: dict) -> list[str]:
-    """A feature-cache shard: every record parses and holds feature_shape float16 values."""
+def _check_feature_records(path: str, shard: dict, manifest: dict, tally: Tally) -> list[str]:
+    """A feature-cache shard: every record parses, holds feature_shape float16 values
+    and labels in range."""
     out, count = [], 0
     nbytes = 2 * math.prod(manifest.get("feature_shape") or [0])
     fix = "delete the cache directory and let the trainer rebuild it"
-    for records in _batches(path, out, fix):
+    for records in _batches(path, out, fix, tally):
         try:
             parsed = tf.io.parse_example(tf.constant(records), schema.feature_record_spec())
         except tf.errors.InvalidArgumentError as e:
             out.append(f"{path}: a record among #{count}..#{count + len(records) - 1} does not "
                        f"parse with the schema ({e.message.splitlines()[0]}); {fix}")
             count += len(records)
+            tally.complete = False
             continue
         lengths = tf.strings.length(parsed[schema.FEATURES]).numpy()
+        ages, genders = parsed[schema.AGE].numpy(), parsed[schema.GENDER].numpy()
+        keys = parsed[schema.KEY].numpy()
         for j, n in enumerate(lengths):
+            age, gender = int(ages[j]), int(genders[j])
+            tally.add(age, gender)
             if n != nbytes:
                 out.append(f"{path} record #{count + j}: {n} feature bytes, feature_shape needs {nbytes}")
+            out.extend(_label_problem(f"{path} record #{count + j}",
+                                      keys[j].decode("utf-8", "replace"), age, gender))
         count += len(lengths)
     if count != shard["count"]:
         out.append(f"{path}: {count} records, manifest lists {shard['count']}")
+    return out
+
+
+def _as_counts(value) -> dict | None:
+    """A histogram list (index -> count) or a {name: count} object as a dict, else None."""
+    if isinstance(value, list):
+        return dict(enumerate(value))
+    return value if isinstance(value, dict) else None
+
+
+def _differences(field: str, listed, counted: dict) -> str | None:
+    """None when `listed` (the manifest's) equals `counted`, a missing key counting as 0;
+    else each differing entry as `age 35: manifest 12, counted 11` (the first _SHOWN)."""
+    listed_counts = _as_counts(listed)
+    if listed_counts is None:
+        return f"manifest {listed!r}, counted {list(counted.values())}"
+    differ = [k for k in sorted(set(listed_counts) | set(counted), key=str)
+              if listed_counts.get(k, 0) != counted.get(k, 0)]
+    if not differ:
+        return None
+    name = (lambda k: f"age {k}") if field == "age_histogram" else str
+    text = "; ".join(f"{name(k)}: manifest {listed_counts.get(k, 0)}, counted {counted.get(k, 0)}"
+                     for k in differ[:_SHOWN])
+    return text + (f"; ... ({len(differ)} differ)" if len(differ) > _SHOWN else "")
+
+
+def _label_counts(tallies: list[Tally]) -> dict:
+    """age_histogram and gender_counts of `tallies` together, as dicts."""
+    ages = dict(enumerate(sum(t.age_histogram[a] for t in tallies) for a in range(schema.NUM_AGES)))
+    genders = {k: sum(t.gender_counts[k] for t in tallies) for k in schema.GENDER_NAMES.values()}
+    return {"age_histogram": ages, "gender_counts": genders}
+
+
+def _check_counts(directory: str, manifest: dict, tallies: dict[str, Tally]) -> list[str]:
+    """Every count the manifest carries against what the records hold: per split and
+    overall age_histogram and gender_counts, kept, the cleaning steps. A split whose
+    records could not all be read (already a problem) is not compared."""
+    where, fix = manifest_path(directory), f"re-run ingest into {directory}"
+    out = []
+    for split, entry in manifest["splits"].items():
+        tally = tallies.get(split)
+        if tally is None or not tally.complete:
+            continue
+        counted = _label_counts([tally])
+        for field in counted:
+            if field in entry and (diff := _differences(field, entry[field], counted[field])):
+                out.append(f"{where}: split {split!r} {field} does not match its records: {diff}; {fix}")
+    if not tallies or not all(t.complete for t in tallies.values()):
+        return out
+    counted = _label_counts(list(tallies.values()))
+    for field in counted:
+        if field in manifest and (diff := _differences(field, manifest[field], counted[field])):
+            out.append(f"{where}: {field} (all splits) does not match the records: {diff}; {fix}")
+    if "kept" in manifest:
+        written = sum(t.records for t in tallies.values())
+        skipped = manifest.get("skipped") or {}
+        files = sum(skipped.values()) if isinstance(skipped, dict) else 0
+        if manifest["kept"] != written + files:
+            out.append(f"{where}: kept: manifest {manifest['kept']}, counted {written + files} "
+                       f"({written} records written + {files} files skipped); {fix}")
+    out.extend(_check_cleaning(where, manifest, fix))
+    return out
+
+
+def _check_cleaning(where: str, manifest: dict, fix: str) -> list[str]:
+    """Each cleaning step removes from what the one before left (the first from the
+    source's entries), and the last leaves `kept`."""
+    steps = manifest.get("cleaning")
+    if not isinstance(steps, list) or not steps:
+        return []
+    out = []
+    before = (manifest.get("source") or {}).get("entries")
+    for step in steps:
+        name, removed, remaining = step.get("step"), step.get("removed"), step.get("remaining")
+        if isinstance(before, int) and isinstance(removed, int) and before - removed != remaining:
+            out.append(f"{where}: cleaning step {name!r} remaining: manifest {remaining}, counted "
+                       f"{before - removed} ({before} before it - {removed} removed); {fix}")
+        before = remaining
+    if "kept" in manifest and before != manifest["kept"]:
+        out.append(f"{where}: kept {manifest['kept']} is not what the last cleaning step "
+                   f"{steps[-1].get('step')!r} left ({before}); {fix}")
     return out
 
 
@@ -147,7 +271,9 @@ def problems(directory: str) -> list[str]:
     except DataError as e:
         return [str(e)]
     out, seen, listed = _check_manifest(directory, manifest), {}, set()
+    tallies = {}
     for split, entry in manifest["splits"].items():
+        tally = tallies[split] = Tally()
         shards = entry.get("shards", [])
         if sum(s["count"] for s in shards) != entry.get("count"):
             out.append(f"{directory}: split {split!r} count {entry.get('count')} is not the sum "
@@ -157,6 +283,7 @@ def problems(directory: str) -> list[str]:
             listed.add(shard["file"])
             if not os.path.exists(path):
                 out.append(f"{path}: listed in the manifest but missing")
+                tally.complete = False
                 continue
             size = os.path.getsize(path)
             if size != shard["bytes"]:
@@ -165,7 +292,8 @@ def problems(directory: str) -> list[str]:
             if sha != shard["sha256"]:
                 out.append(f"{path}: sha256 {sha[:12]}... does not match the manifest's "
                            f"{shard['sha256'][:12]}...")
-            out.extend(_check_records(path, shard, manifest, seen, split))
+            out.extend(_check_records(path, shard, manifest, seen, split, tally))
+    out.extend(_check_counts(directory, manifest, tallies))
     for name in sorted(os.listdir(directory)):
         if schema.parse_shard_name(name) and name not in listed:
             out.append(f"{os.path.join(directory, name)}: shard file not listed in the manifest")

@@ -131,9 +131,22 @@ def test_worker_with_a_malformed_dispatcher_address_is_one_line():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     r = subprocess.run([sys.executable, "-m", "records.service", "worker", "--dispatcher", "nohost"],
                        capture_output=True, text=True, timeout=60, env=env)
-    assert r.returncode == 2
+    assert r.returncode == 1, r.stderr                 # entry.run_parsed: one line, status 1
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ") and "nohost" in r.stderr
 
+
+
+def test_a_dispatcher_on_a_port_in_use_is_one_error_line_and_status_1():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "records.service", "dispatcher", "--port", str(port)],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: cannot start the dispatcher on port {port}: ")
+    assert "Traceback" not in r.stderr
 
 # --------------------------------------------------------------------------- epochs
 

@@ -10,9 +10,10 @@ import pytest
 
 from conftest import run_module
 from records.__main__ import inspect
-from records.manifest import DataError
-from records import wire
+from records.manifest import DataError, write_manifest
+from records import schema, wire
 from records.verify import problems
+from records.writer import ShardedWriter
 
 
 @pytest.fixture
@@ -25,6 +26,16 @@ def copy(sample_shards, tmp_path):
 def _train_shard(directory) -> str:
     manifest = json.load(open(directory / "manifest.json"))
     return manifest["splits"]["train"]["shards"][0]["file"]
+
+
+def _edit_manifest(directory, edit) -> dict:
+    """`edit(manifest)` in place on DIR/manifest.json; returns the manifest as it was."""
+    path = directory / "manifest.json"
+    before = json.loads(path.read_text())
+    after = json.loads(path.read_text())
+    edit(after)
+    path.write_text(json.dumps(after))
+    return before
 
 
 def test_inspect_summarizes_the_manifest(sample_shards, sample_expected):
@@ -87,7 +98,121 @@ def test_missing_and_unlisted_shards_are_named(copy):
 def test_cli_exit_codes(copy):
     ok = run_module("records", "verify", str(copy))
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr[-2000:]
+    _edit_manifest(copy, lambda m: m.update(kept=m["kept"] + 1))
+    edited = run_module("records", "verify", str(copy))
+    assert edited.returncode == 1 and "2 problem(s)" in edited.stderr, edited.stderr[-2000:]
+    assert f"PROBLEM {copy / 'manifest.json'}: kept: manifest " in edited.stderr
     (copy / _train_shard(copy)).write_bytes(b"")
     bad = run_module("records", "verify", str(copy))
     assert bad.returncode == 1
     assert _train_shard(copy) in bad.stderr and "problem(s)" in bad.stderr
+
+
+@pytest.mark.slow
+def test_inspect_without_a_manifest_is_one_error_line(tmp_path):
+    result = run_module("records", "inspect", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: {tmp_path / 'manifest.json'}: no manifest, so {tmp_path} "
+                                     f"is not a finished data set; run (or re-run, it starts over) "
+                                     f"`python -m ingest --src wiki_crop --out {tmp_path}`")
+
+
+def test_untouched_data_sets_verify_clean(sample_shards, appa_real_shards):
+    """Every count the manifest carries agrees with the records ingest wrote: real ages
+    with genders (the wiki sample), apparent ages with unknown genders (APPA-REAL)."""
+    assert problems(sample_shards) == []
+    assert problems(appa_real_shards) == []
+
+
+def _histogram(m, split):
+    return m["splits"][split]["age_histogram"] if split else m["age_histogram"]
+
+
+def _move_one_age(split):
+    """An edit: one face of the youngest age of `split` (None: all splits) a year older."""
+    def edit(m):
+        hist = _histogram(m, split)
+        young = next(a for a, n in enumerate(hist) if n)
+        hist[young] -= 1
+        hist[young + 1] += 1
+    return edit
+
+
+def _moved_age_line(split):
+    def line(m, where, fix):
+        hist = _histogram(m, split)
+        young = next(a for a, n in enumerate(hist) if n)
+        what = f"split {split!r} age_histogram does not match its records" if split else \
+            "age_histogram (all splits) does not match the records"
+        return [f"{where}: {what}: age {young}: manifest {hist[young] - 1}, counted {hist[young]}; "
+                f"age {young + 1}: manifest {hist[young + 1] + 1}, counted {hist[young + 1]}; {fix}"]
+    return line
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (_move_one_age("train"), _moved_age_line("train")),
+    (_move_one_age("test"), _moved_age_line("test")),
+    (_move_one_age(None), _moved_age_line(None)),
+    (lambda m: m["gender_counts"].update(male=m["gender_counts"]["male"] + 2),
+     lambda m, where, fix: [
+         f"{where}: gender_counts (all splits) does not match the records: male: manifest "
+         f"{m['gender_counts']['male'] + 2}, counted {m['gender_counts']['male']}; {fix}"]),
+    (lambda m: m.update(kept=m["kept"] + 1),
+     lambda m, where, fix: [
+         f"{where}: kept: manifest {m['kept'] + 1}, counted {m['kept']} ({m['kept'] - 4} records "
+         f"written + 4 files skipped); {fix}",
+         f"{where}: kept {m['kept'] + 1} is not what the last cleaning step 'age_below_min' "
+         f"left ({m['kept']}); {fix}"]),
+    (lambda m: m["skipped"].update(missing=m["skipped"]["missing"] + 1),
+     lambda m, where, fix: [
+         f"{where}: kept: manifest {m['kept']}, counted {m['kept'] + 1} ({m['kept'] - 4} records "
+         f"written + 5 files skipped); {fix}"]),
+    (lambda m: m["cleaning"][1].update(removed=m["cleaning"][1]["removed"] - 1),
+     lambda m, where, fix: [
+         f"{where}: cleaning step 'no_face' remaining: manifest {m['cleaning'][1]['remaining']}, "
+         f"counted {m['cleaning'][1]['remaining'] + 1} ({m['cleaning'][0]['remaining']} before it - "
+         f"{m['cleaning'][1]['removed'] - 1} removed); {fix}"]),
+], ids=["train_age_histogram", "test_age_histogram", "age_histogram", "gender_counts", "kept", "skipped", "cleaning"])
+def test_an_edited_manifest_count_is_named_with_both_values(copy, edit, expected):
+    """Each edited number is one line naming the split (where it has one), the field,
+    the manifest's value and the counted one; nothing else is reported."""
+    before = _edit_manifest(copy, edit)
+    where, fix = copy / "manifest.json", f"re-run ingest into {copy}"
+    assert before["kept"] - sum(before["skipped"].values()) == sum(
+        e["count"] for e in before["splits"].values())        # the sample: 4 files skipped
+    assert sum(before["skipped"].values()) == 4
+    assert problems(str(copy)) == expected(before, where, fix)
+
+
+def test_a_split_whose_records_cannot_all_be_read_is_not_counted(copy):
+    """A missing shard is the problem named; its split's labels are not compared."""
+    name = _train_shard(copy)
+    (copy / name).unlink()
+    assert problems(str(copy)) == [f"{copy / name}: listed in the manifest but missing"]
+
+
+def _feature_cache(directory, labels: dict[str, list[tuple[int, int]]]) -> None:
+    """A feature cache by hand: feature_shape [1, 1, 2] float16, (age, gender) per record."""
+    os.makedirs(directory)
+    splits = {}
+    for split, rows in labels.items():
+        writer = ShardedWriter(str(directory), split, shard_bytes=1 << 20)
+        for i, (age, gender) in enumerate(rows):
+            writer.write(schema.encode_feature_example(features=bytes(4), age=age, gender=gender,
+                                                       key=f"{split}/{i}.jpg".encode()))
+        splits[split] = writer.finish()
+    write_manifest(str(directory), {"schema_version": schema.SCHEMA_VERSION,
+                                    "kind": schema.KIND_FEATURES, "feature_shape": [1, 1, 2],
+                                    "feature_dtype": "float16", "image_size": 32, "splits": splits})
+
+
+def test_a_feature_cache_is_checked_for_what_its_manifest_carries(tmp_path):
+    """A cache's manifest has no label counts: a good cache verifies clean (no count is
+    asked for), and a label out of range is named by record."""
+    good = {"train": [(30, 1), (41, 0), (5, -1)], "val": [(60, 1)], "test": [(0, 0), (100, 1)]}
+    _feature_cache(tmp_path / "good", good)
+    assert problems(str(tmp_path / "good")) == []
+    _feature_cache(tmp_path / "bad", {**good, "val": [(60, 1), (101, 2)]})
+    shard = tmp_path / "bad" / schema.shard_name("val", 0, 1)
+    assert problems(str(tmp_path / "bad")) == [
+        f"{shard} record #1 (val/1.jpg): label out of range (age 101, gender 2)"]

@@ -7,16 +7,19 @@ pipeline (read, shuffle, decode, augment, batch) and stream batches to the train
 (`python -m trainer --data_service=grpc://HOST:5050`). Workers read the shards from
 the same path the trainer names, so every worker host must see the shard directory
 there (a shared file system or a copy).
+
+Exit status 0 after the clean stop. A bad address, a port in use or an unusable
+--work_dir is one `error: ...` line and exit status 1 (entry.run_parsed); a
+malformed address is refused before TensorFlow loads.
 """
 
 from __future__ import annotations
 
-import entry  # noqa: F401  first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
+import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
 import argparse
 import os
 import signal
-import sys
 import threading
 
 DEFAULT_PORT = 5050
@@ -64,34 +67,35 @@ def serve(server, what: str, stop: threading.Event) -> None:
     print(f"{what} stopped", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """Start the server `args` names and serve until SIGTERM/Ctrl-C (then exit status 0).
+    A bad address, a taken port or an unusable work dir is a ServiceError: one
+    `error: ...` line from entry.run_parsed, exit status 1."""
     from records.service.address import ServiceError, parse_address
 
-    try:
-        if args.server == "worker":
-            host, port = parse_address(args.dispatcher)
-            if args.worker_address is not None:
-                parse_address(args.worker_address)
-    except ServiceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.server == "worker":          # before TensorFlow's import and its start-up lines
+        host, port = parse_address(args.dispatcher)
+        if args.worker_address is not None:
+            parse_address(args.worker_address)
     import tensorflow as tf
 
     stop = stop_requested()
     service = tf.data.experimental.service
     if args.server == "dispatcher":
         if args.work_dir:
-            os.makedirs(args.work_dir, exist_ok=True)
+            try:
+                os.makedirs(args.work_dir, exist_ok=True)
+            except OSError as e:
+                raise ServiceError(f"--work_dir {args.work_dir}: cannot create it "
+                                   f"({e.strerror or e}); pass a writable directory") from None
         config = service.DispatcherConfig(
             port=args.port, work_dir=args.work_dir, fault_tolerant_mode=bool(args.work_dir),
             worker_timeout_ms=args.worker_timeout_ms)
         try:
             server = service.DispatchServer(config)
         except Exception as e:  # the port is taken, the work dir unusable, ...
-            print(f"error: cannot start the dispatcher on port {args.port}: {str(e).splitlines()[0]}",
-                  file=sys.stderr)
-            return 1
+            raise ServiceError(f"cannot start the dispatcher on port {args.port}: "
+                               f"{str(e).splitlines()[0]}") from None
         mode = f", fault tolerant, work_dir {args.work_dir}" if args.work_dir else ""
         print(f"dispatcher listening on {server.target}{mode}", flush=True)
         serve(server, "dispatcher", stop)
@@ -102,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = service.WorkerServer(config)
     except Exception as e:
-        print(f"error: cannot start the worker on port {args.port}: {str(e).splitlines()[0]}",
-              file=sys.stderr)
-        return 1
+        raise ServiceError(f"cannot start the worker on port {args.port}: "
+                           f"{str(e).splitlines()[0]}") from None
     print(f"worker listening on {server._address} (reachable as "
           f"{(args.worker_address or 'localhost:%port%').replace('%port%', server._address.rsplit(':', 1)[1])}), "
           f"dispatcher {host}:{port}", flush=True)
@@ -113,4 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry.run_parsed(main, parser())
