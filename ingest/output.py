@@ -43,7 +43,7 @@ from records.writer import ResumeMismatch, ShardedWriter
 KIND = schema.KIND_IMAGES
 RESUME_NAME = ".resume.json"
 PLOT_NAME = "age_gender.png"
-GENDER_NAMES = {1: "male", 0: "female"}      # anything else: "unknown"
+GENDER_NAMES = schema.GENDER_NAMES               # the manifest's gender_counts keys
 
 
 def owns(name: str) -> bool:
