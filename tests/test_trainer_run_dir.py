@@ -109,13 +109,15 @@ def test_a_killed_runs_partial_files_are_removed_and_nothing_else(tmp_path):
     target = tmp_path / "run"
     run, _ = train.open_run(config(str(target)), chief=True, manifest={})
     run.release()
-    leftovers = [".history.csv.tmp-4242", ".best.keras.tmp-4242.keras", ".best.keras.tmp-4242", ".run.json.tmp-7"]
-    for name in leftovers + [".my-notes.txt", "notes.tmp-1"]:
+    leftovers = [".history.csv.tmp-4242", ".best.keras.tmp-4242.keras", ".best.keras.tmp-4242", ".run.json.tmp-7",
+                 ".report-appa_real-test.json.tmp-9", ".mae_by_age-wiki-val.png.tmp-9"]
+    for name in leftovers + [".my-notes.txt", "notes.tmp-1", ".report-notes.txt.tmp-3"]:
         (target / name).write_text("x")
     (target / "checkpoints" / "ckpt-3_temp").mkdir(parents=True)
     run, _ = train.open_run(config(str(target)), chief=True, manifest={})
     run.release()
-    assert sorted(os.listdir(target)) == [".dex-age", ".my-notes.txt", "checkpoints", "flags.txt", "notes.tmp-1"]
+    assert sorted(os.listdir(target)) == [".dex-age", ".my-notes.txt", ".report-notes.txt.tmp-3", "checkpoints",
+                                          "flags.txt", "notes.tmp-1"]
     assert os.listdir(target / "checkpoints") == []
 
 

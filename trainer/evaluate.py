@@ -39,7 +39,7 @@ from records.manifest import atomic_write_bytes
 from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, REAL_AGE
 from trainer import flags as trainer_flags
 from trainer import export, loop, plots
-from trainer.run_dir import RunDir, load_run_model
+from trainer.run_dir import OTHER_REPORT, RunDir, load_run_model
 
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
 
@@ -160,8 +160,7 @@ def output_names(run_records: str, records_dir: str, split: str) -> dict:
         return {"report": "report.json", "predictions": "predictions.csv",
                 "learning_curves": "learning_curves.png", "mae_by_age": "mae_by_age.png"}
     tag = f"{os.path.basename(os.path.normpath(os.path.abspath(records_dir)))}-{split}"
-    return {"report": f"report-{tag}.json", "predictions": f"predictions-{tag}.csv",
-            "mae_by_age": f"mae_by_age-{tag}.png"}
+    return {what: pattern.replace("*", tag) for what, pattern in OTHER_REPORT.items()}
 
 
 def predictions_csv(keys, true_age, expected, likely, extra: dict) -> bytes:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fnmatch
 import io
 import json
 import os
@@ -52,6 +53,10 @@ KIND = "run"                         # the marker's kind
 # Every top-level name the trainer and trainer.evaluate write into a run directory.
 OWNED = (outdir.MARKER_NAME, "flags.txt", "run.json", "checkpoints", "best.keras", "best.json",
          "history.csv", "tb", "report.json", "predictions.csv", "learning_curves.png", "mae_by_age.png")
+# ... and the names trainer.evaluate gives a report on another data set or split
+# (* = <basename of the data set>-<split>).
+OTHER_REPORT = {"report": "report-*.json", "predictions": "predictions-*.csv", "mae_by_age": "mae_by_age-*.png"}
+OWNED_PATTERNS = tuple(OTHER_REPORT.values())
 
 
 class RunDirError(ProjectError):
@@ -118,7 +123,9 @@ class RunDir:
         (`.history.csv.tmp-<pid>`, `.best.keras.tmp-<pid>.keras`, ...); call under the lock."""
         removed = []
         for name in sorted(os.listdir(self.path)):
-            if any(name.startswith(f".{owned}.tmp-") for owned in OWNED):
+            written, tmp, _ = name[1:].partition(".tmp-")
+            if name.startswith(".") and tmp and (written in OWNED or any(
+                    fnmatch.fnmatchcase(written, pattern) for pattern in OWNED_PATTERNS)):
                 full = self.file(name)
                 shutil.rmtree(full) if os.path.isdir(full) else os.remove(full)
                 removed.append(name)
