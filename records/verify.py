@@ -62,6 +62,22 @@ def _batches(path: str, out: list[str], fix: str, tally: Tally):
         yield batch
 
 
+def _parsed_batches(path: str, spec: dict, out: list[str], fix: str, tally: Tally):
+    """(index of the first record, parsed batch or None, records in it) for each batch of
+    `path`; a batch that does not parse with `spec` is named in `out` and yields None."""
+    first = 0
+    for records in _batches(path, out, fix, tally):
+        try:
+            parsed = tf.io.parse_example(tf.constant(records), spec)
+        except tf.errors.InvalidArgumentError as e:
+            out.append(f"{path}: a record among #{first}..#{first + len(records) - 1} does not "
+                       f"parse with the schema ({e.message.splitlines()[0]}); {fix}")
+            tally.complete = False
+            parsed = None
+        yield first, parsed, len(records)
+        first += len(records)
+
+
 def _label_problem(where: str, key: str, age: int, gender: int) -> list[str]:
     if not 0 <= age < schema.NUM_AGES or gender not in schema.GENDER_NAMES:
         return [f"{where} ({key}): label out of range (age {age}, gender {gender})"]
@@ -79,21 +95,13 @@ def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: st
                 f"{' or '.join(map(repr, schema.ENCODINGS))}; re-run ingest"]
     out = []
     expected_format = schema.ENCODINGS[encoding]
-    spec = schema.feature_spec()
     count = 0
-    for records in _batches(path, out, "re-run ingest", tally):
-        batch = tf.constant(records)
-        try:
-            parsed = tf.io.parse_example(batch, spec)
-        except tf.errors.InvalidArgumentError as e:
-            out.append(f"{path}: a record among #{count}..#{count + len(records) - 1} does not "
-                       f"parse with the schema ({e.message.splitlines()[0]})")
-            count += len(records)
-            tally.complete = False
+    for first, parsed, n in _parsed_batches(path, schema.feature_spec(), out, "re-run ingest", tally):
+        count = first + n
+        if parsed is None:
             continue
-        for j in range(len(records)):
-            where = f"{path} record #{count}"
-            count += 1
+        for j in range(n):
+            where = f"{path} record #{first + j}"
             key = parsed[schema.KEY][j].numpy().decode("utf-8", "replace")
             if key in seen:
                 out.append(f"{where}: key {key!r} also in {seen[key]}")
@@ -159,26 +167,20 @@ def _check_feature_records(path: str, shard: dict, manifest: dict, tally: Tally)
     out, count = [], 0
     nbytes = 2 * math.prod(manifest.get("feature_shape") or [0])
     fix = "delete the cache directory and let the trainer rebuild it"
-    for records in _batches(path, out, fix, tally):
-        try:
-            parsed = tf.io.parse_example(tf.constant(records), schema.feature_record_spec())
-        except tf.errors.InvalidArgumentError as e:
-            out.append(f"{path}: a record among #{count}..#{count + len(records) - 1} does not "
-                       f"parse with the schema ({e.message.splitlines()[0]}); {fix}")
-            count += len(records)
-            tally.complete = False
+    for first, parsed, n in _parsed_batches(path, schema.feature_record_spec(), out, fix, tally):
+        count = first + n
+        if parsed is None:
             continue
         lengths = tf.strings.length(parsed[schema.FEATURES]).numpy()
         ages, genders = parsed[schema.AGE].numpy(), parsed[schema.GENDER].numpy()
         keys = parsed[schema.KEY].numpy()
-        for j, n in enumerate(lengths):
+        for j, length in enumerate(lengths):
             age, gender = int(ages[j]), int(genders[j])
             tally.add(age, gender)
-            if n != nbytes:
-                out.append(f"{path} record #{count + j}: {n} feature bytes, feature_shape needs {nbytes}")
-            out.extend(_label_problem(f"{path} record #{count + j}",
+            if length != nbytes:
+                out.append(f"{path} record #{first + j}: {length} feature bytes, feature_shape needs {nbytes}")
+            out.extend(_label_problem(f"{path} record #{first + j}",
                                       keys[j].decode("utf-8", "replace"), age, gender))
-        count += len(lengths)
     if count != shard["count"]:
         out.append(f"{path}: {count} records, manifest lists {shard['count']}")
     return out
