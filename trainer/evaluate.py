@@ -39,7 +39,7 @@ from records.manifest import atomic_write_bytes
 from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, REAL_AGE
 from trainer import flags as trainer_flags
 from trainer import export, loop, plots
-from trainer.run_dir import OTHER_REPORT, RunDir, load_run_model
+from trainer.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, load_run_model
 
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
 
@@ -157,8 +157,7 @@ def output_names(run_records: str, records_dir: str, split: str) -> dict:
     side: report-<basename of the records>-<split>.json, predictions-...csv,
     mae_by_age-...png (the learning curves are the run's, not the data set's)."""
     if split == OWN_SPLIT and os.path.realpath(records_dir) == os.path.realpath(run_records):
-        return {"report": "report.json", "predictions": "predictions.csv",
-                "learning_curves": "learning_curves.png", "mae_by_age": "mae_by_age.png"}
+        return dict(OWN_REPORT)
     tag = f"{os.path.basename(os.path.normpath(os.path.abspath(records_dir)))}-{split}"
     return {what: pattern.replace("*", tag) for what, pattern in OTHER_REPORT.items()}
 

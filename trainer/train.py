@@ -2,8 +2,10 @@
 
 `train(config)` runs them in this order, on purpose:
 
-    check_data       the shards' manifest, before TensorFlow builds anything (bad input
-                     costs one line, not a traceback after minutes of model building)
+    check_inputs     every manifest (check_data: the validation set and each training
+                     source), the batch size, --best_metric and the service address,
+                     before TensorFlow builds anything (bad input costs one line, not a
+                     traceback after minutes of model building)
     make_strategy    before any other op (MultiWorkerMirroredStrategy requires it)
     open_run         the run directory: ours or refused, one writer (the lock), resume or
                      refuse (run.json: settings and data set), a killed run's partial
@@ -224,20 +226,29 @@ def steps_per_epoch(config: TrainConfig, manifests: list[dict]) -> int:
     return config.steps_per_epoch or max(1, sum(train_counts(manifests)) // config.batch_size)
 
 
-def dry_run(config: TrainConfig) -> None:
-    """Everything `train` checks before building, then the plan, and nothing else."""
+def check_inputs(config: TrainConfig) -> tuple[dict, list[dict]]:
+    """The data checks `train` and `dry_run` share, before anything is built: the
+    validation data set's manifest and every training source's (a warning when their
+    margins differ), and the tf.data service's address (a dead dispatcher would hang
+    registration)."""
     manifest = check_data(config.records, ("train", config.validation_split))
     check_batch_size(config, manifest)
     check_best_metric(config, manifest)
     sources = check_sources(config)
-    if config.data_service:
-        check_service(config.data_service)
-    run = RunDir(config.model_dir)
-    run.check()
-    check_run_dir(run, config, manifest, sources)
     margins = mixed_margins(config, sources, manifest)
     if margins:
         print(margins, flush=True)
+    if config.data_service:
+        check_service(config.data_service)
+    return manifest, sources
+
+
+def dry_run(config: TrainConfig) -> None:
+    """Everything `train` checks before building, then the plan, and nothing else."""
+    manifest, sources = check_inputs(config)
+    run = RunDir(config.model_dir)
+    run.check()
+    check_run_dir(run, config, manifest, sources)
     total = sum(config.mix_weights)
     mixed = ", ".join(f"{d} ({n} records, {m['image_size']} px, weight {w / total:.2f})" for d, n, m, w
                       in zip(config.sources, train_counts(sources), sources, config.mix_weights))
@@ -559,16 +570,8 @@ def finished(config: TrainConfig, state: State, start_epoch: int) -> str | None:
 def train(config: TrainConfig) -> str | None:
     """Run the whole job described by `config`; returns the run directory on the
     chief (the process that evaluates afterwards), None on other workers."""
-    manifest = check_data(config.records, ("train", config.validation_split))
-    check_batch_size(config, manifest)
-    check_best_metric(config, manifest)
-    sources = check_sources(config)
+    manifest, sources = check_inputs(config)
     steps = steps_per_epoch(config, sources)
-    margins = mixed_margins(config, sources, manifest)
-    if margins:
-        print(margins, flush=True)
-    if config.data_service:     # a dead dispatcher would hang registration: check it first
-        check_service(config.data_service)
     distribution.split_cpu(config.logical_cpus)
     if config.strategy == "multi_worker":     # the strategy itself would wait forever for a missing peer
         distribution.wait_for_peers(json.loads(os.environ["TF_CONFIG"]), config.cluster_timeout)
