@@ -33,7 +33,7 @@ from records.manifest import DataError
 NAME = "csv"
 LOOKS_FOR = "a .csv file (csv)"
 OPTIONS = ("margin", "gender_male_code")   # the source flags it reads (ingest.pipeline)
-MARGIN = facebox.DEFAULT_MARGIN   # --margin's default: the framing IMDB-WIKI's and APPA-REAL's crops have
+MARGIN = facebox.DEFAULT_MARGIN   # --margin's default: the framing IMDB-WIKI's crops have
 REQUIRED = ("path", "age")
 BOX = ("x_min", "y_min", "x_max", "y_max")
 GENDER_WORDS = {"m": schema.GENDER_MALE, "male": schema.GENDER_MALE,

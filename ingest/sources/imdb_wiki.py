@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 
 from ingest.sources.table import Options, Table, sha256_of
-from records import schema
+from records import facebox, schema
 from records.manifest import DataError
 
 NAME = "imdb_wiki"
 LOOKS_FOR = "a folder with wiki.mat or imdb.mat (imdb_wiki)"
 OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
 KNOWN_MATS = (("wiki.mat", "wiki"), ("imdb.mat", "imdb"))  # file name, struct key
-MARGIN = 0.4          # the crops' margin around the detected face, per side
+MARGIN = facebox.DEFAULT_MARGIN   # the crops' margin around the detected face, per side
 
 # Matlab datenum 1 is 1 Jan of year 0; Python's ordinal 1 is 1 Jan of year 1,
 # 366 days later (year 0 is a leap year).  Python dates only span years 1..9999,
