@@ -20,7 +20,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from ingest.sources.table import Options, Table, sha256_of
+from ingest.sources.table import Options, Table, read_csv, sha256_of
 from records import schema
 from records.manifest import DataError
 
@@ -40,15 +40,8 @@ def recognise(src: str) -> bool:
 
 
 def _read(path: str, columns: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, dtype={"file_name": str, "file": str})
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable CSV ({e}); re-extract appa-real-release") from e
-    missing = [c for c in columns if c not in frame]
-    if missing:
-        raise DataError(f"{path}: lacks columns {missing} (has {list(frame.columns)}); "
-                        f"is this the APPA-REAL release?")
-    return frame
+    return read_csv(path, columns, "re-extract appa-real-release", "is this the APPA-REAL release?",
+                    dtype={"file_name": str, "file": str})
 
 
 def _numbers(column: pd.Series) -> np.ndarray:

@@ -26,7 +26,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from ingest.sources.table import Options, Table, root_of, sha256_of
+from ingest.sources.table import Options, Table, read_csv, root_of, sha256_of
 from records import facebox, schema
 from records.manifest import DataError
 
@@ -72,14 +72,8 @@ def dataset(src: str) -> str:
 
 
 def load_table(src: str, options: Options) -> Table:
-    try:
-        raw = pd.read_csv(src, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{src}: unreadable CSV ({e}); it needs a header row with path,age") from e
-    missing = [c for c in REQUIRED if c not in raw]
-    if missing:
-        raise DataError(f"{src}: lacks the column(s) {missing} (has {list(raw.columns)}); "
-                        f"a CSV source needs path,age")
+    raw = read_csv(src, REQUIRED, "it needs a header row with path,age", "a CSV source needs path,age",
+                   dtype=str, keep_default_na=False, skipinitialspace=True)
     given_box = [c for c in BOX if c in raw]
     if given_box and len(given_box) != len(BOX):
         raise DataError(f"{src}: has box column(s) {given_box} but not all of {list(BOX)}; "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from records import schema
+from records.manifest import DataError
 
 # The canonical table every source produces (extra columns are the source's own).
 COLUMNS = {
@@ -58,6 +59,20 @@ class Table:
         missing = [c for c in COLUMNS if c not in self.frame]
         if missing or self.label not in schema.LABEL_KINDS:
             raise ValueError(f"source table lacks columns {missing} or has label {self.label!r}")
+
+
+def read_csv(path: str, required, unreadable_fix: str, missing_fix: str, **read_options) -> pd.DataFrame:
+    """A metadata CSV as a DataFrame (pandas.read_csv with `read_options`), or one
+    DataError line: unreadable (then `unreadable_fix`), or without a `required` column
+    (then `missing_fix`)."""
+    try:
+        frame = pd.read_csv(path, **read_options)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable CSV ({e}); {unreadable_fix}") from e
+    missing = [c for c in required if c not in frame]
+    if missing:
+        raise DataError(f"{path}: lacks the column(s) {missing} (has {list(frame.columns)}); {missing_fix}")
+    return frame
 
 
 def root_of(src: str) -> str:
