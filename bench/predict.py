@@ -1,4 +1,4 @@
-"""Batch prediction (`trainer.predict`'s tf.data path) against a per-image loop.
+"""Batch prediction (`serving.predict`'s tf.data path) against a per-image loop.
 
     python -m bench.predict [--n 1000] [--photos 200] [--variants tiny,full] [--workdir bench_out/predict]
 
@@ -9,7 +9,7 @@ weights; the cost does not depend on them), in one process with the model loaded
 - per-image loop: for each file read + decode (records.pixels.read_rgb, PIL), resize
   to the input size (model.resize_pixels, the in-model op), then the model on a batch
   of one through a compiled `tf.function`;
-- batch path: `trainer.predict.predict_files` with --no_detect, --batch_size 64
+- batch path: `serving.predict.predict_files` with --no_detect, --batch_size 64
   (parallel read/decode, resize, batches of 64, the same compiled call).
 
 Both decode each file the same way.  Each path runs once on 64 files first (tracing,
@@ -85,7 +85,7 @@ def per_image_loop(age_model, paths: list[str], *, detect: bool = False) -> tupl
     import model
     from records.facebox import DEFAULT_MARGIN, crop_region
     from records.pixels import read_rgb
-    from trainer import faces
+    from serving import faces
 
     detecting = 0.0
     start = time.perf_counter()
@@ -105,7 +105,7 @@ def per_image_loop(age_model, paths: list[str], *, detect: bool = False) -> tupl
 
 
 def batch_path(age_model, paths: list[str], *, detect: bool = False) -> float:
-    from trainer.predict import PredictConfig, predict_files
+    from serving.predict import PredictConfig, predict_files
 
     start = time.perf_counter()
     count = sum(1 for _ in predict_files(age_model, paths, PredictConfig(detect=detect, batch_size=64)))
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     import keras
 
     import model
-    from trainer.predict import AgeModel
+    from serving.predict import AgeModel
     rows = []
     for variant in args.variants.split(","):
         keras.utils.set_random_seed(0)

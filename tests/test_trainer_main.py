@@ -1,5 +1,5 @@
 """The trainer end to end, as a user runs it: real subprocesses of `python -m trainer`,
-`trainer.evaluate` and `trainer.predict` on a sample ingested by `python -m ingest`.
+`trainer.evaluate` and `serving.predict` on a sample ingested by `python -m ingest`.
 
 One module-scoped run trains the tiny variant with the committed cpu.flags and is
 shared by the evaluation and prediction tests; resume, mirrored and multi-worker
@@ -173,7 +173,7 @@ def some_kept_image(src: str) -> tuple[str, int]:
 def test_predict_prints_an_apparent_age_for_a_face_crop(trained_run, tmp_path):
     photo, age = some_kept_image(trained_run["src"])
     out = tmp_path / "out"
-    result = run_module("trainer.predict", f"--model_dir={trained_run['dir']}", "--no_detect",
+    result = run_module("serving.predict", f"--model_dir={trained_run['dir']}", "--no_detect",
                         f"--out={out}", "--json", photo, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     [entry] = json.loads(result.stdout)
@@ -196,7 +196,7 @@ def test_predict_detects_faces_and_reports_bad_files_per_file(trained_run, tmp_p
     not_image.write_text("this is not a picture")
     faceless = tmp_path / "gray.png"
     Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(faceless)
-    result = run_module("trainer.predict", f"--model_dir={trained_run['dir']}", "--json",
+    result = run_module("serving.predict", f"--model_dir={trained_run['dir']}", "--json",
                         portrait(), str(not_image), str(faceless), cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]      # one file worked
     face_photo, bad, empty = json.loads(result.stdout)
@@ -208,7 +208,7 @@ def test_predict_detects_faces_and_reports_bad_files_per_file(trained_run, tmp_p
 
 
 def test_predict_exits_nonzero_when_no_file_could_be_processed(trained_run, tmp_path):
-    result = run_module("trainer.predict", f"--model_dir={trained_run['dir']}", str(tmp_path / "nope.jpg"),
+    result = run_module("serving.predict", f"--model_dir={trained_run['dir']}", str(tmp_path / "nope.jpg"),
                         cwd=REPO)
     assert result.returncode == 1
     assert "nope.jpg: no such file" in result.stderr
@@ -394,7 +394,7 @@ def test_age_gender_task_reports_and_predicts_gender(train_shards, tmp_path):
     assert 0 <= report["gender_accuracy"] <= 1 and "gender accuracy" in result.stdout
     assert "val_gender_accuracy" in history(run_dir)[0]
     photo, _ = some_kept_image(train_shards["src"])
-    predicted = run_module("trainer.predict", f"--model_dir={run_dir}", "--no_detect", "--json", photo, cwd=REPO)
+    predicted = run_module("serving.predict", f"--model_dir={run_dir}", "--no_detect", "--json", photo, cwd=REPO)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert json.loads(predicted.stdout)[0]["faces"][0]["gender"] in ("male", "female")
 

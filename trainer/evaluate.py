@@ -34,11 +34,12 @@ import tensorflow as tf
 from absl import app
 
 import records
-from model import metrics
+from model import age_outputs, metrics
 from records.manifest import atomic_write_bytes
 from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, REAL_AGE
 from trainer import flags as trainer_flags
-from trainer import export, loop, plots
+from trainer import loop, plots
+from trainer.config import ConfigError
 from trainer.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, load_run_model
 
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
@@ -89,7 +90,7 @@ def mae_by_decade(true_age: np.ndarray, expected: np.ndarray) -> dict:
 def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "test",
                  batch_size: int = 256, quiet: bool = False, tta: str = "none") -> dict:
     if batch_size < 1:
-        raise trainer_flags.ConfigError(f"--batch_size={batch_size}: must be at least 1")
+        raise ConfigError(f"--batch_size={batch_size}: must be at least 1")
     run = RunDir(model_dir)
     info = run.read_info()
     records_dir = records_dir or info["records"]
@@ -100,8 +101,8 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     data = records.make_dataset(records_dir, split, batch_size, training=False, with_keys=True)
 
     # The exported model's outputs (with its flip average under --tta=flip): the report
-    # scores exactly what trainer.predict and the export answer.
-    outputs_of = export.age_outputs(net, with_gender, tta == "flip")
+    # scores exactly what serving.predict and the export answer.
+    outputs_of = age_outputs(net, with_gender, tta == "flip")
 
     @tf.function
     def step(images, labels):

@@ -46,11 +46,12 @@ from records.identity import data_identity
 from records.manifest import file_sha256, manifest_path, split_shards, write_manifest
 from records.writer import ShardedWriter
 from trainer import flags as trainer_flags
+from trainer.config import FEATURES_BATCH_SIZE, parse_weights
 from trainer import loop
 
 FEATURE_DTYPE = "float16"
 SHARD_BYTES = 128 << 20
-BATCH_SIZE = trainer_flags.FEATURES_BATCH_SIZE
+BATCH_SIZE = FEATURES_BATCH_SIZE
 
 
 def cache_key(records_dir: str, weights: str | None, variant: str, input_size: int, seed: int,
@@ -221,7 +222,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     f = trainer_flags.FLAGS
-    weights = trainer_flags.parse_weights(f.weights)
+    weights = parse_weights(f.weights)
     records.read_manifest(f.records)
     loop.set_seeds(f.seed)      # the same draw as the trainer's, for a random trunk
     keras.mixed_precision.set_global_policy("float32")

@@ -1,4 +1,5 @@
-"""The pictures a run produces: learning curves, error by age, annotated photos."""
+"""The pictures a run produces: learning curves and error by age (serving.plots draws
+the photos prediction annotates)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from records.manifest import atomic_write  # noqa: E402
 from records.schema import NUM_AGES  # noqa: E402
 
 
-def _save(fig, path: str, tight: bool = True) -> str:
+def save_figure(fig, path: str, tight: bool = True) -> str:
     """Temporary name then rename, like every artifact of the project."""
     with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight else None, format="png")
@@ -32,7 +33,7 @@ def learning_curves(history: list[dict], path: str) -> str:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def mae_by_age(true_age: np.ndarray, expected_age: np.ndarray, path: str) -> str:
@@ -51,32 +52,4 @@ def mae_by_age(true_age: np.ndarray, expected_age: np.ndarray, path: str) -> str
     ax2.plot(ages[counts > 0], mae[counts > 0], "o-", ms=3, color="C3", label="MAE")
     ax2.set_ylabel("MAE (years)")
     ax.set_title("Error of the expected age by true age")
-    return _save(fig, path)
-
-
-def age_distribution(probs: np.ndarray, path: str, title: str) -> str:
-    """One face's softmax over ages 0..100 with its expectation marked."""
-    expected = float(np.asarray(metrics.expected_age(probs[None]))[0])
-    fig, ax = plt.subplots(figsize=(6, 2.6))
-    ax.bar(np.arange(len(probs)), probs, color="C0")
-    ax.axvline(expected, color="C3", label=f"apparent age {expected:.1f}")
-    ax.set_xlabel("age")
-    ax.set_ylabel("probability")
-    ax.set_title(title)
-    ax.legend()
-    return _save(fig, path)
-
-
-def annotate(image: np.ndarray, faces: list[dict], path: str) -> str:
-    """The photo with a box and the apparent age per face."""
-    h, w = image.shape[:2]
-    fig = plt.figure(figsize=(w / 100, h / 100), dpi=100)
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.imshow(image)
-    ax.axis("off")
-    for face in faces:
-        x, y, bw, bh = face["box"]
-        ax.add_patch(plt.Rectangle((x, y), bw, bh, fill=False, color="lime", lw=2))
-        ax.text(x, max(y - 4, 10), f"{face['apparent_age']:.0f}", color="black", fontsize=max(8, bh // 8),
-                bbox=dict(facecolor="lime", alpha=0.8, pad=1, lw=0))
-    return _save(fig, path, tight=False)
+    return save_figure(fig, path)

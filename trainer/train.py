@@ -47,7 +47,7 @@ from records import service
 from records.identity import data_identity, differences
 from records.schema import KIND_FEATURES, LABEL_APPARENT, LABEL_REAL
 from trainer import actions, checkpoints, distribution, features, loop
-from trainer.flags import FIXED_ON_RESUME, MIXED_PRECISION_POLICIES, ConfigError, TrainConfig
+from trainer.config import FIXED_ON_RESUME, MIXED_PRECISION_POLICIES, ConfigError, TrainConfig
 from trainer.run_dir import RunDir, RunDirError
 
 # A resumed run reseeds its data order from the epoch it resumes at, so the order is

@@ -1,4 +1,4 @@
-"""`python -m trainer.export`: the SavedModel's two signatures in a process that has
+"""`python -m serving.export`: the SavedModel's two signatures in a process that has
 never imported this project, the TFLite file under the LiteRT interpreter, TTA,
 the gender output, and an export never replacing what it did not make."""
 
@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_module
-from test_trainer_predict import INPUT_SIZE, REPO, build_run, read_lines
+from test_serving_predict import INPUT_SIZE, REPO, build_run, read_lines
 
 # Run with `python -I` from outside the repository: no PYTHONPATH, no project import.
 CLEAN_SCRIPT = r"""
@@ -71,7 +71,7 @@ def test_the_saved_models_decoder_gives_predicts_pixels_transparency_on_white(fa
     import tensorflow as tf
 
     from records.pixels import read_rgb
-    from trainer.export import decode_rgb
+    from serving.export import decode_rgb
 
     rng = np.random.default_rng(8)
     palette = Image.fromarray(rng.integers(0, 256, (25, 31, 3), dtype=np.uint8)).quantize(16)
@@ -93,7 +93,7 @@ def test_the_saved_models_decoder_gives_predicts_pixels_transparency_on_white(fa
 
 
 def export(run_dir, out, *args):
-    result = run_module("trainer.export", f"--model_dir={run_dir}", f"--out={out}", *args, cwd=REPO,
+    result = run_module("serving.export", f"--model_dir={run_dir}", f"--out={out}", *args, cwd=REPO,
                         timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -130,7 +130,7 @@ def test_saved_model_runs_in_a_clean_process_and_matches_predict(run_dir, faces,
     assert info["input_size"] == INPUT_SIZE and info["tflite"] == "float32"
 
     preds = tmp_path / "preds.jsonl"
-    predicted = run_module("trainer.predict", f"--model_dir={run_dir}", "--no_detect", f"--output={preds}",
+    predicted = run_module("serving.predict", f"--model_dir={run_dir}", "--no_detect", f"--output={preds}",
                            *faces, cwd=REPO)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     predict_ages = [line["faces"][0]["apparent_age"] for line in read_lines(preds)]
@@ -186,7 +186,7 @@ def test_tta_flip_and_float16_tflite(run_dir, tmp_path):
 def test_age_gender_export_adds_male_probability(sample_shards, tmp_path):
     import tensorflow as tf
 
-    from trainer.export import export_run
+    from serving.export import export_run
 
     run = build_run(str(tmp_path / "gender_run"), sample_shards, seed=2, gender=True)
     export_run(run, str(tmp_path / "g"), log=lambda *_: None)
@@ -200,7 +200,7 @@ def test_age_gender_export_adds_male_probability(sample_shards, tmp_path):
 
 
 def test_export_never_replaces_a_directory_it_did_not_make(run_dir, tmp_path):
-    from trainer.export import ExportError, export_run
+    from serving.export import ExportError, export_run
 
     mine = tmp_path / "notes"
     mine.mkdir()
@@ -213,3 +213,13 @@ def test_export_never_replaces_a_directory_it_did_not_make(run_dir, tmp_path):
     export_run(run_dir, str(tmp_path / "e"), tflite="none", tta="flip", log=lambda *_: None)
     assert json.load(open(tmp_path / "e" / "export.json"))["tta"] == "flip"
     assert sorted(os.listdir(tmp_path)) == ["e", "notes"]
+
+
+@pytest.mark.slow
+def test_trainer_export_is_the_same_command_as_serving_export(run_dir, tmp_path):
+    export(run_dir, str(tmp_path / "a"))
+    alias = run_module("trainer.export", f"--model_dir={run_dir}", f"--out={tmp_path / 'b'}", cwd=REPO,
+                       timeout=300)
+    assert alias.returncode == 0, alias.stderr[-3000:]
+    first, second = (json.load(open(tmp_path / d / "export.json")) for d in "ab")
+    assert first == second and first["input_size"] == INPUT_SIZE

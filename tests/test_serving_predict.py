@@ -1,5 +1,5 @@
 """The pixel contract (Resize layer, one JPEG decoder, EXIF, 16-bit) and batch
-prediction (`python -m trainer.predict PATH... --output`): every bad-file kind is
+prediction (`python -m serving.predict PATH... --output`): every bad-file kind is
 its line's error, --output resumes, and a record's bytes predict as they evaluate."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def tiny_run(sample_shards, tmp_path_factory) -> str:
 
 
 def predict(run_dir, *args, cwd=REPO, timeout=180):
-    return run_module("trainer.predict", f"--model_dir={run_dir}", *args, cwd=cwd, timeout=timeout)
+    return run_module("serving.predict", f"--model_dir={run_dir}", *args, cwd=cwd, timeout=timeout)
 
 
 def read_lines(path) -> list[dict]:
@@ -164,7 +164,7 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
 # ----------------------------------------------------------------------------- listing and resume
 
 def test_paths_expand_files_folders_and_lists_in_order_once(tmp_path):
-    from trainer.predict import expand_paths
+    from serving.predict import expand_paths
 
     (tmp_path / "d" / "b").mkdir(parents=True)
     for name in ("d/z.jpg", "d/a.PNG", "d/b/c.jpeg", "d/notes.txt"):
@@ -180,7 +180,7 @@ def test_paths_expand_files_folders_and_lists_in_order_once(tmp_path):
 def test_the_pipeline_does_not_autotune(tmp_path):
     """Autotuning's model thread made deleting the iterator wait out its sleep period
     (seconds of idle tail per run); the pipeline sets its parallelism itself."""
-    from trainer.predict import PredictConfig, make_pipeline
+    from serving.predict import PredictConfig, make_pipeline
 
     for detect in (True, False):
         pipeline = make_pipeline([str(tmp_path / "a.jpg")], INPUT_SIZE, PredictConfig(detect=detect))
@@ -188,7 +188,7 @@ def test_the_pipeline_does_not_autotune(tmp_path):
 
 
 def test_resume_cuts_a_torn_line_and_refuses_a_foreign_file(tmp_path):
-    from trainer.predict import PredictError, open_output
+    from serving.predict import PredictError, open_output
 
     out = tmp_path / "preds.jsonl"
     out.write_text('{"file": "a.jpg", "faces": [], "error": null}\n{"file": "b.jpg", "fa')
@@ -212,7 +212,7 @@ TORN = b'{"file": "a.jpg", "faces": [], "error": null}\n{"file": "b.jpg", "fa'
 def test_a_file_in_use_is_refused_before_a_byte_of_it_is_cut(tmp_path):
     """A live writer holds the lock mid-line: a second open is refused and the
     half-written line is still there."""
-    from trainer.predict import PredictError, open_output
+    from serving.predict import PredictError, open_output
 
     out = tmp_path / "preds.jsonl"
     out.write_bytes(TORN)
@@ -220,7 +220,7 @@ def test_a_file_in_use_is_refused_before_a_byte_of_it_is_cut(tmp_path):
         fcntl.flock(live, fcntl.LOCK_EX)
         with pytest.raises(PredictError) as refused:
             open_output(str(out))
-        assert str(refused.value) == (f"{out}: another trainer.predict is writing it; wait for it or "
+        assert str(refused.value) == (f"{out}: another serving.predict is writing it; wait for it or "
                                       f"pass another --output")
         assert out.read_bytes() == TORN
 
@@ -236,7 +236,7 @@ def test_predict_on_an_output_in_use_is_one_line_and_changes_nothing(tiny_run, t
         result = predict(tiny_run, "--no_detect", f"--output={out}", str(photo))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {out}: another trainer.predict is writing it; wait for it or pass another --output")
+        f"error: {out}: another serving.predict is writing it; wait for it or pass another --output")
     assert out.read_bytes() == TORN
 
 
@@ -246,7 +246,7 @@ def test_any_exception_in_one_files_work_is_its_error_and_the_others_come_out(tm
     import keras
 
     import model
-    from trainer import faces, predict
+    from serving import faces, predict
 
     names = ["a.jpg", "b.jpg", "c.jpg"]
     for name, size in zip(names, (60, 64, 60)):   # b.jpg's size marks it for the detector
@@ -410,7 +410,7 @@ def test_flip_tta_is_the_mean_of_the_image_and_mirror_softmaxes():
     import keras
 
     import model
-    from trainer.predict import AgeModel
+    from serving.predict import AgeModel
 
     keras.utils.set_random_seed(5)
     net = model.build_age_model(None, variant="tiny", gender=True)
@@ -470,7 +470,7 @@ def utkface_run(tmp_path_factory) -> str:
 
 @pytest.mark.slow
 def test_a_utkface_run_records_margin_0_and_predict_crops_tight(utkface_run, tiny_run, tmp_path):
-    from trainer.export import export_run
+    from serving.export import export_run
 
     with open(os.path.join(utkface_run, "run.json")) as f:
         assert json.load(f)["margin"] == 0.0
@@ -511,11 +511,24 @@ def test_predict_never_imports_ingest(tiny_run, tmp_path):
     import sys
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "trainer.predict",
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "serving.predict",
                              f"--model_dir={tiny_run}", "--json", astronaut()],
                             capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:") and line.count("|") == 2}
-    assert {"trainer.faces", "cv2", "records.facebox", "entry.progress"} <= imported   # the whole path ran
+    assert {"serving.faces", "cv2", "records.facebox", "entry.progress"} <= imported   # the whole path ran
     assert sorted(m for m in imported if m.split(".")[0] == "ingest") == []
+
+
+@pytest.mark.slow
+def test_trainer_predict_is_the_same_command_as_serving_predict(tiny_run, sample_dir):
+    photo = next(os.path.join(root, name) for root, _, names in sorted(os.walk(sample_dir))
+                 for name in sorted(names) if name.endswith(".jpg"))
+    answers = []
+    for command in ("serving.predict", "trainer.predict"):
+        result = run_module(command, f"--model_dir={tiny_run}", "--no_detect", "--json", photo, cwd=REPO)
+        assert result.returncode == 0, result.stderr[-2000:]
+        answers.append(json.loads(result.stdout))
+    assert answers[0] == answers[1]
+    assert answers[0][0]["file"] == photo and len(answers[0][0]["faces"]) == 1

@@ -1,0 +1,45 @@
+"""The command lines of `python -m serving.predict` and `python -m serving.export`
+(also reachable as `trainer.predict` / `trainer.export`). Defaults come from
+`trainer.config`; library code never reads these flags."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from trainer.config import TFLITE_PRECISIONS, TTA, PredictConfig
+from trainer.flags import define_tta_flag
+
+FLAGS = flags.FLAGS
+
+
+def define_predict_flags() -> None:
+    """Flags of `python -m serving.predict`."""
+    flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
+    flags.DEFINE_string("output", None, "Append one JSON line per file here, as the files complete; a rerun "
+                        "with the same file skips the files already in it.")
+    flags.DEFINE_boolean("probs", PredictConfig.probs, "Add each face's age distribution (age_probs, 101 floats).")
+    flags.DEFINE_integer("batch_size", PredictConfig.batch_size, "Faces per model call.")
+    flags.DEFINE_string("out", None, "Write annotated photos and per-face age distributions here.")
+    flags.DEFINE_boolean("no_detect", not PredictConfig.detect, "Treat each image as one face crop instead "
+                         "of detecting faces with OpenCV's bundled Haar cascade.")
+    flags.DEFINE_boolean("json", False, "Print one JSON list instead of text (without --output).")
+    flags.DEFINE_float("margin", None, "Margin added around each detected face box on every side, as a "
+                       "fraction of its width/height. Default: the run's (run.json), the margin of the "
+                       "crops it was trained on (0.4 IMDB-WIKI, APPA-REAL; 0.0 UTKFace).")
+    flags.DEFINE_integer("min_face", PredictConfig.min_face, "Smallest face the detector reports, in pixels.")
+    define_tta_flag()
+    flags.mark_flag_as_required("model_dir")
+
+
+def define_export_flags() -> None:
+    """Flags of `python -m serving.export`."""
+    flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
+    flags.DEFINE_string("out", None, "Export directory (a SavedModel, export.json and model.tflite); "
+                        "an earlier export there is replaced once the new one is complete.")
+    flags.DEFINE_enum("tta", TTA[0], list(TTA), "Test-time augmentation inside the export: flip "
+                      "averages the age distributions of each face and its mirror image (two model calls).")
+    flags.DEFINE_enum("tflite", TFLITE_PRECISIONS[0], list(TFLITE_PRECISIONS),
+                      "Also write model.tflite (the pixel endpoint at the model's input size): float32, "
+                      "or float16 weights (half the size).")
+    flags.mark_flag_as_required("model_dir")
+    flags.mark_flag_as_required("out")

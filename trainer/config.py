@@ -1,0 +1,212 @@
+"""The trainer's and the predictor's settings: the config objects library code takes,
+their allowed values and defaults, and `ConfigError`.
+
+`trainer.flags` (the command lines) builds these objects from parsed flags and reads
+its defaults from them; library code (`trainer.train`, `trainer.features`,
+`trainer.evaluate`, `serving`) imports this module, never the flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from entry.errors import ProjectError
+from model.age import TRAINABLE_FROM
+from records import facebox
+from records.augment import DEFAULT_OPS, OPS
+from records.reader import DEFAULT_SHUFFLE_BUFFER
+from records.service.address import ServiceError, parse_address
+
+MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+TASKS = ("age", "age_gender")
+BEST_METRICS = ("val_loss", "val_mae", "val_epsilon_error")   # all: lower is better
+LR_SCHEDULES = ("constant", "cosine")
+TTA = ("none", "flip")               # --tta of trainer.evaluate, serving.predict and serving.export
+TFLITE_PRECISIONS = ("none", "float32", "float16")   # --tflite of serving.export
+FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
+NO_WEIGHTS = "none"                 # --weights=none: random initialisation
+CLUSTER_TIMEOUT = 300.0             # seconds to wait for every multi-worker peer (they start at different times)
+DATA_SERVICE_DEADLINE_S = 3600.0    # --data_service_deadline: the bound on one service epoch
+
+# Settings a resumed run must not change: they decide the network or the meaning of its
+# saved state. Checked against the run's run.json (trainer.run_dir).
+FIXED_ON_RESUME = ("variant", "task", "cache_features", "best_metric", "trainable_from")
+
+
+class ConfigError(ProjectError):
+    """A bad flag or combination of flags; the message names the flag and the fix."""
+
+def parse_weights(value: str) -> str | None:
+    """--weights: a path, or None for 'none' (random initialisation)."""
+    return None if value.lower() == NO_WEIGHTS else value
+
+def default_model_dir() -> str:
+    return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything `trainer.train` needs, resolved: built once from the flags by
+    `train_config`, then passed down (library code never reads FLAGS)."""
+    # Data.
+    records: str                        # validated on; its test split is the final evaluation's
+    validation_split: str = "val"
+    train_records: tuple[str, ...] = ()   # the training sources; () = (records,)
+    records_weights: tuple[float, ...] = ()   # their shares; () = equal
+    augment: bool = False
+    augment_ops: tuple[str, ...] = ()   # () = DEFAULT_OPS with augment, none without
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+    cache_features: bool = False
+    # Model.
+    weights: str | None = None          # None: random initialisation (--weights=none)
+    variant: str = "full"
+    task: str = "age"
+    dropout: float = 0.5
+    init_from: str | None = None        # a run directory or .keras file to start from
+    trainable_from: str = TRAINABLE_FROM[0]
+    # Schedule and optimisation.
+    epochs: int = 250
+    steps_per_epoch: int = 0            # 0: one pass over the training split
+    batch_size: int = 256               # global, split across replicas
+    eval_batch_size: int = 256          # resolved: --eval_batch_size or --batch_size
+    learning_rate: float = 1e-3
+    lr_schedule: str = LR_SCHEDULES[0]
+    warmup_epochs: int = 0
+    optimizer: str = "adam"
+    best_metric: str = "val_loss"
+    patience: int = 0                   # 0: never stop early
+    seed: int = 0
+    # Performance and scale-out.
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    strategy: str = "default"
+    cluster_timeout: float = CLUSTER_TIMEOUT
+    logical_cpus: int = 0
+    data_service: str = ""              # grpc://HOST:PORT; empty: the in-process reader
+    data_service_deadline: float = DATA_SERVICE_DEADLINE_S
+    # Run directory.
+    model_dir: str = ""
+    resume: bool = True
+    evaluate: bool = True
+    flag_lines: tuple[str, ...] = ()    # the resolved flags, written to flags.txt
+
+    @property
+    def with_gender(self) -> bool:
+        return self.task == "age_gender"
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The training record directories."""
+        return self.train_records or (self.records,)
+
+    @property
+    def mix_weights(self) -> tuple[float, ...]:
+        return self.records_weights or (1.0,) * len(self.sources)
+
+    @property
+    def augmentation(self) -> tuple[str, ...]:
+        """The augmentation ops applied to training batches, in order."""
+        return self.augment_ops or (DEFAULT_OPS if self.augment else ())
+
+    @property
+    def init_from_file(self) -> str | None:
+        """The .keras file --init_from names (a run directory's best.keras)."""
+        if self.init_from is None or not os.path.isdir(self.init_from):
+            return self.init_from
+        return os.path.join(self.init_from, "best.keras")
+
+    def info(self) -> dict:
+        """The settings recorded in run.json (with the data facts the trainer adds):
+        those a resumed run must keep."""
+        return {name: getattr(self, name) for name in FIXED_ON_RESUME}
+
+    def check(self) -> "TrainConfig":
+        """Refuse bad combinations with one line that names the flag and the fix."""
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs={self.epochs}: must be at least 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch_size={self.batch_size}: must be at least 1")
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"--eval_batch_size={self.eval_batch_size}: use 0 for --batch_size, or a positive count")
+        if self.steps_per_epoch < 0:
+            raise ConfigError(f"--steps_per_epoch={self.steps_per_epoch}: use 0 for a full pass, or a positive count")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"--learning_rate={self.learning_rate}: must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout={self.dropout}: must be in [0, 1)")
+        if self.patience < 0:
+            raise ConfigError(f"--patience={self.patience}: use 0 to disable early stopping")
+        if self.shuffle_buffer < 1:
+            raise ConfigError(f"--shuffle_buffer={self.shuffle_buffer}: must be at least 1")
+        unknown = [op for op in self.augment_ops if op not in OPS]
+        if unknown:
+            raise ConfigError(f"--augment_ops={','.join(self.augment_ops)}: unknown op {unknown[0]!r}; "
+                              f"use any of {', '.join(sorted(OPS))}")
+        if self.cache_features and self.augmentation:
+            raise ConfigError("--cache_features with --augment: augmentation changes the trunk's "
+                              "input every epoch, so its features cannot be cached; drop one of them")
+        if self.cache_features and self.trainable_from != TRAINABLE_FROM[0]:
+            raise ConfigError(f"--cache_features with --trainable_from={self.trainable_from}: the cache "
+                              f"holds a frozen trunk's features; use --trainable_from={TRAINABLE_FROM[0]} "
+                              f"or drop --cache_features")
+        if self.cache_features and self.sources != (self.records,):
+            raise ConfigError("--cache_features with several --records (or another --validation_records): "
+                              "the feature cache holds one source; drop --cache_features or train and "
+                              "validate on one source")
+        if self.cache_features and self.init_from:
+            raise ConfigError("--cache_features with --init_from: the cache is built from --weights, "
+                              "not from that run's trunk; drop --cache_features")
+        if self.records_weights and len(self.records_weights) != len(self.sources):
+            raise ConfigError(f"--records_weights has {len(self.records_weights)} values for "
+                              f"{len(self.sources)} --records; give one weight per source")
+        if any(w < 0 for w in self.mix_weights) or not sum(self.mix_weights) > 0:
+            raise ConfigError(f"--records_weights={','.join(map(str, self.mix_weights))}: weights must "
+                              f"be non-negative with a positive sum")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"--warmup_epochs={self.warmup_epochs}: must be between 0 and --epochs")
+        if self.init_from_file is not None and not os.path.isfile(self.init_from_file):
+            raise ConfigError(f"--init_from={self.init_from}: {self.init_from_file} not found; pass a run "
+                              f"directory holding best.keras or a .keras file")
+        if self.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
+            raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                              "(cluster and task); see README 'Distributed training'")
+        if self.cluster_timeout <= 0:
+            raise ConfigError(f"--cluster_timeout={self.cluster_timeout:g}: must be a positive number of seconds")
+        if self.data_service:
+            try:
+                parse_address(self.data_service)
+            except ServiceError as e:
+                raise ConfigError(f"--data_service: {e}") from None
+            if len(self.sources) > 1:
+                raise ConfigError(f"--records={','.join(self.sources)} with --data_service: the service reads "
+                                  f"one shard directory; pass one --records")
+            if self.steps_per_epoch:
+                raise ConfigError(f"--steps_per_epoch={self.steps_per_epoch} with --data_service: an "
+                                  f"epoch on the service is one pass over the training split; drop "
+                                  f"--steps_per_epoch")
+            if self.data_service_deadline <= 0:
+                raise ConfigError(f"--data_service_deadline={self.data_service_deadline}: must be "
+                                  f"positive (seconds)")
+        if self.logical_cpus < 0 or self.logical_cpus == 1:
+            raise ConfigError(f"--logical_cpus={self.logical_cpus}: use 0 (off) or at least 2")
+        if self.weights is not None and self.init_from is None and not os.path.exists(self.weights):
+            raise ConfigError(
+                f"--weights={self.weights}: file not found; download vgg_face_weights.h5 and pass "
+                f"--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch")
+        if self.weights is not None and self.init_from is None and self.variant == "tiny":
+            raise ConfigError("--variant=tiny with --weights: VGG-Face weights only fit the full "
+                              "variant; pass --weights=none for the tiny one")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """How `serving.predict` turns photos into faces for the model."""
+    detect: bool = True
+    margin: float = facebox.DEFAULT_MARGIN
+    min_face: int = 30                  # smallest face the detector reports, in pixels
+    batch_size: int = 64                # faces per model call
+    probs: bool = False
