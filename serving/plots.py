@@ -23,8 +23,32 @@ def age_distribution(probs: np.ndarray, path: str, title: str) -> str:
     return save_figure(fig, path)
 
 
+def label_size(box) -> int:
+    """The age label's font size in points."""
+    return max(8, box[3] // 8)
+
+
+def age_label_position(box, width: int, height: int, text: str) -> tuple[float, float, str]:
+    """Where a face's age label goes so that it stays inside the picture: above the
+    box when there is room, else just inside its top edge; shifted left when it
+    would run past the right edge. Returns (x, y, vertical alignment)."""
+    x, y = box[:2]
+    size_px = label_size(box) * 100 / 72 + 4           # points at 100 dpi, plus the label's padding
+    text_w = 0.65 * size_px * len(text) + 4
+    pad = 2                                             # the label box's padding, in pixels
+    x = min(max(x, pad), max(width - text_w, pad))
+    if y - pad >= size_px:
+        return x, y - pad, "bottom"                     # above the box
+    return x, min(max(y, 0) + pad, max(height - size_px, pad)), "top"   # inside its top edge
+
+
 def annotate(image: np.ndarray, faces: list[dict], path: str) -> str:
-    """The photo with a box and the apparent age per face."""
+    """The photo with a box and the apparent age per face, written to `path`."""
+    return save_figure(annotated_figure(image, faces), path, tight=False)
+
+
+def annotated_figure(image: np.ndarray, faces: list[dict]):
+    """The figure `annotate` writes: the photo at its own size, a box and an age label per face."""
     h, w = image.shape[:2]
     fig = plt.figure(figsize=(w / 100, h / 100), dpi=100)
     ax = fig.add_axes([0, 0, 1, 1])
@@ -33,6 +57,7 @@ def annotate(image: np.ndarray, faces: list[dict], path: str) -> str:
     for face in faces:
         x, y, bw, bh = face["box"]
         ax.add_patch(plt.Rectangle((x, y), bw, bh, fill=False, color="lime", lw=2))
-        ax.text(x, max(y - 4, 10), f"{face['apparent_age']:.0f}", color="black", fontsize=max(8, bh // 8),
-                bbox=dict(facecolor="lime", alpha=0.8, pad=1, lw=0))
-    return save_figure(fig, path, tight=False)
+        x, y, valign = age_label_position(face["box"], w, h, f"{face['apparent_age']:.0f}")
+        ax.text(x, y, f"{face['apparent_age']:.0f}", color="black", fontsize=label_size(face["box"]),
+                va=valign, bbox=dict(facecolor="lime", alpha=0.8, pad=1, lw=0))
+    return fig

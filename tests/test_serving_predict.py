@@ -532,3 +532,19 @@ def test_trainer_predict_is_the_same_command_as_serving_predict(tiny_run, sample
         answers.append(json.loads(result.stdout))
     assert answers[0] == answers[1]
     assert answers[0][0]["file"] == photo and len(answers[0][0]["faces"]) == 1
+
+
+@pytest.mark.parametrize("box", [(0, 0, 40, 40), (150, 0, 50, 60), (170, 90, 30, 30), (-5, -5, 210, 130)])
+def test_an_age_label_stays_inside_the_picture(box):
+    import matplotlib.pyplot as plt
+
+    from serving.plots import annotated_figure
+
+    fig = annotated_figure(np.zeros((120, 200, 3), np.uint8), [{"box": box, "apparent_age": 100.0}])
+    fig.canvas.draw()
+    inside = fig.bbox
+    (label,) = fig.axes[0].texts
+    extent = label.get_bbox_patch().get_window_extent()
+    plt.close(fig)
+    assert extent.x0 >= inside.x0 - 0.5 and extent.x1 <= inside.x1 + 0.5, (box, extent)
+    assert extent.y0 >= inside.y0 - 0.5 and extent.y1 <= inside.y1 + 0.5, (box, extent)

@@ -97,3 +97,17 @@ def test_an_appa_real_split_reports_the_epsilon_error_of_its_predictions(tmp_pat
                                1 - np.exp(-(x[spread] - mu[spread]) ** 2 / (2 * sigma[spread] ** 2)), atol=0.01)
     assert report["mae_apparent"] == pytest.approx(np.mean(np.abs(x - mu)), abs=0.01)
     assert report["mae_real"] == pytest.approx(np.mean(np.abs(x - real)[real >= 0]), abs=0.01)
+
+
+def test_learning_curves_show_the_metric_that_picked_best_keras(tmp_path):
+    from PIL import Image
+
+    from trainer import plots
+
+    history = [{"epoch": e, "loss": 3.0 - e / 10, "val_loss": 3.1 - e / 20, "mae": 9.0 - e, "val_mae": 9.5 - e / 2,
+                "epsilon_error": 0.8 - e / 20, "val_epsilon_error": 0.7 - e / 30} for e in range(1, 6)]
+    two = plots.learning_curves(history, str(tmp_path / "a.png"), {"epoch": 3, "metric": "val_mae", "value": 8.0})
+    three = plots.learning_curves(history, str(tmp_path / "b.png"),
+                                  {"epoch": 5, "metric": "val_epsilon_error", "value": 0.53})
+    # A third panel for the picking metric when it is neither the loss nor the MAE.
+    assert Image.open(three).width > 1.3 * Image.open(two).width

@@ -142,9 +142,10 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     history = run.read_history()
     if history and "learning_curves" in names:
         written.append(run.file(names["learning_curves"]))
-        plots.learning_curves(history, written[-1])
+        plots.learning_curves(history, written[-1], run.read_best_record())
     written.append(run.file(names["mae_by_age"]))
-    plots.mae_by_age(true_age, expected, written[-1])
+    plots.mae_by_age(true_age, expected, written[-1],
+                    f"{os.path.basename(os.path.normpath(records_dir))}, {split} split")
     if not quiet:
         print_report(report, written)
     return report
