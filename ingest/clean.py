@@ -50,3 +50,16 @@ def clean(frame: pd.DataFrame, steps: list[Step]) -> tuple[pd.DataFrame, list[di
         report.append({"step": step, "rule": rule, "removed": int(mask.sum()),
                        "remaining": len(frame)})
     return frame.reset_index(drop=True), report
+
+
+def why_nothing_is_left(frame: pd.DataFrame, steps: list[Step]) -> str:
+    """When cleaning kept no row: which step removed the last ones, its rule, and one
+    row it removed (its path), so the user sees what was wrong with the data."""
+    for step, rule, remove in steps:
+        mask = np.asarray(remove(frame), dtype=bool)
+        if mask.all() and len(frame):
+            example = frame["path"].iloc[0] if "path" in frame else None
+            return (f"step {step} removed all {len(frame)} remaining rows (rule: {rule})"
+                    + (f", e.g. {example}" if example is not None else ""))
+        frame = frame[~mask]
+    return "the source has no rows"

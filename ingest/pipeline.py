@@ -115,7 +115,12 @@ def load_and_clean(cfg: Config, source=None):
     # 2. Cleaning: the source's own steps, then the common age (and gender) steps, each counted.
     thresholds = clean.Thresholds(min_face_score=cfg.min_face_score, min_age=cfg.min_age,
                                   max_age=cfg.max_age, require_gender=cfg.require_gender)
-    kept, cleaning = clean.clean(table.frame, table.steps + clean.common_steps(thresholds))
+    steps = table.steps + clean.common_steps(thresholds)
+    kept, cleaning = clean.clean(table.frame, steps)
+    if kept.empty:
+        raise DataError(f"{cfg.src}: no row survives cleaning: {clean.why_nothing_is_left(table.frame, steps)}; "
+                        f"check that --src holds the {source.NAME} format (see README 'Data sets'), or "
+                        f"loosen the threshold that removed them")
     return source, table, kept, cleaning
 
 
@@ -193,8 +198,6 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
     # 1-2. The source's canonical table, cleaned (load_and_clean).
     _, table, kept, cleaning = load_and_clean(cfg, source)
     entries = len(table.frame)
-    if kept.empty:
-        raise DataError(f"{cfg.src}: no rows survive cleaning ({cleaning}); loosen the thresholds")
     # 3. Splits: the source's own, or seeded random/identity (checked before any output).
     split_of = assign_splits(table, kept, cfg)
     _require_every_split(split_of, cfg, table)

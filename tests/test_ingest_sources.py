@@ -486,3 +486,19 @@ def test_sample_cli_writes_each_format(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "appa_real" / "allcategories_test.csv")
     with pytest.raises(ValueError, match="dataset must be one of"):
         sample_sources.expected_counts("lfw", 100)
+
+
+def test_a_folder_no_row_of_which_survives_names_the_step_its_rule_and_a_file(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    for name in ("holiday.jpg", "beach_2019.jpg"):
+        Image.new("RGB", (8, 8)).save(src / name)
+    with pytest.raises(DataError) as e:
+        pipeline.load_and_clean(pipeline.Config(src=str(src), source="utkface"))
+    message = str(e.value)
+    assert message.startswith(f"{src}: no row survives cleaning: step unparsable_name removed all 2 "
+                              f"remaining rows (rule: the name is not age_gender[_race]_date")
+    assert "e.g. beach_2019.jpg" in message and "holds the utkface format" in message
+    assert "\n" not in message and "[{" not in message

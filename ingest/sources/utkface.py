@@ -83,7 +83,8 @@ def load_table(src: str, options: Options) -> Table:
     })
     # The labels are the names: a listing of names and sizes is what the table was read from.
     listing = "".join(f"{n}\t{os.path.getsize(os.path.join(src, n))}\n" for n in names)
-    steps = [("unparsable_name", "name's age/gender not an int (0/1)", lambda d: ~d["name_valid"])]
+    steps = [("unparsable_name", "the name is not age_gender[_race]_date, with an integer age and gender 0 or 1, "
+                                   "as in 25_0_2_20170116174525125.jpg.chip.jpg", lambda d: ~d["name_valid"])]
     return Table(frame=frame, root=src, dataset=NAME, described=f"{len(names)} image names",
                  entries=len(frame), fingerprint=hashlib.sha256(listing.encode()).hexdigest(),
                  label="real", margin=MARGIN, steps=steps)
