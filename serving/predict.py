@@ -34,7 +34,6 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-from absl import app
 
 from entry.errors import ProjectError
 from entry.progress import Progress
@@ -368,8 +367,8 @@ def run(f, args: list[str]) -> int:
 def main(argv):
     f = serving_flags.FLAGS
     if len(argv) < 2:
-        raise app.UsageError("give one or more images, folders or @lists: "
-                             "python -m serving.predict --model_dir runs/X photo.jpg")
+        raise PredictError("no photo given: name one or more images, folders or @lists after the "
+                           "flags, e.g. python -m serving.predict --model_dir runs/X photo.jpg")
     if f.batch_size < 1:
         raise PredictError(f"--batch_size={f.batch_size}: must be at least 1")
     if f.margin is not None and not f.margin >= 0:
