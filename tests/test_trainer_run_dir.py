@@ -166,3 +166,13 @@ def test_best_record_round_trip_and_damage(tmp_path):
     assert run.read_best_record() == {"epoch": 3, "metric": "val_mae", "value": 7.25}
     (tmp_path / "best.json").write_text("{")
     assert run.read_best_record() is None
+
+
+def test_a_data_set_given_as_a_run_says_so_and_the_command_meant(sample_shards):
+    with pytest.raises(RunDirError) as e:
+        RunDir(sample_shards).read_info()
+    name = os.path.basename(sample_shards)
+    assert str(e.value) == (
+        f"{os.path.join(sample_shards, 'run.json')}: not found; {sample_shards} is a data set (it holds "
+        f"manifest.json), not a training run: train on it with `python -m trainer --records "
+        f"{sample_shards} --model_dir runs/{name} ...`, then pass --model_dir runs/{name}")

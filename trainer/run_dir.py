@@ -72,6 +72,17 @@ def is_legacy_run(directory: str) -> bool:
         os.path.isdir(os.path.join(directory, "checkpoints"))
 
 
+def not_a_run(path: str) -> str:
+    """What `path` is instead of a training run, and the command the user meant."""
+    name = os.path.basename(os.path.normpath(path)) or "NAME"
+    if os.path.isfile(os.path.join(path, "manifest.json")):
+        return (f"{path} is a data set (it holds manifest.json), not a training run: train on it with "
+                f"`python -m trainer --records {path} --model_dir runs/{name} ...`, then pass "
+                f"--model_dir runs/{name}")
+    return (f"{path} is not a training run directory (train one with "
+            f"`python -m trainer --model_dir {path} ...`)")
+
+
 class RunDir:
     def __init__(self, path: str):
         self.path = path
@@ -162,8 +173,7 @@ class RunDir:
         if not os.path.exists(path):
             if missing_ok:
                 return {}
-            raise RunDirError(f"{path}: not found; {self.path} is not a training run directory "
-                              f"(train one with `python -m trainer --model_dir {self.path} ...`)")
+            raise RunDirError(f"{path}: not found; {not_a_run(self.path)}")
         return read_json_object(path, "a run description",
                                 "restore it, or train into a new --model_dir", RunDirError)
 
