@@ -392,7 +392,11 @@ def test_age_gender_task_reports_and_predicts_gender(train_shards, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.load(open(os.path.join(run_dir, "report.json")))
     assert 0 <= report["gender_accuracy"] <= 1 and "gender accuracy" in result.stdout
-    assert "val_gender_accuracy" in history(run_dir)[0]
+    rows = history(run_dir)
+    assert "val_gender_accuracy" in rows[0]
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2 and all(f" - val_gender_acc {float(row['val_gender_accuracy']):.4g} - " in line
+                                         for line, row in zip(epoch_lines, rows))
     photo, _ = some_kept_image(train_shards["src"])
     predicted = run_module("serving.predict", f"--model_dir={run_dir}", "--no_detect", "--json", photo, cwd=REPO)
     assert predicted.returncode == 0, predicted.stderr[-2000:]

@@ -444,7 +444,7 @@ class EpochReporter:
 
     # history column -> its name on the epoch line
     SHOWN = {"loss": "loss", "mae": "mae", "val_loss": "val_loss", "val_mae": "val_mae", "val_cs5": "val_cs5",
-             EPSILON_METRIC: "val_eps"}
+             EPSILON_METRIC: "val_eps", "val_gender_accuracy": "val_gender_acc"}
 
     def end(self, row: dict) -> None:
         parts = [f"epoch {row['epoch']}/{self.epochs}"] + [
