@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ingest import sample
+from records import schema
 
 DATASETS = ("utkface", "appa_real", "csv")
 MIN_N = 100
@@ -146,7 +147,7 @@ def appa_rows(n: int, seed: int = 0) -> list[dict]:
         rows.append({"folder": folder, "split": "val" if folder == "valid" else folder,
                      "file_name": f"{i:06d}.jpg", "num_ratings": int(rng.integers(30, 40)),
                      "apparent_age_avg": mean, "apparent_age_std": round(float(rng.uniform(1, 8)), 6),
-                     "real_age": real, "age": min(int(np.floor(mean + 0.5)), 100),
+                     "real_age": real, "age": schema.label_age(mean),
                      "category": "age_below_min" if i in below else "kept",
                      "quirk": "missing" if i in missing else "",
                      "gender_word": "male" if rng.random() < 0.5 else "female",
@@ -244,7 +245,7 @@ def csv_rows(n: int, seed: int = 0) -> list[dict]:
     rows = [r for r in rows if r["quirk"] != "duplicate"] + [r for r in rows if r["quirk"] == "duplicate"]
     for r in rows:
         if r["age_mean"] is not None:
-            r["age"] = int(np.floor(r["age_mean"] + 0.5))
+            r["age"] = int(schema.round_age(r["age_mean"]))
         else:
             r["age"] = None
     return rows

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from records.schema import AGE_MEAN, AGE_STD, NUM_AGES
+from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, round_age
 
 Op = Callable[[tf.Tensor, dict, tf.Tensor], tuple]
 OPS: dict[str, Op] = {}
@@ -76,7 +76,7 @@ def label_jitter(images: tf.Tensor, labels: dict, seed: tf.Tensor) -> tuple:
     mean = tf.cast(labels[AGE_MEAN], tf.float32)
     std = tf.cast(labels[AGE_STD], tf.float32)
     drawn = mean + std * tf.random.stateless_normal(tf.shape(mean), seed)
-    drawn = tf.cast(tf.clip_by_value(tf.round(drawn), 0.0, NUM_AGES - 1.0), labels["age"].dtype)
+    drawn = tf.cast(tf.clip_by_value(round_age(drawn), 0.0, NUM_AGES - 1.0), labels["age"].dtype)
     return images, {**labels, "age": tf.where(std > 0, drawn, labels["age"])}
 
 
