@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from model.layers import resize_pixels
 from records import augment as augment_ops
 from records import schema
 from records.manifest import DataError, manifest_path, read_manifest, split_shards
@@ -109,7 +110,7 @@ def _image_decoder(manifest: dict, where: str, resize_to: int | None, with_keys:
             images = tf.map_fn(decode_one_jpeg, ex[schema.IMAGE_ENCODED],
                                fn_output_signature=tf.TensorSpec([stored, stored, 3], tf.uint8))
         if target != stored:
-            images = resize_uint8(images, target, shrinking=target < stored)
+            images = resize_pixels(images, target)    # the served model's own resize
         return images, _labels(ex, with_keys)
 
     return decode
@@ -146,12 +147,6 @@ def _log_resize_once(where: str, stored: int, target: int) -> None:
                     "(bilinear%s); ingest with --image_size %d to skip this work",
                     where, stored, stored, target, target,
                     ", antialiased" if target < stored else "", target)
-
-
-def resize_uint8(images: tf.Tensor, size: int, *, shrinking: bool) -> tf.Tensor:
-    """Bilinear resize of a uint8 batch back to uint8 (antialias only when shrinking)."""
-    out = tf.image.resize(images, [size, size], method="bilinear", antialias=shrinking)
-    return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
 
 
 # --------------------------------------------------------------------------- pieces

@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import model
 import records
 from records import schema
 from records.manifest import DataError, write_manifest
@@ -277,6 +278,9 @@ def test_image_size_resizes_on_the_fly_and_logs_once(jpeg_dir, size, caplog):
     images, ages, _ = collect(ds)
     assert images.shape == (N_VAL, size, size, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(pixels_to_age(images), ages)
+    # the served model's resize, pixel for pixel
+    stored = collect(records.make_dataset(jpeg_dir, "val", 25, training=False))[0]
+    np.testing.assert_array_equal(images, np.asarray(model.resize_pixels(stored, size)))
 
 
 def half_and_half(i):
