@@ -87,3 +87,15 @@ def test_epsilon_error_against_hand_computed_values():
     got = keras.ops.convert_to_numpy(model.metrics.epsilon_error(
         [30.0, 33.0, 27.0, 40.0], [30.0, 30.0, 30.0, 30.0], [4.0, 3.0, 3.0, 5.0]))
     np.testing.assert_allclose(got, [0.0, 0.393469, 0.393469, 0.864665], atol=1e-6)
+
+
+def test_spread_epsilon_error_is_zero_without_a_spread_and_never_nan():
+    from model import metrics
+    got = np.asarray(metrics.spread_epsilon_error([33.0, 33.0, 40.0], [30.0, 30.0, 40.0], [3.0, 0.0, 0.0]))
+    np.testing.assert_allclose(got, [0.393469, 0.0, 0.0], atol=1e-6)
+
+
+def test_mean_abs_error_and_the_metric_names():
+    from model import metrics
+    assert metrics.mean_abs_error(np.array([10, 20, 31]), np.array([12.0, 20.0, 30.0])) == 1.0
+    assert [metrics.val(n) for n in metrics.RATES] == ["val_loss", "val_accuracy", "val_mae", "val_cs5"]

@@ -26,9 +26,10 @@ def learning_curves(history: list[dict], path: str) -> str:
     """Train/validation loss and MAE per epoch."""
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key, title in ((axes[0], "loss", "cross-entropy loss"), (axes[1], "mae", "MAE of the expected age (years)")):
+    for ax, key, title in ((axes[0], metrics.LOSS, "cross-entropy loss"),
+                           (axes[1], metrics.MAE, "MAE of the expected age (years)")):
         ax.plot(epochs, [r[key] for r in history], label="train")
-        ax.plot(epochs, [r[f"val_{key}"] for r in history], label="validation")
+        ax.plot(epochs, [r[metrics.val(key)] for r in history], label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -42,7 +42,7 @@ import tensorflow as tf
 import model as age_model_lib
 import records
 from entry.errors import ProjectError
-from model import transfer
+from model import metrics, transfer
 from records import service
 from records.identity import data_identity, differences
 from records.schema import KIND_FEATURES, LABEL_APPARENT, LABEL_REAL
@@ -192,7 +192,7 @@ def check_batch_size(config: TrainConfig, manifest: dict) -> None:
                                 f"split of {config.records}; use --batch_size={count} or less")
 
 
-EPSILON_METRIC = f"val_{loop.EPSILON}"     # --best_metric=val_epsilon_error
+EPSILON_METRIC = metrics.val(metrics.EPSILON_ERROR)     # --best_metric=val_epsilon_error
 
 
 def no_spread(config: TrainConfig, why: str = "") -> ConfigError:
@@ -436,14 +436,15 @@ class EpochReporter:
     def start(self, epoch: int) -> None:
         if self.tty:
             print(f"Epoch {epoch + 1}/{self.epochs}")
-            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=["loss", "mae"])
+            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=[metrics.LOSS, metrics.MAE])
 
     def update(self, done: int, running: dict) -> None:
         if self.bar is not None:
-            self.bar.update(done, [("loss", running["loss"]), ("mae", running["mae"])])
+            self.bar.update(done, [(name, running[name]) for name in (metrics.LOSS, metrics.MAE)])
 
     # history column -> its name on the epoch line
-    SHOWN = {"loss": "loss", "mae": "mae", "val_loss": "val_loss", "val_mae": "val_mae", "val_cs5": "val_cs5",
+    SHOWN = {**{name: name for name in (metrics.LOSS, metrics.MAE,
+                                        *map(metrics.val, (metrics.LOSS, metrics.MAE, metrics.CS_NAME)))},
              EPSILON_METRIC: "val_eps"}
 
     def end(self, row: dict) -> None:
@@ -538,7 +539,7 @@ def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.d
                 f"training loss became {train_metrics['loss']} in epoch {epoch + 1}; lower "
                 f"--learning_rate (now {config.learning_rate}) or use --mixed_precision=bf16/none")
         val_metrics = loop.metrics(trainer.evaluate(data.val))
-        row = {"epoch": epoch + 1, **train_metrics, **{f"val_{k}": v for k, v in val_metrics.items()},
+        row = {"epoch": epoch + 1, **train_metrics, **{metrics.val(k): v for k, v in val_metrics.items()},
                "learning_rate": current_learning_rate(state.optimizer),
                "epoch_seconds": time.perf_counter() - started,
                "images_per_second": sums["count"] / train_seconds}
