@@ -90,11 +90,16 @@ class SplitTally:
         self.consumed = saved.get("consumed", 0)
         self.skipped = collections.Counter(saved.get("skipped", {}))
         self.age_histogram = list(saved.get("age_histogram", [0] * schema.NUM_AGES))
-        self.gender_counts = dict(saved.get("gender_counts", {"male": 0, "female": 0, "unknown": 0}))
+        self.gender_counts = dict(saved.get("gender_counts", no_genders()))
 
     def snapshot(self) -> dict:
         return {"consumed": self.consumed, "skipped": dict(sorted(self.skipped.items())),
                 "age_histogram": list(self.age_histogram), "gender_counts": dict(self.gender_counts)}
+
+
+def no_genders() -> dict:
+    """The manifest's `gender_counts` before any record: every gender name at 0."""
+    return {name: 0 for name in GENDER_NAMES.values()}
 
 
 class DataSetOutput(outdir.Output):
@@ -224,7 +229,7 @@ class Writing:
     def totals(self) -> dict:
         skipped = collections.Counter()
         histogram = [0] * schema.NUM_AGES
-        genders = {"male": 0, "female": 0, "unknown": 0}
+        genders = no_genders()
         for tally in self.tallies.values():
             skipped.update(tally.skipped)
             histogram = [a + b for a, b in zip(histogram, tally.age_histogram)]

@@ -42,6 +42,7 @@ import scipy.io
 from PIL import Image
 
 from ingest import sample_sources
+from ingest.sources.imdb_wiki import MAX_DATENUM, ORDINAL_OFFSET, UNIX_EPOCH_ORDINAL
 
 WIKI_FIELDS = ("dob", "photo_taken", "full_path", "gender", "name",
                "face_location", "face_score", "second_face_score")
@@ -120,14 +121,6 @@ def expected_counts(n: int) -> dict:
 
 # --- the table of rows ------------------------------------------------------
 
-_ORDINAL_OFFSET = 366            # Matlab datenum = Python ordinal + 366
-_MAX_DATENUM = date.max.toordinal() + _ORDINAL_OFFSET
-
-
-def _datenum(d: date) -> int:
-    return d.toordinal() + _ORDINAL_OFFSET
-
-
 def _date_text(datenum: int) -> str:
     """The birth date as the real file names spell it (numpy copes with invalid
     datenums too: year 0 or > 9999, which Python's date cannot hold)."""
@@ -151,8 +144,8 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
     # People: several photos each (so an identity split means something), one
     # birth date and gender per person, as in the real data.
     n_people = max(2, n // 4)
-    first = np.datetime64("1920-01-01").astype(int) + 719163 + _ORDINAL_OFFSET
-    last = np.datetime64("1995-12-31").astype(int) + 719163 + _ORDINAL_OFFSET
+    first, last = (np.datetime64(d).astype(int) + UNIX_EPOCH_ORDINAL + ORDINAL_OFFSET   # datenums
+                   for d in ("1920-01-01", "1995-12-31"))
     people_dob = rng.integers(first, last + 1, n_people)
     people_gender = np.where(rng.random(n_people) < 0.7, 1.0, 0.0)
 
@@ -184,7 +177,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
             age = int(rng.integers(1, 101))
         quirk = "rgb"
         if cat == "invalid_dob":
-            dob = int(rng.integers(1, 367)) if i % 2 else int(rng.integers(_MAX_DATENUM + 1, _MAX_DATENUM + 50_000))
+            dob = int(rng.integers(1, 367)) if i % 2 else int(rng.integers(MAX_DATENUM + 1, MAX_DATENUM + 50_000))
             photo_taken = int(rng.integers(1990, 2016))
         else:
             if cat == "no_face":
@@ -204,7 +197,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
                 quirk = quirk_of.get(i, "rgb")
                 age = extreme_ages.get(i, age)
                 gender = float("nan") if i in unknown_gender else float(people_gender[person])
-            birth_year = date.fromordinal(dob - _ORDINAL_OFFSET).year
+            birth_year = date.fromordinal(dob - ORDINAL_OFFSET).year
             photo_taken = birth_year + age if dob != 4077 else int(rng.integers(1990, 2016))
         if cat != "kept" and rng.random() < 0.01:
             quirk = "missing"   # missing files among removed rows too: never read
@@ -213,7 +206,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
         rows.append({"category": cat, "quirk": quirk, "full_path": full_path, "person": person,
                      "dob": dob, "photo_taken": photo_taken, "gender": gender, "name": name,
                      "face_score": face_score, "second_face_score": second,
-                     "age": photo_taken - date.fromordinal(dob - _ORDINAL_OFFSET).year
+                     "age": photo_taken - date.fromordinal(dob - ORDINAL_OFFSET).year
                      if cat != "invalid_dob" else None,
                      "seed": int(rng.integers(2**31))})
     return rows

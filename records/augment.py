@@ -45,6 +45,12 @@ def check_ops(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def resolve(augment: bool | Sequence[str] | None) -> tuple[str, ...]:
+    """The ops an `augment` setting means, in order: True -> DEFAULT_OPS; a sequence
+    of op names -> those (checked); False, None or () -> none."""
+    return DEFAULT_OPS if augment is True else check_ops(augment or ())
+
+
 def _to_uint8(x: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 

@@ -181,7 +181,7 @@ def decode_batches(ds: tf.data.Dataset, decode: Decoder, batch_size: int, *,
     # 11. Optional augmentation on decoded uint8 batches, after decode (it needs pixels)
     #     and after any resize (it crops back to the output size). Per-batch stateless
     #     seeds come from a seeded random stream, so a seed reproduces it exactly.
-    ops = augment_ops.DEFAULT_OPS if augment is True else augment_ops.check_ops(augment or ())
+    ops = augment_ops.resolve(augment)
     return augmented(ds, ops, seed) if ops else ds
 
 
@@ -345,7 +345,7 @@ def make_mixed_dataset(directories: Sequence[str], weights: Sequence[float], spl
         raise ValueError("a mixed stream is for training only; evaluate each source on its own")
     if len(directories) != len(weights):
         raise ValueError(f"{len(directories)} sources but {len(weights)} weights")
-    ops = augment_ops.DEFAULT_OPS if augment is True else augment_ops.check_ops(augment or ())
+    ops = augment_ops.resolve(augment)
     base = None if seed is None else seed * 7919
     streams = []
     for i, directory in enumerate(directories):

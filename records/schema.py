@@ -17,6 +17,7 @@ READ_VERSIONS = (1, 2)    # what readers accept: version 1 lacks age_mean/age_st
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 
+VGG_FACE_SIZE = 224       # the full VGG-Face's input side: the stored side ingest writes by default
 NUM_AGES = 101            # ages 0..100, the DEX softmax classes
 GENDER_UNKNOWN = -1       # gender: 1 male, 0 female, -1 unknown
 GENDER_MALE, GENDER_FEMALE = 1, 0

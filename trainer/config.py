@@ -16,7 +16,8 @@ from entry.errors import ProjectError
 from model import metrics
 from model.age import TRAINABLE_FROM
 from records import facebox
-from records.augment import DEFAULT_OPS, OPS
+from records.augment import OPS
+from records.augment import resolve as resolve_augment
 from records.reader import DEFAULT_SHUFFLE_BUFFER
 from records.service.address import ServiceError, parse_address
 from serving import faces
@@ -111,7 +112,7 @@ class TrainConfig:
     @property
     def augmentation(self) -> tuple[str, ...]:
         """The augmentation ops applied to training batches, in order."""
-        return self.augment_ops or (DEFAULT_OPS if self.augment else ())
+        return resolve_augment(self.augment_ops or self.augment)
 
     @property
     def init_from_file(self) -> str | None:

@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 
 from ingest.sources.table import Options, Table, read_csv, sha256_of
-from records import schema
+from records import facebox, schema
 from records.manifest import DataError
 
 NAME = "appa_real"
 LOOKS_FOR = "a folder with gt_avg_train.csv (appa_real)"
 OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
-MARGIN = 0.4
+MARGIN = facebox.DEFAULT_MARGIN   # the framing of its crops, as IMDB-WIKI's
 FOLDERS = {"train": "train", "valid": "val", "test": "test"}   # folder/csv name -> split
 FACE_SUFFIX = "_face.jpg"
 NUMBERS = ("apparent_age_avg", "apparent_age_std", "real_age")   # real_age a whole number
@@ -90,7 +90,7 @@ def load_table(src: str, options: Options) -> Table:
         }))
     frame = pd.concat(parts, ignore_index=True)
     return Table(frame=frame, root=src, dataset=NAME, described="gt_avg_{train,valid,test}.csv",
-                 entries=len(frame), fingerprint=sha256_of(read), label="apparent", margin=MARGIN,
+                 entries=len(frame), fingerprint=sha256_of(read), label=schema.LABEL_APPARENT, margin=MARGIN,
                  steps=[("invalid_age", f"{'/'.join(NUMBERS)} not a number",
                          lambda d: ~d["age_valid"])],
                  splits_from="its official splits (valid -> val)")

@@ -121,7 +121,7 @@ def load_table(src: str, options: Options) -> Table:
                   lambda d: d["path"].duplicated()))
     return Table(frame=frame, root=root_of(src), dataset=dataset(src),
                  described=os.path.basename(src), entries=len(frame), fingerprint=sha256_of([src]),
-                 label="real", margin=MARGIN if options.margin is None else options.margin,
+                 label=schema.LABEL_REAL, margin=MARGIN if options.margin is None else options.margin,
                  steps=steps,
                  splits_from="its split column" if filled.any() else "",
                  has_identity="identity" in raw)

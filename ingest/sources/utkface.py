@@ -86,4 +86,4 @@ def load_table(src: str, options: Options) -> Table:
     steps = [("unparsable_name", "name's age/gender not an int (0/1)", lambda d: ~d["name_valid"])]
     return Table(frame=frame, root=src, dataset=NAME, described=f"{len(names)} image names",
                  entries=len(frame), fingerprint=hashlib.sha256(listing.encode()).hexdigest(),
-                 label="real", margin=MARGIN, steps=steps)
+                 label=schema.LABEL_REAL, margin=MARGIN, steps=steps)
