@@ -219,7 +219,7 @@ class Writing:
                 self.writers[split].discard_open()
                 raise
             tally.age_histogram[age] += 1
-            name = GENDER_NAMES.get(gender, "unknown")
+            name = GENDER_NAMES.get(gender, GENDER_NAMES[schema.GENDER_UNKNOWN])
             tally.gender_counts[name] += 1
         tally.consumed += 1
 

@@ -103,21 +103,6 @@ def expected_age(probs):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class ExpectedAge(keras.layers.Layer):
-    """Layer form of :func:`expected_age`: probs [..., C] -> apparent age [...], float32."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-
-    def call(self, probs):
-        return expected_age(probs)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1])
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
 class FullyConnectedConv2D(keras.layers.Conv2D):
     """VGG's fc6/fc7/fc8: a Conv2D whose kernel covers its whole input, computed as
     one matrix multiply.

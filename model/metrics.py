@@ -15,10 +15,9 @@ Keras ops only (any backend; numpy in, tensors out).
 """
 from __future__ import annotations
 
-import keras
 from keras import ops
 
-from .layers import PACKAGE, expected_age
+from .layers import expected_age
 
 __all__ = ["CS_THRESHOLD", "CS_NAME", "LOSS", "ACCURACY", "MAE", "EPSILON_ERROR", "GENDER_ACCURACY",
            "RATES", "val", "expected_age", "abs_error", "age_abs_error", "mean_abs_error", "within",
@@ -76,62 +75,3 @@ def spread_epsilon_error(expected, mean, std):
     std = ops.cast(std, "float32")
     spread = ops.greater(std, 0.0)
     return ops.where(spread, epsilon_error(expected, mean, ops.where(spread, std, ops.ones_like(std))), 0.0)
-
-
-class _MeanOfPerExample(keras.metrics.Metric):
-    """Weighted mean of a per-example quantity; state is (total, count)."""
-
-    def __init__(self, name, dtype=None):
-        super().__init__(name=name, dtype=dtype or "float32")
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total", dtype="float32")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count", dtype="float32")
-
-    def _per_example(self, y_true, y_pred):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        values = self._per_example(y_true, y_pred)
-        if sample_weight is None:
-            weights = ops.ones_like(values)
-        else:
-            weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        self.total.assign_add(ops.sum(values * weights))
-        self.count.assign_add(ops.sum(weights))
-
-    def result(self):
-        return ops.divide_no_nan(self.total, self.count)
-
-    def reset_state(self):
-        self.total.assign(0.0)
-        self.count.assign(0.0)
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class AgeMAE(_MeanOfPerExample):
-    """Mean absolute error of the expected age (DEX) against the true age."""
-
-    def __init__(self, name="mae", dtype=None):
-        super().__init__(name=name, dtype=dtype)
-
-    def _per_example(self, y_true, y_pred):
-        return age_abs_error(y_true, y_pred)
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class CumulativeScore(_MeanOfPerExample):
-    """CS(θ): fraction of examples whose expected age is within θ years (error <= θ)."""
-
-    def __init__(self, threshold=CS_THRESHOLD, name=None, dtype=None):
-        self.threshold = float(threshold)
-        if name is None:
-            name = f"cs{threshold:g}" if isinstance(threshold, (int, float)) else "cs"
-        super().__init__(name=name, dtype=dtype)
-
-    def _per_example(self, y_true, y_pred):
-        return within(age_abs_error(y_true, y_pred), self.threshold)
-
-    def get_config(self):
-        return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}

@@ -91,8 +91,3 @@ def apply(names: Sequence[str], images: tf.Tensor, labels: dict, seed: tf.Tensor
     for i, name in enumerate(names):
         images, labels = OPS[name](images, labels, tf.random.experimental.stateless_fold_in(seed, i))
     return images, labels
-
-
-def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """DEFAULT_OPS (flip, crop) on an image batch alone."""
-    return apply(DEFAULT_OPS, images, {}, seed)[0]
