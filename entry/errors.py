@@ -1,9 +1,13 @@
 """`ProjectError`: bad input a user can fix (a missing file, a wrong flag, a stale run).
 
-Every such error of the project derives from it (`records.DataError`,
-`trainer.run_dir.RunDirError`, `model.WeightsError`, `trainer.config.ConfigError`,
-`trainer.train.TrainingDiverged`), and its message is one line naming the thing and
-the fix; `entry.run` prints it as `error: ...` and exits 1. No TensorFlow here.
+Every such error of the project derives from it, and its message is one line naming
+the thing and the fix; `entry.run` prints it as `error: ...` and exits 1:
+`records.DataError` (shards, manifests, sources), `records.pixels.PixelError` (an
+image file that gives no pixels), `records.service.ServiceError` and its
+`EpochTimeout`, `model.WeightsError`, `trainer.config.ConfigError`,
+`trainer.run_dir.RunDirError`, `trainer.distribution.ClusterError`,
+`trainer.train.TrainingDiverged`, `serving.predict.PredictError` and
+`serving.export.ExportError`. No TensorFlow here.
 
 `disk_problem` tells a full or read-only disk apart from other failures, so that
 commands (and `entry.run`, for any write no command anticipated) report it in one line.

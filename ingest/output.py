@@ -9,7 +9,8 @@ run resumes.
         writing = out.start(fingerprint, order, split_of)   # staging: fresh or resumed
         for index, encoded, reason in decoded(writing.todo):
             writing.add(...)
-        writing.finish(manifest_fields)                       # manifest in staging, then swap
+        splits = writing.finish_splits()                      # shards renamed to final names
+        writing.publish(manifest)                             # manifest in staging, then swap
 
 The data set is built in `parent/.NAME.staging` (records.outdir) and swapped in
 only when complete, so a failed or killed run leaves the previous data set

@@ -30,11 +30,12 @@ with their person where a split by name could not.
 
 from __future__ import annotations
 
+import entry  # first: how every command starts (python -m ingest.sample)
+
 import argparse
 import io
 import multiprocessing
 import os
-import sys
 from datetime import date
 
 import numpy as np
@@ -341,9 +342,22 @@ def generate(out: str, n: int, seed: int = 0, workers: int | None = None,
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    # argparse, not absl flags: this entry point must not collide with ingest's flags.
-    parser = argparse.ArgumentParser(prog="python -m ingest.sample", description=__doc__.split("\n\n")[0])
+class _Parser(argparse.ArgumentParser):
+    """argparse, not absl flags (this entry point must not collide with ingest's), whose
+    parse_args also refuses values no sample can be made of (a usage error, status 2)."""
+
+    def parse_args(self, args=None, namespace=None):
+        args = super().parse_args(args, namespace)
+        if args.n < MIN_N:
+            self.error(f"--n must be at least {MIN_N} (got {args.n}) so every quirk appears")
+        if not 4 <= args.face_px[0] <= args.face_px[1]:
+            self.error(f"--face_px {args.face_px[0]} {args.face_px[1]}: need 4 <= MIN <= MAX")
+        return args
+
+
+def parser() -> argparse.ArgumentParser:
+    """Every flag of `python -m ingest.sample`, defined here only."""
+    parser = _Parser(prog="python -m ingest.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to create, e.g. demo/wiki_crop")
     parser.add_argument("--n", type=int, default=2000, help=f"rows in the .mat (>= {MIN_N})")
     parser.add_argument("--dataset", choices=DATASETS + sample_sources.DATASETS, default="wiki",
@@ -355,11 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--face_px", type=int, nargs=2, default=FACE_PX, metavar=("MIN", "MAX"),
                         help=f"side range of the face crops in pixels (default {FACE_PX[0]} {FACE_PX[1]}; "
                              f"the real wiki crops are mostly 150 600)")
-    args = parser.parse_args(argv)
-    if args.n < MIN_N:
-        parser.error(f"--n must be at least {MIN_N} (got {args.n}) so every quirk appears")
-    if not 4 <= args.face_px[0] <= args.face_px[1]:
-        parser.error(f"--face_px {args.face_px[0]} {args.face_px[1]}: need 4 <= MIN <= MAX")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """Write the sample `args` (from `parser()`) describes; print what ingest will make of it."""
     if args.dataset in sample_sources.DATASETS:
         sample_sources.generate(args.dataset, args.out, args.n, args.seed)
         exp = sample_sources.expected_counts(args.dataset, args.n, args.seed)
@@ -376,4 +390,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry.run_parsed(main, parser())
