@@ -15,13 +15,10 @@ NaN genders, -inf face scores with 1x1 images, second faces, implausible and
 invalid dobs, ages > 100 and <= 0, grayscale / CMYK / palette / alpha files,
 a few truncated and a few missing files.
 
-Two contracts other code relies on:
-- Pixels encode the age: every channel sits at `age_level(age) = 20 + 2*age`
-  plus zero-mean noise, so the label survives grayscale/CMYK conversion, resize
-  and JPEG, and `age_from_pixels` reads it back (the trainer's end-to-end test
-  learns exactly this).
-- The label distribution is fixed by `n` alone (not the seed, not the dataset),
-  so `expected_counts(n)` states exactly what default cleaning keeps and skips.
+It keeps the two contracts of `ingest.sample_contract`: pixels encode the age
+(`age_level`, `age_from_pixels`), and the label distribution is fixed by `n` alone
+(not the seed, not the dataset), so `expected_counts(n)` states exactly what
+default cleaning keeps and skips.
 
 In the imdb variant every row has the celeb_id of its person, also the rows
 whose `name` cell is empty, so an identity split by celeb_id keeps those rows
@@ -43,6 +40,7 @@ import scipy.io
 from PIL import Image
 
 from ingest import sample_sources
+from ingest.sample_contract import MIN_N, age_from_pixels, age_level, count, face_pixels  # noqa: F401  (age_from_pixels: the tests' reader)
 from ingest.sources.imdb_wiki import MAX_DATENUM, ORDINAL_OFFSET, UNIX_EPOCH_ORDINAL
 
 WIKI_FIELDS = ("dob", "photo_taken", "full_path", "gender", "name",
@@ -61,7 +59,6 @@ REMOVED_FRACTIONS = (
     ("age_above_max", 0.03),    # age > 100 (half via implausible dobs like 4077 = year 11)
     ("age_below_min", 0.03),    # age <= 0
 )
-MIN_N = 100
 
 # Image quirks among the rows default cleaning keeps (counts as a fraction of kept).
 KEPT_QUIRKS = (
@@ -76,31 +73,17 @@ KEPT_QUIRKS = (
 UNKNOWN_GENDER_FRACTION = 0.05  # of kept rows (all with readable files)
 
 
-def age_level(age: int) -> int:
-    """The pixel intensity (every channel) that encodes `age` (clipped to 0..100)."""
-    return 20 + 2 * int(np.clip(age, 0, 100))
-
-
-def age_from_pixels(rgb: np.ndarray) -> int:
-    """Inverse of `age_level` on a decoded (possibly resized / re-encoded) image."""
-    return int(round((float(np.mean(rgb)) - 20.0) / 2.0))
-
-
-def _count(n: int, fraction: float) -> int:
-    return max(1, int(n * fraction))
-
-
 def category_counts(n: int) -> dict[str, int]:
     """Rows per category: each cleaning step's name, then "kept"."""
     if n < MIN_N:
         raise ValueError(f"--n must be at least {MIN_N} (got {n}) so every quirk appears")
-    counts = {step: _count(n, f) for step, f in REMOVED_FRACTIONS}
+    counts = {step: count(n, f) for step, f in REMOVED_FRACTIONS}
     counts["kept"] = n - sum(counts.values())
     return counts
 
 
 def quirk_counts(kept: int) -> dict[str, int]:
-    return {q: _count(kept, f) for q, f in KEPT_QUIRKS}
+    return {q: count(kept, f) for q, f in KEPT_QUIRKS}
 
 
 def expected_counts(n: int) -> dict:
@@ -117,7 +100,7 @@ def expected_counts(n: int) -> dict:
     skipped = {"missing": quirks["missing"], "truncated": quirks["truncated"]}
     return {"entries": n, "cleaning": cleaning, "kept": cats["kept"], "skipped": skipped,
             "written": cats["kept"] - sum(skipped.values()),
-            "unknown_gender": _count(cats["kept"], UNKNOWN_GENDER_FRACTION)}
+            "unknown_gender": count(cats["kept"], UNKNOWN_GENDER_FRACTION)}
 
 
 # --- the table of rows ------------------------------------------------------
@@ -161,7 +144,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
         pos += k
     # unknown gender only on readable kept rows, so it is exact among written rows
     readable = [int(i) for i in kept_order if quirk_of.get(int(i)) not in ("missing", "truncated")]
-    unknown_gender = set(readable[-_count(len(kept_idx), UNKNOWN_GENDER_FRACTION):])
+    unknown_gender = set(readable[-count(len(kept_idx), UNKNOWN_GENDER_FRACTION):])
     extreme_ages = {readable[0]: 1, readable[1]: 100}   # the label range's ends always appear
 
     ids = rng.choice(np.arange(10_000, 100_000_000), n, replace=False)
@@ -286,9 +269,7 @@ def _image_bytes(row: dict, face_px: tuple[int, int] = FACE_PX) -> bytes | None:
         lo, hi = face_px
         w = int(rng.integers(lo, hi + 1))
         h = int(np.clip(w * rng.uniform(0.8, 1.25), lo, hi))
-    # Zero-mean texture: the mean (the label) survives, but it is not a flat card.
-    noise = rng.integers(-12, 13, size=(h, w, 1), dtype=np.int16) if w * h > 9 else 0
-    pixels = np.clip(level + noise + np.zeros((h, w, 3), np.int16), 0, 255).astype(np.uint8)
+    pixels = face_pixels(level, w, h, rng)
     image = Image.fromarray(pixels, "RGB")
     buf = io.BytesIO()
     if quirk == "grayscale":
