@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402  (after the environment variable, on purpose)
 
 from entry import startup_notices  # noqa: E402
-from entry.errors import ProjectError, disk_problem, disk_target  # noqa: E402
+from errors import ProjectError, disk_problem, disk_target  # noqa: E402
 
 startup_notices.install()
 

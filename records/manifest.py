@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 
-from entry.errors import ProjectError
+from errors import ProjectError
 from records import facebox, schema
 
 

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from entry.errors import ProjectError
+from errors import ProjectError
 
 # Larger images are refused as decompression bombs (a 400-megapixel PNG of a few KB
 # would take 1.2 GB decoded); PIL's own default limit, named here once.

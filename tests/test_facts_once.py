@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACKAGES = ("entry", "ingest", "model", "records", "serving", "trainer")
+PACKAGES = ("entry", "errors", "ingest", "model", "records", "serving", "trainer")
 
 # literal -> the one file that defines it
 ONCE = {

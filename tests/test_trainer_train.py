@@ -449,7 +449,7 @@ def test_a_disk_that_fills_mid_training_is_one_line_and_the_rerun_resumes(sample
     (ValueError("No space left on device"), None),
 ])
 def test_a_full_or_read_only_disk_is_told_apart_from_other_failures(error, line):
-    from entry.errors import disk_problem, disk_target
+    from errors import disk_problem, disk_target
     assert disk_problem(error) == (line[0] if line else None)
     if line:
         assert disk_target(error) == line[1]

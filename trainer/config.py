@@ -12,7 +12,7 @@ import dataclasses
 import os
 import time
 
-from entry.errors import ProjectError
+from errors import ProjectError
 from model import metrics
 from model.age import TRAINABLE_FROM
 from records import facebox

@@ -13,7 +13,7 @@ import time
 
 import tensorflow as tf
 
-from entry.errors import ProjectError
+from errors import ProjectError
 from records.service.address import split_host_port
 
 PEER_RETRY_SECONDS = 1.0     # between two connect attempts to a peer that is not up yet

@@ -39,7 +39,7 @@ import zipfile
 import keras
 
 import model  # noqa: F401  (registers the custom layers best.keras is made of)
-from entry.errors import ProjectError, disk_problem, disk_target
+from errors import ProjectError, disk_problem, disk_target
 from model import metrics
 from records import outdir
 from records.facebox import DEFAULT_MARGIN

@@ -40,7 +40,7 @@ import tensorflow as tf
 
 import model as age_model_lib
 import records
-from entry.errors import ProjectError
+from errors import ProjectError
 from model import metrics, transfer
 from records import service
 from records.identity import data_identity

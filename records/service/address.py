@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 
-from entry.errors import ProjectError
+from errors import ProjectError
 
 CONNECT_TIMEOUT_S = 5.0                 # check_address: how long a dispatcher may take to accept
 MAX_PORT = 65535                        # TCP: a port to connect to is 1..MAX_PORT
