@@ -28,6 +28,11 @@ ONCE = {
     '"<QI"': "records/wire.py",                        # TFRecord frame headers
     "def count_records": "records/service/pipeline.py",
     "DEFAULT_OPS if": "records/augment.py",            # augment-op resolution
+    "MIN_N = ": "ingest/sample_contract.py",           # what the synthetic samples share
+    "def age_level": "ingest/sample_contract.py",
+    "rng.integers(-12, 13": "ingest/sample_contract.py",
+    "= 30 ": "serving/faces.py",                       # the detector's smallest face
+    "int = 256": "trainer/config.py",                  # batch sizes: the flags read TrainConfig
 }
 
 
