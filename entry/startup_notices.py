@@ -6,13 +6,15 @@ listing its devices adds an `E0000 ... failed call to cuInit` line a new user
 reads as a failure. `install()` (called by `entry` on import, before any module
 imports TensorFlow) puts a finder on `sys.meta_path` that, around the import of
 the `tensorflow` package and the first device listing, points fd 2 at a pipe. A
-thread reads it line by line, drops the lines matching `NOTICES` and writes every
-other line to the real stderr at once, so a real error (or a traceback) still
-arrives. After the listing fd 2 is the real stderr again: the filter covers only
-those seconds, wherever TensorFlow is first imported (a command's top, or inside
-its main). `DEX_TF_STARTUP_LOGS=1` shows the notices.
+small child process (this file run by `python -I -S`, standard library only)
+reads it line by line, drops the lines matching `NOTICES` and writes every other
+line to the real stderr at once, so a real error still arrives; being a process of
+its own, it forwards even the last line of a TensorFlow that aborts while loading
+(an unsupported CPU, a failed CHECK). After the listing fd 2 is the real stderr
+again: the filter covers only those seconds, wherever TensorFlow is first imported
+(a command's top, or inside its main). `DEX_TF_STARTUP_LOGS=1` shows the notices.
 
-No TensorFlow import here; nothing is imported while the filter runs.
+No TensorFlow import here.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import importlib.abc
 import importlib.util
 import os
 import re
+import signal
+import subprocess
 import sys
-import threading
 
 SHOW_ENV = "DEX_TF_STARTUP_LOGS"   # "1": do not filter
 
@@ -42,7 +45,7 @@ NOTICES = tuple(re.compile(p) for p in (
     _CPP + r"\w+\.cc:\d+\] Unable to register cu(DNN|FFT|BLAS) factory",
     r"computation placer already registered\.",
 ))
-_JOIN_S = 5.0     # at most this long for the reader to forward the last lines
+_JOIN_S = 5.0     # at most this long for the forwarder to pass on the last lines
 
 
 def is_notice(line: str) -> bool:
@@ -80,16 +83,24 @@ def _write(fd: int, data: bytes) -> None:
 @contextlib.contextmanager
 def filtered():
     """fd 2 goes through the notice filter inside the block; restored on the way
-    out (exception or not), after the reader forwarded what was written."""
+    out (exception or not), after the forwarder passed on what was written."""
     try:
         real = os.dup(2)
-    except OSError:           # no fd 2 at all: nothing to filter
+        read_fd, write_fd = os.pipe()
+    except OSError:           # no fd 2 at all (or no fds left): nothing to filter
         yield
         return
-    read_fd, write_fd = os.pipe()
-    reader = threading.Thread(target=_forward, args=(read_fd, real), name="tf-startup-notices",
-                              daemon=True)
-    reader.start()
+    try:
+        forwarder = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__)],
+                                     stdin=read_fd, stdout=real, stderr=real)
+    except OSError:
+        forwarder = None
+    os.close(read_fd)
+    if forwarder is None:     # cannot start it: show everything rather than risk a line
+        os.close(write_fd)
+        os.close(real)
+        yield
+        return
     _flush()
     os.dup2(write_fd, 2)
     os.close(write_fd)
@@ -97,10 +108,10 @@ def filtered():
         yield
     finally:
         _flush()
-        os.dup2(real, 2)          # closes the pipe's last write end: the reader sees its end
-        reader.join(_JOIN_S)      # a child that inherited fd 2 keeps it open: do not wait for it
-        if not reader.is_alive():
-            os.close(real)
+        os.dup2(real, 2)          # closes the pipe's last write end here: the forwarder ends
+        os.close(real)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            forwarder.wait(_JOIN_S)   # a child that inherited fd 2 keeps the pipe open: not waited for
 
 
 def _flush() -> None:
@@ -141,6 +152,14 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _forward_stdin() -> None:
+    """The forwarder process: stdin (the pipe) to stdout (the real stderr), filtered.
+    Ctrl-C goes to the whole process group; the forwarder ignores it and ends when
+    the pipe does, so no line is lost on the way out."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _forward(0, 1)
+
+
 def install() -> None:
     """Filter TensorFlow's start-up notices when it is imported, unless already
     imported, already installed, or DEX_TF_STARTUP_LOGS=1."""
@@ -148,3 +167,7 @@ def install() -> None:
         return
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())
+
+
+if __name__ == "__main__":
+    _forward_stdin()

@@ -87,3 +87,19 @@ def test_the_environment_variable_shows_the_notices():
     lines = result.stderr.splitlines()
     assert any(startup_notices.is_notice(line) and "oneDNN" in line for line in lines[:-2]), lines
     assert any("failed call to cuInit" in line for line in lines), lines
+
+
+_ABORT = textwrap.dedent("""
+    import os, sys
+    from entry import startup_notices
+    with startup_notices.filtered():
+        os.write(2, (sys.argv[1] + "\\nF0000 a fatal line\\n").encode())
+        os.abort()
+""")
+
+
+@pytest.mark.slow
+def test_the_last_line_of_a_process_that_aborts_while_filtered_still_arrives():
+    result = subprocess.run([sys.executable, "-c", _ABORT, NOTICES[2]], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0 and result.stderr.splitlines() == ["F0000 a fatal line"], result.stderr
