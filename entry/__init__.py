@@ -4,11 +4,12 @@ absl-flag commands, `entry.run_parsed(main, parser)` for the argparse ones.
 Each `__main__` (and each module run with `python -m`) imports this package
 before anything else, so `TF_CPP_MIN_LOG_LEVEL=2` is in the environment before
 any module imports TensorFlow (it reads the variable once, at import). That level
-hides TensorFlow's C++ INFO and WARNING lines once its logging is set up (the CPU
-instruction notice, for one); it does not hide what TensorFlow 2.21 prints while
-it loads, before absl's C++ logging starts ("All log messages before
-absl::InitializeLog() ...", "oneDNN custom operations are on", "Could not find
-cuda drivers"), nor its C++ ERROR lines (level 3 hides those too). `run` defines and
+hides TensorFlow's C++ INFO and WARNING lines once its logging is set up; what
+TensorFlow 2.21 prints while it loads, before absl's C++ logging starts ("oneDNN
+custom operations are on", "Could not find cuda drivers") and the `failed call to
+cuInit` error of a CPU machine, `entry.startup_notices` filters out of stderr
+while TensorFlow loads and lists its devices (DEX_TF_STARTUP_LOGS=1 shows them;
+every other line passes). `run` defines and
 adopts the command's flags (so `--help` lists them) and quiets absl's Python INFO
 chatter unless -v/--verbosity asks for it. Both turn a `ProjectError` (bad input
 the user can fix) into one `error: ...` line and exit status 1, and so does a write
@@ -28,7 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402  (after the environment variable, on purpose)
 
-from entry.errors import ProjectError, disk_problem, disk_target  # noqa: E402
+from entry import startup_notices  # noqa: E402
+from errors import ProjectError, disk_problem, disk_target  # noqa: E402
+
+startup_notices.install()
 
 __all__ = ["ProjectError", "run", "run_parsed"]
 

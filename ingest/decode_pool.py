@@ -86,10 +86,6 @@ class DecodePool:
         else:
             images.init_worker(settings)
 
-    def pids(self) -> list[int]:
-        """The worker processes' ids (empty when decoding inline)."""
-        return sorted(self._processes) if self._pool is not None else []
-
     def map(self, chunks):
         """Yield (index, encoded or None, skip reason or None) in chunk order."""
         if self._pool is None:

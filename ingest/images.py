@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from PIL import Image
 
 from records import facebox, schema
-from records.pixels import PixelError, check_size, to_rgb, upright  # noqa: F401  (to_rgb: API)
+from records.pixels import PixelError, check_size, to_rgb, upright
 
-IMAGE_SIZE = 224      # stored side in pixels (VGG-Face's input)
+IMAGE_SIZE = schema.VGG_FACE_SIZE      # stored side in pixels (VGG-Face's input)
 JPEG_QUALITY = 95
 
 # Why a file produced no record.  These are the manifest's `skipped` keys.

@@ -9,7 +9,8 @@ run resumes.
         writing = out.start(fingerprint, order, split_of)   # staging: fresh or resumed
         for index, encoded, reason in decoded(writing.todo):
             writing.add(...)
-        writing.finish(manifest_fields)                       # manifest in staging, then swap
+        splits = writing.finish_splits()                      # shards renamed to final names
+        writing.publish(manifest)                             # manifest in staging, then swap
 
 The data set is built in `parent/.NAME.staging` (records.outdir) and swapped in
 only when complete, so a failed or killed run leaves the previous data set
@@ -90,11 +91,16 @@ class SplitTally:
         self.consumed = saved.get("consumed", 0)
         self.skipped = collections.Counter(saved.get("skipped", {}))
         self.age_histogram = list(saved.get("age_histogram", [0] * schema.NUM_AGES))
-        self.gender_counts = dict(saved.get("gender_counts", {"male": 0, "female": 0, "unknown": 0}))
+        self.gender_counts = dict(saved.get("gender_counts", no_genders()))
 
     def snapshot(self) -> dict:
         return {"consumed": self.consumed, "skipped": dict(sorted(self.skipped.items())),
                 "age_histogram": list(self.age_histogram), "gender_counts": dict(self.gender_counts)}
+
+
+def no_genders() -> dict:
+    """The manifest's `gender_counts` before any record: every gender name at 0."""
+    return {name: 0 for name in GENDER_NAMES.values()}
 
 
 class DataSetOutput(outdir.Output):
@@ -214,7 +220,7 @@ class Writing:
                 self.writers[split].discard_open()
                 raise
             tally.age_histogram[age] += 1
-            name = GENDER_NAMES.get(gender, "unknown")
+            name = GENDER_NAMES.get(gender, GENDER_NAMES[schema.GENDER_UNKNOWN])
             tally.gender_counts[name] += 1
         tally.consumed += 1
 
@@ -224,7 +230,7 @@ class Writing:
     def totals(self) -> dict:
         skipped = collections.Counter()
         histogram = [0] * schema.NUM_AGES
-        genders = {"male": 0, "female": 0, "unknown": 0}
+        genders = no_genders()
         for tally in self.tallies.values():
             skipped.update(tally.skipped)
             histogram = [a + b for a, b in zip(histogram, tally.age_histogram)]

@@ -15,13 +15,10 @@ NaN genders, -inf face scores with 1x1 images, second faces, implausible and
 invalid dobs, ages > 100 and <= 0, grayscale / CMYK / palette / alpha files,
 a few truncated and a few missing files.
 
-Two contracts other code relies on:
-- Pixels encode the age: every channel sits at `age_level(age) = 20 + 2*age`
-  plus zero-mean noise, so the label survives grayscale/CMYK conversion, resize
-  and JPEG, and `age_from_pixels` reads it back (the trainer's end-to-end test
-  learns exactly this).
-- The label distribution is fixed by `n` alone (not the seed, not the dataset),
-  so `expected_counts(n)` states exactly what default cleaning keeps and skips.
+It keeps the two contracts of `ingest.sample_contract`: pixels encode the age
+(`age_level`, `age_from_pixels`), and the label distribution is fixed by `n` alone
+(not the seed, not the dataset), so `expected_counts(n)` states exactly what
+default cleaning keeps and skips.
 
 In the imdb variant every row has the celeb_id of its person, also the rows
 whose `name` cell is empty, so an identity split by celeb_id keeps those rows
@@ -30,11 +27,12 @@ with their person where a split by name could not.
 
 from __future__ import annotations
 
+import entry  # first: how every command starts (python -m ingest.sample)
+
 import argparse
 import io
 import multiprocessing
 import os
-import sys
 from datetime import date
 
 import numpy as np
@@ -42,6 +40,8 @@ import scipy.io
 from PIL import Image
 
 from ingest import sample_sources
+from ingest.sample_contract import MIN_N, age_from_pixels, age_level, count, face_pixels  # noqa: F401  (age_from_pixels: the tests' reader)
+from ingest.sources.imdb_wiki import MAX_DATENUM, ORDINAL_OFFSET, UNIX_EPOCH_ORDINAL
 
 WIKI_FIELDS = ("dob", "photo_taken", "full_path", "gender", "name",
                "face_location", "face_score", "second_face_score")
@@ -59,7 +59,6 @@ REMOVED_FRACTIONS = (
     ("age_above_max", 0.03),    # age > 100 (half via implausible dobs like 4077 = year 11)
     ("age_below_min", 0.03),    # age <= 0
 )
-MIN_N = 100
 
 # Image quirks among the rows default cleaning keeps (counts as a fraction of kept).
 KEPT_QUIRKS = (
@@ -74,31 +73,17 @@ KEPT_QUIRKS = (
 UNKNOWN_GENDER_FRACTION = 0.05  # of kept rows (all with readable files)
 
 
-def age_level(age: int) -> int:
-    """The pixel intensity (every channel) that encodes `age` (clipped to 0..100)."""
-    return 20 + 2 * int(np.clip(age, 0, 100))
-
-
-def age_from_pixels(rgb: np.ndarray) -> int:
-    """Inverse of `age_level` on a decoded (possibly resized / re-encoded) image."""
-    return int(round((float(np.mean(rgb)) - 20.0) / 2.0))
-
-
-def _count(n: int, fraction: float) -> int:
-    return max(1, int(n * fraction))
-
-
 def category_counts(n: int) -> dict[str, int]:
     """Rows per category: each cleaning step's name, then "kept"."""
     if n < MIN_N:
         raise ValueError(f"--n must be at least {MIN_N} (got {n}) so every quirk appears")
-    counts = {step: _count(n, f) for step, f in REMOVED_FRACTIONS}
+    counts = {step: count(n, f) for step, f in REMOVED_FRACTIONS}
     counts["kept"] = n - sum(counts.values())
     return counts
 
 
 def quirk_counts(kept: int) -> dict[str, int]:
-    return {q: _count(kept, f) for q, f in KEPT_QUIRKS}
+    return {q: count(kept, f) for q, f in KEPT_QUIRKS}
 
 
 def expected_counts(n: int) -> dict:
@@ -115,18 +100,10 @@ def expected_counts(n: int) -> dict:
     skipped = {"missing": quirks["missing"], "truncated": quirks["truncated"]}
     return {"entries": n, "cleaning": cleaning, "kept": cats["kept"], "skipped": skipped,
             "written": cats["kept"] - sum(skipped.values()),
-            "unknown_gender": _count(cats["kept"], UNKNOWN_GENDER_FRACTION)}
+            "unknown_gender": count(cats["kept"], UNKNOWN_GENDER_FRACTION)}
 
 
 # --- the table of rows ------------------------------------------------------
-
-_ORDINAL_OFFSET = 366            # Matlab datenum = Python ordinal + 366
-_MAX_DATENUM = date.max.toordinal() + _ORDINAL_OFFSET
-
-
-def _datenum(d: date) -> int:
-    return d.toordinal() + _ORDINAL_OFFSET
-
 
 def _date_text(datenum: int) -> str:
     """The birth date as the real file names spell it (numpy copes with invalid
@@ -151,8 +128,8 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
     # People: several photos each (so an identity split means something), one
     # birth date and gender per person, as in the real data.
     n_people = max(2, n // 4)
-    first = np.datetime64("1920-01-01").astype(int) + 719163 + _ORDINAL_OFFSET
-    last = np.datetime64("1995-12-31").astype(int) + 719163 + _ORDINAL_OFFSET
+    first, last = (np.datetime64(d).astype(int) + UNIX_EPOCH_ORDINAL + ORDINAL_OFFSET   # datenums
+                   for d in ("1920-01-01", "1995-12-31"))
     people_dob = rng.integers(first, last + 1, n_people)
     people_gender = np.where(rng.random(n_people) < 0.7, 1.0, 0.0)
 
@@ -167,7 +144,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
         pos += k
     # unknown gender only on readable kept rows, so it is exact among written rows
     readable = [int(i) for i in kept_order if quirk_of.get(int(i)) not in ("missing", "truncated")]
-    unknown_gender = set(readable[-_count(len(kept_idx), UNKNOWN_GENDER_FRACTION):])
+    unknown_gender = set(readable[-count(len(kept_idx), UNKNOWN_GENDER_FRACTION):])
     extreme_ages = {readable[0]: 1, readable[1]: 100}   # the label range's ends always appear
 
     ids = rng.choice(np.arange(10_000, 100_000_000), n, replace=False)
@@ -184,7 +161,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
             age = int(rng.integers(1, 101))
         quirk = "rgb"
         if cat == "invalid_dob":
-            dob = int(rng.integers(1, 367)) if i % 2 else int(rng.integers(_MAX_DATENUM + 1, _MAX_DATENUM + 50_000))
+            dob = int(rng.integers(1, 367)) if i % 2 else int(rng.integers(MAX_DATENUM + 1, MAX_DATENUM + 50_000))
             photo_taken = int(rng.integers(1990, 2016))
         else:
             if cat == "no_face":
@@ -204,7 +181,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
                 quirk = quirk_of.get(i, "rgb")
                 age = extreme_ages.get(i, age)
                 gender = float("nan") if i in unknown_gender else float(people_gender[person])
-            birth_year = date.fromordinal(dob - _ORDINAL_OFFSET).year
+            birth_year = date.fromordinal(dob - ORDINAL_OFFSET).year
             photo_taken = birth_year + age if dob != 4077 else int(rng.integers(1990, 2016))
         if cat != "kept" and rng.random() < 0.01:
             quirk = "missing"   # missing files among removed rows too: never read
@@ -213,7 +190,7 @@ def build_rows(n: int, seed: int = 0) -> list[dict]:
         rows.append({"category": cat, "quirk": quirk, "full_path": full_path, "person": person,
                      "dob": dob, "photo_taken": photo_taken, "gender": gender, "name": name,
                      "face_score": face_score, "second_face_score": second,
-                     "age": photo_taken - date.fromordinal(dob - _ORDINAL_OFFSET).year
+                     "age": photo_taken - date.fromordinal(dob - ORDINAL_OFFSET).year
                      if cat != "invalid_dob" else None,
                      "seed": int(rng.integers(2**31))})
     return rows
@@ -292,9 +269,7 @@ def _image_bytes(row: dict, face_px: tuple[int, int] = FACE_PX) -> bytes | None:
         lo, hi = face_px
         w = int(rng.integers(lo, hi + 1))
         h = int(np.clip(w * rng.uniform(0.8, 1.25), lo, hi))
-    # Zero-mean texture: the mean (the label) survives, but it is not a flat card.
-    noise = rng.integers(-12, 13, size=(h, w, 1), dtype=np.int16) if w * h > 9 else 0
-    pixels = np.clip(level + noise + np.zeros((h, w, 3), np.int16), 0, 255).astype(np.uint8)
+    pixels = face_pixels(level, w, h, rng)
     image = Image.fromarray(pixels, "RGB")
     buf = io.BytesIO()
     if quirk == "grayscale":
@@ -348,9 +323,22 @@ def generate(out: str, n: int, seed: int = 0, workers: int | None = None,
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    # argparse, not absl flags: this entry point must not collide with ingest's flags.
-    parser = argparse.ArgumentParser(prog="python -m ingest.sample", description=__doc__.split("\n\n")[0])
+class _Parser(argparse.ArgumentParser):
+    """argparse, not absl flags (this entry point must not collide with ingest's), whose
+    parse_args also refuses values no sample can be made of (a usage error, status 2)."""
+
+    def parse_args(self, args=None, namespace=None):
+        args = super().parse_args(args, namespace)
+        if args.n < MIN_N:
+            self.error(f"--n must be at least {MIN_N} (got {args.n}) so every quirk appears")
+        if not 4 <= args.face_px[0] <= args.face_px[1]:
+            self.error(f"--face_px {args.face_px[0]} {args.face_px[1]}: need 4 <= MIN <= MAX")
+        return args
+
+
+def parser() -> argparse.ArgumentParser:
+    """Every flag of `python -m ingest.sample`, defined here only."""
+    parser = _Parser(prog="python -m ingest.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to create, e.g. demo/wiki_crop")
     parser.add_argument("--n", type=int, default=2000, help=f"rows in the .mat (>= {MIN_N})")
     parser.add_argument("--dataset", choices=DATASETS + sample_sources.DATASETS, default="wiki",
@@ -362,11 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--face_px", type=int, nargs=2, default=FACE_PX, metavar=("MIN", "MAX"),
                         help=f"side range of the face crops in pixels (default {FACE_PX[0]} {FACE_PX[1]}; "
                              f"the real wiki crops are mostly 150 600)")
-    args = parser.parse_args(argv)
-    if args.n < MIN_N:
-        parser.error(f"--n must be at least {MIN_N} (got {args.n}) so every quirk appears")
-    if not 4 <= args.face_px[0] <= args.face_px[1]:
-        parser.error(f"--face_px {args.face_px[0]} {args.face_px[1]}: need 4 <= MIN <= MAX")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """Write the sample `args` (from `parser()`) describes; print what ingest will make of it."""
     if args.dataset in sample_sources.DATASETS:
         sample_sources.generate(args.dataset, args.out, args.n, args.seed)
         exp = sample_sources.expected_counts(args.dataset, args.n, args.seed)
@@ -383,4 +371,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry.run_parsed(main, parser())

@@ -2,7 +2,7 @@
 included (`python -m ingest.sample --dataset utkface|appa_real|csv`).
 
 As in the wiki sample, the pixels of every face encode its int label
-(`ingest.sample.age_level`), and the counts are fixed by `n` alone, so
+(`ingest.sample_contract.age_level`), and the counts are fixed by `n` alone, so
 `expected_counts(dataset, n)` states exactly what default ingest reports:
 rows removed per cleaning step, files skipped per reason, records written.
 
@@ -32,10 +32,10 @@ import os
 import numpy as np
 from PIL import Image
 
-from ingest import sample
+from ingest.sample_contract import MIN_N, age_level, count, face_pixels
+from records import schema
 
 DATASETS = ("utkface", "appa_real", "csv")
-MIN_N = 100
 BACKGROUND = 250          # the CSV photos' level outside the face box (no age maps to it)
 UTK_SIDE = 200
 NON_IMAGES = ("README.txt", ".DS_Store", "landmark_list.txt")
@@ -44,20 +44,10 @@ APPA_WITH_CATEGORIES = ("train", "valid")
 CSV_FILES = ("faces.csv", "faces_split.csv")
 
 
-def _count(n: int, fraction: float) -> int:
-    return max(1, int(n * fraction))
-
-
 def _jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buf, "JPEG", quality=quality)
     return buf.getvalue()
-
-
-def _face(level: int, w: int, h: int, rng) -> np.ndarray:
-    """An h x w RGB patch at `level` with zero-mean texture (the mean is the label)."""
-    noise = rng.integers(-12, 13, size=(h, w, 1), dtype=np.int16)
-    return np.clip(level + noise + np.zeros((h, w, 3), np.int16), 0, 255).astype(np.uint8)
 
 
 def _write(path: str, data: bytes) -> None:
@@ -76,12 +66,12 @@ def utkface_rows(n: int, seed: int = 0) -> list[dict]:
     """One dict per image file: name, category, age (int label or None), gender
     (the schema's coding: 1 male, 0 female)."""
     rng = np.random.default_rng(seed)
-    cats = {c: _count(n, f) for c, f in UTK_REMOVED}
+    cats = {c: count(n, f) for c, f in UTK_REMOVED}
     cats["kept"] = n - sum(cats.values())
     labels = np.array([c for c, k in cats.items() for _ in range(k)], dtype=object)
     rng.shuffle(labels)
     kept = np.flatnonzero(labels == "kept")
-    no_race = set(rng.choice(kept, _count(len(kept), UTK_NO_RACE), replace=False).tolist())
+    no_race = set(rng.choice(kept, count(len(kept), UTK_NO_RACE), replace=False).tolist())
     extremes = {int(kept[0]): 1, int(kept[1]): 100}
     rows = []
     for i, cat in enumerate(labels):
@@ -110,7 +100,7 @@ def write_utkface(out: str, n: int, seed: int = 0) -> list[dict]:
     for r in rows:
         rng = np.random.default_rng(r["seed"])
         _write(os.path.join(out, r["name"]),
-               _jpeg(_face(sample.age_level(r["age"] or 30), UTK_SIDE, UTK_SIDE, rng)))
+               _jpeg(face_pixels(age_level(r["age"] or 30), UTK_SIDE, UTK_SIDE, rng)))
     for name in NON_IMAGES:
         _write(os.path.join(out, name), b"not an image\n")
     return rows
@@ -129,9 +119,9 @@ def appa_rows(n: int, seed: int = 0) -> list[dict]:
     sizes = [int(n * f) for _, f in APPA_FOLDERS]
     sizes[0] += n - sum(sizes)
     folders = [name for (name, _), k in zip(APPA_FOLDERS, sizes) for _ in range(k)]
-    below = set(rng.choice(n, _count(n, APPA_BELOW_MIN), replace=False).tolist())
+    below = set(rng.choice(n, count(n, APPA_BELOW_MIN), replace=False).tolist())
     kept = [i for i in range(n) if i not in below]
-    missing = set(rng.choice(kept, _count(len(kept), APPA_MISSING), replace=False).tolist())
+    missing = set(rng.choice(kept, count(len(kept), APPA_MISSING), replace=False).tolist())
     readable = [i for i in kept if i not in missing]
     top = readable[0]                                 # an apparent mean above 100.5: clipped to 100
     rows = []
@@ -146,7 +136,7 @@ def appa_rows(n: int, seed: int = 0) -> list[dict]:
         rows.append({"folder": folder, "split": "val" if folder == "valid" else folder,
                      "file_name": f"{i:06d}.jpg", "num_ratings": int(rng.integers(30, 40)),
                      "apparent_age_avg": mean, "apparent_age_std": round(float(rng.uniform(1, 8)), 6),
-                     "real_age": real, "age": min(int(np.floor(mean + 0.5)), 100),
+                     "real_age": real, "age": schema.label_age(mean),
                      "category": "age_below_min" if i in below else "kept",
                      "quirk": "missing" if i in missing else "",
                      "gender_word": "male" if rng.random() < 0.5 else "female",
@@ -173,10 +163,10 @@ def write_appa_real(out: str, n: int, seed: int = 0) -> list[dict]:
             rng = np.random.default_rng(r["seed"])
             base = os.path.join(out, folder, r["file_name"])
             # the photo: not the label's level, so reading it instead of the crop shows
-            _write(base, _jpeg(_face(BACKGROUND, 90, 70, rng)))
+            _write(base, _jpeg(face_pixels(BACKGROUND, 90, 70, rng)))
             if r["quirk"] != "missing":
                 side = int(rng.integers(40, 90))
-                _write(base + "_face.jpg", _jpeg(_face(sample.age_level(r["age"]), side, side, rng)))
+                _write(base + "_face.jpg", _jpeg(face_pixels(age_level(r["age"]), side, side, rng)))
     return rows
 
 
@@ -198,11 +188,11 @@ def csv_rows(n: int, seed: int = 0) -> list[dict]:
     """One dict per CSV row (file order): path, age text, gender word and code,
     box, photo size, identity, split, category, quirk, age (int label of kept rows)."""
     rng = np.random.default_rng(seed)
-    cats = {c: _count(n, f) for c, f in CSV_REMOVED}
+    cats = {c: count(n, f) for c, f in CSV_REMOVED}
     cats["kept"] = n - sum(cats.values())
     labels = [c for c, k in cats.items() for _ in range(k)]
     kept_total = cats["kept"]
-    quirks = [q for q, f in CSV_SKIPPED for _ in range(_count(kept_total, f))]
+    quirks = [q for q, f in CSV_SKIPPED for _ in range(count(kept_total, f))]
     rows = []
     for i, cat in enumerate(labels):
         w, h = int(rng.integers(80, 160)), int(rng.integers(80, 160))
@@ -244,7 +234,7 @@ def csv_rows(n: int, seed: int = 0) -> list[dict]:
     rows = [r for r in rows if r["quirk"] != "duplicate"] + [r for r in rows if r["quirk"] == "duplicate"]
     for r in rows:
         if r["age_mean"] is not None:
-            r["age"] = int(np.floor(r["age_mean"] + 0.5))
+            r["age"] = int(schema.round_age(r["age_mean"]))
         else:
             r["age"] = None
     return rows
@@ -254,10 +244,10 @@ def photo_pixels(row: dict) -> np.ndarray:
     """The photo of a CSV row: BACKGROUND, with the face box at the label's level."""
     rng = np.random.default_rng(row["seed"])
     w, h = row["size"]
-    pixels = _face(BACKGROUND, w, h, rng)
+    pixels = face_pixels(BACKGROUND, w, h, rng)
     x0, y0, x1, y1 = row["box"]
     if all(isinstance(v, int) for v in (x0, y0, x1, y1)) and x1 > x0:
-        pixels[y0:y1, x0:x1] = _face(sample.age_level(row["age"] if row["age"] is not None else 0),
+        pixels[y0:y1, x0:x1] = face_pixels(age_level(row["age"] if row["age"] is not None else 0),
                                      x1 - x0, y1 - y0, rng)
     return pixels
 
@@ -269,7 +259,7 @@ def write_csv(out: str, n: int, seed: int = 0) -> list[dict]:
             continue
         _write(os.path.join(out, r["path"]), _jpeg(photo_pixels(r), 95))
     _write(os.path.join(os.path.dirname(os.path.abspath(out)), "outside.jpg"),
-           _jpeg(_face(100, 10, 10, np.random.default_rng(0))))
+           _jpeg(face_pixels(100, 10, 10, np.random.default_rng(0))))
     for name in CSV_FILES:
         with open(os.path.join(out, name), "w") as f:
             f.write("path,age,gender,x_min,y_min,x_max,y_max,identity"

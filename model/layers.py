@@ -52,9 +52,10 @@ def resize_pixels(images, size: int):
     """uint8 (or 0..255 numeric) RGB images [..., H, W, 3] of any size -> uint8
     [..., size, size, 3]: bilinear, antialiased (a no-op filter when enlarging), rounded.
 
-    The one resize of the pixel contract: the `Resize` layer inside the age model
-    runs it, and batch prediction runs it on each crop before batching (the layer
-    then sees its own size and is an identity)."""
+    The one resize of the pixel contract: the training stream (records.reader, when
+    the shards' stored size is not the model's), the `Resize` layer inside the age
+    model, and batch prediction on each crop before batching (the layer then sees
+    its own size and is an identity) all run it."""
     out = ops.image.resize(ops.cast(images, "float32"), (size, size), interpolation="bilinear",
                            antialias=True)
     return ops.cast(ops.clip(ops.round(out), 0.0, 255.0), "uint8")
@@ -99,21 +100,6 @@ def expected_age(probs):
     probs = ops.cast(probs, "float32")
     ages = ops.arange(ops.shape(probs)[-1], dtype="float32")
     return ops.sum(probs * ages, axis=-1)
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class ExpectedAge(keras.layers.Layer):
-    """Layer form of :func:`expected_age`: probs [..., C] -> apparent age [...], float32."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-
-    def call(self, probs):
-        return expected_age(probs)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1])
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -1,28 +1,42 @@
-"""The DEX metrics, defined once, per example: everything that reports an MAE or a
-CS(θ) (the training loop's sums, evaluation, the plots, prediction) calls these.
+"""The DEX metrics and their names, defined once: everything that reports an MAE,
+a CS(θ) or an ε-error (the training loop's sums, evaluation, the plots, the
+history and report columns) calls these and spells them with these names.
 
     expected_age(probs)        apparent age: the expectation over the age softmax
-    abs_error(age, expected)   |expected - age|, float32
+    abs_error(age, expected)   |expected - age| per example, float32
     age_abs_error(age, probs)  the two together
+    mean_abs_error(age, x)     the MAE of a set of faces, a float
     within(abs_error)          1.0 where the error is at most θ = CS_THRESHOLD years
     epsilon_error(x, μ, σ)     ChaLearn LAP's apparent-age error 1 - exp(-(x-μ)²/(2σ²)),
                                for faces with a spread σ > 0
+    spread_epsilon_error(...)  the same, 0 for a face with σ = 0 (never NaN or inf)
 
-Keras ops only (any backend; numpy in, tensors out). `AgeMAE` / `CumulativeScore`
-wrap them as `keras.metrics.Metric`s for `model.compile`.
+Keras ops only (any backend; numpy in, tensors out).
 """
 from __future__ import annotations
 
-import keras
 from keras import ops
 
-from .layers import PACKAGE, expected_age
+from .layers import expected_age
 
-__all__ = ["CS_THRESHOLD", "CS_NAME", "expected_age", "abs_error", "age_abs_error", "within", "epsilon_error",
-           "AgeMAE", "CumulativeScore"]
+__all__ = ["CS_THRESHOLD", "CS_NAME", "LOSS", "ACCURACY", "MAE", "EPSILON_ERROR", "GENDER_ACCURACY",
+           "RATES", "val", "expected_age", "abs_error", "age_abs_error", "mean_abs_error", "within",
+           "epsilon_error", "spread_epsilon_error"]
 
 CS_THRESHOLD = 5.0                 # CS(θ): the fraction of faces within θ years
-CS_NAME = f"cs{CS_THRESHOLD:g}"    # "cs5": its name in history.csv and report.json
+
+# The metric names: history.csv's columns, report.json's keys, --best_metric's values.
+LOSS, ACCURACY, MAE = "loss", "accuracy", "mae"
+CS_NAME = f"cs{CS_THRESHOLD:g}"    # "cs5"
+EPSILON_ERROR = "epsilon_error"    # over the faces with a spread (apparent-age data)
+GENDER_ACCURACY = "gender_accuracy"   # --task=age_gender
+RATES = (LOSS, ACCURACY, MAE, CS_NAME)   # what every epoch reports, on training and validation data
+VAL_PREFIX = "val_"
+
+
+def val(name: str) -> str:
+    """The name of metric `name` on the validation data ("val_mae")."""
+    return VAL_PREFIX + name
 
 
 def abs_error(true_age, expected):
@@ -34,6 +48,11 @@ def abs_error(true_age, expected):
 def age_abs_error(true_age, probs):
     """|expected_age(probs) - true_age| per example, float32, shape [B]."""
     return abs_error(true_age, expected_age(probs))
+
+
+def mean_abs_error(true_age, expected) -> float:
+    """The MAE of a set of faces: the mean of `abs_error`, a Python float."""
+    return float(ops.mean(abs_error(true_age, expected)))
 
 
 def within(error, threshold: float = CS_THRESHOLD):
@@ -49,60 +68,10 @@ def epsilon_error(expected, mean, std):
     return 1.0 - ops.exp(-ops.square(x - mean) / (2.0 * ops.square(std)))
 
 
-class _MeanOfPerExample(keras.metrics.Metric):
-    """Weighted mean of a per-example quantity; state is (total, count)."""
-
-    def __init__(self, name, dtype=None):
-        super().__init__(name=name, dtype=dtype or "float32")
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total", dtype="float32")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count", dtype="float32")
-
-    def _per_example(self, y_true, y_pred):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        values = self._per_example(y_true, y_pred)
-        if sample_weight is None:
-            weights = ops.ones_like(values)
-        else:
-            weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        self.total.assign_add(ops.sum(values * weights))
-        self.count.assign_add(ops.sum(weights))
-
-    def result(self):
-        return ops.divide_no_nan(self.total, self.count)
-
-    def reset_state(self):
-        self.total.assign(0.0)
-        self.count.assign(0.0)
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class AgeMAE(_MeanOfPerExample):
-    """Mean absolute error of the expected age (DEX) against the true age."""
-
-    def __init__(self, name="mae", dtype=None):
-        super().__init__(name=name, dtype=dtype)
-
-    def _per_example(self, y_true, y_pred):
-        return age_abs_error(y_true, y_pred)
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class CumulativeScore(_MeanOfPerExample):
-    """CS(θ): fraction of examples whose expected age is within θ years (error <= θ)."""
-
-    def __init__(self, threshold=CS_THRESHOLD, name=None, dtype=None):
-        self.threshold = float(threshold)
-        if name is None:
-            name = f"cs{threshold:g}" if isinstance(threshold, (int, float)) else "cs"
-        super().__init__(name=name, dtype=dtype)
-
-    def _per_example(self, y_true, y_pred):
-        return within(age_abs_error(y_true, y_pred), self.threshold)
-
-    def get_config(self):
-        return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}
+def spread_epsilon_error(expected, mean, std):
+    """`epsilon_error` where std > 0, 0.0 where std = 0 (no spread, no ε-error): such a
+    face is computed with std 1 and then zeroed, so no NaN or inf from its division
+    ever enters a sum."""
+    std = ops.cast(std, "float32")
+    spread = ops.greater(std, 0.0)
+    return ops.where(spread, epsilon_error(expected, mean, ops.where(spread, std, ops.ones_like(std))), 0.0)

@@ -16,6 +16,8 @@ import dataclasses
 
 import keras
 
+from records.schema import VGG_FACE_SIZE
+
 from .layers import FullyConnectedConv2D
 
 BLOCK_DEPTHS = (2, 2, 3, 3, 3)
@@ -39,7 +41,7 @@ class Variant:
 
 VARIANTS = {
     "full": Variant(conv_filters=(64, 128, 256, 512, 512), fc6_units=4096, fc7_units=4096,
-                    fc8_units=2622, input_size=224),
+                    fc8_units=2622, input_size=VGG_FACE_SIZE),
     # All sizes distinct (and distinct from 3 channels, 2 genders, 101 ages), so a
     # wiring mistake cannot pass a shape test by coincidence.
     "tiny": Variant(conv_filters=(4, 6, 8, 10, 12), fc6_units=24, fc7_units=20,

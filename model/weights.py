@@ -18,7 +18,7 @@ import os
 import h5py
 import numpy as np
 
-from entry.errors import ProjectError
+from errors import ProjectError
 
 from .vgg_face import WEIGHTED_LAYER_NAMES
 

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from records.schema import AGE_MEAN, AGE_STD, NUM_AGES
+from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, round_age
 
 Op = Callable[[tf.Tensor, dict, tf.Tensor], tuple]
 OPS: dict[str, Op] = {}
@@ -43,6 +43,12 @@ def check_ops(names: Sequence[str]) -> tuple[str, ...]:
         if name not in OPS:
             raise ValueError(f"unknown augmentation op {name!r}; known: {', '.join(sorted(OPS))}")
     return tuple(names)
+
+
+def resolve(augment: bool | Sequence[str] | None) -> tuple[str, ...]:
+    """The ops an `augment` setting means, in order: True -> DEFAULT_OPS; a sequence
+    of op names -> those (checked); False, None or () -> none."""
+    return DEFAULT_OPS if augment is True else check_ops(augment or ())
 
 
 def _to_uint8(x: tf.Tensor) -> tf.Tensor:
@@ -76,7 +82,7 @@ def label_jitter(images: tf.Tensor, labels: dict, seed: tf.Tensor) -> tuple:
     mean = tf.cast(labels[AGE_MEAN], tf.float32)
     std = tf.cast(labels[AGE_STD], tf.float32)
     drawn = mean + std * tf.random.stateless_normal(tf.shape(mean), seed)
-    drawn = tf.cast(tf.clip_by_value(tf.round(drawn), 0.0, NUM_AGES - 1.0), labels["age"].dtype)
+    drawn = tf.cast(tf.clip_by_value(round_age(drawn), 0.0, NUM_AGES - 1.0), labels["age"].dtype)
     return images, {**labels, "age": tf.where(std > 0, drawn, labels["age"])}
 
 
@@ -85,8 +91,3 @@ def apply(names: Sequence[str], images: tf.Tensor, labels: dict, seed: tf.Tensor
     for i, name in enumerate(names):
         images, labels = OPS[name](images, labels, tf.random.experimental.stateless_fold_in(seed, i))
     return images, labels
-
-
-def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """DEFAULT_OPS (flip, crop) on an image batch alone."""
-    return apply(DEFAULT_OPS, images, {}, seed)[0]

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 
-from entry.errors import ProjectError
+from errors import ProjectError
 from records import facebox, schema
 
 
@@ -111,12 +111,16 @@ def split_shards(directory: str, manifest: dict, split: str) -> list[dict]:
     return shards
 
 
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_sha256(path: str) -> str:
+    return hash_file(hashlib.sha256(), path).hexdigest()
+
+
+def hash_file(h, path: str, chunk: int = 1 << 20):
+    """`h` (a hashlib object) updated with the bytes of the file at `path`, read in chunks."""
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    return h
 
 
 def crop_margin(m: dict) -> float:

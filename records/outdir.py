@@ -1,7 +1,7 @@
 """Output directories this project writes: recognisable, built aside, swapped in.
 
-Every writer (ingest's data set; next the trainer's run directory and the
-feature cache) follows the same three rules, implemented here once:
+Every writer (ingest's data set, the trainer's run directory, the feature
+cache) follows the same three rules, implemented here once:
 
 1. **Ours or refused.**  A writer drops the marker file `.dex-age` (JSON: kind,
    created) *first* into every directory it creates, so even an interrupted

@@ -16,6 +16,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from errors import ProjectError
+
 # Larger images are refused as decompression bombs (a 400-megapixel PNG of a few KB
 # would take 1.2 GB decoded); PIL's own default limit, named here once.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
@@ -25,7 +27,7 @@ warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # refused belo
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-class PixelError(ValueError):
+class PixelError(ProjectError, ValueError):
     """A file that gives no pixels; the message names the file and why."""
 
 

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from model.layers import resize_pixels
 from records import augment as augment_ops
 from records import schema
 from records.manifest import DataError, manifest_path, read_manifest, split_shards
@@ -109,7 +110,7 @@ def _image_decoder(manifest: dict, where: str, resize_to: int | None, with_keys:
             images = tf.map_fn(decode_one_jpeg, ex[schema.IMAGE_ENCODED],
                                fn_output_signature=tf.TensorSpec([stored, stored, 3], tf.uint8))
         if target != stored:
-            images = resize_uint8(images, target, shrinking=target < stored)
+            images = resize_pixels(images, target)    # the served model's own resize
         return images, _labels(ex, with_keys)
 
     return decode
@@ -148,12 +149,6 @@ def _log_resize_once(where: str, stored: int, target: int) -> None:
                     ", antialiased" if target < stored else "", target)
 
 
-def resize_uint8(images: tf.Tensor, size: int, *, shrinking: bool) -> tf.Tensor:
-    """Bilinear resize of a uint8 batch back to uint8 (antialias only when shrinking)."""
-    out = tf.image.resize(images, [size, size], method="bilinear", antialias=shrinking)
-    return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
-
-
 # --------------------------------------------------------------------------- pieces
 
 def open_split(directory: str, split: str, *, resize_to: int | None = None,
@@ -186,7 +181,7 @@ def decode_batches(ds: tf.data.Dataset, decode: Decoder, batch_size: int, *,
     # 11. Optional augmentation on decoded uint8 batches, after decode (it needs pixels)
     #     and after any resize (it crops back to the output size). Per-batch stateless
     #     seeds come from a seeded random stream, so a seed reproduces it exactly.
-    ops = augment_ops.DEFAULT_OPS if augment is True else augment_ops.check_ops(augment or ())
+    ops = augment_ops.resolve(augment)
     return augmented(ds, ops, seed) if ops else ds
 
 
@@ -350,7 +345,7 @@ def make_mixed_dataset(directories: Sequence[str], weights: Sequence[float], spl
         raise ValueError("a mixed stream is for training only; evaluate each source on its own")
     if len(directories) != len(weights):
         raise ValueError(f"{len(directories)} sources but {len(weights)} weights")
-    ops = augment_ops.DEFAULT_OPS if augment is True else augment_ops.check_ops(augment or ())
+    ops = augment_ops.resolve(augment)
     base = None if seed is None else seed * 7919
     streams = []
     for i, directory in enumerate(directories):

@@ -7,7 +7,6 @@ the on-disk contract is stated exactly once.
 
 from __future__ import annotations
 
-import math
 import re
 
 from records import wire
@@ -18,6 +17,7 @@ READ_VERSIONS = (1, 2)    # what readers accept: version 1 lacks age_mean/age_st
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 
+VGG_FACE_SIZE = 224       # the full VGG-Face's input side: the stored side ingest writes by default
 NUM_AGES = 101            # ages 0..100, the DEX softmax classes
 GENDER_UNKNOWN = -1       # gender: 1 male, 0 female, -1 unknown
 GENDER_MALE, GENDER_FEMALE = 1, 0
@@ -103,9 +103,17 @@ def label_spec() -> dict:
     }
 
 
+def round_age(x):
+    """The one rounding rule of a fractional age (a vote mean, a jittered label):
+    floor(x + 0.5), so a half goes up (2.5 -> 3, never to the even 2). Works alike on
+    a Python number, a numpy array and a TensorFlow tensor (floor division by 1);
+    the result keeps the float type, callers clip and cast."""
+    return (x + 0.5) // 1
+
+
 def label_age(age_mean: float) -> int:
-    """The int class of a (possibly fractional) label: floor(x + 0.5), clipped to 0..100."""
-    return min(max(int(math.floor(age_mean + 0.5)), 0), NUM_AGES - 1)
+    """The int class of a (possibly fractional) label: `round_age`, clipped to 0..100."""
+    return min(max(int(round_age(age_mean)), 0), NUM_AGES - 1)
 
 
 def encode_example(*, image: bytes, image_format: bytes, height: int, width: int,

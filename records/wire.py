@@ -43,9 +43,10 @@ class CorruptRecord(Exception):
         self.index, self.offset, self.why = index, offset, why
 
 
-def read_frames(f):
-    """Yield the records of an open .tfrecord file, checking both CRCs of every
-    frame; raises CorruptRecord naming the first bad record and where it starts."""
+def _frames(f):
+    """Walk the frames of an open .tfrecord file: yield (index, offset, length) of each,
+    its header checked, with `f` at the start of its data; the caller reads or skips
+    the data and its 4-byte footer before the next one."""
     index = offset = 0
     while True:
         header = f.read(12)
@@ -56,15 +57,40 @@ def read_frames(f):
         length, crc = struct.unpack("<QI", header)
         if masked_crc32c(header[:8]) != crc:
             raise CorruptRecord(index, offset, "length checksum mismatch")
+        yield index, offset, length
+        index += 1
+        offset += 16 + length
+
+
+def _truncated(index: int, offset: int, length: int) -> CorruptRecord:
+    return CorruptRecord(index, offset, f"truncated (frame says {length} bytes of data)")
+
+
+def read_frames(f):
+    """Yield the records of an open .tfrecord file, checking both CRCs of every
+    frame; raises CorruptRecord naming the first bad record and where it starts."""
+    for index, offset, length in _frames(f):
         data = f.read(length)
         footer = f.read(4)
         if len(data) < length or len(footer) < 4:
-            raise CorruptRecord(index, offset, f"truncated (frame says {length} bytes of data)")
+            raise _truncated(index, offset, length)
         if masked_crc32c(data) != struct.unpack("<I", footer)[0]:
             raise CorruptRecord(index, offset, "data checksum mismatch")
         yield data
-        index += 1
-        offset += 16 + length
+
+
+def count_frames(f, size: int) -> int:
+    """The records of an open .tfrecord file of `size` bytes, from its frame headers
+    alone (the data is skipped, its CRC unchecked: for a file a sha256 vouches for);
+    raises CorruptRecord when a frame runs past the end."""
+    count = 0
+    for index, offset, length in _frames(f):
+        end = offset + 16 + length
+        if end > size:
+            raise _truncated(index, offset, length)
+        f.seek(end)
+        count += 1
+    return count
 
 
 # --- protobuf wire format: only what tf.train.Example needs -------------------

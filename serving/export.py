@@ -36,7 +36,7 @@ import keras
 import tensorflow as tf
 from absl import app
 
-from entry.errors import ProjectError
+from errors import ProjectError
 from model import input_size as model_input_size
 from model import age_outputs, resize_pixels
 from records.reader import JPEG_DCT_METHOD

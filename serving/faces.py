@@ -10,6 +10,8 @@ import queue
 
 import numpy as np
 
+MIN_FACE = 30    # the smallest face the detector reports, in pixels (--min_face)
+
 CASCADE = "haarcascade_frontalface_default.xml"
 # Idle cascades. A cascade is not safe to share between threads, and loading one takes
 # ~0.1 s, so batch prediction's parallel workers borrow one each and give it back:
@@ -29,7 +31,7 @@ def _load_detector():
     return detector
 
 
-def detect_faces(rgb: np.ndarray, min_face: int = 30) -> list[tuple[int, int, int, int]]:
+def detect_faces(rgb: np.ndarray, min_face: int = MIN_FACE) -> list[tuple[int, int, int, int]]:
     """Face boxes (x, y, width, height), largest first."""
     import cv2   # (see _load_detector)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from absl import flags
 
+from records.facebox import DEFAULT_MARGIN
 from trainer.config import TFLITE_PRECISIONS, TTA, PredictConfig
 from trainer.flags import define_tta_flag
 
@@ -25,7 +26,8 @@ def define_predict_flags() -> None:
     flags.DEFINE_boolean("json", False, "Print one JSON list instead of text (without --output).")
     flags.DEFINE_float("margin", None, "Margin added around each detected face box on every side, as a "
                        "fraction of its width/height. Default: the run's (run.json), the margin of the "
-                       "crops it was trained on (0.4 IMDB-WIKI, APPA-REAL; 0.0 UTKFace).")
+                       f"crops it was trained on ({DEFAULT_MARGIN:g} for IMDB-WIKI and APPA-REAL, none for "
+                       f"UTKFace).")
     flags.DEFINE_integer("min_face", PredictConfig.min_face, "Smallest face the detector reports, in pixels.")
     define_tta_flag()
     flags.mark_flag_as_required("model_dir")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m serving.predict)
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -42,7 +43,7 @@ from records import facebox
 from records.pixels import PixelError, read_rgb
 from serving import faces, plots
 from serving import flags as serving_flags
-from trainer.config import PredictConfig
+from trainer.config import TTA, PredictConfig
 from trainer.run_dir import RunDir, load_run_model, run_margin
 
 # What a folder PATH is searched for (any other file in it is not listed).
@@ -319,37 +320,50 @@ def print_text(result: dict, note) -> None:
             print(f"  wrote {path}")
 
 
-def run(f, args: list[str]) -> int:
-    """The command; returns the exit status."""
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What the command predicts with and where its results go (PredictConfig says how
+    photos become faces)."""
+    model_dir: str
+    tta: str = TTA[0]
+    output: str | None = None       # --output: JSON lines, resumable
+    out: str | None = None          # --out: annotated photos and age distributions
+    json: bool = False              # one JSON list on stdout instead of text
+    keep_probs: bool = False        # --probs: age_probs stay in the results
+    run_margin: bool = True         # no --margin: crop with the run's margin
+
+
+def run(config: PredictConfig, job: Job, args: list[str]) -> int:
+    """The command on the paths `args` names; returns the exit status."""
     paths = expand_paths(args)
     out = None
-    if f.output:
-        out, done = open_output(f.output)
+    if job.output:
+        out, done = open_output(job.output)
         if done:
-            print(f"{f.output}: {len(done)} files already done; continuing", file=sys.stderr)
+            print(f"{job.output}: {len(done)} files already done; continuing", file=sys.stderr)
         paths = [p for p in paths if p not in done]
-    age_model = AgeModel.load(f.model_dir, f.tta)
-    config = PredictConfig(detect=not f.no_detect, margin=age_model.margin if f.margin is None else f.margin,
-                           min_face=f.min_face, batch_size=f.batch_size, probs=f.probs or bool(f.out))
+    age_model = AgeModel.load(job.model_dir, job.tta)
+    if job.run_margin:
+        config = dataclasses.replace(config, margin=age_model.margin)
     # Progress goes to stderr; results go to --output or stdout, never mixed with it.
     # Without --output on a terminal the printed results are the progress.
     progress = Progress(len(paths), "files") if out or not sys.stdout.isatty() else None
     note = progress.note if progress else lambda text: print(text, file=sys.stderr)
     results, worked = [], 0
     for result in predict_files(age_model, paths, config):
-        if f.out and result["error"] is None:
+        if job.out and result["error"] is None:
             try:
-                annotate(result, f.out)
+                annotate(result, job.out)
             except Exception as e:   # the pictures are this file's work too
                 result["error"] = file_error(result["file"], e)
-            if not f.probs:
+            if not job.keep_probs:
                 for face in result["faces"]:
                     face.pop("age_probs")
         worked += result["error"] is None
         if out:
             out.write((json.dumps(result) + "\n").encode())
             out.flush()
-        elif f.json:
+        elif job.json:
             results.append(result)
         else:
             print_text(result, note)
@@ -359,7 +373,7 @@ def run(f, args: list[str]) -> int:
         progress.close()
     if out:
         out.close()
-    if f.json and not out:
+    if job.json and not out:
         print(json.dumps(results, indent=2))
     return 0 if worked or not paths else 1
 
@@ -374,7 +388,11 @@ def main(argv):
     if f.margin is not None and not f.margin >= 0:
         raise PredictError(f"--margin={f.margin}: must be 0 or more (a fraction of the face box added "
                            f"on every side); leave it out to use the run's margin")
-    return run(f, argv[1:])
+    config = PredictConfig(detect=not f.no_detect, margin=PredictConfig.margin if f.margin is None else f.margin,
+                           min_face=f.min_face, batch_size=f.batch_size, probs=f.probs or bool(f.out))
+    job = Job(model_dir=f.model_dir, tta=f.tta, output=f.output, out=f.out, json=f.json,
+              keep_probs=f.probs, run_margin=f.margin is None)
+    return run(config, job, argv[1:])
 
 
 if __name__ == "__main__":

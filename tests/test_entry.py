@@ -11,7 +11,7 @@ import pytest
 _COMMAND = textwrap.dedent("""
     import errno, os, sys
     import entry
-    from entry.errors import ProjectError
+    from errors import ProjectError
     what = sys.argv.pop()
     def main(argv):
         if what == "project":
@@ -27,7 +27,7 @@ _COMMAND = textwrap.dedent("""
 _PARSED = textwrap.dedent("""
     import argparse, errno, os
     import entry
-    from entry.errors import ProjectError
+    from errors import ProjectError
     def main(args):
         if args.what == "project":
             raise ProjectError("--x: bad; use --y")

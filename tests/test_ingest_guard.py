@@ -182,7 +182,7 @@ _KILL_A_WORKER = textwrap.dedent("""
     def map_and_kill(self, chunks):
         for i, item in enumerate(real_map(self, chunks)):
             if i == 20:
-                os.kill(self.pids()[0], signal.SIGKILL)   # as the OOM killer would
+                os.kill(sorted(self._processes)[0], signal.SIGKILL)   # as the OOM killer would
             yield item
     pipeline.DecodePool.map = map_and_kill
     sys.argv = ["ingest", "--src", sys.argv[1], "--out", sys.argv[2], "--image_size", "16",

@@ -475,7 +475,8 @@ def test_version_1_shards_read_unchanged(tmp_path):
 
 def test_sample_cli_writes_each_format(tmp_path, capsys):
     for dataset in sample_sources.DATASETS:
-        assert sample.main(["--dataset", dataset, "--out", str(tmp_path / dataset), "--n", "100"]) == 0
+        assert sample.main(sample.parser().parse_args(["--dataset", dataset, "--out", str(tmp_path / dataset),
+                                                    "--n", "100"])) == 0
         exp = sample_sources.expected_counts(dataset, 100)
         assert f"keeps {exp['kept']}" in capsys.readouterr().out
     assert sources.resolve("auto", str(tmp_path / "utkface")).NAME == "utkface"

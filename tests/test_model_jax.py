@@ -16,7 +16,7 @@ keras.utils.set_random_seed(0)
 m = model.build_age_model(variant="tiny", gender=True)
 m.compile(optimizer=keras.optimizers.Adam(1e-2),
           loss={"age": "sparse_categorical_crossentropy", "gender": "sparse_categorical_crossentropy"},
-          metrics={"age": [model.AgeMAE(), model.CumulativeScore(5)]})
+          metrics={"gender": ["accuracy"]})
 x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
 y = np.random.default_rng(1).integers(0, 101, 8)
 conv = m.get_layer("conv3_2").get_weights()[0].copy()

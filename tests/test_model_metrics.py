@@ -1,4 +1,4 @@
-"""DEX expected age and the AgeMAE / CumulativeScore metrics against numpy."""
+"""DEX expected age and the metrics of model.metrics against numpy."""
 import keras
 import numpy as np
 
@@ -11,59 +11,12 @@ def test_expected_age_of_one_hot_and_uniform():
     uniform = np.full((1, 101), 1 / 101, "float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.expected_age(one_hot)), [37.0])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.expected_age(uniform)), [50.0], rtol=1e-6)
-    layer_out = keras.ops.convert_to_numpy(model.ExpectedAge()(np.concatenate([one_hot, uniform])))
-    np.testing.assert_allclose(layer_out, [37.0, 50.0], rtol=1e-6)
-    assert layer_out.dtype == np.float32
 
 
 def _probs(n, seed):
     logits = np.random.default_rng(seed).normal(size=(n, 101)) * 3
     p = np.exp(logits - logits.max(-1, keepdims=True))
     return (p / p.sum(-1, keepdims=True)).astype("float32")
-
-
-def test_age_mae_and_cumulative_score_against_numpy():
-    rng = np.random.default_rng(0)
-    p1, p2 = _probs(16, 1), _probs(7, 2)
-    y1, y2 = rng.integers(0, 101, 16), rng.integers(0, 101, (7, 1))  # [B] and [B, 1] labels
-    err = np.abs(np.concatenate([(p1 * np.arange(101)).sum(-1) - y1, (p2 * np.arange(101)).sum(-1) - y2[:, 0]]))
-    # make the CS(5) boundary matter: one example with error exactly 5 counts as within
-    edge = np.zeros((1, 101), "float32")
-    edge[0, 45] = 1
-    mae, cs5, cs3 = model.AgeMAE(), model.CumulativeScore(5), model.CumulativeScore(3)
-    for m in (mae, cs5, cs3):
-        m.update_state(y1, p1)
-        m.update_state(y2, p2)
-        m.update_state(np.array([40]), edge)
-    err = np.append(err, 5.0)
-    np.testing.assert_allclose(float(mae.result()), err.mean(), rtol=1e-5)
-    np.testing.assert_allclose(float(cs5.result()), (err <= 5).mean(), rtol=1e-6)
-    np.testing.assert_allclose(float(cs3.result()), (err <= 3).mean(), rtol=1e-6)
-    assert (mae.name, cs5.name, cs3.name) == ("mae", "cs5", "cs3")
-    # sample weights
-    w = rng.uniform(0, 2, 16)
-    wm = model.AgeMAE()
-    wm.update_state(y1, p1, sample_weight=w)
-    e1 = np.abs((p1 * np.arange(101)).sum(-1) - y1)
-    np.testing.assert_allclose(float(wm.result()), (e1 * w).sum() / w.sum(), rtol=1e-5)
-    mae.reset_state()
-    assert float(mae.result()) == 0.0
-
-
-def test_metrics_serialize_and_work_in_compile():
-    cs = model.CumulativeScore(5)
-    clone = keras.metrics.deserialize(keras.metrics.serialize(cs))
-    assert isinstance(clone, model.CumulativeScore) and clone.threshold == 5 and clone.name == "cs5"
-    assert isinstance(keras.metrics.deserialize(keras.metrics.serialize(model.AgeMAE())), model.AgeMAE)
-    m = model.build_age_model(variant="tiny")
-    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-              metrics=[model.AgeMAE(), model.CumulativeScore(5)])
-    x = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-    y = np.array([0, 10, 20, 30, 40, 100])
-    res = m.evaluate(x, y, verbose=0, return_dict=True)
-    e = np.abs((m.predict(x, verbose=0) * np.arange(101)).sum(-1) - y)
-    np.testing.assert_allclose(res["mae"], e.mean(), rtol=1e-4)
-    np.testing.assert_allclose(res["cs5"], (e <= 5).mean(), rtol=1e-6)
 
 
 def test_per_example_functions_against_numpy():
@@ -87,3 +40,15 @@ def test_epsilon_error_against_hand_computed_values():
     got = keras.ops.convert_to_numpy(model.metrics.epsilon_error(
         [30.0, 33.0, 27.0, 40.0], [30.0, 30.0, 30.0, 30.0], [4.0, 3.0, 3.0, 5.0]))
     np.testing.assert_allclose(got, [0.0, 0.393469, 0.393469, 0.864665], atol=1e-6)
+
+
+def test_spread_epsilon_error_is_zero_without_a_spread_and_never_nan():
+    from model import metrics
+    got = np.asarray(metrics.spread_epsilon_error([33.0, 33.0, 40.0], [30.0, 30.0, 40.0], [3.0, 0.0, 0.0]))
+    np.testing.assert_allclose(got, [0.393469, 0.0, 0.0], atol=1e-6)
+
+
+def test_mean_abs_error_and_the_metric_names():
+    from model import metrics
+    assert metrics.mean_abs_error(np.array([10, 20, 31]), np.array([12.0, 20.0, 30.0])) == 1.0
+    assert [metrics.val(n) for n in metrics.RATES] == ["val_loss", "val_accuracy", "val_mae", "val_cs5"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from records import augment
+from records import augment, schema
 
 SIZE = 12
 
@@ -68,3 +68,19 @@ def test_apply_runs_ops_in_order_and_unknown_names_are_refused():
         images, labels, tf.random.experimental.stateless_fold_in(seed, 0))[0].numpy())
     with pytest.raises(ValueError, match="unknown augmentation op 'rotate'; known: crop, flip, label_jitter"):
         augment.check_ops(["flip", "rotate"])
+
+
+def test_label_jitter_rounds_a_half_up_as_ingest_does():
+    means = [0.5, 1.5, 2.5, 30.5]
+    labels = {"age": tf.constant([0, 0, 0, 0]), "age_mean": tf.constant(means),
+              "age_std": tf.fill([4], 1e-30)}          # a spread, too small to move the mean
+    ages = augment.OPS["label_jitter"](tf.zeros([4, 1, 1, 3], tf.uint8), labels,
+                                       tf.constant([0, 1], tf.int64))[1]["age"].numpy()
+    assert ages.tolist() == [schema.label_age(m) for m in means] == [1, 2, 3, 31]
+
+
+def test_round_age_is_one_rule_for_numbers_arrays_and_tensors():
+    halves = [-0.5, 0.5, 1.5, 2.5, 2.49]
+    assert [schema.round_age(x) for x in halves] == [0.0, 1.0, 2.0, 3.0, 2.0]
+    assert schema.round_age(np.array(halves)).tolist() == [0.0, 1.0, 2.0, 3.0, 2.0]
+    assert schema.round_age(tf.constant(halves)).numpy().tolist() == [0.0, 1.0, 2.0, 3.0, 2.0]

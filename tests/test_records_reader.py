@@ -22,10 +22,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import model
 import records
 from records import schema
 from records.manifest import DataError, write_manifest
-from records.augment import augment_batch
+from records.augment import DEFAULT_OPS, apply
 from records.writer import ShardedWriter
 
 SIZE = 16
@@ -277,6 +278,9 @@ def test_image_size_resizes_on_the_fly_and_logs_once(jpeg_dir, size, caplog):
     images, ages, _ = collect(ds)
     assert images.shape == (N_VAL, size, size, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(pixels_to_age(images), ages)
+    # the served model's resize, pixel for pixel
+    stored = collect(records.make_dataset(jpeg_dir, "val", 25, training=False))[0]
+    np.testing.assert_array_equal(images, np.asarray(model.resize_pixels(stored, size)))
 
 
 def half_and_half(i):
@@ -316,6 +320,9 @@ def test_augment_flips_and_crops_keeping_shape_dtype_and_seed(halves_dir):
 def test_augment_same_eagerly_and_inside_map():
     images = tf.constant(np.random.RandomState(0).randint(0, 255, (4, SIZE, SIZE, 3)), tf.uint8)
     seed = tf.constant([3, 4], tf.int64)
+    def augment_batch(images, seed):
+        return apply(DEFAULT_OPS, images, {}, seed)[0]
+
     eager = augment_batch(images, seed)
     mapped = next(iter(tf.data.Dataset.from_tensors((images, seed)).map(augment_batch)))
     np.testing.assert_array_equal(eager.numpy(), mapped.numpy())

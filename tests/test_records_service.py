@@ -127,12 +127,27 @@ def test_dead_address_is_one_line_not_a_hang(sample_shards):
         service.check_address("localhost")
 
 
-def test_worker_with_a_malformed_dispatcher_address_is_one_line():
+@pytest.mark.parametrize("address, why", [("nohost", "is not grpc://HOST:PORT"),
+                                          ("localhost:99999", "has port 99999, outside 1..65535")])
+def test_worker_with_a_malformed_dispatcher_address_is_one_line(address, why):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, "-m", "records.service", "worker", "--dispatcher", "nohost"],
+    r = subprocess.run([sys.executable, "-m", "records.service", "worker", "--dispatcher", address],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 1, r.stderr                 # entry.run_parsed: one line, status 1
-    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ") and "nohost" in r.stderr
+    assert r.stderr.strip() == f"error: tf.data service address {address!r} {why} (e.g. grpc://localhost:5050)"
+
+
+@pytest.mark.parametrize("text, parsed", [("localhost:1", ("localhost", 1)), ("h:65535", ("h", 65535)),
+                                          ("localhost:0", "has port 0, outside 1..65535"),
+                                          ("localhost:99999", "has port 99999, outside 1..65535"),
+                                          ("localhost", "is not HOST:PORT"), (":5050", "is not HOST:PORT")])
+def test_host_port_parsing_bounds_the_port(text, parsed):
+    from records.service.address import split_host_port
+    if isinstance(parsed, tuple):
+        assert split_host_port(text) == parsed
+    else:
+        with pytest.raises(ValueError, match=f"^{re.escape(parsed)}$"):
+            split_host_port(text)
 
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from records import schema, wire
@@ -61,3 +62,15 @@ def test_masked_crc_matches_the_tfrecord_reference_value():
     # crc32c("123456789") = 0xE3069283 (RFC 3720); TFRecord masks it: rotate right 15, add 0xa282ead8.
     crc = 0xE3069283
     assert wire.masked_crc32c(b"123456789") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def test_count_frames_counts_from_the_headers_and_refuses_a_cut_file(tmp_path):
+    path = tmp_path / "x.tfrecord"
+    records = [b"a" * 5, b"", b"b" * 300]
+    path.write_bytes(b"".join(wire.frame(r) for r in records))
+    with open(path, "rb") as f:
+        assert wire.count_frames(f, path.stat().st_size) == 3
+    cut = path.stat().st_size - 2                 # the last frame's footer is cut short
+    with open(path, "rb") as f:
+        with pytest.raises(wire.CorruptRecord, match=r"^record #2 at byte offset 37: truncated \(frame says 300"):
+            wire.count_frames(f, cut)

@@ -93,15 +93,6 @@ def test_resize_layer_is_the_models_first_layer_and_an_identity_at_its_size():
     assert config["config"]["size"] == INPUT_SIZE
 
 
-def test_resize_pixels_is_the_readers_resize_when_shrinking():
-    import model
-    from records.reader import resize_uint8
-
-    images = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    assert np.array_equal(np.asarray(model.resize_pixels(images, 32)),
-                          resize_uint8(images, 32, shrinking=True).numpy())
-
-
 def test_the_readers_jpeg_decoder_gives_pils_pixels():
     import tensorflow as tf
 

@@ -68,3 +68,7 @@ def test_a_malformed_address_is_one_line():
     config = {"cluster": {"worker": ["127.0.0.1:1", "nohost"]}, "task": {"type": "worker", "index": 0}}
     with pytest.raises(distribution.ClusterError, match=r"'nohost' is not a host:port address"):
         distribution.wait_for_peers(config, timeout=1)
+    config["cluster"]["worker"][1] = "localhost:99999"
+    with pytest.raises(distribution.ClusterError, match=r"^TF_CONFIG: 'localhost:99999' has port 99999, "
+                                                        r"outside 1..65535; fix the cluster in TF_CONFIG$"):
+        distribution.wait_for_peers(config, timeout=1)

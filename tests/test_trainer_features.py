@@ -84,7 +84,7 @@ def test_partial_damaged_or_foreign_caches_are_rebuilt(shards):
     messages.clear()
     features.ensure(net, shards, None, "tiny", 0, log=messages.append)
     assert any("building" in m for m in messages)
-    assert features.is_complete(cache, records.read_manifest(cache)["cache_key"])
+    assert features.damage(cache, records.read_manifest(cache)["cache_key"]) is None
 
     # Another random trunk (another seed) is another cache, not this one.
     other = features.ensure(tiny_net(seed=1), shards, None, "tiny", 1, log=lambda *_: None)

@@ -19,7 +19,7 @@ import model
 from model import transfer
 from trainer import flags as trainer_flags
 from records.manifest import DataError
-from trainer import loop, train
+from trainer import inputs, loop, resume, train
 from trainer.run_dir import RunDir, RunDirError
 
 
@@ -72,13 +72,13 @@ def test_resume_is_checked_against_run_json(tmp_path):
         json.dump({"variant": "tiny", "task": "age", "best_metric": "val_loss"}, f)
     with pytest.raises(RunDirError, match=r"--best_metric=val_mae but the run in .* was trained with "
                                           r"--best_metric=val_loss; use the same value or a new --model_dir"):
-        train.check_run_dir(RunDir(run_dir), config, {})
+        resume.check_run_dir(RunDir(run_dir), config, {})
     # A setting an older run.json does not record (cache_features here) counts as compatible.
     with open(os.path.join(run_dir, "run.json"), "w") as f:
         json.dump({"variant": "tiny", "task": "age", "best_metric": "val_mae"}, f)
-    assert train.check_run_dir(RunDir(run_dir), config, {}) is True
+    assert resume.check_run_dir(RunDir(run_dir), config, {}) is True
     with pytest.raises(RunDirError, match="already holds a run; pass --resume"):
-        train.check_run_dir(RunDir(run_dir), dataclasses.replace(config, resume=False), {})
+        resume.check_run_dir(RunDir(run_dir), dataclasses.replace(config, resume=False), {})
 
 
 def test_a_flag_name_starting_with_no_does_not_confuse_resume(tmp_path):
@@ -87,7 +87,7 @@ def test_a_flag_name_starting_with_no_does_not_confuse_resume(tmp_path):
     fake_checkpoint(run_dir)
     with open(os.path.join(run_dir, "flags.txt"), "w") as f:
         f.write("--nodes\n--variant=full\n")
-    assert train.check_run_dir(RunDir(run_dir), tiny_config("unused", run_dir), {}) is True
+    assert resume.check_run_dir(RunDir(run_dir), tiny_config("unused", run_dir), {}) is True
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -242,11 +242,11 @@ def test_epsilon_error_is_in_the_history_and_selects_best_keras(appa_real_shards
 
 def test_epsilon_selection_is_refused_for_data_whose_labels_are_real_ages():
     config = tiny_config("shards/wiki", "unused", best_metric="val_epsilon_error")
-    train.check_best_metric(config, {"label": "apparent"})
-    train.check_best_metric(dataclasses.replace(config, best_metric="val_mae"), {"label": "real"})
+    inputs.check_best_metric(config, {"label": "apparent"})
+    inputs.check_best_metric(dataclasses.replace(config, best_metric="val_mae"), {"label": "real"})
     for manifest in ({"label": "real"}, {}):                 # {}: schema version 1, IMDB-WIKI's real ages
         with pytest.raises(trainer_flags.ConfigError) as e:
-            train.check_best_metric(config, manifest)
+            inputs.check_best_metric(config, manifest)
         assert str(e.value) == (
             "--best_metric=val_epsilon_error: the val split of shards/wiki has no face with an apparent-age "
             "spread (age_std > 0): its manifest's label is 'real'; choose --best_metric=val_mae, or "
@@ -290,20 +290,20 @@ def test_resuming_on_another_data_set_is_refused(tmp_path):
     here = str(tmp_path / "shards")
     started = manifest_with({"train": ["a", "b"], "val": ["c"], "test": ["d"]})
     before = {"records": os.path.abspath(here), "data": data_identity(started)}
-    train.check_same_data(run, before, here, started)                       # the same: fine
+    resume.check_same_data(run, before, here, started)                       # the same: fine
     again = dict(started, created="later", flags={"workers": 4})            # a byte-identical re-ingest
-    train.check_same_data(run, before, here, again)
+    resume.check_same_data(run, before, here, again)
     with pytest.raises(RunDirError) as e:
-        train.check_same_data(run, before, str(tmp_path / "other"), started)
+        resume.check_same_data(run, before, str(tmp_path / "other"), started)
     assert str(e.value) == (f"--records={tmp_path / 'other'} but the run in {run.path} was trained on "
                             f"{os.path.abspath(here)}; pass --records={os.path.abspath(here)} or a new --model_dir")
     changed = manifest_with({"train": ["a", "x"], "val": ["c"], "test": ["d", "e"]})
     with pytest.raises(RunDirError) as e:
-        train.check_same_data(run, before, here, changed)
+        resume.check_same_data(run, before, here, changed)
     assert str(e.value) == (f"--records={here}: not the data set the run in {run.path} started with "
                             f"(test: 1 shards -> 2; train: 1 of 2 shards differ); restore that data set "
                             f"or train into a new --model_dir")
-    train.check_same_data(run, {}, str(tmp_path / "other"), changed)        # an older run.json: compatible
+    resume.check_same_data(run, {}, str(tmp_path / "other"), changed)        # an older run.json: compatible
 
 
 def test_resuming_with_other_training_sources_is_refused(tmp_path):
@@ -311,12 +311,12 @@ def test_resuming_with_other_training_sources_is_refused(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     before = {"train_records": [os.path.abspath(a), os.path.abspath(b)]}
     mixed = dataclasses.replace(tiny_config(b, run.path), train_records=(a, b))
-    train.check_same_sources(run, before, mixed)                                 # the same: fine
+    resume.check_same_sources(run, before, mixed)                                 # the same: fine
     with pytest.raises(RunDirError) as e:
-        train.check_same_sources(run, before, tiny_config(b, run.path))          # b alone
+        resume.check_same_sources(run, before, tiny_config(b, run.path))          # b alone
     assert str(e.value) == (f"--records={b} but the run in {run.path} was trained on "
                             f"{os.path.abspath(a)},{os.path.abspath(b)}; pass the same sources or a new --model_dir")
-    train.check_same_sources(run, {}, tiny_config(b, run.path))                  # an older run.json
+    resume.check_same_sources(run, {}, tiny_config(b, run.path))                  # an older run.json
 
 
 def test_resuming_when_a_training_source_changed_is_refused_naming_it(tmp_path):
@@ -325,22 +325,22 @@ def test_resuming_when_a_training_source_changed_is_refused_naming_it(tmp_path):
     mixed = dataclasses.replace(tiny_config(b, run.path), train_records=(a, b))
     started = [manifest_with({"train": ["a1"], "val": ["a2"]}), manifest_with({"train": ["b1", "b2"]})]
     before = {"train_records": [os.path.abspath(a), os.path.abspath(b)],
-              "train_data": [train.training_identity(m) for m in started]}
-    train.check_same_sources(run, before, mixed, started)                        # the same: fine
+              "train_data": [resume.training_identity(m) for m in started]}
+    resume.check_same_sources(run, before, mixed, started)                        # the same: fine
     val_changed = [manifest_with({"train": ["a1"], "val": ["zz"]}), started[1]]
-    train.check_same_sources(run, before, mixed, val_changed)                    # a's validation split is not trained on
+    resume.check_same_sources(run, before, mixed, val_changed)                    # a's validation split is not trained on
     with pytest.raises(RunDirError) as e:
-        train.check_same_sources(run, before, mixed, [started[0], manifest_with({"train": ["b1", "b9"]})])
+        resume.check_same_sources(run, before, mixed, [started[0], manifest_with({"train": ["b1", "b9"]})])
     assert str(e.value) == (f"--records: {b} is not the training data the run in {run.path} started with "
                             f"(train: 1 of 2 shards differ); restore that data set or train into a new --model_dir")
-    train.check_same_sources(run, {"train_records": before["train_records"]}, mixed, val_changed)  # older run.json
+    resume.check_same_sources(run, {"train_records": before["train_records"]}, mixed, val_changed)  # older run.json
 
 
 def test_sources_cropped_with_different_margins_are_warned_about():
     a, b = manifest_with({"train": ["a"]}), manifest_with({"train": ["b"]})
     config = dataclasses.replace(tiny_config("shards/b", "unused"), train_records=("shards/a", "shards/b"))
-    assert train.mixed_margins(config, [a, dict(b, margin=0.4)], b) is None  # 0.4 is the unrecorded default
-    line = train.mixed_margins(config, [a, dict(b, margin=0.0)], dict(b, margin=0.0))
+    assert inputs.mixed_margins(config, [a, dict(b, margin=0.4)], b) is None  # 0.4 is the unrecorded default
+    line = inputs.mixed_margins(config, [a, dict(b, margin=0.0)], dict(b, margin=0.0))
     assert line == ("warning: the training sources were cropped with different face margins (shards/a 0.4, "
                     "shards/b 0); predict and export crop with the validation set's 0. Re-ingest with one "
                     "--margin where the source has face boxes, if that is not what you want")
@@ -348,9 +348,9 @@ def test_sources_cropped_with_different_margins_are_warned_about():
 
 def test_a_batch_larger_than_the_training_split_is_refused():
     twenty = manifest_with({"train": ["a", "b"]})
-    train.check_batch_size(tiny_config("shards/x", "unused", batch_size=20), twenty)
+    inputs.check_batch_size(tiny_config("shards/x", "unused", batch_size=20), twenty)
     with pytest.raises(DataError) as e:
-        train.check_batch_size(tiny_config("shards/x", "unused", batch_size=21), twenty)
+        inputs.check_batch_size(tiny_config("shards/x", "unused", batch_size=21), twenty)
     assert str(e.value) == ("--batch_size=21 is larger than the 20-record training split of shards/x; "
                             "use --batch_size=20 or less")
 
@@ -449,7 +449,7 @@ def test_a_disk_that_fills_mid_training_is_one_line_and_the_rerun_resumes(sample
     (ValueError("No space left on device"), None),
 ])
 def test_a_full_or_read_only_disk_is_told_apart_from_other_failures(error, line):
-    from entry.errors import disk_problem, disk_target
+    from errors import disk_problem, disk_target
     assert disk_problem(error) == (line[0] if line else None)
     if line:
         assert disk_target(error) == line[1]

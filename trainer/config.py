@@ -12,18 +12,21 @@ import dataclasses
 import os
 import time
 
-from entry.errors import ProjectError
+from errors import ProjectError
+from model import metrics
 from model.age import TRAINABLE_FROM
 from records import facebox
-from records.augment import DEFAULT_OPS, OPS
+from records.augment import OPS
+from records.augment import resolve as resolve_augment
 from records.reader import DEFAULT_SHUFFLE_BUFFER
 from records.service.address import ServiceError, parse_address
+from serving import faces
 
 MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TASKS = ("age", "age_gender")
-BEST_METRICS = ("val_loss", "val_mae", "val_epsilon_error")   # all: lower is better
+BEST_METRICS = tuple(map(metrics.val, (metrics.LOSS, metrics.MAE, metrics.EPSILON_ERROR)))   # all: lower is better
 LR_SCHEDULES = ("constant", "cosine")
 TTA = ("none", "flip")               # --tta of trainer.evaluate, serving.predict and serving.export
 TFLITE_PRECISIONS = ("none", "float32", "float16")   # --tflite of serving.export
@@ -71,12 +74,12 @@ class TrainConfig:
     epochs: int = 250
     steps_per_epoch: int = 0            # 0: one pass over the training split
     batch_size: int = 256               # global, split across replicas
-    eval_batch_size: int = 256          # resolved: --eval_batch_size or --batch_size
+    eval_batch_size: int = 256          # resolved: --eval_batch_size or --batch_size (trainer.evaluate's default)
     learning_rate: float = 1e-3
     lr_schedule: str = LR_SCHEDULES[0]
     warmup_epochs: int = 0
     optimizer: str = "adam"
-    best_metric: str = "val_loss"
+    best_metric: str = BEST_METRICS[0]
     patience: int = 0                   # 0: never stop early
     seed: int = 0
     # Performance and scale-out.
@@ -109,7 +112,7 @@ class TrainConfig:
     @property
     def augmentation(self) -> tuple[str, ...]:
         """The augmentation ops applied to training batches, in order."""
-        return self.augment_ops or (DEFAULT_OPS if self.augment else ())
+        return resolve_augment(self.augment_ops or self.augment)
 
     @property
     def init_from_file(self) -> str | None:
@@ -207,6 +210,6 @@ class PredictConfig:
     """How `serving.predict` turns photos into faces for the model."""
     detect: bool = True
     margin: float = facebox.DEFAULT_MARGIN
-    min_face: int = 30                  # smallest face the detector reports, in pixels
+    min_face: int = faces.MIN_FACE      # smallest face the detector reports, in pixels
     batch_size: int = 64                # faces per model call
     probs: bool = False

@@ -13,7 +13,8 @@ import time
 
 import tensorflow as tf
 
-from entry.errors import ProjectError
+from errors import ProjectError
+from records.service.address import split_host_port
 
 PEER_RETRY_SECONDS = 1.0     # between two connect attempts to a peer that is not up yet
 CONNECT_SECONDS = 2.0        # one TCP connect attempt
@@ -32,10 +33,11 @@ def split_cpu(logical_cpus: int) -> None:
 
 
 def _address(entry: str) -> tuple[str, int]:
-    host, _, port = entry.rpartition(":")
-    if not host or not port.isdigit():
-        raise ClusterError(f"TF_CONFIG: {entry!r} is not a host:port address; fix the cluster in TF_CONFIG")
-    return host.strip("[]"), int(port)
+    try:
+        host, port = split_host_port(entry, "a host:port address")
+    except ValueError as e:
+        raise ClusterError(f"TF_CONFIG: {entry!r} {e}; fix the cluster in TF_CONFIG") from None
+    return host.strip("[]"), port
 
 
 def peers(tf_config: dict) -> tuple[tuple[str, int], list[tuple[str, str, int]]]:

@@ -39,7 +39,7 @@ from records.manifest import atomic_write_bytes
 from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, REAL_AGE
 from trainer import flags as trainer_flags
 from trainer import loop, plots
-from trainer.config import ConfigError
+from trainer.config import ConfigError, TrainConfig
 from trainer.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, load_run_model
 
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
@@ -54,26 +54,24 @@ def apparent_age_scores(expected: np.ndarray, age_mean: np.ndarray | None = None
     apparent age μ: a face whose raters all agreed, σ = 0, still has one), mae_real
     (faces with a real age), and the face counts behind them; None where the split does
     not carry the labels (mae_apparent and epsilon_error need a split with spreads)."""
-    out = {"epsilon_error": None, "epsilon_faces": 0, "epsilon_left_out": 0, "mae_apparent": None,
+    out = {metrics.EPSILON_ERROR: None, "epsilon_faces": 0, "epsilon_left_out": 0, "mae_apparent": None,
            "mae_real": None, "real_age_faces": 0}
     if age_std is not None and np.any(age_std > 0):
         spread = age_std > 0
         eps = np.asarray(metrics.epsilon_error(expected[spread], age_mean[spread], age_std[spread]))
-        out.update(epsilon_error=float(np.mean(eps)), epsilon_faces=int(spread.sum()),
+        out.update({metrics.EPSILON_ERROR: float(np.mean(eps))}, epsilon_faces=int(spread.sum()),
                    epsilon_left_out=int((~spread).sum()),
-                   mae_apparent=float(np.mean(np.abs(expected - age_mean))))
+                   mae_apparent=metrics.mean_abs_error(age_mean, expected))
     if real_age is not None and np.any(real_age >= 0):
         known = real_age >= 0
-        out.update(mae_real=float(np.mean(np.abs(expected[known] - real_age[known]))),
+        out.update(mae_real=metrics.mean_abs_error(real_age[known], expected[known]),
                    real_age_faces=int(known.sum()))
     return out
 
 
 def per_face_epsilon(expected: np.ndarray, age_mean: np.ndarray, age_std: np.ndarray) -> np.ndarray:
     """The ε-error of each face, NaN where it has no spread."""
-    safe_std = np.where(age_std > 0, age_std, 1.0)
-    eps = np.asarray(metrics.epsilon_error(expected, age_mean, safe_std))
-    return np.where(age_std > 0, eps, np.nan)
+    return np.where(age_std > 0, np.asarray(metrics.spread_epsilon_error(expected, age_mean, age_std)), np.nan)
 
 
 def mae_by_decade(true_age: np.ndarray, expected: np.ndarray) -> dict:
@@ -88,7 +86,7 @@ def mae_by_decade(true_age: np.ndarray, expected: np.ndarray) -> dict:
 
 
 def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "test",
-                 batch_size: int = 256, quiet: bool = False, tta: str = "none") -> dict:
+                 batch_size: int = TrainConfig.eval_batch_size, quiet: bool = False, tta: str = "none") -> dict:
     if batch_size < 1:
         raise ConfigError(f"--batch_size={batch_size}: must be at least 1")
     run = RunDir(model_dir)
@@ -172,7 +170,7 @@ def predictions_csv(keys, true_age, expected, likely, extra: dict) -> bytes:
     fmt = lambda v, spec: "" if np.isnan(v) else format(v, spec)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["key", "true_age", "expected_age", "most_likely_age", AGE_MEAN, AGE_STD, "epsilon_error",
+    w.writerow(["key", "true_age", "expected_age", "most_likely_age", AGE_MEAN, AGE_STD, metrics.EPSILON_ERROR,
                 REAL_AGE])
     w.writerows([k, int(t), f"{e:.2f}", int(m), fmt(a, ".2f"), fmt(s, ".2f"), fmt(x, ".4f"),
                  "" if np.isnan(r) or r < 0 else int(r)]
@@ -186,18 +184,18 @@ def baseline_mae(records_dir: str, true_age: np.ndarray) -> float:
     manifest = records.read_manifest(records_dir)
     hist = manifest["splits"]["train"].get("age_histogram") or manifest["age_histogram"]
     mean = float(np.dot(np.arange(len(hist)), hist) / max(sum(hist), 1))
-    return float(np.mean(np.abs(true_age - mean)))
+    return metrics.mean_abs_error(true_age, np.full(len(true_age), mean))
 
 
 def print_report(report: dict, written: list[str]) -> None:
     rows = [("faces", f"{report['count']}"), ("loss", f"{report['loss']:.4f}"),
             ("top-1 accuracy", f"{report['accuracy']:.4f}"), ("MAE (years)", f"{report['mae']:.2f}"),
-            ("CS(5)", f"{report['cs5']:.4f}"),
+            (f"CS({metrics.CS_THRESHOLD:g})", f"{report[metrics.CS_NAME]:.4f}"),
             ("MAE of predicting the mean", f"{report['baseline_mae_predicting_train_mean']:.2f}")]
     if "gender_accuracy" in report:
         rows.append(("gender accuracy", f"{report['gender_accuracy']:.4f}"))
-    if report["epsilon_error"] is not None:
-        rows += [("epsilon-error (ChaLearn)", f"{report['epsilon_error']:.4f}"),
+    if report[metrics.EPSILON_ERROR] is not None:
+        rows += [("epsilon-error (ChaLearn)", f"{report[metrics.EPSILON_ERROR]:.4f}"),
                  ("  faces / left out (std 0)", f"{report['epsilon_faces']} / {report['epsilon_left_out']}"),
                  ("MAE vs apparent age", f"{report['mae_apparent']:.2f}")]
     if report["mae_real"] is not None:

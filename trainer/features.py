@@ -31,7 +31,6 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 import hashlib
 import json
 import os
-import struct
 import time
 
 import keras
@@ -41,7 +40,7 @@ from absl import app
 
 import model as age_model_lib
 import records
-from records import outdir, schema
+from records import outdir, schema, wire
 from records.identity import data_identity
 from records.manifest import file_sha256, manifest_path, split_shards, write_manifest
 from records.writer import ShardedWriter
@@ -78,21 +77,6 @@ def cache_dir(records_dir: str, key: dict) -> str:
     return os.path.join(records_dir, "features", f"{key['variant']}-{digest}")
 
 
-def count_records(path: str) -> int:
-    """Records in a .tfrecord file, from its frame headers (the sha256 already vouches for the bytes)."""
-    count, size = 0, os.path.getsize(path)
-    with open(path, "rb") as f:
-        while f.tell() < size:
-            header = f.read(12)
-            if len(header) < 12:
-                raise records.DataError(f"{path}: truncated frame after {count} records")
-            f.seek(struct.unpack("<Q", header[:8])[0] + 4, os.SEEK_CUR)
-            count += 1
-        if f.tell() != size:
-            raise records.DataError(f"{path}: its last frame runs past the end of the file")
-    return count
-
-
 def damage(directory: str, key: dict) -> str | None:
     """Why `directory` is not a finished, intact cache for exactly this key; None when it is.
     Checks every number its manifest vouches for: shard sizes, sha256s, record counts."""
@@ -106,7 +90,11 @@ def damage(directory: str, key: dict) -> str | None:
                 path = os.path.join(directory, shard["file"])
                 if file_sha256(path) != shard["sha256"]:
                     return f"{path}: sha256 differs from the manifest's"
-                found = count_records(path)
+                with open(path, "rb") as f:
+                    try:
+                        found = wire.count_frames(f, os.path.getsize(path))
+                    except wire.CorruptRecord as e:
+                        return f"{path}: {e}"
                 if found != shard["count"]:
                     return f"{path}: {found} records, the manifest lists {shard['count']}"
                 counted += found
@@ -117,11 +105,6 @@ def damage(directory: str, key: dict) -> str | None:
     except (KeyError, TypeError) as e:
         return f"{manifest_path(directory)}: malformed ({e!r})"
     return None
-
-
-def is_complete(directory: str, key: dict) -> bool:
-    """A finished cache for exactly this key, every shard intact (see `damage`)."""
-    return damage(directory, key) is None
 
 
 def is_legacy_cache(directory: str) -> bool:

@@ -17,12 +17,12 @@ from absl import flags
 from model.age import TRAINABLE_FROM
 from model.vgg_face import VARIANTS
 from records.augment import DEFAULT_OPS, OPS
-from records.reader import DEFAULT_SHUFFLE_BUFFER
-from trainer.config import (BEST_METRICS, CLUSTER_TIMEOUT, DATA_SERVICE_DEADLINE_S, FEATURES_BATCH_SIZE,
+from trainer.config import (BEST_METRICS, FEATURES_BATCH_SIZE,
                             LR_SCHEDULES, MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, TTA,
                             ConfigError, TrainConfig, default_model_dir, parse_weights)
 
 FLAGS = flags.FLAGS
+D = TrainConfig.__dataclass_fields__   # the defaults live in one place: trainer.config.TrainConfig
 
 
 def _define_trunk_flags(batch_size: int, batch_help: str) -> None:
@@ -34,18 +34,18 @@ def _define_trunk_flags(batch_size: int, batch_help: str) -> None:
     flags.DEFINE_string("weights", "vgg_face_weights.h5",
                         "Path to the Keras-2 `vgg_face_weights.h5`, or 'none' to start from random "
                         "initialisation drawn with --seed. Nothing is ever downloaded.")
-    flags.DEFINE_enum("variant", "full", sorted(VARIANTS),
+    flags.DEFINE_enum("variant", D["variant"].default, sorted(VARIANTS),
                       "full: VGG-Face at 224x224. tiny: the same topology, narrow and 32x32, for "
                       "tests and CPU demos.")
-    flags.DEFINE_integer("seed", 0, "Seed of weight initialisation, data order and dropout.")
+    flags.DEFINE_integer("seed", D["seed"].default, "Seed of weight initialisation, data order and dropout.")
     flags.DEFINE_integer("batch_size", batch_size, batch_help)
 
 
 def define_train_flags() -> None:
     """Flags of `python -m trainer`."""
-    _define_trunk_flags(256, "Global batch size (split across replicas).")
+    _define_trunk_flags(D["batch_size"].default, "Global batch size (split across replicas).")
     # Data.
-    flags.DEFINE_enum("validation_split", "val", ["val", "test"],
+    flags.DEFINE_enum("validation_split", D["validation_split"].default, ["val", "test"],
                       "Split used for per-epoch validation and best-model selection. 'val' keeps "
                       "the test split unseen; 'test' reproduces the original recipe, which leaks "
                       "the test set into model selection.")
@@ -55,78 +55,78 @@ def define_train_flags() -> None:
     flags.DEFINE_string("validation_records", None,
                         "Shard directory validated on, whose val split picks best.keras and whose test "
                         "split the final evaluation scores; default the last of --records.")
-    flags.DEFINE_boolean("augment", False,
+    flags.DEFINE_boolean("augment", D["augment"].default,
                          f"Augment training images with {','.join(DEFAULT_OPS)} (random horizontal flip "
                          f"and small random crop/scale; off by default, as in the original recipe).")
     flags.DEFINE_list("augment_ops", [],
                       f"The augmentation ops to apply, in order (overrides --augment): any of "
                       f"{', '.join(sorted(OPS))}. label_jitter draws the age from N(age_mean, age_std).")
-    flags.DEFINE_integer("shuffle_buffer", DEFAULT_SHUFFLE_BUFFER,
+    flags.DEFINE_integer("shuffle_buffer", D["shuffle_buffer"].default,
                          "Serialized records in the training shuffle buffer.")
     # Model.
-    flags.DEFINE_enum("task", "age", list(TASKS),
+    flags.DEFINE_enum("task", D["task"].default, list(TASKS),
                       "age: the 101-way DEX age head. age_gender: plus a 2-way gender head "
                       "(records with unknown gender do not contribute to its loss).")
-    flags.DEFINE_float("dropout", 0.5, "Dropout after fc6 and fc7.")
+    flags.DEFINE_float("dropout", D["dropout"].default, "Dropout after fc6 and fc7.")
     flags.DEFINE_string("init_from", None,
                         "Start from a trained run (its directory, for best.keras, or a .keras file): "
                         "weights matched by layer name and shape; takes precedence over --weights.")
-    flags.DEFINE_enum("trainable_from", TRAINABLE_FROM[0], list(TRAINABLE_FROM),
+    flags.DEFINE_enum("trainable_from", D["trainable_from"].default, list(TRAINABLE_FROM),
                       "First layer that trains: fc6 (trunk frozen to pool5), conv5_1 (the last "
                       "convolution block trains too) or all.")
     # Schedule and optimisation.
-    flags.DEFINE_integer("epochs", 250, "Number of epochs.")
-    flags.DEFINE_integer("steps_per_epoch", 0,
+    flags.DEFINE_integer("epochs", D["epochs"].default, "Number of epochs.")
+    flags.DEFINE_integer("steps_per_epoch", D["steps_per_epoch"].default,
                          "Training batches per epoch; 0 = one pass over the training split. The "
                          "original recipe trains one random batch of 256 per epoch.")
     flags.DEFINE_integer("eval_batch_size", 0, "Validation/test batch size; 0 = --batch_size.")
-    flags.DEFINE_float("learning_rate", 1e-3, "Learning rate (the peak, with a schedule).")
-    flags.DEFINE_enum("lr_schedule", LR_SCHEDULES[0], list(LR_SCHEDULES),
+    flags.DEFINE_float("learning_rate", D["learning_rate"].default, "Learning rate (the peak, with a schedule).")
+    flags.DEFINE_enum("lr_schedule", D["lr_schedule"].default, list(LR_SCHEDULES),
                       "constant, or cosine decay to 0 over the run's steps (after any warm-up).")
-    flags.DEFINE_integer("warmup_epochs", 0, "Epochs of linear learning-rate warm-up from 0.")
-    flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "Keras optimizer.")
-    flags.DEFINE_enum("best_metric", "val_loss", list(BEST_METRICS),
+    flags.DEFINE_integer("warmup_epochs", D["warmup_epochs"].default, "Epochs of linear learning-rate warm-up from 0.")
+    flags.DEFINE_enum("optimizer", D["optimizer"].default, list(OPTIMIZERS), "Keras optimizer.")
+    flags.DEFINE_enum("best_metric", D["best_metric"].default, list(BEST_METRICS),
                       "Validation metric that picks best.keras and drives --patience. val_loss is the "
                       "original recipe's ModelCheckpoint(save_best_only=True); val_mae follows the "
                       "quantity DEX reports, which keeps improving after the cross-entropy turns up; "
                       "val_epsilon_error is the ChaLearn LAP score (needs validation data with "
                       "apparent-age spreads, e.g. APPA-REAL).")
-    flags.DEFINE_integer("patience", 0,
+    flags.DEFINE_integer("patience", D["patience"].default,
                          "Stop after this many epochs without a better --best_metric; 0 = never.")
     # Performance and scale-out.
-    flags.DEFINE_enum("mixed_precision", "none", list(MIXED_PRECISION_POLICIES),
+    flags.DEFINE_enum("mixed_precision", D["mixed_precision"].default, list(MIXED_PRECISION_POLICIES),
                       "Compute dtype: none (float32), bf16 (mixed_bfloat16, GPUs/TPUs since "
                       "Ampere) or fp16 (mixed_float16 with dynamic loss scaling).")
-    flags.DEFINE_boolean("jit_compile", False, "Compile the forward/backward pass with XLA.")
-    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+    flags.DEFINE_boolean("jit_compile", D["jit_compile"].default, "Compile the forward/backward pass with XLA.")
+    flags.DEFINE_enum("strategy", D["strategy"].default, list(STRATEGIES),
                       "tf.distribute strategy: default (one device), mirrored (all local GPUs, or "
                       "the --logical_cpus devices), multi_worker (hosts listed in TF_CONFIG).")
-    flags.DEFINE_float("cluster_timeout", CLUSTER_TIMEOUT,
+    flags.DEFINE_float("cluster_timeout", D["cluster_timeout"].default,
                        "--strategy=multi_worker: seconds to wait for every peer in TF_CONFIG to "
                        "accept a TCP connection before giving up with one line naming it.")
-    flags.DEFINE_integer("logical_cpus", 0,
+    flags.DEFINE_integer("logical_cpus", D["logical_cpus"].default,
                          "Split the host CPU into this many logical devices (to try --strategy="
                          "mirrored without GPUs); 0 = leave the CPU as one device.")
-    flags.DEFINE_string("data_service", "",
+    flags.DEFINE_string("data_service", D["data_service"].default,
                         "grpc://HOST:PORT of a tf.data service dispatcher (`python -m records.service "
                         "dispatcher`): the training input pipeline (read, shuffle, decode, augment, "
                         "batch) runs on its workers, one job per epoch, each record once per epoch; "
                         "evaluation stays local. Empty: read in this process.")
-    flags.DEFINE_float("data_service_deadline", DATA_SERVICE_DEADLINE_S,
+    flags.DEFINE_float("data_service_deadline", D["data_service_deadline"].default,
                        "Seconds one training epoch through --data_service may take. A lost worker "
                        "can block the epoch: past this bound the run stops with one line saying how "
                        "many records arrived.")
-    flags.DEFINE_boolean("cache_features", False,
+    flags.DEFINE_boolean("cache_features", D["cache_features"].default,
                          "Compute the frozen VGG-Face trunk once into feature shards and train only "
                          "the head on them (incompatible with --augment).")
     # Run directory.
     flags.DEFINE_string("model_dir", None,
                         "Run directory for checkpoints, best.keras, history.csv, flags.txt and "
                         "reports; default runs/<timestamp>.")
-    flags.DEFINE_boolean("resume", True,
+    flags.DEFINE_boolean("resume", D["resume"].default,
                          "Continue from the last completed epoch when --model_dir already holds a "
                          "checkpoint. --noresume refuses to touch an existing run.")
-    flags.DEFINE_boolean("evaluate", True, "Evaluate best.keras on the test split after training.")
+    flags.DEFINE_boolean("evaluate", D["evaluate"].default, "Evaluate best.keras on the test split after training.")
     flags.DEFINE_boolean("dry_run", False, "Check the flags and the shards, print the resolved flags "
                          "and the plan, and exit without building the model.")
 
@@ -148,7 +148,7 @@ def define_evaluate_flags() -> None:
     flags.DEFINE_string("model_dir", None, "Run directory holding best.keras (from `python -m trainer`).")
     flags.DEFINE_string("records", None, "Shard directory; default: the one the run was trained on.")
     flags.DEFINE_string("split", "test", "Split to evaluate.")
-    flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+    flags.DEFINE_integer("batch_size", D["eval_batch_size"].default, "Evaluation batch size.")
     define_tta_flag()
     flags.mark_flag_as_required("model_dir")
 

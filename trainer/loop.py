@@ -27,7 +27,7 @@ from records import schema
 
 # The reduced sums every step returns; metrics() turns them into rates.
 WITHIN = f"within{dex_metrics.CS_THRESHOLD:g}"   # "within5": faces within CS_THRESHOLD years
-EPSILON, EPSILON_COUNT = "epsilon_error", "epsilon_count"   # ε-error sum and its faces (age_std > 0)
+EPSILON, EPSILON_COUNT = dex_metrics.EPSILON_ERROR, "epsilon_count"   # ε-error sum and its faces (age_std > 0)
 SUM_KEYS = ("loss", "correct", "abs_error", WITHIN, EPSILON, EPSILON_COUNT, "count")
 GENDER_SUM_KEYS = ("gender_correct", "gender_count")
 
@@ -45,12 +45,9 @@ def batch_sums(outputs, labels, with_gender: bool):
     per_example = keras.losses.sparse_categorical_crossentropy(age, age_probs)
     expected = dex_metrics.expected_age(age_probs)
     abs_error = dex_metrics.abs_error(age, expected)
-    # ε-error over the faces with a spread: a face with std 0 is computed with std 1 and
-    # then multiplied by 0, so no NaN or inf from its division ever enters the sum.
-    std = tf.cast(labels["age_std"], tf.float32)
-    spread = std > 0
-    epsilon = dex_metrics.epsilon_error(expected, labels["age_mean"], tf.where(spread, std, tf.ones_like(std)))
-    spread = tf.cast(spread, tf.float32)
+    # ε-error over the faces with a spread (0 for a face with std 0, never NaN or inf)
+    epsilon = dex_metrics.spread_epsilon_error(expected, labels["age_mean"], labels["age_std"])
+    spread = tf.cast(tf.cast(labels["age_std"], tf.float32) > 0, tf.float32)
     sums = {}
     if with_gender:
         gender = labels["gender"]
@@ -67,7 +64,7 @@ def batch_sums(outputs, labels, with_gender: bool):
         correct=tf.reduce_sum(tf.cast(age_hit, tf.float32)),
         abs_error=tf.reduce_sum(abs_error),
         **{WITHIN: tf.reduce_sum(dex_metrics.within(abs_error)),
-           EPSILON: tf.reduce_sum(spread * epsilon), EPSILON_COUNT: tf.reduce_sum(spread)},
+           EPSILON: tf.reduce_sum(epsilon), EPSILON_COUNT: tf.reduce_sum(spread)},
         count=tf.cast(tf.shape(age)[0], tf.float32),
     )
     return per_example, sums
@@ -78,13 +75,13 @@ def metrics(sums: dict) -> dict:
     (and gender_accuracy; and epsilon_error when some face had a spread)."""
     n = float(sums["count"])
     out = {
-        "loss": float(sums["loss"]) / n,
-        "accuracy": float(sums["correct"]) / n,
-        "mae": float(sums["abs_error"]) / n,
+        dex_metrics.LOSS: float(sums["loss"]) / n,
+        dex_metrics.ACCURACY: float(sums["correct"]) / n,
+        dex_metrics.MAE: float(sums["abs_error"]) / n,
         dex_metrics.CS_NAME: float(sums[WITHIN]) / n,
     }
     if "gender_count" in sums:
-        out["gender_accuracy"] = float(sums["gender_correct"]) / max(float(sums["gender_count"]), 1.0)
+        out[dex_metrics.GENDER_ACCURACY] = float(sums["gender_correct"]) / max(float(sums["gender_count"]), 1.0)
     if float(sums[EPSILON_COUNT]) > 0:
         out[EPSILON] = float(sums[EPSILON]) / float(sums[EPSILON_COUNT])
     return out

@@ -28,18 +28,18 @@ def learning_curves(history: list[dict], path: str, best: dict | None = None) ->
     marks the chosen epoch on every panel and its value on the picking metric's."""
     epochs = [r["epoch"] for r in history]
     picked = (best or {}).get("metric")
-    panels = [("loss", "cross-entropy loss"), ("mae", "MAE of the expected age (years)")]
+    panels = [(metrics.LOSS, "cross-entropy loss"), (metrics.MAE, "MAE of the expected age (years)")]
     extra = picked[len("val_"):] if picked and picked.startswith("val_") else None
-    if extra and extra not in ("loss", "mae") and all(picked in r for r in history):
+    if extra and extra not in (metrics.LOSS, metrics.MAE) and all(picked in r for r in history):
         panels.append((extra, extra.replace("_", " ")))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
     for ax, (key, title) in zip(axes, panels):
         if all(key in r for r in history):
             ax.plot(epochs, [r[key] for r in history], label="train")
-        ax.plot(epochs, [r[f"val_{key}"] for r in history], label="validation")
+        ax.plot(epochs, [r[metrics.val(key)] for r in history], label="validation")
         if best is not None and best.get("epoch") in epochs:
             ax.axvline(best["epoch"], color="0.5", ls="--", lw=1, label=f"best.keras (epoch {best['epoch']})")
-            if picked == f"val_{key}":
+            if picked == metrics.val(key):
                 ax.plot([best["epoch"]], [best["value"]], "o", color="C3", label=f"picked by {picked}")
         ax.set_xlabel("epoch")
         ax.set_title(title)

@@ -39,16 +39,17 @@ import zipfile
 import keras
 
 import model  # noqa: F401  (registers the custom layers best.keras is made of)
-from entry.errors import ProjectError, disk_problem, disk_target
+from errors import ProjectError, disk_problem, disk_target
+from model import metrics
 from records import outdir
 from records.facebox import DEFAULT_MARGIN
 from records.lock import OutputLock, lock_path
 from records.manifest import atomic_write_bytes, read_json_object
 
-HISTORY_FIELDS = ("epoch", "loss", "accuracy", "mae", "cs5", "val_loss", "val_accuracy", "val_mae",
-                  "val_cs5", "learning_rate", "epoch_seconds", "images_per_second")
-GENDER_FIELDS = ("gender_accuracy", "val_gender_accuracy")
-EPSILON_FIELDS = ("epsilon_error", "val_epsilon_error")   # rows of data with apparent-age spreads
+HISTORY_FIELDS = ("epoch", *metrics.RATES, *map(metrics.val, metrics.RATES),
+                  "learning_rate", "epoch_seconds", "images_per_second")
+GENDER_FIELDS = (metrics.GENDER_ACCURACY, metrics.val(metrics.GENDER_ACCURACY))
+EPSILON_FIELDS = (metrics.EPSILON_ERROR, metrics.val(metrics.EPSILON_ERROR))   # data with apparent-age spreads
 KIND = "run"                         # the marker's kind
 # trainer.evaluate's report of the run's own records (test split) ...
 OWN_REPORT = {"report": "report.json", "predictions": "predictions.csv",

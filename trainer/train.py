@@ -2,14 +2,14 @@
 
 `train(config)` runs them in this order, on purpose:
 
-    check_inputs     every manifest (check_data: the validation set and each training
-                     source), the batch size, --best_metric and the service address,
-                     before TensorFlow builds anything (bad input costs one line, not a
-                     traceback after minutes of model building)
+    check_inputs     (trainer.inputs) every manifest (the validation set and each
+                     training source), the batch size, --best_metric and the service
+                     address, before TensorFlow builds anything (bad input costs one
+                     line, not a traceback after minutes of model building)
     make_strategy    before any other op (MultiWorkerMirroredStrategy requires it)
     open_run         the run directory: ours or refused, one writer (the lock), resume or
-                     refuse (run.json: settings and data set), a killed run's partial
-                     files removed, flags.txt
+                     refuse (trainer.resume: run.json's settings and data sets), a
+                     killed run's partial files removed, flags.txt
     build_state      model, optimizer and the epoch/best/stale counters: everything a
                      checkpoint holds (initial weights and freezing are decided here,
                      before the optimizer is built)
@@ -19,7 +19,7 @@
                      in this process or (--data_service) on tf.data service workers
     run_epochs       train + validate each epoch, then the end-of-epoch actions
                      (trainer.actions: best.keras, history, TensorBoard, checkpoint,
-                     early stop)
+                     early stop); trainer.reporter shows the progress
 
 `trainer.__main__` builds the `TrainConfig` from the flags, calls `train`, then
 evaluates best.keras at the run's eval batch size.
@@ -31,7 +31,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from typing import Callable
@@ -41,14 +40,16 @@ import tensorflow as tf
 
 import model as age_model_lib
 import records
-from entry.errors import ProjectError
-from model import transfer
+from errors import ProjectError
+from model import metrics, transfer
 from records import service
-from records.identity import data_identity, differences
-from records.schema import KIND_FEATURES, LABEL_APPARENT, LABEL_REAL
+from records.identity import data_identity
 from trainer import actions, checkpoints, distribution, features, loop
-from trainer.config import FIXED_ON_RESUME, MIXED_PRECISION_POLICIES, ConfigError, TrainConfig
-from trainer.run_dir import RunDir, RunDirError
+from trainer.config import MIXED_PRECISION_POLICIES, TrainConfig
+from trainer.inputs import check_inputs, no_spread, steps_per_epoch, train_counts
+from trainer.reporter import EpochReporter
+from trainer.resume import check_run_dir, training_identity
+from trainer.run_dir import RunDir
 
 # A resumed run reseeds its data order from the epoch it resumes at, so the order is
 # a function of (seed, resume epoch): reproducible for the same kill point.
@@ -87,160 +88,6 @@ def make_optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
     if name == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate)
     raise ValueError(f"unknown optimizer {name!r}")
-
-
-# --------------------------------------------------------------------------- checks
-
-def check_data(directory: str, splits: tuple[str, ...]) -> dict:
-    """The manifest of image shards in `directory`, the shards of `splits` present."""
-    manifest = records.read_manifest(directory)
-    if manifest.get("kind") == KIND_FEATURES:
-        raise records.DataError(f"--records={directory} is a feature cache, not image shards; pass the data "
-                                f"set it was computed from ({manifest.get('images', 'its parent data set')}), "
-                                f"and --cache_features to train on its cache")
-    for split in splits:
-        records.manifest.split_shards(directory, manifest, split)
-    return manifest
-
-
-def check_service(address: str) -> None:
-    try:
-        service.check_address(address)
-    except service.ServiceError as e:
-        raise service.ServiceError(f"--data_service={address}: {e}") from None
-
-
-def _shown(value) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def check_run_dir(run: RunDir, config: TrainConfig, manifest: dict, sources: list[dict] = ()) -> bool:
-    """True when the run directory holds a checkpoint to continue from (found from the
-    checkpoint files, not the index alone). A run that would continue with another
-    network, another meaning of its saved state (FIXED_ON_RESUME), another validation
-    data set (check_same_data) or other training data (check_same_sources: `sources`
-    are their manifests), compared with its run.json, is refused; a setting an older
-    run.json does not record counts as compatible."""
-    has_checkpoint = bool(checkpoints.numbers(run.checkpoints))
-    if has_checkpoint and not config.resume:
-        raise RunDirError(f"{run.path} already holds a run; pass --resume to continue it or "
-                          f"choose a new --model_dir")
-    if has_checkpoint:
-        before = run.read_info(missing_ok=True)
-        for name in FIXED_ON_RESUME:
-            now = getattr(config, name)
-            if name in before and before[name] != now:
-                raise RunDirError(f"--{name}={_shown(now)} but the run in {run.path} was trained "
-                                  f"with --{name}={_shown(before[name])}; use the same value or a new --model_dir")
-        check_same_data(run, before, config.records, manifest)
-        check_same_sources(run, before, config, sources)
-    return has_checkpoint
-
-
-def check_same_data(run: RunDir, before: dict, records_dir: str, manifest: dict) -> None:
-    """A resumed run trains and selects its best model on the data set it started with:
-    the same --records path holding the same shards (a byte-identical re-ingest is the same)."""
-    path = os.path.abspath(records_dir)
-    if "records" in before and before["records"] != path:
-        raise RunDirError(f"--records={records_dir} but the run in {run.path} was trained on "
-                          f"{before['records']}; pass --records={before['records']} or a new --model_dir")
-    if "data" in before and before["data"] != data_identity(manifest):
-        raise RunDirError(f"--records={records_dir}: not the data set the run in {run.path} started with "
-                          f"({'; '.join(differences(before['data'], data_identity(manifest)))}); "
-                          f"restore that data set or train into a new --model_dir")
-
-
-def check_same_sources(run: RunDir, before: dict, config: TrainConfig, sources: list[dict] = ()) -> None:
-    """A resumed run keeps mixing the training sources it started with: the same paths
-    holding the same training shards (`sources`: their manifests, in --records order)."""
-    now = [os.path.abspath(d) for d in config.sources]
-    if "train_records" in before and before["train_records"] != now:
-        raise RunDirError(f"--records={','.join(config.sources)} but the run in {run.path} was trained "
-                          f"on {','.join(before['train_records'])}; pass the same sources or a new --model_dir")
-    if "train_data" not in before or not sources:
-        return
-    for directory, was, manifest in zip(config.sources, before["train_data"], sources):
-        is_now = training_identity(manifest)
-        if was != is_now:
-            raise RunDirError(f"--records: {directory} is not the training data the run in {run.path} started "
-                              f"with ({'; '.join(differences({'train': was}, {'train': is_now}))}); restore "
-                              f"that data set or train into a new --model_dir")
-
-
-def training_identity(manifest: dict) -> list[str]:
-    """The sha256 of each training shard of a source, in order (what run.json keeps)."""
-    return data_identity(manifest)["train"]
-
-
-def mixed_margins(config: TrainConfig, sources: list[dict], manifest: dict) -> str | None:
-    """A warning when the sources' faces were cropped with different margins: the model then
-    sees two framings of a face, and predict crops with one (the validation set's)."""
-    margins = [records.manifest.crop_margin(m) for m in sources]
-    if len(set(margins)) < 2:
-        return None
-    each = ", ".join(f"{d} {m:g}" for d, m in zip(config.sources, margins))
-    return (f"warning: the training sources were cropped with different face margins ({each}); "
-            f"predict and export crop with the validation set's {records.manifest.crop_margin(manifest):g}. "
-            f"Re-ingest with one --margin where the source has face boxes, if that is not what you want")
-
-
-def check_batch_size(config: TrainConfig, manifest: dict) -> None:
-    """A batch larger than the training split would silently train on fewer images per step."""
-    count = manifest["splits"]["train"]["count"]
-    if config.batch_size > count:
-        raise records.DataError(f"--batch_size={config.batch_size} is larger than the {count}-record training "
-                                f"split of {config.records}; use --batch_size={count} or less")
-
-
-EPSILON_METRIC = f"val_{loop.EPSILON}"     # --best_metric=val_epsilon_error
-
-
-def no_spread(config: TrainConfig, why: str = "") -> ConfigError:
-    """The one line for --best_metric=val_epsilon_error on validation data without spreads."""
-    return ConfigError(f"--best_metric={EPSILON_METRIC}: the {config.validation_split} split of {config.records} "
-                       f"has no face with an apparent-age spread (age_std > 0){why}; choose --best_metric=val_mae, "
-                       f"or --validation_records with apparent-age spreads such as APPA-REAL")
-
-
-def check_best_metric(config: TrainConfig, manifest: dict) -> None:
-    """--best_metric=val_epsilon_error needs faces with a spread, which only apparent-age
-    labels have: a data set whose manifest says its label is the real age (or says
-    nothing, schema version 1) is refused here. An apparent-age data set is taken at its
-    word until the first validation pass (`run_epochs` checks the metric is there)."""
-    label = manifest.get("label", LABEL_REAL)       # schema version 1: IMDB-WIKI's real ages
-    if config.best_metric == EPSILON_METRIC and label != LABEL_APPARENT:
-        raise no_spread(config, f": its manifest's label is {label!r}")
-
-
-def check_sources(config: TrainConfig) -> list[dict]:
-    """The manifest of every training source, its train split checked."""
-    return [check_data(directory, ("train",)) for directory in config.sources]
-
-
-def train_counts(manifests: list[dict]) -> list[int]:
-    return [m["splits"]["train"]["count"] for m in manifests]
-
-
-def steps_per_epoch(config: TrainConfig, manifests: list[dict]) -> int:
-    """--steps_per_epoch, or one pass: the sources' training records together / batch."""
-    return config.steps_per_epoch or max(1, sum(train_counts(manifests)) // config.batch_size)
-
-
-def check_inputs(config: TrainConfig) -> tuple[dict, list[dict]]:
-    """The data checks `train` and `dry_run` share, before anything is built: the
-    validation data set's manifest and every training source's (a warning when their
-    margins differ), and the tf.data service's address (a dead dispatcher would hang
-    registration)."""
-    manifest = check_data(config.records, ("train", config.validation_split))
-    check_batch_size(config, manifest)
-    check_best_metric(config, manifest)
-    sources = check_sources(config)
-    margins = mixed_margins(config, sources, manifest)
-    if margins:
-        print(margins, flush=True)
-    if config.data_service:
-        check_service(config.data_service)
-    return manifest, sources
 
 
 def dry_run(config: TrainConfig) -> None:
@@ -425,37 +272,6 @@ def make_datasets(config: TrainConfig, state: State, strategy: tf.distribute.Str
     return Datasets(train, val, train_net)
 
 
-class EpochReporter:
-    """A keras Progbar on a terminal, one line per epoch otherwise (logs, CI)."""
-
-    def __init__(self, steps: int, epochs: int):
-        self.steps, self.epochs = steps, epochs
-        self.tty = sys.stdout.isatty()
-        self.bar = None
-
-    def start(self, epoch: int) -> None:
-        if self.tty:
-            print(f"Epoch {epoch + 1}/{self.epochs}")
-            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=["loss", "mae"])
-
-    def update(self, done: int, running: dict) -> None:
-        if self.bar is not None:
-            self.bar.update(done, [("loss", running["loss"]), ("mae", running["mae"])])
-
-    # history column -> its name on the epoch line
-    SHOWN = {"loss": "loss", "mae": "mae", "val_loss": "val_loss", "val_mae": "val_mae", "val_cs5": "val_cs5",
-             EPSILON_METRIC: "val_eps", "val_gender_accuracy": "val_gender_acc"}
-
-    def end(self, row: dict) -> None:
-        parts = [f"epoch {row['epoch']}/{self.epochs}"] + [
-            f"{shown} {row[k]:.4g}" for k, shown in self.SHOWN.items() if k in row]
-        parts.append(f"{row['epoch_seconds']:.1f}s {row['images_per_second']:.0f} img/s")
-        print(" - ".join(parts), flush=True)
-
-    def action(self, end: actions.EpochEnd) -> None:
-        self.end(end.row)
-
-
 def default_actions(config: TrainConfig, state: State, run: RunDir, chief: bool,
                     reporter: EpochReporter, summary) -> list[actions.Action]:
     """The end of an epoch, in order (see trainer.actions for why this order)."""
@@ -538,7 +354,7 @@ def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.d
                 f"training loss became {train_metrics['loss']} in epoch {epoch + 1}; lower "
                 f"--learning_rate (now {config.learning_rate}) or use --mixed_precision=bf16/none")
         val_metrics = loop.metrics(trainer.evaluate(data.val))
-        row = {"epoch": epoch + 1, **train_metrics, **{f"val_{k}": v for k, v in val_metrics.items()},
+        row = {"epoch": epoch + 1, **train_metrics, **{metrics.val(k): v for k, v in val_metrics.items()},
                "learning_rate": current_learning_rate(state.optimizer),
                "epoch_seconds": time.perf_counter() - started,
                "images_per_second": sums["count"] / train_seconds}

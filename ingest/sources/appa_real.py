@@ -5,7 +5,7 @@
     gt_avg_{train,valid,test}.csv   file_name,num_ratings,apparent_age_avg,apparent_age_std,real_age
     allcategories_{split}.csv       optional: file,gender(male/female),race,...
 
-The label is the apparent age: `age` = floor(apparent_age_avg + 0.5) clipped to
+The label is the apparent age: `age` = schema.round_age(apparent_age_avg) clipped to
 0..100, `age_mean` the exact mean, `age_std` the votes' spread, `real_age` the
 real age.  Gender comes from allcategories_{split}.csv where it is present, else
 it is unknown.  The official splits are kept (valid -> val).  A row whose
@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 
 from ingest.sources.table import Options, Table, read_csv, sha256_of
-from records import schema
+from records import facebox, schema
 from records.manifest import DataError
 
 NAME = "appa_real"
 LOOKS_FOR = "a folder with gt_avg_train.csv (appa_real)"
 OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
-MARGIN = 0.4
+MARGIN = facebox.DEFAULT_MARGIN   # the framing of its crops, as IMDB-WIKI's
 FOLDERS = {"train": "train", "valid": "val", "test": "test"}   # folder/csv name -> split
 FACE_SUFFIX = "_face.jpg"
 NUMBERS = ("apparent_age_avg", "apparent_age_std", "real_age")   # real_age a whole number
@@ -78,7 +78,7 @@ def load_table(src: str, options: Options) -> Table:
         parts.append(pd.DataFrame({
             "path": [f"{folder}/{f}{FACE_SUFFIX}" for f in gt["file_name"]],
             "age_valid": valid,
-            "age": np.clip(np.floor(mean + 0.5), -1, schema.NUM_AGES - 1).astype(np.int64),
+            "age": np.clip(schema.round_age(mean), -1, schema.NUM_AGES - 1).astype(np.int64),
             "age_mean": mean,
             "age_std": np.where(valid, std, 0.0),
             "real_age": np.where(valid, real, schema.REAL_AGE_UNKNOWN).astype(np.int64),
@@ -90,7 +90,7 @@ def load_table(src: str, options: Options) -> Table:
         }))
     frame = pd.concat(parts, ignore_index=True)
     return Table(frame=frame, root=src, dataset=NAME, described="gt_avg_{train,valid,test}.csv",
-                 entries=len(frame), fingerprint=sha256_of(read), label="apparent", margin=MARGIN,
+                 entries=len(frame), fingerprint=sha256_of(read), label=schema.LABEL_APPARENT, margin=MARGIN,
                  steps=[("invalid_age", f"{'/'.join(NUMBERS)} not a number",
                          lambda d: ~d["age_valid"])],
                  splits_from="its official splits (valid -> val)")

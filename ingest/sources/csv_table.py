@@ -4,7 +4,7 @@
 
 - `path`: the image, relative to the CSV's folder.  A path leaving that folder is
   never opened and is counted as `unsafe_path`, a missing file as `missing`.
-- `age`: a number.  `age_mean` keeps it exactly, `age` is floor(value + 0.5); a
+- `age`: a number.  `age_mean` keeps it exactly, `age` is schema.round_age(value); a
   row whose age is not a number is removed by the step `invalid_age`.
 - `gender`: M/F/male/female in any case, empty = unknown.  Numeric codes are
   refused unless --gender_male_code says which number is male.
@@ -103,7 +103,7 @@ def load_table(src: str, options: Options) -> Table:
         "path": raw["path"].str.strip(),
         "age_valid": age_valid,
         "box_valid": box_valid,
-        "age": np.floor(np.where(age_valid, age_mean, -1.0) + 0.5).astype(np.int64),
+        "age": schema.round_age(np.where(age_valid, age_mean, -1.0)).astype(np.int64),
         "age_mean": age_mean,
         "age_std": 0.0,
         "real_age": schema.REAL_AGE_UNKNOWN,
@@ -121,7 +121,7 @@ def load_table(src: str, options: Options) -> Table:
                   lambda d: d["path"].duplicated()))
     return Table(frame=frame, root=root_of(src), dataset=dataset(src),
                  described=os.path.basename(src), entries=len(frame), fingerprint=sha256_of([src]),
-                 label="real", margin=MARGIN if options.margin is None else options.margin,
+                 label=schema.LABEL_REAL, margin=MARGIN if options.margin is None else options.margin,
                  steps=steps,
                  splits_from="its split column" if filled.any() else "",
                  has_identity="identity" in raw)

@@ -32,7 +32,7 @@ MARGIN = facebox.DEFAULT_MARGIN   # the crops' margin around the detected face, 
 ORDINAL_OFFSET = 366
 MIN_DATENUM = 1 + ORDINAL_OFFSET                # 0001-01-01
 MAX_DATENUM = 3_652_059 + ORDINAL_OFFSET        # 9999-12-31
-_UNIX_EPOCH_ORDINAL = 719_163                   # date(1970, 1, 1).toordinal()
+UNIX_EPOCH_ORDINAL = 719_163                   # date(1970, 1, 1).toordinal()
 
 
 def find_mat(src: str) -> tuple[str, str]:
@@ -58,7 +58,7 @@ def birth_years(dob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Invalid datenums (no date in years 1..9999) get year 0 and valid False."""
     dob = np.asarray(dob, dtype=np.int64)
     valid = (dob >= MIN_DATENUM) & (dob <= MAX_DATENUM)
-    days = np.where(valid, dob - ORDINAL_OFFSET - _UNIX_EPOCH_ORDINAL, 0)
+    days = np.where(valid, dob - ORDINAL_OFFSET - UNIX_EPOCH_ORDINAL, 0)
     years = days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
     return np.where(valid, years, 0), valid
 
@@ -159,5 +159,5 @@ def load_table(src: str, options: Options) -> Table:
     frame["split"] = ""
     frame["box"] = None
     return Table(frame=frame, root=src, dataset=key, described=os.path.basename(path),
-                 entries=len(frame), fingerprint=sha256_of([path]), label="real", margin=MARGIN,
+                 entries=len(frame), fingerprint=sha256_of([path]), label=schema.LABEL_REAL, margin=MARGIN,
                  steps=steps(options), has_identity=True)

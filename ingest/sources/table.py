@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from records import schema
-from records.manifest import DataError
+from records.manifest import DataError, hash_file
 
 # The canonical table every source produces (extra columns are the source's own).
 COLUMNS = {
@@ -84,7 +84,5 @@ def sha256_of(paths: list[str]) -> str:
     """One sha256 over the contents of `paths`, in order."""
     h = hashlib.sha256()
     for path in paths:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
+        hash_file(h, path)
     return h.hexdigest()

@@ -87,4 +87,4 @@ def load_table(src: str, options: Options) -> Table:
                                    "as in 25_0_2_20170116174525125.jpg.chip.jpg", lambda d: ~d["name_valid"])]
     return Table(frame=frame, root=src, dataset=NAME, described=f"{len(names)} image names",
                  entries=len(frame), fingerprint=hashlib.sha256(listing.encode()).hexdigest(),
-                 label="real", margin=MARGIN, steps=steps)
+                 label=schema.LABEL_REAL, margin=MARGIN, steps=steps)

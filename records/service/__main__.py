@@ -26,13 +26,22 @@ DEFAULT_PORT = 5050
 POLL_S = 0.2   # how often the serving loop checks for a stop request
 
 
+def listen_port(text: str) -> int:
+    """--port: 0 (any free port) or 1..MAX_PORT; anything else is argparse's usage error."""
+    from records.service.address import MAX_PORT
+
+    if not text.isdigit() or int(text) > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..{MAX_PORT})")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     """Every flag of `python -m records.service`, defined here only."""
     p = argparse.ArgumentParser(prog="python -m records.service", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="server", required=True)
     d = sub.add_parser("dispatcher", help="start the dispatcher (one per service)")
-    d.add_argument("--port", type=int, default=DEFAULT_PORT,
+    d.add_argument("--port", type=listen_port, default=DEFAULT_PORT,
                    help="port to listen on (0 picks a free one); default %(default)s")
     d.add_argument("--work_dir", default=None,
                    help="directory for the dispatcher's journal; with it fault_tolerant_mode is "
@@ -42,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
                         "(tf.data's default when unset)")
     w = sub.add_parser("worker", help="start a worker (one or more per host)")
     w.add_argument("--dispatcher", required=True, help="the dispatcher's HOST:PORT (grpc:// optional)")
-    w.add_argument("--port", type=int, default=0, help="port to listen on (0 picks a free one)")
+    w.add_argument("--port", type=listen_port, default=0, help="port to listen on (0 picks a free one)")
     w.add_argument("--worker_address", default=None,
                    help="HOST:PORT by which the dispatcher and trainers reach this worker; "
                         "default localhost:<port> (set it when they run on other hosts)")

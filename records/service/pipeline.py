@@ -32,7 +32,8 @@ def epoch_dataset(directory: str, split: str, batch_size: int, *, epoch: int = 0
                   seed: int | None = None, shuffle_buffer: int = reader.DEFAULT_SHUFFLE_BUFFER,
                   augment: bool = False, resize_to: int | None = None,
                   with_keys: bool = False) -> tf.data.Dataset:
-    """One epoch of `split` as `(images, {"age", "gender"[, "key"]})` batches, finite,
+    """One epoch of `split` as `(images, labels)` batches, finite, the reader's labels
+    ("age", "gender", "age_mean", "age_std", "real_age"[, "key"]),
     for a tf.data service job in `distributed_epoch` mode (the dataset the workers run).
 
     The last batch of each worker may be partial (no drop_remainder), so every record of

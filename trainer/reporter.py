@@ -1,0 +1,45 @@
+"""How training shows its progress: a keras Progbar per epoch on a terminal, one line
+per epoch otherwise (logs, CI). `train.run_epochs` feeds it the running metrics of
+each step and, as an end-of-epoch action, the epoch's history row."""
+
+from __future__ import annotations
+
+import sys
+
+import keras
+
+from model import metrics
+from trainer import actions
+
+
+class EpochReporter:
+    """A keras Progbar on a terminal, one line per epoch otherwise (logs, CI)."""
+
+    def __init__(self, steps: int, epochs: int):
+        self.steps, self.epochs = steps, epochs
+        self.tty = sys.stdout.isatty()
+        self.bar = None
+
+    def start(self, epoch: int) -> None:
+        if self.tty:
+            print(f"Epoch {epoch + 1}/{self.epochs}")
+            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=[metrics.LOSS, metrics.MAE])
+
+    def update(self, done: int, running: dict) -> None:
+        if self.bar is not None:
+            self.bar.update(done, [(name, running[name]) for name in (metrics.LOSS, metrics.MAE)])
+
+    # history column -> its name on the epoch line
+    SHOWN = {**{name: name for name in (metrics.LOSS, metrics.MAE,
+                                        *map(metrics.val, (metrics.LOSS, metrics.MAE, metrics.CS_NAME)))},
+             metrics.val(metrics.EPSILON_ERROR): "val_eps",
+             metrics.val(metrics.GENDER_ACCURACY): "val_gender_acc"}
+
+    def end(self, row: dict) -> None:
+        parts = [f"epoch {row['epoch']}/{self.epochs}"] + [
+            f"{shown} {row[k]:.4g}" for k, shown in self.SHOWN.items() if k in row]
+        parts.append(f"{row['epoch_seconds']:.1f}s {row['images_per_second']:.0f} img/s")
+        print(" - ".join(parts), flush=True)
+
+    def action(self, end: actions.EpochEnd) -> None:
+        self.end(end.row)
