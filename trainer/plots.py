@@ -29,7 +29,7 @@ def learning_curves(history: list[dict], path: str, best: dict | None = None) ->
     epochs = [r["epoch"] for r in history]
     picked = (best or {}).get("metric")
     panels = [(metrics.LOSS, "cross-entropy loss"), (metrics.MAE, "MAE of the expected age (years)")]
-    extra = picked[len("val_"):] if picked and picked.startswith("val_") else None
+    extra = picked[len(metrics.VAL_PREFIX):] if picked and picked.startswith(metrics.VAL_PREFIX) else None
     if extra and extra not in (metrics.LOSS, metrics.MAE) and all(picked in r for r in history):
         panels.append((extra, extra.replace("_", " ")))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
