@@ -59,12 +59,16 @@ def is_ours(directory: str) -> bool:
     return os.path.isfile(os.path.join(directory, MARKER_NAME))
 
 
+def write_mark(path: str, kind: str) -> None:
+    """The marker's content ({kind, created}) at `path`."""
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_bytes(path, (json.dumps({"kind": kind, "created": created}) + "\n").encode())
+
+
 def drop_marker(directory: str, kind: str) -> None:
     """Create `directory` (if needed) and write the marker into it before anything else."""
     os.makedirs(directory, exist_ok=True)
-    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    atomic_write_bytes(os.path.join(directory, MARKER_NAME),
-                       (json.dumps({"kind": kind, "created": created}) + "\n").encode())
+    write_mark(os.path.join(directory, MARKER_NAME), kind)
 
 
 def marker_kind(directory: str) -> str | None:
