@@ -143,6 +143,8 @@ def structure_problem(manifest: dict) -> str | None:
     if "encoding" in manifest and manifest["encoding"] not in schema.ENCODINGS:
         return (f"encoding {manifest['encoding']!r} is not one of "
                 f"{' or '.join(map(repr, schema.ENCODINGS))}")
+    if "margin" in manifest and manifest["margin"] is not None and not facebox.is_margin(manifest["margin"]):
+        return f"margin {manifest['margin']!r} is not a number >= 0"
     splits = manifest["splits"]
     if not splits:
         return "no splits"

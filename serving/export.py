@@ -175,7 +175,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
     flip = tta == "flip"
     export_info = {"model_dir": os.path.abspath(model_dir), "input_size": input_size,
                    "task": info.get("task", "age_gender" if with_gender else "age"),
-                   "margin": run_margin(info), "tta": tta, "tflite": tflite,
+                   "margin": run_margin(info, run.file("run.json")), "tta": tta, "tflite": tflite,
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 
     parent = os.path.dirname(os.path.abspath(out))

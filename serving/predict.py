@@ -298,7 +298,7 @@ class AgeModel:
     def load(cls, model_dir: str, tta: str = "none") -> "AgeModel":
         run = RunDir(model_dir)
         info = run.read_info()   # a clear error for a directory that is not a run
-        return cls(load_run_model(run), tta, run_margin(info))
+        return cls(load_run_model(run), tta, run_margin(info, run.file("run.json")))
 
     def __call__(self, pixels) -> dict:
         """{age_probs [faces, 101], apparent_age [faces] (, male_probability [faces])}, numpy."""

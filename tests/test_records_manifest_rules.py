@@ -94,12 +94,13 @@ def test_a_count_of_a_billion_is_checked_against_the_shard_sizes(copy):
     (lambda m: _train(m)["shards"][0].update(file=None), "split 'train' shard #0 file None is not a plain"),
     (lambda m: m.update(image_size="32"), "image_size '32' is not a positive integer"),
     (lambda m: m.update(encoding="png"), "encoding 'png' is not one of 'jpeg' or 'raw'"),
+    (lambda m: m.update(margin=-1), "margin -1 is not a number >= 0"),
     (lambda m: _train(m).update(shards=[], count=0), "split 'train' shards [] is not a non-empty list"),
     (lambda m: m["splits"].update(train=[]), "split 'train' is a JSON list, not an object"),
     (lambda m: _train(m)["shards"][0].update(count=_train(m)["shards"][0]["count"] + 1),
      "is not the sum of its shards' counts"),
 ], ids=["no_bytes", "bytes_string", "splits_list", "shards_string", "file_null", "image_size",
-        "encoding", "no_shards", "split_list", "shard_count_lies"])
+        "encoding", "margin", "no_shards", "split_list", "shard_count_lies"])
 def test_a_malformed_manifest_is_one_line_everywhere(copy, edit, says):
     edited(copy, edit)
     line = refused(copy) if says != "manifest has no 'splits'" else None
