@@ -316,20 +316,33 @@ def face_result(box, crop, outputs: dict, i: int, probs: bool) -> dict:
     return face
 
 
+def shown_name(path: str) -> str:
+    """`path` as UTF-8 text (a byte a non-UTF-8 name holds becomes U+FFFD)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
-    """Yields one result dict per path, in order, as the batches complete."""
+    """Yields one result dict per path, in order, as the batches complete.  A file
+    name that is not UTF-8 text is that file's error (the pipeline is given no name)."""
     if not paths:
         return
+    named = [shown_name(p) == p for p in paths]
+    not_text = {i for i, ok in enumerate(named) if not ok}
     current = None
-    for batch in make_pipeline(paths, age_model.input_size, config):
+    for batch in make_pipeline([p if ok else "" for p, ok in zip(paths, named)], age_model.input_size,
+                               config):
         outputs = age_model(batch["pixels"])
         index, boxes, crops, valid, errors = (batch[k].numpy() for k in ("index", "box", "crop", "valid", "error"))
         for i in range(len(index)):
             if current is None or current["index"] != index[i]:
                 if current is not None:
                     yield current["result"]
-                current = {"index": index[i], "result": {"file": paths[index[i]], "faces": [],
-                                                         "error": errors[i].decode() or None}}
+                error = errors[i].decode() or None
+                if index[i] in not_text:
+                    error = (f"{shown_name(paths[index[i]])}: the file name is not UTF-8 text; "
+                             f"rename the file")
+                current = {"index": index[i], "result": {"file": shown_name(paths[index[i]]),
+                                                         "faces": [], "error": error}}
             if valid[i]:
                 current["result"]["faces"].append(face_result(boxes[i], crops[i], outputs, i, config.probs))
     if current is not None:

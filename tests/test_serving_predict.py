@@ -583,3 +583,25 @@ def test_an_output_that_is_not_a_regular_file_is_refused_before_reading(tmp_path
                     kind, "not a regular file (a FIFO, device or directory)")
     assert str(refused.value).startswith(f"{out}: {expected}; pass a new file name")
     assert target.read_bytes() == TORN
+
+
+def test_a_file_name_that_is_not_utf8_is_that_files_error_line(tmp_path):
+    import keras
+
+    import model
+    from serving import predict
+
+    good = tmp_path / "good.jpg"
+    good.write_bytes(jpeg_bytes(np.full((40, 40, 3), 100, np.uint8)))
+    odd = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg"))
+    with open(os.fsencode(odd), "wb") as f:
+        f.write(jpeg_bytes(np.full((40, 40, 3), 100, np.uint8)))
+    keras.utils.set_random_seed(0)
+    age_model = predict.AgeModel(model.build_age_model(variant="tiny", input_size=INPUT_SIZE))
+    results = list(predict.predict_files(age_model, [odd, str(good)],
+                                         predict.PredictConfig(detect=False, batch_size=2)))
+    shown = f"{tmp_path}/caf\ufffd.jpg"
+    assert results[0] == {"file": shown, "faces": [],
+                          "error": f"{shown}: the file name is not UTF-8 text; rename the file"}
+    assert results[1]["error"] is None and len(results[1]["faces"]) == 1
+    json.dumps(results)                       # a result line is always valid JSON text
