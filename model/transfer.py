@@ -7,6 +7,8 @@ the source has none) it keeps its fresh initialisation, and the note says so.
 """
 from __future__ import annotations
 
+import zipfile
+
 import keras
 
 from .age import HEAD_OUTPUT_LAYERS
@@ -45,8 +47,13 @@ def carry_weights(net: keras.Model, source: keras.Model, where: str) -> str:
 
 def load_source(path: str) -> keras.Model:
     """A saved age model (best.keras), loaded with safe_mode (registered layers only)."""
+    fix = "pass a run directory holding best.keras or a .keras file to --init_from"
+    if not zipfile.is_zipfile(path):      # Keras would say "File not found" for a file that exists
+        raise WeightsError(f"{path}: not a .keras file (a .keras file is a zip archive); {fix}")
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"{path}: cannot be loaded as a Keras model ({e}); pass a run "
-                           f"directory holding best.keras or a .keras file to --init_from") from None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        # TypeError: an unregistered custom layer; KeyError: a zip without config.json.
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise WeightsError(f"{path}: cannot be loaded as a Keras model ({type(e).__name__}: "
+                           f"{reason}); {fix}") from None

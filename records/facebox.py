@@ -20,6 +20,12 @@ Box = tuple[float, float, float, float]   # x_min, y_min, x_max, y_max in pixels
 DEFAULT_MARGIN = 0.4
 
 
+def is_margin(value) -> bool:
+    """A margin as every reader accepts it: a finite number >= 0 (not a bool)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
 def overlaps(box: Box, width: int, height: int) -> bool:
     """Whether the box covers some of a width x height photo (a box wholly outside it
     frames nothing: crop_region would only keep an edge pixel)."""

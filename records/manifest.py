@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import stat
 
 from errors import ProjectError
 from records import facebox, schema
@@ -71,8 +73,12 @@ def read_json_object(path: str, what: str, fix: str, error: type = DataError) ->
     return value
 
 
-def read_manifest(directory: str) -> dict:
-    """Load and sanity-check `DIR/manifest.json` (exists, parses, schema version)."""
+def read_manifest(directory: str, *, consistent: bool = True) -> dict:
+    """Load and check `DIR/manifest.json`: exists, parses, schema version, its
+    structure (`structure_problem`) and, with `consistent`, that its numbers agree
+    with each other (`consistency_problem`); anything else is one DataError line.
+    (`python -m records verify` passes consistent=False: it lists every count
+    against the records themselves.)"""
     path = manifest_path(directory)
     if not os.path.isdir(directory):
         raise DataError(f"{directory}: no such shard directory; create it with "
@@ -88,11 +94,136 @@ def read_manifest(directory: str) -> dict:
                         f"version of the project")
     if not isinstance(manifest.get("splits"), dict):
         raise DataError(f"{path}: manifest has no 'splits'; re-run ingest into {directory}")
+    problem = structure_problem(manifest) or (consistent and consistency_problem(manifest))
+    if problem:
+        raise DataError(f"{path}: {problem}; run `python -m records verify {directory}` "
+                        f"for the full check, or re-run ingest into {directory}")
     return manifest
 
 
+# A split name and a shard file are plain names inside the data set's directory: a
+# name read from the manifest never leads outside it (nor matches other files).
+_SPLIT_NAME = re.compile(r"^[a-z]+$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# The smallest TFRecord frame: 8-byte length, 4-byte CRC, the record, 4-byte CRC.
+MIN_FRAME_BYTES = 16
+
+
+def is_split_name(name) -> bool:
+    """A split name as the manifest and shard names use it (lowercase letters only)."""
+    return isinstance(name, str) and bool(_SPLIT_NAME.match(name))
+
+
+def is_plain_name(name) -> bool:
+    """A file name (str) without a directory part, not hidden, not `.`/`..`."""
+    return isinstance(name, str) and bool(_FILE_NAME.match(name)) and name not in (".", "..")
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _histogram_problem(value, what: str) -> str | None:
+    if not isinstance(value, list) or len(value) != schema.NUM_AGES or not all(map(_count, value)):
+        return f"{what} is not a list of {schema.NUM_AGES} counts"
+    return None
+
+
+def structure_problem(manifest: dict) -> str | None:
+    """What makes the manifest unusable before any shard is opened, or None: splits
+    an object of plain names, each a `count` and a non-empty list of shards `{file
+    (a plain name), count, bytes, sha256}`; `image_size` a positive integer and
+    `encoding` a known one where present; histograms of NUM_AGES counts."""
+    kind = manifest.get("kind", schema.KIND_IMAGES)
+    if kind not in (schema.KIND_IMAGES, schema.KIND_FEATURES):
+        return None             # the reader names an unknown kind itself
+    size = manifest.get("image_size")
+    if "image_size" in manifest and (not _count(size) or size == 0):
+        return f"image_size {size!r} is not a positive integer"
+    if "encoding" in manifest and manifest["encoding"] not in schema.ENCODINGS:
+        return (f"encoding {manifest['encoding']!r} is not one of "
+                f"{' or '.join(map(repr, schema.ENCODINGS))}")
+    if "margin" in manifest and manifest["margin"] is not None and not facebox.is_margin(manifest["margin"]):
+        return f"margin {manifest['margin']!r} is not a number >= 0"
+    splits = manifest["splits"]
+    if not splits:
+        return "no splits"
+    for split, entry in splits.items():
+        if not is_split_name(split):
+            return f"split name {split!r} is not a plain name (lowercase letters)"
+        if not isinstance(entry, dict):
+            return f"split {split!r} is a JSON {type(entry).__name__}, not an object"
+        if not _count(entry.get("count")):
+            return f"split {split!r} count {entry.get('count')!r} is not a count"
+        shards = entry.get("shards")
+        if not isinstance(shards, list) or not shards:
+            return f"split {split!r} shards {shards!r} is not a non-empty list"[:200]
+        for i, shard in enumerate(shards):
+            if not isinstance(shard, dict):
+                return f"split {split!r} shard #{i} is not an object"
+            if not is_plain_name(shard.get("file")):
+                return (f"split {split!r} shard #{i} file {shard.get('file')!r} is not a plain "
+                        f"file name inside the data set's directory")
+            for field in ("count", "bytes"):
+                if not _count(shard.get(field)):
+                    return f"shard {shard['file']} {field} {shard.get(field)!r} is not a count"
+            if not isinstance(shard.get("sha256"), str):
+                return f"shard {shard['file']} sha256 {shard.get('sha256')!r} is not a string"
+        if "age_histogram" in entry and (p := _histogram_problem(entry["age_histogram"],
+                                                                  f"split {split!r} age_histogram")):
+            return p
+    if "age_histogram" in manifest and (p := _histogram_problem(manifest["age_histogram"], "age_histogram")):
+        return p
+    genders = manifest.get("gender_counts")
+    if "gender_counts" in manifest and not (isinstance(genders, dict) and all(map(_count, genders.values()))):
+        return f"gender_counts {genders!r} is not an object of counts"
+    return None
+
+
+def consistency_problem(manifest: dict) -> str | None:
+    """The first pair of the manifest's numbers that disagree, or None: each split's
+    count against the sum of its shards' counts and its age_histogram, the overall
+    age_histogram and gender_counts against all splits, and each shard's count
+    against its size (a record takes at least MIN_FRAME_BYTES). Call after
+    `structure_problem`."""
+    total = 0
+    for split, entry in manifest["splits"].items():
+        count, shards = entry["count"], entry["shards"]
+        for s in shards:
+            if s["count"] * MIN_FRAME_BYTES > s["bytes"] or (s["bytes"] > 0) != (s["count"] > 0):
+                return (f"shard {s['file']} count {s['count']} does not fit its {s['bytes']} bytes "
+                        f"(a record takes at least {MIN_FRAME_BYTES})")
+        held = sum(s["count"] for s in shards)
+        if held != count:
+            return f"split {split!r} count {count} is not the sum of its shards' counts ({held})"
+        if "age_histogram" in entry and sum(entry["age_histogram"]) != count:
+            return (f"split {split!r} count {count} is not the sum of its age_histogram "
+                    f"({sum(entry['age_histogram'])})")
+        total += count
+    for field, values in (("age_histogram", manifest.get("age_histogram")),
+                          ("gender_counts", (manifest.get("gender_counts") or {}).values())):
+        if field in manifest and sum(values) != total:
+            return f"{field} sums to {sum(values)} but the splits hold {total} records"
+    return None
+
+
+def shard_path(directory: str, shard: dict) -> str:
+    """The regular file of a (structure-checked) shard entry; DataError when it is
+    missing or not a regular file (a symlink, FIFO, device or directory is never opened)."""
+    path = os.path.join(directory, shard["file"])
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: shard listed in the manifest is missing; "
+                        f"re-run ingest into {directory} (or restore the file)") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: shard listed in the manifest is not a regular file (a link, "
+                        f"FIFO, device or directory); nothing was read: re-run ingest into {directory}")
+    return path
+
+
 def split_shards(directory: str, manifest: dict, split: str) -> list[dict]:
-    """The shard entries of `split`, each checked present with its listed size.
+    """The shard entries of `split`, each checked a regular file with its listed size.
     (Cheap: a stat per file. `python -m records verify` does the full sha256 check.)"""
     splits = manifest["splits"]
     if split not in splits:
@@ -100,10 +231,7 @@ def split_shards(directory: str, manifest: dict, split: str) -> list[dict]:
                         f"this data set has {sorted(splits)}")
     shards = splits[split]["shards"]
     for shard in shards:
-        path = os.path.join(directory, shard["file"])
-        if not os.path.exists(path):
-            raise DataError(f"{path}: shard listed in the manifest is missing; "
-                            f"re-run ingest into {directory} (or restore the file)")
+        path = shard_path(directory, shard)
         size = os.path.getsize(path)
         if size != shard["bytes"]:
             raise DataError(f"{path}: {size} bytes but the manifest lists {shard['bytes']} "

@@ -14,7 +14,9 @@ cache) follows the same three rules, implemented here once:
        renames NAME -> .NAME.old, renames .NAME.staging -> NAME,
        moves back from .NAME.old what the writer does not own (user files; nested
        outputs such as a feature cache only if `keep_nested` says they still fit),
-       renames .NAME.old -> .NAME.trash, deletes .NAME.trash.
+       renames .NAME.old -> .NAME.trash, deletes .NAME.trash (its marker last).
+   Staging, old and trash are only touched when they carry the marker (or are
+   empty): a user's folder or link of that name is refused by `check()`, untouched.
    A directory cannot be replaced atomically, so `repair()` (call it at every
    start, under the lock) finishes a swap that a crash interrupted: each state
    between two renames is recognisable from which of the names exist.
@@ -57,12 +59,16 @@ def is_ours(directory: str) -> bool:
     return os.path.isfile(os.path.join(directory, MARKER_NAME))
 
 
+def write_mark(path: str, kind: str) -> None:
+    """The marker's content ({kind, created}) at `path`."""
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_bytes(path, (json.dumps({"kind": kind, "created": created}) + "\n").encode())
+
+
 def drop_marker(directory: str, kind: str) -> None:
     """Create `directory` (if needed) and write the marker into it before anything else."""
     os.makedirs(directory, exist_ok=True)
-    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    atomic_write_bytes(os.path.join(directory, MARKER_NAME),
-                       (json.dumps({"kind": kind, "created": created}) + "\n").encode())
+    write_mark(os.path.join(directory, MARKER_NAME), kind)
 
 
 def marker_kind(directory: str) -> str | None:
@@ -80,6 +86,14 @@ def _is_ours_or_unborn(directory: str) -> bool:
     if not os.path.isdir(directory) or os.path.islink(directory):
         return False
     return is_ours(directory) or all(n.startswith(MARKER_NAME) for n in os.listdir(directory))
+
+
+def _remove_ours(directory: str) -> None:
+    """Delete a directory of ours, its marker last: one a kill interrupts still carries it."""
+    for entry in os.scandir(directory):
+        if entry.name != MARKER_NAME:
+            _remove(entry.path)
+    _remove(directory)
 
 
 def _remove(path: str) -> None:
@@ -125,9 +139,17 @@ class Output:
             raise DataError(f"{self.what} {p}: not empty and not written by this project "
                             f"(no {MARKER_NAME} marker); nothing was touched: pass a new or "
                             f"empty directory")
-        if os.path.lexists(self.staging) and not _is_ours_or_unborn(self.staging):
-            raise DataError(f"{self.staging}: is in the way of the staging directory of {p} "
-                            f"and was not written by this project; move it away")
+        for sibling, role in ((self.staging, "staging directory"), (self.old, "old copy"),
+                              (self.trash, "trash")):
+            if os.path.lexists(sibling) and not self._ours(sibling):
+                raise DataError(f"{sibling}: is in the way of the {role} of {p} and was not "
+                                f"written by this project (no {MARKER_NAME} marker); nothing was "
+                                f"touched: move it away")
+
+    def _ours(self, directory: str) -> bool:
+        """A real directory (never a link) with the marker, empty, or a legacy output."""
+        return _is_ours_or_unborn(directory) or (
+            os.path.isdir(directory) and not os.path.islink(directory) and self.legacy(directory))
 
     # --- rule 3: one writer ----------------------------------------------------
     def lock(self) -> OutputLock:
@@ -158,6 +180,7 @@ class Output:
 
     def repair(self) -> str | None:
         """Finish a swap a crash interrupted; returns what it did (for a log line) or None."""
+        self.check()      # the siblings it would move or delete are ours (or refused, untouched)
         did = None
         if os.path.isdir(self.old):
             if not os.path.isdir(self.path):
@@ -170,7 +193,7 @@ class Output:
             did = did or f"finished cleaning up after an interrupted swap of {self.path}"
             self._carry_and_delete_old()
         if os.path.lexists(self.trash):
-            _remove(self.trash)
+            _remove_ours(self.trash)
             did = did or f"removed the old copy an interrupted swap of {self.path} left behind"
         return did
 
@@ -184,5 +207,7 @@ class Output:
             if nested and not self.keep_nested(self.old, self.path):
                 continue
             os.replace(source, target)
+        if not is_ours(self.old):            # a legacy output: marked, so its trash is recognised
+            drop_marker(self.old, self.kind)
         os.replace(self.old, self.trash)     # past this point nothing in it is carried
-        _remove(self.trash)
+        _remove_ours(self.trash)

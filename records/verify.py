@@ -20,7 +20,7 @@ import os
 import tensorflow as tf
 
 from records import schema, wire
-from records.manifest import DataError, file_sha256, manifest_path, read_manifest
+from records.manifest import DataError, file_sha256, manifest_path, read_manifest, shard_path
 
 _BATCH = 256
 _SHOWN = 5          # differing histogram bins named per problem line
@@ -269,7 +269,7 @@ def _check_cleaning(where: str, manifest: dict, fix: str) -> list[str]:
 
 def problems(directory: str) -> list[str]:
     try:
-        manifest = read_manifest(directory)
+        manifest = read_manifest(directory, consistent=False)   # its counts are checked below
     except DataError as e:
         return [str(e)]
     out, seen, listed = _check_manifest(directory, manifest), {}, set()
@@ -278,13 +278,20 @@ def problems(directory: str) -> list[str]:
         tally = tallies[split] = Tally()
         shards = entry.get("shards", [])
         if sum(s["count"] for s in shards) != entry.get("count"):
-            out.append(f"{directory}: split {split!r} count {entry.get('count')} is not the sum "
-                       f"of its shard counts")
+            out.append(f"{manifest_path(directory)}: split {split!r} count {entry.get('count')} is not "
+                       f"the sum of its shards' counts ({sum(s['count'] for s in shards)}); "
+                       f"re-run ingest into {directory}")
         for shard in shards:
             path = os.path.join(directory, shard["file"])
             listed.add(shard["file"])
-            if not os.path.exists(path):
+            if not os.path.lexists(path):
                 out.append(f"{path}: listed in the manifest but missing")
+                tally.complete = False
+                continue
+            try:
+                shard_path(directory, shard)       # a regular file: never a link, FIFO or device
+            except DataError as e:
+                out.append(str(e))
                 tally.complete = False
                 continue
             size = os.path.getsize(path)

@@ -22,14 +22,17 @@ import logging
 import os
 
 from records import schema, wire
-from records.manifest import file_sha256
+from records.manifest import file_sha256, is_split_name
 
 log = logging.getLogger(__name__)
 
 
 def remove_split_files(directory: str, split: str, keep: tuple[str, ...] = ()) -> None:
     """Delete finished and temporary shards of `split` left by an earlier run
-    (except the file names in `keep`)."""
+    (except the file names in `keep`). `split` must be a plain split name: one read
+    from a manifest never widens what is deleted (a path or a pattern is refused)."""
+    if not is_split_name(split):
+        raise ValueError(f"split {split!r} is not a plain split name; nothing was removed")
     for path in glob.glob(os.path.join(directory, f"{split}-*{schema.SHARD_SUFFIX}")) + \
             glob.glob(os.path.join(directory, f".{split}-*.tmp")):
         if os.path.basename(path) not in keep:

@@ -19,8 +19,11 @@ PIL's pixels, as everywhere in this project; a PNG's transparency composited on
 white, as serving.predict does: `decode_rgb`) and the resize to the input size
 run inside the graph.  TensorFlow's decoders ignore EXIF orientation: send
 upright crops.  The export is written beside `--out` and renamed into place, so
-a failed export leaves the previous one usable; an existing `--out` without
-export.json (not made by this command) is never replaced.
+a failed export leaves the previous one usable.  Every export carries the
+marker `.dex-age` (kind "export"); an existing `--out` without it (or, written
+before markers, holding anything but an export's files) is never replaced.
+serving_default refuses an image over records.pixels.MAX_PIXELS from its JPEG or
+PNG header, before decoding it (InvalidArgumentError naming the limit).
 """
 
 from __future__ import annotations
@@ -39,12 +42,17 @@ from absl import app
 from errors import ProjectError
 from model import input_size as model_input_size
 from model import age_outputs, resize_pixels
+from records import outdir
+from records.pixels import MAX_PIXELS
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
 from trainer.run_dir import RunDir, load_run_model, run_margin
 
 TFLITE_FILE = "model.tflite"
 EXPORT_INFO = "export.json"
+MARKER_KIND = "export"      # the kind of the marker (records.outdir) every export carries
+# What an export written before markers holds (it is replaced only if it holds nothing else).
+UNMARKED_EXPORT = {EXPORT_INFO, TFLITE_FILE, "saved_model.pb", "variables", "assets", "fingerprint.pb"}
 
 
 class ExportError(ProjectError):
@@ -66,12 +74,41 @@ def decode_rgb(data):
                    lambda: tf.io.decode_jpeg(data, channels=3, dct_method=JPEG_DCT_METHOD), png)
 
 
+def header_pixels(data):
+    """width * height (int64) from a JPEG's SOF or a PNG's IHDR, read before anything is
+    decoded; 0 for anything else (its decoder names the problem)."""
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return shape[0] * shape[1]
+
+    def png():
+        b = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64)
+        big_endian = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
+        return tf.reduce_sum(b[:4] * big_endian) * tf.reduce_sum(b[4:] * big_endian)
+
+    is_png = tf.logical_and(tf.strings.length(data) >= 24,
+                            tf.equal(tf.strings.substr(data, 0, 8), b"\x89PNG\r\n\x1a\n"))
+    return tf.cond(tf.io.is_jpeg(data), jpeg,
+                   lambda: tf.cond(is_png, png, lambda: tf.constant(0, tf.int64)))
+
+
+def bounded_decode_rgb(data):
+    """decode_rgb, refusing (InvalidArgumentError) an image of more than MAX_PIXELS pixels
+    from its header, before a byte is decoded: the limit predict and ingest apply."""
+    check = tf.debugging.assert_less_equal(
+        header_pixels(data), tf.constant(MAX_PIXELS, tf.int64),
+        message=f"image_bytes: an image of more than the {MAX_PIXELS} pixel limit (a decompression "
+                f"bomb, or a photo to downscale first); send face crops")
+    with tf.control_dependencies([check]):
+        return decode_rgb(tf.identity(data))
+
+
 def saved_model_archive(net, input_size: int, with_gender: bool, tta: bool):
     """ExportArchive with serving_default(image_bytes) and predict_pixels(pixels)."""
     outputs = age_outputs(net, with_gender, tta)
 
     def decode(data):
-        return resize_pixels(decode_rgb(data), input_size)   # the model's own resize (then an identity)
+        return resize_pixels(bounded_decode_rgb(data), input_size)   # the model's own resize (then an identity)
 
     def serving_default(image_bytes):
         pixels = tf.map_fn(decode, image_bytes,
@@ -112,10 +149,24 @@ def _size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, files in os.walk(path) for name in files)
 
 
+def replaceable(out: str) -> bool:
+    """True for a missing or empty --out, or an export of ours: a real directory with the
+    export marker, or one written before markers that holds exactly an export's files."""
+    if not os.path.lexists(out):
+        return True
+    if os.path.islink(out) or not os.path.isdir(out):
+        return False
+    names = set(os.listdir(out))
+    return (not names or outdir.marker_kind(out) == MARKER_KIND
+            or ({EXPORT_INFO, "saved_model.pb"} <= names <= UNMARKED_EXPORT))
+
+
 def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
     """Writes the export of run `model_dir` to `out`; returns export.json's content."""
-    if os.path.exists(out) and not os.path.exists(os.path.join(out, EXPORT_INFO)):
-        raise ExportError(f"{out}: exists and is not an export (no {EXPORT_INFO}); pass a new --out")
+    if not replaceable(out):
+        raise ExportError(f"{out}: exists and is not an export this project wrote (no "
+                          f"{outdir.MARKER_NAME} marker of kind {MARKER_KIND!r}); nothing was "
+                          f"touched: pass a new --out")
     run = RunDir(model_dir)
     info = run.read_info()
     net = load_run_model(run)
@@ -124,7 +175,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
     flip = tta == "flip"
     export_info = {"model_dir": os.path.abspath(model_dir), "input_size": input_size,
                    "task": info.get("task", "age_gender" if with_gender else "age"),
-                   "margin": run_margin(info), "tta": tta, "tflite": tflite,
+                   "margin": run_margin(info, run.file("run.json")), "tta": tta, "tflite": tflite,
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 
     parent = os.path.dirname(os.path.abspath(out))
@@ -132,6 +183,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
     os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide the export from a serving container's user
     try:
+        outdir.drop_marker(tmp, MARKER_KIND)
         saved_model_archive(net, input_size, with_gender, flip).write_out(tmp, verbose=False)
         if tflite != "none":
             with open(os.path.join(tmp, TFLITE_FILE), "wb") as f:

@@ -28,9 +28,11 @@ from __future__ import annotations
 import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m serving.predict)
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
+import stat
 import sys
 
 import numpy as np
@@ -39,7 +41,7 @@ import tensorflow as tf
 from entry.errors import ProjectError
 from entry.progress import Progress
 from model import age_outputs, input_size, resize_pixels
-from records import facebox
+from records import facebox, outdir
 from records.pixels import PixelError, read_rgb
 from serving import faces, plots
 from serving import flags as serving_flags
@@ -88,32 +90,70 @@ def expand_paths(args: list[str]) -> list[str]:
     return out
 
 
+# A predictions file carries the project's mark beside it (a JSONL file has no room for
+# one inside without changing what its readers see): `.NAME.dex-age` next to NAME.
+_LINE_START = b'{"file": '      # how every line of ours begins (json.dumps of a result)
+
+
+def mark_path(path: str) -> str:
+    """The marker file beside the predictions file `path`."""
+    head, name = os.path.split(os.path.abspath(path))
+    return os.path.join(head, f".{name}{outdir.MARKER_NAME}")
+
+
+def _is_result_line(line: bytes) -> bool:
+    """A line as serving.predict writes it: a JSON object with file, faces and error."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return False
+    return (isinstance(value, dict) and isinstance(value.get("file"), str)
+            and isinstance(value.get("faces"), list) and "error" in value)
+
+
 def resume_output(out, path: str) -> set[str]:
     """The files an earlier run already wrote to the --output file `path`, read through
-    its open, locked handle `out` (binary, append mode); a last line torn by a kill is
-    cut off first."""
+    its open, locked handle `out` (binary, append mode).  Every complete line must be a
+    result line; a last line torn by a kill is cut off first, only in a file of ours
+    (its mark beside it, or, for a file written before marks, a tail that begins like
+    a result line).  Anything else is refused untouched."""
     out.seek(0)
     data = out.read()
     end = data.rfind(b"\n") + 1
     done = set()
+    refuse = (f"--output only continues a predictions file it wrote, and nothing was changed: "
+              f"pass a new file name")
     for number, line in enumerate(data[:end].splitlines(), 1):
-        try:
-            done.add(json.loads(line)["file"])
-        except (ValueError, KeyError, TypeError):
-            raise PredictError(f"{path}: line {number} is not a prediction line; --output only "
-                               f"continues its own files, so pass a new file name") from None
+        if not _is_result_line(line):
+            raise PredictError(f"{path}: line {number} is not a prediction line; {refuse}")
+        done.add(json.loads(line)["file"])
     if end < len(data):
+        if not (os.path.isfile(mark_path(path)) or data[end:].startswith(_LINE_START)):
+            raise PredictError(f"{path}: does not end with a newline and is not a predictions "
+                               f"file (no {outdir.MARKER_NAME} mark beside it); {refuse}")
         out.truncate(end)
     return done
 
 
 def open_output(path: str):
     """The --output file open for appending (binary) and locked for this process (one
-    writer), and the files already in it (resume_output).  The lock comes first: a
-    file another serving.predict is writing is refused before a byte of it is read
-    or cut."""
+    writer), and the files already in it (resume_output).  Only a regular file is
+    used (never through a link; a FIFO, device or directory is refused before a byte
+    is read), and the lock comes first: a file another serving.predict is writing is
+    refused before a byte of it is read or cut.  A new file gets its mark."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    out = open(path, "a+b")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        what = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise PredictError(f"{path}: cannot be the --output ({what}); pass a new file name "
+                           f"(a predictions file is a regular file)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PredictError(f"{path}: not a regular file (a FIFO, device or directory); pass a "
+                           f"new file name for --output")
+    out = os.fdopen(fd, "a+b")
     try:
         fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -121,7 +161,10 @@ def open_output(path: str):
         raise PredictError(f"{path}: another serving.predict is writing it; wait for it or pass "
                            f"another --output") from None
     try:
-        return out, resume_output(out, path)
+        done = resume_output(out, path)
+        if not os.path.isfile(mark_path(path)):
+            outdir.write_mark(mark_path(path), "predictions")
+        return out, done
     except BaseException:
         out.close()
         raise
@@ -255,7 +298,7 @@ class AgeModel:
     def load(cls, model_dir: str, tta: str = "none") -> "AgeModel":
         run = RunDir(model_dir)
         info = run.read_info()   # a clear error for a directory that is not a run
-        return cls(load_run_model(run), tta, run_margin(info))
+        return cls(load_run_model(run), tta, run_margin(info, run.file("run.json")))
 
     def __call__(self, pixels) -> dict:
         """{age_probs [faces, 101], apparent_age [faces] (, male_probability [faces])}, numpy."""
@@ -273,20 +316,33 @@ def face_result(box, crop, outputs: dict, i: int, probs: bool) -> dict:
     return face
 
 
+def shown_name(path: str) -> str:
+    """`path` as UTF-8 text (a byte a non-UTF-8 name holds becomes U+FFFD)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
-    """Yields one result dict per path, in order, as the batches complete."""
+    """Yields one result dict per path, in order, as the batches complete.  A file
+    name that is not UTF-8 text is that file's error (the pipeline is given no name)."""
     if not paths:
         return
+    named = [shown_name(p) == p for p in paths]
+    not_text = {i for i, ok in enumerate(named) if not ok}
     current = None
-    for batch in make_pipeline(paths, age_model.input_size, config):
+    for batch in make_pipeline([p if ok else "" for p, ok in zip(paths, named)], age_model.input_size,
+                               config):
         outputs = age_model(batch["pixels"])
         index, boxes, crops, valid, errors = (batch[k].numpy() for k in ("index", "box", "crop", "valid", "error"))
         for i in range(len(index)):
             if current is None or current["index"] != index[i]:
                 if current is not None:
                     yield current["result"]
-                current = {"index": index[i], "result": {"file": paths[index[i]], "faces": [],
-                                                         "error": errors[i].decode() or None}}
+                error = errors[i].decode() or None
+                if index[i] in not_text:
+                    error = (f"{shown_name(paths[index[i]])}: the file name is not UTF-8 text; "
+                             f"rename the file")
+                current = {"index": index[i], "result": {"file": shown_name(paths[index[i]]),
+                                                         "faces": [], "error": error}}
             if valid[i]:
                 current["result"]["faces"].append(face_result(boxes[i], crops[i], outputs, i, config.probs))
     if current is not None:

@@ -135,7 +135,7 @@ def test_an_interrupted_swap_is_repaired_on_the_next_start(tmp_path, state):
 
 
 def test_a_swap_that_never_started_restores_the_old(tmp_path):
-    (tmp_path / ".o.old").mkdir()
+    outdir.drop_marker(str(tmp_path / ".o.old"), "images")       # the old copy carries its marker
     (tmp_path / ".o.old" / "manifest.json").write_text("old")
     out = outdir.Output(str(tmp_path / "o"), kind="images")
     assert "restored" in out.repair()
@@ -475,3 +475,42 @@ def test_a_data_set_written_before_markers_is_reingested(sample_dir, good):
     pipeline.run(_cfg(sample_dir, good, jpeg_quality=60), log=_quiet)
     assert outdir.is_ours(str(good)) and (good / "notes.txt").read_text() == "mine"
     assert json.load(open(good / "manifest.json"))["flags"]["jpeg_quality"] == 60
+
+
+@pytest.mark.parametrize("sibling", [".o.trash", ".o.old"])
+@pytest.mark.parametrize("existing_out", [False, True], ids=["new_out", "our_out"])
+def test_a_users_folder_named_like_trash_or_old_is_refused_untouched(sample_dir, good, tmp_path,
+                                                                      sibling, existing_out):
+    """Only siblings that carry the marker are ours to move or delete."""
+    out = tmp_path / "o"
+    if existing_out:
+        shutil.copytree(good, out)
+    mine = tmp_path / sibling
+    mine.mkdir()
+    (mine / "thesis.pdf").write_text("mine")
+    role = "trash" if sibling.endswith("trash") else "old copy"
+    with pytest.raises(DataError, match=rf"{sibling}: is in the way of the {role} of .* nothing was "
+                                        rf"touched: move it away"):
+        pipeline.run(_cfg(sample_dir, out), log=_quiet)
+    assert (mine / "thesis.pdf").read_text() == "mine"
+    assert os.listdir(out) == os.listdir(good) if existing_out else not out.exists()
+
+
+def test_an_old_copy_that_is_a_link_is_never_followed(sample_dir, good, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(good, elsewhere)          # even a data set of ours, reached by a link
+    (elsewhere / "notes.txt").write_text("mine")
+    os.symlink(elsewhere, tmp_path / ".good.old")
+    with pytest.raises(DataError, match=r"\.good\.old: is in the way of the old copy"):
+        pipeline.run(_cfg(sample_dir, good), log=_quiet)
+    assert (elsewhere / "notes.txt").read_text() == "mine" and not (good / "notes.txt").exists()
+
+
+def test_our_trash_is_removed_marker_last(good, tmp_path):
+    """A trash left by a killed swap carries the marker until the very end, so it is recognised."""
+    trash = tmp_path / ".good.trash"
+    shutil.copytree(good, trash)
+    out = output.DataSetOutput(str(good), _quiet)
+    out.check()
+    out.repair()
+    assert not trash.exists() and problems(str(good)) == []

@@ -107,8 +107,45 @@ def test_utkface_names():
     assert utkface.parse_name("39_1_20170116174525125.jpg.chip.jpg") == (39, 1)
     assert utkface.parse_name("sub/116_0_2_20170112213001988.jpg.chip.jpg") == (116, 0)
     for bad in ("39.5_1_0_2017.jpg.chip.jpg", "39_x_0_2017.jpg.chip.jpg", "39_2_0_2017.jpg",
-                "39_1.jpg", "_1_0_2017.jpg", "٣_1_0_2017.jpg"):
+                "39_1.jpg", "_1_0_2017.jpg", "٣_1_0_2017.jpg",
+                "1234567890123456789012345_1_0_2017.jpg",             # 25 digits: no age
+                b"39_1_0_caf\xe9.jpg".decode("utf-8", "surrogateescape")):   # not UTF-8
         assert utkface.parse_name(bad) is None, bad
+
+
+def _steps_of(table):
+    from ingest import clean
+    kept, report = clean.clean(table.frame, table.steps + clean.common_steps(clean.Thresholds()))
+    return kept, {r["step"]: r["removed"] for r in report}
+
+
+def test_utkface_names_that_overflow_or_are_not_utf8_are_counted_unparsable(tmp_path):
+    import numpy as np
+    from ingest.sources.table import Options
+
+    src = tmp_path / "utk"
+    src.mkdir()
+    names = [b"25_0_0_2017.jpg", b"1234567890123456789012345_1_0_2017.jpg", b"30_1_0_caf\xe9.jpg"]
+    for name in names:
+        with open(os.path.join(os.fsencode(src), name), "wb") as f:
+            f.write(b"x")
+    kept, removed = _steps_of(utkface.load_table(str(src), Options(min_face_score=0.0)))
+    assert list(kept["path"]) == ["25_0_0_2017.jpg"] and removed["unparsable_name"] == 2
+
+
+def test_csv_duplicates_compare_normalised_paths_and_huge_ages_are_above_max(tmp_path):
+    import warnings
+    from ingest.sources.table import Options
+
+    csv_path = tmp_path / "faces.csv"
+    csv_path.write_text("path,age\nimgs/g005.jpg,25\n./imgs/g005.jpg,90\nimgs//g006.jpg,30\n"
+                        "imgs/g006.jpg,31\nimgs/g007.jpg,1e308\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # no numpy overflow warning either
+        kept, removed = _steps_of(csv_table.load_table(str(csv_path), Options(min_face_score=0.0)))
+    assert list(kept["path"]) == ["imgs/g005.jpg", "imgs//g006.jpg"]
+    assert removed["duplicate_path"] == 2
+    assert removed["age_above_max"] == 1 and removed["age_below_min"] == 0
 
 
 # --- APPA-REAL ---------------------------------------------------------------------
@@ -147,8 +184,10 @@ def test_appa_real_rows_with_bad_numbers_are_a_counted_cleaning_step(tmp_path):
     lines = gt.read_text().splitlines()
     cells = [line.split(",") for line in lines[1:]]
     damaged = [i for i, c in enumerate(cells) if float(c[2]) > 5][:4]   # kept rows, by age
-    for i, (column, text) in zip(damaged, ((2, ""), (2, "abc"), (4, ""), (4, "30.5"))):
-        cells[i][column] = text            # apparent_age_avg empty / not a number, real_age too
+    damaged = [i for i, c in enumerate(cells) if float(c[2]) > 5][:5]   # kept rows, by age
+    for i, (column, text) in zip(damaged, ((2, ""), (2, "abc"), (4, ""), (4, "30.5"), (3, "-3.5"))):
+        cells[i][column] = text            # apparent_age_avg empty / not a number, real_age too,
+                                           # a negative std
     gt.write_text("\n".join([lines[0]] + [",".join(c) for c in cells]) + "\n")
     result = run_module("ingest", "--src", str(src), "--out", str(tmp_path / "o"),
                         "--image_size", "8", "--workers", "1")
@@ -156,8 +195,8 @@ def test_appa_real_rows_with_bad_numbers_are_a_counted_cleaning_step(tmp_path):
     manifest = json.load(open(tmp_path / "o" / "manifest.json"))
     expected = sample_sources.expected_counts("appa_real", 100)
     step = manifest["cleaning"][0]
-    assert (step["step"], step["removed"], step["remaining"]) == ("invalid_age", 4, 96)
-    assert manifest["kept"] == expected["kept"] - 4
+    assert (step["step"], step["removed"], step["remaining"]) == ("invalid_age", 5, 95)
+    assert manifest["kept"] == expected["kept"] - 5
     missing = {f"train/{cells[i][0]}_face.jpg" for i in damaged}
     assert not missing & {r[schema.KEY].decode() for recs in read_records(str(tmp_path / "o"))
                           .values() for r in recs}

@@ -223,3 +223,63 @@ def test_trainer_export_is_the_same_command_as_serving_export(run_dir, tmp_path)
     assert alias.returncode == 0, alias.stderr[-3000:]
     first, second = (json.load(open(tmp_path / d / "export.json")) for d in "ab")
     assert first == second and first["input_size"] == INPUT_SIZE
+
+
+def test_export_replaces_only_a_marked_export(run_dir, tmp_path):
+    """A folder holding a file named export.json (and anything else) is not an export;
+    a link to an export is not replaced either; an export carries the marker."""
+    from records import outdir
+    from serving.export import ExportError, export_run
+
+    look_alike = tmp_path / "look_alike"
+    look_alike.mkdir()
+    (look_alike / "export.json").write_text("{}")
+    (look_alike / "thesis.pdf").write_text("mine")
+    real = tmp_path / "real"
+    export_run(run_dir, str(real), log=lambda *_: None)
+    assert outdir.marker_kind(str(real)) == "export"
+    link = tmp_path / "link"
+    os.symlink(real, link)
+    for target in (look_alike, link):
+        with pytest.raises(ExportError, match=rf"{target.name}: exists and is not an export this project "
+                                              rf"wrote \(no \.dex-age marker of kind 'export'\); nothing"):
+            export_run(run_dir, str(target), log=lambda *_: None)
+    assert (look_alike / "thesis.pdf").read_text() == "mine" and os.path.islink(link)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR claiming width x height, then a truncated IDAT: only a
+    decoder that reads the header first can answer without touching the pixels."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data
+                                + struct.pack(">I", zlib.crc32(kind + data)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def test_the_saved_model_refuses_an_image_over_the_pixel_limit_from_its_header(run_dir, faces, tmp_path):
+    import resource
+    import struct
+
+    import tensorflow as tf
+
+    from records.pixels import MAX_PIXELS
+    from serving.export import export_run
+
+    export_run(run_dir, str(tmp_path / "e"), log=lambda *_: None)
+    serve = tf.saved_model.load(str(tmp_path / "e")).signatures["serving_default"]
+    small = open(faces[1], "rb").read()
+    assert serve(image_bytes=tf.constant([small]))["apparent_age"].shape == (1,)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(jpeg, "JPEG")
+    jpeg = bytearray(jpeg.getvalue())
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = struct.pack(">HH", 9000, 10000)      # its header says 90 MP: just over
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for data in (png_header_only(20000, 20000), png_header_only(10000, 10000), bytes(jpeg)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"more than the {MAX_PIXELS} pixel limit"):
+            serve(image_bytes=tf.constant([small, data]))
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200, grown_mb       # a decoded 10000x10000 RGB image alone is 300 MB

@@ -549,3 +549,76 @@ def test_an_age_label_stays_inside_the_picture(box):
     plt.close(fig)
     assert extent.x0 >= inside.x0 - 0.5 and extent.x1 <= inside.x1 + 0.5, (box, extent)
     assert extent.y0 >= inside.y0 - 0.5 and extent.y1 <= inside.y1 + 0.5, (box, extent)
+
+
+@pytest.mark.parametrize("content", [b"my notes, no final newline", b'{"a": 1}',
+                                     b'{"file": "a.jpg", "faces": [], "error": null}\nmore notes'])
+def test_a_file_without_a_final_newline_that_is_not_ours_is_refused_untouched(tmp_path, content):
+    from serving.predict import PredictError, open_output
+
+    out = tmp_path / "notes.txt"
+    out.write_bytes(content)
+    with pytest.raises(PredictError, match=r"notes.txt: does not end with a newline and is not a predictions "
+                                           r"file \(no \.dex-age mark beside it\); --output only continues"):
+        open_output(str(out))
+    assert out.read_bytes() == content and not (tmp_path / ".notes.txt.dex-age").exists()
+
+
+def test_a_marked_predictions_file_is_repaired_and_a_new_one_gets_the_mark(tmp_path):
+    from serving.predict import open_output
+
+    out = tmp_path / "preds.jsonl"
+    handle, done = open_output(str(out))
+    assert done == set() and json.loads((tmp_path / ".preds.jsonl.dex-age").read_text())["kind"] == "predictions"
+    handle.write(b'{"file": "a.jpg", "faces": [], "error": null}\n{"fi')      # killed mid-line
+    handle.close()
+    handle, done = open_output(str(out))
+    handle.close()
+    assert done == {"a.jpg"} and out.read_bytes() == b'{"file": "a.jpg", "faces": [], "error": null}\n'
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "device", "directory"])
+def test_an_output_that_is_not_a_regular_file_is_refused_before_reading(tmp_path, kind):
+    """A link (even to a predictions file), a FIFO, /dev/zero, a directory: one line, nothing read."""
+    from serving.predict import PredictError, open_output
+
+    target = tmp_path / "elsewhere.jsonl"
+    target.write_bytes(TORN)
+    out = tmp_path / "out.jsonl"
+    if kind == "symlink":
+        os.symlink(target, out)
+    elif kind == "fifo":
+        os.mkfifo(out)
+    elif kind == "directory":
+        out.mkdir()
+    else:
+        out = "/dev/zero"
+    with pytest.raises(PredictError) as refused:
+        open_output(str(out))
+    expected = {"symlink": "cannot be the --output (a symbolic link)",
+                "directory": "cannot be the --output (Is a directory)"}.get(
+                    kind, "not a regular file (a FIFO, device or directory)")
+    assert str(refused.value).startswith(f"{out}: {expected}; pass a new file name")
+    assert target.read_bytes() == TORN
+
+
+def test_a_file_name_that_is_not_utf8_is_that_files_error_line(tmp_path):
+    import keras
+
+    import model
+    from serving import predict
+
+    good = tmp_path / "good.jpg"
+    good.write_bytes(jpeg_bytes(np.full((40, 40, 3), 100, np.uint8)))
+    odd = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg"))
+    with open(os.fsencode(odd), "wb") as f:
+        f.write(jpeg_bytes(np.full((40, 40, 3), 100, np.uint8)))
+    keras.utils.set_random_seed(0)
+    age_model = predict.AgeModel(model.build_age_model(variant="tiny", input_size=INPUT_SIZE))
+    results = list(predict.predict_files(age_model, [odd, str(good)],
+                                         predict.PredictConfig(detect=False, batch_size=2)))
+    shown = f"{tmp_path}/caf\ufffd.jpg"
+    assert results[0] == {"file": shown, "faces": [],
+                          "error": f"{shown}: the file name is not UTF-8 text; rename the file"}
+    assert results[1]["error"] is None and len(results[1]["faces"]) == 1
+    json.dumps(results)                       # a result line is always valid JSON text

@@ -81,3 +81,41 @@ def test_a_killed_save_leaves_only_what_remove_partial_deletes(tmp_path):
     assert checkpoints.remove_partial(directory) == ["checkpoint.tmp1a2b3c", "ckpt-2_temp"]
     assert sorted(os.listdir(directory)) == ["checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index",
                                              "ckpt-3.index"]
+
+
+@pytest.mark.parametrize("listed", ["absolute", "relative"])
+def test_an_index_naming_another_runs_checkpoints_never_leads_there(tmp_path, listed):
+    """An index (crafted or copied) that names checkpoints outside this directory is
+    rewritten from this directory's own files, or removed when there are none, so the
+    manager never prunes another run's checkpoints."""
+    other = str(tmp_path / "other" / "checkpoints")
+    saved(other, [5, 6])
+    directory = str(tmp_path / "run" / "checkpoints")
+    os.makedirs(directory)
+    names = [checkpoints.path(other, n) if listed == "absolute" else
+             os.path.join("..", "..", "other", "checkpoints", f"ckpt-{n}") for n in (5, 6)]
+    index = os.path.join(directory, checkpoints.INDEX_NAME)
+    open(index, "w").write(f'model_checkpoint_path: "{names[1]}"\n' +
+                           "".join(f'all_model_checkpoint_paths: "{n}"\n' for n in names))
+    checkpoints.write_index(directory)
+    assert not os.path.exists(index)
+    saved(directory, [1, 2, 3])                   # three saves: the manager prunes to two
+    assert checkpoints.numbers(other) == [6, 5]
+    assert checkpoints.numbers(directory) == [3, 2]
+    # With checkpoints of its own, the index lists exactly those, by plain name.
+    open(index, "a").write(f'all_model_checkpoint_paths: "{names[0]}"\n')
+    checkpoints.write_index(directory)
+    listed_paths = [line.split('"')[1] for line in open(index) if '"' in line]
+    assert listed_paths == ["ckpt-3", "ckpt-2", "ckpt-3"]
+    saved(directory, [4, 5])
+    assert checkpoints.numbers(other) == [6, 5]
+
+
+def test_a_link_named_like_a_checkpoint_is_not_one(tmp_path):
+    other = str(tmp_path / "other")
+    saved(other, [7])
+    directory = str(tmp_path / "run")
+    saved(directory, [1])
+    for suffix in (".index", ".data-00000-of-00001"):
+        os.symlink(checkpoints.path(other, 7) + suffix, checkpoints.path(directory, 7) + suffix)
+    assert checkpoints.numbers(directory) == [1]

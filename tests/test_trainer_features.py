@@ -125,9 +125,11 @@ def test_a_flipped_byte_in_a_finished_cache_shard_is_caught_and_rebuilt(shards):
     assert messages[0] == f"Feature cache: {cache} cannot be used ({shard}: sha256 differs from the manifest's)"
     assert any("building" in m for m in messages) and not any("using" in m for m in messages)
     assert features.damage(cache, key) is None
-    # A manifest whose count disagrees with the records is caught as well.
+    # A manifest whose counts agree with each other but not with the records is caught as
+    # well (one that disagrees with itself is refused where it is read: a DataError line).
     manifest = records.read_manifest(cache)
     manifest["splits"]["val"]["shards"][0]["count"] += 1
+    manifest["splits"]["val"]["count"] += 1
     open(os.path.join(cache, "manifest.json"), "w").write(json.dumps(manifest))
     assert features.damage(cache, key).endswith(f"records, the manifest lists "
                                                 f"{manifest['splits']['val']['shards'][0]['count']}")

@@ -37,22 +37,34 @@ def path(directory: str, number: int) -> str:
 
 
 def numbers(directory: str) -> list[int]:
-    """Epoch numbers of the checkpoints on disk (index and data both present), newest first."""
+    """Epoch numbers of the checkpoints on disk (a regular `ckpt-N.index` and its data
+    present), newest first."""
     if not os.path.isdir(directory):
         return []
     found = []
     for name in os.listdir(directory):
         match = _NUMBERED.match(name)
-        if match and glob.glob(glob.escape(path(directory, int(match.group(1)))) + ".data-*"):
+        if match and os.path.isfile(os.path.join(directory, name)) \
+                and not os.path.islink(os.path.join(directory, name)) and glob.glob(glob.escape(path(directory, int(match.group(1)))) + ".data-*"):
             found.append(int(match.group(1)))
     return sorted(found, reverse=True)
 
 
 def write_index(directory: str) -> None:
     """The `checkpoint` index listing exactly the checkpoints on disk, newest last (the
-    manager's order), so it resumes from and later prunes the right files."""
+    manager's order), so it resumes from and later prunes the right files: only plain
+    names of this directory, whatever the index held before. Without a checkpoint on
+    disk an index there is removed."""
     found = sorted(numbers(directory))
+    index = os.path.join(directory, INDEX_NAME)
     if not found:
+        # An index without checkpoints of this run is not this run's: the manager would
+        # take the names it lists (which may lead anywhere) for its own and prune them.
+        if os.path.lexists(index):
+            if os.path.isdir(index) and not os.path.islink(index):
+                raise RunDirError(f"{index}: a directory where the checkpoint index belongs; "
+                                  f"move it away or choose another --model_dir")
+            os.remove(index)
         return
     # The manager prunes only checkpoints whose timestamp is after last_preserved_timestamp.
     stamps = [os.path.getmtime(path(directory, n) + ".index") for n in found]
@@ -60,7 +72,7 @@ def write_index(directory: str) -> None:
         [f'all_model_checkpoint_paths: "{PREFIX}-{n}"' for n in found] + \
         [f"all_model_checkpoint_timestamps: {t!r}" for t in stamps] + \
         [f"last_preserved_timestamp: {min(stamps) - 1.0!r}"]
-    atomic_write_bytes(os.path.join(directory, INDEX_NAME), ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(index, ("\n".join(lines) + "\n").encode())
 
 
 def remove_partial(directory: str) -> list[str]:

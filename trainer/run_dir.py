@@ -42,7 +42,7 @@ import model  # noqa: F401  (registers the custom layers best.keras is made of)
 from errors import ProjectError, disk_problem, disk_target
 from model import metrics
 from records import outdir
-from records.facebox import DEFAULT_MARGIN
+from records.facebox import DEFAULT_MARGIN, is_margin
 from records.lock import OutputLock, lock_path
 from records.manifest import atomic_write_bytes, read_json_object
 
@@ -220,10 +220,16 @@ class RunDir:
         atomic_write_bytes(self.file("history.csv"), buf.getvalue().encode())
 
 
-def run_margin(info: dict) -> float:
-    """The face margin a run's model was trained on, from its run.json `info`
-    (a run.json that does not record it is from IMDB-WIKI-margin data)."""
-    return info.get("margin", DEFAULT_MARGIN)
+def run_margin(info: dict, where: str = "run.json") -> float:
+    """The face margin a run's model was trained on, from its run.json `info` (`where`
+    names it in the error: a margin that is not a number >= 0 is refused); a run.json
+    that does not record it is from IMDB-WIKI-margin data."""
+    margin = info.get("margin", DEFAULT_MARGIN)
+    if not is_margin(margin):
+        raise RunDirError(f"{where}: margin {margin!r} is not a number >= 0 (a fraction of the "
+                          f"face box added on every side); correct it to the margin of the data set "
+                          f"the run was trained on (`python -m records inspect DIR` shows it)")
+    return margin
 
 
 def load_run_model(run: RunDir):
@@ -234,7 +240,8 @@ def load_run_model(run: RunDir):
                           f"`python -m trainer --model_dir {run.path}` (it resumes)")
     try:
         return keras.saving.load_model(path, safe_mode=True)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        # TypeError: an unregistered custom layer; KeyError: a zip without config.json.
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
         raise RunDirError(f"{path}: cannot be loaded ({reason}); train again with "
                           f"`python -m trainer --model_dir {run.path}` (it resumes)") from e

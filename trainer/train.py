@@ -141,8 +141,7 @@ def open_run(config: TrainConfig, chief: bool, manifest: dict, sources: list[dic
                 removed = run.remove_partial() + checkpoints.remove_partial(run.checkpoints)
                 if removed:
                     print(f"{run.path}: removed what a killed run left: {', '.join(removed)}", flush=True)
-                if resuming:
-                    checkpoints.write_index(run.checkpoints)
+                checkpoints.write_index(run.checkpoints)   # only this run's checkpoints, by plain name
                 run.write_flags(list(config.flag_lines))
     except BaseException:
         run.release()

@@ -10,7 +10,8 @@ The label is the apparent age: `age` = schema.round_age(apparent_age_avg) clippe
 real age.  Gender comes from allcategories_{split}.csv where it is present, else
 it is unknown.  The official splits are kept (valid -> val).  A row whose
 apparent_age_avg, apparent_age_std or real_age is empty or not a number (a whole
-number for real_age) is removed by the step `invalid_age`, as in a CSV source.
+number >= -1 for real_age, a spread >= 0 for the std) is removed by the step
+`invalid_age`, as in a CSV source.
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ def load_table(src: str, options: Options) -> Table:
         gender, cats_path = _genders(src, folder, gt["file_name"])
         read += [gt_path] + ([cats_path] if cats_path else [])
         mean, std, real = (_numbers(gt[c]) for c in NUMBERS)
-        valid = np.isfinite(mean) & np.isfinite(std) & np.isfinite(real) & (real == np.floor(real))
+        # A spread is >= 0 and a real age is -1 (unknown) or more: anything else would
+        # only be refused record by record, mid-ingest (records.schema).
+        valid = (np.isfinite(mean) & np.isfinite(std) & (std >= 0) & np.isfinite(real)
+                 & (real == np.floor(real)) & (real >= schema.REAL_AGE_UNKNOWN))
         mean = np.where(valid, mean, -1.0)
         parts.append(pd.DataFrame({
             "path": [f"{folder}/{f}{FACE_SUFFIX}" for f in gt["file_name"]],
@@ -91,6 +95,6 @@ def load_table(src: str, options: Options) -> Table:
     frame = pd.concat(parts, ignore_index=True)
     return Table(frame=frame, root=src, dataset=NAME, described="gt_avg_{train,valid,test}.csv",
                  entries=len(frame), fingerprint=sha256_of(read), label=schema.LABEL_APPARENT, margin=MARGIN,
-                 steps=[("invalid_age", f"{'/'.join(NUMBERS)} not a number",
+                 steps=[("invalid_age", f"{'/'.join(NUMBERS)} not a number (std >= 0)",
                          lambda d: ~d["age_valid"])],
                  splits_from="its official splits (valid -> val)")

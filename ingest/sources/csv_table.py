@@ -16,7 +16,8 @@
 - `identity`: who is in the photo, for --split_by identity.
 - `split`: train/val/test on every row, kept as given (a column filled on some
   rows only is refused).
-A path listed twice is removed after its first row by the step `duplicate_path`.
+A path listed twice (compared normalised: `./a.jpg` is `a.jpg`) is removed after its
+first row by the step `duplicate_path`.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def load_table(src: str, options: Options) -> Table:
         "path": raw["path"].str.strip(),
         "age_valid": age_valid,
         "box_valid": box_valid,
-        "age": schema.round_age(np.where(age_valid, age_mean, -1.0)).astype(np.int64),
+        # Clipped first: a huge age (1e308) stays huge (age_above_max), not an int64 overflow.
+        "age": schema.round_age(np.clip(np.where(age_valid, age_mean, -1.0), -1.0, 1e6)).astype(np.int64),
         "age_mean": age_mean,
         "age_std": 0.0,
         "real_age": schema.REAL_AGE_UNKNOWN,
@@ -117,8 +119,9 @@ def load_table(src: str, options: Options) -> Table:
     if given_box:
         steps.append(("invalid_box", "not 0 <= x_min < x_max, 0 <= y_min < y_max",
                       lambda d: ~d["box_valid"]))
-    steps.append(("duplicate_path", "path listed on an earlier row",
-                  lambda d: d["path"].duplicated()))
+    # Compared normalised: `./imgs/a.jpg` and `imgs//a.jpg` are the file `imgs/a.jpg`.
+    steps.append(("duplicate_path", "path (normalised) listed on an earlier row",
+                  lambda d: d["path"].map(os.path.normpath).duplicated()))
     return Table(frame=frame, root=root_of(src), dataset=dataset(src),
                  described=os.path.basename(src), entries=len(frame), fingerprint=sha256_of([src]),
                  label=schema.LABEL_REAL, margin=MARGIN if options.margin is None else options.margin,

@@ -4,7 +4,8 @@ Names are `[age]_[gender]_[race]_[date&time].jpg`; the download's end in
 `.jpg.chip.jpg`, and some lack the race field (`39_1_20170116174525125.jpg.chip.jpg`),
 which still carry age and gender and are kept.  Gender 0 is male and 1 female,
 the reverse of the schema's coding, so it is mapped.  A name whose age or gender
-field is not an integer (gender 0 or 1) is removed by the step `unparsable_name`;
+field is not an integer (of at most 6 digits; gender 0 or 1), or that is not UTF-8
+text, is removed by the step `unparsable_name`;
 ages run to 116, which the common `age_above_max` step removes.  Files that are
 not images (by extension) are not rows at all.  There are no identities and no
 official splits: the split is random and seeded.  The crops are tight (aligned
@@ -28,7 +29,7 @@ LOOKS_FOR = "a folder where most image names start with <int>_<int>_ (utkface)"
 OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MARGIN = 0.0
-_INT = re.compile(r"[0-9]+")
+_INT = re.compile(r"[0-9]{1,6}")   # longer is no age (and would overflow an int64)
 _GENDER = {0: schema.GENDER_MALE, 1: schema.GENDER_FEMALE}   # UTKFace code -> schema code
 
 
@@ -45,7 +46,12 @@ def image_files(src: str) -> list[str]:
 
 def parse_name(name: str) -> tuple[int, int] | None:
     """(age, UTKFace gender code) from a file name, or None if either field is
-    not an integer (or the gender is not 0/1)."""
+    not an integer of at most 6 digits (or the gender is not 0/1), or the name is not
+    UTF-8 text."""
+    try:
+        name.encode("utf-8")        # a key and a manifest entry must be UTF-8 text
+    except UnicodeEncodeError:
+        return None
     fields = os.path.basename(name).split("_")
     if len(fields) < 3 or not (_INT.fullmatch(fields[0]) and _INT.fullmatch(fields[1])):
         return None
@@ -83,8 +89,9 @@ def load_table(src: str, options: Options) -> Table:
     })
     # The labels are the names: a listing of names and sizes is what the table was read from.
     listing = "".join(f"{n}\t{os.path.getsize(os.path.join(src, n))}\n" for n in names)
+    listing = listing.encode("utf-8", "surrogateescape")     # a non-UTF-8 name is a row too
     steps = [("unparsable_name", "the name is not age_gender[_race]_date, with an integer age and gender 0 or 1, "
                                    "as in 25_0_2_20170116174525125.jpg.chip.jpg", lambda d: ~d["name_valid"])]
     return Table(frame=frame, root=src, dataset=NAME, described=f"{len(names)} image names",
-                 entries=len(frame), fingerprint=hashlib.sha256(listing.encode()).hexdigest(),
+                 entries=len(frame), fingerprint=hashlib.sha256(listing).hexdigest(),
                  label=schema.LABEL_REAL, margin=MARGIN, steps=steps)
