@@ -28,32 +28,25 @@ from __future__ import annotations
 import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m serving.predict)
 
 import dataclasses
-import errno
-import fcntl
 import json
 import os
-import stat
 import sys
 
 import numpy as np
 import tensorflow as tf
 
-from entry.errors import ProjectError
 from entry.progress import Progress
 from model import age_outputs, input_size, resize_pixels
-from records import facebox, outdir
+from records import facebox
 from records.pixels import PixelError, read_rgb
 from serving import faces, plots
 from serving import flags as serving_flags
+from serving.output import PredictError, open_output
 from trainer.config import TTA, PredictConfig
 from trainer.run_dir import RunDir, load_run_model, run_margin
 
 # What a folder PATH is searched for (any other file in it is not listed).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-class PredictError(ProjectError):
-    """Bad arguments or output file; the message names the thing and the fix."""
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -88,86 +81,6 @@ def expand_paths(args: list[str]) -> list[str]:
         else:
             add(arg)
     return out
-
-
-# A predictions file carries the project's mark beside it (a JSONL file has no room for
-# one inside without changing what its readers see): `.NAME.dex-age` next to NAME.
-_LINE_START = b'{"file": '      # how every line of ours begins (json.dumps of a result)
-
-
-def mark_path(path: str) -> str:
-    """The marker file beside the predictions file `path`."""
-    head, name = os.path.split(os.path.abspath(path))
-    return os.path.join(head, f".{name}{outdir.MARKER_NAME}")
-
-
-def _is_result_line(line: bytes) -> bool:
-    """A line as serving.predict writes it: a JSON object with file, faces and error."""
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return False
-    return (isinstance(value, dict) and isinstance(value.get("file"), str)
-            and isinstance(value.get("faces"), list) and "error" in value)
-
-
-def resume_output(out, path: str) -> set[str]:
-    """The files an earlier run already wrote to the --output file `path`, read through
-    its open, locked handle `out` (binary, append mode).  Every complete line must be a
-    result line; a last line torn by a kill is cut off first, only in a file of ours
-    (its mark beside it, or, for a file written before marks, a tail that begins like
-    a result line).  Anything else is refused untouched."""
-    out.seek(0)
-    data = out.read()
-    end = data.rfind(b"\n") + 1
-    done = set()
-    refuse = (f"--output only continues a predictions file it wrote, and nothing was changed: "
-              f"pass a new file name")
-    for number, line in enumerate(data[:end].splitlines(), 1):
-        if not _is_result_line(line):
-            raise PredictError(f"{path}: line {number} is not a prediction line; {refuse}")
-        done.add(json.loads(line)["file"])
-    if end < len(data):
-        if not (os.path.isfile(mark_path(path)) or data[end:].startswith(_LINE_START)):
-            raise PredictError(f"{path}: does not end with a newline and is not a predictions "
-                               f"file (no {outdir.MARKER_NAME} mark beside it); {refuse}")
-        out.truncate(end)
-    return done
-
-
-def open_output(path: str):
-    """The --output file open for appending (binary) and locked for this process (one
-    writer), and the files already in it (resume_output).  Only a regular file is
-    used (never through a link; a FIFO, device or directory is refused before a byte
-    is read), and the lock comes first: a file another serving.predict is writing is
-    refused before a byte of it is read or cut.  A new file gets its mark."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | os.O_CLOEXEC, 0o666)
-    except OSError as e:
-        what = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
-        raise PredictError(f"{path}: cannot be the --output ({what}); pass a new file name "
-                           f"(a predictions file is a regular file)") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise PredictError(f"{path}: not a regular file (a FIFO, device or directory); pass a "
-                           f"new file name for --output")
-    out = os.fdopen(fd, "a+b")
-    try:
-        fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        out.close()
-        raise PredictError(f"{path}: another serving.predict is writing it; wait for it or pass "
-                           f"another --output") from None
-    try:
-        done = resume_output(out, path)
-        if not os.path.isfile(mark_path(path)):
-            outdir.write_mark(mark_path(path), "predictions")
-        return out, done
-    except BaseException:
-        out.close()
-        raise
 
 
 # ----------------------------------------------------------------------------- pipeline
