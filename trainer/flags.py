@@ -47,6 +47,12 @@ class ConfigError(ProjectError):
     """A bad flag or combination of flags; the message names the flag and the fix."""
 
 
+def default_trainable_from(weights: str | None, init_from: str | None) -> str:
+    """--trainable_from's default: all from random initialisation (weights None and no
+    init_from: nothing else would train the trunk), fc6 on trained weights."""
+    return "all" if weights is None and init_from is None else TRAINABLE_FROM[0]
+
+
 def parse_weights(value: str) -> str | None:
     """--weights: a path, or None for 'none' (random initialisation)."""
     return None if value.lower() == NO_WEIGHTS else value
@@ -62,8 +68,9 @@ def _define_trunk_flags(batch_size: int, batch_help: str) -> None:
                         "Path to the Keras-2 `vgg_face_weights.h5`, or 'none' to start from random "
                         "initialisation drawn with --seed. Nothing is ever downloaded.")
     flags.DEFINE_enum("variant", "full", sorted(VARIANTS),
-                      "full: VGG-Face at 224x224. tiny: the same topology, narrow and 32x32, for "
-                      "tests and CPU demos.")
+                      "full: VGG-Face at 224x224. small: the same 13 convolutions, narrow, with "
+                      "BatchNorm, 64x64: learns real faces from scratch on a CPU and fits a phone "
+                      "(small.flags). tiny: narrower, 32x32, for tests and CPU demos.")
     flags.DEFINE_integer("seed", 0, "Seed of weight initialisation, data order and dropout.")
     flags.DEFINE_integer("batch_size", batch_size, batch_help)
 
@@ -98,9 +105,11 @@ def define_train_flags() -> None:
     flags.DEFINE_string("init_from", None,
                         "Start from a trained run (its directory, for best.keras, or a .keras file): "
                         "weights matched by layer name and shape; takes precedence over --weights.")
-    flags.DEFINE_enum("trainable_from", TRAINABLE_FROM[0], list(TRAINABLE_FROM),
+    flags.DEFINE_enum("trainable_from", None, list(TRAINABLE_FROM),
                       "First layer that trains: fc6 (trunk frozen to pool5), conv5_1 (the last "
-                      "convolution block trains too) or all.")
+                      "convolution block trains too) or all. Default: all with --weights=none and "
+                      "no --init_from (a frozen random layer learns nothing; a frozen depth is "
+                      "refused there), else fc6.")
     # Schedule and optimisation.
     flags.DEFINE_integer("epochs", 250, "Number of epochs.")
     flags.DEFINE_integer("steps_per_epoch", 0,
@@ -243,7 +252,7 @@ class TrainConfig:
     task: str = "age"
     dropout: float = 0.5
     init_from: str | None = None        # a run directory or .keras file to start from
-    trainable_from: str = TRAINABLE_FROM[0]
+    trainable_from: str | None = None   # None: default_trainable_from, resolved by check
     # Schedule and optimisation.
     epochs: int = 250
     steps_per_epoch: int = 0            # 0: one pass over the training split
@@ -301,7 +310,11 @@ class TrainConfig:
         return {name: getattr(self, name) for name in FIXED_ON_RESUME}
 
     def check(self) -> "TrainConfig":
-        """Refuse bad combinations with one line that names the flag and the fix."""
+        """Refuse bad combinations with one line that names the flag and the fix; returns
+        the config with the default --trainable_from resolved."""
+        if self.trainable_from is None:
+            return dataclasses.replace(
+                self, trainable_from=default_trainable_from(self.weights, self.init_from)).check()
         if self.epochs < 1:
             raise ConfigError(f"--epochs={self.epochs}: must be at least 1")
         if self.batch_size < 1:
@@ -325,6 +338,16 @@ class TrainConfig:
         if self.cache_features and self.augmentation:
             raise ConfigError("--cache_features with --augment: augmentation changes the trunk's "
                               "input every epoch, so its features cannot be cached; drop one of them")
+        random_trunk = self.weights is None and self.init_from is None
+        if self.cache_features and random_trunk:
+            raise ConfigError("--cache_features with --weights=none and no --init_from: the cache would "
+                              "hold the features of a random trunk, which nothing trains; pass "
+                              "--weights=vgg_face_weights.h5 or drop --cache_features")
+        if random_trunk and self.trainable_from != "all":
+            raise ConfigError(f"--trainable_from={self.trainable_from} with --weights=none and no "
+                              f"--init_from: the layers before {self.trainable_from} would stay random and "
+                              f"frozen; use --trainable_from=all, or start from trained weights "
+                              f"(--weights=vgg_face_weights.h5 or --init_from=RUN)")
         if self.cache_features and self.trainable_from != TRAINABLE_FROM[0]:
             raise ConfigError(f"--cache_features with --trainable_from={self.trainable_from}: the cache "
                               f"holds a frozen trunk's features; use --trainable_from={TRAINABLE_FROM[0]} "
@@ -373,9 +396,9 @@ class TrainConfig:
             raise ConfigError(
                 f"--weights={self.weights}: file not found; download vgg_face_weights.h5 and pass "
                 f"--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch")
-        if self.weights is not None and self.init_from is None and self.variant == "tiny":
-            raise ConfigError("--variant=tiny with --weights: VGG-Face weights only fit the full "
-                              "variant; pass --weights=none for the tiny one")
+        if self.weights is not None and self.init_from is None and self.variant != "full":
+            raise ConfigError(f"--variant={self.variant} with --weights: VGG-Face weights only fit the "
+                              f"full variant; pass --weights=none for the {self.variant} one")
         return self
 
 
@@ -402,6 +425,9 @@ def train_config(f=FLAGS) -> TrainConfig:
     # --init_from takes precedence over --weights; an explicit --weights is kept so that
     # build_state can say it was not loaded.
     explicit_weights = f["weights"].present or not f.init_from
+    if f.trainable_from is None:            # resolved here, so flags.txt records it
+        f.trainable_from = default_trainable_from(parse_weights(f.weights) if explicit_weights else None,
+                                                  f.init_from)
     values.update(weights=parse_weights(f.weights) if explicit_weights else None,
                   records=f.validation_records or sources[-1], train_records=sources,
                   records_weights=weights, augment_ops=tuple(f.augment_ops),
