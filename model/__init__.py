@@ -7,12 +7,13 @@ from .age import (NUM_AGES, FULL_NON_TRAINABLE_PARAMS, FULL_TRAINABLE_PARAMS, bu
 from .layers import (VGG_FACE_MEAN_RGB, ExpectedAge, FullyConnectedConv2D, Preprocess, Resize, expected_age,
                      input_size, resize_pixels)
 from .metrics import CS_THRESHOLD, AgeMAE, CumulativeScore, abs_error, age_abs_error, within
-from .vgg_face import (FULL_VGG_FACE_PARAMS, VARIANTS, Variant, build_vgg_face, default_input_size,
+from .vgg_face import (FULL_VGG_FACE_PARAMS, SMALL_PARAMS, VARIANTS, Variant, build_vgg_face, default_input_size,
                        pool5_size)
 from .weights import WeightsError, load_vgg_face_weights
 
 __all__ = [
     "CS_THRESHOLD", "NUM_AGES", "abs_error", "within", "FULL_NON_TRAINABLE_PARAMS", "FULL_TRAINABLE_PARAMS", "FULL_VGG_FACE_PARAMS",
+    "SMALL_PARAMS",
     "VARIANTS", "VGG_FACE_MEAN_RGB", "AgeMAE", "CumulativeScore", "ExpectedAge", "FullyConnectedConv2D",
     "Preprocess", "Resize", "input_size", "resize_pixels",
     "Variant", "WeightsError", "age_abs_error", "build_age_model", "build_vgg_face",

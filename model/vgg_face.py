@@ -9,6 +9,8 @@ Dropout(0.5), fc8 = Conv2D(2622, 1x1), Flatten, softmax.
 Parameter counts (checked facts, asserted by tests/test_model_vgg_face.py):
   full VGG-Face: 145,002,878 (13 convs 14,714,688; fc6 102,764,544;
   fc7 16,781,312; fc8 10,742,334).
+The small age model (tests/test_model_small.py): SMALL_PARAMS in all, BatchNorm's
+moving statistics included.
 """
 from __future__ import annotations
 
@@ -23,8 +25,7 @@ CONV_NAMES = tuple(f"conv{b}_{i}" for b, depth in enumerate(BLOCK_DEPTHS, 1) for
 # Layers holding weights, in the order of the original model (= the h5 file).
 WEIGHTED_LAYER_NAMES = CONV_NAMES + ("fc6", "fc7", "fc8")
 FULL_VGG_FACE_PARAMS = 145_002_878
-SMALL_FILTERS = (16, 32, 64, 128, 160)
-SMALL_FC6, SMALL_FC7, SMALL_FC8, SMALL_INPUT = 256, 192, 10, 64
+SMALL_PARAMS = 1_360_021   # the small age model (build_age_model(variant="small")), every weight
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +55,8 @@ VARIANTS = {
     # Learns real faces from random initialisation on a CPU and fits a phone
     # (small.flags; widths and input side chosen by measurement on UTKFace, see the
     # README "Real faces"). Distinct sizes too.
-    "small": Variant(conv_filters=SMALL_FILTERS, fc6_units=SMALL_FC6, fc7_units=SMALL_FC7,
-                     fc8_units=SMALL_FC8, input_size=SMALL_INPUT, batch_norm=True),
+    "small": Variant(conv_filters=(16, 32, 64, 128, 160), fc6_units=256, fc7_units=192,
+                     fc8_units=10, input_size=64, batch_norm=True),
 }
 
 
@@ -94,7 +95,7 @@ def vgg_trunk(x, spec: Variant):
             x = keras.layers.ZeroPadding2D(1, name=f"pad{block}_{i}")(x)
             if spec.batch_norm:
                 x = keras.layers.Conv2D(filters, 3, use_bias=False, name=f"conv{block}_{i}")(x)
-                x = keras.layers.BatchNormalization(name=f"bn{block}_{i}")(x)
+                x = keras.layers.BatchNormalization(synchronized=True, name=f"bn{block}_{i}")(x)
                 x = keras.layers.Activation("relu", name=f"relu{block}_{i}")(x)
             else:
                 x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{block}_{i}")(x)

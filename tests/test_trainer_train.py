@@ -126,6 +126,8 @@ def test_the_default_depth_trains_every_layer_from_random_weights_and_the_head_o
                                "hold the features of a random trunk, which nothing trains; pass "
                                "--weights=vgg_face_weights.h5 or drop --cache_features"),
     ({"cache_features": True, "trainable_from": "fc6"}, "--cache_features with --weights=none"),
+    ({"variant": "small", "jit_compile": True, "strategy": "mirrored"},
+     "--jit_compile with --variant=small and --strategy=mirrored: its BatchNorm all-reduces"),
     ({"variant": "small", "weights": SOME_WEIGHTS}, "--variant=small with --weights: VGG-Face weights only "
                                                     "fit the full variant; pass --weights=none for the small one"),
 ])

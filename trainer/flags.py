@@ -390,6 +390,10 @@ class TrainConfig:
             if self.data_service_deadline <= 0:
                 raise ConfigError(f"--data_service_deadline={self.data_service_deadline}: must be "
                                   f"positive (seconds)")
+        if self.jit_compile and self.strategy != "default" and VARIANTS[self.variant].batch_norm:
+            raise ConfigError(f"--jit_compile with --variant={self.variant} and --strategy={self.strategy}: its "
+                              f"BatchNorm all-reduces the batch statistics across replicas, which XLA "
+                              f"cannot compile; drop --jit_compile")
         if self.logical_cpus < 0 or self.logical_cpus == 1:
             raise ConfigError(f"--logical_cpus={self.logical_cpus}: use 0 (off) or at least 2")
         if self.weights is not None and self.init_from is None and not os.path.exists(self.weights):
