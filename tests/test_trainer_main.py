@@ -30,6 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_FLAGS = os.path.join(REPO, "cpu.flags")
 GPU_FLAGS = os.path.join(REPO, "gpu.flags")
 DEX_FLAGS = os.path.join(REPO, "dex.flags")
+SMALL_FLAGS = os.path.join(REPO, "small.flags")
 TRAIN_N = 2000        # sample rows: ~1000 written records, ~630 for training
 
 
@@ -327,6 +328,27 @@ def test_dex_flags_parse_and_resolve(trained_run, appa_real_shards, tmp_path):
                       f"--init_from={trained_run['dir']}", f"--model_dir={tmp_path / 'dex2'}", "--dry_run")
     assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1].startswith(
         "error: --best_metric=val_epsilon_error: the val split of"), refused.stderr[-2000:]
+
+
+def test_small_flags_train_from_scratch_then_serve_as_stage_2_with_init_from(train_shards, tmp_path):
+    # Stage 1: every layer of the small variant from random initialisation (the sample's
+    # 32 px crops resized to its 64 px inside the model).
+    first = str(tmp_path / "small")
+    result = trainer(f"--flagfile={SMALL_FLAGS}", f"--records={train_shards['shards']}", f"--model_dir={first}",
+                     "--epochs=2", "--noevaluate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training every layer (--trainable_from=all, from random initialisation)" in result.stdout
+    info = json.load(open(os.path.join(first, "run.json")))
+    assert (info["variant"], info["input_size"], info["trainable_from"]) == ("small", 64, "all")
+    # Stage 2: the same flagfile from that run, every layer at a lower rate; BatchNorm's
+    # moving statistics are carried with the weights (layers matched by name and shape).
+    second = str(tmp_path / "stage2")
+    result = trainer(f"--flagfile={SMALL_FLAGS}", f"--records={train_shards['shards']}", f"--model_dir={second}",
+                     f"--init_from={first}", "--learning_rate=0.0003", "--warmup_epochs=0", "--epochs=1",
+                     "--noevaluate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "29 layers carried; head predictions carried" in result.stdout, result.stdout[-2000:]
+    assert f"training every layer (--trainable_from=all, from --init_from={first})" in result.stdout
 
 
 def test_two_sources_plan_and_validation_records_on_the_command_line(train_shards, trained_run, tmp_path):
