@@ -10,8 +10,8 @@ plus anything after `--`, then scores best.keras on the test split with
 trainer.evaluate (report.json, predictions.csv in the run). Prints one table: records
 per split, ingest and training wall time, test MAE and CS(5), the MAE of always
 answering the training mean age (trainer.evaluate's baseline), the MAE per age band,
-the epoch best.keras comes from, and the machine's load (other processes on the same
-cores slow training down: say so when comparing times).
+the epoch best.keras comes from, the training's CPU time, and the machine's load
+(other processes on the same cores stretch the wall time: say so when comparing).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -44,17 +45,23 @@ def mae_by_band(true_age: list[float], expected: list[float]) -> dict:
     return out
 
 
-def run(label: str, *args: str) -> float:
-    """Run `python -m ARGS` in this checkout; returns its wall time. A failure ends the
-    benchmark with its last lines."""
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(label: str, *args: str) -> tuple[float, float]:
+    """Run `python -m ARGS` in this checkout; returns its wall time and CPU time (user +
+    system, all threads: on a machine shared with other work the wall time grows, the
+    CPU time much less). A failure ends the benchmark with its last lines."""
     env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    start = time.monotonic()
+    start, cpu = time.monotonic(), _children_cpu_s()
     result = subprocess.run([sys.executable, "-m", *args], cwd=HERE, env=env, capture_output=True, text=True)
-    took = time.monotonic() - start
+    took, cpu = time.monotonic() - start, _children_cpu_s() - cpu
     if result.returncode != 0:
         sys.exit(f"error: {label} failed ({' '.join(args)}):\n{result.stderr[-2000:]}")
-    print(f"{label}: {took:.0f} s", file=sys.stderr, flush=True)
-    return took
+    print(f"{label}: {took:.0f} s wall, {cpu:.0f} s CPU", file=sys.stderr, flush=True)
+    return took, cpu
 
 
 def main(args: argparse.Namespace) -> int:
@@ -62,15 +69,17 @@ def main(args: argparse.Namespace) -> int:
     if os.path.exists(run_dir):        # a fresh run every time: the table is one training
         shutil.rmtree(run_dir)
     extra = [a for a in args.trainer_args if a != "--"]
-    ingest_s = run("ingest", "ingest", f"--src={args.src}", f"--out={shards}", f"--image_size={args.image_size}")
-    train_s = run("train", "trainer", f"--flagfile={args.flagfile}", f"--records={shards}",
+    ingest_s, _ = run("ingest", "ingest", f"--src={args.src}", f"--out={shards}", f"--image_size={args.image_size}")
+    train_s, train_cpu = run("train", "trainer", f"--flagfile={args.flagfile}", f"--records={shards}",
                   f"--model_dir={run_dir}", "--noevaluate", *extra)
     load = os.getloadavg()
+    start = time.monotonic()
 
     from trainer import evaluate      # TensorFlow loads here, after the subprocesses
     from trainer.run_dir import OWN_REPORT, RunDir
 
     report = evaluate.evaluate_run(run_dir, quiet=True)
+    eval_s = time.monotonic() - start
     with open(RunDir(run_dir).file(OWN_REPORT["predictions"])) as f:
         rows = list(csv.DictReader(f))
     bands = mae_by_band([float(r["true_age"]) for r in rows], [float(r["expected_age"]) for r in rows])
@@ -83,10 +92,11 @@ def main(args: argparse.Namespace) -> int:
           f"test {counts['test']}), {args.image_size} px; {args.flagfile} {' '.join(extra)}".rstrip())
     print(f"{os.cpu_count()} CPU cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
           f"(1/5/15 min) at the end of training\n")
-    print("| ingest s | train s | epochs | best epoch | test MAE | CS(5) | mean predictor MAE | "
-          + " | ".join(f"MAE {b}" for b in bands) + " |")
-    print("|" + "---:|" * (7 + len(bands)))
-    print(f"| {ingest_s:.0f} | {train_s:.0f} | {len(history)} | {best.get('epoch', '?')} | {report['mae']:.2f} "
+    print("| ingest s | train s (wall) | train s (CPU) | epochs | best epoch | evaluate s | test MAE | CS(5) "
+          "| mean predictor MAE | " + " | ".join(f"MAE {b}" for b in bands) + " |")
+    print("|" + "---:|" * (9 + len(bands)))
+    print(f"| {ingest_s:.0f} | {train_s:.0f} | {train_cpu:.0f} | {len(history)} | {best.get('epoch', '?')} "
+          f"| {eval_s:.0f} | {report['mae']:.2f} "
           f"| {report['cs5']:.3f} | {report['baseline_mae_predicting_train_mean']:.2f} | "
           + " | ".join(f"{m:.1f} (n={n})" for m, n in bands.values()) + " |")
     return 0
