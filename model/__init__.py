@@ -8,12 +8,13 @@ from .layers import (VGG_FACE_MEAN_RGB, FullyConnectedConv2D, Preprocess, Resize
                      input_size, resize_pixels)
 from .outputs import age_outputs
 from .metrics import CS_THRESHOLD, abs_error, age_abs_error, within
-from .vgg_face import (FULL_VGG_FACE_PARAMS, VARIANTS, Variant, build_vgg_face, default_input_size,
+from .vgg_face import (FULL_VGG_FACE_PARAMS, SMALL_PARAMS, VARIANTS, Variant, build_vgg_face, default_input_size,
                        pool5_size)
 from .weights import WeightsError, load_vgg_face_weights
 
 __all__ = [
     "CS_THRESHOLD", "NUM_AGES", "age_outputs", "abs_error", "within", "FULL_NON_TRAINABLE_PARAMS", "FULL_TRAINABLE_PARAMS", "FULL_VGG_FACE_PARAMS",
+    "SMALL_PARAMS",
     "VARIANTS", "VGG_FACE_MEAN_RGB", "FullyConnectedConv2D",
     "Preprocess", "Resize", "input_size", "resize_pixels",
     "Variant", "WeightsError", "age_abs_error", "build_age_model", "build_vgg_face",

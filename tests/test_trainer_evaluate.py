@@ -111,3 +111,27 @@ def test_learning_curves_show_the_metric_that_picked_best_keras(tmp_path):
                                   {"epoch": 5, "metric": "val_epsilon_error", "value": 0.53})
     # A third panel for the picking metric when it is neither the loss nor the MAE.
     assert Image.open(three).width > 1.3 * Image.open(two).width
+
+
+def test_learned_little_is_one_warning_line_within_15_percent_of_the_mean_predictor():
+    report = {"split": "test", "mae": 9.0, "baseline_mae_predicting_train_mean": 10.0}
+    line = evaluate.learned_little(report)
+    assert line.startswith("WARNING: the model learned little: MAE 9.00 on the test split against 10.00 "
+                           "for always answering the training mean age; usual causes: frozen random layers")
+    assert "too few epochs" in line and "framed" in line and "\n" not in line
+    assert evaluate.learned_little({**report, "mae": 8.4}) is None        # 16% better: learned
+    assert evaluate.learned_little({**report, "mae": 8.5}) is not None    # exactly 15%
+
+
+@pytest.mark.slow
+def test_an_untrained_model_gets_the_warning_and_the_baseline_is_in_the_report(sample_shards, tmp_path, capsys):
+    loop.set_seeds(5)
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.path)
+    model.build_age_model(None, variant="tiny").save(run.best_model)    # random: about uniform, age ~50
+    run.write_info({"records": sample_shards})
+    report = evaluate.evaluate_run(run.path, quiet=True)
+    saved = json.load(open(run.file("report.json")))
+    assert saved["baseline_mae_predicting_train_mean"] == report["baseline_mae_predicting_train_mean"] > 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")]
+    assert warnings == [evaluate.learned_little(report)] and f"MAE {report['mae']:.2f}" in warnings[0]

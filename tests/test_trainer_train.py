@@ -19,7 +19,7 @@ import model
 from model import transfer
 from trainer import flags as trainer_flags
 from records.manifest import DataError
-from trainer import inputs, loop, resume, train
+from trainer import evaluate, inputs, loop, resume, train
 from trainer.run_dir import RunDir, RunDirError
 
 
@@ -102,6 +102,41 @@ def test_config_refuses_bad_values_with_one_line(overrides, message):
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 
+# An existing file standing in for vgg_face_weights.h5: the config only checks that it exists.
+SOME_WEIGHTS = __file__
+
+
+def test_the_default_depth_trains_every_layer_from_random_weights_and_the_head_on_trained_ones(tmp_path):
+    assert tiny_config("unused", "unused").trainable_from == "all"
+    assert tiny_config("unused", "unused", weights=SOME_WEIGHTS, variant="full").trainable_from == "fc6"
+    trained = tmp_path / "best.keras"
+    trained.write_bytes(b"only its existence is checked here")
+    assert tiny_config("unused", "unused", init_from=str(trained)).trainable_from == "fc6"
+    # An explicit depth is kept.
+    assert tiny_config("unused", "unused", init_from=str(trained), trainable_from="conv5_1").trainable_from \
+        == "conv5_1"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"trainable_from": "fc6"}, "--trainable_from=fc6 with --weights=none and no --init_from: the layers "
+                                "before fc6 would stay random and frozen; use --trainable_from=all, or start "
+                                "from trained weights (--weights=vgg_face_weights.h5 or --init_from=RUN)"),
+    ({"trainable_from": "conv5_1"}, "--trainable_from=conv5_1 with --weights=none and no --init_from"),
+    ({"cache_features": True}, "--cache_features with --weights=none and no --init_from: the cache would "
+                               "hold the features of a random trunk, which nothing trains; pass "
+                               "--weights=vgg_face_weights.h5 or drop --cache_features"),
+    ({"cache_features": True, "trainable_from": "fc6"}, "--cache_features with --weights=none"),
+    ({"variant": "small", "jit_compile": True, "strategy": "mirrored"},
+     "--jit_compile with --variant=small and --strategy=mirrored: its BatchNorm all-reduces"),
+    ({"variant": "small", "weights": SOME_WEIGHTS}, "--variant=small with --weights: VGG-Face weights only "
+                                                    "fit the full variant; pass --weights=none for the small one"),
+])
+def test_random_frozen_layers_are_refused_in_one_line_naming_both_flags_and_the_fix(overrides, message):
+    with pytest.raises(trainer_flags.ConfigError) as e:
+        tiny_config("unused", "unused", **overrides)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
 def test_weights_none_is_parsed_once():
     assert trainer_flags.parse_weights("none") is None and trainer_flags.parse_weights("NONE") is None
     assert trainer_flags.parse_weights("w.h5") == "w.h5"
@@ -122,15 +157,41 @@ TRAINED_LAYERS = {"fc6": HEAD, "conv5_1": HEAD | {"conv5_1", "conv5_2", "conv5_3
 @pytest.mark.parametrize("depth", sorted(TRAINED_LAYERS))
 def test_each_trainable_from_depth_trains_exactly_its_layers(sample_shards, tmp_path, float32_policy, depth):
     run_dir = str(tmp_path / "run")
-    loop.set_seeds(0)       # build_state seeds the same way: the same initial weights
-    before = weights_by_layer(model.build_age_model(None, variant="tiny", dropout=0.1))
-    train.train(tiny_config(sample_shards, run_dir, epochs=1, trainable_from=depth, learning_rate=0.01))
+    # A frozen depth needs trained weights: start from a saved network (--init_from).
+    loop.set_seeds(0)
+    start = model.build_age_model(None, variant="tiny", dropout=0.1)
+    start.save(str(tmp_path / "start.keras"))
+    before = weights_by_layer(start)
+    train.train(tiny_config(sample_shards, run_dir, epochs=1, trainable_from=depth, learning_rate=0.01,
+                            init_from=str(tmp_path / "start.keras")))
     after = weights_by_layer(keras.saving.load_model(RunDir(run_dir).best_model))
     changed = {name for name in before
                if any(not np.array_equal(b, a) for b, a in zip(before[name], after[name]))}
     expected = TRAINED_LAYERS[depth] or set(before)
     assert changed == expected
     assert RunDir(run_dir).read_info()["trainable_from"] == depth
+
+
+@pytest.mark.slow
+def test_training_on_cached_features_learns_like_the_frozen_trunk_it_caches(sample_shards, tmp_path,
+                                                                             float32_policy, capsys):
+    # The flags refuse a cache of a random trunk (nothing trains it; on real faces it
+    # learns nothing). The cached path is the one VGG-Face weights take; a frozen random
+    # trunk stands in for them here.
+    frozen = dataclasses.replace(tiny_config(sample_shards, "", epochs=12, steps_per_epoch=0,
+                                             learning_rate=0.003), trainable_from="fc6")
+    runs = {}
+    for name, cache in (("plain", False), ("cached", True)):
+        runs[name] = str(tmp_path / name)
+        train.train(dataclasses.replace(frozen, model_dir=runs[name], cache_features=cache))
+    assert "Feature cache: building" in capsys.readouterr().out
+    plain, cached = (evaluate.evaluate_run(runs[n], split="val", batch_size=64, quiet=True) for n in runs)
+    baseline = plain["baseline_mae_predicting_train_mean"]
+    # Same seed, data and schedule: the head sees the same pool5 values (to float16), so
+    # both end about equally well (on this 400-row sample a random trunk is near the mean).
+    assert [r["epoch"] for r in RunDir(runs["cached"]).read_history()] == list(range(1, 13))
+    assert abs(cached["mae"] - plain["mae"]) < 0.25 * baseline, (cached["mae"], plain["mae"])
+    assert cached["count"] == plain["count"]     # best.keras is the full age model (images in)
 
 
 @pytest.mark.slow
@@ -166,8 +227,10 @@ def test_carry_weights_matches_by_name_and_shape_and_says_when_the_head_is_new()
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"cache_features": True, "trainable_from": "conv5_1"}, "--cache_features with --trainable_from=conv5_1"),
-    ({"cache_features": True, "train_records": ("a", "b")}, "--cache_features with several --records"),
+    ({"cache_features": True, "trainable_from": "conv5_1", "weights": SOME_WEIGHTS, "variant": "full"},
+     "--cache_features with --trainable_from=conv5_1"),
+    ({"cache_features": True, "train_records": ("a", "b"), "weights": SOME_WEIGHTS, "variant": "full"},
+     "--cache_features with several --records"),
     ({"train_records": ("a", "b"), "records_weights": (1.0,)}, "--records_weights has 1 values for 2 --records"),
     ({"augment_ops": ("flip", "rotate")}, "--augment_ops=flip,rotate: unknown op 'rotate'"),
     ({"warmup_epochs": 3}, "--warmup_epochs=3: must be between 0 and --epochs"),

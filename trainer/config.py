@@ -15,6 +15,7 @@ import time
 from errors import ProjectError
 from model import metrics
 from model.age import TRAINABLE_FROM
+from model.vgg_face import VARIANTS
 from records import facebox
 from records.augment import OPS
 from records.augment import resolve as resolve_augment
@@ -43,6 +44,12 @@ FIXED_ON_RESUME = ("variant", "task", "cache_features", "best_metric", "trainabl
 class ConfigError(ProjectError):
     """A bad flag or combination of flags; the message names the flag and the fix."""
 
+def default_trainable_from(weights: str | None, init_from: str | None) -> str:
+    """--trainable_from's default: all from random initialisation (weights None and no
+    init_from: nothing else would train the trunk), fc6 on trained weights."""
+    return "all" if weights is None and init_from is None else TRAINABLE_FROM[0]
+
+
 def parse_weights(value: str) -> str | None:
     """--weights: a path, or None for 'none' (random initialisation)."""
     return None if value.lower() == NO_WEIGHTS else value
@@ -69,7 +76,7 @@ class TrainConfig:
     task: str = "age"
     dropout: float = 0.5
     init_from: str | None = None        # a run directory or .keras file to start from
-    trainable_from: str = TRAINABLE_FROM[0]
+    trainable_from: str | None = None   # None: default_trainable_from, resolved by check
     # Schedule and optimisation.
     epochs: int = 250
     steps_per_epoch: int = 0            # 0: one pass over the training split
@@ -127,7 +134,11 @@ class TrainConfig:
         return {name: getattr(self, name) for name in FIXED_ON_RESUME}
 
     def check(self) -> "TrainConfig":
-        """Refuse bad combinations with one line that names the flag and the fix."""
+        """Refuse bad combinations with one line that names the flag and the fix; returns
+        the config with the default --trainable_from resolved."""
+        if self.trainable_from is None:
+            return dataclasses.replace(
+                self, trainable_from=default_trainable_from(self.weights, self.init_from)).check()
         if self.epochs < 1:
             raise ConfigError(f"--epochs={self.epochs}: must be at least 1")
         if self.batch_size < 1:
@@ -151,6 +162,16 @@ class TrainConfig:
         if self.cache_features and self.augmentation:
             raise ConfigError("--cache_features with --augment: augmentation changes the trunk's "
                               "input every epoch, so its features cannot be cached; drop one of them")
+        random_trunk = self.weights is None and self.init_from is None
+        if self.cache_features and random_trunk:
+            raise ConfigError("--cache_features with --weights=none and no --init_from: the cache would "
+                              "hold the features of a random trunk, which nothing trains; pass "
+                              "--weights=vgg_face_weights.h5 or drop --cache_features")
+        if random_trunk and self.trainable_from != "all":
+            raise ConfigError(f"--trainable_from={self.trainable_from} with --weights=none and no "
+                              f"--init_from: the layers before {self.trainable_from} would stay random and "
+                              f"frozen; use --trainable_from=all, or start from trained weights "
+                              f"(--weights=vgg_face_weights.h5 or --init_from=RUN)")
         if self.cache_features and self.trainable_from != TRAINABLE_FROM[0]:
             raise ConfigError(f"--cache_features with --trainable_from={self.trainable_from}: the cache "
                               f"holds a frozen trunk's features; use --trainable_from={TRAINABLE_FROM[0]} "
@@ -193,15 +214,19 @@ class TrainConfig:
             if self.data_service_deadline <= 0:
                 raise ConfigError(f"--data_service_deadline={self.data_service_deadline}: must be "
                                   f"positive (seconds)")
+        if self.jit_compile and self.strategy != "default" and VARIANTS[self.variant].batch_norm:
+            raise ConfigError(f"--jit_compile with --variant={self.variant} and --strategy={self.strategy}: its "
+                              f"BatchNorm all-reduces the batch statistics across replicas, which XLA "
+                              f"cannot compile; drop --jit_compile")
         if self.logical_cpus < 0 or self.logical_cpus == 1:
             raise ConfigError(f"--logical_cpus={self.logical_cpus}: use 0 (off) or at least 2")
         if self.weights is not None and self.init_from is None and not os.path.exists(self.weights):
             raise ConfigError(
                 f"--weights={self.weights}: file not found; download vgg_face_weights.h5 and pass "
                 f"--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch")
-        if self.weights is not None and self.init_from is None and self.variant == "tiny":
-            raise ConfigError("--variant=tiny with --weights: VGG-Face weights only fit the full "
-                              "variant; pass --weights=none for the tiny one")
+        if self.weights is not None and self.init_from is None and self.variant != "full":
+            raise ConfigError(f"--variant={self.variant} with --weights: VGG-Face weights only fit the "
+                              f"full variant; pass --weights=none for the {self.variant} one")
         return self
 
 

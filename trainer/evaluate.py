@@ -2,7 +2,9 @@
 
 Streams the split through best.keras once and writes, next to the model,
 report.json (loss, accuracy, mae, cs5, count, mae_by_decade[, gender_accuracy],
-and the apparent-age scores below), predictions.csv (key, true age, expected age,
+and the apparent-age scores below; `baseline_mae_predicting_train_mean`: always
+answering the training split's mean age, and one WARNING line when the model's MAE
+is within 15% of it), predictions.csv (key, true age, expected age,
 most likely age, and the apparent-age columns), and the learning_curves.png /
 mae_by_age.png pictures.  Those names are the run's own report (its records' test
 split); another data set or split writes report-<data set>-<split>.json,
@@ -44,6 +46,8 @@ from trainer.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, load_run_model
 
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
 
+# A model whose MAE is within 15% of always answering the training mean learned little.
+LEARNED_LITTLE = 0.85
 SCORE_LABELS = (AGE_MEAN, AGE_STD, REAL_AGE)   # the labels apparent_age_scores reads, when present
 OWN_SPLIT = "test"   # the split of the run's own report.json (what training ends by scoring)
 
@@ -146,7 +150,22 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
                     f"{os.path.basename(os.path.normpath(records_dir))}, {split} split")
     if not quiet:
         print_report(report, written)
+    warning = learned_little(report)
+    if warning:
+        print(warning, flush=True)
     return report
+
+
+def learned_little(report: dict) -> str | None:
+    """One WARNING line when the model's MAE is within 15% of the mean predictor's on
+    the same split (both numbers and the usual causes), else None."""
+    mae, mean = report["mae"], report["baseline_mae_predicting_train_mean"]
+    if mae < LEARNED_LITTLE * mean:
+        return None
+    return (f"WARNING: the model learned little: MAE {mae:.2f} on the {report['split']} split against "
+            f"{mean:.2f} for always answering the training mean age; usual causes: frozen random layers "
+            f"(a frozen --trainable_from without trained weights), too few epochs, or faces framed "
+            f"unlike the training crops")
 
 
 def output_names(run_records: str, records_dir: str, split: str) -> dict:

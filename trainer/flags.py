@@ -19,7 +19,8 @@ from model.vgg_face import VARIANTS
 from records.augment import DEFAULT_OPS, OPS
 from trainer.config import (BEST_METRICS, FEATURES_BATCH_SIZE,
                             LR_SCHEDULES, MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, TTA,
-                            ConfigError, TrainConfig, default_model_dir, parse_weights)
+                            ConfigError, TrainConfig, default_model_dir, default_trainable_from,
+                            parse_weights)
 
 FLAGS = flags.FLAGS
 D = TrainConfig.__dataclass_fields__   # the defaults live in one place: trainer.config.TrainConfig
@@ -35,8 +36,9 @@ def _define_trunk_flags(batch_size: int, batch_help: str) -> None:
                         "Path to the Keras-2 `vgg_face_weights.h5`, or 'none' to start from random "
                         "initialisation drawn with --seed. Nothing is ever downloaded.")
     flags.DEFINE_enum("variant", D["variant"].default, sorted(VARIANTS),
-                      "full: VGG-Face at 224x224. tiny: the same topology, narrow and 32x32, for "
-                      "tests and CPU demos.")
+                      "full: VGG-Face at 224x224. small: the same 13 convolutions, narrow, with "
+                      "BatchNorm, 64x64: learns real faces from scratch on a CPU and fits a phone "
+                      "(small.flags). tiny: narrower, 32x32, for tests and CPU demos.")
     flags.DEFINE_integer("seed", D["seed"].default, "Seed of weight initialisation, data order and dropout.")
     flags.DEFINE_integer("batch_size", batch_size, batch_help)
 
@@ -71,9 +73,11 @@ def define_train_flags() -> None:
     flags.DEFINE_string("init_from", None,
                         "Start from a trained run (its directory, for best.keras, or a .keras file): "
                         "weights matched by layer name and shape; takes precedence over --weights.")
-    flags.DEFINE_enum("trainable_from", D["trainable_from"].default, list(TRAINABLE_FROM),
+    flags.DEFINE_enum("trainable_from", None, list(TRAINABLE_FROM),
                       "First layer that trains: fc6 (trunk frozen to pool5), conv5_1 (the last "
-                      "convolution block trains too) or all.")
+                      "convolution block trains too) or all. Default: all with --weights=none and "
+                      "no --init_from (a frozen random layer learns nothing; a frozen depth is "
+                      "refused there), else fc6.")
     # Schedule and optimisation.
     flags.DEFINE_integer("epochs", D["epochs"].default, "Number of epochs.")
     flags.DEFINE_integer("steps_per_epoch", D["steps_per_epoch"].default,
@@ -176,6 +180,9 @@ def train_config(f=FLAGS) -> TrainConfig:
     # --init_from takes precedence over --weights; an explicit --weights is kept so that
     # build_state can say it was not loaded.
     explicit_weights = f["weights"].present or not f.init_from
+    if f.trainable_from is None:            # resolved here, so flags.txt records it
+        f.trainable_from = default_trainable_from(parse_weights(f.weights) if explicit_weights else None,
+                                                  f.init_from)
     values.update(weights=parse_weights(f.weights) if explicit_weights else None,
                   records=f.validation_records or sources[-1], train_records=sources,
                   records_weights=weights, augment_ops=tuple(f.augment_ops),

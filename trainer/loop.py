@@ -102,8 +102,12 @@ class Loop:
         self.global_batch_size = global_batch_size
         self.with_gender = with_gender
         # XLA compiles the forward/backward pass only: the optimizer update holds the
-        # cross-replica all-reduce, which must stay outside the compiled cluster.
-        self._grads = tf.function(self._forward_backward, jit_compile=jit_compile)
+        # cross-replica all-reduce, which must stay outside the compiled cluster. Without
+        # XLA the pass is not a nested tf.function: a synchronized BatchNorm (the small
+        # variant) all-reduces its batch statistics inside it, which strategy.run allows
+        # only in its own function.
+        self._grads = (tf.function(self._forward_backward, jit_compile=True) if jit_compile
+                       else self._forward_backward)
         self._train_steps = tf.function(self._train_steps_impl)
         self._eval_batch = tf.function(self._eval_batch_impl)
 

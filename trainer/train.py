@@ -96,14 +96,23 @@ def dry_run(config: TrainConfig) -> None:
     run = RunDir(config.model_dir)
     run.check()
     check_run_dir(run, config, manifest, sources)
+    print("\n".join(config.flag_lines))
+    print(plan(config, manifest, sources), flush=True)
+
+
+def plan(config: TrainConfig, manifest: dict, sources: list[dict]) -> str:
+    """One line: epochs, steps, the training sources, the layers that train, validation."""
     total = sum(config.mix_weights)
     mixed = ", ".join(f"{d} ({n} records, {m['image_size']} px, weight {w / total:.2f})" for d, n, m, w
                       in zip(config.sources, train_counts(sources), sources, config.mix_weights))
-    print("\n".join(config.flag_lines))
-    print(f"plan: {config.epochs} epochs x {steps_per_epoch(config, sources)} steps x {config.batch_size} "
-          f"images from {sum(train_counts(sources))} training records of {mixed}; validating on "
-          f"{manifest['splits'][config.validation_split]['count']} {config.validation_split} records "
-          f"of {config.records}", flush=True)
+    start = ("random initialisation" if config.weights is None and config.init_from is None
+             else f"--init_from={config.init_from}" if config.init_from else f"--weights={config.weights}")
+    layers = "every layer" if config.trainable_from == "all" else f"from {config.trainable_from} on"
+    return (f"plan: {config.epochs} epochs x {steps_per_epoch(config, sources)} steps x {config.batch_size} "
+            f"images from {sum(train_counts(sources))} training records of {mixed}; training {layers} "
+            f"(--trainable_from={config.trainable_from}, from {start}); validating on "
+            f"{manifest['splits'][config.validation_split]['count']} {config.validation_split} records "
+            f"of {config.records}")
 
 
 # --------------------------------------------------------------------------- stages
@@ -393,6 +402,8 @@ def train(config: TrainConfig) -> str | None:
     strategy = distribution.make_strategy(config.strategy)
     distribution.log_strategy(strategy)
     chief = distribution.is_chief(strategy)
+    if chief:
+        print(plan(config, manifest, sources), flush=True)
 
     run, resuming = open_run(config, chief, manifest, sources)
     try:                                      # the chief holds the run directory's lock until here
