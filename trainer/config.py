@@ -14,7 +14,8 @@ import time
 
 from entry.errors import ProjectError
 from model.age import TRAINABLE_FROM
-from records import facebox
+from records import facebox, framing
+from records.detect import MIN_FACE
 from records.augment import DEFAULT_OPS, OPS
 from records.reader import DEFAULT_SHUFFLE_BUFFER
 from records.service.address import ServiceError, parse_address
@@ -206,7 +207,9 @@ class TrainConfig:
 class PredictConfig:
     """How `serving.predict` turns photos into faces for the model."""
     detect: bool = True
+    detector: str = framing.DEFAULT_DETECTOR   # records.detect: mtcnn or haar
+    align: bool = True                  # turn each face so its eyes are level (MTCNN's landmarks)
     margin: float = facebox.DEFAULT_MARGIN
-    min_face: int = 30                  # smallest face the detector reports, in pixels
+    min_face: int = MIN_FACE            # smallest face the detector reports, in pixels
     batch_size: int = 64                # faces per model call
     probs: bool = False
