@@ -136,22 +136,27 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
         raise SkipImage(reason, f"{path}: {e}") from e
 
 
-def reframed(path: str, size: int, box: facebox.Box | None, settings: ImageSettings) -> Image.Image:
-    """The face of the photo at `path` found by `settings.reframe` (the one nearest the
-    source's `box` where it gives one, else the largest), framed (records.facebox.frame:
-    aligned, margin) from the same pixels prediction reads, squashed to size x size;
+def reframed(rgb: np.ndarray, faces: list[detect.Face], size: int, box: facebox.Box | None,
+             settings: ImageSettings, path: str) -> Image.Image:
+    """The face of photo `rgb` (read_rgb's pixels, as prediction reads them) among the
+    detector's `faces`: the one nearest the source's `box` where it gives one, else the
+    largest, framed (records.facebox.frame: aligned, margin), squashed to size x size;
     SkipImage(NO_FACE_FOUND) when there is none."""
-    try:
-        rgb = read_rgb(path)
-    except PixelError as e:
-        reason = TRUNCATED if "truncated" in str(e).lower() else UNDECODABLE
-        raise SkipImage(reason, str(e)) from e
-    faces = detect.find_faces(rgb, settings.reframe, detect.MIN_FACE)
     if not faces:
         raise SkipImage(NO_FACE_FOUND, path)
     face = faces[0] if box is None else detect.nearest(faces, box)
     pixels, _ = facebox.frame(rgb, face.corners, settings.margin, face.angle(settings.align))
     return fit(Image.fromarray(np.ascontiguousarray(pixels)), size)
+
+
+def read_photo(settings: ImageSettings, rel: str) -> tuple[str, np.ndarray]:
+    """(path, read_rgb pixels) of `rel` for --reframe, or SkipImage."""
+    path = require_regular_file(safe_path(settings.src, rel))
+    try:
+        return path, read_rgb(path)
+    except PixelError as e:
+        reason = TRUNCATED if "truncated" in str(e).lower() else UNDECODABLE
+        raise SkipImage(reason, str(e)) from e
 
 
 def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
@@ -164,12 +169,33 @@ def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
 
 def process(settings: ImageSettings, rel: str, box: facebox.Box | None = None) -> bytes:
     """`rel` (a path from the source's table) -> the bytes stored as image/encoded."""
-    path = require_regular_file(safe_path(settings.src, rel))
     if settings.reframe != framing.REFRAME_NONE:
-        rgb = reframed(path, settings.image_size, box, settings)
-    else:
-        rgb = load(path, settings.image_size, box, settings.margin)
+        done = process_reframed(settings, [(rel, box)])[0]
+        if isinstance(done, SkipImage):
+            raise done
+        return done
+    rgb = load(require_regular_file(safe_path(settings.src, rel)), settings.image_size, box, settings.margin)
     return encode(rgb, settings.encoding, settings.jpeg_quality)
+
+
+def process_reframed(settings: ImageSettings, items: list[tuple[str, facebox.Box | None]]) -> list:
+    """--reframe: [(rel, box)] -> [encoded bytes or SkipImage], the photos' faces found in
+    one detector call (records.detect.find_faces_batch)."""
+    out, photos = [], []
+    for rel, box in items:
+        try:
+            photos.append((len(out), *read_photo(settings, rel), box))
+            out.append(None)
+        except SkipImage as e:
+            out.append(e)
+    found = detect.find_faces_batch([rgb for _, _, rgb, _ in photos], settings.reframe, detect.MIN_FACE)
+    for (i, path, rgb, box), faces in zip(photos, found):
+        try:
+            out[i] = encode(reframed(rgb, faces, settings.image_size, box, settings, path),
+                            settings.encoding, settings.jpeg_quality)
+        except SkipImage as e:
+            out[i] = e
+    return out
 
 
 # --- the worker side of ingest's pool ---------------------------------------
@@ -190,6 +216,10 @@ def process_chunk(chunk: list[tuple[int, str, facebox.Box | None]]
                   ) -> list[tuple[int, bytes | None, str | None]]:
     """[(index, path, face box or None)] -> [(index, encoded or None, skip reason or None)]:
     a chunk per task amortizes the pickling round trip over several images."""
+    if _settings.reframe != framing.REFRAME_NONE:
+        done = process_reframed(_settings, [(rel, box) for _, rel, box in chunk])
+        return [(index, None, d.reason) if isinstance(d, SkipImage) else (index, d, None)
+                for (index, _, _), d in zip(chunk, done)]
     out = []
     for index, rel, box in chunk:
         try:
