@@ -10,9 +10,12 @@ The age model of a run as artifacts that need neither this project nor Keras:
     exports/X/model.tflite      (--tflite) the pixel endpoint at the model's input
                                 size: uint8 [B, S, S, 3], the caller resizes
     exports/X/export.json       what was exported: run, input size, task, tta, tflite, and
-                                `margin`: the face margin of the training crops (crop a
-                                detected face box plus this fraction of its width/height
-                                on every side, as records.facebox does)
+                                the framing a caller must reproduce (records.framing):
+                                `detector` (mtcnn, haar, or `source`: the data set's own
+                                crops), `aligned` (turned so the eyes are level) and
+                                `margin` (the face box plus this fraction of its
+                                width/height on every side), as records.facebox.frame does;
+                                `framing` says it in words
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project; a PNG's transparency composited on
@@ -41,7 +44,8 @@ from model import input_size as model_input_size
 from model import age_outputs, resize_pixels
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
-from trainer.run_dir import RunDir, load_run_model, run_margin
+from records import framing
+from trainer.run_dir import RunDir, load_run_model
 
 TFLITE_FILE = "model.tflite"
 EXPORT_INFO = "export.json"
@@ -112,6 +116,17 @@ def _size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, files in os.walk(path) for name in files)
 
 
+def framing_text(trained: framing.Framing) -> str:
+    """What a caller must do to a photo before sending a crop: the run's framing."""
+    if trained.detector == framing.SOURCE:
+        how = "crop each face as the training data set's crops are"
+    else:
+        how = (f"find faces with {trained.detector}"
+               + (", turn the photo so the eyes are level" if trained.aligned else ""))
+    return f"{how}, then crop the face box plus {trained.margin:g} of its width/height on every side " \
+           f"(records.facebox.frame)"
+
+
 def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
     """Writes the export of run `model_dir` to `out`; returns export.json's content."""
     if os.path.exists(out) and not os.path.exists(os.path.join(out, EXPORT_INFO)):
@@ -124,7 +139,8 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
     flip = tta == "flip"
     export_info = {"model_dir": os.path.abspath(model_dir), "input_size": input_size,
                    "task": info.get("task", "age_gender" if with_gender else "age"),
-                   "margin": run_margin(info), "tta": tta, "tflite": tflite,
+                   **framing.of(info).as_dict(), "framing": framing_text(framing.of(info)),
+                   "tta": tta, "tflite": tflite,
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 
     parent = os.path.dirname(os.path.abspath(out))
