@@ -131,15 +131,22 @@ def mtcnn_batch(images: list[np.ndarray], min_face: int) -> list[list[Face]]:
         if _mtcnn is None:
             _mtcnn = _load_mtcnn()
         try:
-            found = _mtcnn.detect_faces(small, min_face_size=MTCNN_MIN_FACE, box_format="xywh")
+            # Rows [photo, x0, y0, x1, y1, score, the 5 landmarks' x (left eye, right eye, nose,
+            # mouth left, right), their y]: fractional (its JSON output rounds them to whole
+            # pixels of the copy).
+            rows = np.asarray(_mtcnn.detect_faces(small, min_face_size=MTCNN_MIN_FACE, box_format="xyxy",
+                                                  output_type="numpy"), np.float64).reshape(-1, 16)
         except ValueError:   # a photo smaller than MTCNN's first window: no face
-            found = [[] for _ in small]
+            rows = np.zeros((0, 16))
     out = []
-    for faces, s in zip(found, scales):
-        out.append([Face(tuple(int(round(v / s)) for v in f["box"]),
-                         (tuple(float(v) / s for v in f["keypoints"]["left_eye"]),
-                          tuple(float(v) / s for v in f["keypoints"]["right_eye"])))
-                    for f in faces if min(f["box"][2:]) >= min_face * s])
+    for i, s in enumerate(scales):
+        faces = []
+        for row in rows[rows[:, 0] == i]:
+            x0, y0, x1, y1 = (int(round(v / s)) for v in row[1:5])
+            if min(x1 - x0, y1 - y0) >= min_face:
+                faces.append(Face((x0, y0, x1 - x0, y1 - y0),
+                                  ((float(row[6] / s), float(row[11] / s)), (float(row[7] / s), float(row[12] / s)))))
+        out.append(faces)
     return out
 
 
