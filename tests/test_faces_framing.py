@@ -228,7 +228,7 @@ def test_reframed_ingest_stores_predictions_framing_and_counts_faceless_photos(a
     assert len(stored) == 12
     for key, rec in stored.items():
         # prediction's framing of the same file (serving.faces), squashed as ingest stores it
-        ((face, angle, pixels, region),) = faces.framed_faces(read_rgb(os.path.join(astronaut_utkface, key)),
+        ((face, angle, pixels, region),) = faces.framed_faces(read_rgb(os.path.join(astronaut_utkface, key.decode())),
                                                               "mtcnn", True, 0.4, 30)
         expected = np.asarray(fit(Image.fromarray(pixels), 32))
         got = np.frombuffer(rec[schema.IMAGE_ENCODED], np.uint8).reshape(32, 32, 3)

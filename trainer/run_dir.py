@@ -5,8 +5,8 @@
                      no marker is refused, never written into
     flags.txt        the resolved flags (re-usable: --flagfile=runs/X/flags.txt)
     run.json         shards dir and the sha256 of its shards per split, shard image size,
-                     model input size, the face margin of the training crops (the
-                     manifest's), variant, task, cache_features, best_metric: what
+                     model input size, the framing of the training crops (detector,
+                     aligned, margin: the manifest's; records.framing), variant, task, cache_features, best_metric: what
                      evaluation/prediction/export need, and what a resumed run must not change
     checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch, best metric (resume;
                      trainer.checkpoints finds them from the files)
