@@ -3,6 +3,12 @@
     python -m bench.ingest [--sizes 2000,20000] [--utkface 2000] [--baseline /tmp/base]
                            [--rounds 3] [--image_size 224] [--face_px 150 600] [--workers 0]
     python -m bench.ingest --scale_src BIG/imdb_crop [--scale_small 20000] [--out bench_out/ingest]
+    python -m bench.ingest --reframe_src UTKFACE_DIR [--out bench_out/ingest]
+
+The third form is the re-framing table: a folder of real UTKFace crops (synthetic faces
+have no face a detector finds) ingested at --image_size 64 with 2 workers and each
+--reframe (none, haar, mtcnn): images/s, wall time, records kept and photos without a
+face found, the main process's peak RSS and each worker's peak private memory (USS).
 
 The second form is the scale table: the imdb-format sample in --scale_src (make
 it once with `python -m ingest.sample --dataset imdb --n 460723 --face_px 48 96
@@ -212,6 +218,27 @@ def scale_table(big_src: str, small_n: int, out: str) -> None:
           f"{', '.join(f'{s} {n:.0f}' for s, n in per_shard.items())}); load avg {os.getloadavg()[0]:.1f}")
 
 
+def reframe_table(src: str, out: str) -> None:
+    rows = []
+    for reframe in ("none", "haar", "mtcnn"):
+        target = os.path.join(out, f"reframe-{reframe}")
+        shutil.rmtree(target, ignore_errors=True)
+        r = run_measured(["--src", src, "--out", target, "--image_size", "64", "--workers", "2",
+                          "--reframe", reframe])
+        manifest = json.load(open(os.path.join(target, "manifest.json")))
+        written = sum(e["count"] for e in manifest["splits"].values())
+        rows.append((reframe, manifest["kept"], written, manifest["skipped"].get("no_face_found", 0), r,
+                     os.getloadavg()[0]))
+        print(f"done --reframe {reframe}", file=sys.stderr)
+    print(f"\n{src}: 2 workers, --image_size 64, jpeg, {os.cpu_count()} cores\n")
+    print("| --reframe | rows kept | records | no_face_found | images/s | wall s | main peak RSS MB "
+          "| worker peak USS MB (each) | load avg |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for reframe, kept, written, faceless, r, load in rows:
+        print(f"| {reframe} | {kept} | {written} | {faceless} | {r['rate']:.0f} | {r['wall']:.1f} "
+              f"| {r['main_mb']:.0f} | {', '.join(f'{w:.0f}' for w in r['workers_mb'])} | {load:.1f} |")
+
+
 def run_ingest(src: str, out: str, image_size: int, workers: int, code: str = HERE) -> dict:
     """`python -m ingest` of the checkout `code` on `src`: its rate, wall time and memory."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": code}
@@ -256,9 +283,13 @@ def main(argv=None) -> int:
     parser.add_argument("--face_px", type=int, nargs=2, default=(150, 600), metavar=("MIN", "MAX"),
                         help="side range of the sample's face crops (the real wiki crops: mostly 150-600 px)")
     parser.add_argument("--scale_src", help="an imdb-format sample folder: print the scale table instead")
+    parser.add_argument("--reframe_src", help="a folder of real UTKFace crops: print the re-framing table instead")
     parser.add_argument("--scale_small", type=int, default=20000,
                         help="rows of the small imdb sample the scale table compares with")
     args = parser.parse_args(argv)
+    if args.reframe_src:
+        reframe_table(args.reframe_src, args.out)
+        return 0
     if args.scale_src:
         scale_table(args.scale_src, args.scale_small, args.out)
         return 0

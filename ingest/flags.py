@@ -8,7 +8,7 @@ from absl import flags
 from ingest import sources, split
 from ingest.sources import csv_table
 from ingest.pipeline import Config
-from records import schema
+from records import framing, schema
 
 
 def define_flags() -> None:
@@ -54,7 +54,14 @@ def define_flags() -> None:
                        f"width/height on each side is stored (clipped to the photo); without "
                        f"boxes, the margin the CSV's crops have. Default {csv_table.MARGIN}. "
                        f"Recorded in the manifest. Refused for the other sources (their crops "
-                       f"have a fixed margin).", lower_bound=0.0)
+                       f"have a fixed margin) unless --reframe.", lower_bound=0.0)
+    flags.DEFINE_enum("reframe", framing.REFRAME_NONE, list(framing.REFRAME), "none: store the source's "
+                      "crops. mtcnn or haar: find the face in every source image with that detector (the one "
+                      "nearest the source's face box where it has one, else the largest), frame it as "
+                      "prediction does (--align, --margin: default 0.4) and store that crop, so training and "
+                      "prediction see the same framing; images without a face are skipped (no_face_found).")
+    flags.DEFINE_boolean("align", None, "--reframe: turn each face so its eyes are level (default: on with "
+                         "mtcnn; haar has no landmarks).")
     flags.DEFINE_enum("gender_male_code", None, ("0", "1"), "CSV: a numeric gender column is "
                       "refused unless this says which number is male (the other is female). "
                       "Refused for the other sources.")
@@ -64,7 +71,7 @@ def to_config(values: flags.FlagValues) -> Config:
     config = Config(**{name: values[name].value for name in (
         "src", "source", "out", "image_size", "encoding", "jpeg_quality", "shard_mb", "workers",
         "seed", "split_by", "test_fraction", "val_fraction", "min_face_score", "min_age",
-        "max_age", "require_gender", "margin")})
+        "max_age", "require_gender", "margin", "reframe", "align")})
     code = values["gender_male_code"].value
     config.gender_male_code = None if code is None else int(code)
     return config

@@ -2,7 +2,10 @@
 size limit, EXIF upright, RGB), resize, encode.
 
 Runs inside ingest's decode workers, so it imports PIL and numpy only, never
-TensorFlow (a worker pool of TF processes would cost seconds and GBs each).
+TensorFlow (a worker pool of TF processes would cost seconds and GBs each), except
+with `--reframe mtcnn`: then each worker loads TensorFlow and MTCNN at its first image
+(records.detect; the parent never does, so the workers are forked small) and frames
+every face as prediction does (read_rgb's pixels, records.facebox.frame).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from records import facebox, schema
-from records.pixels import PixelError, check_size, to_rgb, upright
+import numpy as np
+
+from records import detect, facebox, framing, schema
+from records.pixels import PixelError, check_size, read_rgb, to_rgb, upright  # noqa: F401  (to_rgb: API)
 
 IMAGE_SIZE = schema.VGG_FACE_SIZE      # stored side in pixels (VGG-Face's input)
 JPEG_QUALITY = 95
@@ -28,6 +33,7 @@ TRUNCATED = "truncated"
 UNDECODABLE = "undecodable"
 NOT_A_FILE = "not_a_file"     # a directory, FIFO, device...: never opened (reading could block)
 BOX_OUTSIDE_PHOTO = "box_outside_photo"   # a face box (CSV) that misses the upright photo
+NO_FACE_FOUND = "no_face_found"   # --reframe: the detector finds no face in the photo
 
 
 class SkipImage(Exception):
@@ -43,6 +49,8 @@ class ImageSettings:
     encoding: str = schema.ENCODING_JPEG
     jpeg_quality: int = JPEG_QUALITY
     margin: float = 0.0   # around a face box, when a row has one (records.facebox)
+    reframe: str = framing.REFRAME_NONE   # or a detector: every photo's face found and framed again
+    align: bool = False   # --reframe: turn the face so its eyes are level
 
 
 def safe_path(src: str, rel: str) -> str:
@@ -128,6 +136,29 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
         raise SkipImage(reason, f"{path}: {e}") from e
 
 
+def reframed(rgb: np.ndarray, faces: list[detect.Face], size: int, box: facebox.Box | None,
+             settings: ImageSettings, path: str) -> Image.Image:
+    """The face of photo `rgb` (read_rgb's pixels, as prediction reads them) among the
+    detector's `faces`: the one nearest the source's `box` where it gives one, else the
+    largest, framed (records.facebox.frame: aligned, margin), squashed to size x size;
+    SkipImage(NO_FACE_FOUND) when there is none."""
+    if not faces:
+        raise SkipImage(NO_FACE_FOUND, path)
+    face = faces[0] if box is None else detect.nearest(faces, box)
+    pixels, _ = facebox.frame(rgb, face.corners, settings.margin, face.angle(settings.align))
+    return fit(Image.fromarray(np.ascontiguousarray(pixels)), size)
+
+
+def read_photo(settings: ImageSettings, rel: str) -> tuple[str, np.ndarray]:
+    """(path, read_rgb pixels) of `rel` for --reframe, or SkipImage."""
+    path = require_regular_file(safe_path(settings.src, rel))
+    try:
+        return path, read_rgb(path)
+    except PixelError as e:
+        reason = TRUNCATED if "truncated" in str(e).lower() else UNDECODABLE
+        raise SkipImage(reason, str(e)) from e
+
+
 def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
     if encoding == schema.ENCODING_RAW:
         return rgb.tobytes()           # height*width*3 uint8, row-major RGB
@@ -138,9 +169,33 @@ def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
 
 def process(settings: ImageSettings, rel: str, box: facebox.Box | None = None) -> bytes:
     """`rel` (a path from the source's table) -> the bytes stored as image/encoded."""
-    rgb = load(require_regular_file(safe_path(settings.src, rel)), settings.image_size, box,
-               settings.margin)
+    if settings.reframe != framing.REFRAME_NONE:
+        done = process_reframed(settings, [(rel, box)])[0]
+        if isinstance(done, SkipImage):
+            raise done
+        return done
+    rgb = load(require_regular_file(safe_path(settings.src, rel)), settings.image_size, box, settings.margin)
     return encode(rgb, settings.encoding, settings.jpeg_quality)
+
+
+def process_reframed(settings: ImageSettings, items: list[tuple[str, facebox.Box | None]]) -> list:
+    """--reframe: [(rel, box)] -> [encoded bytes or SkipImage], the photos' faces found in
+    one detector call (records.detect.find_faces_batch)."""
+    out, photos = [], []
+    for rel, box in items:
+        try:
+            photos.append((len(out), *read_photo(settings, rel), box))
+            out.append(None)
+        except SkipImage as e:
+            out.append(e)
+    found = detect.find_faces_batch([rgb for _, _, rgb, _ in photos], settings.reframe, detect.MIN_FACE)
+    for (i, path, rgb, box), faces in zip(photos, found):
+        try:
+            out[i] = encode(reframed(rgb, faces, settings.image_size, box, settings, path),
+                            settings.encoding, settings.jpeg_quality)
+        except SkipImage as e:
+            out[i] = e
+    return out
 
 
 # --- the worker side of ingest's pool ---------------------------------------
@@ -148,15 +203,23 @@ def process(settings: ImageSettings, rel: str, box: facebox.Box | None = None) -
 _settings: ImageSettings | None = None
 
 
-def init_worker(settings: ImageSettings) -> None:
+def init_worker(settings: ImageSettings, threads: int | None = None) -> None:
+    """`threads`: the TensorFlow threads a --reframe mtcnn worker may use (the pool's
+    processes are the parallelism)."""
     global _settings
     _settings = settings
+    if threads:
+        detect.use_threads(threads)
 
 
 def process_chunk(chunk: list[tuple[int, str, facebox.Box | None]]
                   ) -> list[tuple[int, bytes | None, str | None]]:
     """[(index, path, face box or None)] -> [(index, encoded or None, skip reason or None)]:
     a chunk per task amortizes the pickling round trip over several images."""
+    if _settings.reframe != framing.REFRAME_NONE:
+        done = process_reframed(_settings, [(rel, box) for _, rel, box in chunk])
+        return [(index, None, d.reason) if isinstance(d, SkipImage) else (index, d, None)
+                for (index, _, _), d in zip(chunk, done)]
     out = []
     for index, rel, box in chunk:
         try:

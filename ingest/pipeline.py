@@ -31,7 +31,7 @@ from entry.progress import Progress
 from ingest import clean, images, output, sources, split
 from ingest.decode_pool import DecodePool
 from records import manifest as manifest_lib
-from records import schema
+from records import facebox, framing, schema
 from records.manifest import DataError
 
 
@@ -65,6 +65,8 @@ class Config:
     margin: float | None = None        # CSV: margin around its face boxes, per side
     gender_male_code: int | None = None   # CSV: which numeric gender code is male
     chunk: int = 16                    # images per worker task
+    reframe: str = framing.REFRAME_NONE   # or a detector: find and frame every face again
+    align: bool | None = None          # --reframe: level the eyes (None: on with mtcnn)
 
     def split_settings(self) -> tuple[str, float, float]:
         """(split_by, test_fraction, val_fraction) with the defaults filled in."""
@@ -73,14 +75,27 @@ class Config:
                 split.VAL_FRACTION if self.val_fraction is None else self.val_fraction)
 
     def margin_of(self, source) -> float:
-        """The face margin ingest crops `source`'s boxes with: --margin, else its MARGIN."""
-        return source.MARGIN if self.margin is None else self.margin
+        """The face margin ingest crops `source`'s boxes (or, with --reframe, the detected
+        faces) with: --margin, else its MARGIN (with --reframe: facebox.DEFAULT_MARGIN)."""
+        if self.margin is not None:
+            return self.margin
+        return source.MARGIN if self.reframe == framing.REFRAME_NONE else facebox.DEFAULT_MARGIN
+
+    def framing_of(self, source) -> framing.Framing:
+        """The framing of the crops this ingest stores (the manifest's)."""
+        if self.reframe == framing.REFRAME_NONE:
+            return framing.Framing(framing.SOURCE, False, self.margin_of(source))
+        align = framing.aligns_by_default(self.reframe) if self.align is None else self.align
+        return framing.Framing(self.reframe, align, self.margin_of(source))
 
     def validate(self) -> None:
         """Cross-flag checks (single-flag bounds are enforced by the flag definitions)."""
         if not 0 <= self.min_age <= self.max_age < schema.NUM_AGES:
             raise DataError(f"--min_age={self.min_age} --max_age={self.max_age}: need "
                             f"0 <= min_age <= max_age <= {schema.NUM_AGES - 1}")
+        if self.align and not framing.aligns_by_default(self.reframe):
+            raise DataError(f"--align with --reframe {self.reframe}: only --reframe mtcnn finds the eyes "
+                            f"to level; drop --align or use --reframe mtcnn")
         _, test, val = self.split_settings()
         if test + val * (1 - test) >= 1:
             raise DataError(f"--test_fraction={test} --val_fraction={val}: leaves no train "
@@ -98,7 +113,9 @@ def refuse_given(cfg: Config, names, why: str) -> None:
 def resolve_source(cfg: Config):
     """The source module for `cfg`, its source flags checked before anything is read."""
     source = sources.resolve(cfg.source, cfg.src)
-    unused = [name for name in SOURCE_FLAGS if name not in source.OPTIONS]
+    # --margin frames the detected faces of any source under --reframe.
+    options = source.OPTIONS + (("margin",) if cfg.reframe != framing.REFRAME_NONE else ())
+    unused = [name for name in SOURCE_FLAGS if name not in options]
     users = sorted(s.NAME for s in sources.SOURCES.values() if set(unused) & set(s.OPTIONS))
     refuse_given(cfg, unused, f"not used by the {source.NAME} source (only by "
                               f"{', '.join(users)})")
@@ -176,9 +193,10 @@ def run(cfg: Config, log=print) -> dict:
     workers = cfg.workers or os.cpu_count() or 1
     target = output.DataSetOutput(out, log)
     target.check()                                  # refused here: nothing touched
+    framed = cfg.framing_of(source)
     settings = images.ImageSettings(src=sources.root_of(cfg.src), image_size=cfg.image_size,
                                     encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality,
-                                    margin=cfg.margin_of(source))
+                                    margin=framed.margin, reframe=cfg.reframe, align=framed.aligned)
     pool = DecodePool(settings, workers)            # forked before the table exists and the lock
     try:
         with target.lock():
@@ -222,7 +240,9 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
     with target.write_errors():                  # disk full / read-only: one line, staging removed
         writing = target.start(fingerprint(cfg, fingerprint_of_source), order, split_of,
                                shard_bytes=max(1, int(cfg.shard_mb * 1e6)))
-        progress = Progress(len(writing.todo))
+        # The rate is the detector's under --reframe (it is most of each image's work).
+        progress = Progress(len(writing.todo), "images" if cfg.reframe == framing.REFRAME_NONE
+                            else f"images ({cfg.reframe})")
         for index, encoded, reason in pool.map(_chunks(writing.todo, paths, boxes, cfg.chunk)):
             progress.update()
             age, gender = int(ages[index]), int(genders[index])
@@ -262,11 +282,13 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
             "source": {"name": source.NAME, "dataset": dataset, "read": described,
                        "fingerprint": fingerprint_of_source, "entries": entries},
             "label": label,
-            "margin": margin,
+            # detector, aligned, margin (records.framing): the source's own crops keep its margin
+            **dataclasses.replace(cfg.framing_of(source), **(
+                {"margin": margin} if cfg.reframe == framing.REFRAME_NONE else {})).as_dict(),
             "flags": {**dataclasses.asdict(cfg), "source": source.NAME, "out": out,
                       "workers": workers,
                       **({} if splits_from else dict(zip(SPLIT_FLAGS, cfg.split_settings()))),
-                      **({"margin": margin} if "margin" in source.OPTIONS else {})},
+                      **({"margin": margin} if "margin" in source.OPTIONS or cfg.reframe != framing.REFRAME_NONE else {})},
             "cleaning": cleaning,
             "kept": len(paths),
             "skipped": totals["skipped"],

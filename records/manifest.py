@@ -266,7 +266,9 @@ def summary(m: dict, directory: str) -> str:
     if "name" in src:        # schema version 2
         lines.append(f"source {src['name']} ({src.get('read')}): {src.get('entries')} entries, "
                      f"fingerprint {str(src.get('fingerprint'))[:12]}...; label {m.get('label')} "
-                     f"age, face margin {m.get('margin')}")
+                     f"age, face margin {m.get('margin')}"
+                     + (f", faces found by {m['detector']}{' and aligned' if m.get('aligned') else ''} (--reframe)"
+                        if m.get("detector", "source") != "source" else ""))
     elif src:
         lines.append(f"source {src.get('mat')}: {src.get('entries')} entries, sha256 "
                      f"{str(src.get('sha256'))[:12]}...; label real age, face margin {crop_margin(m)}")

@@ -10,9 +10,12 @@ The age model of a run as artifacts that need neither this project nor Keras:
     exports/X/model.tflite      (--tflite) the pixel endpoint at the model's input
                                 size: uint8 [B, S, S, 3], the caller resizes
     exports/X/export.json       what was exported: run, input size, task, tta, tflite, and
-                                `margin`: the face margin of the training crops (crop a
-                                detected face box plus this fraction of its width/height
-                                on every side, as records.facebox does)
+                                the framing a caller must reproduce (records.framing):
+                                `detector` (mtcnn, haar, or `source`: the data set's own
+                                crops), `aligned` (turned so the eyes are level) and
+                                `margin` (the face box plus this fraction of its
+                                width/height on every side), as records.facebox.frame does;
+                                `framing` says it in words
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project; a PNG's transparency composited on
@@ -42,11 +45,11 @@ from absl import app
 from errors import ProjectError
 from model import input_size as model_input_size
 from model import age_outputs, resize_pixels
-from records import outdir
+from records import framing, outdir
 from records.pixels import MAX_PIXELS
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
-from trainer.run_dir import RunDir, load_run_model, run_margin
+from trainer.run_dir import RunDir, load_run_model, run_framing
 
 TFLITE_FILE = "model.tflite"
 EXPORT_INFO = "export.json"
@@ -161,6 +164,17 @@ def replaceable(out: str) -> bool:
             or ({EXPORT_INFO, "saved_model.pb"} <= names <= UNMARKED_EXPORT))
 
 
+def framing_text(trained: framing.Framing) -> str:
+    """What a caller must do to a photo before sending a crop: the run's framing."""
+    if trained.detector == framing.SOURCE:
+        how = "crop each face as the training data set's crops are"
+    else:
+        how = (f"find faces with {trained.detector}"
+               + (", turn the photo so the eyes are level" if trained.aligned else ""))
+    return f"{how}, then crop the face box plus {trained.margin:g} of its width/height on every side " \
+           f"(records.facebox.frame)"
+
+
 def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
     """Writes the export of run `model_dir` to `out`; returns export.json's content."""
     if not replaceable(out):
@@ -169,13 +183,15 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
                           f"touched: pass a new --out")
     run = RunDir(model_dir)
     info = run.read_info()
+    trained = run_framing(info, run.file("run.json"))
     net = load_run_model(run)
     input_size = model_input_size(net)
     with_gender = isinstance(net.output, dict)
     flip = tta == "flip"
     export_info = {"model_dir": os.path.abspath(model_dir), "input_size": input_size,
                    "task": info.get("task", "age_gender" if with_gender else "age"),
-                   "margin": run_margin(info, run.file("run.json")), "tta": tta, "tflite": tflite,
+                   **trained.as_dict(), "framing": framing_text(trained),
+                   "tta": tta, "tflite": tflite,
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 
     parent = os.path.dirname(os.path.abspath(out))

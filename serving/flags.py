@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from absl import flags
 
+from records import framing
 from records.facebox import DEFAULT_MARGIN
 from trainer.config import TFLITE_PRECISIONS, TTA, PredictConfig
 from trainer.flags import define_tta_flag
@@ -22,12 +23,16 @@ def define_predict_flags() -> None:
     flags.DEFINE_integer("batch_size", PredictConfig.batch_size, "Faces per model call.")
     flags.DEFINE_string("out", None, "Write annotated photos and per-face age distributions here.")
     flags.DEFINE_boolean("no_detect", not PredictConfig.detect, "Treat each image as one face crop instead "
-                         "of detecting faces with OpenCV's bundled Haar cascade.")
+                         "of detecting faces.")
+    flags.DEFINE_enum("detector", None, list(framing.DETECTORS), "The face finder (both offline): mtcnn "
+                      "(boxes and eye landmarks) or haar (OpenCV's cascade, boxes only). Default: the run's "
+                      f"(run.json), or {framing.DEFAULT_DETECTOR} for a run on a data set's own crops.")
+    flags.DEFINE_boolean("align", None, "Turn each face so its eyes are level before cropping (needs mtcnn's "
+                         "landmarks). Default: as the run's faces were; on with mtcnn otherwise.")
     flags.DEFINE_boolean("json", False, "Print one JSON list instead of text (without --output).")
     flags.DEFINE_float("margin", None, "Margin added around each detected face box on every side, as a "
                        "fraction of its width/height. Default: the run's (run.json), the margin of the "
-                       f"crops it was trained on ({DEFAULT_MARGIN:g} for IMDB-WIKI and APPA-REAL, none for "
-                       f"UTKFace).")
+                       f"crops it was trained on ({DEFAULT_MARGIN:g} IMDB-WIKI, APPA-REAL, --reframe; 0.0 UTKFace).")
     flags.DEFINE_integer("min_face", PredictConfig.min_face, "Smallest face the detector reports, in pixels.")
     define_tta_flag()
     flags.mark_flag_as_required("model_dir")

@@ -2,16 +2,19 @@
 
 Apparent age per face of every image file a PATH names: a file, a folder (searched
 recursively for images) or `@list.txt` (one path a line).  Faces are detected
-(OpenCV's offline Haar cascade), cropped with the run's margin (`--margin`, by
-default the margin of the crops the model was trained on, from run.json) and
-given to best.keras as uint8 pixels; the model's own `Resize` layer owns the resize to
+(`--detector` mtcnn or haar, both offline), turned so the eyes are level (`--align`)
+and cropped with a margin (`--margin`): by default the framing of the faces the model
+was trained on, from run.json (records.framing; one warning line when the flags
+frame faces otherwise), with the code ingest's `--reframe` uses (serving.faces).  The
+crops reach best.keras as uint8 pixels; the model's own `Resize` layer owns the resize to
 its input size (the batch path runs the same op on each crop first, so a batch has
 one size), so prediction sees the pixels training and evaluation saw.
 
 The files stream through one tf.data pipeline (parallel read and decode, parallel
 face detection, crop, batch of faces, the model).  Each file gives one result,
-`{file, faces: [{box, crop, apparent_age, most_likely_age[, gender][, age_probs]}], error}`
-(box: the face x, y, width, height; crop: the region given to the model, x0, y0, x1, y1):
+`{file, faces: [{box, crop, angle, apparent_age, most_likely_age[, gender][, age_probs]}], error}`
+(box: the face x, y, width, height; crop: the region given to the model, x0, y0, x1, y1,
+in the photo turned by -angle degrees about its centre; angle 0: unaligned):
 a bad file (missing, empty, a directory, a FIFO or device, not an image, a
 decompression bomb, no face, or any exception its own read, detection or
 pictures raise) is its result's `error`, naming the file, and never stops the run.
@@ -37,13 +40,13 @@ import tensorflow as tf
 
 from entry.progress import Progress
 from model import age_outputs, input_size, resize_pixels
-from records import facebox
+from records import framing
 from records.pixels import PixelError, read_rgb
 from serving import faces, plots
 from serving import flags as serving_flags
 from serving.output import PredictError, open_output
 from trainer.config import TTA, PredictConfig
-from trainer.run_dir import RunDir, load_run_model, run_margin
+from trainer.run_dir import RunDir, load_run_model, run_framing
 
 # What a folder PATH is searched for (any other file in it is not listed).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -102,20 +105,26 @@ def _read(path: bytes):
         return np.zeros((1, 1, 3), np.uint8), file_error(path.decode(), e).encode()
 
 
-def _detect(rgb: np.ndarray, path: bytes, margin: float, min_face: int):
-    """tf.numpy_function body: face boxes and margin crop boxes [n, 4] (x, y, w, h and
-    x0, y0, x1, y1), and the error (no face is one)."""
+def _detect(rgb: np.ndarray, path: bytes, config: PredictConfig):
+    """tf.numpy_function body: face boxes and crop regions [n, 4] (x, y, w, h and
+    x0, y0, x1, y1), eye angles [n], the framed crops padded to one size [n, h, w, 3]
+    and their sizes [n, 2] (height, width), and the error (no face is one)."""
     none = np.zeros((0, 4), np.int32)
+    empty = (none, none, np.zeros(0, np.float32), np.zeros((0, 1, 1, 3), np.uint8), np.zeros((0, 2), np.int32))
     try:
-        boxes = faces.detect_faces(rgb, int(min_face))
-        height, width = rgb.shape[:2]
-        crops = [facebox.crop_region((x, y, x + w, y + h), float(margin), width, height) for x, y, w, h in boxes]
+        found = faces.framed_faces(rgb, config.detector, config.align, config.margin, config.min_face)
     except Exception as e:   # e.g. cv2.error: one file's failure is its result, never the run's
-        return none, none, file_error(path.decode(), e).encode()
-    if not boxes:
-        return none, none, (f"{path.decode()}: no face found; pass a photo with a frontal face, or "
-                            f"--no_detect if the image already is a face crop").encode()
-    return np.array(boxes, np.int32), np.array(crops, np.int32), b""
+        return (*empty, file_error(path.decode(), e).encode())
+    if not found:
+        return (*empty, (f"{path.decode()}: no face found; pass a photo with a frontal face, or "
+                         f"--no_detect if the image already is a face crop").encode())
+    sizes = np.array([pixels.shape[:2] for _, _, pixels, _ in found], np.int32)
+    padded = np.zeros((len(found), *sizes.max(0), 3), np.uint8)
+    for i, (_, _, pixels, _) in enumerate(found):
+        padded[i, :pixels.shape[0], :pixels.shape[1]] = pixels
+    return (np.array([face.box for face, _, _, _ in found], np.int32),
+            np.array([region for _, _, _, region in found], np.int32),
+            np.array([angle for _, angle, _, _ in found], np.float32), padded, sizes, b"")
 
 
 def parallel_calls() -> int:
@@ -134,9 +143,9 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
         rgb, error = tf.numpy_function(_read, [path], [tf.uint8, tf.string], stateful=False)
         return tf.ensure_shape(rgb, [None, None, 3]), tf.ensure_shape(error, [])
 
-    def rows(index, boxes, crops, faces, valid, error):
+    def rows(index, boxes, crops, angles, faces, valid, error):
         n = tf.shape(boxes)[0]
-        return {"index": tf.fill([n], index), "box": boxes, "crop": crops, "pixels": faces,
+        return {"index": tf.fill([n], index), "box": boxes, "crop": crops, "angle": angles, "pixels": faces,
                 "valid": valid, "error": tf.fill([n], error)}
 
     def whole_image(index, path):
@@ -145,25 +154,30 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
         rgb, error = read(path)
         shape = tf.shape(rgb)
         whole = tf.stack([0, 0, shape[1], shape[0]])[None]   # box (x, y, w, h) = crop (x0, y0, x1, y1)
-        return rows(index, whole, whole, resize_pixels(rgb, input_size)[None], tf.equal(error, "")[None], error)
+        return rows(index, whole, whole, tf.zeros([1]), resize_pixels(rgb, input_size)[None],
+                    tf.equal(error, "")[None], error)
 
     def detected_faces(index, path):
         rgb, error = read(path)
 
         def detect():
-            boxes, crops, err = tf.numpy_function(
-                lambda r, p: _detect(r, p, config.margin, config.min_face), [rgb, path],
-                [tf.int32, tf.int32, tf.string], stateful=False)
-            return tf.ensure_shape(boxes, [None, 4]), tf.ensure_shape(crops, [None, 4]), tf.ensure_shape(err, [])
+            boxes, crops, angles, pixels, sizes, err = tf.numpy_function(
+                lambda r, p: _detect(r, p, config), [rgb, path],
+                [tf.int32, tf.int32, tf.float32, tf.uint8, tf.int32, tf.string], stateful=False)
+            return (tf.ensure_shape(boxes, [None, 4]), tf.ensure_shape(crops, [None, 4]),
+                    tf.ensure_shape(angles, [None]), tf.ensure_shape(pixels, [None, None, None, 3]),
+                    tf.ensure_shape(sizes, [None, 2]), tf.ensure_shape(err, []))
 
         none = tf.zeros([0, 4], tf.int32)
-        boxes, crops, error = tf.cond(tf.equal(error, ""), detect, lambda: (none, none, error))
-        faces = tf.map_fn(lambda c: resize_pixels(rgb[c[1]:c[3], c[0]:c[2]], input_size), crops,
+        boxes, crops, angles, pixels, sizes, error = tf.cond(
+            tf.equal(error, ""), detect,
+            lambda: (none, none, tf.zeros([0]), tf.zeros([0, 1, 1, 3], tf.uint8), tf.zeros([0, 2], tf.int32), error))
+        faces = tf.map_fn(lambda ps: resize_pixels(ps[0][:ps[1][0], :ps[1][1]], input_size), (pixels, sizes),
                           fn_output_signature=face_spec)
         n = tf.shape(boxes)[0]
         pad = tf.maximum(1 - n, 0)   # a file without faces still sends one (invalid) row
         return rows(index, tf.concat([boxes, tf.zeros([pad, 4], tf.int32)], 0),
-                    tf.concat([crops, tf.zeros([pad, 4], tf.int32)], 0),
+                    tf.concat([crops, tf.zeros([pad, 4], tf.int32)], 0), tf.concat([angles, tf.zeros([pad])], 0),
                     tf.concat([faces, tf.zeros([pad, input_size, input_size, 3], tf.uint8)], 0),
                     tf.range(n + pad) < n, error)
 
@@ -178,7 +192,8 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
             .enumerate()
             # Per file, in parallel and in order: read and decode (PIL releases the GIL
             # while decoding), detect faces (OpenCV releases it too, and runs one thread
-            # per detection: trainer.faces), crop each face with the margin and resize
+            # per detection; MTCNN's TensorFlow ops release it, its networks are shared
+            # under a lock: records.detect), frame each face (serving.faces) and resize
             # it to the model input with the in-model op.
             .map(detected_faces if config.detect else whole_image,
                  num_parallel_calls=parallel_calls(), deterministic=True)
@@ -193,11 +208,12 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
 
 class AgeModel:
     """An age model (best.keras of a run), called on batches of uint8 faces at its input
-    size; `margin`: the face margin of the crops it was trained on."""
+    size; `framing`: how the faces it was trained on were framed (records.framing)."""
 
-    def __init__(self, net, tta: str = "none", margin: float = facebox.DEFAULT_MARGIN):
+    def __init__(self, net, tta: str = "none", framing_: framing.Framing | None = None):
         self.net = net
-        self.margin = margin
+        self.framing = framing_ or framing.of({})
+        self.margin = self.framing.margin
         self.input_size = input_size(net)
         self.with_gender = isinstance(self.net.output, dict)
         # The exported model's outputs, computed the same way (with its flip average under
@@ -211,15 +227,15 @@ class AgeModel:
     def load(cls, model_dir: str, tta: str = "none") -> "AgeModel":
         run = RunDir(model_dir)
         info = run.read_info()   # a clear error for a directory that is not a run
-        return cls(load_run_model(run), tta, run_margin(info, run.file("run.json")))
+        return cls(load_run_model(run), tta, run_framing(info, run.file("run.json")))
 
     def __call__(self, pixels) -> dict:
         """{age_probs [faces, 101], apparent_age [faces] (, male_probability [faces])}, numpy."""
         return {k: v.numpy() for k, v in self._call(pixels).items()}
 
 
-def face_result(box, crop, outputs: dict, i: int, probs: bool) -> dict:
-    face = {"box": [int(v) for v in box], "crop": [int(v) for v in crop],
+def face_result(box, crop, angle, outputs: dict, i: int, probs: bool) -> dict:
+    face = {"box": [int(v) for v in box], "crop": [int(v) for v in crop], "angle": round(float(angle), 1),
             "apparent_age": round(float(outputs["apparent_age"][i]), 2),
             "most_likely_age": int(np.argmax(outputs["age_probs"][i]))}
     if "male_probability" in outputs:
@@ -245,7 +261,8 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
     for batch in make_pipeline([p if ok else "" for p, ok in zip(paths, named)], age_model.input_size,
                                config):
         outputs = age_model(batch["pixels"])
-        index, boxes, crops, valid, errors = (batch[k].numpy() for k in ("index", "box", "crop", "valid", "error"))
+        index, boxes, crops, angles, valid, errors = (batch[k].numpy() for k in ("index", "box", "crop", "angle",
+                                                                                "valid", "error"))
         for i in range(len(index)):
             if current is None or current["index"] != index[i]:
                 if current is not None:
@@ -257,7 +274,7 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
                 current = {"index": index[i], "result": {"file": shown_name(paths[index[i]]),
                                                          "faces": [], "error": error}}
             if valid[i]:
-                current["result"]["faces"].append(face_result(boxes[i], crops[i], outputs, i, config.probs))
+                current["result"]["faces"].append(face_result(boxes[i], crops[i], angles[i], outputs, i, config.probs))
     if current is not None:
         yield current["result"]
 
@@ -299,7 +316,10 @@ class Job:
     out: str | None = None          # --out: annotated photos and age distributions
     json: bool = False              # one JSON list on stdout instead of text
     keep_probs: bool = False        # --probs: age_probs stay in the results
-    run_margin: bool = True         # no --margin: crop with the run's margin
+    # The framing asked for; None: the run's (records.framing).
+    detector: str | None = None
+    align: bool | None = None
+    margin: float | None = None
 
 
 def run(config: PredictConfig, job: Job, args: list[str]) -> int:
@@ -312,8 +332,13 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
             print(f"{job.output}: {len(done)} files already done; continuing", file=sys.stderr)
         paths = [p for p in paths if p not in done]
     age_model = AgeModel.load(job.model_dir, job.tta)
-    if job.run_margin:
-        config = dataclasses.replace(config, margin=age_model.margin)
+    config = framed(config, job, age_model.framing)
+    if config.detect:
+        used = framing.Framing(config.detector, config.align, config.margin)
+        line = framing.warning(age_model.framing, used, "the faces found", "leave out --detector/--align/--margin "
+                               "to frame them as the run's, or train on data ingested with --reframe")
+        if line:
+            print(line, file=sys.stderr)
     # Progress goes to stderr; results go to --output or stdout, never mixed with it.
     # Without --output on a terminal the printed results are the progress.
     progress = Progress(len(paths), "files") if out or not sys.stdout.isatty() else None
@@ -347,6 +372,22 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
     return 0 if worked or not paths else 1
 
 
+def framed(config: PredictConfig, job: Job, trained: framing.Framing) -> PredictConfig:
+    """`config` with the job's framing; what the job leaves out frames faces as the run's
+    were (a run on a data set's own crops: --detector's default, aligned when it can)."""
+    own = trained.detector in framing.DETECTORS
+    detector = job.detector or (trained.detector if own else framing.DEFAULT_DETECTOR)
+    if job.align and not framing.aligns_by_default(detector):
+        raise PredictError(f"--align: the {detector} detector gives no eye landmarks to level the eyes "
+                           f"by; use --detector mtcnn or leave out --align")
+    if job.align is not None:
+        align = job.align
+    else:
+        align = trained.aligned if own and trained.detector == detector else framing.aligns_by_default(detector)
+    return dataclasses.replace(config, detector=detector, align=align,
+                               margin=trained.margin if job.margin is None else job.margin)
+
+
 def main(argv):
     f = serving_flags.FLAGS
     if len(argv) < 2:
@@ -357,10 +398,10 @@ def main(argv):
     if f.margin is not None and not f.margin >= 0:
         raise PredictError(f"--margin={f.margin}: must be 0 or more (a fraction of the face box added "
                            f"on every side); leave it out to use the run's margin")
-    config = PredictConfig(detect=not f.no_detect, margin=PredictConfig.margin if f.margin is None else f.margin,
-                           min_face=f.min_face, batch_size=f.batch_size, probs=f.probs or bool(f.out))
+    config = PredictConfig(detect=not f.no_detect, min_face=f.min_face, batch_size=f.batch_size,
+                           probs=f.probs or bool(f.out))
     job = Job(model_dir=f.model_dir, tta=f.tta, output=f.output, out=f.out, json=f.json,
-              keep_probs=f.probs, run_margin=f.margin is None)
+              keep_probs=f.probs, detector=f.detector, align=f.align, margin=f.margin)
     return run(config, job, argv[1:])
 
 

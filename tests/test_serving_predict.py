@@ -249,13 +249,13 @@ def test_any_exception_in_one_files_work_is_its_error_and_the_others_come_out(tm
             raise RuntimeError("broken\nstream")
         return real_read(path)
 
-    def detect(rgb, min_face):
+    def detect(rgb, detector, min_face):
         if rgb.shape[0] == 64:
             raise ValueError("detector failed")
-        return [(10, 10, 30, 30)]
+        return [faces.Face((10, 10, 30, 30), None)]
 
     monkeypatch.setattr(predict, "read_rgb", read)
-    monkeypatch.setattr(faces, "detect_faces", detect)
+    monkeypatch.setattr(faces, "find_faces", detect)
 
     keras.utils.set_random_seed(0)
     age_model = predict.AgeModel(model.build_age_model(variant="tiny", input_size=INPUT_SIZE))
@@ -466,16 +466,16 @@ def test_a_utkface_run_records_margin_0_and_predict_crops_tight(utkface_run, tin
     with open(os.path.join(utkface_run, "run.json")) as f:
         assert json.load(f)["margin"] == 0.0
     # Default --margin: the run's. Tight crops: the region given to the model is the face box.
-    tight = predicted_face(utkface_run)
+    tight = predicted_face(utkface_run, "--detector=haar")
     x, y, w, h = tight["box"]
     assert tight["crop"] == [x, y, x + w, y + h] == expected_crop(tight["box"], 0.0)
     # An explicit --margin overrides the run's.
-    wide = predicted_face(utkface_run, "--margin=0.4")
+    wide = predicted_face(utkface_run, "--detector=haar", "--margin=0.4")
     assert wide["box"] == tight["box"]
     assert wide["crop"] == expected_crop(tight["box"], 0.4) != tight["crop"]
     # A run.json without a margin (trained before runs recorded it): 0.4.
     assert "margin" not in json.load(open(os.path.join(tiny_run, "run.json")))
-    older = predicted_face(tiny_run)
+    older = predicted_face(tiny_run, "--detector=haar")
     assert older["crop"] == expected_crop(older["box"], 0.4) != [older["box"][0], older["box"][1],
                                                                  older["box"][0] + older["box"][2],
                                                                  older["box"][1] + older["box"][3]]
@@ -518,7 +518,7 @@ def test_predict_never_imports_ingest(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:") and line.count("|") == 2}
-    assert {"serving.faces", "cv2", "records.facebox", "entry.progress"} <= imported   # the whole path ran
+    assert {"serving.faces", "records.detect", "mtcnn", "records.facebox", "entry.progress"} <= imported   # the whole path ran
     assert sorted(m for m in imported if m.split(".")[0] == "ingest") == []
 
 

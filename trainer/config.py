@@ -16,12 +16,12 @@ from errors import ProjectError
 from model import metrics
 from model.age import TRAINABLE_FROM
 from model.vgg_face import VARIANTS
-from records import facebox
+from records import facebox, framing
 from records.augment import OPS
 from records.augment import resolve as resolve_augment
+from records.detect import MIN_FACE
 from records.reader import DEFAULT_SHUFFLE_BUFFER
 from records.service.address import ServiceError, parse_address
-from serving import faces
 
 MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
@@ -234,7 +234,9 @@ class TrainConfig:
 class PredictConfig:
     """How `serving.predict` turns photos into faces for the model."""
     detect: bool = True
+    detector: str = framing.DEFAULT_DETECTOR   # records.detect: mtcnn or haar
+    align: bool = True                  # turn each face so its eyes are level (MTCNN's landmarks)
     margin: float = facebox.DEFAULT_MARGIN
-    min_face: int = faces.MIN_FACE      # smallest face the detector reports, in pixels
+    min_face: int = MIN_FACE            # smallest face the detector reports, in pixels
     batch_size: int = 64                # faces per model call
     probs: bool = False

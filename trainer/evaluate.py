@@ -37,6 +37,7 @@ from absl import app
 
 import records
 from model import age_outputs, metrics
+from records import framing
 from records.manifest import atomic_write_bytes
 from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, REAL_AGE
 from trainer import flags as trainer_flags
@@ -96,6 +97,11 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     run = RunDir(model_dir)
     info = run.read_info()
     records_dir = records_dir or info["records"]
+    trained, scored = framing.of(info), framing.of(records.read_manifest(records_dir))
+    line = framing.warning(trained, scored, f"the faces of {records_dir}",
+                           "re-ingest them with the run's framing (ingest --reframe/--margin)")
+    if line:
+        print(line, flush=True)
     net = load_run_model(run)
     with_gender = isinstance(net.output, dict)
     # The records at their stored size: the model's Resize layer brings them to its
@@ -133,6 +139,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     extra = {name: np.concatenate(v).astype(np.float64) if v else None for name, v in extra.items()}
 
     report = {"split": split, "records": records_dir, "batch_size": batch_size, "tta": tta,
+              "framing": {"training": trained.as_dict(), "data": scored.as_dict()},
               **loop.metrics(totals), "count": int(totals["count"]),
               **apparent_age_scores(expected, extra[AGE_MEAN], extra[AGE_STD], extra[REAL_AGE]),
               "mae_by_decade": mae_by_decade(true_age, expected),

@@ -5,8 +5,8 @@
                      no marker is refused, never written into
     flags.txt        the resolved flags (re-usable: --flagfile=runs/X/flags.txt)
     run.json         shards dir and the sha256 of its shards per split, shard image size,
-                     model input size, the face margin of the training crops (the
-                     manifest's), variant, task, cache_features, best_metric: what
+                     model input size, the framing of the training crops (detector,
+                     aligned, margin: the manifest's; records.framing), variant, task, cache_features, best_metric: what
                      evaluation/prediction/export need, and what a resumed run must not change
     checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch, best metric (resume;
                      trainer.checkpoints finds them from the files)
@@ -41,7 +41,7 @@ import keras
 import model  # noqa: F401  (registers the custom layers best.keras is made of)
 from errors import ProjectError, disk_problem, disk_target
 from model import metrics
-from records import outdir
+from records import framing, outdir
 from records.facebox import DEFAULT_MARGIN, is_margin
 from records.lock import OutputLock, lock_path
 from records.manifest import atomic_write_bytes, read_json_object
@@ -230,6 +230,12 @@ def run_margin(info: dict, where: str = "run.json") -> float:
                           f"face box added on every side); correct it to the margin of the data set "
                           f"the run was trained on (`python -m records inspect DIR` shows it)")
     return margin
+
+
+def run_framing(info: dict, where: str = "run.json") -> framing.Framing:
+    """How the faces a run was trained on were framed (records.framing), its margin
+    checked by run_margin."""
+    return framing.of({**info, "margin": run_margin(info, where)})
 
 
 def load_run_model(run: RunDir):

@@ -40,6 +40,7 @@ import tensorflow as tf
 
 import model as age_model_lib
 import records
+import records.framing
 from errors import ProjectError
 from model import metrics, transfer
 from records import service
@@ -414,7 +415,8 @@ def train(config: TrainConfig) -> str | None:
             with run.writing():
                 run.write_info({"records": os.path.abspath(config.records), "data": data_identity(manifest),
                                 "image_size": manifest["image_size"], "input_size": age_model_lib.input_size(state.net),
-                                "margin": records.manifest.crop_margin(manifest), **config.info(),
+                                # detector, aligned, margin of the faces it learns (records.framing)
+                                **records.framing.of(manifest).as_dict(), **config.info(),
                                 "train_records": [os.path.abspath(d) for d in config.sources],
                                 "train_data": [training_identity(m) for m in sources],
                                 "records_weights": list(config.mix_weights),
