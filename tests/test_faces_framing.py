@@ -9,7 +9,6 @@ import io
 import json
 import math
 import os
-import types
 
 import numpy as np
 import pytest
@@ -101,25 +100,28 @@ def test_the_framing_warning_names_both_framings_and_only_fires_when_they_differ
     assert "framed as mtcnn faces, aligned, margin 0.4" in framing.warning(utk, mtcnn, "the faces found", "f")
 
 
-def predict_flags(**given):
-    values = {"detector": None, "align": None, "margin": None, "no_detect": False, "min_face": 30,
-              "batch_size": 8, "probs": False, "out": None}
-    return types.SimpleNamespace(**{**values, **given})
+def framed(**asked):
+    """PredictConfig framed for a run trained on `trained`, given what the flags asked."""
+    from serving.predict import Job, framed as resolve
+    from trainer.config import PredictConfig
+
+    trained = asked.pop("trained")
+    return resolve(PredictConfig(), Job(model_dir="runs/x", **asked), trained)
 
 
 def test_predict_frames_faces_as_the_run_did_unless_told_otherwise():
-    from serving.predict import PredictError, predict_config
+    from serving.predict import PredictError
 
     reframed = framing.Framing("haar", False, 0.3)
-    config = predict_config(predict_flags(), reframed)
+    config = framed(trained=reframed)
     assert (config.detector, config.align, config.margin) == ("haar", False, 0.3)
     # A run on a data set's own crops: the default detector, aligned, the run's margin.
-    config = predict_config(predict_flags(), framing.Framing("source", False, 0.0))
+    config = framed(trained=framing.Framing("source", False, 0.0))
     assert (config.detector, config.align, config.margin) == ("mtcnn", True, 0.0)
-    config = predict_config(predict_flags(detector="mtcnn", margin=0.5), reframed)
+    config = framed(trained=reframed, detector="mtcnn", margin=0.5)
     assert (config.detector, config.align, config.margin) == ("mtcnn", True, 0.5)
     with pytest.raises(PredictError) as error:
-        predict_config(predict_flags(align=True), reframed)
+        framed(trained=reframed, align=True)
     assert str(error.value) == ("--align: the haar detector gives no eye landmarks to level the eyes by; "
                                 "use --detector mtcnn or leave out --align")
 
