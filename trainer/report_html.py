@@ -100,7 +100,7 @@ def headline(report: dict) -> str:
              ("MAE of predicting the training mean", _num(baseline))]
     calib = report.get("calibration")
     if calib:
-        cards.append(("90% interval holds the true age", f"{calib['coverage']['90%']:.1%}"))
+        cards.append(("90% interval holds the true age", f"{calib['coverage']['90%']['coverage']:.1%}"))
     text = "".join(f"<div class=card>{html.escape(name)}<b>{value}</b></div>" for name, value in cards)
     return (f"<p>{html.escape(report['split'])} split of <code>{html.escape(str(report['records']))}</code>"
             f"{'' if report.get('tta', 'none') == 'none' else ', test-time augmentation ' + report['tta']}</p>"
@@ -143,18 +143,19 @@ def group_tables(section: dict) -> str:
 
 def calibration_block(section: dict) -> str:
     fig, ax = plt.subplots(figsize=(4.2, 4))
-    ax.plot([0, 1], [0, 1], "--", color="0.6", label="calibrated")
+    ax.plot([0, 1], [0, 1], "--", color="0.6", label="calibrated")  # coverage = claim
     curves = [("after" if "before" in section else "this model", section)]
     if "before" in section:
         curves.insert(0, ("before", section["before"]))
     for name, entry in curves:
-        m, c = zip(*entry["reliability"])
-        ax.plot(m, c, "o-", label=name)
-    ax.set_xlabel("interval mass (nominal)")
+        m, c, claimed = zip(*entry["reliability"])
+        ax.plot(claimed, c, "o-", label=name)
+    ax.set_xlabel("probability the intervals hold (claimed)")
     ax.set_ylabel("share of true ages inside")
     ax.set_title("Reliability of the intervals")
     ax.legend()
-    rows = [[name] + [f"{entry['coverage'][k]:.1%}" for k in entry["coverage"]] for name, entry in curves]
+    rows = [[name] + [f"{v['coverage']:.1%} <span class=note>(claims {v['claimed']:.1%})</span>"
+                      for v in entry["coverage"].values()] for name, entry in curves]
     fit = section.get("fit")
     note = ""
     if fit:
