@@ -17,10 +17,11 @@ import model
 from ingest import sample_sources
 from model import uncertainty
 from records import schema
-from trainer import calibration, evaluate, groups, loop
+from trainer import calibration, evaluate, groups, loop, report_html
 from trainer.config import ConfigError
 from trainer.run_dir import RunDir, load_run_model
 
+import browser
 from conftest import run_module
 
 UTK_N = 700
@@ -197,3 +198,16 @@ def test_calibrate_stores_a_temperature_that_widens_an_overconfident_model(utk_r
     assert section["coverage"]["90%"]["claimed"] != pytest.approx(off["coverage"]["90%"]["claimed"], abs=1e-4)
     stored = uncertainty.model_temperature(load_run_model(run))
     assert stored == pytest.approx(0.15 * section["fit"]["temperature"]) and stored > 0.3
+
+
+@pytest.mark.slow
+def test_report_html_reads_in_a_browser(utk_run, tmp_path):
+    evaluate.evaluate_run(utk_run, batch_size=64, quiet=True, thresholds=(18,), challenge_age=25)
+    path = os.path.join(utk_run, "report.html")
+    browser.check_page(path, report_html.SECTIONS, str(tmp_path))
+    page = open(path, encoding="utf-8").read()
+    assert page.count("<figure>") == report_html.WORST_FACES
+    assert "minors passing challenge 25" in page
+    evaluate.evaluate_run(utk_run, batch_size=64, quiet=True, thumbnails=False)
+    page = open(path, encoding="utf-8").read()
+    assert "<figure>" not in page and "Thumbnails left out" in page
