@@ -37,6 +37,7 @@ import os
 import numpy as np
 
 from records import outdir, schema
+from records.card import CARD_NAME    # python -m records inspect --html (no TensorFlow at import)
 from records.manifest import DataError, atomic_write_bytes, manifest_path, write_manifest
 from records.writer import ResumeMismatch, ShardedWriter
 
@@ -48,7 +49,7 @@ GENDER_NAMES = schema.GENDER_NAMES               # the manifest's gender_counts 
 
 def owns(name: str) -> bool:
     """True for the top-level names ingest writes into a data set (the rest is the user's)."""
-    return (name in (outdir.MARKER_NAME, schema.MANIFEST_NAME, PLOT_NAME, RESUME_NAME)
+    return (name in (outdir.MARKER_NAME, schema.MANIFEST_NAME, PLOT_NAME, RESUME_NAME, CARD_NAME)
             or schema.parse_shard_name(name) is not None
             or (name.startswith(".") and name.endswith(f"{schema.SHARD_SUFFIX}.tmp"))
             or name.startswith(f"{schema.MANIFEST_NAME}.tmp-"))

@@ -32,6 +32,13 @@ RACE = "race"
 GROUP_ATTRIBUTES = (RACE,)
 GROUP_UNKNOWN = "unknown"
 MAX_GROUP_LABEL = 64      # bytes of one label (a CSV's free text is bounded)
+# The age bands evaluation reports errors by and the data card shows faces of (true age,
+# inclusive; None: no upper end).
+AGE_BANDS = ((0, 12), (13, 17), (18, 24), (25, 39), (40, 59), (60, None))
+
+
+def band_name(lo: int, hi: int | None) -> str:
+    return f"{lo}+" if hi is None else f"{lo}-{hi}"
 
 LABEL_KINDS = ("real", "apparent")   # manifest "label": what `age` measures
 # Only apparent labels come from human votes, so only they have a spread (age_std > 0):

@@ -3,7 +3,7 @@ age gates, each with a seeded 95% bootstrap interval (report.json's `groups` and
 `thresholds`, recomputable from predictions.csv's columns).
 
 Groups: `gender` (male / female / unknown), `age_band` (AGE_BANDS of the true age),
-`race` (when any face of the split is labelled) and `gender_x_age_band`.  Per group:
+`race` (when any face of the split is labelled) and `gender_x_age_band` (AGE_BANDS: records.schema).  Per group:
 count, MAE, mean signed error (`bias`: estimate - true age, positive = too old), CS5,
 each with its interval; a group under MIN_FACES faces is kept and flagged `few`.
 Per attribute, `gap` is the MAE of the worst group minus that of the best, over the
@@ -23,9 +23,8 @@ import zlib
 import numpy as np
 
 from model.metrics import CS_NAME, CS_THRESHOLD
-from records.schema import GROUP_UNKNOWN, NUM_AGES
+from records.schema import AGE_BANDS, GROUP_UNKNOWN, NUM_AGES, band_name
 
-AGE_BANDS = ((0, 12), (13, 17), (18, 24), (25, 39), (40, 59), (60, None))   # true age, inclusive
 MIN_FACES = 30            # a group with fewer faces is shown, flagged `few`
 BOOTSTRAP_SAMPLES = 1000  # resamples per interval
 CONFIDENCE = 0.95         # the intervals' level
@@ -47,10 +46,6 @@ def check_thresholds(thresholds, challenge_age: int | None) -> None:
         if not max(thresholds) < challenge_age <= NUM_AGES - 1:
             raise ConfigError(f"--challenge_age={challenge_age}: must be above every --age_threshold "
                               f"({max(thresholds)}) and at most {NUM_AGES - 1}")
-
-
-def band_name(lo: int, hi: int | None) -> str:
-    return f"{lo}+" if hi is None else f"{lo}-{hi}"
 
 
 def age_bands(true_age: np.ndarray) -> np.ndarray:

@@ -9,37 +9,19 @@ thumbnails with their true and estimated age (left out with --nothumbnails).
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import numpy as np
-from PIL import Image
 
 from model.metrics import CS_NAME
+from records.html_page import figure_uri as _figure_uri
+from records.html_page import page, table as _table, thumbnail_uri as _thumbnail_uri
 from records.manifest import atomic_write_bytes
 from trainer import groups as groups_lib
 from trainer.plots import plt
 
 SECTIONS = ("headline", "mae-by-age", "groups", "calibration", "thresholds", "worst-faces")
 WORST_FACES = 12          # thumbnails shown
-THUMBNAIL_SIDE = 96       # pixels
-
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;padding:12px;color:#222;
-background:#fafafa;line-height:1.4}main{max-width:980px;margin:auto}
-h1{font-size:1.4em}h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.6em}
-section{background:#fff;border:1px solid #e4e4e4;border-radius:6px;padding:8px 14px;margin:12px 0}
-.cards{display:flex;flex-wrap:wrap;gap:8px}.card{flex:1 1 140px;border:1px solid #ddd;border-radius:6px;
-padding:8px}.card b{display:block;font-size:1.5em}.scroll{overflow-x:auto}
-table{border-collapse:collapse;font-size:.9em;margin:6px 0}th,td{padding:3px 8px;border-bottom:1px solid #eee;
-text-align:right;white-space:nowrap}th:first-child,td:first-child{text-align:left}
-tr.few{color:#999}img.plot{max-width:100%;height:auto}.note{color:#666;font-size:.85em}
-.faces{display:grid;grid-template-columns:repeat(auto-fill,minmax(110px,1fr));gap:8px}
-figure{margin:0;text-align:center;font-size:.8em}figure img{width:100%;max-width:110px;image-rendering:auto}
-.warn{color:#a40}
-"""
-
 
 class WorstFaces:
     """The WORST_FACES faces with the largest |estimate - true age| seen so far."""
@@ -55,25 +37,6 @@ class WorstFaces:
         self.faces = sorted(self.faces, key=lambda f: -f[0])[:self.k]
 
 
-def _png_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
-def _figure_uri(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=90, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return _png_uri(buf.getvalue())
-
-
-def _thumbnail_uri(pixels: np.ndarray) -> str:
-    image = Image.fromarray(np.asarray(pixels, np.uint8)).resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE),
-                                                                 Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return _png_uri(buf.getvalue())
-
-
 def _num(value, spec: str = ".2f") -> str:
     return "–" if value is None else format(value, spec)
 
@@ -83,14 +46,6 @@ def _ci(stat: dict, spec: str = ".2f") -> str:
         return "–"
     lo, hi = stat["ci"]
     return f"{stat['value']:{spec}} <span class=note>[{lo:{spec}}, {hi:{spec}}]</span>"
-
-
-def _table(head: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
-    classes = classes or [""] * len(rows)
-    body = "".join(f"<tr class='{c}'>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
-                   for row, c in zip(rows, classes))
-    return ("<div class=scroll><table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head)
-            + f"</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def headline(report: dict) -> str:
@@ -200,12 +155,7 @@ def render(report: dict, true_age: np.ndarray, expected: np.ndarray, worst: Wors
             "calibration": ("How sure: the intervals' coverage", calibration_block(report["calibration"])),
             "thresholds": ("Age thresholds", threshold_table(report["thresholds"])),
             "worst-faces": (f"The {WORST_FACES} worst faces", worst_faces(worst))}
-    sections = "".join(f"<section id='{sid}'><h2>{title}</h2>{content}</section>"
-                       for sid, (title, content) in ((s, body[s]) for s in SECTIONS))
-    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
-            "<meta name=viewport content='width=device-width,initial-scale=1'>"
-            f"<title>Age model report</title><style>{STYLE}</style></head><body><main>"
-            f"<h1>Age model report</h1>{sections}</main></body></html>\n")
+    return page("Age model report", [(sid, *body[sid]) for sid in SECTIONS])
 
 
 def write_report(path: str, report: dict, true_age, expected, worst: WorstFaces | None) -> str:
