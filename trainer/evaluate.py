@@ -261,6 +261,20 @@ def print_report(report: dict, written: list[str]) -> None:
         print(f"  {name:<28} {value:>10}")
     print("  MAE by decade: " + ", ".join(f"{d} {v['mae']:.1f} (n={v['count']})"
                                           for d, v in report["mae_by_decade"].items()))
+    for attribute, entry in report["groups"].items():
+        if attribute != "gender_x_age_band":
+            print(f"  MAE by {attribute}: " + ", ".join(f"{n} {g['mae']['value']:.1f} (n={g['count']})"
+                                                     for n, g in entry["groups"].items()))
+    for t in report["thresholds"]:
+        line = (f"  age {t['age']}: false adult {t['false_adult']['value'] or 0:.1%} of {t['minors']}, "
+                f"false minor {t['false_minor']['value'] or 0:.1%} of {t['adults']}")
+        if "challenge_age" in t:
+            line += f", passing challenge {t['challenge_age']} {t['passed_challenge']['value'] or 0:.1%}"
+        print(line)
+    cal = report["calibration"]
+    print("  intervals hold the true age: " + ", ".join(
+        f"{m} {v['coverage']:.1%} (claims {v['claimed']:.1%})" for m, v in cal["coverage"].items())
+        + (" - off: --calibrate fits a temperature" if cal["off"] and "fit" not in cal else ""))
     print(f"Wrote {', '.join(written)}")
 
 
