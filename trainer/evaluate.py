@@ -165,7 +165,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
         plots.learning_curves(history, written[-1])
     written.append(run.file(names["mae_by_age"]))
     plots.mae_by_age(true_age, expected, written[-1])
-    written.append(run.file(names["report"][:-len(".json")] + ".html"))
+    written.append(run.file(names["report_html"]))
     report_html.write_report(written[-1], report, true_age, expected, worst)
     if not quiet:
         print_report(report, written)
