@@ -38,6 +38,7 @@ import os
 import numpy as np
 
 from records import outdir, schema
+from records.card import CARD_NAME    # python -m records inspect --html (no TensorFlow at import)
 from records.manifest import DataError, atomic_write_bytes, manifest_path, write_manifest
 from records.writer import ResumeMismatch, ShardedWriter
 
@@ -49,7 +50,7 @@ GENDER_NAMES = schema.GENDER_NAMES               # the manifest's gender_counts 
 
 def owns(name: str) -> bool:
     """True for the top-level names ingest writes into a data set (the rest is the user's)."""
-    return (name in (outdir.MARKER_NAME, schema.MANIFEST_NAME, PLOT_NAME, RESUME_NAME)
+    return (name in (outdir.MARKER_NAME, schema.MANIFEST_NAME, PLOT_NAME, RESUME_NAME, CARD_NAME)
             or schema.parse_shard_name(name) is not None
             or (name.startswith(".") and name.endswith(f"{schema.SHARD_SUFFIX}.tmp"))
             or name.startswith(f"{schema.MANIFEST_NAME}.tmp-"))
@@ -92,10 +93,24 @@ class SplitTally:
         self.skipped = collections.Counter(saved.get("skipped", {}))
         self.age_histogram = list(saved.get("age_histogram", [0] * schema.NUM_AGES))
         self.gender_counts = dict(saved.get("gender_counts", no_genders()))
+        self.group_counts = {name: collections.Counter(saved.get("group_counts", {}).get(name, {}))
+                             for name in schema.GROUP_ATTRIBUTES}
 
     def snapshot(self) -> dict:
         return {"consumed": self.consumed, "skipped": dict(sorted(self.skipped.items())),
-                "age_histogram": list(self.age_histogram), "gender_counts": dict(self.gender_counts)}
+                "age_histogram": list(self.age_histogram), "gender_counts": dict(self.gender_counts),
+                "group_counts": group_counts([self])}
+
+
+def group_counts(tallies) -> dict:
+    """{attribute: {label: count}} of `tallies` together, labels sorted ("unknown" for "")."""
+    out = {}
+    for name in schema.GROUP_ATTRIBUTES:
+        total = collections.Counter()
+        for tally in tallies:
+            total.update(tally.group_counts[name])
+        out[name] = dict(sorted(total.items()))
+    return out
 
 
 def no_genders() -> dict:
@@ -207,8 +222,10 @@ class Writing:
         atomic_write_bytes(os.path.join(self.out.staging, RESUME_NAME),
                            (json.dumps(state) + "\n").encode())
 
-    def add(self, index: int, record: bytes | None, reason: str | None, age: int, gender: int) -> None:
-        """The row `index` (in write order): its serialized record, or the reason it has none."""
+    def add(self, index: int, record: bytes | None, reason: str | None, age: int, gender: int,
+            groups: dict | None = None) -> None:
+        """The row `index` (in write order): its serialized record, or the reason it has none;
+        `groups`: its group labels by attribute (missing: unknown)."""
         split = self.split_of[index]
         tally = self.tallies[split]
         if record is None:
@@ -222,6 +239,8 @@ class Writing:
             tally.age_histogram[age] += 1
             name = GENDER_NAMES.get(gender, GENDER_NAMES[schema.GENDER_UNKNOWN])
             tally.gender_counts[name] += 1
+            for attribute in schema.GROUP_ATTRIBUTES:
+                tally.group_counts[attribute][schema.group_name((groups or {}).get(attribute, ""))] += 1
         tally.consumed += 1
 
     def count(self, split: str) -> int:
@@ -237,13 +256,14 @@ class Writing:
             for k, v in tally.gender_counts.items():
                 genders[k] += v
         return {"skipped": dict(sorted(skipped.items())), "age_histogram": histogram,
-                "gender_counts": genders}
+                "gender_counts": genders, "group_counts": group_counts(self.tallies.values())}
 
     def finish_splits(self) -> dict:
         """Rename every split's shards to their final names; the manifest's `splits`."""
         with contextlib.suppress(FileNotFoundError):   # from here on nothing is resumable
             os.remove(os.path.join(self.out.staging, RESUME_NAME))
-        return {name: {**writer.finish(), "age_histogram": self.tallies[name].age_histogram}
+        return {name: {**writer.finish(), "age_histogram": self.tallies[name].age_histogram,
+                       "group_counts": group_counts([self.tallies[name]])}
                 for name, writer in self.writers.items()}
 
     def publish(self, manifest: dict) -> None:

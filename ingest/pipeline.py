@@ -232,6 +232,8 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
     age_means = kept["age_mean"].to_numpy()
     age_stds = kept["age_std"].to_numpy()
     real_ages = kept["real_age"].to_numpy()
+    races = (kept[schema.RACE].map(schema.group_label).tolist() if schema.RACE in kept
+             else [""] * len(kept))                                # a group attribute: optional
     described, fingerprint_of_source = table.described, table.fingerprint
     dataset, label, margin, splits_from = table.dataset, table.label, table.margin, table.splits_from
     del table, kept                              # the decode loop needs only these columns
@@ -251,8 +253,8 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
                 width=cfg.image_size, age=age, gender=gender,
                 face_score=float(scores[index]), key=paths[index],
                 age_mean=float(age_means[index]), age_std=float(age_stds[index]),
-                real_age=int(real_ages[index]))
-            writing.add(index, record, reason, age, gender)
+                real_age=int(real_ages[index]), race=races[index])
+            writing.add(index, record, reason, age, gender, {schema.RACE: races[index]})
         progress.close()
 
         totals = writing.totals()
@@ -295,6 +297,7 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
             "splits": splits,
             "age_histogram": totals["age_histogram"],
             "gender_counts": totals["gender_counts"],
+            "group_counts": totals["group_counts"],
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         writing.publish(manifest)               # manifest last, then staging becomes `out`

@@ -7,6 +7,7 @@ from .age import (NUM_AGES, FULL_NON_TRAINABLE_PARAMS, FULL_TRAINABLE_PARAMS, bu
 from .layers import (VGG_FACE_MEAN_RGB, FullyConnectedConv2D, Preprocess, Resize, expected_age,
                      input_size, resize_pixels)
 from .outputs import age_outputs
+from .uncertainty import INTERVAL_MASS, Temperature, age_interval, age_sd
 from .metrics import CS_THRESHOLD, abs_error, age_abs_error, within
 from .vgg_face import (FULL_VGG_FACE_PARAMS, SMALL_PARAMS, VARIANTS, Variant, build_vgg_face, default_input_size,
                        pool5_size)

@@ -1,4 +1,5 @@
 """python -m records inspect DIR   the manifest summary of a shard directory
+python -m records inspect DIR --html   also DIR/card.html: the data set card (records.card)
 python -m records verify DIR    re-read every shard against the manifest; exit 1 naming each problem
 """
 
@@ -21,17 +22,26 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m records", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    commands = {}
     for name, text in (("inspect", "print the manifest summary"),
                        ("verify", "check every shard, record, image and count against the manifest")):
-        sub.add_parser(name, help=text).add_argument("directory", help="shard directory, e.g. shards/wiki")
+        commands[name] = sub.add_parser(name, help=text)
+        commands[name].add_argument("directory", help="shard directory, e.g. shards/wiki")
+    commands["inspect"].add_argument("--html", action="store_true",
+                                     help="also write DIR/card.html: sources, cleaning, counts, histograms "
+                                          "and sample faces per age band, one self-contained page")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
     """inspect: the summary (a DataError is entry's one line); verify: every problem
     on its own `PROBLEM` line, then the tally, exit status 1 when there is one."""
-    if args.command == "inspect":          # reads only the manifest: TensorFlow never loads
+    if args.command == "inspect":          # the manifest only (TensorFlow loads for --html's faces)
         print(inspect(args.directory))
+        if args.html:
+            from records.card import write_card
+
+            print(f"Wrote {write_card(args.directory)}")
         return 0
     from records.verify import problems
 

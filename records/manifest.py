@@ -290,4 +290,6 @@ def summary(m: dict, directory: str) -> str:
         lines.append(f"ages {ages[0]}..{ages[-1]}, mean {mean:.1f} over {n} records")
     if "gender_counts" in m:
         lines.append("gender " + ", ".join(f"{k} {v}" for k, v in m["gender_counts"].items()))
+    for attribute, counts in (m.get("group_counts") or {}).items():
+        lines.append(f"{attribute} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return "\n".join(lines)

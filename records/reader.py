@@ -58,8 +58,11 @@ def _labels(ex: dict, with_keys: bool) -> dict:
               "age_mean": tf.where(tf.math.is_nan(age_mean), tf.cast(age, tf.float32), age_mean),
               "age_std": ex[schema.AGE_STD],
               "real_age": tf.cast(ex[schema.REAL_AGE], tf.int32)}
-    if with_keys:
+    if with_keys:   # the per-face descriptors evaluation reports by (not training labels)
         labels["key"] = ex[schema.KEY]
+        for name in schema.GROUP_ATTRIBUTES:
+            if name in ex:
+                labels[name] = ex[name]
     return labels
 
 
@@ -86,7 +89,7 @@ def _image_decoder(manifest: dict, where: str, resize_to: int | None, with_keys:
     spec = schema.feature_spec()
     # Parse only what is used: the key (a string per record) only when asked for.
     wanted = (schema.IMAGE_ENCODED, schema.IMAGE_FORMAT, schema.AGE, schema.GENDER,
-              *schema.label_spec()) + ((schema.KEY,) if with_keys else ())
+              *schema.label_spec()) + ((schema.KEY, *schema.GROUP_ATTRIBUTES) if with_keys else ())
     spec = {k: spec[k] for k in wanted}
 
     def decode_one_jpeg(data):

@@ -11,9 +11,10 @@ import re
 
 from records import wire
 
-SCHEMA_VERSION = 2        # what writers write
-READ_VERSIONS = (1, 2)    # what readers accept: version 1 lacks age_mean/age_std/real_age,
-                          # read as age_mean = age, age_std = 0, real_age = -1
+SCHEMA_VERSION = 3        # what writers write
+READ_VERSIONS = (1, 2, 3) # what readers accept: version 1 lacks age_mean/age_std/real_age,
+                          # read as age_mean = age, age_std = 0, real_age = -1; versions 1
+                          # and 2 lack the group attributes, read as unknown
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 
@@ -24,6 +25,20 @@ GENDER_MALE, GENDER_FEMALE = 1, 0
 # The manifest's `gender_counts` keys; any gender outside these counts as "unknown".
 GENDER_NAMES = {GENDER_MALE: "male", GENDER_FEMALE: "female", GENDER_UNKNOWN: "unknown"}
 REAL_AGE_UNKNOWN = -1     # real_age where the source has none
+# Group attributes (schema version 3): free text labels a source may carry, "" when it
+# has none for a face; the manifest counts them per split under `group_counts`, where
+# "" is written GROUP_UNKNOWN (an unknown face is counted, never dropped).
+RACE = "race"
+GROUP_ATTRIBUTES = (RACE,)
+GROUP_UNKNOWN = "unknown"
+MAX_GROUP_LABEL = 64      # bytes of one label (a CSV's free text is bounded)
+# The age bands evaluation reports errors by and the data card shows faces of (true age,
+# inclusive; None: no upper end).
+AGE_BANDS = ((0, 12), (13, 17), (18, 24), (25, 39), (40, 59), (60, None))
+
+
+def band_name(lo: int, hi: int | None) -> str:
+    return f"{lo}+" if hi is None else f"{lo}-{hi}"
 
 LABEL_KINDS = ("real", "apparent")   # manifest "label": what `age` measures
 # Only apparent labels come from human votes, so only they have a spread (age_std > 0):
@@ -87,7 +102,30 @@ def feature_spec() -> dict:
         FACE_SCORE: tf.io.FixedLenFeature([], tf.float32),
         KEY: tf.io.FixedLenFeature([], tf.string),
         **label_spec(),
+        **group_spec(),
     }
+
+
+def group_spec() -> dict:
+    """The parse spec of the group attributes: a record without them (schema versions
+    1 and 2) parses as "" (unknown)."""
+    import tensorflow as tf
+
+    return {name: tf.io.FixedLenFeature([], tf.string, default_value=b"") for name in GROUP_ATTRIBUTES}
+
+
+def group_label(value) -> str:
+    """A source's group value as its stored label: stripped text, "" for missing
+    (None, NaN, empty), at most MAX_GROUP_LABEL bytes."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value).strip()
+    return text.encode("utf-8")[:MAX_GROUP_LABEL].decode("utf-8", "ignore")
+
+
+def group_name(label: str) -> str:
+    """The manifest's and report's name of a stored label ("" is GROUP_UNKNOWN)."""
+    return label or GROUP_UNKNOWN
 
 
 def label_spec() -> dict:
@@ -119,9 +157,9 @@ def label_age(age_mean: float) -> int:
 def encode_example(*, image: bytes, image_format: bytes, height: int, width: int,
                    age: int, gender: int, face_score: float, key: str,
                    age_mean: float | None = None, age_std: float = 0.0,
-                   real_age: int = REAL_AGE_UNKNOWN) -> bytes:
+                   real_age: int = REAL_AGE_UNKNOWN, race: str = "") -> bytes:
     """One serialized `tf.train.Example` in this schema (encoded without TensorFlow).
-    age_mean defaults to `age` (a source whose label is an integer age)."""
+    age_mean defaults to `age` (a source whose label is an integer age); race "" is unknown."""
     if image_format not in FORMATS:
         raise ValueError(f"image_format must be one of {FORMATS}, got {image_format!r}")
     if not 0 <= age < NUM_AGES:
@@ -143,6 +181,7 @@ def encode_example(*, image: bytes, image_format: bytes, height: int, width: int
         AGE_MEAN: wire.float_feature(float(age) if age_mean is None else age_mean),
         AGE_STD: wire.float_feature(age_std),
         REAL_AGE: wire.int64_feature(real_age),
+        RACE: wire.bytes_feature(group_label(race).encode("utf-8")),
     })
 
 

@@ -2,7 +2,8 @@
 present with its size and sha256, holds the listed number of records, and every
 record parses with the schema and decodes to the stated image. The labels are
 counted while the records are parsed, so every count the manifest carries is
-checked against them: per split and overall `age_histogram` and `gender_counts`,
+checked against them: per split and overall `age_histogram`, `gender_counts` and
+`group_counts` (each group attribute's labels, schema version 3),
 `kept` (= records written + files skipped) and the `cleaning` steps' arithmetic
 (source entries -> each step's removed and remaining -> kept). A feature cache's
 manifest carries none of these (only its shards' and splits' counts, checked like
@@ -14,6 +15,7 @@ so `python -m records verify` can list them all instead of stopping at the first
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 
@@ -34,9 +36,13 @@ class Tally:
         self.records = 0
         self.age_histogram = [0] * schema.NUM_AGES
         self.gender_counts = {name: 0 for name in schema.GENDER_NAMES.values()}
+        self.group_counts = {name: collections.Counter() for name in schema.GROUP_ATTRIBUTES}
         self.complete = True
 
-    def add(self, age: int, gender: int) -> None:
+    def add(self, age: int, gender: int, groups: dict | None = None) -> None:
+        """One record's labels; `groups`: its stored group labels by attribute (image records)."""
+        for name, label in (groups or {}).items():
+            self.group_counts[name][schema.group_name(label)] += 1
         self.records += 1
         if 0 <= age < schema.NUM_AGES:
             self.age_histogram[age] += 1
@@ -109,7 +115,8 @@ def _check_records(path: str, shard: dict, manifest: dict, seen: dict, split: st
             fmt = parsed[schema.IMAGE_FORMAT][j].numpy()
             h, w = int(parsed[schema.IMAGE_HEIGHT][j]), int(parsed[schema.IMAGE_WIDTH][j])
             age, gender = int(parsed[schema.AGE][j]), int(parsed[schema.GENDER][j])
-            tally.add(age, gender)
+            tally.add(age, gender, {name: parsed[name][j].numpy().decode("utf-8", "replace")
+                                    for name in schema.GROUP_ATTRIBUTES})
             if fmt != expected_format:
                 out.append(f"{where} ({key}): format {fmt!r}, manifest says {encoding}")
             if size is not None and (h, w) != (size, size):
@@ -210,10 +217,22 @@ def _differences(field: str, listed, counted: dict) -> str | None:
 
 
 def _label_counts(tallies: list[Tally]) -> dict:
-    """age_histogram and gender_counts of `tallies` together, as dicts."""
+    """age_histogram, gender_counts and each group attribute's counts (`group_counts.race`)
+    of `tallies` together, as dicts."""
     ages = dict(enumerate(sum(t.age_histogram[a] for t in tallies) for a in range(schema.NUM_AGES)))
     genders = {k: sum(t.gender_counts[k] for t in tallies) for k in schema.GENDER_NAMES.values()}
-    return {"age_histogram": ages, "gender_counts": genders}
+    groups = {f"group_counts.{name}": dict(sum((t.group_counts[name] for t in tallies), collections.Counter()))
+              for name in schema.GROUP_ATTRIBUTES}
+    return {"age_histogram": ages, "gender_counts": genders, **groups}
+
+
+def _listed(entry: dict, field: str):
+    """The manifest's value of `field` ("group_counts.race": nested), or None when absent."""
+    for part in field.split("."):
+        if not isinstance(entry, dict) or part not in entry:
+            return None
+        entry = entry[part]
+    return entry
 
 
 def _check_counts(directory: str, manifest: dict, tallies: dict[str, Tally]) -> list[str]:
@@ -228,13 +247,15 @@ def _check_counts(directory: str, manifest: dict, tallies: dict[str, Tally]) -> 
             continue
         counted = _label_counts([tally])
         for field in counted:
-            if field in entry and (diff := _differences(field, entry[field], counted[field])):
+            listed = _listed(entry, field)
+            if listed is not None and (diff := _differences(field, listed, counted[field])):
                 out.append(f"{where}: split {split!r} {field} does not match its records: {diff}; {fix}")
     if not tallies or not all(t.complete for t in tallies.values()):
         return out
     counted = _label_counts(list(tallies.values()))
     for field in counted:
-        if field in manifest and (diff := _differences(field, manifest[field], counted[field])):
+        listed = _listed(manifest, field)
+        if listed is not None and (diff := _differences(field, listed, counted[field])):
             out.append(f"{where}: {field} (all splits) does not match the records: {diff}; {fix}")
     if "kept" in manifest:
         written = sum(t.records for t in tallies.values())

@@ -12,9 +12,11 @@ one size), so prediction sees the pixels training and evaluation saw.
 
 The files stream through one tf.data pipeline (parallel read and decode, parallel
 face detection, crop, batch of faces, the model).  Each file gives one result,
-`{file, faces: [{box, crop, angle, apparent_age, most_likely_age[, gender][, age_probs]}], error}`
-(box: the face x, y, width, height; crop: the region given to the model, x0, y0, x1, y1,
-in the photo turned by -angle degrees about its centre; angle 0: unaligned):
+`{file, faces: [{box, crop, angle, apparent_age, age_sd, age_low, age_high, most_likely_age
+[, gender][, age_probs]}], error}` (box: the face x, y, width, height; crop: the region
+given to the model, x0, y0, x1, y1, in the photo turned by -angle degrees about its
+centre; angle 0: unaligned; age_sd the spread of the age distribution, age_low..age_high
+its central 90% interval, `model.uncertainty`):
 a bad file (missing, empty, a directory, a FIFO or device, not an image, a
 decompression bomb, no face, or any exception its own read, detection or
 pictures raise) is its result's `error`, naming the file, and never stops the run.
@@ -230,13 +232,16 @@ class AgeModel:
         return cls(load_run_model(run), tta, run_framing(info, run.file("run.json")))
 
     def __call__(self, pixels) -> dict:
-        """{age_probs [faces, 101], apparent_age [faces] (, male_probability [faces])}, numpy."""
+        """{age_probs [faces, 101], apparent_age, age_sd, age_low, age_high [faces]
+        (, male_probability [faces])}, numpy."""
         return {k: v.numpy() for k, v in self._call(pixels).items()}
 
 
 def face_result(box, crop, angle, outputs: dict, i: int, probs: bool) -> dict:
     face = {"box": [int(v) for v in box], "crop": [int(v) for v in crop], "angle": round(float(angle), 1),
             "apparent_age": round(float(outputs["apparent_age"][i]), 2),
+            "age_sd": round(float(outputs["age_sd"][i]), 2),
+            "age_low": int(outputs["age_low"][i]), "age_high": int(outputs["age_high"][i]),
             "most_likely_age": int(np.argmax(outputs["age_probs"][i]))}
     if "male_probability" in outputs:
         face["gender"] = "male" if outputs["male_probability"][i] >= 0.5 else "female"
@@ -300,7 +305,8 @@ def print_text(result: dict, note) -> None:
     for i, face in enumerate(result["faces"], 1):
         extra = f", {face['gender']}" if "gender" in face else ""
         print(f"{result['file']}: face {i} at {tuple(face['box'])}: apparent age "
-              f"{face['apparent_age']:.1f} (most likely {face['most_likely_age']}{extra})")
+              f"{face['apparent_age']:.1f} ± {face['age_sd']:.1f}, 90% in {face['age_low']}-{face['age_high']} "
+              f"(most likely {face['most_likely_age']}{extra})")
     for path in [result.get("annotated")] + result.get("distributions", []):
         if path:
             print(f"  wrote {path}")

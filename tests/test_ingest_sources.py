@@ -506,9 +506,11 @@ def test_version_1_shards_read_unchanged(tmp_path):
     assert labels["age_std"].numpy().tolist() == [0.0] * 5
     assert labels["real_age"].numpy().tolist() == [-1] * 5
     assert problems(str(tmp_path)) == []
-    write_manifest(str(tmp_path), {"schema_version": 3, "kind": "images", "image_size": 4,
+    _, labels = next(iter(records.make_dataset(str(tmp_path), "train", 5, training=False, with_keys=True)))
+    assert labels[schema.RACE].numpy().tolist() == [b""] * 5     # no group attributes: unknown
+    write_manifest(str(tmp_path), {"schema_version": 4, "kind": "images", "image_size": 4,
                                    "encoding": "raw", "splits": splits})
-    with pytest.raises(DataError, match="schema_version 3, this code reads versions 1, 2"):
+    with pytest.raises(DataError, match="schema_version 4, this code reads versions 1, 2, 3"):
         records.make_dataset(str(tmp_path), "train", 5, training=False)
 
 

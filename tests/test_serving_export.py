@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import model
+
 from conftest import run_module
 from test_serving_predict import INPUT_SIZE, REPO, build_run, read_lines
 
@@ -145,7 +147,7 @@ def test_saved_model_runs_in_a_clean_process_and_matches_predict(run_dir, faces,
     assert clean.returncode == 0, clean.stderr[-3000:]
     served = json.loads(clean.stdout.strip().splitlines()[-1])
     assert served["project_modules"] == []
-    assert served["outputs"] == ["age_probs", "apparent_age"] and served["probs_shape"] == [len(faces), 101]
+    assert served["outputs"] == ["age_high", "age_low", "age_probs", "age_sd", "apparent_age"] and served["probs_shape"] == [len(faces), 101]
     np.testing.assert_allclose(served["ages"], predict_ages, atol=0.01)
     assert abs(served["pixels_age"] - served["ages"][0]) < 1e-4     # the PNG is at the input size
     assert np.ptp(served["ages"]) > 0.05                              # different faces, different ages
@@ -158,6 +160,11 @@ def test_saved_model_runs_in_a_clean_process_and_matches_predict(run_dir, faces,
     ours = expected(keras_probs(run_dir, pixels))
     assert np.abs(np.array([r["apparent_age"][0] for r in lite]) - ours).max() < 0.01
     assert not np.isnan(lite[0]["age_probs"]).any()
+    # The uncertainty outputs come through TFLite too, equal to the Keras model's.
+    low, high = (np.asarray(v) for v in model.age_interval(keras_probs(run_dir, pixels).astype(np.float32)))
+    assert [int(r["age_low"][0]) for r in lite] == low.astype(int).tolist()
+    assert [int(r["age_high"][0]) for r in lite] == high.astype(int).tolist()
+    np.testing.assert_allclose([r["age_sd"][0] for r in lite], model.age_sd(keras_probs(run_dir, pixels)), atol=0.01)
     from ai_edge_litert.interpreter import Interpreter
     dtypes = {d["dtype"] for d in Interpreter(model_path=str(out / "model.tflite")).get_tensor_details()}
     assert np.float16 not in dtypes
@@ -194,7 +201,7 @@ def test_age_gender_export_adds_male_probability(sample_shards, tmp_path):
     buf = io.BytesIO()
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(buf, "PNG")
     out = loaded.signatures["serving_default"](image_bytes=tf.constant([buf.getvalue()] * 2))
-    assert sorted(out) == ["age_probs", "apparent_age", "male_probability"]
+    assert sorted(out) == ["age_high", "age_low", "age_probs", "age_sd", "apparent_age", "male_probability"]
     p = out["male_probability"].numpy()
     assert p.shape == (2,) and np.all((p >= 0) & (p <= 1))
 

@@ -62,12 +62,13 @@ def test_flip_tta_scores_each_face_as_the_mean_of_both_softmaxes(sample_shards, 
 def test_only_the_runs_own_records_and_test_split_write_report_json(tmp_path):
     own = str(tmp_path / "shards" / "wiki")
     plain = {"report": "report.json", "predictions": "predictions.csv",
-             "learning_curves": "learning_curves.png", "mae_by_age": "mae_by_age.png"}
+             "learning_curves": "learning_curves.png", "mae_by_age": "mae_by_age.png",
+             "report_html": "report.html"}
     assert evaluate.output_names(own, own + "/", "test") == plain                   # the same directory
     assert evaluate.output_names(own, os.path.relpath(own), "test") == plain
     assert evaluate.output_names(own, str(tmp_path / "appa_real"), "test") == {
         "report": "report-appa_real-test.json", "predictions": "predictions-appa_real-test.csv",
-        "mae_by_age": "mae_by_age-appa_real-test.png"}
+        "mae_by_age": "mae_by_age-appa_real-test.png", "report_html": "report-appa_real-test.html"}
     assert evaluate.output_names(own, own, "val")["report"] == "report-wiki-val.json"
 
 

@@ -39,9 +39,10 @@ import records
 from model import age_outputs, metrics
 from records import framing
 from records.manifest import atomic_write_bytes
-from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, REAL_AGE
+from records.schema import (AGE_MEAN, AGE_STD, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRIBUTES, NUM_AGES,
+                            REAL_AGE, group_name)
 from trainer import flags as trainer_flags
-from trainer import loop, plots
+from trainer import calibration, groups, loop, plots, report_html
 from trainer.config import ConfigError, TrainConfig
 from trainer.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, load_run_model
 
@@ -91,9 +92,12 @@ def mae_by_decade(true_age: np.ndarray, expected: np.ndarray) -> dict:
 
 
 def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "test",
-                 batch_size: int = TrainConfig.eval_batch_size, quiet: bool = False, tta: str = "none") -> dict:
+                 batch_size: int = TrainConfig.eval_batch_size, quiet: bool = False, tta: str = "none",
+                 thresholds=groups.DEFAULT_THRESHOLDS, challenge_age: int | None = None,
+                 calibrate: bool = False, thumbnails: bool = True) -> dict:
     if batch_size < 1:
         raise ConfigError(f"--batch_size={batch_size}: must be at least 1")
+    groups.check_thresholds(thresholds, challenge_age)
     run = RunDir(model_dir)
     info = run.read_info()
     records_dir = records_dir or info["records"]
@@ -103,6 +107,9 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     if line:
         print(line, flush=True)
     net = load_run_model(run)
+    fitted = None
+    if calibrate:    # before scoring: the report is the calibrated model's, `calibration` says both
+        net, fitted = calibration.calibrate_run(run, net, records_dir, batch_size, tta)
     with_gender = isinstance(net.output, dict)
     # The records at their stored size: the model's Resize layer brings them to its
     # input size with the same op as prediction, so both see the same pixels.
@@ -120,12 +127,18 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
             male = out["male_probability"]
             age_probs = {"age": age_probs, "gender": tf.stack([1.0 - male, male], axis=-1)}
         sums = loop.batch_sums(age_probs, labels, with_gender)[1]
-        return sums, out["apparent_age"], tf.argmax(out["age_probs"], -1)
+        return sums, out["apparent_age"], tf.argmax(out["age_probs"], -1), {k: out[k] for k in FACE_OUTPUTS}
 
     totals, keys, true_age, expected, likely = {}, [], [], [], []
     extra = {name: [] for name in SCORE_LABELS}
+    faces = FaceColumns()
+    worst = report_html.WorstFaces() if thumbnails else None
     for images, labels in data:
-        sums, exp_age, top = step(images, {k: v for k, v in labels.items() if k != "key"})
+        sums, exp_age, top, face_out = step(images, {k: v for k, v in labels.items()
+                                                     if k not in DESCRIPTORS})
+        faces.add(face_out, labels)
+        if worst is not None:
+            worst.add(images.numpy(), labels["key"].numpy(), labels["age"].numpy(), exp_age.numpy())
         for k, v in sums.items():
             totals[k] = totals.get(k, 0.0) + float(v)
         keys += [k.decode() for k in labels["key"].numpy()]
@@ -144,10 +157,17 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
               **apparent_age_scores(expected, extra[AGE_MEAN], extra[AGE_STD], extra[REAL_AGE]),
               "mae_by_decade": mae_by_decade(true_age, expected),
               "baseline_mae_predicting_train_mean": baseline_mae(records_dir, true_age)}
+    columns = faces.columns()
+    # The group numbers are predictions.csv's: computed from the estimates as written there.
+    written_estimate = np.array([float(f"{e:.2f}") for e in expected])
+    report["groups"] = groups.group_report(true_age, written_estimate, columns["attributes"])
+    report["thresholds"] = groups.threshold_rates(true_age, written_estimate, thresholds, challenge_age)
+    report["calibration"] = calibration.calibration_section(
+        true_age, columns["age_probs"], fitted)
     names = output_names(info["records"], records_dir, split)
     written = [run.file(names["report"]), run.file(names["predictions"])]
     atomic_write_bytes(written[0], (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(written[1], predictions_csv(keys, true_age, expected, likely, extra))
+    atomic_write_bytes(written[1], predictions_csv(keys, true_age, expected, likely, extra, columns))
     history = run.read_history()
     if history and "learning_curves" in names:
         written.append(run.file(names["learning_curves"]))
@@ -155,6 +175,8 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     written.append(run.file(names["mae_by_age"]))
     plots.mae_by_age(true_age, expected, written[-1],
                     f"{os.path.basename(os.path.normpath(records_dir))}, {split} split")
+    written.append(run.file(names["report_html"]))
+    report_html.write_report(written[-1], report, true_age, expected, worst)
     if not quiet:
         print_report(report, written)
     warning = learned_little(report)
@@ -188,19 +210,51 @@ def output_names(run_records: str, records_dir: str, split: str) -> dict:
     return {what: pattern.replace("*", tag) for what, pattern in OTHER_REPORT.items()}
 
 
-def predictions_csv(keys, true_age, expected, likely, extra: dict) -> bytes:
-    """One row per face; the apparent-age columns are empty where the split lacks the labels."""
+FACE_OUTPUTS = ("age_sd", "age_low", "age_high", "age_probs")   # age_outputs kept per face
+DESCRIPTORS = ("key", *GROUP_ATTRIBUTES)   # the reader's per-face strings: not scored
+
+
+class FaceColumns:
+    """The per-face outputs and descriptors evaluation keeps besides the scores."""
+
+    def __init__(self):
+        self.parts = {name: [] for name in (*FACE_OUTPUTS, "gender", *GROUP_ATTRIBUTES)}
+
+    def add(self, outputs: dict, labels: dict) -> None:
+        for name in FACE_OUTPUTS:
+            self.parts[name].append(np.asarray(outputs[name], np.float64))
+        self.parts["gender"] += [GENDER_NAMES.get(int(g), GENDER_NAMES[GENDER_UNKNOWN])
+                                 for g in labels["gender"].numpy()]
+        for name in GROUP_ATTRIBUTES:   # absent (older shards): unknown
+            values = labels[name].numpy() if name in labels else [b""] * len(labels["gender"])
+            self.parts[name] += [group_name(v.decode("utf-8", "replace")) for v in values]
+
+    def columns(self) -> dict:
+        """{age_sd, age_low, age_high, age_probs: arrays; attributes: {gender, race...: labels}}."""
+        out = {name: np.concatenate(self.parts[name]) for name in FACE_OUTPUTS}
+        out["attributes"] = {name: np.array(self.parts[name], dtype=object)
+                             for name in ("gender", *GROUP_ATTRIBUTES)}
+        return out
+
+
+def predictions_csv(keys, true_age, expected, likely, extra: dict, columns: dict) -> bytes:
+    """One row per face; the apparent-age columns are empty where the split lacks the labels.
+    Then the face's uncertainty (age_sd, the 90% interval age_low..age_high), its gender
+    and group labels."""
     n = len(keys)
     mean, std, real = (extra[k] if extra[k] is not None else np.full(n, np.nan) for k in SCORE_LABELS)
     eps = per_face_epsilon(expected, mean, np.nan_to_num(std))
     fmt = lambda v, spec: "" if np.isnan(v) else format(v, spec)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    attributes = columns["attributes"]
     w.writerow(["key", "true_age", "expected_age", "most_likely_age", AGE_MEAN, AGE_STD, metrics.EPSILON_ERROR,
-                REAL_AGE])
+                REAL_AGE, "age_sd", "age_low", "age_high", *attributes])
     w.writerows([k, int(t), f"{e:.2f}", int(m), fmt(a, ".2f"), fmt(s, ".2f"), fmt(x, ".4f"),
-                 "" if np.isnan(r) or r < 0 else int(r)]
-                for k, t, e, m, a, s, x, r in zip(keys, true_age, expected, likely, mean, std, eps, real))
+                 "" if np.isnan(r) or r < 0 else int(r), f"{sd:.2f}", int(lo), int(hi), *labels]
+                for k, t, e, m, a, s, x, r, sd, lo, hi, *labels in zip(
+                    keys, true_age, expected, likely, mean, std, eps, real, columns["age_sd"],
+                    columns["age_low"], columns["age_high"], *attributes.values()))
     return buf.getvalue().encode()
 
 
@@ -232,6 +286,20 @@ def print_report(report: dict, written: list[str]) -> None:
         print(f"  {name:<28} {value:>10}")
     print("  MAE by decade: " + ", ".join(f"{d} {v['mae']:.1f} (n={v['count']})"
                                           for d, v in report["mae_by_decade"].items()))
+    for attribute, entry in report["groups"].items():
+        if attribute != "gender_x_age_band":
+            print(f"  MAE by {attribute}: " + ", ".join(f"{n} {g['mae']['value']:.1f} (n={g['count']})"
+                                                     for n, g in entry["groups"].items()))
+    for t in report["thresholds"]:
+        line = (f"  age {t['age']}: false adult {t['false_adult']['value'] or 0:.1%} of {t['minors']}, "
+                f"false minor {t['false_minor']['value'] or 0:.1%} of {t['adults']}")
+        if "challenge_age" in t:
+            line += f", passing challenge {t['challenge_age']} {t['passed_challenge']['value'] or 0:.1%}"
+        print(line)
+    cal = report["calibration"]
+    print("  intervals hold the true age: " + ", ".join(
+        f"{m} {v['coverage']:.1%} (claims {v['claimed']:.1%})" for m, v in cal["coverage"].items())
+        + (" - off: --calibrate fits a temperature" if cal["off"] and "fit" not in cal else ""))
     print(f"Wrote {', '.join(written)}")
 
 
@@ -239,7 +307,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     f = trainer_flags.FLAGS
-    evaluate_run(f.model_dir, f.records, f.split, f.batch_size, tta=f.tta)
+    evaluate_run(f.model_dir, f.records, f.split, f.batch_size, tta=f.tta,
+                 thresholds=tuple(f.age_threshold), challenge_age=f.challenge_age,
+                 calibrate=f.calibrate, thumbnails=f.thumbnails)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from absl import flags
 from model.age import TRAINABLE_FROM
 from model.vgg_face import VARIANTS
 from records.augment import DEFAULT_OPS, OPS
+from trainer import groups
 from trainer.config import (BEST_METRICS, FEATURES_BATCH_SIZE,
                             LR_SCHEDULES, MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, TTA,
                             ConfigError, TrainConfig, default_model_dir, default_trainable_from,
@@ -154,6 +155,17 @@ def define_evaluate_flags() -> None:
     flags.DEFINE_string("split", "test", "Split to evaluate.")
     flags.DEFINE_integer("batch_size", D["eval_batch_size"].default, "Evaluation batch size.")
     define_tta_flag()
+    flags.DEFINE_multi_integer("age_threshold", list(groups.DEFAULT_THRESHOLDS),
+                               "An age gate to report (repeatable): the share of faces under it "
+                               "estimated at or over it (false adult) and over it estimated under "
+                               "(false minor).")
+    flags.DEFINE_integer("challenge_age", None, "With --age_threshold T: also the share of faces under "
+                         "T estimated at or over this age (what a 'Challenge 25' policy lets through).")
+    flags.DEFINE_boolean("calibrate", False, "Fit one temperature on the val split when a 50%/90% "
+                         "interval's coverage is off by more than 5 points, and store it in best.keras "
+                         "(the report shows the coverage before and after).")
+    flags.DEFINE_boolean("thumbnails", True, "Show the worst faces as thumbnails in report.html "
+                         "(--nothumbnails: a report to share without face pictures).")
     flags.mark_flag_as_required("model_dir")
 
 

@@ -53,13 +53,15 @@ EPSILON_FIELDS = (metrics.EPSILON_ERROR, metrics.val(metrics.EPSILON_ERROR))   #
 KIND = "run"                         # the marker's kind
 # trainer.evaluate's report of the run's own records (test split) ...
 OWN_REPORT = {"report": "report.json", "predictions": "predictions.csv",
-              "learning_curves": "learning_curves.png", "mae_by_age": "mae_by_age.png"}
+              "learning_curves": "learning_curves.png", "mae_by_age": "mae_by_age.png",
+              "report_html": "report.html"}
 # Every top-level name the trainer and trainer.evaluate write into a run directory.
 OWNED = (outdir.MARKER_NAME, "flags.txt", "run.json", "checkpoints", "best.keras", "best.json",
          "history.csv", "tb", *OWN_REPORT.values())
 # ... and the names trainer.evaluate gives a report on another data set or split
 # (* = <basename of the data set>-<split>).
-OTHER_REPORT = {"report": "report-*.json", "predictions": "predictions-*.csv", "mae_by_age": "mae_by_age-*.png"}
+OTHER_REPORT = {"report": "report-*.json", "predictions": "predictions-*.csv", "mae_by_age": "mae_by_age-*.png",
+                "report_html": "report-*.html"}
 OWNED_PATTERNS = tuple(OTHER_REPORT.values())
 
 

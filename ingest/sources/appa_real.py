@@ -7,8 +7,8 @@
 
 The label is the apparent age: `age` = schema.round_age(apparent_age_avg) clipped to
 0..100, `age_mean` the exact mean, `age_std` the votes' spread, `real_age` the
-real age.  Gender comes from allcategories_{split}.csv where it is present, else
-it is unknown.  The official splits are kept (valid -> val).  A row whose
+real age.  Gender and the group attribute `race` come from allcategories_{split}.csv
+where it is present (race as its word there), else they are unknown.  The official splits are kept (valid -> val).  A row whose
 apparent_age_avg, apparent_age_std or real_age is empty or not a number (a whole
 number >= -1 for real_age, a spread >= 0 for the std) is removed by the step
 `invalid_age`, as in a CSV source.
@@ -50,13 +50,17 @@ def _numbers(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column.astype(str).str.strip(), errors="coerce").to_numpy(np.float64)
 
 
-def _genders(src: str, folder: str, files: pd.Series) -> tuple[np.ndarray, str | None]:
+def _categories(src: str, folder: str, files: pd.Series) -> tuple[np.ndarray, list[str], str | None]:
+    """Gender codes and race labels of `files` from allcategories_{folder}.csv (unknown
+    without the file, a row or a race column), and the file's path if read."""
     path = os.path.join(src, f"allcategories_{folder}.csv")
     if not os.path.isfile(path):
-        return np.full(len(files), schema.GENDER_UNKNOWN), None
+        return np.full(len(files), schema.GENDER_UNKNOWN), [""] * len(files), None
     cats = _read(path, ("file", "gender"))
     words = dict(zip(cats["file"], cats["gender"].astype(str).str.strip().str.lower()))
-    return np.array([_GENDER.get(words.get(f), schema.GENDER_UNKNOWN) for f in files]), path
+    races = dict(zip(cats["file"], cats["race"].map(schema.group_label))) if "race" in cats else {}
+    return (np.array([_GENDER.get(words.get(f), schema.GENDER_UNKNOWN) for f in files]),
+            [races.get(f, "") for f in files], path)
 
 
 def dataset(src: str) -> str:
@@ -71,7 +75,7 @@ def load_table(src: str, options: Options) -> Table:
             raise DataError(f"{gt_path}: missing; APPA-REAL has gt_avg_train/valid/test.csv "
                             f"next to train/ valid/ test/")
         gt = _read(gt_path, GT_COLUMNS)
-        gender, cats_path = _genders(src, folder, gt["file_name"])
+        gender, race, cats_path = _categories(src, folder, gt["file_name"])
         read += [gt_path] + ([cats_path] if cats_path else [])
         mean, std, real = (_numbers(gt[c]) for c in NUMBERS)
         # A spread is >= 0 and a real age is -1 (unknown) or more: anything else would
@@ -91,6 +95,7 @@ def load_table(src: str, options: Options) -> Table:
             "identity": "",
             "split": split,
             "box": None,
+            "race": race,
         }))
     frame = pd.concat(parts, ignore_index=True)
     return Table(frame=frame, root=src, dataset=NAME, described="gt_avg_{train,valid,test}.csv",

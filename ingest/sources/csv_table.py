@@ -1,6 +1,6 @@
 """CSV: any other data set (IMDB-clean, MiVOLO-style annotations, your own photos).
 
-    path,age[,gender][,x_min,y_min,x_max,y_max][,identity][,split]
+    path,age[,gender][,x_min,y_min,x_max,y_max][,identity][,split][,race]
 
 - `path`: the image, relative to the CSV's folder.  A path leaving that folder is
   never opened and is counted as `unsafe_path`, a missing file as `missing`.
@@ -16,6 +16,8 @@
 - `identity`: who is in the photo, for --split_by identity.
 - `split`: train/val/test on every row, kept as given (a column filled on some
   rows only is refused).
+- `race`: a free text group label (empty = unknown), stored as given; the manifest
+  lists the labels with their counts per split.
 A path listed twice (compared normalised: `./a.jpg` is `a.jpg`) is removed after its
 first row by the step `duplicate_path`.
 """
@@ -114,6 +116,7 @@ def load_table(src: str, options: Options) -> Table:
         "identity": raw["identity"].str.strip() if "identity" in raw else "",
         "split": split,
         "box": boxes,
+        "race": raw["race"].map(schema.group_label) if "race" in raw else "",
     })
     steps = [("invalid_age", "age is not a number", lambda d: ~d["age_valid"])]
     if given_box:

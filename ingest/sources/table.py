@@ -25,6 +25,11 @@ COLUMNS = {
     "split": "str: the source's official split (train/val/test), '' none",
     "box": "(x_min, y_min, x_max, y_max) face box in pixels, or None: crop the whole image",
 }
+# Optional columns: the group attributes (records.schema.GROUP_ATTRIBUTES), free text,
+# "" unknown; a source without one writes every face's as unknown.
+GROUP_COLUMNS = {
+    "race": "str: the face's race or ethnicity label as the source words it, '' unknown",
+}
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Names are `[age]_[gender]_[race]_[date&time].jpg`; the download's end in
 `.jpg.chip.jpg`, and some lack the race field (`39_1_20170116174525125.jpg.chip.jpg`),
-which still carry age and gender and are kept.  Gender 0 is male and 1 female,
+which still carry age and gender and are kept (their race is unknown).  The race
+field (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others) is the group attribute `race`,
+stored as its word; a name without one, or with another code, is unknown.  Gender 0 is male and 1 female,
 the reverse of the schema's coding, so it is mapped.  A name whose age or gender
 field is not an integer (of at most 6 digits; gender 0 or 1), or that is not UTF-8
 text, is removed by the step `unparsable_name`;
@@ -31,6 +33,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MARGIN = 0.0
 _INT = re.compile(r"[0-9]{1,6}")   # longer is no age (and would overflow an int64)
 _GENDER = {0: schema.GENDER_MALE, 1: schema.GENDER_FEMALE}   # UTKFace code -> schema code
+RACES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}   # the race field
 
 
 def image_files(src: str) -> list[str]:
@@ -57,6 +60,12 @@ def parse_name(name: str) -> tuple[int, int] | None:
         return None
     age, gender = int(fields[0]), int(fields[1])
     return (age, gender) if gender in _GENDER else None
+
+
+def parse_race(name: str) -> str:
+    """The race word of a name with four fields (`age_gender_race_date`), else "" (unknown)."""
+    fields = os.path.basename(name).split("_")
+    return RACES.get(fields[2], "") if len(fields) >= 4 else ""
 
 
 def recognise(src: str) -> bool:
@@ -86,6 +95,7 @@ def load_table(src: str, options: Options) -> Table:
         "identity": "",
         "split": "",
         "box": None,
+        "race": [parse_race(n) for n in names],
     })
     # The labels are the names: a listing of names and sizes is what the table was read from.
     listing = "".join(f"{n}\t{os.path.getsize(os.path.join(src, n))}\n" for n in names)

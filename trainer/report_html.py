@@ -1,0 +1,163 @@
+"""report.html: an evaluation as one page a person reads in a browser, beside report.json.
+
+One self-contained file (pictures inline as data: URIs, no script, no network), laid
+out for a laptop and a phone alike.  Sections, each an element with its id (SECTIONS):
+the headline numbers with the mean-predictor baseline, the MAE by age, the errors per
+group, the calibration of the intervals, the age thresholds, and the worst faces as
+thumbnails with their true and estimated age (left out with --nothumbnails).
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+
+from model.metrics import CS_NAME
+from records.html_page import figure_uri as _figure_uri
+from records.html_page import page, table as _table, thumbnail_uri as _thumbnail_uri
+from records.manifest import atomic_write_bytes
+from trainer import groups as groups_lib
+from trainer.plots import plt
+
+SECTIONS = ("headline", "mae-by-age", "groups", "calibration", "thresholds", "worst-faces")
+WORST_FACES = 12          # thumbnails shown
+
+class WorstFaces:
+    """The WORST_FACES faces with the largest |estimate - true age| seen so far."""
+
+    def __init__(self, k: int = WORST_FACES):
+        self.k, self.faces = k, []
+
+    def add(self, images: np.ndarray, keys, true_age: np.ndarray, estimate: np.ndarray) -> None:
+        error = np.abs(np.asarray(estimate, np.float64) - true_age)
+        for i in np.argsort(-error)[:self.k]:
+            self.faces.append((float(error[i]), keys[i].decode("utf-8", "replace"), int(true_age[i]),
+                               float(estimate[i]), np.asarray(images[i])))
+        self.faces = sorted(self.faces, key=lambda f: -f[0])[:self.k]
+
+
+def _num(value, spec: str = ".2f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _ci(stat: dict, spec: str = ".2f") -> str:
+    if stat["value"] is None:
+        return "–"
+    lo, hi = stat["ci"]
+    return f"{stat['value']:{spec}} <span class=note>[{lo:{spec}}, {hi:{spec}}]</span>"
+
+
+def headline(report: dict) -> str:
+    baseline = report.get("mae_mean_predictor", report.get("baseline_mae_predicting_train_mean"))
+    cards = [("faces", f"{report['count']}"), ("MAE (years)", _num(report["mae"])),
+             (CS_NAME.upper(), _num(report[CS_NAME], ".3f")),
+             ("MAE of predicting the training mean", _num(baseline))]
+    calib = report.get("calibration")
+    if calib:
+        cards.append(("90% interval holds the true age", f"{calib['coverage']['90%']['coverage']:.1%}"))
+    text = "".join(f"<div class=card>{html.escape(name)}<b>{value}</b></div>" for name, value in cards)
+    return (f"<p>{html.escape(report['split'])} split of <code>{html.escape(str(report['records']))}</code>"
+            f"{'' if report.get('tta', 'none') == 'none' else ', test-time augmentation ' + report['tta']}</p>"
+            f"<div class=cards>{text}</div>")
+
+
+def mae_by_age(true_age: np.ndarray, expected: np.ndarray, report: dict) -> str:
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    ages = np.arange(int(true_age.max()) + 1 if len(true_age) else 1)
+    counts = np.bincount(true_age, minlength=len(ages))
+    err = np.bincount(true_age, weights=np.abs(expected - true_age), minlength=len(ages))
+    known = counts > 0
+    ax.bar(ages, counts, color="0.85")
+    ax.set_xlabel("true age")
+    ax.set_ylabel("faces")
+    ax2 = ax.twinx()
+    ax2.plot(ages[known], err[known] / counts[known], "o-", ms=3, color="C3")
+    ax2.set_ylabel("MAE (years)", color="C3")
+    ax.set_title("Error of the estimate by true age (bars: faces)")
+    rows = [[html.escape(d), f"{v['count']}", f"{v['mae']:.2f}"] for d, v in report["mae_by_decade"].items()]
+    return f"<img class=plot alt='MAE by age' src='{_figure_uri(fig)}'>" + _table(["decade", "faces", "MAE"], rows)
+
+
+def group_tables(section: dict) -> str:
+    out = [f"<p class=note>Each value with its {groups_lib.CONFIDENCE:.0%} bootstrap interval "
+           f"({groups_lib.BOOTSTRAP_SAMPLES} resamples, seeded). Grey rows: under "
+           f"{groups_lib.MIN_FACES} faces. bias = mean (estimate - true age): positive means too old.</p>"]
+    for attribute, entry in section.items():
+        names = list(entry["groups"])
+        rows = [[html.escape(n), f"{g['count']}{' (few)' if g['few'] else ''}", _ci(g["mae"]),
+                 _ci(g["bias"]), _ci(g[CS_NAME], ".3f")] for n, g in entry["groups"].items()]
+        classes = ["few" if entry["groups"][n]["few"] else "" for n in names]
+        gap = entry["gap"]
+        gap_text = ("" if gap is None else f"<p>Gap: the worst group ({html.escape(gap['worst'])}) is "
+                    f"{gap['mae']:.2f} years worse than the best ({html.escape(gap['best'])}).</p>")
+        out.append(f"<h3>{html.escape(attribute.replace('_', ' '))}</h3>"
+                   + _table(["group", "faces", "MAE", "bias", CS_NAME.upper()], rows, classes) + gap_text)
+    return "".join(out)
+
+
+def calibration_block(section: dict) -> str:
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], "--", color="0.6", label="calibrated")  # coverage = claim
+    curves = [("after" if "before" in section else "this model", section)]
+    if "before" in section:
+        curves.insert(0, ("before", section["before"]))
+    for name, entry in curves:
+        m, c, claimed = zip(*entry["reliability"])
+        ax.plot(claimed, c, "o-", label=name)
+    ax.set_xlabel("probability the intervals hold (claimed)")
+    ax.set_ylabel("share of true ages inside")
+    ax.set_title("Reliability of the intervals")
+    ax.legend()
+    rows = [[name] + [f"{v['coverage']:.1%} <span class=note>(claims {v['claimed']:.1%})</span>"
+                      for v in entry["coverage"].values()] for name, entry in curves]
+    fit = section.get("fit")
+    note = ""
+    if fit:
+        note = (f"<p>Temperature fitted on the {fit['split']} split ({fit['faces']} faces): "
+                f"T = {fit['temperature']:.3f}, stored in best.keras.</p>" if fit["applied"] else
+                f"<p>The {fit['split']} split's coverage is within {section['tolerance']:.0%}: no temperature fitted.</p>")
+    elif section["off"]:
+        note = (f"<p class=warn>A coverage is off by more than {section['tolerance']:.0%}: "
+                f"<code>python -m trainer.evaluate --calibrate</code> fits a temperature.</p>")
+    return (_table(["", *section["coverage"]], rows) + note
+            + f"<img class=plot alt='reliability' src='{_figure_uri(fig)}'>")
+
+
+def threshold_table(entries: list[dict]) -> str:
+    if not entries:
+        return "<p>No age threshold asked for (--age_threshold).</p>"
+    head = ["threshold", "minors", "adults", "false adult", "false minor"]
+    challenge = "challenge_age" in entries[0]
+    if challenge:
+        head.append(f"minors passing challenge {entries[0]['challenge_age']}")
+    rows = [[f"{e['age']}", f"{e['minors']}", f"{e['adults']}", _ci(e["false_adult"], ".3f"),
+             _ci(e["false_minor"], ".3f")] + ([_ci(e["passed_challenge"], ".3f")] if challenge else [])
+            for e in entries]
+    return ("<p class=note>false adult: the share of faces under the threshold estimated at or over it; "
+            "false minor: the share at or over it estimated under it.</p>" + _table(head, rows))
+
+
+def worst_faces(worst: WorstFaces | None) -> str:
+    if worst is None:
+        return "<p>Thumbnails left out (--nothumbnails).</p>"
+    figures = "".join(
+        f"<figure><img alt='{html.escape(key)}' src='{_thumbnail_uri(pixels)}'>"
+        f"<figcaption>true {true} / est. {est:.1f}<br><span class=note>{html.escape(key[-28:])}</span>"
+        f"</figcaption></figure>" for _, key, true, est, pixels in worst.faces)
+    return f"<div class=faces>{figures}</div>"
+
+
+def render(report: dict, true_age: np.ndarray, expected: np.ndarray, worst: WorstFaces | None) -> str:
+    body = {"headline": ("Headline", headline(report)),
+            "mae-by-age": ("Error by age", mae_by_age(np.asarray(true_age), np.asarray(expected), report)),
+            "groups": ("Errors by group", group_tables(report["groups"])),
+            "calibration": ("How sure: the intervals' coverage", calibration_block(report["calibration"])),
+            "thresholds": ("Age thresholds", threshold_table(report["thresholds"])),
+            "worst-faces": (f"The {WORST_FACES} worst faces", worst_faces(worst))}
+    return page("Age model report", [(sid, *body[sid]) for sid in SECTIONS])
+
+
+def write_report(path: str, report: dict, true_age, expected, worst: WorstFaces | None) -> str:
+    atomic_write_bytes(path, render(report, true_age, expected, worst).encode("utf-8"))
+    return path
