@@ -32,7 +32,7 @@ def source_block(m: dict, directory: str) -> str:
     rows = [["directory", html.escape(directory)], ["source", html.escape(str(src.get("name", src.get("mat"))))],
             ["read from", html.escape(str(src.get("read", src.get("mat", ""))))],
             ["fingerprint", html.escape(str(src.get("fingerprint", src.get("sha256", "")))[:16]) + "…"],
-            ["entries", str(src.get("entries", ""))], ["label", html.escape(str(m.get("label", "real")))],
+            ["entries", str(src.get("entries", ""))], ["label", html.escape(str(m.get("label", schema.LABEL_REAL)))],
             ["face margin", str(m.get("margin", ""))], ["image size", f"{m.get('image_size')} px {m.get('encoding')}"],
             ["schema version", str(m.get("schema_version"))], ["written", html.escape(str(m.get("created", "")))]]
     return table(["", ""], rows)

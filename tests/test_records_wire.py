@@ -26,6 +26,7 @@ def test_encode_example_is_the_example_tensorflow_would_write():
         "age_mean": tf.train.Feature(float_list=tf.train.FloatList(value=[36.75])),
         "age_std": tf.train.Feature(float_list=tf.train.FloatList(value=[4.5])),
         "real_age": tf.train.Feature(int64_list=tf.train.Int64List(value=[40])),
+        "race": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b""])),
     }))
     assert tf.train.Example.FromString(ours) == reference
     parsed = tf.io.parse_single_example(ours, schema.feature_spec())
