@@ -223,7 +223,8 @@ def csv_rows(n: int, seed: int = 0) -> list[dict]:
     for r, q in zip(kept[-len(quirks):], quirks):
         r["quirk"] = q
     for j, r in enumerate(r for r in kept if r["quirk"] == "unsafe_path"):
-        r["path"] = "../outside.jpg" if j % 2 == 0 else "/etc/hostname"   # never opened
+        # never opened; each unique, so no unsafe row is also a duplicate_path
+        r["path"] = f"../outside-{j}.jpg" if j % 2 == 0 else ("/etc/hostname" if j == 1 else f"/etc/hostname-{j}")
     # duplicates repeat a readable kept row's path, later in the file
     readable = [r for r in kept if not r["quirk"]]
     for r, first in zip([r for r in rows if r["category"] == "duplicate_path"], readable):

@@ -544,3 +544,27 @@ def test_a_folder_no_row_of_which_survives_names_the_step_its_rule_and_a_file(tm
                               f"remaining rows (rule: the name is not age_gender[_race]_date")
     assert "e.g. beach_2019.jpg" in message and "holds the utkface format" in message
     assert "\n" not in message and "[{" not in message
+
+
+# --- the samples' forecasts ----------------------------------------------------------
+
+@pytest.mark.parametrize("dataset", sample_sources.DATASETS)
+@pytest.mark.parametrize("n", [sample_sources.MIN_N, 500, 1000])
+def test_the_forecast_cleaning_is_what_ingest_reports_at_every_size(tmp_path, dataset, n):
+    """expected_counts states what ingest's cleaning reports for every format and size
+    (at 1000, unsafe CSV paths once repeated each other and were also counted as
+    duplicates)."""
+    sample_sources.generate(dataset, str(tmp_path / dataset), n)
+    src = str(tmp_path / dataset / "faces.csv") if dataset == "csv" else str(tmp_path / dataset)
+    _, table, kept, cleaning = pipeline.load_and_clean(pipeline.Config(src=src))
+    expected = sample_sources.expected_counts(dataset, n)
+    assert [{k: c[k] for k in ("step", "removed", "remaining")} for c in cleaning] == expected["cleaning"]
+    assert (table.entries, len(kept)) == (expected["entries"], expected["kept"])
+
+
+@pytest.mark.slow
+def test_the_csv_forecast_is_what_ingest_reports_at_the_default_size(tmp_path):
+    n = 1000
+    sample_sources.generate("csv", str(tmp_path / "csv"), n)
+    manifest = _ingest(str(tmp_path / "csv" / "faces.csv"), str(tmp_path / "out"))
+    assert _counts(manifest) == sample_sources.expected_counts("csv", n)
