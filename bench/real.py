@@ -1,4 +1,4 @@
-"""Train and score on a folder of real faces, as the README's "Real faces" table does.
+"""Train and score on a folder of real faces, as the "Real faces" table of docs/training.md does.
 
     python -m bench.real --src crop_part1 [--flagfile small.flags] [--out bench_out/real]
                          [--image_size 64] [-- more trainer flags, e.g. --variant=tiny]

@@ -20,7 +20,7 @@ epoch's first batch.
 On a 2-core machine the trainer, the dispatcher and the workers share the cores, so
 the service cannot win here: rows 2-3 measure its overhead. The last table is the
 per-core decode rate (one tf.data thread: parse + JPEG decode, and with augmentation),
-the number the README's sizing of worker hosts is computed from.
+the number the sizing of worker hosts in docs/performance.md is computed from.
 """
 
 from __future__ import annotations

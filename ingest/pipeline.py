@@ -136,7 +136,7 @@ def load_and_clean(cfg: Config, source=None):
     kept, cleaning = clean.clean(table.frame, steps)
     if kept.empty:
         raise DataError(f"{cfg.src}: no row survives cleaning: {clean.why_nothing_is_left(table.frame, steps)}; "
-                        f"check that --src holds the {source.NAME} format (see README 'Data sets'), or "
+                        f"check that --src holds the {source.NAME} format (see docs/data-sets.md), or "
                         f"loosen the threshold that removed them")
     return source, table, kept, cleaning
 

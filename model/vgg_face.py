@@ -56,7 +56,7 @@ VARIANTS = {
                     fc8_units=14, input_size=32),
     # Learns real faces from random initialisation on a CPU and fits a phone
     # (small.flags; widths and input side chosen by measurement on UTKFace, see the
-    # README "Real faces"). Distinct sizes too.
+    # docs/training.md "Real faces"). Distinct sizes too.
     "small": Variant(conv_filters=(16, 32, 64, 128, 160), fc6_units=256, fc7_units=192,
                      fc8_units=10, input_size=64, batch_norm=True),
 }

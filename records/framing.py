@@ -17,7 +17,7 @@ from records import facebox
 SOURCE = "source"              # the data set's own crops (no detector ran at ingest)
 DETECTORS = ("mtcnn", "haar")  # the face finders (records.detect); the first is the default:
 # on real photos MTCNN finds the face in 98% of UTKFace's tight crops where Haar finds 46%
-# (README "Face finding").
+# (docs/serving.md "Face finding and framing").
 DEFAULT_DETECTOR = DETECTORS[0]
 REFRAME_NONE = "none"          # ingest --reframe: keep the source's crops
 REFRAME = (REFRAME_NONE,) + DETECTORS

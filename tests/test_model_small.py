@@ -133,7 +133,7 @@ def test_batchnorm_statistics_under_two_replicas_equal_one_device():
 def test_small_exports_a_saved_model_and_a_float16_tflite_under_4_mb(sample_shards, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from trainer.export import export_run
+    from serving.export import export_run
     from trainer.run_dir import RunDir
 
     keras.utils.set_random_seed(3)

@@ -103,7 +103,8 @@ def test_run_directory_holds_every_artifact(trained_run):
     assert len(preds) == report["count"]
     assert report["batch_size"] == 32        # the run's eval batch (cpu.flags: --batch_size=32)
     assert set(preds[0]) == {"key", "true_age", "expected_age", "most_likely_age",
-                             "age_mean", "age_std", "epsilon_error", "real_age"}
+                             "age_mean", "age_std", "epsilon_error", "real_age",
+                             "age_sd", "age_low", "age_high", "gender", "race"}
     assert preds[0]["epsilon_error"] == ""               # wiki has no apparent-age spread
     assert report["epsilon_error"] is None and report["tta"] == "none"
     for name in ("learning_curves.png", "mae_by_age.png", "flags.txt", "run.json"):

@@ -196,7 +196,7 @@ class TrainConfig:
                               f"directory holding best.keras or a .keras file")
         if self.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
             raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                              "(cluster and task); see README 'Distributed training'")
+                              "(cluster and task); see docs/training.md 'Distributed training'")
         if self.cluster_timeout <= 0:
             raise ConfigError(f"--cluster_timeout={self.cluster_timeout:g}: must be a positive number of seconds")
         if self.data_service:
