@@ -1,10 +1,11 @@
 """The rule cases of `python -m bench.faults` (`--only rules`): crafted manifests,
-look-alike folders, hostile predictions files and oversized serving inputs, each tried
-the way a careless user or an attacker would, against the rules of WORKSPACE.md's
-"Guarantees": a name read from a file never leads outside its directory; the project
-only takes for its own what carries its mark; every input has a bound; bad input is
-one line. Every case says what happened, how long it took, and whether the bystander
-file (the thing that must not be touched) is byte for byte what it was.
+look-alike folders, hostile predictions files, oversized serving inputs and a TFLite
+model fed another shape, each tried the way a careless user or an attacker would,
+against the rules of WORKSPACE.md's "Guarantees": a name read from a file never leads
+outside its directory; the project only takes for its own what carries its mark;
+every input has a bound; bad input is one line, never a wrong result. Every case says
+what happened, how long it took, and whether the bystander file (the thing that must
+not be touched) is byte for byte what it was.
 """
 
 from __future__ import annotations
@@ -274,6 +275,37 @@ def oversized_serving_input(w: str, export_dir: str, side: int = 10000) -> Case:
     return case
 
 
+# model.tflite under the LiteRT interpreter, fed the right shape and then others.
+LITE = r"""
+import json, sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+path, size = sys.argv[1], int(sys.argv[2])
+answers = {}
+for shape in [(1, size, size, 3), (1, 2 * size, 2 * size, 3), (size, size, 3), (1, size // 2, 2 * size, 3)]:
+    try:
+        out = Interpreter(model_path=path).get_signature_runner("serve")(pixels=np.zeros(shape, np.uint8))
+        answers["x".join(map(str, shape))] = f"{len(out['apparent_age'])} ages"
+    except RuntimeError:
+        answers["x".join(map(str, shape))] = "error"
+print(json.dumps(answers))
+"""
+
+
+def tflite_wrong_shape(export_dir: str) -> Case:
+    case = Case("rule 3: model.tflite fed other shapes than its signature's [B, S, S, 3]",
+                "the right shape answers; every other one is an error, never a wrong number of ages")
+    size = json.load(open(os.path.join(export_dir, "export.json")))["input_size"]
+    proc = subprocess.run([sys.executable, "-c", LITE, os.path.join(export_dir, "model.tflite"), str(size)],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=BOUNDED_SECONDS * 3)
+    answers = json.loads(last_line(proc.stdout) or "{}")
+    case.observed = ", ".join(f"{shape}: {answer}" for shape, answer in answers.items()) \
+        or f"exit {proc.returncode}: {last_line(proc.stderr)[:100]}"
+    values = list(answers.values())
+    case.ok = len(values) == 4 and values[0] == "1 ages" and values[1:] == ["error"] * 3
+    return case
+
+
 # --------------------------------------------------------------------------- all of them
 
 def rule_cases(w: str, good: str) -> list[Case]:
@@ -283,10 +315,11 @@ def rule_cases(w: str, good: str) -> list[Case]:
     cases += [hostile_output(w, kind) for kind in ("notes", "link", "zero", "fifo")]
     run_dir, export_dir = os.path.join(w, "runs", "rules"), os.path.join(w, "exports", "rules")
     trained = run(*trainer_args(good, run_dir, "--epochs=1"))
-    exported = run("serving.export", f"--model_dir={run_dir}", f"--out={export_dir}") \
+    exported = run("serving.export", f"--model_dir={run_dir}", f"--out={export_dir}", "--tflite=float32") \
         if trained.returncode == 0 else trained
     if exported.returncode:
         cases.append(Case("rule 2/3: a run and its export for the serving cases", "exit 0",
                           f"exit {exported.returncode}: {last_line(exported.stderr)[:100]}"))
         return cases
-    return cases + [export_lookalike(w, run_dir), oversized_serving_input(w, export_dir)]
+    return cases + [export_lookalike(w, run_dir), oversized_serving_input(w, export_dir),
+                    tflite_wrong_shape(export_dir)]
