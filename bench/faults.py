@@ -10,7 +10,7 @@ two agree. The data is the synthetic sample (`python -m ingest.sample`, 1500
 rows, faces 40-80 px) ingested at 32 px, and the trainer runs `cpu.flags`
 (the tiny variant). The rule cases (bench.faults_rules: crafted manifests,
 look-alike folders, hostile predictions files, oversized serving inputs) follow.
-About 5-6 minutes on 2 shared cores (`--only kill` or `--only rules`: one group);
+About 2-4 minutes on 2 shared cores (`--only kill` or `--only rules`: one group);
 the exit status is 1 if any case failed.
 """
 

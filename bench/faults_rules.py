@@ -266,7 +266,7 @@ def oversized_serving_input(w: str, export_dir: str, side: int = 10000) -> Case:
         case.observed = f"exit {proc.returncode}: {last_line(proc.stderr)[:100]}"
         return case
     grown = answer["peak_mb"] - answer["before_mb"]
-    says = answer["result"].split("image_bytes: ")[-1][:70]
+    says = answer["result"].split("image_bytes: ")[-1].split(" (")[0]
     case.observed = (f"{os.path.getsize(png) / 1e3:.0f} KB file {'refused' if answer['result'].startswith('refused') else 'ANSWERED'} "
                      f"in {answer['seconds']:.2f} s ({says}); peak RSS {answer['peak_mb']:.0f} MB, "
                      f"+{grown:.0f} MB over the loaded model; small crop: age {answer['small_age']:.1f}")
@@ -285,7 +285,7 @@ answers = {}
 for shape in [(1, size, size, 3), (1, 2 * size, 2 * size, 3), (size, size, 3), (1, size // 2, 2 * size, 3)]:
     try:
         out = Interpreter(model_path=path).get_signature_runner("serve")(pixels=np.zeros(shape, np.uint8))
-        answers["x".join(map(str, shape))] = f"{len(out['apparent_age'])} ages"
+        answers["x".join(map(str, shape))] = f"{len(out['apparent_age'])} age(s)"
     except RuntimeError:
         answers["x".join(map(str, shape))] = "error"
 print(json.dumps(answers))
@@ -302,7 +302,7 @@ def tflite_wrong_shape(export_dir: str) -> Case:
     case.observed = ", ".join(f"{shape}: {answer}" for shape, answer in answers.items()) \
         or f"exit {proc.returncode}: {last_line(proc.stderr)[:100]}"
     values = list(answers.values())
-    case.ok = len(values) == 4 and values[0] == "1 ages" and values[1:] == ["error"] * 3
+    case.ok = len(values) == 4 and values[0] == "1 age(s)" and values[1:] == ["error"] * 3
     return case
 
 
