@@ -9,7 +9,8 @@ one row per case: what the project promises, what happened, and whether the
 two agree. The data is the synthetic sample (`python -m ingest.sample`, 1500
 rows, faces 40-80 px) ingested at 32 px, and the trainer runs `cpu.flags`
 (the tiny variant). The rule cases (bench.faults_rules: crafted manifests,
-look-alike folders, hostile predictions files, oversized serving inputs) follow.
+look-alike folders, hostile predictions files, oversized serving inputs, a TFLite
+model fed another shape) follow.
 About 2-4 minutes on 2 shared cores (`--only kill` or `--only rules`: one group);
 the exit status is 1 if any case failed.
 """
