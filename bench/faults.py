@@ -1,6 +1,6 @@
 """The fault campaign's kill / corrupt / concurrency cases, replayed on the sample.
 
-    python -m bench.faults [--out bench_out/faults] [--seed 0]
+    python -m bench.faults [--out bench_out/faults] [--seed 0] [--only kill|rules]
 
 Every case runs the real commands in subprocesses, as a user (or an unlucky
 machine) would: `kill -9` from outside at a random moment, a byte flipped in a
@@ -8,8 +8,11 @@ finished file, two commands on one output, a peer that never starts. It prints
 one row per case: what the project promises, what happened, and whether the
 two agree. The data is the synthetic sample (`python -m ingest.sample`, 1500
 rows, faces 40-80 px) ingested at 32 px, and the trainer runs `cpu.flags`
-(the tiny variant). About 3-4 minutes on 2 shared cores; the exit status is 1
-if any case failed.
+(the tiny variant). The rule cases (bench.faults_rules: crafted manifests,
+look-alike folders, hostile predictions files, oversized serving inputs, a TFLite
+model fed another shape) follow.
+About 2-4 minutes on 2 shared cores (`--only kill` or `--only rules`: one group);
+the exit status is 1 if any case failed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ CPU_FLAGS = os.path.join(REPO, "cpu.flags")
 SAMPLE_ROWS = 1500
 INGEST = ("--image_size", "32", "--shard_mb", "0.02", "--workers", "2")
 TRAIN_EPOCHS = 20
+GROUPS = {"kill": "kill -9, corrupted files, two writers, a lost peer",
+          "rules": "crafted manifests, look-alike folders, hostile outputs, oversized inputs"}
 
 
 @dataclasses.dataclass
@@ -337,6 +342,23 @@ def unreachable_peer(w: str, good: str) -> Case:
     return case
 
 
+def kill_cases(w: str, rng: random.Random, good: str) -> list[Case]:
+    cases = [ingest_killed_then_rerun(w, rng, good), two_ingests_at_once(w),
+             failed_reingest_keeps_the_old(w, good), dead_decode_worker(w, "decoding"),
+             dead_decode_worker(w, "start-up"),
+             corrupt_shard_caught_by_verify(w, good)]
+    # The cases that mostly wait (a refusal, a timeout, a cache build) run beside the
+    # kill/resume chain, each on its own directory.
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        beside = [pool.submit(two_trainers_one_run_dir, w, good), pool.submit(unreachable_peer, w, good),
+                  pool.submit(damaged_feature_cache, good)]
+        killed, run_dir = trainer_killed_at_random_points(w, rng, good)
+        cases += [killed, corrupt_latest_checkpoint(run_dir, good), lost_checkpoint_index(run_dir, good),
+                  other_records_on_resume(w, run_dir, good)]
+        cases += [f.result() for f in beside]
+    return cases
+
+
 # --------------------------------------------------------------------------- the table
 
 def table(cases: list[Case], work_dir: str) -> str:
@@ -351,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.path.join(REPO, "bench_out", "faults"), help="work directory (emptied)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random kill points")
+    p.add_argument("--only", choices=GROUPS, help="run one group of cases: " + "; ".join(
+        f"{name}: {what}" for name, what in GROUPS.items()))
     args = p.parse_args(argv)
     w, rng = os.path.abspath(args.out), random.Random(args.seed)
     started = time.monotonic()
@@ -365,19 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         print(sample.stderr[-2000:] + ingest.stderr[-2000:], file=sys.stderr)
         return 1
 
-    cases = [ingest_killed_then_rerun(w, rng, good), two_ingests_at_once(w),
-             failed_reingest_keeps_the_old(w, good), dead_decode_worker(w, "decoding"),
-             dead_decode_worker(w, "start-up"),
-             corrupt_shard_caught_by_verify(w, good)]
-    # The cases that mostly wait (a refusal, a timeout, a cache build) run beside the
-    # kill/resume chain, each on its own directory.
-    with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        beside = [pool.submit(two_trainers_one_run_dir, w, good), pool.submit(unreachable_peer, w, good),
-                  pool.submit(damaged_feature_cache, good)]
-        killed, run_dir = trainer_killed_at_random_points(w, rng, good)
-        cases += [killed, corrupt_latest_checkpoint(run_dir, good), lost_checkpoint_index(run_dir, good),
-                  other_records_on_resume(w, run_dir, good)]
-        cases += [f.result() for f in beside]
+    cases = kill_cases(w, rng, good) if args.only in (None, "kill") else []
+    if args.only in (None, "rules"):
+        from bench.faults_rules import rule_cases
+        cases += rule_cases(w, good)
     print(table(cases, w))
     print(f"\n{sum(c.ok for c in cases)} of {len(cases)} cases as expected in "
           f"{time.monotonic() - started:.0f} s (seed {args.seed})")

@@ -8,7 +8,8 @@ The age model of a run as artifacts that need neither this project nor Keras:
         -> apparent_age float32 [B], age_probs float32 [B, 101]
            [, male_probability float32 [B] for age_gender runs]
     exports/X/model.tflite      (--tflite) the pixel endpoint at the model's input
-                                size: uint8 [B, S, S, 3], the caller resizes
+                                size: uint8 [B, S, S, 3], the caller resizes (any
+                                other shape: RuntimeError at invoke)
     exports/X/export.json       what was exported: run, input size, task, tta, tflite, and
                                 the framing a caller must reproduce (records.framing):
                                 `detector` (mtcnn, haar, or `source`: the data set's own
@@ -127,13 +128,29 @@ def saved_model_archive(net, input_size: int, with_gender: bool, tta: bool):
     return archive
 
 
+def fixed_size_pixels(pixels, input_size: int):
+    """`pixels`, failing at run time unless shaped [B, input_size, input_size, 3].
+
+    A LiteRT interpreter resizes its input to whatever it is given, and the converter
+    takes the signature's sizes for granted: it folds `tf.shape(pixels)[1:]` to a
+    constant and drops asserts, so a 64x64 batch of one would run as four 32x32 faces.
+    The sizes are read with a gather, which it does not fold, and a mismatch becomes a
+    reshape to zero images, which fails (the interpreter raises RuntimeError; a size
+    the gather cannot read fails there)."""
+    shape = tf.shape(pixels)
+    fits = tf.reduce_all(tf.equal(tf.gather(shape, [1, 2, 3]), [input_size, input_size, 3]))
+    return tf.reshape(pixels, tf.stack([shape[0] * tf.cast(fits, tf.int32), input_size, input_size, 3]))
+
+
 def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: str) -> bytes:
     """The pixel endpoint at the input size as a LiteRT flatbuffer (float32, or float16
     weights), converted from an ExportArchive SavedModel: the archive tracks the
-    Keras variables, so they reach the flatbuffer as constants."""
+    Keras variables, so they reach the flatbuffer as constants.  An input of any other
+    shape is an error at invoke time (fixed_size_pixels)."""
+    outputs = age_outputs(net, with_gender, tta)
     archive = keras.export.ExportArchive()
     archive.track(net)
-    archive.add_endpoint("serve", age_outputs(net, with_gender, tta),
+    archive.add_endpoint("serve", lambda pixels: outputs(fixed_size_pixels(pixels, input_size)),
                          input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.uint8,
                                                         name="pixels")])
     with tempfile.TemporaryDirectory() as tmp:

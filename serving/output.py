@@ -4,18 +4,33 @@ continued after a kill from the last complete line."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
 import stat
 
-from errors import ProjectError
+from errors import ProjectError, disk_problem
 from records import outdir
 
 
 class PredictError(ProjectError):
     """Bad arguments or output file; the message names the thing and the fix."""
+
+
+@contextlib.contextmanager
+def writing(path: str, what: str, fix: str):
+    """A full or read-only disk met in the block (a failed write names no file) is one
+    PredictError naming `path`, what was being written and the `fix`; any other failure
+    passes through."""
+    try:
+        yield
+    except Exception as e:
+        problem = disk_problem(e)
+        if problem is None:
+            raise
+        raise PredictError(f"{path}: cannot write {what} ({problem}); {fix}") from e
 
 
 # A predictions file carries the project's mark beside it (a JSONL file has no room for

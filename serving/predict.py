@@ -46,7 +46,7 @@ from records import framing
 from records.pixels import PixelError, read_rgb
 from serving import faces, plots
 from serving import flags as serving_flags
-from serving.output import PredictError, open_output
+from serving.output import PredictError, open_output, writing
 from trainer.config import TTA, PredictConfig
 from trainer.run_dir import RunDir, load_run_model, run_framing
 
@@ -286,15 +286,21 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
 
 def annotate(result: dict, out_dir: str) -> None:
     """The photo with its boxes and ages, and each face's age distribution, in out_dir."""
-    os.makedirs(out_dir, exist_ok=True)
+    # A full disk ends the command: it is no photo's fault.
+    fix = "free space on that disk or pass --out on another one, then rerun the same command"
+    with writing(out_dir, "the pictures folder", fix):
+        os.makedirs(out_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(result["file"]))[0]
-    result["annotated"] = plots.annotate(read_rgb(result["file"]), result["faces"],
-                                         os.path.join(out_dir, f"{stem}_annotated.png"))
+    image, picture = read_rgb(result["file"]), os.path.join(out_dir, f"{stem}_annotated.png")
+    with writing(picture, "the annotated photo", fix):
+        result["annotated"] = plots.annotate(image, result["faces"], picture)
     if all("age_probs" in face for face in result["faces"]):
-        result["distributions"] = [
-            plots.age_distribution(np.asarray(face["age_probs"]),
-                                   os.path.join(out_dir, f"{stem}_face{i + 1}_ages.png"), f"{stem} face {i + 1}")
-            for i, face in enumerate(result["faces"])]
+        result["distributions"] = []
+        for i, face in enumerate(result["faces"]):
+            path = os.path.join(out_dir, f"{stem}_face{i + 1}_ages.png")
+            with writing(path, "an age distribution", fix):
+                result["distributions"].append(
+                    plots.age_distribution(np.asarray(face["age_probs"]), path, f"{stem} face {i + 1}"))
 
 
 def print_text(result: dict, note) -> None:
@@ -354,6 +360,8 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
         if job.out and result["error"] is None:
             try:
                 annotate(result, job.out)
+            except PredictError:     # a full disk
+                raise
             except Exception as e:   # the pictures are this file's work too
                 result["error"] = file_error(result["file"], e)
             if not job.keep_probs:
@@ -361,8 +369,10 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
                     face.pop("age_probs")
         worked += result["error"] is None
         if out:
-            out.write((json.dumps(result) + "\n").encode())
-            out.flush()
+            with writing(job.output, "the predictions", "free space on that disk, then rerun the same "
+                         "command: it continues after the photos already in it"):
+                out.write((json.dumps(result) + "\n").encode())
+                out.flush()
         elif job.json:
             results.append(result)
         else:

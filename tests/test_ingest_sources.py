@@ -148,6 +148,19 @@ def test_csv_duplicates_compare_normalised_paths_and_huge_ages_are_above_max(tmp
     assert removed["age_above_max"] == 1 and removed["age_below_min"] == 0
 
 
+@pytest.mark.parametrize("header, where", [("path,age,path", "columns 1, 3"), ("path, path,age", "columns 1, 2")])
+def test_a_csv_header_naming_a_column_twice_is_one_line_naming_it(tmp_path, header, where):
+    """Not blamed on the split fractions of the few rows that follow, nor read as `path.1`."""
+    from ingest.sources.table import Options
+
+    csv_path = tmp_path / "faces.csv"
+    csv_path.write_text(f"{header}\nimgs/a.jpg,30,imgs/b.jpg\nimgs/c.jpg,40,imgs/d.jpg\n")
+    with pytest.raises(DataError) as e:
+        csv_table.load_table(str(csv_path), Options(min_face_score=0.0))
+    assert str(e.value) == (f"{csv_path}: the header names the column 'path' 2 times ({where}); keep one "
+                            f"column of each name: rename or delete the others")
+
+
 # --- APPA-REAL ---------------------------------------------------------------------
 
 def test_appa_real_keeps_official_splits_and_apparent_labels(appa_shards, samples):

@@ -290,3 +290,22 @@ def test_the_saved_model_refuses_an_image_over_the_pixel_limit_from_its_header(r
             serve(image_bytes=tf.constant([small, data]))
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 200, grown_mb       # a decoded 10000x10000 RGB image alone is 300 MB
+
+
+def test_the_tflite_model_refuses_any_other_input_shape(tmp_path):
+    """The interpreter would resize its input to anything; the graph itself refuses."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from serving.export import tflite_bytes
+
+    net = model.build_age_model(variant="tiny", input_size=INPUT_SIZE)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(tflite_bytes(net, INPUT_SIZE, False, False, "float32"))
+    pixels = np.random.default_rng(3).integers(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    ages = Interpreter(model_path=str(path)).get_signature_runner("serve")(pixels=pixels)["apparent_age"]
+    np.testing.assert_allclose(ages, expected(np.asarray(net(pixels, training=False))), atol=1e-3)
+    s = INPUT_SIZE
+    for shape in [(1, 2 * s, 2 * s, 3), (s, s, 3), (1, s // 2, 2 * s, 3), (1, s, s, 1), (1, s, s, 3, 2)]:
+        runner = Interpreter(model_path=str(path)).get_signature_runner("serve")
+        with pytest.raises(RuntimeError, match=r"failed to (invoke|prepare)"):
+            runner(pixels=np.zeros(shape, np.uint8))

@@ -303,9 +303,10 @@ def train_one_epoch(trainer: loop.Loop, iterator, steps: int, steps_per_call: in
 
 
 def train_service_epoch(trainer: loop.Loop, data: Datasets, epoch: int, deadline_s: float,
-                        reporter: EpochReporter) -> dict:
+                        reporter: EpochReporter, dispatcher: str | None = None) -> dict:
     """One epoch of --data_service: one step at a time until the job's stream ends,
-    within `deadline_s` (a lost worker can block it: `service.EpochTimeout`, one line).
+    within `deadline_s` (a lost worker or a lost `dispatcher` can block it:
+    `service.EpochTimeout`, one line naming which).
     Records a lost worker took with it are counted and reported."""
     iterator = iter(data.service_epoch(epoch))
     sums, done = {}, [0]
@@ -318,7 +319,8 @@ def train_service_epoch(trainer: loop.Loop, data: Datasets, epoch: int, deadline
         reporter.update(min(done[0], reporter.steps), loop.metrics(sums))
         return int(chunk["count"])
 
-    report = service.run_epoch(step, data.train_count, deadline_s, what=f"epoch {epoch + 1}")
+    report = service.run_epoch(step, data.train_count, deadline_s, what=f"epoch {epoch + 1}",
+                               dispatcher=dispatcher)
     if report.missed:
         print(f"warning: epoch {epoch + 1} through the tf.data service: {report}", flush=True)
     if not sums:
@@ -353,7 +355,8 @@ def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.d
         reporter.start(epoch)
         started = time.perf_counter()
         if data.service_epoch is not None:
-            sums = train_service_epoch(trainer, data, epoch, config.data_service_deadline, reporter)
+            sums = train_service_epoch(trainer, data, epoch, config.data_service_deadline, reporter,
+                                       config.data_service)
         else:
             sums = train_one_epoch(trainer, iterator, steps, steps_per_call, reporter)
         train_seconds = time.perf_counter() - started

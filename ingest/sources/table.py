@@ -68,12 +68,20 @@ class Table:
 
 def read_csv(path: str, required, unreadable_fix: str, missing_fix: str, **read_options) -> pd.DataFrame:
     """A metadata CSV as a DataFrame (pandas.read_csv with `read_options`), or one
-    DataError line: unreadable (then `unreadable_fix`), or without a `required` column
-    (then `missing_fix`)."""
+    DataError line: unreadable (then `unreadable_fix`), a header naming a column twice
+    (pandas would quietly rename the second `path` to `path.1`), or without a `required`
+    column (then `missing_fix`)."""
     try:
         frame = pd.read_csv(path, **read_options)
-    except (OSError, ValueError) as e:
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+    except (OSError, ValueError, IndexError) as e:
         raise DataError(f"{path}: unreadable CSV ({e}); {unreadable_fix}") from e
+    names = [name.strip() for name in header]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        where = [i + 1 for i, name in enumerate(names) if name == twice]
+        raise DataError(f"{path}: the header names the column {twice!r} {len(where)} times (columns "
+                        f"{', '.join(map(str, where))}); keep one column of each name: rename or delete the others")
     missing = [c for c in required if c not in frame]
     if missing:
         raise DataError(f"{path}: lacks the column(s) {missing} (has {list(frame.columns)}); {missing_fix}")

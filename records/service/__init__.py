@@ -14,7 +14,8 @@ every replica of the trainer.
 - `run_epoch`: the consumer side of an epoch with a deadline. tf.data service can
   silently drop the records a lost worker held, or block on it; `run_epoch` counts
   what arrived against the manifest's count and raises `EpochTimeout` when the
-  epoch does not end within its bound.
+  epoch does not end within its bound, naming what was lost (`lost_server`: the
+  dispatcher when its address no longer accepts a connection, else a worker).
 
 The servers are started with `python -m records.service dispatcher|worker`.
 """
@@ -22,7 +23,7 @@ The servers are started with `python -m records.service dispatcher|worker`.
 # The pipeline imports TensorFlow; load it only when asked, so the server commands
 # (records.service.__main__) reject a bad address before TensorFlow's import and logs.
 _PIPELINE = ("PROCESSING_MODE", "SERVICE_CYCLE", "EpochReport", "EpochTimeout", "count_records",
-             "distribute", "epoch_dataset", "job_name", "run_epoch", "run_name")
+             "distribute", "epoch_dataset", "job_name", "lost_server", "run_epoch", "run_name")
 _ADDRESS = ("CONNECT_TIMEOUT_S", "ServiceError", "check_address", "parse_address")
 __all__ = list(_PIPELINE + _ADDRESS)
 

@@ -13,13 +13,14 @@ import tensorflow as tf
 
 from records import reader
 from records.manifest import read_manifest, split_shards
-from records.service.address import ServiceError, check_address
+from records.service.address import ServiceError, check_address, parse_address
 
 PROCESSING_MODE = "distributed_epoch"   # each record once per epoch (not "parallel_epochs")
 # Files a worker reads at once. Under distributed_epoch every file a worker's interleave
 # opens is handed to it by the dispatcher, so a small cycle keeps files spread over workers
 # (and bounds what a lost worker takes with it).
 SERVICE_CYCLE = 4
+LOST_CHECK_S = 5.0      # after an epoch's deadline: how long the dispatcher may take to accept
 
 
 class EpochTimeout(ServiceError):
@@ -135,16 +136,32 @@ class EpochReport:
         return text
 
 
+def lost_server(dispatcher: str | None, timeout: float = LOST_CHECK_S) -> str:
+    """What most likely blocked an epoch: the dispatcher at `dispatcher` (its address)
+    when it no longer accepts a TCP connection within `timeout` seconds, else a worker
+    (without an address, a worker)."""
+    if dispatcher:
+        try:
+            check_address(dispatcher, timeout)
+        except ServiceError:
+            host, port = parse_address(dispatcher)
+            return (f"the tf.data service dispatcher at {host}:{port} was lost (it no longer accepts "
+                    f"connections): restart it (`python -m records.service dispatcher --port {port}`), "
+                    f"then rerun the same command")
+    return "a tf.data service worker was probably lost"
+
+
 def run_epoch(step: Callable[[], int], expected: int, deadline_s: float,
-              what: str = "epoch") -> EpochReport:
+              what: str = "epoch", dispatcher: str | None = None) -> EpochReport:
     """Call `step()` until the epoch's stream ends, within `deadline_s` seconds.
 
     step: consumes one batch and returns its number of records; it signals the end of
       the epoch with StopIteration or tf.errors.OutOfRangeError.
     Each step runs on a daemon thread so that a step blocked inside tf.data service
     (waiting on a lost worker) cannot outlive the deadline: `EpochTimeout` is raised
-    in one line naming what arrived. The blocked thread is abandoned; the caller is
-    expected to stop (a process that times out should exit).
+    in one line naming what arrived and what was lost (`lost_server`: the dispatcher at
+    `dispatcher` when it no longer answers, else a worker). The blocked thread is
+    abandoned; the caller is expected to stop (a process that times out should exit).
     """
     start = time.monotonic()
     seen = 0
@@ -166,7 +183,7 @@ def run_epoch(step: Callable[[], int], expected: int, deadline_s: float,
         if thread.is_alive():
             raise EpochTimeout(
                 f"{what} did not end within {deadline_s:g} s: {seen} of {expected} records "
-                f"arrived ({expected - seen} missing); a tf.data service worker was probably lost")
+                f"arrived ({expected - seen} missing); {lost_server(dispatcher)}")
         if "error" in outcome:
             raise outcome["error"]
         if outcome.get("end"):
