@@ -14,7 +14,8 @@ The second form checks that a face reaches the model framed in use as in trainin
 RUN was trained on shards ingested from DIR with `--reframe` (its run.json names
 them).  trainer.evaluate scores the records of --split (predictions.csv: the
 apparent age of each record's stored crop); serving.predict, with the run's framing
-(its defaults), finds and frames the face in each record's source image (DIR/key).
+(its defaults), finds and frames the face in each record's source image (DIR/key)
+and stores it as the data set did (records.pixels.as_stored).
 Per face (the largest, which ingest keeps): the difference between the two apparent
 ages; the table gives the faces compared, the share within 1 year, the mean and
 largest difference, and the images where prediction found no face.

@@ -10,7 +10,6 @@ every face as prediction does (read_rgb's pixels, records.facebox.frame).
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import stat
@@ -21,10 +20,11 @@ from PIL import Image
 import numpy as np
 
 from records import detect, facebox, framing, schema
-from records.pixels import PixelError, check_size, read_rgb, to_rgb, upright  # noqa: F401  (to_rgb: API)
+from records.pixels import PixelError, check_size, encode, read_rgb, to_rgb, upright  # noqa: F401  (to_rgb: API)
+from records.pixels import squash as fit
 
 IMAGE_SIZE = schema.VGG_FACE_SIZE      # stored side in pixels (VGG-Face's input)
-JPEG_QUALITY = 95
+JPEG_QUALITY = schema.JPEG_QUALITY
 
 # Why a file produced no record.  These are the manifest's `skipped` keys.
 UNSAFE_PATH = "unsafe_path"   # absolute, or escapes --src: never opened
@@ -78,14 +78,6 @@ def require_regular_file(path: str) -> str:
     if not stat.S_ISREG(mode):
         raise SkipImage(NOT_A_FILE, path)
     return path
-
-
-def fit(image: Image.Image, size: int) -> Image.Image:
-    """RGB, squashed to size x size: the pixels every stored record has."""
-    rgb = to_rgb(image)
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.BILINEAR)
-    return rgb
 
 
 def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0.0) -> Image.Image:
@@ -157,14 +149,6 @@ def read_photo(settings: ImageSettings, rel: str) -> tuple[str, np.ndarray]:
     except PixelError as e:
         reason = TRUNCATED if "truncated" in str(e).lower() else UNDECODABLE
         raise SkipImage(reason, str(e)) from e
-
-
-def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
-    if encoding == schema.ENCODING_RAW:
-        return rgb.tobytes()           # height*width*3 uint8, row-major RGB
-    buf = io.BytesIO()
-    rgb.save(buf, "JPEG", quality=jpeg_quality)
-    return buf.getvalue()
 
 
 def process(settings: ImageSettings, rel: str, box: facebox.Box | None = None) -> bytes:

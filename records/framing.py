@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from records import facebox
+from records import facebox, schema
 
 SOURCE = "source"              # the data set's own crops (no detector ran at ingest)
 DETECTORS = ("mtcnn", "haar")  # the face finders (records.detect); the first is the default:
@@ -47,6 +47,32 @@ def of(info: dict) -> Framing:
     margin (or nothing) holds its source's own crops (margin: facebox.DEFAULT_MARGIN)."""
     return Framing(info.get("detector", SOURCE), bool(info.get("aligned", False)),
                    float(info.get("margin", facebox.DEFAULT_MARGIN)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """How a data set stores each framed face: squashed to `size` px, then `encoding`
+    (at `jpeg_quality`).  Prediction stores each face it frames the same way
+    (records.pixels.as_stored) before the model's resize, as training read them."""
+    size: int
+    encoding: str = schema.ENCODING_JPEG
+    jpeg_quality: int = schema.JPEG_QUALITY
+
+    def as_dict(self) -> dict:
+        return {"image_size": self.size, "encoding": self.encoding, "jpeg_quality": self.jpeg_quality}
+
+
+def stored(info: dict) -> Stored | None:
+    """The storage a manifest or run.json records (a manifest keeps the quality among its
+    ingest flags); None without an image size (a run from before it was recorded)."""
+    size = info.get("image_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return None
+    encoding = info.get("encoding", schema.ENCODING_JPEG)
+    quality = info.get("jpeg_quality", (info.get("flags") or {}).get("jpeg_quality", schema.JPEG_QUALITY))
+    if encoding not in schema.ENCODINGS or not isinstance(quality, int) or not 1 <= quality <= 100:
+        return None
+    return Stored(size, encoding, quality)
 
 
 def differs(trained: Framing, used: Framing) -> bool:

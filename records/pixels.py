@@ -9,6 +9,7 @@ Imports PIL and numpy only: ingest's decode workers never import TensorFlow.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from errors import ProjectError
+from records import schema
 
 # Larger images are refused as decompression bombs (a 400-megapixel PNG of a few KB
 # would take 1.2 GB decoded); PIL's own default limit, named here once.
@@ -104,3 +106,36 @@ def read_rgb(path: str) -> np.ndarray:
         if isinstance(e, PixelError):
             raise
         raise PixelError(f"{path}: not a readable image ({e})") from None
+
+
+# ----------------------------------------------------------------------------- stored pixels
+
+def squash(image: Image.Image, size: int) -> Image.Image:
+    """RGB, squashed to size x size (bilinear, PIL's antialiased resize): the pixels
+    every stored record has."""
+    rgb = to_rgb(image)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BILINEAR)
+    return rgb
+
+
+def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
+    """The bytes a record stores as image/encoded."""
+    if encoding == schema.ENCODING_RAW:
+        return rgb.tobytes()           # height*width*3 uint8, row-major RGB
+    buf = io.BytesIO()
+    rgb.save(buf, "JPEG", quality=jpeg_quality)
+    return buf.getvalue()
+
+
+def as_stored(pixels: np.ndarray, size: int, encoding: str = schema.ENCODING_JPEG,
+              jpeg_quality: int = schema.JPEG_QUALITY) -> np.ndarray:
+    """A framed face crop (uint8 [h, w, 3]) as a record of a data set stored at `size`
+    px with `encoding` would hold it, decoded: squashed, encoded, decoded (PIL's JPEG
+    decoder gives TensorFlow's pixels, see above).  Prediction passes each face it
+    frames through this, so a photo's face reaches the model as the training faces did."""
+    image = squash(Image.fromarray(np.ascontiguousarray(pixels)), size)
+    if encoding == schema.ENCODING_RAW:
+        return np.asarray(image)
+    with Image.open(io.BytesIO(encode(image, encoding, jpeg_quality))) as stored:
+        return np.asarray(stored.convert("RGB"))

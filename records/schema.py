@@ -56,6 +56,7 @@ ENCODINGS = {ENCODING_JPEG: b"jpeg", ENCODING_RAW: b"raw"}   # encoding -> image
 FORMAT_JPEG = ENCODINGS[ENCODING_JPEG]
 FORMAT_RAW = ENCODINGS[ENCODING_RAW]
 FORMATS = tuple(ENCODINGS.values())
+JPEG_QUALITY = 95         # ingest --jpeg_quality's default; the manifest records the one used
 
 # Feature names, as written by ingest and parsed by the reader.
 IMAGE_ENCODED = "image/encoded"

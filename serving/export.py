@@ -16,7 +16,9 @@ The age model of a run as artifacts that need neither this project nor Keras:
                                 crops), `aligned` (turned so the eyes are level) and
                                 `margin` (the face box plus this fraction of its
                                 width/height on every side), as records.facebox.frame does;
-                                `framing` says it in words
+                                `image_size`, `encoding`, `jpeg_quality`: how the training
+                                crops were stored (records.pixels.as_stored repeats it);
+                                `framing` says it all in words
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project; a PNG's transparency composited on
@@ -46,7 +48,7 @@ from absl import app
 from errors import ProjectError
 from model import input_size as model_input_size
 from model import age_outputs, resize_pixels
-from records import framing, outdir
+from records import framing, outdir, schema
 from records.pixels import MAX_PIXELS
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
@@ -181,15 +183,21 @@ def replaceable(out: str) -> bool:
             or ({EXPORT_INFO, "saved_model.pb"} <= names <= UNMARKED_EXPORT))
 
 
-def framing_text(trained: framing.Framing) -> str:
-    """What a caller must do to a photo before sending a crop: the run's framing."""
+def framing_text(trained: framing.Framing, stored: framing.Stored | None = None) -> str:
+    """What a caller must do to a photo before sending a crop: the run's framing, and
+    how its training crops were stored (what serving.predict does to each face)."""
     if trained.detector == framing.SOURCE:
         how = "crop each face as the training data set's crops are"
     else:
         how = (f"find faces with {trained.detector}"
                + (", turn the photo so the eyes are level" if trained.aligned else ""))
-    return f"{how}, then crop the face box plus {trained.margin:g} of its width/height on every side " \
+    text = f"{how}, then crop the face box plus {trained.margin:g} of its width/height on every side " \
            f"(records.facebox.frame)"
+    if stored is not None:
+        text += f", squashed to {stored.size}x{stored.size}" + (
+            f" and stored as JPEG quality {stored.jpeg_quality}" if stored.encoding == schema.ENCODING_JPEG else "") + \
+            " (records.pixels.as_stored)"
+    return text
 
 
 def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
@@ -201,13 +209,15 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
     run = RunDir(model_dir)
     info = run.read_info()
     trained = run_framing(info, run.file("run.json"))
+    stored = framing.stored(info)
     net = load_run_model(run)
     input_size = model_input_size(net)
     with_gender = isinstance(net.output, dict)
     flip = tta == "flip"
     export_info = {"model_dir": os.path.abspath(model_dir), "input_size": input_size,
                    "task": info.get("task", "age_gender" if with_gender else "age"),
-                   **trained.as_dict(), "framing": framing_text(trained),
+                   **trained.as_dict(), **(stored.as_dict() if stored else {}),
+                   "framing": framing_text(trained, stored),
                    "tta": tta, "tflite": tflite,
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from records import facebox
+from records import facebox, framing
+from records.pixels import as_stored
 from records.detect import MIN_FACE, Face, find_faces  # noqa: F401  (the finders prediction calls)
 
 
-def framed_faces(rgb: np.ndarray, detector: str, align: bool, margin: float, min_face: int):
+def framed_faces(rgb: np.ndarray, detector: str, align: bool, margin: float, min_face: int,
+                 stored: framing.Stored | None = None):
     """[(face, angle, pixels, region)] for every face found in `rgb`, largest first:
-    `angle` the turn that levels its eyes (0 unaligned), `pixels` its framed crop,
+    `angle` the turn that levels its eyes (0 unaligned), `pixels` its framed crop (with
+    `stored`: as a data set stored that way holds it, records.pixels.as_stored),
     `region` (x0, y0, x1, y1) that crop in the photo turned by -angle."""
     out = []
     for face in find_faces(rgb, detector, min_face):
         angle = face.angle(align)
         pixels, region = facebox.frame(rgb, face.corners, margin, angle)
+        if stored is not None:
+            pixels = as_stored(pixels, stored.size, stored.encoding, stored.jpeg_quality)
         out.append((face, angle, pixels, region))
     return out
 

@@ -5,10 +5,12 @@ recursively for images) or `@list.txt` (one path a line).  Faces are detected
 (`--detector` mtcnn or haar, both offline), turned so the eyes are level (`--align`)
 and cropped with a margin (`--margin`): by default the framing of the faces the model
 was trained on, from run.json (records.framing; one warning line when the flags
-frame faces otherwise), with the code ingest's `--reframe` uses (serving.faces).  The
-crops reach best.keras as uint8 pixels; the model's own `Resize` layer owns the resize to
-its input size (the batch path runs the same op on each crop first, so a batch has
-one size), so prediction sees the pixels training and evaluation saw.
+frame faces otherwise), with the code ingest's `--reframe` uses (serving.faces).  Each
+framed face is then stored as the run's training faces were (squashed to the data
+set's image size, JPEG at its quality, decoded: records.pixels.as_stored), so it is
+the record ingest would have written for that photo; the model's own `Resize` layer
+owns the resize to its input size (the batch path runs the same op on each crop first,
+so a batch has one size), so prediction sees the pixels training and evaluation saw.
 
 The files stream through one tf.data pipeline (parallel read and decode, parallel
 face detection, crop, batch of faces, the model).  Each file gives one result,
@@ -114,7 +116,8 @@ def _detect(rgb: np.ndarray, path: bytes, config: PredictConfig):
     none = np.zeros((0, 4), np.int32)
     empty = (none, none, np.zeros(0, np.float32), np.zeros((0, 1, 1, 3), np.uint8), np.zeros((0, 2), np.int32))
     try:
-        found = faces.framed_faces(rgb, config.detector, config.align, config.margin, config.min_face)
+        found = faces.framed_faces(rgb, config.detector, config.align, config.margin, config.min_face,
+                                   config.stored)
     except Exception as e:   # e.g. cv2.error: one file's failure is its result, never the run's
         return (*empty, file_error(path.decode(), e).encode())
     if not found:
@@ -212,9 +215,11 @@ class AgeModel:
     """An age model (best.keras of a run), called on batches of uint8 faces at its input
     size; `framing`: how the faces it was trained on were framed (records.framing)."""
 
-    def __init__(self, net, tta: str = "none", framing_: framing.Framing | None = None):
+    def __init__(self, net, tta: str = "none", framing_: framing.Framing | None = None,
+                 stored: framing.Stored | None = None):
         self.net = net
         self.framing = framing_ or framing.of({})
+        self.stored = stored   # how its training faces were stored (records.framing.Stored)
         self.margin = self.framing.margin
         self.input_size = input_size(net)
         self.with_gender = isinstance(self.net.output, dict)
@@ -229,7 +234,7 @@ class AgeModel:
     def load(cls, model_dir: str, tta: str = "none") -> "AgeModel":
         run = RunDir(model_dir)
         info = run.read_info()   # a clear error for a directory that is not a run
-        return cls(load_run_model(run), tta, run_framing(info, run.file("run.json")))
+        return cls(load_run_model(run), tta, run_framing(info, run.file("run.json")), framing.stored(info))
 
     def __call__(self, pixels) -> dict:
         """{age_probs [faces, 101], apparent_age, age_sd, age_low, age_high [faces]
@@ -344,7 +349,7 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
             print(f"{job.output}: {len(done)} files already done; continuing", file=sys.stderr)
         paths = [p for p in paths if p not in done]
     age_model = AgeModel.load(job.model_dir, job.tta)
-    config = framed(config, job, age_model.framing)
+    config = dataclasses.replace(framed(config, job, age_model.framing), stored=age_model.stored)
     if config.detect:
         used = framing.Framing(config.detector, config.align, config.margin)
         line = framing.warning(age_model.framing, used, "the faces found", "leave out --detector/--align/--margin "

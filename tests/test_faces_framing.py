@@ -183,6 +183,35 @@ def test_haar_finds_the_astronaut_and_mtcnn_batches_give_the_faces_of_each_photo
     assert detect.find_faces(np.full((300, 400, 3), 128, np.uint8), "mtcnn") == []
 
 
+def test_a_face_prediction_frames_is_stored_as_a_record_holds_it_and_decodes_as_training_reads_it():
+    import tensorflow as tf
+    from records import schema
+    from records.pixels import as_stored, encode, squash
+    from records.reader import JPEG_DCT_METHOD
+
+    crop = astronaut()[20:220, 140:330]                # a real face, 200 x 190: squashed to square
+    for quality in (95, 60):
+        record = encode(squash(Image.fromarray(crop), 48), schema.ENCODING_JPEG, quality)   # what ingest stores
+        trained_on = tf.io.decode_jpeg(record, channels=3, dct_method=JPEG_DCT_METHOD).numpy()
+        served = as_stored(crop, 48, schema.ENCODING_JPEG, quality)
+        assert served.shape == (48, 48, 3)
+        np.testing.assert_array_equal(served, trained_on)
+    raw = as_stored(crop, 48, schema.ENCODING_RAW)
+    np.testing.assert_array_equal(raw, np.asarray(squash(Image.fromarray(crop), 48)))
+    assert np.abs(raw.astype(int) - as_stored(crop, 48).astype(int)).mean() > 0.1   # JPEG's loss is repeated
+
+
+def test_the_storage_of_manifests_and_runs_is_read_with_its_defaults_and_refused_when_unusable():
+    manifest = {"image_size": 64, "encoding": "jpeg", "flags": {"jpeg_quality": 80}}
+    assert framing.stored(manifest) == framing.Stored(64, "jpeg", 80)
+    assert framing.stored({"image_size": 32, "encoding": "raw"}).as_dict() == {
+        "image_size": 32, "encoding": "raw", "jpeg_quality": 95}
+    assert framing.stored({"image_size": 64, "jpeg_quality": 70}) == framing.Stored(64, "jpeg", 70)
+    for bad in ({}, {"image_size": 0}, {"image_size": True}, {"image_size": 64, "encoding": "png"},
+                {"image_size": 64, "jpeg_quality": 101}):
+        assert framing.stored(bad) is None, bad
+
+
 # ----------------------------------------------------------------------------- end to end (slow)
 
 AGES = (25, 30, 35, 40, 45, 50, 55, 60, 28, 33, 38, 43)
@@ -218,7 +247,6 @@ def reframed_shards(astronaut_utkface, tmp_path_factory) -> str:
 @pytest.mark.slow
 def test_reframed_ingest_stores_predictions_framing_and_counts_faceless_photos(astronaut_utkface, reframed_shards):
     from conftest import read_records
-    from ingest.images import fit
     from records import schema
     from records.pixels import read_rgb
     from serving import faces
@@ -229,12 +257,11 @@ def test_reframed_ingest_stores_predictions_framing_and_counts_faceless_photos(a
     stored = {rec[schema.KEY]: rec for split in read_records(reframed_shards).values() for rec in split}
     assert len(stored) == 12
     for key, rec in stored.items():
-        # prediction's framing of the same file (serving.faces), squashed as ingest stores it
+        # prediction's framing of the same file (serving.faces), stored as the data set stores it
         ((face, angle, pixels, region),) = faces.framed_faces(read_rgb(os.path.join(astronaut_utkface, key.decode())),
-                                                              "mtcnn", True, 0.4, 30)
-        expected = np.asarray(fit(Image.fromarray(pixels), 32))
+                                                              "mtcnn", True, 0.4, 30, framing.stored(manifest))
         got = np.frombuffer(rec[schema.IMAGE_ENCODED], np.uint8).reshape(32, 32, 3)
-        np.testing.assert_array_equal(got, expected, err_msg=key)
+        np.testing.assert_array_equal(got, pixels, err_msg=key)
 
 
 @pytest.mark.slow
@@ -249,13 +276,15 @@ def test_a_run_on_reframed_data_carries_its_framing_to_export_predict_and_report
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
     info = json.load(open(os.path.join(run_dir, "run.json")))
     assert (info["detector"], info["aligned"], info["margin"]) == ("mtcnn", True, 0.4)
+    assert (info["image_size"], info["encoding"], info["jpeg_quality"]) == (32, "raw", 95)
 
     export = export_run(run_dir, str(tmp_path / "export"), log=lambda *_: None)
     on_disk = json.load(open(tmp_path / "export" / "export.json"))
     assert (on_disk["detector"], on_disk["aligned"], on_disk["margin"]) == ("mtcnn", True, 0.4)
     assert on_disk["framing"] == export["framing"] == (
         "find faces with mtcnn, turn the photo so the eyes are level, then crop the face box plus 0.4 of "
-        "its width/height on every side (records.facebox.frame)")
+        "its width/height on every side (records.facebox.frame), squashed to 32x32 (records.pixels.as_stored)")
+    assert (on_disk["image_size"], on_disk["encoding"]) == (32, "raw")
 
     photo = os.path.join(astronaut_utkface, sorted(os.listdir(astronaut_utkface))[0])
     same = run_module("serving.predict", f"--model_dir={run_dir}", "--json", photo, cwd=REPO, timeout=180)

@@ -240,3 +240,6 @@ class PredictConfig:
     min_face: int = MIN_FACE            # smallest face the detector reports, in pixels
     batch_size: int = 64                # faces per model call
     probs: bool = False
+    # Each framed face stored as the run's training faces were (records.framing.Stored)
+    # before the model's resize; None: passed as framed.
+    stored: framing.Stored | None = None

@@ -61,6 +61,13 @@ class TrainingDiverged(ProjectError):
     """The training loss became NaN or infinite; the message says what to change."""
 
 
+def stored_as(manifest: dict) -> dict:
+    """run.json's image_size, encoding and jpeg_quality: how the training faces were
+    stored (records.framing.Stored), which prediction repeats."""
+    stored = records.framing.stored(manifest)
+    return stored.as_dict() if stored else {"image_size": manifest["image_size"]}
+
+
 def learning_rate_schedule(config: TrainConfig, steps: int):
     """--learning_rate as a function of the optimizer's step: a linear warm-up from 0 over
     --warmup_epochs, then constant, or a cosine decay to 0 over the remaining steps."""
@@ -417,7 +424,9 @@ def train(config: TrainConfig) -> str | None:
         if chief:
             with run.writing():
                 run.write_info({"records": os.path.abspath(config.records), "data": data_identity(manifest),
-                                "image_size": manifest["image_size"], "input_size": age_model_lib.input_size(state.net),
+                                "input_size": age_model_lib.input_size(state.net),
+                                # image_size, encoding, jpeg_quality: how its faces were stored
+                                **stored_as(manifest),
                                 # detector, aligned, margin of the faces it learns (records.framing)
                                 **records.framing.of(manifest).as_dict(), **config.info(),
                                 "train_records": [os.path.abspath(d) for d in config.sources],
