@@ -144,8 +144,11 @@ def mtcnn_batch(images: list[np.ndarray], min_face: int) -> list[list[Face]]:
         for row in rows[rows[:, 0] == i]:
             x0, y0, x1, y1 = (int(round(v / s)) for v in row[1:5])
             if min(x1 - x0, y1 - y0) >= min_face:
-                faces.append(Face((x0, y0, x1 - x0, y1 - y0),
-                                  ((float(row[6] / s), float(row[11] / s)), (float(row[7] / s), float(row[12] / s)))))
+                # The eyes to 1/100 px: MTCNN's float32 landmarks move by ~1e-5 px with the
+                # batch a photo is in, and ingest (batches) and prediction (one photo) must
+                # turn a face by the same angle.
+                eyes = [round(float(v / s), 2) for v in (row[6], row[11], row[7], row[12])]
+                faces.append(Face((x0, y0, x1 - x0, y1 - y0), ((eyes[0], eyes[1]), (eyes[2], eyes[3]))))
         out.append(faces)
     return out
 

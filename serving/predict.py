@@ -349,7 +349,7 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
             print(f"{job.output}: {len(done)} files already done; continuing", file=sys.stderr)
         paths = [p for p in paths if p not in done]
     age_model = AgeModel.load(job.model_dir, job.tta)
-    config = dataclasses.replace(framed(config, job, age_model.framing), stored=age_model.stored)
+    config = face_config(config, job, age_model)
     if config.detect:
         used = framing.Framing(config.detector, config.align, config.margin)
         line = framing.warning(age_model.framing, used, "the faces found", "leave out --detector/--align/--margin "
@@ -391,6 +391,12 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
     if job.json and not out:
         print(json.dumps(results, indent=2))
     return 0 if worked or not paths else 1
+
+
+def face_config(config: PredictConfig, job: Job, age_model: AgeModel) -> PredictConfig:
+    """`config` framing faces as `job` asks, the run's way where it is silent (`framed`),
+    and storing each as the run's training faces were stored."""
+    return dataclasses.replace(framed(config, job, age_model.framing), stored=age_model.stored)
 
 
 def framed(config: PredictConfig, job: Job, trained: framing.Framing) -> PredictConfig:
