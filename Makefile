@@ -29,9 +29,9 @@ demo: install
 	$(PY) -m ingest --src $(DEMO)/wiki_crop --out $(DEMO)/shards/wiki --image_size 32
 	$(PY) -m records verify $(DEMO)/shards/wiki
 	$(PY) -m trainer --flagfile=cpu.flags
-	$(PY) -m serving.predict --model_dir runs/demo --out runs/demo/predict --no_detect $(DEMO)/wiki_crop/$(DEMO_PHOTO)
+	$(PY) -m serving.predict --model_dir runs/demo --pictures_dir runs/demo/predict --no_detect $(DEMO)/wiki_crop/$(DEMO_PHOTO)
 	@echo "# A real photo through face detection (the demo model learned synthetic faces, so its age is not meaningful):"
-	$(PY) -m serving.predict --model_dir runs/demo --out runs/demo/predict $(PORTRAIT)
+	$(PY) -m serving.predict --model_dir runs/demo --pictures_dir runs/demo/predict $(PORTRAIT)
 	$(PY) -m serving.export --model_dir runs/demo --out runs/demo/export --tflite=float16
 	@echo "# The first photo through the exported SavedModel, in plain TensorFlow (python -I: no project code):"
 	$(PY) -I -c "import sys, tensorflow as tf; m = tf.saved_model.load(sys.argv[1]); \

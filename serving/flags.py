@@ -17,11 +17,12 @@ FLAGS = flags.FLAGS
 def define_predict_flags() -> None:
     """Flags of `python -m serving.predict`."""
     flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
-    flags.DEFINE_string("output", None, "Append one JSON line per file here, as the files complete; a rerun "
-                        "with the same file skips the files already in it.")
+    flags.DEFINE_string("jsonl", None, "The predictions file: one JSON line per photo appended here as the "
+                        "photos complete; a rerun with the same file skips the photos already in it.")
     flags.DEFINE_boolean("probs", PredictConfig.probs, "Add each face's age distribution (age_probs, 101 floats).")
     flags.DEFINE_integer("batch_size", PredictConfig.batch_size, "Faces per model call.")
-    flags.DEFINE_string("out", None, "Write annotated photos and per-face age distributions here.")
+    flags.DEFINE_string("pictures_dir", None, "A folder for pictures: each photo annotated with its faces' "
+                        "ages, and each face's age distribution.")
     flags.DEFINE_boolean("no_detect", not PredictConfig.detect, "Treat each image as one face crop instead "
                          "of detecting faces.")
     flags.DEFINE_enum("detector", None, list(framing.DETECTORS), "The face finder (both offline): mtcnn "
@@ -29,7 +30,7 @@ def define_predict_flags() -> None:
                       f"(run.json), or {framing.DEFAULT_DETECTOR} for a run on a data set's own crops.")
     flags.DEFINE_boolean("align", None, "Turn each face so its eyes are level before cropping (needs mtcnn's "
                          "landmarks). Default: as the run's faces were; on with mtcnn otherwise.")
-    flags.DEFINE_boolean("json", False, "Print one JSON list instead of text (without --output).")
+    flags.DEFINE_boolean("json", False, "Print one JSON list instead of text (without --jsonl).")
     flags.DEFINE_float("margin", None, "Margin added around each detected face box on every side, as a "
                        "fraction of its width/height. Default: the run's (run.json), the margin of the "
                        f"crops it was trained on ({DEFAULT_MARGIN:g} IMDB-WIKI, APPA-REAL, --reframe; 0.0 UTKFace).")

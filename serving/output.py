@@ -1,4 +1,4 @@
-"""The predictions file serving.predict writes (--output): JSON lines, one per photo,
+"""The predictions file serving.predict writes (--jsonl): JSON lines, one per photo,
 marked as the project's (`.NAME.dex-age` beside it), locked for one writer, and
 continued after a kill from the last complete line."""
 
@@ -55,7 +55,7 @@ def _is_result_line(line: bytes) -> bool:
 
 
 def resume_output(out, path: str) -> set[str]:
-    """The files an earlier run already wrote to the --output file `path`, read through
+    """The files an earlier run already wrote to the --jsonl file `path`, read through
     its open, locked handle `out` (binary, append mode).  Every complete line must be a
     result line; a last line torn by a kill is cut off first, only in a file of ours
     (its mark beside it, or, for a file written before marks, a tail that begins like
@@ -64,7 +64,7 @@ def resume_output(out, path: str) -> set[str]:
     data = out.read()
     end = data.rfind(b"\n") + 1
     done = set()
-    refuse = (f"--output only continues a predictions file it wrote, and nothing was changed: "
+    refuse = (f"--jsonl only continues a predictions file it wrote, and nothing was changed: "
               f"pass a new file name")
     for number, line in enumerate(data[:end].splitlines(), 1):
         if not _is_result_line(line):
@@ -78,8 +78,22 @@ def resume_output(out, path: str) -> set[str]:
     return done
 
 
+def check_destinations(jsonl: str | None, pictures_dir: str | None) -> None:
+    """Refuse, before any work, a --jsonl that is a folder and a --pictures_dir that
+    looks like a predictions file: each is the other flag's shape."""
+    if jsonl and os.path.isdir(jsonl):
+        raise PredictError(f"--jsonl {jsonl}: is a folder; --jsonl names the predictions file (e.g. "
+                           f"{os.path.join(jsonl, 'predictions.jsonl')}), --pictures_dir a folder for pictures")
+    if pictures_dir and pictures_dir.lower().endswith((".jsonl", ".json")):
+        raise PredictError(f"--pictures_dir {pictures_dir}: names a JSON file, and --pictures_dir is a folder "
+                           f"for annotated pictures; for the predictions file pass --jsonl {pictures_dir}")
+    if pictures_dir and os.path.exists(pictures_dir) and not os.path.isdir(pictures_dir):
+        raise PredictError(f"--pictures_dir {pictures_dir}: is a file, and --pictures_dir is a folder for "
+                           f"annotated pictures; pass a folder name")
+
+
 def open_output(path: str):
-    """The --output file open for appending (binary) and locked for this process (one
+    """The --jsonl file open for appending (binary) and locked for this process (one
     writer), and the files already in it (resume_output).  Only a regular file is
     used (never through a link; a FIFO, device or directory is refused before a byte
     is read), and the lock comes first: a file another serving.predict is writing is
@@ -90,19 +104,19 @@ def open_output(path: str):
                      | os.O_CLOEXEC, 0o666)
     except OSError as e:
         what = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
-        raise PredictError(f"{path}: cannot be the --output ({what}); pass a new file name "
+        raise PredictError(f"{path}: cannot be the --jsonl ({what}); pass a new file name "
                            f"(a predictions file is a regular file)") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise PredictError(f"{path}: not a regular file (a FIFO, device or directory); pass a "
-                           f"new file name for --output")
+                           f"new file name for --jsonl")
     out = os.fdopen(fd, "a+b")
     try:
         fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         out.close()
         raise PredictError(f"{path}: another serving.predict is writing it; wait for it or pass "
-                           f"another --output") from None
+                           f"another --jsonl") from None
     try:
         done = resume_output(out, path)
         if not os.path.isfile(mark_path(path)):

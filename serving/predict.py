@@ -1,4 +1,4 @@
-"""`python -m serving.predict --model_dir runs/X PATH... [--output preds.jsonl]`
+"""`python -m serving.predict --model_dir runs/X PATH... [--jsonl preds.jsonl]`
 
 Apparent age per face of every image file a PATH names: a file, a folder (searched
 recursively for images) or `@list.txt` (one path a line).  Faces are detected
@@ -22,10 +22,10 @@ its central 90% interval, `model.uncertainty`):
 a bad file (missing, empty, a directory, a FIFO or device, not an image, a
 decompression bomb, no face, or any exception its own read, detection or
 pictures raise) is its result's `error`, naming the file, and never stops the run.
-`--output` appends one JSON line per file as it goes; a rerun with the same
-`--output` skips the files already in it (after cutting a line torn by a kill).
+`--jsonl` appends one JSON line per file as it goes; a rerun with the same
+`--jsonl` skips the files already in it (after cutting a line torn by a kill).
 The file is locked before it is read: a second trainer.predict on it is refused
-and changes nothing.  Progress (entry.progress) goes to stderr, with --output or
+and changes nothing.  Progress (entry.progress) goes to stderr, with --jsonl or
 when stdout is not a terminal; results never share a stream with it.
 The exit status is non-zero only when no file could be processed.
 """
@@ -46,9 +46,9 @@ from entry.progress import Progress
 from model import age_outputs, input_size, resize_pixels
 from records import framing
 from records.pixels import PixelError, read_rgb
-from serving import faces, plots
+from serving import faces, plots, tally
 from serving import flags as serving_flags
-from serving.output import PredictError, open_output, writing
+from serving.output import PredictError, check_destinations, open_output, writing
 from trainer.config import TTA, PredictConfig
 from trainer.run_dir import RunDir, load_run_model, run_framing
 
@@ -121,7 +121,7 @@ def _detect(rgb: np.ndarray, path: bytes, config: PredictConfig):
     except Exception as e:   # e.g. cv2.error: one file's failure is its result, never the run's
         return (*empty, file_error(path.decode(), e).encode())
     if not found:
-        return (*empty, (f"{path.decode()}: no face found; pass a photo with a frontal face, or "
+        return (*empty, (f"{path.decode()}: {tally.NO_FACE}; pass a photo with a frontal face, or "
                          f"--no_detect if the image already is a face crop").encode())
     sizes = np.array([pixels.shape[:2] for _, _, pixels, _ in found], np.int32)
     padded = np.zeros((len(found), *sizes.max(0), 3), np.uint8)
@@ -292,7 +292,7 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
 def annotate(result: dict, out_dir: str) -> None:
     """The photo with its boxes and ages, and each face's age distribution, in out_dir."""
     # A full disk ends the command: it is no photo's fault.
-    fix = "free space on that disk or pass --out on another one, then rerun the same command"
+    fix = "free space on that disk or pass --pictures_dir on another one, then rerun the same command"
     with writing(out_dir, "the pictures folder", fix):
         os.makedirs(out_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(result["file"]))[0]
@@ -329,8 +329,8 @@ class Job:
     photos become faces)."""
     model_dir: str
     tta: str = TTA[0]
-    output: str | None = None       # --output: JSON lines, resumable
-    out: str | None = None          # --out: annotated photos and age distributions
+    jsonl: str | None = None        # --jsonl: JSON lines, resumable
+    pictures_dir: str | None = None  # --pictures_dir: annotated photos and age distributions
     json: bool = False              # one JSON list on stdout instead of text
     keep_probs: bool = False        # --probs: age_probs stay in the results
     # The framing asked for; None: the run's (records.framing).
@@ -341,13 +341,16 @@ class Job:
 
 def run(config: PredictConfig, job: Job, args: list[str]) -> int:
     """The command on the paths `args` names; returns the exit status."""
+    check_destinations(job.jsonl, job.pictures_dir)
     paths = expand_paths(args)
     out = None
-    if job.output:
-        out, done = open_output(job.output)
-        if done:
-            print(f"{job.output}: {len(done)} files already done; continuing", file=sys.stderr)
+    if job.jsonl:
+        out, done = open_output(job.jsonl)
         paths = [p for p in paths if p not in done]
+        if done:
+            print(f"{job.jsonl}: {len(done)} files already done; "
+                  f"{f'continuing with {len(paths)}' if paths else 'nothing left to predict'}", file=sys.stderr)
+    counts = tally.Tally(already=len(done) if out else 0)
     age_model = AgeModel.load(job.model_dir, job.tta)
     config = face_config(config, job, age_model)
     if config.detect:
@@ -356,15 +359,15 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
                                "to frame them as the run's, or train on data ingested with --reframe")
         if line:
             print(line, file=sys.stderr)
-    # Progress goes to stderr; results go to --output or stdout, never mixed with it.
-    # Without --output on a terminal the printed results are the progress.
+    # Progress goes to stderr; results go to --jsonl or stdout, never mixed with it.
+    # Without --jsonl on a terminal the printed results are the progress.
     progress = Progress(len(paths), "files") if out or not sys.stdout.isatty() else None
     note = progress.note if progress else lambda text: print(text, file=sys.stderr)
     results, worked = [], 0
     for result in predict_files(age_model, paths, config):
-        if job.out and result["error"] is None:
+        if job.pictures_dir and result["error"] is None:
             try:
-                annotate(result, job.out)
+                annotate(result, job.pictures_dir)
             except PredictError:     # a full disk
                 raise
             except Exception as e:   # the pictures are this file's work too
@@ -373,8 +376,9 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
                 for face in result["faces"]:
                     face.pop("age_probs")
         worked += result["error"] is None
+        counts.add(result)
         if out:
-            with writing(job.output, "the predictions", "free space on that disk, then rerun the same "
+            with writing(job.jsonl, "the predictions", "free space on that disk, then rerun the same "
                          "command: it continues after the photos already in it"):
                 out.write((json.dumps(result) + "\n").encode())
                 out.flush()
@@ -390,6 +394,7 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
         out.close()
     if job.json and not out:
         print(json.dumps(results, indent=2))
+    print(counts.line(job.jsonl, job.pictures_dir), file=sys.stderr)
     return 0 if worked or not paths else 1
 
 
@@ -426,8 +431,8 @@ def main(argv):
         raise PredictError(f"--margin={f.margin}: must be 0 or more (a fraction of the face box added "
                            f"on every side); leave it out to use the run's margin")
     config = PredictConfig(detect=not f.no_detect, min_face=f.min_face, batch_size=f.batch_size,
-                           probs=f.probs or bool(f.out))
-    job = Job(model_dir=f.model_dir, tta=f.tta, output=f.output, out=f.out, json=f.json,
+                           probs=f.probs or bool(f.pictures_dir))
+    job = Job(model_dir=f.model_dir, tta=f.tta, jsonl=f.jsonl, pictures_dir=f.pictures_dir, json=f.json,
               keep_probs=f.probs, detector=f.detector, align=f.align, margin=f.margin)
     return run(config, job, argv[1:])
 

@@ -132,7 +132,7 @@ def test_saved_model_runs_in_a_clean_process_and_matches_predict(run_dir, faces,
     assert info["input_size"] == INPUT_SIZE and info["tflite"] == "float32"
 
     preds = tmp_path / "preds.jsonl"
-    predicted = run_module("serving.predict", f"--model_dir={run_dir}", "--no_detect", f"--output={preds}",
+    predicted = run_module("serving.predict", f"--model_dir={run_dir}", "--no_detect", f"--jsonl={preds}",
                            *faces, cwd=REPO)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     predict_ages = [line["faces"][0]["apparent_age"] for line in read_lines(preds)]

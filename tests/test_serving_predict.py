@@ -1,6 +1,6 @@
 """The pixel contract (Resize layer, one JPEG decoder, EXIF, 16-bit) and batch
-prediction (`python -m serving.predict PATH... --output`): every bad-file kind is
-its line's error, --output resumes, and a record's bytes predict as they evaluate."""
+prediction (`python -m serving.predict PATH... --jsonl`): every bad-file kind is
+its line's error, --jsonl resumes, and a record's bytes predict as they evaluate."""
 
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ def test_a_file_in_use_is_refused_before_a_byte_of_it_is_cut(tmp_path):
         with pytest.raises(PredictError) as refused:
             open_output(str(out))
         assert str(refused.value) == (f"{out}: another serving.predict is writing it; wait for it or "
-                                      f"pass another --output")
+                                      f"pass another --jsonl")
         assert out.read_bytes() == TORN
 
 
@@ -224,10 +224,10 @@ def test_predict_on_an_output_in_use_is_one_line_and_changes_nothing(tiny_run, t
     photo.write_bytes(jpeg_bytes(np.zeros((30, 30, 3), np.uint8)))
     with open(out, "ab") as live:
         fcntl.flock(live, fcntl.LOCK_EX)
-        result = predict(tiny_run, "--no_detect", f"--output={out}", str(photo))
+        result = predict(tiny_run, "--no_detect", f"--jsonl={out}", str(photo))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {out}: another serving.predict is writing it; wait for it or pass another --output")
+        f"error: {out}: another serving.predict is writing it; wait for it or pass another --jsonl")
     assert out.read_bytes() == TORN
 
 
@@ -306,7 +306,7 @@ def test_a_records_bytes_predict_as_its_record_evaluates(tiny_run, sample_shards
         with open(paths[-1], "wb") as f:
             f.write(data)
     out = tmp_path / "preds.jsonl"
-    result = predict(tiny_run, "--no_detect", "--probs", "--batch_size=5", f"--output={out}", *paths)
+    result = predict(tiny_run, "--no_detect", "--probs", "--batch_size=5", f"--jsonl={out}", *paths)
     assert result.returncode == 0, result.stderr[-3000:]
     predicted = np.array([line["faces"][0]["age_probs"] for line in read_lines(out)])
 
@@ -337,7 +337,7 @@ def test_every_bad_file_is_its_lines_error_and_the_run_goes_on(tiny_run, tmp_pat
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"{tmp_path / name}\n" for name in names))
     out = tmp_path / "preds.jsonl"
-    result = predict(tiny_run, "--no_detect", f"--output={out}", f"@{listing}", timeout=120)
+    result = predict(tiny_run, "--no_detect", f"--jsonl={out}", f"@{listing}", timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = {os.path.basename(line["file"]): line for line in read_lines(out)}
     assert sorted(lines) == sorted(names)
@@ -363,7 +363,7 @@ def test_a_rerun_continues_the_output_and_repairs_a_torn_line(tiny_run, tmp_path
     for i in range(7):
         (folder / f"p{i}.jpg").write_bytes(jpeg_bytes(rng.integers(0, 256, (30 + i, 34, 3), dtype=np.uint8)))
     out = tmp_path / "preds.jsonl"
-    full = predict(tiny_run, "--no_detect", f"--output={out}", str(folder))
+    full = predict(tiny_run, "--no_detect", f"--jsonl={out}", str(folder))
     assert full.returncode == 0, full.stderr[-3000:]
     reference = read_lines(out)
     assert [os.path.basename(r["file"]) for r in reference] == [f"p{i}.jpg" for i in range(7)]
@@ -371,10 +371,19 @@ def test_a_rerun_continues_the_output_and_repairs_a_torn_line(tiny_run, tmp_path
     kept = dict(reference[0], faces=[dict(reference[0]["faces"][0], apparent_age=-1.0)])
     torn = json.dumps(reference[3])[:25]
     out.write_text("".join(json.dumps(r) + "\n" for r in [kept] + reference[1:3]) + torn)
-    again = predict(tiny_run, "--no_detect", f"--output={out}", str(folder))
+    again = predict(tiny_run, "--no_detect", f"--jsonl={out}", str(folder))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "3 files already done" in again.stderr
+    assert f"{out}: 3 files already done; continuing with 4" in again.stderr
     assert read_lines(out) == [kept] + reference[1:]
+    # Each run ends with its tally: this run's files and faces, the file's total.
+    assert again.stderr.rstrip().splitlines()[-1] == (
+        f"done: 4 files, 4 faces; predictions in {out} (7 files with 3 from earlier runs)")
+    done = predict(tiny_run, "--no_detect", f"--jsonl={out}", str(folder), str(folder / "gone.jpg"))
+    assert done.returncode == 1, done.stderr[-3000:]        # no file of this run could be processed
+    assert f"{out}: 7 files already done; continuing with 1\n" in done.stderr
+    assert done.stderr.rstrip().splitlines()[-1] == (
+        f"done: 1 file, 0 faces; 1 file failed (1 missing); predictions in {out} (8 files with 7 from "
+        f"earlier runs, each error on its file's line)")
 
 
 @pytest.mark.slow
@@ -559,7 +568,7 @@ def test_a_file_without_a_final_newline_that_is_not_ours_is_refused_untouched(tm
     out = tmp_path / "notes.txt"
     out.write_bytes(content)
     with pytest.raises(PredictError, match=r"notes.txt: does not end with a newline and is not a predictions "
-                                           r"file \(no \.dex-age mark beside it\); --output only continues"):
+                                           r"file \(no \.dex-age mark beside it\); --jsonl only continues"):
         open_output(str(out))
     assert out.read_bytes() == content and not (tmp_path / ".notes.txt.dex-age").exists()
 
@@ -595,8 +604,8 @@ def test_an_output_that_is_not_a_regular_file_is_refused_before_reading(tmp_path
         out = "/dev/zero"
     with pytest.raises(PredictError) as refused:
         open_output(str(out))
-    expected = {"symlink": "cannot be the --output (a symbolic link)",
-                "directory": "cannot be the --output (Is a directory)"}.get(
+    expected = {"symlink": "cannot be the --jsonl (a symbolic link)",
+                "directory": "cannot be the --jsonl (Is a directory)"}.get(
                     kind, "not a regular file (a FIFO, device or directory)")
     assert str(refused.value).startswith(f"{out}: {expected}; pass a new file name")
     assert target.read_bytes() == TORN
@@ -622,3 +631,51 @@ def test_a_file_name_that_is_not_utf8_is_that_files_error_line(tmp_path):
                           "error": f"{shown}: the file name is not UTF-8 text; rename the file"}
     assert results[1]["error"] is None and len(results[1]["faces"]) == 1
     json.dumps(results)                       # a result line is always valid JSON text
+
+
+def test_jsonl_and_pictures_dir_refuse_each_others_shape_before_any_work(tmp_path):
+    from serving.output import PredictError, check_destinations
+
+    folder = tmp_path / "preds"
+    folder.mkdir()
+    with pytest.raises(PredictError) as e:
+        check_destinations(str(folder), None)
+    assert str(e.value) == (f"--jsonl {folder}: is a folder; --jsonl names the predictions file (e.g. "
+                            f"{folder}/predictions.jsonl), --pictures_dir a folder for pictures")
+    with pytest.raises(PredictError) as e:
+        check_destinations(None, str(tmp_path / "preds.jsonl"))
+    assert str(e.value).endswith(f"for the predictions file pass --jsonl {tmp_path / 'preds.jsonl'}")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"x")
+    with pytest.raises(PredictError, match=r"photo.jpg: is a file, .* pass a folder name"):
+        check_destinations(None, str(photo))
+    check_destinations(str(tmp_path / "new.jsonl"), str(folder))       # the right shapes pass
+    assert not (tmp_path / "new.jsonl").exists() and os.listdir(folder) == []
+
+
+def test_the_tally_counts_files_faces_and_errors_by_kind_and_says_where_the_results_are(tmp_path):
+    from records.pixels import PixelError, check_file
+    from serving import tally
+
+    def error_of(path):
+        try:
+            check_file(path)
+        except PixelError as e:
+            return str(e)
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    counts = tally.Tally(already=10)
+    results = [{"file": "a.jpg", "faces": [{}, {}], "error": None},
+               {"file": "b.jpg", "faces": [], "error": f"b.jpg: {tally.NO_FACE}; pass a photo with a frontal face"},
+               {"file": str(tmp_path / "gone.jpg"), "faces": [], "error": error_of(str(tmp_path / "gone.jpg"))},
+               {"file": str(tmp_path / "empty.jpg"), "faces": [], "error": error_of(str(tmp_path / "empty.jpg"))},
+               {"file": str(tmp_path), "faces": [], "error": error_of(str(tmp_path))},
+               {"file": "c.jpg", "faces": [], "error": "c.jpg: could not be processed (error: boom)"},
+               {"file": "d.jpg", "faces": [], "error": f"d.jpg: {tally.NO_FACE}; pass a photo with a frontal face"}]
+    for result in results:
+        counts.add(result)
+    assert counts.line("p.jsonl", "pics") == (
+        "done: 7 files, 2 faces; 6 files failed (2 no face found, 1 not an image, 1 missing, 1 not a file, "
+        "1 other); predictions in p.jsonl (17 files with 10 from earlier runs, each error on its file's line); "
+        "pictures in pics")
+    assert tally.Tally().line() == "done: 0 files, 0 faces"

@@ -41,7 +41,7 @@ def test_a_full_disk_while_writing_the_predictions_names_the_file(tiny_run, tmp_
     monkeypatch.setattr(predict, "open_output", lambda path: (FullDisk(real_open(path)[0]), set()))
     out = tmp_path / "preds.jsonl"
     with pytest.raises(predict.PredictError) as e:
-        predict.run(predict.PredictConfig(detect=False), predict.Job(model_dir=tiny_run, output=str(out)),
+        predict.run(predict.PredictConfig(detect=False), predict.Job(model_dir=tiny_run, jsonl=str(out)),
                     photos(tmp_path, 2))
     opened[0].close()
     assert str(e.value) == (f"{out}: cannot write the predictions ({FULL}); free space on that disk, then "
@@ -61,13 +61,13 @@ def test_a_full_disk_while_drawing_the_pictures_names_the_picture_and_stops(tiny
 
     monkeypatch.setattr(predict.plots, "annotate", full)
     pictures = tmp_path / "pictures"
-    with pytest.raises(predict.PredictError) as e:      # --out draws each face's distribution: probs
-        predict.run(predict.PredictConfig(detect=False, probs=True), predict.Job(model_dir=tiny_run, out=str(pictures)),
+    with pytest.raises(predict.PredictError) as e:      # --pictures_dir draws each face's distribution: probs
+        predict.run(predict.PredictConfig(detect=False, probs=True), predict.Job(model_dir=tiny_run, pictures_dir=str(pictures)),
                     photos(tmp_path, 3))
     picture = pictures / "photo0_annotated.png"
     assert drawn == [str(picture)]                  # the first failure ends the command
     assert str(e.value) == (f"{picture}: cannot write the annotated photo ({os.strerror(code)}); free space "
-                            f"on that disk or pass --out on another one, then rerun the same command")
+                            f"on that disk or pass --pictures_dir on another one, then rerun the same command")
 
 
 def test_another_failure_drawing_a_picture_stays_that_photos_error(tiny_run, tmp_path, monkeypatch):
@@ -79,6 +79,6 @@ def test_another_failure_drawing_a_picture_stays_that_photos_error(tiny_run, tmp
     monkeypatch.setattr(predict.plots, "annotate", broken)
     paths, out = photos(tmp_path, 2), tmp_path / "preds.jsonl"
     status = predict.run(predict.PredictConfig(detect=False, probs=True),
-                         predict.Job(model_dir=tiny_run, out=str(tmp_path / "pictures"), output=str(out)), paths)
+                         predict.Job(model_dir=tiny_run, pictures_dir=str(tmp_path / "pictures"), jsonl=str(out)), paths)
     assert status == 1 and [line["error"] for line in read_lines(out)] == [
         f"{p}: could not be processed (ValueError: cannot draw this one)" for p in paths]
