@@ -81,6 +81,12 @@ def test_training_learns_the_age_far_better_than_the_mean(trained_run):
     # learned anything beats always answering the training mean by a wide margin.
     assert report["mae"] < 0.7 * report["baseline_mae_predicting_train_mean"], report
     assert sum(d["count"] for d in report["mae_by_decade"].values()) == report["count"]
+    # The command ends with the headline and the next commands, the run's paths filled in.
+    tail = trained_run["stdout"].strip().splitlines()[-5:]
+    assert tail[0] == (f"{run_dir}: test MAE {report['mae']:.2f} years on {report['count']} faces, "
+                       f"{report['baseline_mae_predicting_train_mean'] / report['mae']:.1f}x better than always "
+                       f"answering the training mean ({report['baseline_mae_predicting_train_mean']:.2f})")
+    assert tail[1] == "Next:" and f"python -m serving.predict --model_dir {run_dir} photo.jpg" in tail[3]
 
 
 def test_cpu_flags_train_every_layer_and_say_so(trained_run):

@@ -11,7 +11,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
 from absl import app
 
-from trainer import evaluate, train
+from trainer import ending, evaluate, train
 from trainer import flags as trainer_flags
 
 
@@ -23,8 +23,9 @@ def main(argv):
         train.dry_run(config)
         return
     run_dir = train.train(config)
-    if config.evaluate and run_dir:
-        evaluate.evaluate_run(run_dir, batch_size=config.eval_batch_size)
+    if run_dir:
+        report = evaluate.evaluate_run(run_dir, batch_size=config.eval_batch_size) if config.evaluate else None
+        print(ending.ending(run_dir, report))
 
 
 if __name__ == "__main__":
