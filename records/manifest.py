@@ -73,6 +73,49 @@ def read_json_object(path: str, what: str, fix: str, error: type = DataError) ->
     return value
 
 
+# How far not_a_data_set looks into a folder to tell what it is (it never reads a file).
+_LOOK_AT = 500
+
+
+def _looks_like_images(directory: str, depth: int = 1) -> bool:
+    """Whether `directory` holds image files or a source's metadata (wiki.mat, imdb.mat,
+    APPA-REAL's gt_avg_train.csv), itself or in its first subfolders (wiki_crop's 00..99)."""
+    from records.pixels import IMAGE_EXTENSIONS
+
+    try:
+        with os.scandir(directory) as it:
+            entries = [e for _, e in zip(range(_LOOK_AT), it)]
+    except OSError:
+        return False
+    names = [e.name.lower() for e in entries]
+    if any(n.endswith(IMAGE_EXTENSIONS) or n in ("wiki.mat", "imdb.mat", "gt_avg_train.csv") for n in names):
+        return True
+    return depth > 0 and any(_looks_like_images(e.path, depth - 1)
+                             for e in entries[:5] if e.is_dir(follow_symlinks=False))
+
+
+def not_a_data_set(directory: str) -> str:
+    """What `directory`, given where a data set of shards belongs, is instead, and the
+    command the user meant."""
+    name = os.path.basename(os.path.normpath(directory)) or "NAME"
+    ingest = f"`python -m ingest --src FOLDER_OF_IMAGES --out {directory}`"
+    if os.path.isfile(directory):
+        parent = os.path.dirname(directory) or "."
+        if directory.endswith(".tfrecord") and os.path.isfile(manifest_path(parent)):
+            return (f"{directory} is a shard file of the data set {parent}; pass the data set's folder: "
+                    f"--records {parent}")
+        return (f"{directory} is a file, not a data set (a folder of shards with manifest.json, "
+                f"which {ingest} writes)")
+    if not os.path.isdir(directory):
+        return f"{directory}: no such data set; create it with {ingest}"
+    if _looks_like_images(directory):
+        stem = os.path.splitext(name)[0]
+        return (f"{directory} is a folder of images (a source for ingest), not a data set of shards: "
+                f"run `python -m ingest --src {directory} --out shards/{stem}`, then pass --records shards/{stem}")
+    return (f"{manifest_path(directory)}: no manifest, so {directory} is not a finished data set; "
+            f"run (or re-run: it starts over or resumes) the ingest that writes it, {ingest}")
+
+
 def read_manifest(directory: str, *, consistent: bool = True) -> dict:
     """Load and check `DIR/manifest.json`: exists, parses, schema version, its
     structure (`structure_problem`) and, with `consistent`, that its numbers agree
@@ -80,12 +123,8 @@ def read_manifest(directory: str, *, consistent: bool = True) -> dict:
     (`python -m records verify` passes consistent=False: it lists every count
     against the records themselves.)"""
     path = manifest_path(directory)
-    if not os.path.isdir(directory):
-        raise DataError(f"{directory}: no such shard directory; create it with "
-                        f"`python -m ingest --src wiki_crop --out {directory}`")
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no manifest, so {directory} is not a finished data set; "
-                        f"run (or re-run, it starts over) `python -m ingest --src wiki_crop --out {directory}`")
+    if not os.path.isdir(directory) or not os.path.exists(path):
+        raise DataError(not_a_data_set(directory))
     manifest = read_json_object(path, "a manifest object", f"re-run ingest into {directory}")
     version = manifest.get("schema_version")
     if version not in schema.READ_VERSIONS:

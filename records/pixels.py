@@ -25,6 +25,10 @@ from records import schema
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # refused below instead
 
+# What counts as an image file where a folder is searched (serving.predict) or told
+# apart from a data set (records.manifest.not_a_data_set).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
 # 16-bit grayscale modes (PNG, TIFF): values 0..65535, mapped to 0..255 by / 257.
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 

@@ -45,15 +45,13 @@ import tensorflow as tf
 from entry.progress import Progress
 from model import age_outputs, input_size, resize_pixels
 from records import framing
-from records.pixels import PixelError, read_rgb
+from records.pixels import IMAGE_EXTENSIONS, PixelError, read_rgb  # (a folder PATH is searched for these)
 from serving import faces, plots, tally
 from serving import flags as serving_flags
 from serving.output import PredictError, check_destinations, open_output, writing
 from trainer.config import TTA, PredictConfig
 from trainer.run_dir import RunDir, load_run_model, run_framing
 
-# What a folder PATH is searched for (any other file in it is not listed).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 # ----------------------------------------------------------------------------- inputs

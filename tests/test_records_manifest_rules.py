@@ -177,3 +177,37 @@ def test_dry_run_and_training_refuse_a_split_total_edited_to_disagree(copy, tmp_
             command(config)
         assert says in str(e.value) and "\n" not in str(e.value)
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_what_is_given_instead_of_a_data_set_is_named_with_the_command_that_was_meant(tmp_path):
+    from records.manifest import DataError, not_a_data_set, read_manifest
+
+    wiki = tmp_path / "wiki_crop"                      # IMDB-WIKI's layout: wiki.mat and 00..99 of JPEGs
+    (wiki / "00").mkdir(parents=True)
+    (wiki / "00" / "1_1990-01-01_2010.jpg").write_bytes(b"jpeg")
+    assert not_a_data_set(str(wiki)) == (
+        f"{wiki} is a folder of images (a source for ingest), not a data set of shards: run "
+        f"`python -m ingest --src {wiki} --out shards/wiki_crop`, then pass --records shards/wiki_crop")
+    appa = tmp_path / "appa-real-release"
+    appa.mkdir()
+    (appa / "gt_avg_train.csv").write_text("file_name,apparent_age_avg\n")
+    assert "is a folder of images" in not_a_data_set(str(appa))
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}")
+    shard = shards / "train-00000-of-00001.tfrecord"
+    shard.write_bytes(b"")
+    assert not_a_data_set(str(shard)) == (
+        f"{shard} is a shard file of the data set {shards}; pass the data set's folder: --records {shards}")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    assert not_a_data_set(str(notes)).startswith(f"{notes} is a file, not a data set")
+
+    empty = tmp_path / "half"                          # an ingest that never finished
+    empty.mkdir()
+    assert "no manifest, so" in not_a_data_set(str(empty))
+    with pytest.raises(DataError) as e:
+        read_manifest(str(tmp_path / "nowhere"))
+    assert str(e.value) == (f"{tmp_path / 'nowhere'}: no such data set; create it with "
+                            f"`python -m ingest --src FOLDER_OF_IMAGES --out {tmp_path / 'nowhere'}`")

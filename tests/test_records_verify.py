@@ -113,8 +113,9 @@ def test_inspect_without_a_manifest_is_one_error_line(tmp_path):
     result = run_module("records", "inspect", str(tmp_path))
     assert result.returncode == 1
     assert result.stderr.strip() == (f"error: {tmp_path / 'manifest.json'}: no manifest, so {tmp_path} "
-                                     f"is not a finished data set; run (or re-run, it starts over) "
-                                     f"`python -m ingest --src wiki_crop --out {tmp_path}`")
+                                     f"is not a finished data set; run (or re-run: it starts over or "
+                                     f"resumes) the ingest that writes it, `python -m ingest --src "
+                                     f"FOLDER_OF_IMAGES --out {tmp_path}`")
 
 
 def test_untouched_data_sets_verify_clean(sample_shards, appa_real_shards):

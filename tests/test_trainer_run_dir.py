@@ -174,5 +174,6 @@ def test_a_data_set_given_as_a_run_says_so_and_the_command_meant(sample_shards):
     name = os.path.basename(sample_shards)
     assert str(e.value) == (
         f"{os.path.join(sample_shards, 'run.json')}: not found; {sample_shards} is a data set (it holds "
-        f"manifest.json), not a training run: train on it with `python -m trainer --records "
-        f"{sample_shards} --model_dir runs/{name} ...`, then pass --model_dir runs/{name}")
+        f"manifest.json), not a training run: train one on it with `python -m trainer --records "
+        f"{sample_shards} --model_dir runs/{name} ...`, or score a run on it with `python -m trainer.evaluate "
+        f"--model_dir runs/RUN --records {sample_shards}`")

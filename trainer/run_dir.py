@@ -79,9 +79,9 @@ def not_a_run(path: str) -> str:
     """What `path` is instead of a training run, and the command the user meant."""
     name = os.path.basename(os.path.normpath(path)) or "NAME"
     if os.path.isfile(os.path.join(path, "manifest.json")):
-        return (f"{path} is a data set (it holds manifest.json), not a training run: train on it with "
-                f"`python -m trainer --records {path} --model_dir runs/{name} ...`, then pass "
-                f"--model_dir runs/{name}")
+        return (f"{path} is a data set (it holds manifest.json), not a training run: train one on it "
+                f"with `python -m trainer --records {path} --model_dir runs/{name} ...`, or score a run "
+                f"on it with `python -m trainer.evaluate --model_dir runs/RUN --records {path}`")
     return (f"{path} is not a training run directory (train one with "
             f"`python -m trainer --model_dir {path} ...`)")
 
