@@ -63,6 +63,7 @@ bench: install
 	$(PY) -m bench.service
 	$(PY) -m bench.predict
 	$(PY) -m bench.faults
+	$(PY) -m bench.startup
 
 clean:
 	rm -rf $(VENV) demo shards runs .pytest_cache

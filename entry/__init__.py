@@ -10,8 +10,9 @@ custom operations are on", "Could not find cuda drivers") and the `failed call t
 cuInit` error of a CPU machine, `entry.startup_notices` filters out of stderr
 while TensorFlow loads and lists its devices (DEX_TF_STARTUP_LOGS=1 shows them;
 every other line passes). `run` defines and
-adopts the command's flags (so `--help` lists them) and quiets absl's Python INFO
-chatter unless -v/--verbosity asks for it. Both turn a `ProjectError` (bad input
+adopts the command's flags (so `--help` lists them), parses them before the command
+imports TensorFlow (`check_flags`: a flag mistake answers at once) and quiets absl's
+Python INFO chatter unless -v/--verbosity asks for it. Both turn a `ProjectError` (bad input
 the user can fix) into one `error: ...` line and exit status 1, and so does a write
 that meets a full or read-only disk anywhere.
 
@@ -53,22 +54,41 @@ def _one_line_on_failure(main: Callable, *args):
                  f"(or choose a writable one), then rerun the same command")
 
 
-def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None] | None = None,
-        flags_module=None) -> None:
-    """Define the command's absl flags, parse argv, run `main(argv)`; its return
-    value is the exit status, a ProjectError one `error: ...` line and status 1."""
+# The arguments left after check_flags parsed the command line (None: not parsed yet).
+_remaining: list[str] | None = None
+
+
+def check_flags(define_flags: Callable[[], None] | None = None, flags_module=None) -> None:
+    """Define the command's absl flags and parse sys.argv now: a mistyped or missing
+    flag, a bad value or --help answers before the command imports TensorFlow.  A
+    command module that imports TensorFlow at its top calls this first, under
+    `if __name__ == "__main__":`; `run` then uses this parse instead of parsing again."""
+    global _remaining
+    if _remaining is not None:
+        return
     if define_flags is not None:
         define_flags()
     if flags_module is not None:          # so --help lists them (help shows sys.argv[0]'s key flags)
         for flag in flags.FLAGS.get_key_flags_for_module(flags_module):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.define_help_flags()
+    _remaining = app.parse_flags_with_usage(sys.argv)
+
+
+def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None] | None = None,
+        flags_module=None) -> None:
+    """Define the command's absl flags and parse argv (unless check_flags did), then run
+    `main(argv)`; its return value is the exit status, a ProjectError one `error: ...`
+    line and status 1.  `main` should import TensorFlow itself (inside it), so a flag
+    mistake never waits for it."""
+    check_flags(define_flags, flags_module)
 
     def guarded(argv: list[str]):
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
         return _one_line_on_failure(main, argv)
 
-    app.run(guarded)
+    app.run(guarded, flags_parser=lambda argv: _remaining)
 
 
 def run_parsed(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,

@@ -21,16 +21,14 @@ import keras
 from records.schema import NUM_AGES
 
 from .layers import FullyConnectedConv2D, Preprocess, Resize
-from .vgg_face import get_variant, resolve_input_size, vgg_fc67, vgg_trunk
+from .variants import TRAINABLE_FROM, get_variant
+from .vgg_face import resolve_input_size, vgg_fc67, vgg_trunk
 from .weights import load_vgg_face_weights
 
 FULL_TRAINABLE_PARAMS = 119_959_653
 FULL_NON_TRAINABLE_PARAMS = 14_714_688
 HEAD_LAYER_NAMES = ("fc6", "drop6", "fc7", "drop7", "predictions", "flatten", "age")
 GENDER_LAYER_NAMES = ("gender_predictions", "gender_flatten", "gender")
-# The first layer that trains: fc6 (the trunk frozen to pool5), conv5_1 (the last
-# convolution block trains too) or all (nothing frozen). The first is the default.
-TRAINABLE_FROM = ("fc6", "conv5_1", "all")
 # The layers whose shape follows the number of classes: carried from another model
 # only when their shapes match (model.transfer).
 HEAD_OUTPUT_LAYERS = ("predictions", "gender_predictions")

@@ -23,20 +23,8 @@ __all__ = ["CS_THRESHOLD", "CS_NAME", "LOSS", "ACCURACY", "MAE", "EPSILON_ERROR"
            "RATES", "val", "expected_age", "abs_error", "age_abs_error", "mean_abs_error", "within",
            "epsilon_error", "spread_epsilon_error"]
 
-CS_THRESHOLD = 5.0                 # CS(θ): the fraction of faces within θ years
-
-# The metric names: history.csv's columns, report.json's keys, --best_metric's values.
-LOSS, ACCURACY, MAE = "loss", "accuracy", "mae"
-CS_NAME = f"cs{CS_THRESHOLD:g}"    # "cs5"
-EPSILON_ERROR = "epsilon_error"    # over the faces with a spread (apparent-age data)
-GENDER_ACCURACY = "gender_accuracy"   # --task=age_gender
-RATES = (LOSS, ACCURACY, MAE, CS_NAME)   # what every epoch reports, on training and validation data
-VAL_PREFIX = "val_"
-
-
-def val(name: str) -> str:
-    """The name of metric `name` on the validation data ("val_mae")."""
-    return VAL_PREFIX + name
+from .metric_names import (ACCURACY, CS_NAME, CS_THRESHOLD, EPSILON_ERROR, GENDER_ACCURACY,  # noqa: F401
+                           LOSS, MAE, RATES, VAL_PREFIX, val)
 
 
 def abs_error(true_age, expected):

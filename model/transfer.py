@@ -11,6 +11,7 @@ import zipfile
 
 import keras
 
+from . import register_layers
 from .age import HEAD_OUTPUT_LAYERS
 from .weights import WeightsError
 
@@ -50,6 +51,7 @@ def load_source(path: str) -> keras.Model:
     fix = "pass a run directory holding best.keras or a .keras file to --init_from"
     if not zipfile.is_zipfile(path):      # Keras would say "File not found" for a file that exists
         raise WeightsError(f"{path}: not a .keras file (a .keras file is a zip archive); {fix}")
+    register_layers()
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:

@@ -14,13 +14,10 @@ moving statistics included.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 
-from records.schema import VGG_FACE_SIZE
-
 from .layers import FullyConnectedConv2D
+from .variants import VARIANTS, Variant, default_input_size, get_variant  # noqa: F401  (this module's API)
 
 BLOCK_DEPTHS = (2, 2, 3, 3, 3)
 CONV_NAMES = tuple(f"conv{b}_{i}" for b, depth in enumerate(BLOCK_DEPTHS, 1) for i in range(1, depth + 1))
@@ -28,50 +25,6 @@ CONV_NAMES = tuple(f"conv{b}_{i}" for b, depth in enumerate(BLOCK_DEPTHS, 1) for
 WEIGHTED_LAYER_NAMES = CONV_NAMES + ("fc6", "fc7", "fc8")
 FULL_VGG_FACE_PARAMS = 145_002_878
 SMALL_PARAMS = 1_360_021   # the small age model (build_age_model(variant="small")), every weight
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """Widths of one VGG-Face variant.  `input_size` is the default input side;
-    fc6's kernel always equals pool5's spatial size (7 for 224)."""
-
-    conv_filters: tuple  # per block
-    fc6_units: int
-    fc7_units: int
-    fc8_units: int
-    input_size: int
-    # Each convolution followed by BatchNormalization (conv -> bnB_I -> reluB_I, the
-    # convolution without bias): trains from random initialisation several times
-    # faster than the plain topology. Its moving statistics follow `trainable`: a
-    # frozen BatchNorm layer runs in inference mode (Keras 3).
-    batch_norm: bool = False
-
-
-VARIANTS = {
-    "full": Variant(conv_filters=(64, 128, 256, 512, 512), fc6_units=4096, fc7_units=4096,
-                    fc8_units=2622, input_size=VGG_FACE_SIZE),
-    # All sizes distinct (and distinct from 3 channels, 2 genders, 101 ages), so a
-    # wiring mistake cannot pass a shape test by coincidence.
-    "tiny": Variant(conv_filters=(4, 6, 8, 10, 12), fc6_units=24, fc7_units=20,
-                    fc8_units=14, input_size=32),
-    # Learns real faces from random initialisation on a CPU and fits a phone
-    # (small.flags; widths and input side chosen by measurement on UTKFace, see the
-    # docs/training.md "Real faces"). Distinct sizes too.
-    "small": Variant(conv_filters=(16, 32, 64, 128, 160), fc6_units=256, fc7_units=192,
-                     fc8_units=10, input_size=64, batch_norm=True),
-}
-
-
-def get_variant(variant: str) -> Variant:
-    try:
-        return VARIANTS[variant]
-    except KeyError:
-        raise ValueError(f"unknown model variant {variant!r}; expected one of {sorted(VARIANTS)}") from None
-
-
-def default_input_size(variant: str) -> int:
-    """Default input side in pixels (full 224, tiny 32)."""
-    return get_variant(variant).input_size
 
 
 def resolve_input_size(variant: str, input_size=None) -> int:

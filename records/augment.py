@@ -12,7 +12,8 @@ seed folded in from the batch's seed.
                    0..NUM_AGES-1; records without a spread (age_std 0, or no age_std in
                    the labels) keep their age
 
-`--augment` means DEFAULT_OPS; `--augment_ops` chooses among OPS.
+`--augment` means DEFAULT_OPS; `--augment_ops` chooses among OP_NAMES (records.augment_ops,
+the names without TensorFlow).
 """
 from __future__ import annotations
 
@@ -20,35 +21,21 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from records.augment_ops import DEFAULT_OPS, OP_NAMES, check_ops, resolve  # noqa: F401  (this module's API)
 from records.schema import AGE_MEAN, AGE_STD, NUM_AGES, round_age
 
 Op = Callable[[tf.Tensor, dict, tf.Tensor], tuple]
 OPS: dict[str, Op] = {}
-DEFAULT_OPS = ("flip", "crop")       # what --augment means
 MIN_CROP_SCALE = 0.85                # a crop keeps at least 85% of each side: "small" crop/scale
 
 
 def register(name: str) -> Callable[[Op], Op]:
     def wrap(fn: Op) -> Op:
-        if name in OPS:
-            raise ValueError(f"augmentation op {name!r} registered twice")
+        if name in OPS or name not in OP_NAMES:
+            raise ValueError(f"augmentation op {name!r} registered twice or not in records.augment_ops")
         OPS[name] = fn
         return fn
     return wrap
-
-
-def check_ops(names: Sequence[str]) -> tuple[str, ...]:
-    """The names, checked against OPS (ValueError naming the unknown one)."""
-    for name in names:
-        if name not in OPS:
-            raise ValueError(f"unknown augmentation op {name!r}; known: {', '.join(sorted(OPS))}")
-    return tuple(names)
-
-
-def resolve(augment: bool | Sequence[str] | None) -> tuple[str, ...]:
-    """The ops an `augment` setting means, in order: True -> DEFAULT_OPS; a sequence
-    of op names -> those (checked); False, None or () -> none."""
-    return DEFAULT_OPS if augment is True else check_ops(augment or ())
 
 
 def _to_uint8(x: tf.Tensor) -> tf.Tensor:
@@ -91,3 +78,6 @@ def apply(names: Sequence[str], images: tf.Tensor, labels: dict, seed: tf.Tensor
     for i, name in enumerate(names):
         images, labels = OPS[name](images, labels, tf.random.experimental.stateless_fold_in(seed, i))
     return images, labels
+
+if set(OPS) != set(OP_NAMES):
+    raise ImportError(f"records.augment registers {sorted(OPS)}; records.augment_ops names {sorted(OP_NAMES)}")

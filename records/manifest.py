@@ -78,17 +78,21 @@ _LOOK_AT = 500
 
 
 def _looks_like_images(directory: str, depth: int = 1) -> bool:
-    """Whether `directory` holds image files or a source's metadata (wiki.mat, imdb.mat,
-    APPA-REAL's gt_avg_train.csv), itself or in its first subfolders (wiki_crop's 00..99)."""
+    """Whether `directory` holds a source's metadata (wiki.mat, imdb.mat, APPA-REAL's
+    gt_avg_train.csv), or image files itself or in its first subfolders (wiki_crop's 00..99)."""
+    from records.outdir import MARKER_NAME
     from records.pixels import IMAGE_EXTENSIONS
 
+    if os.path.exists(os.path.join(directory, MARKER_NAME)) or os.path.exists(manifest_path(directory)):
+        return False                      # an output of this project (its plots are images too)
     try:
         with os.scandir(directory) as it:
             entries = [e for _, e in zip(range(_LOOK_AT), it)]
     except OSError:
         return False
     names = [e.name.lower() for e in entries]
-    if any(n.endswith(IMAGE_EXTENSIONS) or n in ("wiki.mat", "imdb.mat", "gt_avg_train.csv") for n in names):
+    if any(n.endswith(IMAGE_EXTENSIONS) for n in names) or (
+            depth > 0 and any(n in ("wiki.mat", "imdb.mat", "gt_avg_train.csv") for n in names)):
         return True
     return depth > 0 and any(_looks_like_images(e.path, depth - 1)
                              for e in entries[:5] if e.is_dir(follow_symlinks=False))

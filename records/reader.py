@@ -27,13 +27,12 @@ import tensorflow as tf
 from model.layers import resize_pixels
 from records import augment as augment_ops
 from records import schema
+from records.schema import DEFAULT_SHUFFLE_BUFFER
 from records.manifest import DataError, manifest_path, read_manifest, split_shards
 
 log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
-DEFAULT_SHUFFLE_BUFFER = 4096   # the buffer holds *serialized* records (~10-20 kB for a
-                                # 224-px JPEG, 150 kB raw): ~60 MB of JPEG shards.
 MAX_INTERLEAVE = 16             # files read concurrently; each open reader holds a small buffer
 
 # A decoder turns one batch of serialized records into (x, labels). Chosen by the
@@ -234,7 +233,7 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
       forever unless `repeat=n` (n epochs), `drop_remainder` defaults to True (a static
       batch dimension for XLA; it only drops anything when `repeat` is finite, since
       batches run across epoch boundaries), `augment` allowed (True: records.augment's
-      DEFAULT_OPS; or a sequence of op names from records.augment.OPS), `deterministic` defaults
+      DEFAULT_OPS; or a sequence of op names from records.augment_ops.OP_NAMES), `deterministic` defaults
       to `seed is not None` (same seed -> same order; no seed -> fastest order).
     training=False (evaluation): no shuffle, deterministic, every record exactly once
       (`repeat` None = one pass), `drop_remainder` defaults to False (final partial

@@ -213,3 +213,8 @@ def encode_feature_example(*, features: bytes, age: int, gender: int, key: bytes
         AGE_STD: wire.float_feature(age_std),
         REAL_AGE: wire.int64_feature(real_age),
     })
+
+# The record shuffle buffer of the training stream (records.reader; --shuffle_buffer's
+# default). It holds *serialized* records (~10-20 kB for a 224-px JPEG, 150 kB raw):
+# ~60 MB of JPEG shards.
+DEFAULT_SHUFFLE_BUFFER = 4096

@@ -36,6 +36,10 @@ from __future__ import annotations
 
 import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m serving.export)
 
+if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
+    from serving import flags as _cli
+    entry.check_flags(_cli.define_export_flags, _cli)
+
 import json
 import os
 import shutil

@@ -12,9 +12,9 @@ PACKAGES = ("entry", "errors", "ingest", "model", "records", "serving", "trainer
 
 # literal -> the one file that defines it
 ONCE = {
-    '= "epsilon_error"': "model/metrics.py",           # the metric names table
-    'f"cs{': "model/metrics.py",
-    '"val_"': "model/metrics.py",
+    '= "epsilon_error"': "model/metric_names.py",      # the metric names table
+    'f"cs{': "model/metric_names.py",
+    '"val_"': "model/metric_names.py",
     "+ 0.5": "records/schema.py",                      # round_age: floor(x + 0.5)
     "tf.image.resize(": None,                          # model.layers.resize_pixels is the one resize
     "ops.image.resize(": "model/layers.py",
@@ -27,7 +27,14 @@ ONCE = {
     'rpartition(":")': "records/service/address.py",   # HOST:PORT
     '"<QI"': "records/wire.py",                        # TFRecord frame headers
     "def count_records": "records/service/pipeline.py",
-    "DEFAULT_OPS if": "records/augment.py",            # augment-op resolution
+    "DEFAULT_OPS if": "records/augment_ops.py",        # augment-op resolution
+    '("flip", "crop"': "records/augment_ops.py",       # the op names
+    '"conv5_1", "all"': "model/variants.py",           # the depths that can train
+    "input_size=32": "model/variants.py",              # the variants
+    "= 4096\n": "records/schema.py",                  # the shuffle buffer
+    "JPEG_QUALITY = 95": "records/schema.py",           # ingest's JPEG quality, prediction's too
+    '".jpg", ".jpeg", ".png", ".bmp"': "records/pixels.py",   # what counts as an image file
+    "DEFAULT_THRESHOLDS = ": "trainer/config.py",      # the age gate every report shows
     "MIN_N = ": "ingest/sample_contract.py",           # what the synthetic samples share
     "def age_level": "ingest/sample_contract.py",
     "rng.integers(-12, 13": "ingest/sample_contract.py",

@@ -11,14 +11,15 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
 from absl import app
 
-from trainer import ending, evaluate, train
+from trainer import ending
 from trainer import flags as trainer_flags
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
-    config = trainer_flags.train_config()
+    config = trainer_flags.train_config()   # checked before TensorFlow loads
+    from trainer import evaluate, train
     if trainer_flags.FLAGS.dry_run:
         train.dry_run(config)
         return

@@ -13,20 +13,20 @@ import os
 import time
 
 from errors import ProjectError
-from model import metrics
-from model.age import TRAINABLE_FROM
-from model.vgg_face import VARIANTS
+from model import metric_names as metrics
+from model.variants import TRAINABLE_FROM, VARIANTS
 from records import facebox, framing
-from records.augment import OPS
-from records.augment import resolve as resolve_augment
+from records.augment_ops import OP_NAMES
+from records.augment_ops import resolve as resolve_augment
 from records.detect import MIN_FACE
-from records.reader import DEFAULT_SHUFFLE_BUFFER
+from records.schema import DEFAULT_SHUFFLE_BUFFER
 from records.service.address import ServiceError, parse_address
 
 MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TASKS = ("age", "age_gender")
+DEFAULT_THRESHOLDS = (18,)   # --age_threshold's default: the age gate every report shows (trainer.groups)
 BEST_METRICS = tuple(map(metrics.val, (metrics.LOSS, metrics.MAE, metrics.EPSILON_ERROR)))   # all: lower is better
 LR_SCHEDULES = ("constant", "cosine")
 TTA = ("none", "flip")               # --tta of trainer.evaluate, serving.predict and serving.export
@@ -155,10 +155,10 @@ class TrainConfig:
             raise ConfigError(f"--patience={self.patience}: use 0 to disable early stopping")
         if self.shuffle_buffer < 1:
             raise ConfigError(f"--shuffle_buffer={self.shuffle_buffer}: must be at least 1")
-        unknown = [op for op in self.augment_ops if op not in OPS]
+        unknown = [op for op in self.augment_ops if op not in OP_NAMES]
         if unknown:
             raise ConfigError(f"--augment_ops={','.join(self.augment_ops)}: unknown op {unknown[0]!r}; "
-                              f"use any of {', '.join(sorted(OPS))}")
+                              f"use any of {', '.join(sorted(OP_NAMES))}")
         if self.cache_features and self.augmentation:
             raise ConfigError("--cache_features with --augment: augmentation changes the trunk's "
                               "input every epoch, so its features cannot be cached; drop one of them")

@@ -26,6 +26,10 @@ from __future__ import annotations
 
 import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m trainer.evaluate)
 
+if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
+    from trainer import flags as _cli
+    entry.check_flags(_cli.define_evaluate_flags, _cli)
+
 import csv
 import io
 import json
@@ -43,7 +47,7 @@ from records.schema import (AGE_MEAN, AGE_STD, GENDER_NAMES, GENDER_UNKNOWN, GRO
                             REAL_AGE, group_name)
 from trainer import flags as trainer_flags
 from trainer import calibration, groups, loop, plots, report_html
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import DEFAULT_THRESHOLDS, ConfigError, TrainConfig
 from trainer.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, load_run_model
 
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
@@ -93,7 +97,7 @@ def mae_by_decade(true_age: np.ndarray, expected: np.ndarray) -> dict:
 
 def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "test",
                  batch_size: int = TrainConfig.eval_batch_size, quiet: bool = False, tta: str = "none",
-                 thresholds=groups.DEFAULT_THRESHOLDS, challenge_age: int | None = None,
+                 thresholds=DEFAULT_THRESHOLDS, challenge_age: int | None = None,
                  calibrate: bool = False, thumbnails: bool = True) -> dict:
     if batch_size < 1:
         raise ConfigError(f"--batch_size={batch_size}: must be at least 1")

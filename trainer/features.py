@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python -m trainer.features)
 
+if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
+    from trainer import flags as _cli
+    entry.check_flags(_cli.define_features_flags, _cli)
+
 import hashlib
 import json
 import os

@@ -14,11 +14,9 @@ import dataclasses
 
 from absl import flags
 
-from model.age import TRAINABLE_FROM
-from model.vgg_face import VARIANTS
-from records.augment import DEFAULT_OPS, OPS
-from trainer import groups
-from trainer.config import (BEST_METRICS, FEATURES_BATCH_SIZE,
+from model.variants import TRAINABLE_FROM, VARIANTS
+from records.augment_ops import DEFAULT_OPS, OP_NAMES
+from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE,
                             LR_SCHEDULES, MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, TTA,
                             ConfigError, TrainConfig, default_model_dir, default_trainable_from,
                             parse_weights)
@@ -63,7 +61,7 @@ def define_train_flags() -> None:
                          f"and small random crop/scale; off by default, as in the original recipe).")
     flags.DEFINE_list("augment_ops", [],
                       f"The augmentation ops to apply, in order (overrides --augment): any of "
-                      f"{', '.join(sorted(OPS))}. label_jitter draws the age from N(age_mean, age_std).")
+                      f"{', '.join(sorted(OP_NAMES))}. label_jitter draws the age from N(age_mean, age_std).")
     flags.DEFINE_integer("shuffle_buffer", D["shuffle_buffer"].default,
                          "Serialized records in the training shuffle buffer.")
     # Model.
@@ -155,7 +153,7 @@ def define_evaluate_flags() -> None:
     flags.DEFINE_string("split", "test", "Split to evaluate.")
     flags.DEFINE_integer("batch_size", D["eval_batch_size"].default, "Evaluation batch size.")
     define_tta_flag()
-    flags.DEFINE_multi_integer("age_threshold", list(groups.DEFAULT_THRESHOLDS),
+    flags.DEFINE_multi_integer("age_threshold", list(DEFAULT_THRESHOLDS),
                                "An age gate to report (repeatable): the share of faces under it "
                                "estimated at or over it (false adult) and over it estimated under "
                                "(false minor).")

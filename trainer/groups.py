@@ -29,7 +29,6 @@ MIN_FACES = 30            # a group with fewer faces is shown, flagged `few`
 BOOTSTRAP_SAMPLES = 1000  # resamples per interval
 CONFIDENCE = 0.95         # the intervals' level
 SEED = 0                  # the bootstrap's seed (each group's stream also depends on its name)
-DEFAULT_THRESHOLDS = (18,)   # --age_threshold's default: the age gate every report shows
 MAX_GROUPS = 64           # labels per attribute reported (the most frequent; the rest dropped, counted)
 
 

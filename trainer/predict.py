@@ -4,7 +4,8 @@ same behaviour), kept under the trainer's name for scripts written against it.""
 import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
 from serving import flags as serving_flags
-from serving.predict import main
 
 if __name__ == "__main__":
-    entry.run(main, serving_flags.define_predict_flags, serving_flags)
+    entry.check_flags(serving_flags.define_predict_flags, serving_flags)   # before TensorFlow loads
+    from serving.predict import main
+    entry.run(main)

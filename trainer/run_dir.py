@@ -38,7 +38,7 @@ import zipfile
 
 import keras
 
-import model  # noqa: F401  (registers the custom layers best.keras is made of)
+import model
 from errors import ProjectError, disk_problem, disk_target
 from model import metrics
 from records import framing, outdir
@@ -246,6 +246,7 @@ def load_run_model(run: RunDir):
     if not zipfile.is_zipfile(path):      # Keras then says "File not found" for a file that exists
         raise RunDirError(f"{path}: truncated or not a .keras file; train again with "
                           f"`python -m trainer --model_dir {run.path}` (it resumes)")
+    model.register_layers()
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:

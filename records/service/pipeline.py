@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from records import reader
 from records.manifest import read_manifest, split_shards
+from records.schema import DEFAULT_SHUFFLE_BUFFER
 from records.service.address import ServiceError, check_address, parse_address
 
 PROCESSING_MODE = "distributed_epoch"   # each record once per epoch (not "parallel_epochs")
@@ -30,7 +31,7 @@ class EpochTimeout(ServiceError):
 # --------------------------------------------------------------------------- pipeline
 
 def epoch_dataset(directory: str, split: str, batch_size: int, *, epoch: int = 0,
-                  seed: int | None = None, shuffle_buffer: int = reader.DEFAULT_SHUFFLE_BUFFER,
+                  seed: int | None = None, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
                   augment: bool = False, resize_to: int | None = None,
                   with_keys: bool = False) -> tf.data.Dataset:
     """One epoch of `split` as `(images, labels)` batches, finite, the reader's labels
