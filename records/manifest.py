@@ -73,8 +73,10 @@ def read_json_object(path: str, what: str, fix: str, error: type = DataError) ->
     return value
 
 
-# How far not_a_data_set looks into a folder to tell what it is (it never reads a file).
+# How far not_a_data_set looks to tell what a path is: the entries of a folder, and the
+# bytes of a run.json (the only file it opens).
 _LOOK_AT = 500
+_RUN_JSON_BYTES = 1 << 20
 
 
 def _looks_like_images(directory: str, depth: int = 1) -> bool:
@@ -98,6 +100,20 @@ def _looks_like_images(directory: str, depth: int = 1) -> bool:
                              for e in entries[:5] if e.is_dir(follow_symlinks=False))
 
 
+def _run_records(directory: str) -> str | None:
+    """The data set a training run in `directory` names in its run.json ('' if it names
+    none or cannot be read), or None when `directory` is not a run."""
+    path = os.path.join(directory, "run.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            records = json.loads(f.read(_RUN_JSON_BYTES)).get("records")   # a larger one is not a run.json
+    except (OSError, ValueError, AttributeError):
+        records = None
+    return records if isinstance(records, str) and "\n" not in records else ""
+
+
 def not_a_data_set(directory: str) -> str:
     """What `directory`, given where a data set of shards belongs, is instead, and the
     command the user meant."""
@@ -108,10 +124,19 @@ def not_a_data_set(directory: str) -> str:
         if directory.endswith(".tfrecord") and os.path.isfile(manifest_path(parent)):
             return (f"{directory} is a shard file of the data set {parent}; pass the data set's folder: "
                     f"--records {parent}")
+        if directory.lower().endswith(".csv"):
+            stem = os.path.splitext(name)[0]
+            return (f"{directory} is a CSV table (a source for ingest), not a data set of shards: run "
+                    f"`python -m ingest --src {directory} --out shards/{stem}`, then pass --records shards/{stem}")
         return (f"{directory} is a file, not a data set (a folder of shards with manifest.json, "
                 f"which {ingest} writes)")
     if not os.path.isdir(directory):
         return f"{directory}: no such data set; create it with {ingest}"
+    trained_on = _run_records(directory)
+    if trained_on is not None:
+        return (f"{directory} is a training run, not a data set"
+                + (f"; it was trained on --records {trained_on}" if trained_on else "")
+                + f"; pass a data set's folder (a run goes to --model_dir)")
     if _looks_like_images(directory):
         stem = os.path.splitext(name)[0]
         return (f"{directory} is a folder of images (a source for ingest), not a data set of shards: "

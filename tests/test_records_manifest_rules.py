@@ -211,3 +211,22 @@ def test_what_is_given_instead_of_a_data_set_is_named_with_the_command_that_was_
         read_manifest(str(tmp_path / "nowhere"))
     assert str(e.value) == (f"{tmp_path / 'nowhere'}: no such data set; create it with "
                             f"`python -m ingest --src FOLDER_OF_IMAGES --out {tmp_path / 'nowhere'}`")
+
+
+def test_a_training_run_or_a_csv_given_as_a_data_set_is_named_so(tmp_path):
+    from records.manifest import not_a_data_set
+
+    run = tmp_path / "runs" / "utk"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"records": "/data/shards/utk"}))
+    assert not_a_data_set(str(run)) == (f"{run} is a training run, not a data set; it was trained on "
+                                        f"--records /data/shards/utk; pass a data set's folder (a run goes "
+                                        f"to --model_dir)")
+    (run / "run.json").write_text("[1, 2")                           # damaged: still a run, no data set named
+    assert not_a_data_set(str(run)) == (f"{run} is a training run, not a data set; pass a data set's "
+                                        f"folder (a run goes to --model_dir)")
+    table = tmp_path / "faces.csv"
+    table.write_text("path,age\n")
+    assert not_a_data_set(str(table)) == (
+        f"{table} is a CSV table (a source for ingest), not a data set of shards: run `python -m ingest "
+        f"--src {table} --out shards/faces`, then pass --records shards/faces")
