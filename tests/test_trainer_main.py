@@ -174,7 +174,7 @@ def test_predict_prints_an_apparent_age_for_a_face_crop(trained_run, tmp_path):
     photo, age = some_kept_image(trained_run["src"])
     out = tmp_path / "out"
     result = run_module("serving.predict", f"--model_dir={trained_run['dir']}", "--no_detect",
-                        f"--out={out}", "--json", photo, cwd=REPO)
+                        f"--pictures_dir={out}", "--json", photo, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     [entry] = json.loads(result.stdout)
     assert entry["error"] is None and len(entry["faces"]) == 1
