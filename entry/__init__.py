@@ -58,10 +58,12 @@ def _one_line_on_failure(main: Callable, *args):
 _remaining: list[str] | None = None
 
 
-def check_flags(define_flags: Callable[[], None] | None = None, flags_module=None) -> None:
+def check_flags(define_flags: Callable[[], None] | None = None, flags_module=None,
+                check: Callable[[list[str]], None] | None = None) -> None:
     """Define the command's absl flags and parse sys.argv now: a mistyped or missing
-    flag, a bad value or --help answers before the command imports TensorFlow.  A
-    command module that imports TensorFlow at its top calls this first, under
+    flag, a bad value or --help answers before the command imports TensorFlow, and so
+    does what `check(argv)` raises (values no flag type checks; one `error: ...` line).
+    A command module that imports TensorFlow at its top calls this first, under
     `if __name__ == "__main__":`; `run` then uses this parse instead of parsing again."""
     global _remaining
     if _remaining is not None:
@@ -73,6 +75,8 @@ def check_flags(define_flags: Callable[[], None] | None = None, flags_module=Non
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     app.define_help_flags()
     _remaining = app.parse_flags_with_usage(sys.argv)
+    if check is not None:
+        _one_line_on_failure(check, _remaining)
 
 
 def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None] | None = None,

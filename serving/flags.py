@@ -8,6 +8,7 @@ from absl import flags
 
 from records import framing
 from records.facebox import DEFAULT_MARGIN
+from serving.output import PredictError
 from trainer.config import TFLITE_PRECISIONS, TTA, PredictConfig
 from trainer.flags import define_tta_flag
 
@@ -37,6 +38,20 @@ def define_predict_flags() -> None:
     flags.DEFINE_integer("min_face", PredictConfig.min_face, "Smallest face the detector reports, in pixels.")
     define_tta_flag()
     flags.mark_flag_as_required("model_dir")
+
+
+def check_predict_values(argv: list[str]) -> None:
+    """The values of predict's command line that no flag type checks (photos named, a
+    batch of at least one face, a margin of 0 or more); a PredictError names the first
+    wrong one. No TensorFlow: the command checks them before it loads."""
+    if len(argv) < 2:
+        raise PredictError("no photo given: name one or more images, folders or @lists after the "
+                           "flags, e.g. python -m serving.predict --model_dir runs/X photo.jpg")
+    if FLAGS.batch_size < 1:
+        raise PredictError(f"--batch_size={FLAGS.batch_size}: must be at least 1")
+    if FLAGS.margin is not None and not FLAGS.margin >= 0:
+        raise PredictError(f"--margin={FLAGS.margin}: must be 0 or more (a fraction of the face box added "
+                           f"on every side); leave it out to use the run's margin")
 
 
 def define_export_flags() -> None:

@@ -36,7 +36,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 
 if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
     from serving import flags as _cli
-    entry.check_flags(_cli.define_predict_flags, _cli)
+    entry.check_flags(_cli.define_predict_flags, _cli, check=_cli.check_predict_values)
 
 import dataclasses
 import json
@@ -424,14 +424,7 @@ def framed(config: PredictConfig, job: Job, trained: framing.Framing) -> Predict
 
 def main(argv):
     f = serving_flags.FLAGS
-    if len(argv) < 2:
-        raise PredictError("no photo given: name one or more images, folders or @lists after the "
-                           "flags, e.g. python -m serving.predict --model_dir runs/X photo.jpg")
-    if f.batch_size < 1:
-        raise PredictError(f"--batch_size={f.batch_size}: must be at least 1")
-    if f.margin is not None and not f.margin >= 0:
-        raise PredictError(f"--margin={f.margin}: must be 0 or more (a fraction of the face box added "
-                           f"on every side); leave it out to use the run's margin")
+    serving_flags.check_predict_values(argv)   # (done before TensorFlow loaded when run as a command)
     config = PredictConfig(detect=not f.no_detect, min_face=f.min_face, batch_size=f.batch_size,
                            probs=f.probs or bool(f.pictures_dir))
     job = Job(model_dir=f.model_dir, tta=f.tta, jsonl=f.jsonl, pictures_dir=f.pictures_dir, json=f.json,

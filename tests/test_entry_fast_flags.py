@@ -21,6 +21,8 @@ MISTAKES = [
     (["trainer.features", "--records=x", "--variant=huge"], "flag --variant=huge: value should be one of"),
     (["serving.predict", "--model_dir=x", "--output=p.jsonl", "a.jpg"], "Unknown command line flag 'output'"),
     (["trainer.predict", "--model_dir=x", "--detector=dlib", "a.jpg"], "flag --detector=dlib: value should be"),
+    (["serving.predict", "--model_dir=x", "--margin=-0.1", "a.jpg"], "error: --margin=-0.1: must be 0 or more"),
+    (["trainer.predict", "--model_dir=x"], "error: no photo given: name one or more images"),
     (["serving.export", "--model_dir=x"], "Flag --out must have a value other than None"),
     (["trainer.export", "--model_dir=x", "--out=e", "--tflite=int4"], "flag --tflite=int4: value should be"),
     (["ingest", "--src=x", "--image_sise=32"], "Unknown command line flag 'image_sise'"),

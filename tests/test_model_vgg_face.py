@@ -18,6 +18,7 @@ def _count(weights):
     return sum(int(np.prod(w.shape)) for w in weights)
 
 
+@pytest.mark.slow     # allocates all 145 M weights
 def test_full_vgg_face_params_and_layer_order():
     m = model.build_vgg_face("full")
     assert m.count_params() == 145_002_878 == model.FULL_VGG_FACE_PARAMS
@@ -29,6 +30,7 @@ def test_full_vgg_face_params_and_layer_order():
     del m
 
 
+@pytest.mark.slow     # allocates all 145 M weights
 def test_full_age_model_counts_and_freezing():
     m = model.build_age_model(variant="full")
     assert _count(m.trainable_weights) == 119_959_653 == model.FULL_TRAINABLE_PARAMS

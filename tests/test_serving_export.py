@@ -190,6 +190,7 @@ def test_tta_flip_and_float16_tflite(run_dir, tmp_path):
     assert np.float16 in dtypes                                       # the weights are stored as float16
 
 
+@pytest.mark.slow     # writes whole SavedModels
 def test_age_gender_export_adds_male_probability(sample_shards, tmp_path):
     import tensorflow as tf
 
@@ -206,6 +207,7 @@ def test_age_gender_export_adds_male_probability(sample_shards, tmp_path):
     assert p.shape == (2,) and np.all((p >= 0) & (p <= 1))
 
 
+@pytest.mark.slow     # writes whole SavedModels
 def test_export_never_replaces_a_directory_it_did_not_make(run_dir, tmp_path):
     from serving.export import ExportError, export_run
 
@@ -232,6 +234,7 @@ def test_trainer_export_is_the_same_command_as_serving_export(run_dir, tmp_path)
     assert first == second and first["input_size"] == INPUT_SIZE
 
 
+@pytest.mark.slow     # writes whole SavedModels
 def test_export_replaces_only_a_marked_export(run_dir, tmp_path):
     """A folder holding a file named export.json (and anything else) is not an export;
     a link to an export is not replaced either; an export carries the marker."""
@@ -266,6 +269,7 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
 
 
+@pytest.mark.slow     # writes whole SavedModels
 def test_the_saved_model_refuses_an_image_over_the_pixel_limit_from_its_header(run_dir, faces, tmp_path):
     import resource
     import struct
