@@ -28,6 +28,10 @@ class Thresholds:
 
 Step = tuple[str, str, "callable"]   # (step, rule, predicate selecting the rows to REMOVE)
 
+# The steps whose rule is a flag's threshold (the others say what is wrong with a row).
+THRESHOLD_FLAGS = {"low_face_score": "--min_face_score", "age_above_max": "--max_age",
+                   "age_below_min": "--min_age", "unknown_gender": "--require_gender"}
+
 
 def common_steps(t: Thresholds) -> list[Step]:
     """The steps every source's table goes through, after the source's own."""
@@ -52,14 +56,15 @@ def clean(frame: pd.DataFrame, steps: list[Step]) -> tuple[pd.DataFrame, list[di
     return frame.reset_index(drop=True), report
 
 
-def why_nothing_is_left(frame: pd.DataFrame, steps: list[Step]) -> str:
+def why_nothing_is_left(frame: pd.DataFrame, steps: list[Step]) -> tuple[str, str | None]:
     """When cleaning kept no row: which step removed the last ones, its rule, and one
-    row it removed (its path), so the user sees what was wrong with the data."""
+    row it removed (its path), so the user sees what was wrong with the data; and the
+    flag that sets that step's threshold (None: the rule is the format's)."""
     for step, rule, remove in steps:
         mask = np.asarray(remove(frame), dtype=bool)
         if mask.all() and len(frame):
             example = frame["path"].iloc[0] if "path" in frame else None
             return (f"step {step} removed all {len(frame)} remaining rows (rule: {rule})"
-                    + (f", e.g. {example}" if example is not None else ""))
+                    + (f", e.g. {example}" if example is not None else "")), THRESHOLD_FLAGS.get(step)
         frame = frame[~mask]
-    return "the source has no rows"
+    return "the source has no rows", None

@@ -135,9 +135,10 @@ def load_and_clean(cfg: Config, source=None):
     steps = table.steps + clean.common_steps(thresholds)
     kept, cleaning = clean.clean(table.frame, steps)
     if kept.empty:
-        raise DataError(f"{cfg.src}: no row survives cleaning: {clean.why_nothing_is_left(table.frame, steps)}; "
-                        f"check that --src holds the {source.NAME} format (see docs/data-sets.md), or "
-                        f"loosen the threshold that removed them")
+        why, flag = clean.why_nothing_is_left(table.frame, steps)
+        fix = (f"loosen {flag} if that rule is too strict for this data" if flag else
+               f"check that --src holds the {source.NAME} format (see docs/data-sets.md)")
+        raise DataError(f"{cfg.src}: no row survives cleaning: {why}; {fix}")
     return source, table, kept, cleaning
 
 

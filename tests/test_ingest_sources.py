@@ -556,7 +556,21 @@ def test_a_folder_no_row_of_which_survives_names_the_step_its_rule_and_a_file(tm
     assert message.startswith(f"{src}: no row survives cleaning: step unparsable_name removed all 2 "
                               f"remaining rows (rule: the name is not age_gender[_race]_date")
     assert "e.g. beach_2019.jpg" in message and "holds the utkface format" in message
-    assert "\n" not in message and "[{" not in message
+    assert "\n" not in message and "[{" not in message and "loosen" not in message   # no threshold to loosen
+
+
+def test_a_threshold_that_removes_every_row_names_its_flag(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "kids"
+    src.mkdir()
+    for name in ("3_0_0_20170116174525125.jpg.chip.jpg", "7_1_2_20170116174525126.jpg.chip.jpg"):
+        Image.new("RGB", (8, 8)).save(src / name)
+    with pytest.raises(DataError) as e:
+        pipeline.load_and_clean(pipeline.Config(src=str(src), source="utkface", min_age=18))
+    message = str(e.value)
+    assert "step age_below_min removed all 2 remaining rows (rule: age < 18)" in message
+    assert message.endswith("; loosen --min_age if that rule is too strict for this data"), message
 
 
 # --- the samples' forecasts ----------------------------------------------------------
