@@ -543,16 +543,21 @@ def test_sample_cli_writes_each_format(tmp_path, capsys):
         sample_sources.expected_counts("lfw", 100)
 
 
-def test_a_folder_no_row_of_which_survives_names_the_step_its_rule_and_a_file(tmp_path):
+def cleaning_refusal(src, names: tuple[str, ...], **config) -> str:
+    """The one line ingest's cleaning gives a folder of 8x8 images named `names`."""
     from PIL import Image
 
-    src = tmp_path / "photos"
     src.mkdir()
-    for name in ("holiday.jpg", "beach_2019.jpg"):
+    for name in names:
         Image.new("RGB", (8, 8)).save(src / name)
     with pytest.raises(DataError) as e:
-        pipeline.load_and_clean(pipeline.Config(src=str(src), source="utkface"))
-    message = str(e.value)
+        pipeline.load_and_clean(pipeline.Config(src=str(src), source="utkface", **config))
+    return str(e.value)
+
+
+def test_a_folder_no_row_of_which_survives_names_the_step_its_rule_and_a_file(tmp_path):
+    src = tmp_path / "photos"
+    message = cleaning_refusal(src, ("holiday.jpg", "beach_2019.jpg"))
     assert message.startswith(f"{src}: no row survives cleaning: step unparsable_name removed all 2 "
                               f"remaining rows (rule: the name is not age_gender[_race]_date")
     assert "e.g. beach_2019.jpg" in message and "holds the utkface format" in message
@@ -560,15 +565,8 @@ def test_a_folder_no_row_of_which_survives_names_the_step_its_rule_and_a_file(tm
 
 
 def test_a_threshold_that_removes_every_row_names_its_flag(tmp_path):
-    from PIL import Image
-
-    src = tmp_path / "kids"
-    src.mkdir()
-    for name in ("3_0_0_20170116174525125.jpg.chip.jpg", "7_1_2_20170116174525126.jpg.chip.jpg"):
-        Image.new("RGB", (8, 8)).save(src / name)
-    with pytest.raises(DataError) as e:
-        pipeline.load_and_clean(pipeline.Config(src=str(src), source="utkface", min_age=18))
-    message = str(e.value)
+    message = cleaning_refusal(tmp_path / "kids", ("3_0_0_20170116174525125.jpg.chip.jpg",
+                                                   "7_1_2_20170116174525126.jpg.chip.jpg"), min_age=18)
     assert "step age_below_min removed all 2 remaining rows (rule: age < 18)" in message
     assert message.endswith("; loosen --min_age if that rule is too strict for this data"), message
 
