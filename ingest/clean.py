@@ -28,9 +28,10 @@ class Thresholds:
 
 Step = tuple[str, str, "callable"]   # (step, rule, predicate selecting the rows to REMOVE)
 
-# The steps whose rule is a flag's threshold (the others say what is wrong with a row).
-THRESHOLD_FLAGS = {"low_face_score": "--min_face_score", "age_above_max": "--max_age",
-                   "age_below_min": "--min_age", "unknown_gender": "--require_gender"}
+# The steps whose rule is a flag's threshold, and how to loosen it (the other steps say
+# what is wrong with a row).
+THRESHOLD_FLAGS = {"low_face_score": "lower --min_face_score", "age_above_max": "raise --max_age",
+                   "age_below_min": "lower --min_age", "unknown_gender": "drop --require_gender"}
 
 
 def common_steps(t: Thresholds) -> list[Step]:
@@ -58,8 +59,8 @@ def clean(frame: pd.DataFrame, steps: list[Step]) -> tuple[pd.DataFrame, list[di
 
 def why_nothing_is_left(frame: pd.DataFrame, steps: list[Step]) -> tuple[str, str | None]:
     """When cleaning kept no row: which step removed the last ones, its rule, and one
-    row it removed (its path), so the user sees what was wrong with the data; and the
-    flag that sets that step's threshold (None: the rule is the format's)."""
+    row it removed (its path), so the user sees what was wrong with the data; and how to
+    loosen that step's threshold flag (None: the rule is the format's)."""
     for step, rule, remove in steps:
         mask = np.asarray(remove(frame), dtype=bool)
         if mask.all() and len(frame):

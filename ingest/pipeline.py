@@ -135,8 +135,8 @@ def load_and_clean(cfg: Config, source=None):
     steps = table.steps + clean.common_steps(thresholds)
     kept, cleaning = clean.clean(table.frame, steps)
     if kept.empty:
-        why, flag = clean.why_nothing_is_left(table.frame, steps)
-        fix = (f"loosen {flag} if that rule is too strict for this data" if flag else
+        why, loosen = clean.why_nothing_is_left(table.frame, steps)
+        fix = (f"{loosen} if that rule is too strict for this data" if loosen else
                f"check that --src holds the {source.NAME} format (see docs/data-sets.md)")
         raise DataError(f"{cfg.src}: no row survives cleaning: {why}; {fix}")
     return source, table, kept, cleaning

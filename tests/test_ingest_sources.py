@@ -568,7 +568,7 @@ def test_a_threshold_that_removes_every_row_names_its_flag(tmp_path):
     message = cleaning_refusal(tmp_path / "kids", ("3_0_0_20170116174525125.jpg.chip.jpg",
                                                    "7_1_2_20170116174525126.jpg.chip.jpg"), min_age=18)
     assert "step age_below_min removed all 2 remaining rows (rule: age < 18)" in message
-    assert message.endswith("; loosen --min_age if that rule is too strict for this data"), message
+    assert message.endswith("; lower --min_age if that rule is too strict for this data"), message
 
 
 # --- the samples' forecasts ----------------------------------------------------------
