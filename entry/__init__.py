@@ -54,6 +54,13 @@ def _one_line_on_failure(main: Callable, *args):
                  f"(or choose a writable one), then rerun the same command")
 
 
+def only_flags(argv: list[str]) -> None:
+    """A command that takes no positional arguments refuses them in one line (a `check`
+    for check_flags, or the first line of its main)."""
+    if len(argv) > 1:
+        raise ProjectError(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help)")
+
+
 # The arguments left after check_flags parsed the command line (None: not parsed yet).
 _remaining: list[str] | None = None
 

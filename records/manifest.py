@@ -136,7 +136,7 @@ def not_a_data_set(directory: str) -> str:
     if trained_on is not None:
         return (f"{directory} is a training run, not a data set"
                 + (f"; it was trained on --records {trained_on}" if trained_on else "")
-                + f"; pass a data set's folder (a run goes to --model_dir)")
+                + "; pass a data set's folder (a run goes to --model_dir)")
     if _looks_like_images(directory):
         stem = os.path.splitext(name)[0]
         return (f"{directory} is a folder of images (a source for ingest), not a data set of shards: "

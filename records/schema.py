@@ -7,6 +7,7 @@ the on-disk contract is stated exactly once.
 
 from __future__ import annotations
 
+import math
 import re
 
 from records import wire

@@ -38,7 +38,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 
 if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
     from serving import flags as _cli
-    entry.check_flags(_cli.define_export_flags, _cli)
+    entry.check_flags(_cli.define_export_flags, _cli, check=entry.only_flags)
 
 import json
 import os
@@ -47,7 +47,6 @@ import tempfile
 
 import keras
 import tensorflow as tf
-from absl import app
 
 from errors import ProjectError
 from model import input_size as model_input_size
@@ -260,8 +259,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    entry.only_flags(argv)
     f = serving_flags.FLAGS
     export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite)
 

@@ -64,8 +64,8 @@ def resume_output(out, path: str) -> set[str]:
     data = out.read()
     end = data.rfind(b"\n") + 1
     done = set()
-    refuse = (f"--jsonl only continues a predictions file it wrote, and nothing was changed: "
-              f"pass a new file name")
+    refuse = ("--jsonl only continues a predictions file it wrote, and nothing was changed: "
+              "pass a new file name")
     for number, line in enumerate(data[:end].splitlines(), 1):
         if not _is_result_line(line):
             raise PredictError(f"{path}: line {number} is not a prediction line; {refuse}")

@@ -58,6 +58,13 @@ def test_appa_real_race_comes_from_allcategories(appa_shards):
     assert problems(out) == []
 
 
+@pytest.mark.parametrize("value, label", [(None, ""), (float("nan"), ""), (np.float64("nan"), ""),
+                                          ("  East Asian ", "East Asian"), (3, "3"), (2.5, "2.5"),
+                                          ("é" * schema.MAX_GROUP_LABEL, "é" * (schema.MAX_GROUP_LABEL // 2))])
+def test_a_group_value_becomes_its_stripped_label_and_a_missing_one_is_empty(value, label):
+    assert schema.group_label(value) == label
+
+
 def test_a_csv_race_column_is_kept_as_free_labels_and_an_empty_one_is_unknown(tmp_path):
     src = tmp_path / "faces"
     src.mkdir()

@@ -17,7 +17,7 @@ import model
 from ingest import sample_sources
 from model import uncertainty
 from records import schema
-from trainer import calibration, evaluate, groups, loop, report_html
+from trainer import calibration, config, evaluate, groups, loop, report_html
 from trainer.config import ConfigError
 from trainer.run_dir import RunDir, load_run_model
 
@@ -101,12 +101,12 @@ def test_the_temperature_layer_acts_on_logits_and_survives_save_and_load(tmp_pat
 
 def test_thresholds_and_challenge_age_are_checked():
     with pytest.raises(ConfigError, match="--age_threshold=0: must be an age in 1..100"):
-        groups.check_thresholds((0,), None)
+        config.check_thresholds((0,), None)
     with pytest.raises(ConfigError, match=r"--challenge_age=18: must be above every --age_threshold \(21\)"):
-        groups.check_thresholds((16, 21), 18)
+        config.check_thresholds((16, 21), 18)
     with pytest.raises(ConfigError, match="--challenge_age needs an --age_threshold"):
-        groups.check_thresholds((), 25)
-    groups.check_thresholds((18, 21), 25)
+        config.check_thresholds((), 25)
+    config.check_thresholds((18, 21), 25)
 
 
 def test_bands_gap_and_few_flags():

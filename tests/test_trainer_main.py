@@ -458,7 +458,6 @@ def last_line(result) -> str:
 @pytest.fixture(scope="module")
 def feature_cache(train_shards, tmp_path_factory):
     """A feature cache of a private copy of the shards (it is written inside them)."""
-    import shutil
     shards = str(tmp_path_factory.mktemp("cache_data") / "shards")
     shutil.copytree(train_shards["shards"], shards)
     result = run_module("trainer.features", f"--records={shards}", "--weights=none", "--variant=tiny", cwd=REPO)

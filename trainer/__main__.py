@@ -9,15 +9,12 @@ split at the end, at the run's eval batch size (see trainer.evaluate).
 
 import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
-from absl import app
-
 from trainer import ending
 from trainer import flags as trainer_flags
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    entry.only_flags(argv)
     config = trainer_flags.train_config()   # checked before TensorFlow loads
     from trainer import evaluate, train
     if trainer_flags.FLAGS.dry_run:

@@ -19,7 +19,7 @@ from records import facebox, framing
 from records.augment_ops import OP_NAMES
 from records.augment_ops import resolve as resolve_augment
 from records.detect import MIN_FACE
-from records.schema import DEFAULT_SHUFFLE_BUFFER
+from records.schema import DEFAULT_SHUFFLE_BUFFER, NUM_AGES
 from records.service.address import ServiceError, parse_address
 
 MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -56,6 +56,26 @@ def parse_weights(value: str) -> str | None:
 
 def default_model_dir() -> str:
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+
+
+def check_evaluate(batch_size: int, thresholds, challenge_age: int | None) -> None:
+    """The values of an evaluation that no flag type checks."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch_size={batch_size}: must be at least 1")
+    check_thresholds(thresholds, challenge_age)
+
+
+def check_thresholds(thresholds, challenge_age: int | None) -> None:
+    """Thresholds and the challenge age are ages 1..100; a challenge age is above every threshold."""
+    for t in thresholds:
+        if not 1 <= t <= NUM_AGES - 1:
+            raise ConfigError(f"--age_threshold={t}: must be an age in 1..{NUM_AGES - 1}")
+    if challenge_age is not None:
+        if not thresholds:
+            raise ConfigError("--challenge_age needs an --age_threshold to apply to")
+        if not max(thresholds) < challenge_age <= NUM_AGES - 1:
+            raise ConfigError(f"--challenge_age={challenge_age}: must be above every --age_threshold "
+                              f"({max(thresholds)}) and at most {NUM_AGES - 1}")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:

@@ -28,7 +28,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 
 if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
     from trainer import flags as _cli
-    entry.check_flags(_cli.define_evaluate_flags, _cli)
+    entry.check_flags(_cli.define_evaluate_flags, _cli, check=_cli.check_evaluate_values)
 
 import csv
 import io
@@ -37,7 +37,6 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from absl import app
 
 import records
 from model import age_outputs, metrics
@@ -46,8 +45,8 @@ from records.manifest import atomic_write_bytes
 from records.schema import (AGE_MEAN, AGE_STD, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRIBUTES, NUM_AGES,
                             REAL_AGE, group_name)
 from trainer import flags as trainer_flags
-from trainer import calibration, groups, loop, plots, report_html
-from trainer.config import DEFAULT_THRESHOLDS, ConfigError, TrainConfig
+from trainer import calibration, config, groups, loop, plots, report_html
+from trainer.config import DEFAULT_THRESHOLDS, TrainConfig
 from trainer.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, load_run_model
 
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
@@ -99,9 +98,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
                  batch_size: int = TrainConfig.eval_batch_size, quiet: bool = False, tta: str = "none",
                  thresholds=DEFAULT_THRESHOLDS, challenge_age: int | None = None,
                  calibrate: bool = False, thumbnails: bool = True) -> dict:
-    if batch_size < 1:
-        raise ConfigError(f"--batch_size={batch_size}: must be at least 1")
-    groups.check_thresholds(thresholds, challenge_age)
+    config.check_evaluate(batch_size, thresholds, challenge_age)
     run = RunDir(model_dir)
     info = run.read_info()
     records_dir = records_dir or info["records"]
@@ -290,10 +287,10 @@ def print_report(report: dict, written: list[str]) -> None:
         print(f"  {name:<28} {value:>10}")
     print("  MAE by decade: " + ", ".join(f"{d} {v['mae']:.1f} (n={v['count']})"
                                           for d, v in report["mae_by_decade"].items()))
-    for attribute, entry in report["groups"].items():
+    for attribute, section in report["groups"].items():
         if attribute != "gender_x_age_band":
             print(f"  MAE by {attribute}: " + ", ".join(f"{n} {g['mae']['value']:.1f} (n={g['count']})"
-                                                     for n, g in entry["groups"].items()))
+                                                     for n, g in section["groups"].items()))
     for t in report["thresholds"]:
         line = (f"  age {t['age']}: false adult {t['false_adult']['value'] or 0:.1%} of {t['minors']}, "
                 f"false minor {t['false_minor']['value'] or 0:.1%} of {t['adults']}")
@@ -308,8 +305,7 @@ def print_report(report: dict, written: list[str]) -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    trainer_flags.check_evaluate_values(argv)   # (done before TensorFlow loaded when run as a command)
     f = trainer_flags.FLAGS
     evaluate_run(f.model_dir, f.records, f.split, f.batch_size, tta=f.tta,
                  thresholds=tuple(f.age_threshold), challenge_age=f.challenge_age,

@@ -30,7 +30,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 
 if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
     from trainer import flags as _cli
-    entry.check_flags(_cli.define_features_flags, _cli)
+    entry.check_flags(_cli.define_features_flags, _cli, check=entry.only_flags)
 
 import hashlib
 import json
@@ -40,7 +40,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app
 
 import model as age_model_lib
 import records
@@ -206,8 +205,7 @@ def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, 
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    entry.only_flags(argv)
     f = trainer_flags.FLAGS
     weights = parse_weights(f.weights)
     records.read_manifest(f.records)

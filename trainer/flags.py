@@ -14,8 +14,11 @@ import dataclasses
 
 from absl import flags
 
+import entry
+
 from model.variants import TRAINABLE_FROM, VARIANTS
 from records.augment_ops import DEFAULT_OPS, OP_NAMES
+from trainer import config
 from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE,
                             LR_SCHEDULES, MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, TTA,
                             ConfigError, TrainConfig, default_model_dir, default_trainable_from,
@@ -165,6 +168,13 @@ def define_evaluate_flags() -> None:
     flags.DEFINE_boolean("thumbnails", True, "Show the worst faces as thumbnails in report.html "
                          "(--nothumbnails: a report to share without face pictures).")
     flags.mark_flag_as_required("model_dir")
+
+
+def check_evaluate_values(argv: list[str]) -> None:
+    """The values of trainer.evaluate's command line that no flag type checks; no
+    TensorFlow, so the command checks them before it loads."""
+    entry.only_flags(argv)
+    config.check_evaluate(FLAGS.batch_size, tuple(FLAGS.age_threshold), FLAGS.challenge_age)
 
 
 def resolved_flag_lines(f=FLAGS) -> tuple[str, ...]:

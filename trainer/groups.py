@@ -23,28 +23,13 @@ import zlib
 import numpy as np
 
 from model.metrics import CS_NAME, CS_THRESHOLD
-from records.schema import AGE_BANDS, GROUP_UNKNOWN, NUM_AGES, band_name
+from records.schema import AGE_BANDS, GROUP_UNKNOWN, band_name
 
 MIN_FACES = 30            # a group with fewer faces is shown, flagged `few`
 BOOTSTRAP_SAMPLES = 1000  # resamples per interval
 CONFIDENCE = 0.95         # the intervals' level
 SEED = 0                  # the bootstrap's seed (each group's stream also depends on its name)
 MAX_GROUPS = 64           # labels per attribute reported (the most frequent; the rest dropped, counted)
-
-
-def check_thresholds(thresholds, challenge_age: int | None) -> None:
-    """Thresholds and the challenge age are ages 1..100; a challenge age is above every threshold."""
-    from trainer.config import ConfigError
-
-    for t in thresholds:
-        if not 1 <= t <= NUM_AGES - 1:
-            raise ConfigError(f"--age_threshold={t}: must be an age in 1..{NUM_AGES - 1}")
-    if challenge_age is not None:
-        if not thresholds:
-            raise ConfigError("--challenge_age needs an --age_threshold to apply to")
-        if not max(thresholds) < challenge_age <= NUM_AGES - 1:
-            raise ConfigError(f"--challenge_age={challenge_age}: must be above every --age_threshold "
-                              f"({max(thresholds)}) and at most {NUM_AGES - 1}")
 
 
 def age_bands(true_age: np.ndarray) -> np.ndarray:
