@@ -254,7 +254,6 @@ def oversized_serving_input(w: str, export_dir: str, side: int = 10000) -> Case:
                 f"refused from its header: under 5 s and {grow_limit_mb} MB more peak RSS; a small crop answers")
     png = os.path.join(w, f"big-{side}.png")
     big_png(png, side)
-    started = time.monotonic()
     try:
         proc = subprocess.run([sys.executable, "-c", SERVE, export_dir, png], cwd=REPO, env=env(),
                               capture_output=True, text=True, timeout=BOUNDED_SECONDS * 3)
