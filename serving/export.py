@@ -259,8 +259,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
 
 
 def main(argv):
-    entry.only_flags(argv)
-    f = serving_flags.FLAGS
+    f = serving_flags.FLAGS   # (no positional argument: checked before TensorFlow loaded)
     export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite)
 
 

@@ -423,8 +423,7 @@ def framed(config: PredictConfig, job: Job, trained: framing.Framing) -> Predict
 
 
 def main(argv):
-    f = serving_flags.FLAGS
-    serving_flags.check_predict_values(argv)   # (done before TensorFlow loaded when run as a command)
+    f = serving_flags.FLAGS   # (its values were checked before TensorFlow loaded: check_predict_values)
     config = PredictConfig(detect=not f.no_detect, min_face=f.min_face, batch_size=f.batch_size,
                            probs=f.probs or bool(f.pictures_dir))
     job = Job(model_dir=f.model_dir, tta=f.tta, jsonl=f.jsonl, pictures_dir=f.pictures_dir, json=f.json,

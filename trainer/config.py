@@ -77,6 +77,7 @@ def check_thresholds(thresholds, challenge_age: int | None) -> None:
             raise ConfigError(f"--challenge_age={challenge_age}: must be above every --age_threshold "
                               f"({max(thresholds)}) and at most {NUM_AGES - 1}")
 
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything `trainer.train` needs, resolved: built once from the flags by

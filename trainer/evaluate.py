@@ -45,8 +45,8 @@ from records.manifest import atomic_write_bytes
 from records.schema import (AGE_MEAN, AGE_STD, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRIBUTES, NUM_AGES,
                             REAL_AGE, group_name)
 from trainer import flags as trainer_flags
-from trainer import calibration, config, groups, loop, plots, report_html
-from trainer.config import DEFAULT_THRESHOLDS, TrainConfig
+from trainer import calibration, groups, loop, plots, report_html
+from trainer.config import DEFAULT_THRESHOLDS, TrainConfig, check_evaluate
 from trainer.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, load_run_model
 
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
@@ -98,7 +98,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
                  batch_size: int = TrainConfig.eval_batch_size, quiet: bool = False, tta: str = "none",
                  thresholds=DEFAULT_THRESHOLDS, challenge_age: int | None = None,
                  calibrate: bool = False, thumbnails: bool = True) -> dict:
-    config.check_evaluate(batch_size, thresholds, challenge_age)
+    check_evaluate(batch_size, thresholds, challenge_age)
     run = RunDir(model_dir)
     info = run.read_info()
     records_dir = records_dir or info["records"]
@@ -305,8 +305,7 @@ def print_report(report: dict, written: list[str]) -> None:
 
 
 def main(argv):
-    trainer_flags.check_evaluate_values(argv)   # (done before TensorFlow loaded when run as a command)
-    f = trainer_flags.FLAGS
+    f = trainer_flags.FLAGS   # (its values were checked before TensorFlow loaded: check_evaluate_values)
     evaluate_run(f.model_dir, f.records, f.split, f.batch_size, tta=f.tta,
                  thresholds=tuple(f.age_threshold), challenge_age=f.challenge_age,
                  calibrate=f.calibrate, thumbnails=f.thumbnails)

@@ -205,8 +205,7 @@ def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, 
 
 
 def main(argv):
-    entry.only_flags(argv)
-    f = trainer_flags.FLAGS
+    f = trainer_flags.FLAGS   # (no positional argument: checked before TensorFlow loaded)
     weights = parse_weights(f.weights)
     records.read_manifest(f.records)
     loop.set_seeds(f.seed)      # the same draw as the trainer's, for a random trunk

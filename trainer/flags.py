@@ -18,10 +18,9 @@ import entry
 
 from model.variants import TRAINABLE_FROM, VARIANTS
 from records.augment_ops import DEFAULT_OPS, OP_NAMES
-from trainer import config
 from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE,
                             LR_SCHEDULES, MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, TTA,
-                            ConfigError, TrainConfig, default_model_dir, default_trainable_from,
+                            ConfigError, TrainConfig, check_evaluate, default_model_dir, default_trainable_from,
                             parse_weights)
 
 FLAGS = flags.FLAGS
@@ -174,7 +173,7 @@ def check_evaluate_values(argv: list[str]) -> None:
     """The values of trainer.evaluate's command line that no flag type checks; no
     TensorFlow, so the command checks them before it loads."""
     entry.only_flags(argv)
-    config.check_evaluate(FLAGS.batch_size, tuple(FLAGS.age_threshold), FLAGS.challenge_age)
+    check_evaluate(FLAGS.batch_size, tuple(FLAGS.age_threshold), FLAGS.challenge_age)
 
 
 def resolved_flag_lines(f=FLAGS) -> tuple[str, ...]:
