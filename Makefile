@@ -33,7 +33,8 @@ demo: install
 	@echo "# A real photo through face detection (the demo model learned synthetic faces, so its age is not meaningful):"
 	$(PY) -m serving.predict --model_dir runs/demo --pictures_dir runs/demo/predict $(PORTRAIT)
 	$(PY) -m serving.export --model_dir runs/demo --out runs/demo/export --tflite=float16
-	@echo "# The first photo through the exported SavedModel, in plain TensorFlow (python -I: no project code):"
+	@echo "# The first photo through the exported SavedModel, in plain TensorFlow (python -I: no project code, so"
+	@echo "# TensorFlow's own start-up notices of a CPU machine, I0000 and E0000 cuInit lines included, print as they are):"
 	$(PY) -I -c "import sys, tensorflow as tf; m = tf.saved_model.load(sys.argv[1]); \
 	  out = m.signatures['serving_default'](image_bytes=tf.constant([open(sys.argv[2], 'rb').read()])); \
 	  print(sys.argv[2] + ': apparent age %.1f' % float(out['apparent_age'][0]))" runs/demo/export $(DEMO)/wiki_crop/$(DEMO_PHOTO)
