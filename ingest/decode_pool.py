@@ -32,7 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from PIL import Image
 
 from ingest import images
-from records.manifest import DataError
+from errors import DataError
 
 _PR_SET_PDEATHSIG = 1
 

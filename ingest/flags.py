@@ -8,7 +8,8 @@ from absl import flags
 from ingest import sources, split
 from ingest.sources import csv_table
 from ingest.pipeline import Config
-from records import framing, schema
+from faces import framing
+from records import schema
 
 
 def define_flags() -> None:

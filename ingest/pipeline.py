@@ -12,7 +12,7 @@ queued or finished-but-unwritten at any time (multiprocessing.Pool.imap would
 read the whole task list ahead and buffer every result the writer has not
 consumed yet), and the writer streams each record to disk as it arrives.
 
-Crash safety (ingest.output, records.outdir, records.lock): flags, source and
+Crash safety (ingest.output, storage.outdir, storage.lock): flags, source and
 output are checked before anything is touched; one ingest per output
 directory; the data set is built in a staging directory beside --out and
 swapped in when complete, so a failed or killed run leaves the previous data
@@ -31,8 +31,9 @@ from entry.progress import Progress
 from ingest import clean, images, output, sources, split
 from ingest.decode_pool import DecodePool
 from records import manifest as manifest_lib
-from records import facebox, framing, schema
-from records.manifest import DataError
+from faces import facebox, framing
+from records import schema
+from errors import DataError
 
 
 _THRESHOLDS = clean.Thresholds()
@@ -285,7 +286,7 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
             "source": {"name": source.NAME, "dataset": dataset, "read": described,
                        "fingerprint": fingerprint_of_source, "entries": entries},
             "label": label,
-            # detector, aligned, margin (records.framing): the source's own crops keep its margin
+            # detector, aligned, margin (faces.framing): the source's own crops keep its margin
             **dataclasses.replace(cfg.framing_of(source), **(
                 {"margin": margin} if cfg.reframe == framing.REFRAME_NONE else {})).as_dict(),
             "flags": {**dataclasses.asdict(cfg), "source": source.NAME, "out": out,

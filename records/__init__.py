@@ -1,8 +1,8 @@
 """records: the shard schema, the sharded writer, the manifest and the streaming reader."""
 
-from records.manifest import DataError, read_manifest  # noqa: F401
+from records.manifest import read_manifest  # noqa: F401
 
-__all__ = ["DataError", "read_manifest", "make_dataset", "make_mixed_dataset", "distribute"]
+__all__ = ["read_manifest", "make_dataset", "make_mixed_dataset", "distribute"]
 
 
 def __getattr__(name):

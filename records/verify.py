@@ -22,7 +22,9 @@ import os
 import tensorflow as tf
 
 from records import schema, wire
-from records.manifest import DataError, file_sha256, manifest_path, read_manifest, shard_path
+from errors import DataError
+from storage.checksum import file_sha256
+from records.manifest import manifest_path, read_manifest, shard_path
 
 _BATCH = 256
 _SHOWN = 5          # differing histogram bins named per problem line

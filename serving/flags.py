@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from absl import flags
 
-from records import framing
-from records.facebox import DEFAULT_MARGIN
+from faces import framing
+from faces.facebox import DEFAULT_MARGIN
 from serving.output import PredictError
 from trainer.config import TFLITE_PRECISIONS, TTA, PredictConfig
 from trainer.flags import define_tta_flag

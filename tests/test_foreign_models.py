@@ -13,7 +13,8 @@ import pytest
 
 from model import transfer
 from model.weights import WeightsError
-from trainer.run_dir import RunDir, RunDirError, load_run_model, run_margin
+from storage.run_dir import RunDir, RunDirError, run_margin
+from model.load import load_run_model
 
 
 def tiny_keras(path: str) -> str:

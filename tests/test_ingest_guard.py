@@ -21,9 +21,10 @@ import scipy.io
 
 from conftest import run_module
 from ingest import images, output, pipeline, sample
-from records import outdir
-from records.lock import OutputLock
-from records.manifest import DataError, file_sha256
+from storage import outdir
+from storage.lock import OutputLock
+from errors import DataError
+from storage.checksum import file_sha256
 from records.verify import problems
 from records.writer import ShardedWriter
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 from conftest import SAMPLE_IMAGE_SIZE, run_module
 from ingest import pipeline, sample, split
 from records import schema
-from records.manifest import file_sha256
+from storage.checksum import file_sha256
 from records.verify import problems
 
 IMDB_N = 300

@@ -11,7 +11,7 @@ import pytest
 
 from ingest import pipeline, sample, split
 from ingest.sources import imdb_wiki as matfile
-from records.manifest import DataError
+from errors import DataError
 
 
 @pytest.fixture(scope="module")

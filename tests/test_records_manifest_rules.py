@@ -16,7 +16,8 @@ import pytest
 
 import records
 from records import schema, verify
-from records.manifest import DataError, read_manifest, write_manifest
+from errors import DataError
+from records.manifest import read_manifest, write_manifest
 from records.writer import remove_split_files
 
 
@@ -180,7 +181,8 @@ def test_dry_run_and_training_refuse_a_split_total_edited_to_disagree(copy, tmp_
 
 
 def test_what_is_given_instead_of_a_data_set_is_named_with_the_command_that_was_meant(tmp_path):
-    from records.manifest import DataError, not_a_data_set, read_manifest
+    from errors import DataError
+    from records.manifest import not_a_data_set, read_manifest
 
     wiki = tmp_path / "wiki_crop"                      # IMDB-WIKI's layout: wiki.mat and 00..99 of JPEGs
     (wiki / "00").mkdir(parents=True)

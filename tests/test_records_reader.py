@@ -25,7 +25,8 @@ from PIL import Image
 import model
 import records
 from records import schema
-from records.manifest import DataError, write_manifest
+from errors import DataError
+from records.manifest import write_manifest
 from records.augment import DEFAULT_OPS, apply
 from records.writer import ShardedWriter
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import checkpoints
-from trainer.run_dir import RunDirError
+from storage.run_dir import RunDirError
 
 
 def saved(directory: str, epochs: list[int]) -> tf.train.Checkpoint:

@@ -13,7 +13,7 @@ import pytest
 import model
 import records
 from trainer import evaluate, loop
-from trainer.run_dir import RunDir
+from storage.run_dir import RunDir
 
 from conftest import run_module
 

@@ -19,7 +19,8 @@ from model import uncertainty
 from records import schema
 from trainer import calibration, config, evaluate, groups, loop, report_html
 from trainer.config import ConfigError
-from trainer.run_dir import RunDir, load_run_model
+from storage.run_dir import RunDir
+from model.load import load_run_model
 
 import browser
 from conftest import run_module

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from model import metrics
 from trainer.reporter import EpochReporter
-from trainer.run_dir import GENDER_FIELDS, HISTORY_FIELDS
+from trainer.history import GENDER_FIELDS, HISTORY_FIELDS
 
 
 def row(gender: bool) -> dict:

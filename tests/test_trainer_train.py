@@ -18,9 +18,9 @@ import tensorflow as tf
 import model
 from model import transfer
 from trainer import flags as trainer_flags
-from records.manifest import DataError
+from errors import DataError
 from trainer import evaluate, inputs, loop, resume, train
-from trainer.run_dir import RunDir, RunDirError
+from storage.run_dir import RunDir, RunDirError
 
 
 @pytest.fixture

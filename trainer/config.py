@@ -15,10 +15,10 @@ import time
 from errors import ProjectError
 from model import metric_names as metrics
 from model.variants import TRAINABLE_FROM, VARIANTS
-from records import facebox, framing
+from faces import facebox, framing
 from records.augment_ops import OP_NAMES
 from records.augment_ops import resolve as resolve_augment
-from records.detect import MIN_FACE
+from faces.detect import MIN_FACE
 from records.schema import DEFAULT_SHUFFLE_BUFFER, NUM_AGES
 from records.service.address import ServiceError, parse_address
 
@@ -37,7 +37,7 @@ CLUSTER_TIMEOUT = 300.0             # seconds to wait for every multi-worker pee
 DATA_SERVICE_DEADLINE_S = 3600.0    # --data_service_deadline: the bound on one service epoch
 
 # Settings a resumed run must not change: they decide the network or the meaning of its
-# saved state. Checked against the run's run.json (trainer.run_dir).
+# saved state. Checked against the run's run.json (storage.run_dir).
 FIXED_ON_RESUME = ("variant", "task", "cache_features", "best_metric", "trainable_from")
 
 
@@ -255,12 +255,12 @@ class TrainConfig:
 class PredictConfig:
     """How `serving.predict` turns photos into faces for the model."""
     detect: bool = True
-    detector: str = framing.DEFAULT_DETECTOR   # records.detect: mtcnn or haar
+    detector: str = framing.DEFAULT_DETECTOR   # faces.detect: mtcnn or haar
     align: bool = True                  # turn each face so its eyes are level (MTCNN's landmarks)
     margin: float = facebox.DEFAULT_MARGIN
     min_face: int = MIN_FACE            # smallest face the detector reports, in pixels
     batch_size: int = 64                # faces per model call
     probs: bool = False
-    # Each framed face stored as the run's training faces were (records.framing.Stored)
+    # Each framed face stored as the run's training faces were (faces.framing.Stored)
     # before the model's resize; None: passed as framed.
     stored: framing.Stored | None = None

@@ -16,7 +16,7 @@ import numpy as np
 from model.metrics import CS_NAME
 from records.html_page import figure_uri as _figure_uri
 from records.html_page import page, table as _table, thumbnail_uri as _thumbnail_uri
-from records.manifest import atomic_write_bytes
+from storage.atomic import atomic_write_bytes
 from trainer import groups as groups_lib
 from trainer.plots import plt
 

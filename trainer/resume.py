@@ -14,7 +14,7 @@ import os
 from records.identity import data_identity, differences
 from trainer import checkpoints
 from trainer.config import FIXED_ON_RESUME, TrainConfig
-from trainer.run_dir import RunDir, RunDirError
+from storage.run_dir import RunDir, RunDirError
 
 
 def _shown(value) -> str:

@@ -23,7 +23,7 @@ import os
 
 from ingest.sources import appa_real, csv_table, imdb_wiki, utkface
 from ingest.sources.table import COLUMNS, Options, Table, root_of
-from records.manifest import DataError
+from errors import DataError
 
 
 __all__ = ["AUTO", "AUTO_ORDER", "CHOICES", "COLUMNS", "SOURCES", "Options", "Table", "resolve",

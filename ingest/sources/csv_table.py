@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 
 from ingest.sources.table import Options, Table, read_csv, root_of, sha256_of
-from records import facebox, schema
-from records.manifest import DataError
+from faces import facebox
+from records import schema
+from errors import DataError
 
 NAME = "csv"
 LOOKS_FOR = "a .csv file (csv)"

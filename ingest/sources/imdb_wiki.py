@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ingest.sources.table import Options, Table, sha256_of
-from records import facebox, schema
-from records.manifest import DataError
+from faces import facebox
+from records import schema
+from errors import DataError
 
 NAME = "imdb_wiki"
 LOOKS_FOR = "a folder with wiki.mat or imdb.mat (imdb_wiki)"
