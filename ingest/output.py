@@ -39,7 +39,7 @@ import numpy as np
 
 from storage import outdir
 from records import schema
-from records.card import CARD_NAME    # python -m records inspect --html (no TensorFlow at import)
+from reports.card import CARD_NAME    # python -m records inspect --html (no TensorFlow at import)
 from errors import DataError
 from storage.atomic import atomic_write_bytes
 from records.manifest import manifest_path, write_manifest

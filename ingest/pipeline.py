@@ -273,7 +273,7 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
         # Per-split ages: the trainer's baseline (always answer the training mean) needs them.
         splits = writing.finish_splits()
 
-        from ingest.plot import age_gender_png
+        from reports.age_gender import age_gender_png
 
         age_gender_png(os.path.join(target.staging, output.PLOT_NAME), totals["age_histogram"],
                        totals["gender_counts"],

@@ -1,5 +1,5 @@
 """python -m records inspect DIR   the manifest summary of a shard directory
-python -m records inspect DIR --html   also DIR/card.html: the data set card (records.card)
+python -m records inspect DIR --html   also DIR/card.html: the data set card (reports.card)
 python -m records verify DIR    re-read every shard against the manifest; exit 1 naming each problem
 """
 
@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
     if args.command == "inspect":          # the manifest only (TensorFlow loads for --html's faces)
         print(inspect(args.directory))
         if args.html:
-            from records.card import write_card
+            from reports.card import write_card
 
             print(f"Wrote {write_card(args.directory)}")
         return 0

@@ -50,7 +50,8 @@ from entry.progress import Progress
 from model import age_outputs, input_size, resize_pixels
 from faces import framing
 from faces.pixels import IMAGE_EXTENSIONS, PixelError, read_rgb  # (a folder PATH is searched for these)
-from serving import faces, plots, tally
+from serving import faces, tally
+from reports import prediction_plots as plots
 from serving import flags as serving_flags
 from serving.output import PredictError, check_destinations, open_output, writing
 from trainer.config import TTA, PredictConfig

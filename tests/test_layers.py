@@ -6,7 +6,9 @@ Bottom-up:  errors, entry  ->  storage, faces  ->  records  ->  model  ->  repor
 
 ingest, trainer and serving are three commands beside each other: none imports another,
 except trainer.predict / trainer.export (the `python -m trainer.predict` and
-`python -m trainer.export` names of serving's commands)."""
+`python -m trainer.export` names of serving's commands).  A lower package's
+`__main__.py` (`python -m records inspect`) is a command too: it stands in the
+commands' layer, and nothing imports it."""
 
 from __future__ import annotations
 
@@ -21,17 +23,30 @@ COMMANDS = {"ingest", "trainer", "serving"}
 ALIASES = {"trainer/predict.py", "trainer/export.py"}    # may import serving
 
 
-def _imports(path: str, package: str) -> set[str]:
-    """The top-level project packages `path` imports (relative imports resolve to its own)."""
+def _modules(path: str, package: str) -> set[str]:
+    """The dotted names `path` imports, anywhere in it (relative imports resolve to its own package)."""
     with open(path) as f:
         tree = ast.parse(f.read(), path)
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            found.add(package if node.level else (node.module or "").split(".")[0])
-    return found & set(LEVEL)
+            module = package if node.level else (node.module or "")
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _imports(path: str, package: str) -> set[str]:
+    """The top-level project packages `path` imports."""
+    return {name.split(".")[0] for name in _modules(path, package)} & set(LEVEL)
+
+
+def _level(rel: str, package: str) -> int:
+    """A file's layer: its package's, or the commands' for a lower package's __main__.py."""
+    if os.path.basename(rel) == "__main__.py":
+        return max(LEVEL[package], LEVEL["ingest"])
+    return LEVEL[package]
 
 
 def package_imports() -> dict[str, dict[str, set[str]]]:
@@ -78,11 +93,20 @@ def test_every_package_is_in_a_layer():
 
 
 def test_no_import_goes_up_a_layer():
-    upward = sorted(f"{rel} imports {other} (layer {LEVEL[other]} above {package}'s {LEVEL[package]})"
+    upward = sorted(f"{rel} imports {other} (layer {LEVEL[other]} above {package}'s {_level(rel, package)})"
                     for package, files in package_imports().items()
                     for rel, others in files.items() for other in others
-                    if LEVEL[other] > LEVEL[package])
+                    if LEVEL[other] > _level(rel, package))
     assert upward == []
+
+
+def test_no_module_imports_a_command_main():
+    mains = sorted(f"{os.path.relpath(os.path.join(folder, name), ROOT)} imports {module}"
+                   for package in LEVEL for folder, _, files in os.walk(os.path.join(ROOT, package))
+                   for name in files if name.endswith(".py")
+                   for module in _modules(os.path.join(folder, name), package)
+                   if module.split(".")[0] in LEVEL and module.endswith(".__main__"))
+    assert mains == []
 
 
 def test_the_commands_do_not_import_each_other():
@@ -94,8 +118,9 @@ def test_the_commands_do_not_import_each_other():
 
 
 def test_no_import_cycle_between_packages():
-    graph = {package: set().union(*files.values()) if files else set()
-             for package, files in package_imports().items()}
+    graph = {package: set().union(set(), *(others for rel, others in files.items()
+                                           if os.path.basename(rel) != "__main__.py"))
+             for package, files in package_imports().items()}   # nothing imports a __main__
     assert _cycle(graph) is None
 
 

@@ -548,7 +548,7 @@ def test_trainer_predict_is_the_same_command_as_serving_predict(tiny_run, sample
 def test_an_age_label_stays_inside_the_picture(box):
     import matplotlib.pyplot as plt
 
-    from serving.plots import annotated_figure
+    from reports.prediction_plots import annotated_figure
 
     fig = annotated_figure(np.zeros((120, 200, 3), np.uint8), [{"box": box, "apparent_age": 100.0}])
     fig.canvas.draw()

@@ -45,7 +45,8 @@ from storage.atomic import atomic_write_bytes
 from records.schema import (AGE_MEAN, AGE_STD, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRIBUTES, NUM_AGES,
                             REAL_AGE, group_name)
 from trainer import flags as trainer_flags
-from trainer import calibration, groups, loop, plots, report_html
+from trainer import calibration, groups, loop, report_html
+from reports import plots
 from trainer.config import DEFAULT_THRESHOLDS, TrainConfig, check_evaluate
 from storage.run_dir import OTHER_REPORT, OWN_REPORT, RunDir
 from model.load import load_run_model

@@ -1,5 +1,5 @@
 """The data set card: `python -m records inspect DIR --html` writes DIR/card.html, one
-self-contained page (records.html_page) that shows what a model trained on DIR sees:
+self-contained page (reports.html_page) that shows what a model trained on DIR sees:
 its source, the cleaning steps with what each removed, the counts per split, the
 age / gender / group histograms from the manifest, and a grid of sample faces per
 age band (schema.AGE_BANDS) read from the shards.
@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from records import schema
-from records.html_page import figure_uri, page, table, thumbnail_uri
+from reports.html_page import figure_uri, page, table, thumbnail_uri
 from storage.atomic import atomic_write_bytes
 from records.manifest import read_manifest
 

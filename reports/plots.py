@@ -1,4 +1,4 @@
-"""The pictures a run produces: learning curves and error by age (serving.plots draws
+"""The pictures a run produces: learning curves and error by age (reports.prediction_plots draws
 the photos prediction annotates)."""
 
 from __future__ import annotations
