@@ -73,7 +73,7 @@ def consistency_table(src: str, model_dir: str, split: str) -> None:
     from faces import framing
     from serving.predict import AgeModel, Job, face_config, predict_files
     from trainer import evaluate
-    from trainer.config import PredictConfig
+    from serving.config import PredictConfig
     from storage.run_dir import RunDir
 
     evaluate.evaluate_run(model_dir, split=split, quiet=True)

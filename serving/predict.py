@@ -54,7 +54,8 @@ from serving import faces, tally
 from reports import prediction_plots as plots
 from serving import flags as serving_flags
 from serving.output import PredictError, check_destinations, open_output, writing
-from trainer.config import TTA, PredictConfig
+from model.tta import TTA
+from serving.config import PredictConfig
 from storage.run_dir import RunDir, run_framing
 from model.load import load_run_model
 

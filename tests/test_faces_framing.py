@@ -103,7 +103,7 @@ def test_the_framing_warning_names_both_framings_and_only_fires_when_they_differ
 def framed(**asked):
     """PredictConfig framed for a run trained on `trained`, given what the flags asked."""
     from serving.predict import Job, framed as resolve
-    from trainer.config import PredictConfig
+    from serving.config import PredictConfig
 
     trained = asked.pop("trained")
     return resolve(PredictConfig(), Job(model_dir="runs/x", **asked), trained)
