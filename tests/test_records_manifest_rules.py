@@ -112,9 +112,9 @@ def test_a_malformed_manifest_is_one_line_everywhere(copy, edit, says):
     found = verify.problems(str(copy))       # a lying shard count is also named by its records
     assert says in found[0] and len(found) == (2 if "shards' counts" in says else 1), found
     import entry
-    from records.__main__ import main as records_main, parser
+    from records.__main__ import main as records_main
     with pytest.raises(SystemExit) as status:           # entry prints it, exit status 1
-        entry.run_parsed(records_main, parser(), ["inspect", str(copy)])
+        entry.one_line(records_main, ["python -m records", "inspect", str(copy)])
     err = status.value.code
     assert "\n" not in err and err.startswith("error: ") and says in err
 
