@@ -4,7 +4,7 @@ flag, a stale run).
 
 Every such error of the project derives from it, and its message is one line naming
 the thing and the fix; `entry.run` prints it as `error: ...` and exits 1:
-`records.DataError` (shards, manifests, sources), `faces.pixels.PixelError` (an
+`DataError` (here: shards, manifests, sources, output folders), `faces.pixels.PixelError` (an
 image file that gives no pixels), `records.service.ServiceError` and its
 `EpochTimeout`, `model.WeightsError`, `trainer.config.ConfigError`,
 `storage.run_dir.RunDirError`, `trainer.distribution.ClusterError`,

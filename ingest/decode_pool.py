@@ -31,8 +31,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from PIL import Image
 
-from ingest import images
 from errors import DataError
+from ingest import images
 
 _PR_SET_PDEATHSIG = 1
 

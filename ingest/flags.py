@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from absl import flags
 
-from ingest import sources, split
-from ingest.sources import csv_table
-from ingest.pipeline import Config
 from faces import framing
+from ingest import sources, split
+from ingest.pipeline import Config
+from ingest.sources import csv_table
 from records import schema
 
 

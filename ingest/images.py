@@ -20,9 +20,9 @@ from PIL import Image
 import numpy as np
 
 from faces import detect, facebox, framing
-from records import schema
 from faces.pixels import (PixelError, check_size, encode, read_rgb, to_rgb, upright)  # noqa: F401  (to_rgb: API)
 from faces.pixels import squash as fit
+from records import schema
 
 IMAGE_SIZE = schema.VGG_FACE_SIZE      # stored side in pixels (VGG-Face's input)
 JPEG_QUALITY = schema.JPEG_QUALITY

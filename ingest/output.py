@@ -37,13 +37,13 @@ import os
 
 import numpy as np
 
-from storage import outdir
-from records import schema
-from reports.card import CARD_NAME    # python -m records inspect --html (no TensorFlow at import)
 from errors import DataError
-from storage.atomic import atomic_write_bytes
+from records import schema
 from records.manifest import manifest_path, write_manifest
 from records.writer import ResumeMismatch, ShardedWriter
+from reports.card import CARD_NAME    # python -m records inspect --html (no TensorFlow at import)
+from storage import outdir
+from storage.atomic import atomic_write_bytes
 
 KIND = schema.KIND_IMAGES
 RESUME_NAME = ".resume.json"

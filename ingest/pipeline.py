@@ -28,12 +28,12 @@ import os
 import numpy as np
 
 from entry.progress import Progress
+from errors import DataError
+from faces import facebox, framing
 from ingest import clean, images, output, sources, split
 from ingest.decode_pool import DecodePool
 from records import manifest as manifest_lib
-from faces import facebox, framing
 from records import schema
-from errors import DataError
 
 
 _THRESHOLDS = clean.Thresholds()

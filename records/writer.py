@@ -22,8 +22,8 @@ import logging
 import os
 
 from records import schema, wire
-from storage.checksum import file_sha256
 from records.manifest import is_split_name
+from storage.checksum import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import os
 import numpy as np
 
 from records import schema
+from records.manifest import read_manifest
 from reports.html_page import figure_uri, page, table, thumbnail_uri
 from storage.atomic import atomic_write_bytes
-from records.manifest import read_manifest
 
 CARD_NAME = "card.html"   # ingest.output owns it (so this module imports no TensorFlow at load)
 SECTIONS = ("source", "cleaning", "splits", "histograms", "samples")

@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
 from model import metrics  # noqa: E402
-from storage.atomic import atomic_write  # noqa: E402
 from records.schema import NUM_AGES  # noqa: E402
+from storage.atomic import atomic_write  # noqa: E402
 
 
 def save_figure(fig, path: str, tight: bool = True) -> str:

@@ -49,16 +49,16 @@ import keras
 import tensorflow as tf
 
 from errors import ProjectError
-from model import input_size as model_input_size
-from model import age_outputs, resize_pixels
 from faces import framing
-from records import schema
-from storage import outdir
 from faces.pixels import MAX_PIXELS
+from model import age_outputs, resize_pixels
+from model import input_size as model_input_size
+from model.load import load_run_model
+from records import schema
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
+from storage import outdir
 from storage.run_dir import RunDir, run_framing
-from model.load import load_run_model
 
 TFLITE_FILE = "model.tflite"
 EXPORT_INFO = "export.json"

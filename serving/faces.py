@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from faces import facebox, framing
-from faces.pixels import as_stored
 from faces.detect import MIN_FACE, Face, find_faces  # noqa: F401  (the finders prediction calls)
+from faces.pixels import as_stored
 
 
 def framed_faces(rgb: np.ndarray, detector: str, align: bool, margin: float, min_face: int,

@@ -47,17 +47,17 @@ import numpy as np
 import tensorflow as tf
 
 from entry.progress import Progress
-from model import age_outputs, input_size, resize_pixels
 from faces import framing
 from faces.pixels import IMAGE_EXTENSIONS, PixelError, read_rgb  # (a folder PATH is searched for these)
-from serving import faces, tally
-from reports import prediction_plots as plots
-from serving import flags as serving_flags
-from serving.output import PredictError, check_destinations, open_output, writing
-from model.tta import TTA
-from serving.config import PredictConfig
-from storage.run_dir import RunDir, run_framing
+from model import age_outputs, input_size, resize_pixels
 from model.load import load_run_model
+from model.tta import TTA
+from reports import prediction_plots as plots
+from serving import faces, tally
+from serving import flags as serving_flags
+from serving.config import PredictConfig
+from serving.output import PredictError, check_destinations, open_output, writing
+from storage.run_dir import RunDir, run_framing
 
 
 

@@ -45,9 +45,9 @@ import os
 import shutil
 from typing import Callable
 
-from storage.lock import OutputLock
 from errors import DataError
 from storage.atomic import atomic_write_bytes
+from storage.lock import OutputLock
 
 MARKER_NAME = ".dex-age"
 STAGING_SUFFIX = ".staging"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from model import transfer
+from model.load import load_run_model
 from model.weights import WeightsError
 from storage.run_dir import RunDir, RunDirError, run_margin
-from model.load import load_run_model
 
 
 def tiny_keras(path: str) -> str:

@@ -20,13 +20,13 @@ import pytest
 import scipy.io
 
 from conftest import run_module
-from ingest import images, output, pipeline, sample
-from storage import outdir
-from storage.lock import OutputLock
 from errors import DataError
-from storage.checksum import file_sha256
+from ingest import images, output, pipeline, sample
 from records.verify import problems
 from records.writer import ShardedWriter
+from storage import outdir
+from storage.checksum import file_sha256
+from storage.lock import OutputLock
 
 
 def _cfg(src, out, **kw) -> pipeline.Config:

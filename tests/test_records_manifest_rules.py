@@ -15,8 +15,8 @@ import threading
 import pytest
 
 import records
-from records import schema, verify
 from errors import DataError
+from records import schema, verify
 from records.manifest import read_manifest, write_manifest
 from records.writer import remove_split_files
 

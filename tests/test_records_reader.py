@@ -24,10 +24,10 @@ from PIL import Image
 
 import model
 import records
-from records import schema
 from errors import DataError
-from records.manifest import write_manifest
+from records import schema
 from records.augment import DEFAULT_OPS, apply
+from records.manifest import write_manifest
 from records.writer import ShardedWriter
 
 SIZE = 16

@@ -12,8 +12,8 @@ import pytest
 
 import model
 import records
-from trainer import evaluate, loop
 from storage.run_dir import RunDir
+from trainer import evaluate, loop
 
 from conftest import run_module
 

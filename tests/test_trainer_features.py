@@ -16,9 +16,9 @@ import model
 import records
 from errors import DataError
 from conftest import run_module
+from records.writer import ShardedWriter
 from storage import outdir
 from storage.lock import OutputLock
-from records.writer import ShardedWriter
 from trainer import features, loop
 
 

@@ -12,12 +12,12 @@ import keras
 import pytest
 
 import model
-from storage import outdir
 from errors import DataError
+from model.load import load_run_model
+from storage import outdir
+from storage.run_dir import RunDir, RunDirError
 from trainer import flags as trainer_flags
 from trainer import train
-from storage.run_dir import RunDir, RunDirError
-from model.load import load_run_model
 
 
 def config(model_dir: str, **overrides) -> trainer_flags.TrainConfig:

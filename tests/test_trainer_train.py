@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 
 import model
-from model import transfer
-from trainer import flags as trainer_flags
 from errors import DataError
-from trainer import evaluate, inputs, loop, resume, train
+from model import transfer
 from storage.run_dir import RunDir, RunDirError
+from trainer import evaluate, inputs, loop, resume, train
+from trainer import flags as trainer_flags
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ import keras
 import tensorflow as tf
 
 from storage.atomic import atomic_write
-from trainer import history
 from storage.run_dir import RunDir
+from trainer import history
 
 
 @dataclasses.dataclass

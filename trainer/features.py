@@ -44,15 +44,15 @@ import tensorflow as tf
 import model as age_model_lib
 import records
 from errors import DataError
-from storage import outdir
 from records import schema, wire
 from records.identity import data_identity
-from storage.checksum import file_sha256
 from records.manifest import manifest_path, split_shards, write_manifest
 from records.writer import ShardedWriter
+from storage import outdir
+from storage.checksum import file_sha256
 from trainer import flags as trainer_flags
-from trainer.config import FEATURES_BATCH_SIZE, parse_weights
 from trainer import loop
+from trainer.config import FEATURES_BATCH_SIZE, parse_weights
 
 FEATURE_DTYPE = "float16"
 SHARD_BYTES = 128 << 20

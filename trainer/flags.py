@@ -16,12 +16,12 @@ from absl import flags
 
 import entry
 
+from model.tta import define_tta_flag
 from model.variants import TRAINABLE_FROM, VARIANTS
 from records.augment_ops import DEFAULT_OPS, OP_NAMES
 from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE, LR_SCHEDULES,
                             MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, ConfigError, TrainConfig,
                             check_evaluate, default_model_dir, default_trainable_from, parse_weights)
-from model.tta import define_tta_flag
 
 FLAGS = flags.FLAGS
 D = TrainConfig.__dataclass_fields__   # the defaults live in one place: trainer.config.TrainConfig

@@ -38,20 +38,20 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+import faces.framing
 import model as age_model_lib
 import records
-import faces.framing
 from errors import ProjectError
 from model import metrics, transfer
 from records import service
 from records.identity import data_identity
+from storage.run_dir import RunDir
 from trainer import actions, checkpoints, distribution, features, loop
 from trainer import history as history_lib
 from trainer.config import MIXED_PRECISION_POLICIES, TrainConfig
 from trainer.inputs import check_inputs, no_spread, steps_per_epoch, train_counts
 from trainer.reporter import EpochReporter
 from trainer.resume import check_run_dir, training_identity
-from storage.run_dir import RunDir
 
 # A resumed run reseeds its data order from the epoch it resumes at, so the order is
 # a function of (seed, resume epoch): reproducible for the same kill point.

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from records import schema
 from errors import DataError
+from records import schema
 from storage.checksum import hash_file
 
 # The canonical table every source produces (extra columns are the source's own).
