@@ -7,7 +7,7 @@ never committed).
 The first form: the detectors side by side on the first --n images of DIR (sorted by
 name; e.g. UTKFace's tight crops, or portrait photos): photos with a face found,
 photos with two or more, and milliseconds per photo, one by one and (MTCNN) in its
-own batches of 16 photos of one size (records.detect.find_faces_batch, as ingest's
+own batches of 16 photos of one size (faces.detect.find_faces_batch, as ingest's
 workers call it).  Times include reading nothing: the pixels are decoded first.
 
 The second form checks that a face reaches the model framed in use as in training:
@@ -15,7 +15,7 @@ RUN was trained on shards ingested from DIR with `--reframe` (its run.json names
 them).  trainer.evaluate scores the records of --split (predictions.csv: the
 apparent age of each record's stored crop); serving.predict, with the run's framing
 (its defaults), finds and frames the face in each record's source image (DIR/key)
-and stores it as the data set did (records.pixels.as_stored).
+and stores it as the data set did (faces.pixels.as_stored).
 Per face (the largest, which ingest keeps): the difference between the two apparent
 ages; the table gives the faces compared, the share within 1 year, the mean and
 largest difference, and the images where prediction found no face.
@@ -40,8 +40,8 @@ def image_files(src: str, n: int) -> list[str]:
 
 
 def detectors_table(src: str, n: int) -> None:
-    from records import detect
-    from records.pixels import read_rgb
+    from faces import detect
+    from faces.pixels import read_rgb
 
     photos = [read_rgb(path) for path in image_files(src, n)]
     rows = []
@@ -70,11 +70,11 @@ def detectors_table(src: str, n: int) -> None:
 
 
 def consistency_table(src: str, model_dir: str, split: str) -> None:
-    from records import framing
+    from faces import framing
     from serving.predict import AgeModel, Job, face_config, predict_files
     from trainer import evaluate
-    from trainer.config import PredictConfig
-    from trainer.run_dir import RunDir
+    from serving.config import PredictConfig
+    from storage.run_dir import RunDir
 
     evaluate.evaluate_run(model_dir, split=split, quiet=True)
     run = RunDir(model_dir)

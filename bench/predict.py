@@ -7,7 +7,7 @@ Face crops: `--n` synthetic crops of 150-600 px (`ingest.sample --face_px 150 60
 the real wiki crops' range), built once under --workdir.  For each variant (random
 weights; the cost does not depend on them), in one process with the model loaded once:
 
-- per-image loop: for each file read + decode (records.pixels.read_rgb, PIL), resize
+- per-image loop: for each file read + decode (faces.pixels.read_rgb, PIL), resize
   to the input size (model.resize_pixels, the in-model op), then the model on a batch
   of one through a compiled `tf.function`;
 - batch path: `serving.predict.predict_files` with --no_detect, --batch_size 64
@@ -39,7 +39,7 @@ WARMUP = 64
 def face_crops(workdir: str, n: int) -> list[str]:
     """Readable synthetic face-crop files (the sample's damaged files are left out)."""
     from ingest import sample
-    from records.pixels import PixelError, read_rgb
+    from faces.pixels import PixelError, read_rgb
 
     src = os.path.join(workdir, f"crops{n}")
     if not os.path.exists(os.path.join(src, "wiki.mat")):
@@ -88,10 +88,10 @@ def per_image_loop(age_model, paths: list[str], *, detect: bool = False,
     """(seconds, seconds finding and framing faces, photos with a face) of the
     one-file-at-a-time loop."""
     import model
-    from records import framing
-    from records.detect import MIN_FACE
-    from records.facebox import DEFAULT_MARGIN
-    from records.pixels import read_rgb
+    from faces import framing
+    from faces.detect import MIN_FACE
+    from faces.facebox import DEFAULT_MARGIN
+    from faces.pixels import read_rgb
     from serving import faces
 
     detecting, found = 0.0, 0
@@ -111,7 +111,7 @@ def per_image_loop(age_model, paths: list[str], *, detect: bool = False,
 
 
 def batch_path(age_model, paths: list[str], *, detect: bool = False, detector: str = "haar") -> float:
-    from records import framing
+    from faces import framing
     from serving.predict import PredictConfig, predict_files
 
     config = PredictConfig(detect=detect, detector=detector, align=framing.aligns_by_default(detector),

@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     start = time.monotonic()
 
     from trainer import evaluate      # TensorFlow loads here, after the subprocesses
-    from trainer.run_dir import OWN_REPORT, RunDir
+    from storage.run_dir import OWN_REPORT, RunDir
 
     report = evaluate.evaluate_run(run_dir, quiet=True)
     eval_s = time.monotonic() - start

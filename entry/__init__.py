@@ -1,5 +1,6 @@
 """The one way every command starts: `entry.run(main, define_flags)` for the
-absl-flag commands, `entry.run_parsed(main, parser)` for the argparse ones.
+absl-flag commands, `entry.run_parsed(main, parser)` for the argparse one
+(`python -m ingest.sample`, whose --face_px MIN MAX takes two values).
 
 Each `__main__` (and each module run with `python -m`) imports this package
 before anything else, so `TF_CPP_MIN_LOG_LEVEL=2` is in the environment before
@@ -35,10 +36,10 @@ from errors import ProjectError, disk_problem, disk_target  # noqa: E402
 
 startup_notices.install()
 
-__all__ = ["ProjectError", "run", "run_parsed"]
+__all__ = ["ProjectError", "one_line", "run", "run_parsed"]
 
 
-def _one_line_on_failure(main: Callable, *args):
+def one_line(main: Callable, *args):
     """`main(*args)`; a ProjectError, or a write that met a full or read-only disk,
     ends the process with one `error: ...` line on stderr and exit status 1.
     Any other exception (a bug) keeps its traceback."""
@@ -83,7 +84,7 @@ def check_flags(define_flags: Callable[[], None] | None = None, flags_module=Non
     app.define_help_flags()
     _remaining = app.parse_flags_with_usage(sys.argv)
     if check is not None:
-        _one_line_on_failure(check, _remaining)
+        one_line(check, _remaining)
 
 
 def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None] | None = None,
@@ -97,7 +98,7 @@ def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None
     def guarded(argv: list[str]):
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
-        return _one_line_on_failure(main, argv)
+        return one_line(main, argv)
 
     app.run(guarded, flags_parser=lambda argv: _remaining)
 
@@ -108,4 +109,4 @@ def run_parsed(main: Callable[[argparse.Namespace], int | None], parser: argpars
     error is argparse's own, status 2), run `main(args)` and exit with its return
     value, a ProjectError one `error: ...` line and status 1."""
     args = parser.parse_args(argv)
-    sys.exit(_one_line_on_failure(main, args))
+    sys.exit(one_line(main, args))

@@ -1,4 +1,5 @@
-"""A one-line progress bar (count, rate, ETA) on stderr, without a dependency.
+"""The project's one progress bar: a line (count, rate, ETA, and what the caller adds,
+e.g. training's running loss) on stderr or stdout, without a dependency.
 Redraws in place on a terminal; in a log (not a terminal) prints a line every
 LOG_EVERY_ITEMS items or LOG_EVERY_SECONDS seconds, whichever comes first, and a
 last line at the end."""
@@ -26,9 +27,12 @@ class Progress:
         self._logged = 0          # `done` at the last line written (not a terminal)
         self._tty = stream.isatty()
         self._end = None
+        self.status = ""          # appended to the line (training: the running loss and MAE)
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, status: str | None = None) -> None:
         self.done += n
+        if status is not None:
+            self.status = status
         now = self.clock()
         if self._tty:
             if now - self._last >= REDRAW_SECONDS:
@@ -60,7 +64,7 @@ class Progress:
         eta = (self.total - self.done) / self.rate if self.rate > 0 else 0.0
         m, s = divmod(int(eta), 60)
         return (f"  {self.done}/{self.total} {self.label}  {self.rate:.0f}/s  "
-                f"ETA {m // 60}:{m % 60:02d}:{s:02d}")
+                f"ETA {m // 60}:{m % 60:02d}:{s:02d}" + (f"  {self.status}" if self.status else ""))
 
     def close(self) -> None:
         self._end = self.clock()

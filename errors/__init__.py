@@ -4,10 +4,10 @@ flag, a stale run).
 
 Every such error of the project derives from it, and its message is one line naming
 the thing and the fix; `entry.run` prints it as `error: ...` and exits 1:
-`records.DataError` (shards, manifests, sources), `records.pixels.PixelError` (an
+`DataError` (here: shards, manifests, sources, output folders), `faces.pixels.PixelError` (an
 image file that gives no pixels), `records.service.ServiceError` and its
 `EpochTimeout`, `model.WeightsError`, `trainer.config.ConfigError`,
-`trainer.run_dir.RunDirError`, `trainer.distribution.ClusterError`,
+`storage.run_dir.RunDirError`, `trainer.distribution.ClusterError`,
 `trainer.train.TrainingDiverged`, `serving.predict.PredictError` and
 `serving.export.ExportError`. No TensorFlow here.
 
@@ -23,6 +23,11 @@ import os
 
 class ProjectError(Exception):
     """One-line, user-fixable error: the message names the file or flag and the fix."""
+
+
+class DataError(ProjectError):
+    """A shard directory is missing, incomplete or does not match its manifest.
+    The message names the file and the fix."""
 
 
 # A full or read-only disk is the user's to fix, whichever command meets it and wherever:

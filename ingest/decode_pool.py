@@ -31,8 +31,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from PIL import Image
 
+from errors import DataError
 from ingest import images
-from records.manifest import DataError
 
 _PR_SET_PDEATHSIG = 1
 

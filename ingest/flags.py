@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from absl import flags
 
+from faces import framing
 from ingest import sources, split
-from ingest.sources import csv_table
 from ingest.pipeline import Config
-from records import framing, schema
+from ingest.sources import csv_table
+from records import schema
 
 
 def define_flags() -> None:

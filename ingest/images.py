@@ -1,11 +1,11 @@
-"""The one way a source file becomes stored pixels: path check, decode (records.pixels:
+"""The one way a source file becomes stored pixels: path check, decode (faces.pixels:
 size limit, EXIF upright, RGB), resize, encode.
 
 Runs inside ingest's decode workers, so it imports PIL and numpy only, never
 TensorFlow (a worker pool of TF processes would cost seconds and GBs each), except
 with `--reframe mtcnn`: then each worker loads TensorFlow and MTCNN at its first image
-(records.detect; the parent never does, so the workers are forked small) and frames
-every face as prediction does (read_rgb's pixels, records.facebox.frame).
+(faces.detect; the parent never does, so the workers are forked small) and frames
+every face as prediction does (read_rgb's pixels, faces.facebox.frame).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from PIL import Image
 
 import numpy as np
 
-from records import detect, facebox, framing, schema
-from records.pixels import PixelError, check_size, encode, read_rgb, to_rgb, upright  # noqa: F401  (to_rgb: API)
-from records.pixels import squash as fit
+from faces import detect, facebox, framing
+from faces.pixels import (PixelError, check_size, encode, read_rgb, to_rgb, upright)  # noqa: F401  (to_rgb: API)
+from faces.pixels import squash as fit
+from records import schema
 
 IMAGE_SIZE = schema.VGG_FACE_SIZE      # stored side in pixels (VGG-Face's input)
 JPEG_QUALITY = schema.JPEG_QUALITY
@@ -48,7 +49,7 @@ class ImageSettings:
     image_size: int = IMAGE_SIZE
     encoding: str = schema.ENCODING_JPEG
     jpeg_quality: int = JPEG_QUALITY
-    margin: float = 0.0   # around a face box, when a row has one (records.facebox)
+    margin: float = 0.0   # around a face box, when a row has one (faces.facebox)
     reframe: str = framing.REFRAME_NONE   # or a detector: every photo's face found and framed again
     align: bool = False   # --reframe: turn the face so its eyes are level
 
@@ -83,7 +84,7 @@ def require_regular_file(path: str) -> str:
 def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0.0) -> Image.Image:
     """Decode `path` as an RGB image of exactly size x size (the whole crop is
     squashed, as the original recipe did; its crops are near-square).  With a
-    face `box`: the box plus `margin`, clipped to the photo (records.facebox); a box
+    face `box`: the box plus `margin`, clipped to the photo (faces.facebox); a box
     wholly outside the upright photo is SkipImage(BOX_OUTSIDE_PHOTO)."""
     try:
         with Image.open(path) as image:
@@ -132,7 +133,7 @@ def reframed(rgb: np.ndarray, faces: list[detect.Face], size: int, box: facebox.
              settings: ImageSettings, path: str) -> Image.Image:
     """The face of photo `rgb` (read_rgb's pixels, as prediction reads them) among the
     detector's `faces`: the one nearest the source's `box` where it gives one, else the
-    largest, framed (records.facebox.frame: aligned, margin), squashed to size x size;
+    largest, framed (faces.facebox.frame: aligned, margin), squashed to size x size;
     SkipImage(NO_FACE_FOUND) when there is none."""
     if not faces:
         raise SkipImage(NO_FACE_FOUND, path)
@@ -164,7 +165,7 @@ def process(settings: ImageSettings, rel: str, box: facebox.Box | None = None) -
 
 def process_reframed(settings: ImageSettings, items: list[tuple[str, facebox.Box | None]]) -> list:
     """--reframe: [(rel, box)] -> [encoded bytes or SkipImage], the photos' faces found in
-    one detector call (records.detect.find_faces_batch)."""
+    one detector call (faces.detect.find_faces_batch)."""
     out, photos = [], []
     for rel, box in items:
         try:

@@ -12,7 +12,7 @@ run resumes.
         splits = writing.finish_splits()                      # shards renamed to final names
         writing.publish(manifest)                             # manifest in staging, then swap
 
-The data set is built in `parent/.NAME.staging` (records.outdir) and swapped in
+The data set is built in `parent/.NAME.staging` (storage.outdir) and swapped in
 only when complete, so a failed or killed run leaves the previous data set
 usable.  Inside staging, every completed shard (closed and fsynced) is recorded
 in `.resume.json` together with how far its split had got (rows consumed,
@@ -37,10 +37,13 @@ import os
 
 import numpy as np
 
-from records import outdir, schema
-from records.card import CARD_NAME    # python -m records inspect --html (no TensorFlow at import)
-from records.manifest import DataError, atomic_write_bytes, manifest_path, write_manifest
+from errors import DataError
+from records import schema
+from records.manifest import manifest_path, write_manifest
 from records.writer import ResumeMismatch, ShardedWriter
+from reports.card import CARD_NAME    # python -m records inspect --html (no TensorFlow at import)
+from storage import outdir
+from storage.atomic import atomic_write_bytes
 
 KIND = schema.KIND_IMAGES
 RESUME_NAME = ".resume.json"
@@ -119,7 +122,7 @@ def no_genders() -> dict:
 
 
 class DataSetOutput(outdir.Output):
-    """An ingest output directory (records.outdir.Output with ingest's own names)."""
+    """An ingest output directory (storage.outdir.Output with ingest's own names)."""
 
     def __init__(self, path: str, log=print):
         super().__init__(path, kind=KIND, owns=owns, keep_nested=same_shards,

@@ -12,7 +12,7 @@ queued or finished-but-unwritten at any time (multiprocessing.Pool.imap would
 read the whole task list ahead and buffer every result the writer has not
 consumed yet), and the writer streams each record to disk as it arrives.
 
-Crash safety (ingest.output, records.outdir, records.lock): flags, source and
+Crash safety (ingest.output, storage.outdir, storage.lock): flags, source and
 output are checked before anything is touched; one ingest per output
 directory; the data set is built in a staging directory beside --out and
 swapped in when complete, so a failed or killed run leaves the previous data
@@ -28,11 +28,12 @@ import os
 import numpy as np
 
 from entry.progress import Progress
+from errors import DataError
+from faces import facebox, framing
 from ingest import clean, images, output, sources, split
 from ingest.decode_pool import DecodePool
 from records import manifest as manifest_lib
-from records import facebox, framing, schema
-from records.manifest import DataError
+from records import schema
 
 
 _THRESHOLDS = clean.Thresholds()
@@ -272,7 +273,7 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
         # Per-split ages: the trainer's baseline (always answer the training mean) needs them.
         splits = writing.finish_splits()
 
-        from ingest.plot import age_gender_png
+        from reports.age_gender import age_gender_png
 
         age_gender_png(os.path.join(target.staging, output.PLOT_NAME), totals["age_histogram"],
                        totals["gender_counts"],
@@ -285,7 +286,7 @@ def _ingest(cfg: Config, out: str, target: output.DataSetOutput, pool: DecodePoo
             "source": {"name": source.NAME, "dataset": dataset, "read": described,
                        "fingerprint": fingerprint_of_source, "entries": entries},
             "label": label,
-            # detector, aligned, margin (records.framing): the source's own crops keep its margin
+            # detector, aligned, margin (faces.framing): the source's own crops keep its margin
             **dataclasses.replace(cfg.framing_of(source), **(
                 {"margin": margin} if cfg.reframe == framing.REFRAME_NONE else {})).as_dict(),
             "flags": {**dataclasses.asdict(cfg), "source": source.NAME, "out": out,

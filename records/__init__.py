@@ -1,8 +1,11 @@
-"""records: the shard schema, the sharded writer, the manifest and the streaming reader."""
+"""records: the TFRecord contract and its streaming reader: the record schema
+(`records.schema`) and frames (`records.wire`), the manifest, what makes two data sets
+the same (`records.identity`), the sharded writer, the reader with its augmentation,
+the tf.data service (`records.service`) and `python -m records inspect/verify`."""
 
-from records.manifest import DataError, read_manifest  # noqa: F401
+from records.manifest import read_manifest  # noqa: F401
 
-__all__ = ["DataError", "read_manifest", "make_dataset", "make_mixed_dataset", "distribute"]
+__all__ = ["read_manifest", "make_dataset", "make_mixed_dataset", "distribute"]
 
 
 def __getattr__(name):

@@ -1,5 +1,5 @@
 """python -m records inspect DIR   the manifest summary of a shard directory
-python -m records inspect DIR --html   also DIR/card.html: the data set card (records.card)
+python -m records inspect DIR --html   also DIR/card.html: the data set card (reports.card)
 python -m records verify DIR    re-read every shard against the manifest; exit 1 naming each problem
 """
 
@@ -7,53 +7,61 @@ from __future__ import annotations
 
 import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
-import argparse
 import sys
 
+from absl import flags
+
+from errors import ProjectError
 from records.manifest import read_manifest, summary
+
+COMMANDS = ("inspect", "verify")
+USAGE = "python -m records inspect DIR [--html] | python -m records verify DIR"
+FLAGS = flags.FLAGS
 
 
 def inspect(directory: str) -> str:
     return summary(read_manifest(directory), directory)
 
 
-def parser() -> argparse.ArgumentParser:
-    """Every argument of `python -m records`, defined here only."""
-    p = argparse.ArgumentParser(prog="python -m records", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    commands = {}
-    for name, text in (("inspect", "print the manifest summary"),
-                       ("verify", "check every shard, record, image and count against the manifest")):
-        commands[name] = sub.add_parser(name, help=text)
-        commands[name].add_argument("directory", help="shard directory, e.g. shards/wiki")
-    commands["inspect"].add_argument("--html", action="store_true",
-                                     help="also write DIR/card.html: sources, cleaning, counts, histograms "
-                                          "and sample faces per age band, one self-contained page")
-    return p
+def define_flags() -> None:
+    """Every flag of `python -m records`, defined here only."""
+    flags.DEFINE_boolean("html", False, "inspect: also write DIR/card.html: sources, cleaning, counts, "
+                         "histograms and sample faces per age band, one self-contained page")
 
 
-def main(args: argparse.Namespace) -> int:
+def command(argv: list[str]) -> tuple[str, str]:
+    """(inspect or verify, DIR) from the arguments after the flags; anything else is one
+    line naming the usage."""
+    args = argv[1:]
+    if len(args) != 2 or args[0] not in COMMANDS:
+        raise ProjectError(f"usage: {USAGE} (got: {' '.join(args) or 'no arguments'})")
+    return args[0], args[1]
+
+
+def main(argv: list[str]) -> int:
     """inspect: the summary (a DataError is entry's one line); verify: every problem
     on its own `PROBLEM` line, then the tally, exit status 1 when there is one."""
-    if args.command == "inspect":          # the manifest only (TensorFlow loads for --html's faces)
-        print(inspect(args.directory))
-        if args.html:
-            from records.card import write_card
+    name, directory = command(argv)
+    if name == "inspect":          # the manifest only (TensorFlow loads for --html's faces)
+        print(inspect(directory))
+        if FLAGS.html:
+            from reports.card import write_card
 
-            print(f"Wrote {write_card(args.directory)}")
+            print(f"Wrote {write_card(directory)}")
         return 0
+    if FLAGS.html:
+        raise ProjectError("--html is inspect's flag: python -m records inspect DIR --html")
     from records.verify import problems
 
-    found = problems(args.directory)
+    found = problems(directory)
     for p in found:
         print(f"PROBLEM {p}", file=sys.stderr)
     if found:
-        print(f"records verify: {len(found)} problem(s) in {args.directory}", file=sys.stderr)
+        print(f"records verify: {len(found)} problem(s) in {directory}", file=sys.stderr)
         return 1
-    print(f"records verify: {args.directory} OK")
+    print(f"records verify: {directory} OK")
     return 0
 
 
 if __name__ == "__main__":
-    entry.run_parsed(main, parser())
+    entry.run(main, define_flags)

@@ -7,48 +7,20 @@ does not vouch for.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import re
 import stat
 
-from errors import ProjectError
-from records import facebox, schema
-
-
-class DataError(ProjectError):
-    """A shard directory is missing, incomplete or does not match its manifest.
-    The message names the file and the fix."""
+from errors import DataError
+from faces import facebox
+from records import schema
+from storage.atomic import atomic_write_bytes
+from storage.json_file import read_json_object
 
 
 def manifest_path(directory: str) -> str:
     return os.path.join(directory, schema.MANIFEST_NAME)
-
-
-@contextlib.contextmanager
-def atomic_write(path: str):
-    """The project's one temp-then-rename writer: yields a temporary path next to
-    `path` for the caller to write; on success it is fsynced and renamed over `path`
-    (a reader sees the old file or the whole new one, never a torn write), on an
-    exception it is removed and `path` is untouched."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """`data` to `path` through `atomic_write`."""
-    with atomic_write(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
 
 
 def write_manifest(directory: str, manifest: dict) -> str:
@@ -61,18 +33,6 @@ def write_manifest(directory: str, manifest: dict) -> str:
     return path
 
 
-def read_json_object(path: str, what: str, fix: str, error: type = DataError) -> dict:
-    """A JSON file that must hold an object; anything else is one `error` line ending in `fix`."""
-    try:
-        with open(path) as f:
-            value = json.load(f)
-    except (OSError, ValueError) as e:
-        raise error(f"{path}: unreadable ({e}); {fix}") from e
-    if not isinstance(value, dict):
-        raise error(f"{path}: a JSON {type(value).__name__}, not {what}; {fix}")
-    return value
-
-
 # How far not_a_data_set looks to tell what a path is: the entries of a folder, and the
 # bytes of a run.json (the only file it opens).
 _LOOK_AT = 500
@@ -82,8 +42,8 @@ _RUN_JSON_BYTES = 1 << 20
 def _looks_like_images(directory: str, depth: int = 1) -> bool:
     """Whether `directory` holds a source's metadata (wiki.mat, imdb.mat, APPA-REAL's
     gt_avg_train.csv), or image files itself or in its first subfolders (wiki_crop's 00..99)."""
-    from records.outdir import MARKER_NAME
-    from records.pixels import IMAGE_EXTENSIONS
+    from storage.outdir import MARKER_NAME
+    from faces.pixels import IMAGE_EXTENSIONS
 
     if os.path.exists(os.path.join(directory, MARKER_NAME)) or os.path.exists(manifest_path(directory)):
         return False                      # an output of this project (its plots are images too)
@@ -305,18 +265,6 @@ def split_shards(directory: str, manifest: dict, split: str) -> list[dict]:
             raise DataError(f"{path}: {size} bytes but the manifest lists {shard['bytes']} "
                             f"(truncated or replaced); re-run ingest into {directory}")
     return shards
-
-
-def file_sha256(path: str) -> str:
-    return hash_file(hashlib.sha256(), path).hexdigest()
-
-
-def hash_file(h, path: str, chunk: int = 1 << 20):
-    """`h` (a hashlib object) updated with the bytes of the file at `path`, read in chunks."""
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h
 
 
 def crop_margin(m: dict) -> float:

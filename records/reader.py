@@ -24,11 +24,12 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from model.layers import resize_pixels
+from errors import DataError
+from faces.resize import resize_pixels
 from records import augment as augment_ops
 from records import schema
+from records.manifest import manifest_path, read_manifest, split_shards
 from records.schema import DEFAULT_SHUFFLE_BUFFER
-from records.manifest import DataError, manifest_path, read_manifest, split_shards
 
 log = logging.getLogger(__name__)
 

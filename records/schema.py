@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 
+from faces.encoding import ENCODING_JPEG, ENCODING_RAW, ENCODINGS, JPEG_QUALITY  # noqa: F401  (the shards' encodings)
 from records import wire
 
 SCHEMA_VERSION = 3        # what writers write
@@ -50,14 +51,10 @@ KIND_IMAGES = "images"     # manifest "kind": face crops written by ingest
 KIND_FEATURES = "features" # manifest "kind": pool5 features written by the feature cache
 
 # One concept under two names: the manifest's "encoding" (str) is every record's
-# "image/format" (bytes). This mapping is the only place they are paired.
-ENCODING_JPEG = "jpeg"    # image/encoded holds a JPEG file
-ENCODING_RAW = "raw"      # image/encoded holds height*width*3 uint8 bytes, row-major RGB
-ENCODINGS = {ENCODING_JPEG: b"jpeg", ENCODING_RAW: b"raw"}   # encoding -> image/format
+# "image/format" (bytes). faces.encoding's mapping is the only place they are paired.
 FORMAT_JPEG = ENCODINGS[ENCODING_JPEG]
 FORMAT_RAW = ENCODINGS[ENCODING_RAW]
 FORMATS = tuple(ENCODINGS.values())
-JPEG_QUALITY = 95         # ingest --jpeg_quality's default; the manifest records the one used
 
 # Feature names, as written by ingest and parsed by the reader.
 IMAGE_ENCODED = "image/encoded"

@@ -21,8 +21,10 @@ import os
 
 import tensorflow as tf
 
+from errors import DataError
 from records import schema, wire
-from records.manifest import DataError, file_sha256, manifest_path, read_manifest, shard_path
+from records.manifest import manifest_path, read_manifest, shard_path
+from storage.checksum import file_sha256
 
 _BATCH = 256
 _SHOWN = 5          # differing histogram bins named per problem line

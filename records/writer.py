@@ -22,7 +22,8 @@ import logging
 import os
 
 from records import schema, wire
-from records.manifest import file_sha256, is_split_name
+from records.manifest import is_split_name
+from storage.checksum import file_sha256
 
 log = logging.getLogger(__name__)
 

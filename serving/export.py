@@ -11,13 +11,13 @@ The age model of a run as artifacts that need neither this project nor Keras:
                                 size: uint8 [B, S, S, 3], the caller resizes (any
                                 other shape: RuntimeError at invoke)
     exports/X/export.json       what was exported: run, input size, task, tta, tflite, and
-                                the framing a caller must reproduce (records.framing):
+                                the framing a caller must reproduce (faces.framing):
                                 `detector` (mtcnn, haar, or `source`: the data set's own
                                 crops), `aligned` (turned so the eyes are level) and
                                 `margin` (the face box plus this fraction of its
-                                width/height on every side), as records.facebox.frame does;
+                                width/height on every side), as faces.facebox.frame does;
                                 `image_size`, `encoding`, `jpeg_quality`: how the training
-                                crops were stored (records.pixels.as_stored repeats it);
+                                crops were stored (faces.pixels.as_stored repeats it);
                                 `framing` says it all in words
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
@@ -28,7 +28,7 @@ upright crops.  The export is written beside `--out` and renamed into place, so
 a failed export leaves the previous one usable.  Every export carries the
 marker `.dex-age` (kind "export"); an existing `--out` without it (or, written
 before markers, holding anything but an export's files) is never replaced.
-serving_default refuses an image over records.pixels.MAX_PIXELS from its JPEG or
+serving_default refuses an image over faces.pixels.MAX_PIXELS from its JPEG or
 PNG header, before decoding it (InvalidArgumentError naming the limit).
 """
 
@@ -49,17 +49,20 @@ import keras
 import tensorflow as tf
 
 from errors import ProjectError
-from model import input_size as model_input_size
+from faces import framing
+from faces.pixels import MAX_PIXELS
 from model import age_outputs, resize_pixels
-from records import framing, outdir, schema
-from records.pixels import MAX_PIXELS
+from model import input_size as model_input_size
+from model.load import load_run_model
+from records import schema
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
-from trainer.run_dir import RunDir, load_run_model, run_framing
+from storage import outdir
+from storage.run_dir import RunDir, run_framing
 
 TFLITE_FILE = "model.tflite"
 EXPORT_INFO = "export.json"
-MARKER_KIND = "export"      # the kind of the marker (records.outdir) every export carries
+MARKER_KIND = "export"      # the kind of the marker (storage.outdir) every export carries
 # What an export written before markers holds (it is replaced only if it holds nothing else).
 UNMARKED_EXPORT = {EXPORT_INFO, TFLITE_FILE, "saved_model.pb", "variables", "assets", "fingerprint.pb"}
 
@@ -69,7 +72,7 @@ class ExportError(ProjectError):
 
 
 def decode_rgb(data):
-    """JPEG or PNG bytes -> uint8 RGB [H, W, 3], the pixels records.pixels.read_rgb gives:
+    """JPEG or PNG bytes -> uint8 RGB [H, W, 3], the pixels faces.pixels.read_rgb gives:
     JPEG with the accurate integer IDCT; PNG with its alpha (an RGBA, grey + alpha or
     palette transparency) composited on white, rounded as PIL's masked paste rounds,
     round((rgb * a + 255 * (255 - a)) / 255), so hidden colour under alpha 0 never
@@ -195,11 +198,11 @@ def framing_text(trained: framing.Framing, stored: framing.Stored | None = None)
         how = (f"find faces with {trained.detector}"
                + (", turn the photo so the eyes are level" if trained.aligned else ""))
     text = f"{how}, then crop the face box plus {trained.margin:g} of its width/height on every side " \
-           f"(records.facebox.frame)"
+           f"(faces.facebox.frame)"
     if stored is not None:
         text += f", squashed to {stored.size}x{stored.size}" + (
             f" and stored as JPEG quality {stored.jpeg_quality}" if stored.encoding == schema.ENCODING_JPEG else "") + \
-            " (records.pixels.as_stored)"
+            " (faces.pixels.as_stored)"
     return text
 
 

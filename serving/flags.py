@@ -1,16 +1,16 @@
 """The command lines of `python -m serving.predict` and `python -m serving.export`
 (also reachable as `trainer.predict` / `trainer.export`). Defaults come from
-`trainer.config`; library code never reads these flags."""
+`serving.config`; library code never reads these flags."""
 
 from __future__ import annotations
 
 from absl import flags
 
-from records import framing
-from records.facebox import DEFAULT_MARGIN
+from faces import framing
+from faces.facebox import DEFAULT_MARGIN
+from model.tta import TTA, define_tta_flag
+from serving.config import TFLITE_PRECISIONS, PredictConfig
 from serving.output import PredictError
-from trainer.config import TFLITE_PRECISIONS, TTA, PredictConfig
-from trainer.flags import define_tta_flag
 
 FLAGS = flags.FLAGS
 

@@ -12,7 +12,7 @@ import os
 import stat
 
 from errors import ProjectError, disk_problem
-from records import outdir
+from storage import outdir
 
 
 class PredictError(ProjectError):

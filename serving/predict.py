@@ -4,10 +4,10 @@ Apparent age per face of every image file a PATH names: a file, a folder (search
 recursively for images) or `@list.txt` (one path a line).  Faces are detected
 (`--detector` mtcnn or haar, both offline), turned so the eyes are level (`--align`)
 and cropped with a margin (`--margin`): by default the framing of the faces the model
-was trained on, from run.json (records.framing; one warning line when the flags
+was trained on, from run.json (faces.framing; one warning line when the flags
 frame faces otherwise), with the code ingest's `--reframe` uses (serving.faces).  Each
 framed face is then stored as the run's training faces were (squashed to the data
-set's image size, JPEG at its quality, decoded: records.pixels.as_stored), so it is
+set's image size, JPEG at its quality, decoded: faces.pixels.as_stored), so it is
 the record ingest would have written for that photo; the model's own `Resize` layer
 owns the resize to its input size (the batch path runs the same op on each crop first,
 so a batch has one size), so prediction sees the pixels training and evaluation saw.
@@ -47,14 +47,17 @@ import numpy as np
 import tensorflow as tf
 
 from entry.progress import Progress
+from faces import framing
+from faces.pixels import IMAGE_EXTENSIONS, PixelError, read_rgb  # (a folder PATH is searched for these)
 from model import age_outputs, input_size, resize_pixels
-from records import framing
-from records.pixels import IMAGE_EXTENSIONS, PixelError, read_rgb  # (a folder PATH is searched for these)
-from serving import faces, plots, tally
+from model.load import load_run_model
+from model.tta import TTA
+from reports import prediction_plots as plots
+from serving import faces, tally
 from serving import flags as serving_flags
+from serving.config import PredictConfig
 from serving.output import PredictError, check_destinations, open_output, writing
-from trainer.config import TTA, PredictConfig
-from trainer.run_dir import RunDir, load_run_model, run_framing
+from storage.run_dir import RunDir, run_framing
 
 
 
@@ -200,7 +203,7 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
             # Per file, in parallel and in order: read and decode (PIL releases the GIL
             # while decoding), detect faces (OpenCV releases it too, and runs one thread
             # per detection; MTCNN's TensorFlow ops release it, its networks are shared
-            # under a lock: records.detect), frame each face (serving.faces) and resize
+            # under a lock: faces.detect), frame each face (serving.faces) and resize
             # it to the model input with the in-model op.
             .map(detected_faces if config.detect else whole_image,
                  num_parallel_calls=parallel_calls(), deterministic=True)
@@ -215,13 +218,13 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
 
 class AgeModel:
     """An age model (best.keras of a run), called on batches of uint8 faces at its input
-    size; `framing`: how the faces it was trained on were framed (records.framing)."""
+    size; `framing`: how the faces it was trained on were framed (faces.framing)."""
 
     def __init__(self, net, tta: str = "none", framing_: framing.Framing | None = None,
                  stored: framing.Stored | None = None):
         self.net = net
         self.framing = framing_ or framing.of({})
-        self.stored = stored   # how its training faces were stored (records.framing.Stored)
+        self.stored = stored   # how its training faces were stored (faces.framing.Stored)
         self.margin = self.framing.margin
         self.input_size = input_size(net)
         self.with_gender = isinstance(self.net.output, dict)
@@ -335,7 +338,7 @@ class Job:
     pictures_dir: str | None = None  # --pictures_dir: annotated photos and age distributions
     json: bool = False              # one JSON list on stdout instead of text
     keep_probs: bool = False        # --probs: age_probs stay in the results
-    # The framing asked for; None: the run's (records.framing).
+    # The framing asked for; None: the run's (faces.framing).
     detector: str | None = None
     align: bool | None = None
     margin: float | None = None

@@ -69,3 +69,18 @@ def test_a_terminal_redraws_in_place_and_a_note_clears_the_bar_first():
     assert tty.getvalue().endswith("\r  3/50 files  3/s  ETA 0:00:15")
     bar.close()
     assert tty.getvalue().endswith("\n")
+
+
+def test_the_training_epoch_bar_is_this_bar_with_the_running_loss():
+    from trainer.reporter import EpochReporter
+
+    terminal = Terminal()
+    reporter = EpochReporter(steps=8, epochs=2)
+    reporter.bar = Progress(8, "steps", stream=terminal, clock=Clock())
+    reporter.bar._last = float("-inf")
+    reporter.update(3, {"loss": 2.5, "mae": 7.125})
+    reporter.update(8, {"loss": 2.25, "mae": 6.5})
+    reporter.bar.close()
+    last = terminal.getvalue().split("\r")[-1]
+    assert reporter.bar.done == 8 and "8/8 steps" in last and last.rstrip().endswith("loss 2.25 mae 6.5")
+    assert "3/8 steps" in terminal.getvalue() and "loss 2.5 mae 7.125" in terminal.getvalue()

@@ -1,6 +1,6 @@
-"""One face framing from ingest to prediction: the detectors (records.detect), the eye
-alignment (records.facebox.frame), the framing a data set, run, export and report
-carry (records.framing), and the warning when faces are framed unlike the training
+"""One face framing from ingest to prediction: the detectors (faces.detect), the eye
+alignment (faces.facebox.frame), the framing a data set, run, export and report
+carry (faces.framing), and the warning when faces are framed unlike the training
 faces.  Real faces: scikit-image's astronaut only (turned, scaled, on larger canvases)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_module
-from records import facebox, framing
+from faces import facebox, framing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,7 +103,7 @@ def test_the_framing_warning_names_both_framings_and_only_fires_when_they_differ
 def framed(**asked):
     """PredictConfig framed for a run trained on `trained`, given what the flags asked."""
     from serving.predict import Job, framed as resolve
-    from trainer.config import PredictConfig
+    from serving.config import PredictConfig
 
     trained = asked.pop("trained")
     return resolve(PredictConfig(), Job(model_dir="runs/x", **asked), trained)
@@ -128,7 +128,7 @@ def test_predict_frames_faces_as_the_run_did_unless_told_otherwise():
 
 def test_ingest_refuses_align_without_landmarks_and_takes_margin_for_any_source_when_reframing(tmp_path):
     from ingest import pipeline
-    from records.manifest import DataError
+    from errors import DataError
 
     with pytest.raises(DataError) as error:
         pipeline.Config(src=str(tmp_path), reframe="haar", align=True).validate()
@@ -157,7 +157,7 @@ def test_ingest_refuses_align_without_landmarks_and_takes_margin_for_any_source_
     (-20, 1.5, (1600, 1200), (100, 50)),     # large and turned: MTCNN sees a downscaled copy
 ])
 def test_mtcnn_finds_the_astronaut_and_the_aligned_crop_has_level_eyes(degrees, scale, canvas, at):
-    from records import detect
+    from faces import detect
 
     rgb = turned(astronaut(), degrees, canvas, scale, at)
     faces = detect.find_faces(rgb, "mtcnn")
@@ -174,7 +174,7 @@ def test_mtcnn_finds_the_astronaut_and_the_aligned_crop_has_level_eyes(degrees, 
 
 @pytest.mark.slow
 def test_haar_finds_the_astronaut_and_mtcnn_batches_give_the_faces_of_each_photo():
-    from records import detect
+    from faces import detect
 
     (face,) = detect.find_faces(astronaut(), "haar")
     assert face.eyes is None and face.angle(True) == 0.0 and 150 < face.box[0] < 220
@@ -186,7 +186,7 @@ def test_haar_finds_the_astronaut_and_mtcnn_batches_give_the_faces_of_each_photo
 def test_a_face_prediction_frames_is_stored_as_a_record_holds_it_and_decodes_as_training_reads_it():
     import tensorflow as tf
     from records import schema
-    from records.pixels import as_stored, encode, squash
+    from faces.pixels import as_stored, encode, squash
     from records.reader import JPEG_DCT_METHOD
 
     crop = astronaut()[20:220, 140:330]                # a real face, 200 x 190: squashed to square
@@ -248,7 +248,7 @@ def reframed_shards(astronaut_utkface, tmp_path_factory) -> str:
 def test_reframed_ingest_stores_predictions_framing_and_counts_faceless_photos(astronaut_utkface, reframed_shards):
     from conftest import read_records
     from records import schema
-    from records.pixels import read_rgb
+    from faces.pixels import read_rgb
     from serving import faces
 
     manifest = json.load(open(os.path.join(reframed_shards, "manifest.json")))
@@ -283,7 +283,7 @@ def test_a_run_on_reframed_data_carries_its_framing_to_export_predict_and_report
     assert (on_disk["detector"], on_disk["aligned"], on_disk["margin"]) == ("mtcnn", True, 0.4)
     assert on_disk["framing"] == export["framing"] == (
         "find faces with mtcnn, turn the photo so the eyes are level, then crop the face box plus 0.4 of "
-        "its width/height on every side (records.facebox.frame), squashed to 32x32 (records.pixels.as_stored)")
+        "its width/height on every side (faces.facebox.frame), squashed to 32x32 (faces.pixels.as_stored)")
     assert (on_disk["image_size"], on_disk["encoding"]) == (32, "raw")
 
     photo = os.path.join(astronaut_utkface, sorted(os.listdir(astronaut_utkface))[0])
@@ -314,7 +314,7 @@ def test_evaluate_warns_once_when_the_data_is_framed_unlike_the_training_faces(s
 
     import model
     from trainer import evaluate
-    from trainer.run_dir import RunDir
+    from storage.run_dir import RunDir
 
     keras.utils.set_random_seed(0)
     run = RunDir(str(tmp_path / "run"))

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACKAGES = ("entry", "errors", "ingest", "model", "records", "serving", "trainer")
+PACKAGES = ("entry", "errors", "storage", "faces", "ingest", "model", "records", "reports", "serving", "trainer")
 
 # literal -> the one file that defines it
 ONCE = {
@@ -16,14 +16,14 @@ ONCE = {
     'f"cs{': "model/metric_names.py",
     '"val_"': "model/metric_names.py",
     "+ 0.5": "records/schema.py",                      # round_age: floor(x + 0.5)
-    "tf.image.resize(": None,                          # model.layers.resize_pixels is the one resize
-    "ops.image.resize(": "model/layers.py",
-    "= 0.4": "records/facebox.py",                     # the crop margin
+    "tf.image.resize(": None,                          # faces.resize.resize_pixels is the one resize
+    "ops.image.resize(": "faces/resize.py",
+    "= 0.4": "faces/facebox.py",                     # the crop margin
     '"real"': "records/schema.py",                     # the label kinds
     '"apparent"': "records/schema.py",
     "= 224": "records/schema.py",                      # VGG-Face's input, ingest's stored size
     "= 366": "ingest/sources/imdb_wiki.py",            # Matlab datenum offset
-    ".read(chunk)": "records/manifest.py",             # hashing a file
+    ".read(chunk)": "storage/checksum.py",             # hashing a file
     'rpartition(":")': "records/service/address.py",   # HOST:PORT
     '"<QI"': "records/wire.py",                        # TFRecord frame headers
     "def count_records": "records/service/pipeline.py",
@@ -32,13 +32,13 @@ ONCE = {
     '"conv5_1", "all"': "model/variants.py",           # the depths that can train
     "input_size=32": "model/variants.py",              # the variants
     "= 4096\n": "records/schema.py",                  # the shuffle buffer
-    "JPEG_QUALITY = 95": "records/schema.py",           # ingest's JPEG quality, prediction's too
-    '".jpg", ".jpeg", ".png", ".bmp"': "records/pixels.py",   # what counts as an image file
+    "JPEG_QUALITY = 95": "faces/encoding.py",           # ingest's JPEG quality, prediction's too
+    '".jpg", ".jpeg", ".png", ".bmp"': "faces/pixels.py",   # what counts as an image file
     "DEFAULT_THRESHOLDS = ": "trainer/config.py",      # the age gate every report shows
     "MIN_N = ": "ingest/sample_contract.py",           # what the synthetic samples share
     "def age_level": "ingest/sample_contract.py",
     "rng.integers(-12, 13": "ingest/sample_contract.py",
-    "MIN_FACE = 30": "records/detect.py",               # the detector's smallest face
+    "MIN_FACE = 30": "faces/detect.py",               # the detector's smallest face
     "int = 256": "trainer/config.py",                  # batch sizes: the flags read TrainConfig
 }
 

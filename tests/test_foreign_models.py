@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from model import transfer
+from model.load import load_run_model
 from model.weights import WeightsError
-from trainer.run_dir import RunDir, RunDirError, load_run_model, run_margin
+from storage.run_dir import RunDir, RunDirError, run_margin
 
 
 def tiny_keras(path: str) -> str:

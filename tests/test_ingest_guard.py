@@ -20,12 +20,13 @@ import pytest
 import scipy.io
 
 from conftest import run_module
+from errors import DataError
 from ingest import images, output, pipeline, sample
-from records import outdir
-from records.lock import OutputLock
-from records.manifest import DataError, file_sha256
 from records.verify import problems
 from records.writer import ShardedWriter
+from storage import outdir
+from storage.checksum import file_sha256
+from storage.lock import OutputLock
 
 
 def _cfg(src, out, **kw) -> pipeline.Config:

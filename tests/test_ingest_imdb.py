@@ -16,8 +16,8 @@ import tensorflow as tf
 from conftest import SAMPLE_IMAGE_SIZE, run_module
 from ingest import pipeline, sample, split
 from records import schema
-from records.manifest import file_sha256
 from records.verify import problems
+from storage.checksum import file_sha256
 
 IMDB_N = 300
 IMDB_SEED = 0

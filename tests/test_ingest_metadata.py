@@ -9,9 +9,9 @@ from datetime import date
 import numpy as np
 import pytest
 
+from errors import DataError
 from ingest import pipeline, sample, split
 from ingest.sources import imdb_wiki as matfile
-from records.manifest import DataError
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from PIL import Image
 from conftest import SAMPLE_IMAGE_SIZE, read_records, run_module
 from ingest import pipeline, sample
 from records import schema
-from records.manifest import file_sha256
 from records.verify import problems
+from storage.checksum import file_sha256
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,13 @@ from PIL import Image
 
 import records
 from conftest import read_records, run_module
+from errors import DataError
+from faces import facebox
 from ingest import pipeline, sample, sample_sources, sources
 from ingest.sources import csv_table, utkface
-from records import facebox, schema, wire
+from records import schema, wire
 from records.__main__ import inspect
-from records.manifest import DataError, write_manifest
+from records.manifest import write_manifest
 from records.verify import problems
 from records.writer import ShardedWriter
 

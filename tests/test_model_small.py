@@ -134,7 +134,7 @@ def test_small_exports_a_saved_model_and_a_float16_tflite_under_4_mb(sample_shar
     from ai_edge_litert.interpreter import Interpreter
 
     from serving.export import export_run
-    from trainer.run_dir import RunDir
+    from storage.run_dir import RunDir
 
     keras.utils.set_random_seed(3)
     net = model.build_age_model(None, variant="small", trainable_from="all")

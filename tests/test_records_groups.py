@@ -17,8 +17,9 @@ from PIL import Image
 import browser
 from conftest import read_records, run_module
 from ingest.sources import utkface
-from records import card, schema
+from records import schema
 from records.verify import problems
+from reports import card
 from test_ingest_sources import _ingest, appa_shards, samples, utk_shards  # noqa: F401  (fixtures)
 
 

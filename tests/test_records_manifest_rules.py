@@ -15,8 +15,9 @@ import threading
 import pytest
 
 import records
+from errors import DataError
 from records import schema, verify
-from records.manifest import DataError, read_manifest, write_manifest
+from records.manifest import read_manifest, write_manifest
 from records.writer import remove_split_files
 
 
@@ -111,9 +112,9 @@ def test_a_malformed_manifest_is_one_line_everywhere(copy, edit, says):
     found = verify.problems(str(copy))       # a lying shard count is also named by its records
     assert says in found[0] and len(found) == (2 if "shards' counts" in says else 1), found
     import entry
-    from records.__main__ import main as records_main, parser
+    from records.__main__ import main as records_main
     with pytest.raises(SystemExit) as status:           # entry prints it, exit status 1
-        entry.run_parsed(records_main, parser(), ["inspect", str(copy)])
+        entry.one_line(records_main, ["python -m records", "inspect", str(copy)])
     err = status.value.code
     assert "\n" not in err and err.startswith("error: ") and says in err
 
@@ -180,7 +181,8 @@ def test_dry_run_and_training_refuse_a_split_total_edited_to_disagree(copy, tmp_
 
 
 def test_what_is_given_instead_of_a_data_set_is_named_with_the_command_that_was_meant(tmp_path):
-    from records.manifest import DataError, not_a_data_set, read_manifest
+    from errors import DataError
+    from records.manifest import not_a_data_set, read_manifest
 
     wiki = tmp_path / "wiki_crop"                      # IMDB-WIKI's layout: wiki.mat and 00..99 of JPEGs
     (wiki / "00").mkdir(parents=True)

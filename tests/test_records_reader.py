@@ -24,9 +24,10 @@ from PIL import Image
 
 import model
 import records
+from errors import DataError
 from records import schema
-from records.manifest import DataError, write_manifest
 from records.augment import DEFAULT_OPS, apply
+from records.manifest import write_manifest
 from records.writer import ShardedWriter
 
 SIZE = 16

@@ -9,9 +9,10 @@ import shutil
 import pytest
 
 from conftest import run_module
-from records.__main__ import inspect
-from records.manifest import DataError, write_manifest
+from errors import DataError
 from records import schema, wire
+from records.__main__ import inspect
+from records.manifest import write_manifest
 from records.verify import problems
 from records.writer import ShardedWriter
 

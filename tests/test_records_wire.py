@@ -55,7 +55,7 @@ def test_sharded_writer_frames_read_back_by_tfrecorddataset(tmp_path):
     # TFRecordDataset checks both CRCs of every frame: a wrong one fails the read.
     read = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(files)]
     assert read == records
-    from records.manifest import file_sha256
+    from storage.checksum import file_sha256
     assert [file_sha256(f) for f in files] == [s["sha256"] for s in entry["shards"]]
 
 

@@ -69,10 +69,10 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def test_the_saved_models_decoder_gives_predicts_pixels_transparency_on_white(faces, tmp_path):
     """Opaque and transparent PNGs (RGBA, grey + alpha, palette with a transparent
-    entry) and a JPEG decode in the graph to exactly records.pixels.read_rgb's pixels."""
+    entry) and a JPEG decode in the graph to exactly faces.pixels.read_rgb's pixels."""
     import tensorflow as tf
 
-    from records.pixels import read_rgb
+    from faces.pixels import read_rgb
     from serving.export import decode_rgb
 
     rng = np.random.default_rng(8)
@@ -238,7 +238,7 @@ def test_trainer_export_is_the_same_command_as_serving_export(run_dir, tmp_path)
 def test_export_replaces_only_a_marked_export(run_dir, tmp_path):
     """A folder holding a file named export.json (and anything else) is not an export;
     a link to an export is not replaced either; an export carries the marker."""
-    from records import outdir
+    from storage import outdir
     from serving.export import ExportError, export_run
 
     look_alike = tmp_path / "look_alike"
@@ -276,7 +276,7 @@ def test_the_saved_model_refuses_an_image_over_the_pixel_limit_from_its_header(r
 
     import tensorflow as tf
 
-    from records.pixels import MAX_PIXELS
+    from faces.pixels import MAX_PIXELS
     from serving.export import export_run
 
     export_run(run_dir, str(tmp_path / "e"), log=lambda *_: None)

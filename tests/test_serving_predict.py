@@ -27,7 +27,7 @@ def build_run(run_dir: str, records_dir: str, seed: int = 0, gender: bool = Fals
     import keras
 
     import model
-    from trainer.run_dir import RunDir
+    from storage.run_dir import RunDir
 
     keras.utils.set_random_seed(seed)
     net = model.build_age_model(variant="tiny", input_size=INPUT_SIZE, gender=gender)
@@ -107,7 +107,7 @@ def test_the_readers_jpeg_decoder_gives_pils_pixels():
 
 def test_exif_orientation_is_applied_in_ingest_and_in_prediction(tmp_path):
     from ingest.images import load
-    from records.pixels import read_rgb
+    from faces.pixels import read_rgb
 
     pixels = np.zeros((40, 60, 3), np.uint8)
     pixels[:, :20] = 255                               # a white band on the left
@@ -125,7 +125,7 @@ def test_exif_orientation_is_applied_in_ingest_and_in_prediction(tmp_path):
 
 def test_a_16_bit_grey_image_is_grey_in_ingest_and_in_prediction(tmp_path):
     from ingest.images import load
-    from records.pixels import read_rgb
+    from faces.pixels import read_rgb
 
     path = tmp_path / "grey16.png"
     Image.fromarray(np.full((30, 30), 32896, np.uint16)).save(path)   # 32896 / 257 = 128
@@ -137,7 +137,7 @@ def test_a_16_bit_grey_image_is_grey_in_ingest_and_in_prediction(tmp_path):
 def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
     """Over the limit: PIL refuses to open (over twice the limit) or we refuse before load()."""
     from ingest.images import UNDECODABLE, SkipImage, load
-    from records.pixels import PixelError, read_rgb
+    from faces.pixels import PixelError, read_rgb
 
     path = tmp_path / "bomb.png"
     path.write_bytes(bomb_png())
@@ -443,7 +443,7 @@ def predicted_face(run_dir, *args) -> dict:
 
 
 def expected_crop(box, margin) -> list[int]:
-    from records.facebox import crop_region
+    from faces.facebox import crop_region
 
     x, y, w, h = box
     return list(crop_region((x, y, x + w, y + h), margin, 512, 512))   # the portrait is 512x512
@@ -527,7 +527,7 @@ def test_predict_never_imports_ingest(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:") and line.count("|") == 2}
-    assert {"serving.faces", "records.detect", "mtcnn", "records.facebox", "entry.progress"} <= imported   # the whole path ran
+    assert {"serving.faces", "faces.detect", "mtcnn", "faces.facebox", "entry.progress"} <= imported   # the whole path ran
     assert sorted(m for m in imported if m.split(".")[0] == "ingest") == []
 
 
@@ -548,7 +548,7 @@ def test_trainer_predict_is_the_same_command_as_serving_predict(tiny_run, sample
 def test_an_age_label_stays_inside_the_picture(box):
     import matplotlib.pyplot as plt
 
-    from serving.plots import annotated_figure
+    from reports.prediction_plots import annotated_figure
 
     fig = annotated_figure(np.zeros((120, 200, 3), np.uint8), [{"box": box, "apparent_age": 100.0}])
     fig.canvas.draw()
@@ -654,7 +654,7 @@ def test_jsonl_and_pictures_dir_refuse_each_others_shape_before_any_work(tmp_pat
 
 
 def test_the_tally_counts_files_faces_and_errors_by_kind_and_says_where_the_results_are(tmp_path):
-    from records.pixels import PixelError, check_file
+    from faces.pixels import PixelError, check_file
     from serving import tally
 
     def error_of(path):

@@ -7,8 +7,8 @@ import os
 import pytest
 import tensorflow as tf
 
+from storage.run_dir import RunDirError
 from trainer import checkpoints
-from trainer.run_dir import RunDirError
 
 
 def saved(directory: str, epochs: list[int]) -> tf.train.Checkpoint:

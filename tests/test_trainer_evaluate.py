@@ -12,8 +12,8 @@ import pytest
 
 import model
 import records
+from storage.run_dir import RunDir
 from trainer import evaluate, loop
-from trainer.run_dir import RunDir
 
 from conftest import run_module
 
@@ -103,7 +103,7 @@ def test_an_appa_real_split_reports_the_epsilon_error_of_its_predictions(tmp_pat
 def test_learning_curves_show_the_metric_that_picked_best_keras(tmp_path):
     from PIL import Image
 
-    from trainer import plots
+    from reports import plots
 
     history = [{"epoch": e, "loss": 3.0 - e / 10, "val_loss": 3.1 - e / 20, "mae": 9.0 - e, "val_mae": 9.5 - e / 2,
                 "epsilon_error": 0.8 - e / 20, "val_epsilon_error": 0.7 - e / 30} for e in range(1, 6)]

@@ -14,10 +14,11 @@ import pytest
 
 import model
 import records
+from errors import DataError
 from conftest import run_module
-from records import outdir
-from records.lock import OutputLock
 from records.writer import ShardedWriter
+from storage import outdir
+from storage.lock import OutputLock
 from trainer import features, loop
 
 
@@ -144,7 +145,7 @@ def test_a_cache_build_is_staged_locked_and_keeps_the_previous_cache_on_failure(
     assert not os.path.exists(target.staging)
     # A second builder is refused at once, naming the holder.
     with OutputLock(cache):
-        with pytest.raises(records.DataError, match=rf"{re.escape(cache)}: already being written by pid {os.getpid()}"):
+        with pytest.raises(DataError, match=rf"{re.escape(cache)}: already being written by pid {os.getpid()}"):
             features.build(net, shards, key, log=lambda *_: None)
     # A build that fails midway (disk full) leaves the finished cache as it was, and no staging.
     before = {n: open(os.path.join(cache, n), "rb").read() for n in os.listdir(cache)}
@@ -157,7 +158,7 @@ def test_a_cache_build_is_staged_locked_and_keeps_the_previous_cache_on_failure(
         return original_write(self, record)
     original_write = ShardedWriter.write
     monkeypatch.setattr(ShardedWriter, "write", full_disk)
-    with pytest.raises(records.DataError, match=r"cannot write .*No space left on device"):
+    with pytest.raises(DataError, match=r"cannot write .*No space left on device"):
         features.build(net, shards, key, log=lambda *_: None)
     monkeypatch.undo()
     assert {n: open(os.path.join(cache, n), "rb").read() for n in os.listdir(cache)} == before
@@ -165,7 +166,7 @@ def test_a_cache_build_is_staged_locked_and_keeps_the_previous_cache_on_failure(
 
 
 def test_multi_worker_refuses_to_build_a_missing_cache(shards):
-    with pytest.raises(records.DataError, match="python -m trainer.features --records"):
+    with pytest.raises(DataError, match="python -m trainer.features --records"):
         features.ensure(tiny_net(), shards, None, "tiny", 0, allow_build=False, log=lambda *_: None)
 
 

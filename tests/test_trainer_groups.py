@@ -16,10 +16,11 @@ import pytest
 import model
 from ingest import sample_sources
 from model import uncertainty
+from model.load import load_run_model
 from records import schema
+from storage.run_dir import RunDir
 from trainer import calibration, config, evaluate, groups, loop, report_html
 from trainer.config import ConfigError
-from trainer.run_dir import RunDir, load_run_model
 
 import browser
 from conftest import run_module

@@ -4,8 +4,8 @@ carries the validation gender accuracy, whatever history.csv names the column.""
 from __future__ import annotations
 
 from model import metrics
+from trainer.history import GENDER_FIELDS, HISTORY_FIELDS
 from trainer.reporter import EpochReporter
-from trainer.run_dir import GENDER_FIELDS, HISTORY_FIELDS
 
 
 def row(gender: bool) -> dict:

@@ -1,4 +1,4 @@
-"""trainer.run_dir and train.open_run: a run directory is ours or refused, has one
+"""storage.run_dir and train.open_run: a run directory is ours or refused, has one
 writer, loses a killed run's partial files, and damaged files cost one line."""
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import keras
 import pytest
 
 import model
-from records import outdir
-from records.manifest import DataError
+from errors import DataError
+from model.load import load_run_model
+from storage import outdir
+from storage.run_dir import RunDir, RunDirError
 from trainer import flags as trainer_flags
 from trainer import train
-from trainer.run_dir import RunDir, RunDirError, load_run_model
 
 
 def config(model_dir: str, **overrides) -> trainer_flags.TrainConfig:

@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 
 import model
+from errors import DataError
 from model import transfer
-from trainer import flags as trainer_flags
-from records.manifest import DataError
+from storage.run_dir import RunDir, RunDirError
 from trainer import evaluate, inputs, loop, resume, train
-from trainer.run_dir import RunDir, RunDirError
+from trainer import flags as trainer_flags
 
 
 @pytest.fixture

@@ -21,8 +21,9 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from records.manifest import atomic_write
-from trainer.run_dir import RunDir
+from storage.atomic import atomic_write
+from storage.run_dir import RunDir
+from trainer import history
 
 
 @dataclasses.dataclass
@@ -65,7 +66,7 @@ def new_best_model(net: keras.Model, run: RunDir, best_metric: str) -> Action:
 def write_history(run: RunDir) -> Action:
     """history.csv: every completed epoch, rewritten atomically."""
     def action(end: EpochEnd) -> None:
-        run.write_history(end.history)
+        history.write_history(run, end.history)
     return action
 
 

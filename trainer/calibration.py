@@ -27,8 +27,8 @@ import tensorflow as tf
 
 import records
 from model import age_outputs, uncertainty
-from records.manifest import atomic_write
-from trainer.run_dir import RunDir
+from storage.atomic import atomic_write
+from storage.run_dir import RunDir
 
 MASSES = (0.5, 0.9)                                   # the coverages report.json shows
 TOLERANCE = 0.05                                      # off by more: --calibrate fits a temperature

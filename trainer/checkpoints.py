@@ -24,8 +24,8 @@ from typing import Callable
 
 import tensorflow as tf
 
-from records.manifest import atomic_write_bytes
-from trainer.run_dir import RunDirError
+from storage.atomic import atomic_write_bytes
+from storage.run_dir import RunDirError
 
 PREFIX = "ckpt"                      # tf.train.CheckpointManager's default checkpoint_name
 INDEX_NAME = "checkpoint"            # the manager's text index

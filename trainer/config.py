@@ -1,9 +1,9 @@
-"""The trainer's and the predictor's settings: the config objects library code takes,
+"""The trainer's settings: the config objects library code takes,
 their allowed values and defaults, and `ConfigError`.
 
 `trainer.flags` (the command lines) builds these objects from parsed flags and reads
 its defaults from them; library code (`trainer.train`, `trainer.features`,
-`trainer.evaluate`, `serving`) imports this module, never the flags.
+`trainer.evaluate`) imports this module, never the flags (serving's settings: `serving.config`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import time
 from errors import ProjectError
 from model import metric_names as metrics
 from model.variants import TRAINABLE_FROM, VARIANTS
-from records import facebox, framing
 from records.augment_ops import OP_NAMES
 from records.augment_ops import resolve as resolve_augment
-from records.detect import MIN_FACE
 from records.schema import DEFAULT_SHUFFLE_BUFFER, NUM_AGES
 from records.service.address import ServiceError, parse_address
 
@@ -29,15 +27,13 @@ TASKS = ("age", "age_gender")
 DEFAULT_THRESHOLDS = (18,)   # --age_threshold's default: the age gate every report shows (trainer.groups)
 BEST_METRICS = tuple(map(metrics.val, (metrics.LOSS, metrics.MAE, metrics.EPSILON_ERROR)))   # all: lower is better
 LR_SCHEDULES = ("constant", "cosine")
-TTA = ("none", "flip")               # --tta of trainer.evaluate, serving.predict and serving.export
-TFLITE_PRECISIONS = ("none", "float32", "float16")   # --tflite of serving.export
 FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
 NO_WEIGHTS = "none"                 # --weights=none: random initialisation
 CLUSTER_TIMEOUT = 300.0             # seconds to wait for every multi-worker peer (they start at different times)
 DATA_SERVICE_DEADLINE_S = 3600.0    # --data_service_deadline: the bound on one service epoch
 
 # Settings a resumed run must not change: they decide the network or the meaning of its
-# saved state. Checked against the run's run.json (trainer.run_dir).
+# saved state. Checked against the run's run.json (storage.run_dir).
 FIXED_ON_RESUME = ("variant", "task", "cache_features", "best_metric", "trainable_from")
 
 
@@ -249,18 +245,3 @@ class TrainConfig:
             raise ConfigError(f"--variant={self.variant} with --weights: VGG-Face weights only fit the "
                               f"full variant; pass --weights=none for the {self.variant} one")
         return self
-
-
-@dataclasses.dataclass(frozen=True)
-class PredictConfig:
-    """How `serving.predict` turns photos into faces for the model."""
-    detect: bool = True
-    detector: str = framing.DEFAULT_DETECTOR   # records.detect: mtcnn or haar
-    align: bool = True                  # turn each face so its eyes are level (MTCNN's landmarks)
-    margin: float = facebox.DEFAULT_MARGIN
-    min_face: int = MIN_FACE            # smallest face the detector reports, in pixels
-    batch_size: int = 64                # faces per model call
-    probs: bool = False
-    # Each framed face stored as the run's training faces were (records.framing.Stored)
-    # before the model's resize; None: passed as framed.
-    stored: framing.Stored | None = None

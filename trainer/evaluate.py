@@ -39,15 +39,17 @@ import numpy as np
 import tensorflow as tf
 
 import records
+from faces import framing
 from model import age_outputs, metrics
-from records import framing
-from records.manifest import atomic_write_bytes
+from model.load import load_run_model
 from records.schema import (AGE_MEAN, AGE_STD, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRIBUTES, NUM_AGES,
                             REAL_AGE, group_name)
+from reports import plots
+from storage.atomic import atomic_write_bytes
+from storage.run_dir import OTHER_REPORT, OWN_REPORT, RunDir
+from trainer import calibration, groups, loop, report_html
 from trainer import flags as trainer_flags
-from trainer import calibration, groups, loop, plots, report_html
 from trainer.config import DEFAULT_THRESHOLDS, TrainConfig, check_evaluate
-from trainer.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, load_run_model
 
 __all__ = ["evaluate_run", "load_run_model", "mae_by_decade", "apparent_age_scores"]
 

@@ -15,10 +15,10 @@ different directory. Before every use, every number its manifest vouches for is
 checked (each shard's size, sha256 and record count): a cache without a matching
 manifest, or with a damaged shard, is rebuilt, never used.
 
-Builds follow the output rules of `records.outdir`: the cache is written into
+Builds follow the output rules of `storage.outdir`: the cache is written into
 `features/.<variant>-<key>.staging` (marker first, manifest last) and swapped in
 when complete, so a killed build leaves the previous cache (or none) and never a
-half-written one; one build per cache directory (`records.lock`), a second is
+half-written one; one build per cache directory (`storage.lock`), a second is
 refused at once naming the holder.
 
     python -m trainer.features --records shards/wiki --weights vgg_face_weights.h5
@@ -43,13 +43,16 @@ import tensorflow as tf
 
 import model as age_model_lib
 import records
-from records import outdir, schema, wire
+from errors import DataError
+from records import schema, wire
 from records.identity import data_identity
-from records.manifest import file_sha256, manifest_path, split_shards, write_manifest
+from records.manifest import manifest_path, split_shards, write_manifest
 from records.writer import ShardedWriter
+from storage import outdir
+from storage.checksum import file_sha256
 from trainer import flags as trainer_flags
-from trainer.config import FEATURES_BATCH_SIZE, parse_weights
 from trainer import loop
+from trainer.config import FEATURES_BATCH_SIZE, parse_weights
 
 FEATURE_DTYPE = "float16"
 SHARD_BYTES = 128 << 20
@@ -103,7 +106,7 @@ def damage(directory: str, key: dict) -> str | None:
                 counted += found
             if counted != listed["count"]:
                 return f"split {split}: {counted} records, the manifest lists {listed['count']}"
-    except records.DataError as e:
+    except DataError as e:
         return str(e)
     except (KeyError, TypeError) as e:
         return f"{manifest_path(directory)}: malformed ({e!r})"
@@ -114,7 +117,7 @@ def is_legacy_cache(directory: str) -> bool:
     """A cache written before markers existed: its manifest is a feature manifest."""
     try:
         return records.read_manifest(directory).get("kind") == schema.KIND_FEATURES
-    except records.DataError:
+    except DataError:
         return False
 
 
@@ -138,7 +141,7 @@ def build(net, records_dir: str, key: dict, *, batch_size: int = BATCH_SIZE, log
             _write(net, records_dir, key, staging, batch_size, log)
         except OSError as e:           # disk full, read-only: one line, no half-written cache left
             target.discard_staging()
-            raise records.DataError(f"feature cache {target.path}: cannot write {e.filename or staging} "
+            raise DataError(f"feature cache {target.path}: cannot write {e.filename or staging} "
                                     f"({e.strerror or e}); free space under {records_dir} or make it "
                                     f"writable") from e
         target.swap_in()
@@ -193,7 +196,7 @@ def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, 
     if os.path.exists(directory):
         log(f"Feature cache: {directory} cannot be used ({why})")
     if not allow_build:
-        raise records.DataError(
+        raise DataError(
             f"{directory}: no finished feature cache for these shards and weights; build it first with "
             f"`python -m trainer.features --records {records_dir} --weights {weights or 'none'} "
             f"--variant {variant} --seed {seed}`")

@@ -16,12 +16,12 @@ from absl import flags
 
 import entry
 
+from model.tta import define_tta_flag
 from model.variants import TRAINABLE_FROM, VARIANTS
 from records.augment_ops import DEFAULT_OPS, OP_NAMES
-from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE,
-                            LR_SCHEDULES, MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, TTA,
-                            ConfigError, TrainConfig, check_evaluate, default_model_dir, default_trainable_from,
-                            parse_weights)
+from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE, LR_SCHEDULES,
+                            MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, ConfigError, TrainConfig,
+                            check_evaluate, default_model_dir, default_trainable_from, parse_weights)
 
 FLAGS = flags.FLAGS
 D = TrainConfig.__dataclass_fields__   # the defaults live in one place: trainer.config.TrainConfig
@@ -139,13 +139,6 @@ def define_train_flags() -> None:
 def define_features_flags() -> None:
     """Flags of `python -m trainer.features` (the same meaning as the trainer's)."""
     _define_trunk_flags(FEATURES_BATCH_SIZE, "Images per trunk forward pass.")
-
-
-def define_tta_flag() -> None:
-    """--tta, shared by trainer.evaluate and serving.predict (the same meaning)."""
-    flags.DEFINE_enum("tta", TTA[0], list(TTA),
-                      "Test-time augmentation: flip scores each face as the mean of the softmax of "
-                      "the image and of its mirror image.")
 
 
 def define_evaluate_flags() -> None:

@@ -15,6 +15,7 @@ building.
 from __future__ import annotations
 
 import records
+from errors import DataError
 from model import metrics
 from records import service
 from records.schema import KIND_FEATURES, LABEL_APPARENT, LABEL_REAL
@@ -25,7 +26,7 @@ def check_data(directory: str, splits: tuple[str, ...]) -> dict:
     """The manifest of image shards in `directory`, the shards of `splits` present."""
     manifest = records.read_manifest(directory)
     if manifest.get("kind") == KIND_FEATURES:
-        raise records.DataError(f"--records={directory} is a feature cache, not image shards; pass the data "
+        raise DataError(f"--records={directory} is a feature cache, not image shards; pass the data "
                                 f"set it was computed from ({manifest.get('images', 'its parent data set')}), "
                                 f"and --cache_features to train on its cache")
     for split in splits:
@@ -56,7 +57,7 @@ def check_batch_size(config: TrainConfig, manifest: dict) -> None:
     """A batch larger than the training split would silently train on fewer images per step."""
     count = manifest["splits"]["train"]["count"]
     if config.batch_size > count:
-        raise records.DataError(f"--batch_size={config.batch_size} is larger than the {count}-record training "
+        raise DataError(f"--batch_size={config.batch_size} is larger than the {count}-record training "
                                 f"split of {config.records}; use --batch_size={count} or less")
 
 

@@ -1,4 +1,5 @@
-"""How training shows its progress: a keras Progbar per epoch on a terminal, one line
+"""How training shows its progress: the project's progress bar (entry.progress, with the
+running loss and MAE) per epoch on a terminal, one line
 per epoch otherwise (logs, CI). `train.run_epochs` feeds it the running metrics of
 each step and, as an end-of-epoch action, the epoch's history row."""
 
@@ -6,14 +7,13 @@ from __future__ import annotations
 
 import sys
 
-import keras
-
+from entry.progress import Progress
 from model import metrics
 from trainer import actions
 
 
 class EpochReporter:
-    """A keras Progbar on a terminal, one line per epoch otherwise (logs, CI)."""
+    """A progress bar per epoch on a terminal, one line per epoch otherwise (logs, CI)."""
 
     def __init__(self, steps: int, epochs: int):
         self.steps, self.epochs = steps, epochs
@@ -23,11 +23,13 @@ class EpochReporter:
     def start(self, epoch: int) -> None:
         if self.tty:
             print(f"Epoch {epoch + 1}/{self.epochs}")
-            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=[metrics.LOSS, metrics.MAE])
+            self.bar = Progress(self.steps, "steps", stream=sys.stdout)
 
     def update(self, done: int, running: dict) -> None:
+        """`done` steps of the epoch so far, with the running metrics."""
         if self.bar is not None:
-            self.bar.update(done, [(name, running[name]) for name in (metrics.LOSS, metrics.MAE)])
+            self.bar.update(done - self.bar.done, " ".join(
+                f"{name} {float(running[name]):.4g}" for name in (metrics.LOSS, metrics.MAE)))
 
     # history column -> its name on the epoch line
     SHOWN = {**{name: name for name in (metrics.LOSS, metrics.MAE,
@@ -36,6 +38,9 @@ class EpochReporter:
              metrics.val(metrics.GENDER_ACCURACY): "val_gender_acc"}
 
     def end(self, row: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         parts = [f"epoch {row['epoch']}/{self.epochs}"] + [
             f"{shown} {row[k]:.4g}" for k, shown in self.SHOWN.items() if k in row]
         parts.append(f"{row['epoch_seconds']:.1f}s {row['images_per_second']:.0f} img/s")

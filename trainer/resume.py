@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 
 from records.identity import data_identity, differences
+from storage.run_dir import RunDir, RunDirError
 from trainer import checkpoints
 from trainer.config import FIXED_ON_RESUME, TrainConfig
-from trainer.run_dir import RunDir, RunDirError
 
 
 def _shown(value) -> str:

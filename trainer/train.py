@@ -38,19 +38,20 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+import faces.framing
 import model as age_model_lib
 import records
-import records.framing
 from errors import ProjectError
 from model import metrics, transfer
 from records import service
 from records.identity import data_identity
+from storage.run_dir import RunDir
 from trainer import actions, checkpoints, distribution, features, loop
+from trainer import history as history_lib
 from trainer.config import MIXED_PRECISION_POLICIES, TrainConfig
 from trainer.inputs import check_inputs, no_spread, steps_per_epoch, train_counts
 from trainer.reporter import EpochReporter
 from trainer.resume import check_run_dir, training_identity
-from trainer.run_dir import RunDir
 
 # A resumed run reseeds its data order from the epoch it resumes at, so the order is
 # a function of (seed, resume epoch): reproducible for the same kill point.
@@ -63,8 +64,8 @@ class TrainingDiverged(ProjectError):
 
 def stored_as(manifest: dict) -> dict:
     """run.json's image_size, encoding and jpeg_quality: how the training faces were
-    stored (records.framing.Stored), which prediction repeats."""
-    stored = records.framing.stored(manifest)
+    stored (faces.framing.Stored), which prediction repeats."""
+    stored = faces.framing.stored(manifest)
     return stored.as_dict() if stored else {"image_size": manifest["image_size"]}
 
 
@@ -231,7 +232,7 @@ def restore(state: State, run: RunDir, config: TrainConfig, chief: bool) -> int:
               f"replaced by the model of epoch {start_epoch} ({config.best_metric} {value:.4g})", flush=True)
     if chief and len(kept) != len(history):
         with run.writing():
-            run.write_history(kept)
+            history_lib.write_history(run, kept)
         print(f"{run.file('history.csv')}: cut back to epoch {start_epoch}", flush=True)
     print(f"Resuming {run.path} after epoch {start_epoch} "
           f"(best {config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
@@ -427,8 +428,8 @@ def train(config: TrainConfig) -> str | None:
                                 "input_size": age_model_lib.input_size(state.net),
                                 # image_size, encoding, jpeg_quality: how its faces were stored
                                 **stored_as(manifest),
-                                # detector, aligned, margin of the faces it learns (records.framing)
-                                **records.framing.of(manifest).as_dict(), **config.info(),
+                                # detector, aligned, margin of the faces it learns (faces.framing)
+                                **faces.framing.of(manifest).as_dict(), **config.info(),
                                 "train_records": [os.path.abspath(d) for d in config.sources],
                                 "train_data": [training_identity(m) for m in sources],
                                 "records_weights": list(config.mix_weights),

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import os
 
+from errors import DataError
 from ingest.sources import appa_real, csv_table, imdb_wiki, utkface
 from ingest.sources.table import COLUMNS, Options, Table, root_of
-from records.manifest import DataError
 
 
 __all__ = ["AUTO", "AUTO_ORDER", "CHOICES", "COLUMNS", "SOURCES", "Options", "Table", "resolve",

@@ -21,9 +21,10 @@ import os
 import numpy as np
 import pandas as pd
 
+from errors import DataError
+from faces import facebox
 from ingest.sources.table import Options, Table, read_csv, sha256_of
-from records import facebox, schema
-from records.manifest import DataError
+from records import schema
 
 NAME = "appa_real"
 LOOKS_FOR = "a folder with gt_avg_train.csv (appa_real)"

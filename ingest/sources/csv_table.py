@@ -29,9 +29,10 @@ import os
 import numpy as np
 import pandas as pd
 
+from errors import DataError
+from faces import facebox
 from ingest.sources.table import Options, Table, read_csv, root_of, sha256_of
-from records import facebox, schema
-from records.manifest import DataError
+from records import schema
 
 NAME = "csv"
 LOOKS_FOR = "a .csv file (csv)"

@@ -16,9 +16,10 @@ import os
 import numpy as np
 import pandas as pd
 
+from errors import DataError
+from faces import facebox
 from ingest.sources.table import Options, Table, sha256_of
-from records import facebox, schema
-from records.manifest import DataError
+from records import schema
 
 NAME = "imdb_wiki"
 LOOKS_FOR = "a folder with wiki.mat or imdb.mat (imdb_wiki)"

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from errors import DataError
 from records import schema
-from records.manifest import DataError, hash_file
+from storage.checksum import hash_file
 
 # The canonical table every source produces (extra columns are the source's own).
 COLUMNS = {

@@ -9,7 +9,7 @@ the same path the trainer names, so every worker host must see the shard directo
 there (a shared file system or a copy).
 
 Exit status 0 after the clean stop. A bad address, a port in use or an unusable
---work_dir is one `error: ...` line and exit status 1 (entry.run_parsed); a
+--work_dir is one `error: ...` line and exit status 1 (entry.run); a
 malformed address is refused before TensorFlow loads.
 """
 
@@ -17,45 +17,54 @@ from __future__ import annotations
 
 import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
-import argparse
 import os
 import signal
 import threading
 
-DEFAULT_PORT = 5050
+from absl import flags
+
+DEFAULT_PORT = 5050           # the dispatcher's --port (a worker's: 0, any free port)
 POLL_S = 0.2   # how often the serving loop checks for a stop request
+SERVERS = ("dispatcher", "worker")
+USAGE = ("python -m records.service dispatcher [--port P] [--work_dir DIR] [--worker_timeout_ms MS] | "
+         "python -m records.service worker --dispatcher HOST:PORT [--port P] [--worker_address HOST:P]")
+FLAGS = flags.FLAGS
+OWN_FLAGS = {"dispatcher": ("work_dir", "worker_timeout_ms"), "worker": ("dispatcher", "worker_address")}
 
 
-def listen_port(text: str) -> int:
-    """--port: 0 (any free port) or 1..MAX_PORT; anything else is argparse's usage error."""
-    from records.service.address import MAX_PORT
-
-    if not text.isdigit() or int(text) > MAX_PORT:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..{MAX_PORT})")
-    return int(text)
-
-
-def parser() -> argparse.ArgumentParser:
+def define_flags() -> None:
     """Every flag of `python -m records.service`, defined here only."""
-    p = argparse.ArgumentParser(prog="python -m records.service", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="server", required=True)
-    d = sub.add_parser("dispatcher", help="start the dispatcher (one per service)")
-    d.add_argument("--port", type=listen_port, default=DEFAULT_PORT,
-                   help="port to listen on (0 picks a free one); default %(default)s")
-    d.add_argument("--work_dir", default=None,
-                   help="directory for the dispatcher's journal; with it fault_tolerant_mode is "
-                        "on, so a restarted dispatcher recovers its jobs and workers")
-    d.add_argument("--worker_timeout_ms", type=int, default=None,
-                   help="how long a worker may miss heartbeats before the dispatcher drops it "
-                        "(tf.data's default when unset)")
-    w = sub.add_parser("worker", help="start a worker (one or more per host)")
-    w.add_argument("--dispatcher", required=True, help="the dispatcher's HOST:PORT (grpc:// optional)")
-    w.add_argument("--port", type=listen_port, default=0, help="port to listen on (0 picks a free one)")
-    w.add_argument("--worker_address", default=None,
-                   help="HOST:PORT by which the dispatcher and trainers reach this worker; "
-                        "default localhost:<port> (set it when they run on other hosts)")
-    return p
+    flags.DEFINE_integer("port", None, f"port to listen on (0 picks a free one); default {DEFAULT_PORT} "
+                         f"for the dispatcher, 0 for a worker")
+    flags.DEFINE_string("work_dir", None, "dispatcher: directory for its journal; with it fault_tolerant_mode "
+                        "is on, so a restarted dispatcher recovers its jobs and workers")
+    flags.DEFINE_integer("worker_timeout_ms", None, "dispatcher: how long a worker may miss heartbeats before "
+                         "the dispatcher drops it (tf.data's default when unset)")
+    flags.DEFINE_string("dispatcher", None, "worker: the dispatcher's HOST:PORT (grpc:// optional)")
+    flags.DEFINE_string("worker_address", None, "worker: HOST:PORT by which the dispatcher and trainers reach "
+                        "this worker; default localhost:<port> (set it when they run on other hosts)")
+
+
+def server_and_port(argv: list[str]) -> tuple[str, int]:
+    """The server to start (dispatcher or worker) and its port, from the arguments after
+    the flags; a wrong one, a port outside 0..MAX_PORT, a worker without --dispatcher or
+    the other server's flag is a ServiceError line."""
+    from records.service.address import MAX_PORT, ServiceError
+
+    args = argv[1:]
+    if len(args) != 1 or args[0] not in SERVERS:
+        raise ServiceError(f"usage: {USAGE} (got: {' '.join(args) or 'no arguments'})")
+    server = args[0]
+    other = next(name for name in OWN_FLAGS if name != server)
+    for name in OWN_FLAGS[other]:
+        if FLAGS[name].present:
+            raise ServiceError(f"--{name} is the {other}'s flag, not the {server}'s: {USAGE}")
+    if server == "worker" and FLAGS.dispatcher is None:
+        raise ServiceError("a worker needs --dispatcher HOST:PORT (the dispatcher's address)")
+    port = FLAGS.port if FLAGS.port is not None else (DEFAULT_PORT if server == "dispatcher" else 0)
+    if not 0 <= port <= MAX_PORT:
+        raise ServiceError(f"--port={port} is not a port (0..{MAX_PORT})")
+    return server, port
 
 
 def stop_requested() -> threading.Event:
@@ -76,53 +85,55 @@ def serve(server, what: str, stop: threading.Event) -> None:
     print(f"{what} stopped", flush=True)
 
 
-def main(args: argparse.Namespace) -> int:
-    """Start the server `args` names and serve until SIGTERM/Ctrl-C (then exit status 0).
+def main(argv: list[str]) -> int:
+    """Start the server `argv` names and serve until SIGTERM/Ctrl-C (then exit status 0).
     A bad address, a taken port or an unusable work dir is a ServiceError: one
-    `error: ...` line from entry.run_parsed, exit status 1."""
+    `error: ...` line from entry.run, exit status 1."""
     from records.service.address import ServiceError, parse_address
 
-    if args.server == "worker":          # before TensorFlow's import and its start-up lines
-        host, port = parse_address(args.dispatcher)
-        if args.worker_address is not None:
-            parse_address(args.worker_address)
+    server_name, listen = server_and_port(argv)
+    work_dir, worker_address = FLAGS.work_dir, FLAGS.worker_address
+    if server_name == "worker":          # before TensorFlow's import and its start-up lines
+        host, port = parse_address(FLAGS.dispatcher)
+        if worker_address is not None:
+            parse_address(worker_address)
     import tensorflow as tf
 
     stop = stop_requested()
     service = tf.data.experimental.service
-    if args.server == "dispatcher":
-        if args.work_dir:
+    if server_name == "dispatcher":
+        if work_dir:
             try:
-                os.makedirs(args.work_dir, exist_ok=True)
+                os.makedirs(work_dir, exist_ok=True)
             except OSError as e:
-                raise ServiceError(f"--work_dir {args.work_dir}: cannot create it "
+                raise ServiceError(f"--work_dir {work_dir}: cannot create it "
                                    f"({e.strerror or e}); pass a writable directory") from None
         config = service.DispatcherConfig(
-            port=args.port, work_dir=args.work_dir, fault_tolerant_mode=bool(args.work_dir),
-            worker_timeout_ms=args.worker_timeout_ms)
+            port=listen, work_dir=work_dir, fault_tolerant_mode=bool(work_dir),
+            worker_timeout_ms=FLAGS.worker_timeout_ms)
         try:
             server = service.DispatchServer(config)
         except Exception as e:  # the port is taken, the work dir unusable, ...
-            raise ServiceError(f"cannot start the dispatcher on port {args.port}: "
+            raise ServiceError(f"cannot start the dispatcher on port {listen}: "
                                f"{str(e).splitlines()[0]}") from None
-        mode = f", fault tolerant, work_dir {args.work_dir}" if args.work_dir else ""
+        mode = f", fault tolerant, work_dir {work_dir}" if work_dir else ""
         print(f"dispatcher listening on {server.target}{mode}", flush=True)
         serve(server, "dispatcher", stop)
         return 0
     config = service.WorkerConfig(
-        dispatcher_address=f"{host}:{port}", port=args.port,
-        worker_address=args.worker_address or "localhost:%port%")
+        dispatcher_address=f"{host}:{port}", port=listen,
+        worker_address=worker_address or "localhost:%port%")
     try:
         server = service.WorkerServer(config)
     except Exception as e:
-        raise ServiceError(f"cannot start the worker on port {args.port}: "
+        raise ServiceError(f"cannot start the worker on port {listen}: "
                            f"{str(e).splitlines()[0]}") from None
     print(f"worker listening on {server._address} (reachable as "
-          f"{(args.worker_address or 'localhost:%port%').replace('%port%', server._address.rsplit(':', 1)[1])}), "
+          f"{(worker_address or 'localhost:%port%').replace('%port%', server._address.rsplit(':', 1)[1])}), "
           f"dispatcher {host}:{port}", flush=True)
     serve(server, "worker", stop)
     return 0
 
 
 if __name__ == "__main__":
-    entry.run_parsed(main, parser())
+    entry.run(main, define_flags)

@@ -1,5 +1,5 @@
 """The data set card: `python -m records inspect DIR --html` writes DIR/card.html, one
-self-contained page (records.html_page) that shows what a model trained on DIR sees:
+self-contained page (reports.html_page) that shows what a model trained on DIR sees:
 its source, the cleaning steps with what each removed, the counts per split, the
 age / gender / group histograms from the manifest, and a grid of sample faces per
 age band (schema.AGE_BANDS) read from the shards.
@@ -18,8 +18,9 @@ import os
 import numpy as np
 
 from records import schema
-from records.html_page import figure_uri, page, table, thumbnail_uri
-from records.manifest import atomic_write_bytes, read_manifest
+from records.manifest import read_manifest
+from reports.html_page import figure_uri, page, table, thumbnail_uri
+from storage.atomic import atomic_write_bytes
 
 CARD_NAME = "card.html"   # ingest.output owns it (so this module imports no TensorFlow at load)
 SECTIONS = ("source", "cleaning", "splits", "histograms", "samples")
@@ -122,7 +123,7 @@ def write_card(directory: str) -> str:
     """DIR/card.html (temporary name, then rename); returns its path."""
     m = read_manifest(directory)
     if m.get("kind") != schema.KIND_IMAGES:
-        from records.manifest import DataError
+        from errors import DataError
         raise DataError(f"{directory}: a data set card shows face images; this is a {m.get('kind')!r} "
                         f"directory; pass the image shards' directory")
     name = (m.get("source") or {}).get("dataset") or os.path.basename(os.path.normpath(directory))

@@ -9,7 +9,7 @@ killer), so a crashed writer never leaves a stale lock behind; the file itself
 stays (deleting it on release would let two processes lock two different
 inodes of the same name).  The holder writes "pid N on HOST" into the file, and
 a refused process names it.  The lock sits beside the output, not inside it, so
-it survives the staging swap (`records.outdir`) that replaces the directory.
+it survives the staging swap (`storage.outdir`) that replaces the directory.
 
 Take the lock before forking helper processes or fork them first: a forked
 child shares the open file description and so keeps the lock while it lives
@@ -24,7 +24,7 @@ import fcntl
 import os
 import socket
 
-from records.manifest import DataError
+from errors import DataError
 
 LOCK_SUFFIX = ".lock"
 

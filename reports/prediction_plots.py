@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from model import metrics
-from trainer.plots import save_figure   # chooses the file-only backend before pyplot loads
+from reports.plots import save_figure   # chooses the file-only backend before pyplot loads
 
 
 def age_distribution(probs: np.ndarray, path: str, title: str) -> str:

@@ -20,7 +20,7 @@ cache) follows the same three rules, implemented here once:
    A directory cannot be replaced atomically, so `repair()` (call it at every
    start, under the lock) finishes a swap that a crash interrupted: each state
    between two renames is recognisable from which of the names exist.
-3. **One writer.**  `Output.lock()` is a `records.lock.OutputLock` on the output.
+3. **One writer.**  `Output.lock()` is a `storage.lock.OutputLock` on the output.
 
 Typical use (ingest):
 
@@ -45,8 +45,9 @@ import os
 import shutil
 from typing import Callable
 
-from records.lock import OutputLock
-from records.manifest import DataError, atomic_write_bytes
+from errors import DataError
+from storage.atomic import atomic_write_bytes
+from storage.lock import OutputLock
 
 MARKER_NAME = ".dex-age"
 STAGING_SUFFIX = ".staging"

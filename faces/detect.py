@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from records import facebox, framing
+from faces import facebox, framing
 
 CASCADE = "haarcascade_frontalface_default.xml"
 MIN_FACE = 30         # smallest face side found by default, px of the photo
@@ -44,7 +44,7 @@ class Face:
         return (x, y, x + w, y + h)
 
     def angle(self, align: bool) -> float:
-        """The turn that levels the eyes (records.facebox.frame), or 0."""
+        """The turn that levels the eyes (faces.facebox.frame), or 0."""
         return facebox.eye_angle(*self.eyes) if align and self.eyes else 0.0
 
 

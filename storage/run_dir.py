@@ -1,12 +1,12 @@
 """The run directory (`--model_dir`): what a training run leaves behind, by name.
 
-    .dex-age         the marker (records.outdir): written first, so even an interrupted
+    .dex-age         the marker (storage.outdir): written first, so even an interrupted
                      first run is recognisably a run; a directory with other contents and
                      no marker is refused, never written into
     flags.txt        the resolved flags (re-usable: --flagfile=runs/X/flags.txt)
     run.json         shards dir and the sha256 of its shards per split, shard image size,
                      model input size, the framing of the training crops (detector,
-                     aligned, margin: the manifest's; records.framing), variant, task, cache_features, best_metric: what
+                     aligned, margin: the manifest's; faces.framing), variant, task, cache_features, best_metric: what
                      evaluation/prediction/export need, and what a resumed run must not change
     checkpoints/     tf.train.CheckpointManager: model, optimizer, epoch, best metric (resume;
                      trainer.checkpoints finds them from the files)
@@ -19,7 +19,7 @@
                      run's own records, test split; another data set or split writes
                      report-<data>-<split>.json, ...: evaluate.output_names)
 
-One writer: the trainer (the chief, under multi_worker) holds `records.lock.OutputLock`
+One writer: the trainer (the chief, under multi_worker) holds `storage.lock.OutputLock`
 on the directory (`parent/.NAME.lock`) for the whole run; a second trainer is refused
 at once, naming the holder. Under that lock each start removes the partial files a
 killed run left (`.NAME.tmp-<pid>` of the files above, `checkpoints/ckpt-N_temp/`).
@@ -34,22 +34,15 @@ import io
 import json
 import os
 import shutil
-import zipfile
 
-import keras
-
-import model
 from errors import ProjectError, disk_problem, disk_target
-from model import metrics
-from records import framing, outdir
-from records.facebox import DEFAULT_MARGIN, is_margin
-from records.lock import OutputLock, lock_path
-from records.manifest import atomic_write_bytes, read_json_object
+from faces import framing
+from faces.facebox import DEFAULT_MARGIN, is_margin
+from storage import outdir
+from storage.atomic import atomic_write_bytes
+from storage.json_file import read_json_object
+from storage.lock import OutputLock, lock_path
 
-HISTORY_FIELDS = ("epoch", *metrics.RATES, *map(metrics.val, metrics.RATES),
-                  "learning_rate", "epoch_seconds", "images_per_second")
-GENDER_FIELDS = (metrics.GENDER_ACCURACY, metrics.val(metrics.GENDER_ACCURACY))
-EPSILON_FIELDS = (metrics.EPSILON_ERROR, metrics.val(metrics.EPSILON_ERROR))   # data with apparent-age spreads
 KIND = "run"                         # the marker's kind
 # trainer.evaluate's report of the run's own records (test split) ...
 OWN_REPORT = {"report": "report.json", "predictions": "predictions.csv",
@@ -209,12 +202,8 @@ class RunDir:
             return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
                     for row in csv.DictReader(f)]
 
-    def write_history(self, rows: list[dict]) -> None:
-        """Rewrite the whole file atomically: a kill never leaves half a row. The gender
-        columns when the rows have them, the ε-error ones when any row has them (a training
-        epoch of mixed sources may draw no face with a spread: its cell stays empty)."""
-        fields = list(HISTORY_FIELDS) + [k for k in GENDER_FIELDS if rows and k in rows[0]] + [
-            k for k in EPSILON_FIELDS if any(k in row for row in rows)]
+    def write_history(self, rows: list[dict], fields: list[str]) -> None:
+        """Rewrite the whole file atomically, columns `fields`: a kill never leaves half a row."""
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -235,22 +224,6 @@ def run_margin(info: dict, where: str = "run.json") -> float:
 
 
 def run_framing(info: dict, where: str = "run.json") -> framing.Framing:
-    """How the faces a run was trained on were framed (records.framing), its margin
+    """How the faces a run was trained on were framed (faces.framing), its margin
     checked by run_margin."""
     return framing.of({**info, "margin": run_margin(info, where)})
-
-
-def load_run_model(run: RunDir):
-    """best.keras of a run, loaded with safe_mode (only registered layers)."""
-    path = run.require_best_model()
-    if not zipfile.is_zipfile(path):      # Keras then says "File not found" for a file that exists
-        raise RunDirError(f"{path}: truncated or not a .keras file; train again with "
-                          f"`python -m trainer --model_dir {run.path}` (it resumes)")
-    model.register_layers()
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
-        # TypeError: an unregistered custom layer; KeyError: a zip without config.json.
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise RunDirError(f"{path}: cannot be loaded ({reason}); train again with "
-                          f"`python -m trainer --model_dir {run.path}` (it resumes)") from e

@@ -1,5 +1,5 @@
 """The pieces of the project's self-contained HTML pages (trainer.report_html's
-report.html, records.card's card.html): one style, pictures as inline data: URIs, tables
+report.html, reports.card's card.html): one style, pictures as inline data: URIs, tables
 that scroll sideways on a phone, no script and no network."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pictures a run produces: learning curves and error by age (serving.plots draws
+"""The pictures a run produces: learning curves and error by age (reports.prediction_plots draws
 the photos prediction annotates)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
 from model import metrics  # noqa: E402
-from records.manifest import atomic_write  # noqa: E402
 from records.schema import NUM_AGES  # noqa: E402
+from storage.atomic import atomic_write  # noqa: E402
 
 
 def save_figure(fig, path: str, tight: bool = True) -> str:

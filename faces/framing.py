@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from records import facebox, schema
+from faces import facebox
+from faces.encoding import ENCODING_JPEG, ENCODINGS, JPEG_QUALITY
 
 SOURCE = "source"              # the data set's own crops (no detector ran at ingest)
-DETECTORS = ("mtcnn", "haar")  # the face finders (records.detect); the first is the default:
+DETECTORS = ("mtcnn", "haar")  # the face finders (faces.detect); the first is the default:
 # on real photos MTCNN finds the face in 98% of UTKFace's tight crops where Haar finds 46%
 # (docs/serving.md "Face finding and framing").
 DEFAULT_DETECTOR = DETECTORS[0]
@@ -32,7 +33,7 @@ def aligns_by_default(detector: str) -> bool:
 class Framing:
     detector: str     # SOURCE or one of DETECTORS
     aligned: bool     # turned about the photo's centre so the eyes are level
-    margin: float     # of the face box, per side (records.facebox)
+    margin: float     # of the face box, per side (faces.facebox)
 
     def as_dict(self) -> dict:
         return {"detector": self.detector, "aligned": self.aligned, "margin": self.margin}
@@ -53,10 +54,10 @@ def of(info: dict) -> Framing:
 class Stored:
     """How a data set stores each framed face: squashed to `size` px, then `encoding`
     (at `jpeg_quality`).  Prediction stores each face it frames the same way
-    (records.pixels.as_stored) before the model's resize, as training read them."""
+    (faces.pixels.as_stored) before the model's resize, as training read them."""
     size: int
-    encoding: str = schema.ENCODING_JPEG
-    jpeg_quality: int = schema.JPEG_QUALITY
+    encoding: str = ENCODING_JPEG
+    jpeg_quality: int = JPEG_QUALITY
 
     def as_dict(self) -> dict:
         return {"image_size": self.size, "encoding": self.encoding, "jpeg_quality": self.jpeg_quality}
@@ -68,9 +69,9 @@ def stored(info: dict) -> Stored | None:
     size = info.get("image_size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         return None
-    encoding = info.get("encoding", schema.ENCODING_JPEG)
-    quality = info.get("jpeg_quality", (info.get("flags") or {}).get("jpeg_quality", schema.JPEG_QUALITY))
-    if encoding not in schema.ENCODINGS or not isinstance(quality, int) or not 1 <= quality <= 100:
+    encoding = info.get("encoding", ENCODING_JPEG)
+    quality = info.get("jpeg_quality", (info.get("flags") or {}).get("jpeg_quality", JPEG_QUALITY))
+    if encoding not in ENCODINGS or not isinstance(quality, int) or not 1 <= quality <= 100:
         return None
     return Stored(size, encoding, quality)
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from errors import ProjectError
-from records import schema
+from faces.encoding import ENCODING_JPEG, ENCODING_RAW, JPEG_QUALITY
 
 # Larger images are refused as decompression bombs (a 400-megapixel PNG of a few KB
 # would take 1.2 GB decoded); PIL's own default limit, named here once.
@@ -125,21 +125,21 @@ def squash(image: Image.Image, size: int) -> Image.Image:
 
 def encode(rgb: Image.Image, encoding: str, jpeg_quality: int) -> bytes:
     """The bytes a record stores as image/encoded."""
-    if encoding == schema.ENCODING_RAW:
+    if encoding == ENCODING_RAW:
         return rgb.tobytes()           # height*width*3 uint8, row-major RGB
     buf = io.BytesIO()
     rgb.save(buf, "JPEG", quality=jpeg_quality)
     return buf.getvalue()
 
 
-def as_stored(pixels: np.ndarray, size: int, encoding: str = schema.ENCODING_JPEG,
-              jpeg_quality: int = schema.JPEG_QUALITY) -> np.ndarray:
+def as_stored(pixels: np.ndarray, size: int, encoding: str = ENCODING_JPEG,
+              jpeg_quality: int = JPEG_QUALITY) -> np.ndarray:
     """A framed face crop (uint8 [h, w, 3]) as a record of a data set stored at `size`
     px with `encoding` would hold it, decoded: squashed, encoded, decoded (PIL's JPEG
     decoder gives TensorFlow's pixels, see above).  Prediction passes each face it
     frames through this, so a photo's face reaches the model as the training faces did."""
     image = squash(Image.fromarray(np.ascontiguousarray(pixels)), size)
-    if encoding == schema.ENCODING_RAW:
+    if encoding == ENCODING_RAW:
         return np.asarray(image)
     with Image.open(io.BytesIO(encode(image, encoding, jpeg_quality))) as stored:
         return np.asarray(stored.convert("RGB"))
