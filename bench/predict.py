@@ -1,6 +1,6 @@
 """Batch prediction (`serving.predict`'s tf.data path) against a per-image loop.
 
-    python -m bench.predict [--n 1000] [--photos 200] [--big_photos 20] [--detectors haar,mtcnn]
+    python -m bench.predict [--n 1000] [--photos 200] [--big_photos 20] [--detectors mtcnn,haar,blazeface]
                             [--variants tiny,full] [--workdir bench_out/predict]
 
 Face crops: `--n` synthetic crops of 150-600 px (`ingest.sample --face_px 150 600`,
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=1000, help="face crops per variant")
     parser.add_argument("--photos", type=int, default=200, help="photos for the detection run")
     parser.add_argument("--big_photos", type=int, default=20, help="4000x3000 photos for the detection run")
-    parser.add_argument("--detectors", default="haar,mtcnn")
+    parser.add_argument("--detectors", default=",".join(framing.DETECTORS))
     parser.add_argument("--variants", default="tiny,full")
     parser.add_argument("--workdir", default="bench_out/predict")
     args = parser.parse_args(argv)

@@ -3,8 +3,8 @@ size limit, EXIF upright, RGB), resize, encode.
 
 Runs inside ingest's decode workers, so it imports PIL and numpy only, never
 TensorFlow (a worker pool of TF processes would cost seconds and GBs each), except
-with `--reframe mtcnn`: then each worker loads TensorFlow and MTCNN at its first image
-(records.detect; the parent never does, so the workers are forked small) and frames
+with `--reframe mtcnn` (or blazeface: LiteRT): then each worker loads TensorFlow and MTCNN
+at its first image (records.detect; the parent never does, so the workers are forked small) and frames
 every face as prediction does (read_rgb's pixels, records.facebox.frame).
 """
 
@@ -188,7 +188,7 @@ _settings: ImageSettings | None = None
 
 
 def init_worker(settings: ImageSettings, threads: int | None = None) -> None:
-    """`threads`: the TensorFlow threads a --reframe mtcnn worker may use (the pool's
+    """`threads`: the TensorFlow (or LiteRT) threads a --reframe mtcnn (blazeface) worker may use (the pool's
     processes are the parallelism)."""
     global _settings
     _settings = settings
