@@ -28,7 +28,7 @@ def define_predict_flags() -> None:
                          "of detecting faces.")
     flags.DEFINE_enum("detector", None, list(framing.DETECTORS), "The face finder (all offline): mtcnn "
                       "(boxes and eye landmarks), blazeface (MediaPipe's short-range model: boxes and eye "
-                      "landmarks, about 20x faster; faces under about a tenth of the photo's longer side are missed) "
+                      "landmarks, much faster; faces under about a tenth of the photo's longer side are missed) "
                       "or haar (OpenCV's cascade, boxes only). Default: the run's "
                       f"(run.json), or {framing.DEFAULT_DETECTOR} for a run on a data set's own crops.")
     flags.DEFINE_boolean("align", None, "Turn each face so its eyes are level before cropping (needs eye "
