@@ -40,12 +40,12 @@ def image_files(src: str, n: int) -> list[str]:
 
 
 def detectors_table(src: str, n: int) -> None:
-    from faces import detect
+    from faces import detect, framing
     from faces.pixels import read_rgb
 
     photos = [read_rgb(path) for path in image_files(src, n)]
     rows = []
-    for detector in ("haar", "mtcnn"):
+    for detector in framing.DETECTORS:
         detect.find_faces(photos[0], detector)           # load the model (and TensorFlow) first
         start = time.perf_counter()
         found = [detect.find_faces(rgb, detector) for rgb in photos]

@@ -7,7 +7,7 @@
 
 The third form is the re-framing table: a folder of real UTKFace crops (synthetic faces
 have no face a detector finds) ingested at --image_size 64 with 2 workers and each
---reframe (none, haar, mtcnn): images/s, wall time, records kept and photos without a
+--reframe (none and each detector, faces.framing.REFRAME): images/s, wall time, records kept and photos without a
 face found, the main process's peak RSS and each worker's peak private memory (USS).
 
 The second form is the scale table: the imdb-format sample in --scale_src (make
@@ -219,8 +219,10 @@ def scale_table(big_src: str, small_n: int, out: str) -> None:
 
 
 def reframe_table(src: str, out: str) -> None:
+    from faces import framing
+
     rows = []
-    for reframe in ("none", "haar", "mtcnn"):
+    for reframe in framing.REFRAME:
         target = os.path.join(out, f"reframe-{reframe}")
         shutil.rmtree(target, ignore_errors=True)
         r = run_measured(["--src", src, "--out", target, "--image_size", "64", "--workers", "2",

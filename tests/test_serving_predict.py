@@ -469,6 +469,17 @@ def utkface_run(tmp_path_factory) -> str:
 
 
 @pytest.mark.slow
+def test_predict_with_blazeface_finds_her_face_and_levels_its_eyes(tiny_run):
+    from faces import detect
+    from faces.pixels import read_rgb
+
+    (face,) = detect.find_faces(read_rgb(astronaut()), "blazeface")
+    found = predicted_face(tiny_run, "--detector=blazeface")
+    assert found["box"] == list(face.box)
+    assert found["angle"] == pytest.approx(face.angle(True), abs=0.05) and abs(found["angle"]) > 1   # to 0.1 degree
+
+
+@pytest.mark.slow
 def test_a_utkface_run_records_margin_0_and_predict_crops_tight(utkface_run, tiny_run, tmp_path):
     from serving.export import export_run
 
