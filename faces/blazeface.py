@@ -49,7 +49,8 @@ def _anchors() -> np.ndarray:
             count += ANCHORS_PER_CELL
             layer += 1
         cells = SIDE // stride
-        ys, xs = np.meshgrid((np.arange(cells) + 0.5) / cells, (np.arange(cells) + 0.5) / cells, indexing="ij")
+        mid = (2 * np.arange(cells) + 1) / (2 * cells)   # anchor centres sit mid-cell
+        ys, xs = np.meshgrid(mid, mid, indexing="ij")
         centres.append(np.repeat(np.stack([xs.ravel(), ys.ravel()], axis=1), count, axis=0))
     return np.concatenate(centres).astype(np.float32)
 
