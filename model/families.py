@@ -45,7 +45,7 @@ def default_input_size(variant: str) -> int:
 def resolve_input_size(variant: str, input_size=None) -> int:
     family = family_of(variant)
     size = default_input_size(variant) if input_size is None else int(input_size)
-    if size < family.min_input_size:
-        raise ValueError(f"input_size must be >= {family.min_input_size} for the {family.name} family "
+    if size < family.min_side:
+        raise ValueError(f"input_size must be >= {family.min_side} for the {family.name} family "
                          f"(its downsampling), got {size}")
     return size

@@ -44,7 +44,7 @@ class Family:
     mean: tuple[float, float, float]
     scale: float
     # The smallest input side the trunk takes (its downsampling).
-    min_input_size: int
+    min_side: int
     # The variants a --weights file fits ((): every variant of the family).
     weights_variants: tuple[str, ...]
     # Words for the flags' help and the messages.

@@ -42,7 +42,7 @@ FAMILY = Family(
     name="mobilenet", variants=VARIANTS, feature_layer="avg_pool", neck=("fc", "drop"),
     trainable_from=("fc", "expanded_conv_10_expand", "all"), builder="model.mobilenet:age_trunk",
     weights_loader="model.mobilenet:load_weights", mean=(127.5, 127.5, 127.5), scale=1 / 127.5,
-    min_input_size=32,                       # five stride-2 stages
+    min_side=32,                       # five stride-2 stages
     weights_variants=tuple(VARIANTS),
     weights_file="a MobileNetV3-Small weights file (include_top=False)",
     weights_name="MobileNetV3-Small", weights_example="mobilenet_v3_small_no_top.weights.h5",

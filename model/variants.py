@@ -56,7 +56,7 @@ FAMILY = Family(
     name="vgg", variants=VARIANTS, feature_layer="pool5", neck=("fc6", "drop6", "fc7", "drop7"),
     trainable_from=TRAINABLE_FROM, builder="model.vgg_face:age_trunk",
     weights_loader="model.weights:load_family_weights", mean=VGG_FACE_MEAN_RGB, scale=1.0,
-    min_input_size=32,                       # five 2x2 poolings
+    min_side=32,                       # five 2x2 poolings
     weights_variants=("full",), weights_file="the Keras-2 vgg_face_weights.h5 (variant full)",
     weights_name="VGG-Face", weights_example="vgg_face_weights.h5",
     variant_help="full: VGG-Face at 224x224. small: the same 13 convolutions, narrow, with "

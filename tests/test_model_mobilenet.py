@@ -196,7 +196,7 @@ def test_train_on_the_feature_cache_then_export_float16_tflite_and_predict(sampl
     info = json.load(open(os.path.join(run, "run.json")))
     assert (info["variant"], info["input_size"], info["trainable_from"], info["cache_features"]) == \
         ("mobilenet", 96, "fc", True)
-    [cache] = os.listdir(os.path.join(shards, "features"))
+    [cache] = [name for name in os.listdir(os.path.join(shards, "features")) if not name.startswith(".")]
     manifest = json.load(open(os.path.join(shards, "features", cache, "manifest.json")))
     assert cache.startswith("mobilenet-") and manifest["feature_shape"] == [1, 1, 576]
     report = json.load(open(os.path.join(run, "report.json")))
