@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val_fraction", type=float, default=0.5, help="ingest: fraction of non-test rows in val")
     p.add_argument("--test_fraction", type=float, default=0.02,
                    help="ingest: fraction of kept rows in test (the cache build covers test too)")
-    p.add_argument("--variants", default="tiny,full", help="comma-separated: tiny, full")
+    p.add_argument("--variants", default="tiny,full",
+                   help="comma-separated variants (model.families), e.g. tiny, full, mobilenet")
     p.add_argument("--rounds", type=int, default=3,
                    help="timed epochs per path (median), interleaved, for the full model")
     p.add_argument("--tiny_rounds", type=int, default=15, help="the same for tiny (epochs of ~0.1 s)")
