@@ -17,7 +17,7 @@ from absl import flags
 import entry
 
 from model.tta import define_tta_flag
-from model.variants import TRAINABLE_FROM, VARIANTS
+from model.families import REGISTERED, TRAINABLE_FROM, VARIANTS
 from records.augment_ops import DEFAULT_OPS, OP_NAMES
 from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE, LR_SCHEDULES,
                             MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, ConfigError, TrainConfig,
@@ -34,12 +34,12 @@ def _define_trunk_flags(batch_size: int, batch_help: str) -> None:
                         "The trainer takes several, comma-separated, and mixes their training "
                         "records by --records_weights.")
     flags.DEFINE_string("weights", "vgg_face_weights.h5",
-                        "Path to the Keras-2 `vgg_face_weights.h5`, or 'none' to start from random "
-                        "initialisation drawn with --seed. Nothing is ever downloaded.")
+                        "Path to the trunk's weights file (" +
+                        "; ".join(f"{f.name}: {f.weights_file}" for f in REGISTERED) +
+                        "), or 'none' to start from random initialisation drawn with --seed. "
+                        "Nothing is ever downloaded.")
     flags.DEFINE_enum("variant", D["variant"].default, sorted(VARIANTS),
-                      "full: VGG-Face at 224x224. small: the same 13 convolutions, narrow, with "
-                      "BatchNorm, 64x64: learns real faces from scratch on a CPU and fits a phone "
-                      "(small.flags). tiny: narrower, 32x32, for tests and CPU demos.")
+                      " ".join(f.variant_help for f in REGISTERED))
     flags.DEFINE_integer("seed", D["seed"].default, "Seed of weight initialisation, data order and dropout.")
     flags.DEFINE_integer("batch_size", batch_size, batch_help)
 
@@ -70,15 +70,17 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("task", D["task"].default, list(TASKS),
                       "age: the 101-way DEX age head. age_gender: plus a 2-way gender head "
                       "(records with unknown gender do not contribute to its loss).")
-    flags.DEFINE_float("dropout", D["dropout"].default, "Dropout after fc6 and fc7.")
+    flags.DEFINE_float("dropout", D["dropout"].default, "Dropout in the neck (VGG: after fc6 and fc7; "
+                       "mobilenet: after fc).")
     flags.DEFINE_string("init_from", None,
                         "Start from a trained run (its directory, for best.keras, or a .keras file): "
                         "weights matched by layer name and shape; takes precedence over --weights.")
     flags.DEFINE_enum("trainable_from", None, list(TRAINABLE_FROM),
-                      "First layer that trains: fc6 (trunk frozen to pool5), conv5_1 (the last "
-                      "convolution block trains too) or all. Default: all with --weights=none and "
-                      "no --init_from (a frozen random layer learns nothing; a frozen depth is "
-                      "refused there), else fc6.")
+                      "First layer that trains, one of the variant's family's: " +
+                      " ".join(f.trainable_help for f in REGISTERED) +
+                      " Default: all with --weights=none and no --init_from (a frozen random "
+                      "layer learns nothing; a frozen depth is refused there), else the family's "
+                      "first (the trunk frozen).")
     # Schedule and optimisation.
     flags.DEFINE_integer("epochs", D["epochs"].default, "Number of epochs.")
     flags.DEFINE_integer("steps_per_epoch", D["steps_per_epoch"].default,
@@ -122,8 +124,8 @@ def define_train_flags() -> None:
                        "can block the epoch: past this bound the run stops with one line saying how "
                        "many records arrived.")
     flags.DEFINE_boolean("cache_features", D["cache_features"].default,
-                         "Compute the frozen VGG-Face trunk once into feature shards and train only "
-                         "the head on them (incompatible with --augment).")
+                         "Compute the frozen trunk (up to its family's feature layer, VGG: pool5) "
+                         "once into feature shards and train only the head on them (incompatible with --augment).")
     # Run directory.
     flags.DEFINE_string("model_dir", None,
                         "Run directory for checkpoints, best.keras, history.csv, flags.txt and "
@@ -193,8 +195,8 @@ def train_config(f=FLAGS) -> TrainConfig:
     # build_state can say it was not loaded.
     explicit_weights = f["weights"].present or not f.init_from
     if f.trainable_from is None:            # resolved here, so flags.txt records it
-        f.trainable_from = default_trainable_from(parse_weights(f.weights) if explicit_weights else None,
-                                                  f.init_from)
+        f.trainable_from = default_trainable_from(
+            f.variant, parse_weights(f.weights) if explicit_weights else None, f.init_from)
     values.update(weights=parse_weights(f.weights) if explicit_weights else None,
                   records=f.validation_records or sources[-1], train_records=sources,
                   records_weights=weights, augment_ops=tuple(f.augment_ops),
