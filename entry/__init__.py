@@ -28,6 +28,10 @@ from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from entry import _deps  # noqa: E402  (standard library only: runs where the dependencies are missing)
+
+_deps.require()
+
 from absl import app, flags, logging  # noqa: E402  (after the environment variable, on purpose)
 
 from entry import startup_notices  # noqa: E402

@@ -1,11 +1,14 @@
 """records: the shard schema, the sharded writer, the manifest and the streaming reader."""
 
-from records.manifest import DataError, read_manifest  # noqa: F401
-
 __all__ = ["DataError", "read_manifest", "make_dataset", "make_mixed_dataset", "distribute"]
 
 
 def __getattr__(name):
+    # Nothing loads with the package: `python -m records` first runs entry's check that
+    # the dependencies are importable (numpy included), then imports the manifest.
+    if name in ("DataError", "read_manifest"):
+        from records import manifest
+        return getattr(manifest, name)
     # The reader imports TensorFlow; load it only when asked, so `import records.schema`
     # stays light for ingest's decode worker processes.
     if name in ("make_dataset", "make_mixed_dataset", "distribute"):
