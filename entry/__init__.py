@@ -14,7 +14,10 @@ adopts the command's flags (so `--help` lists them), parses them before the comm
 imports TensorFlow (`check_flags`: a flag mistake answers at once) and quiets absl's
 Python INFO chatter unless -v/--verbosity asks for it. Both turn a `ProjectError` (bad input
 the user can fix) into one `error: ...` line and exit status 1, and so does a write
-that meets a full or read-only disk anywhere.
+that meets a full or read-only disk anywhere; Ctrl-C is one `interrupted: ...` line
+saying what is kept and how to go on, exit status 130 (`entry.interrupt`).
+Before anything else, `entry._deps` checks that the project's dependencies are
+importable (one line naming the fix when they are not).
 
 This package never imports TensorFlow: ingest, which must not load it, uses it too.
 """
@@ -34,20 +37,24 @@ _deps.require()
 
 from absl import app, flags, logging  # noqa: E402  (after the environment variable, on purpose)
 
-from entry import startup_notices  # noqa: E402
+from entry import interrupt, startup_notices  # noqa: E402
 from errors import ProjectError, disk_problem, disk_target  # noqa: E402
 
 startup_notices.install()
+interrupt.install()
 
-__all__ = ["ProjectError", "run", "run_parsed"]
+__all__ = ["ProjectError", "interrupt", "run", "run_parsed"]
 
 
 def _one_line_on_failure(main: Callable, *args):
     """`main(*args)`; a ProjectError, or a write that met a full or read-only disk,
-    ends the process with one `error: ...` line on stderr and exit status 1.
+    ends the process with one `error: ...` line on stderr and exit status 1, Ctrl-C
+    with one `interrupted: ...` line and status 130 (entry.interrupt).
     Any other exception (a bug) keeps its traceback."""
     try:
         return main(*args)
+    except KeyboardInterrupt:
+        interrupt.stop()
     except ProjectError as e:
         sys.exit(f"error: {e}")
     except Exception as e:

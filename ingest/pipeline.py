@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from entry import interrupt
 from entry.progress import Progress
 from ingest import clean, images, output, sources, split
 from ingest.decode_pool import DecodePool
@@ -194,6 +195,9 @@ def run(cfg: Config, log=print) -> dict:
     workers = cfg.workers or os.cpu_count() or 1
     target = output.DataSetOutput(out, log)
     target.check()                                  # refused here: nothing touched
+    staging = os.path.relpath(target.staging)
+    interrupt.note(f"ingest stopped; the finished shards are kept in "
+                   f"{staging if not staging.startswith('..') else target.staging} and the same command resumes")
     framed = cfg.framing_of(source)
     settings = images.ImageSettings(src=sources.root_of(cfg.src), image_size=cfg.image_size,
                                     encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality,

@@ -260,6 +260,8 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
 
 def main(argv):
     f = serving_flags.FLAGS   # (no positional argument: checked before TensorFlow loaded)
+    entry.interrupt.note(f"serving.export stopped; {f.out} is as it was (an export is built aside and renamed "
+                         f"into place when complete); rerun the same command")
     export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite)
 
 

@@ -20,8 +20,12 @@ def main(argv):
     if trainer_flags.FLAGS.dry_run:
         train.dry_run(config)
         return
+    entry.interrupt.note(f"trainer stopped; {config.model_dir} keeps its last checkpoint (the epoch under "
+                         f"way is lost) and best.keras, and the same command resumes")
     run_dir = train.train(config)
     if run_dir:
+        entry.interrupt.note(f"trainer stopped during the final evaluation; the trained run {run_dir} is kept: "
+                             f"python -m trainer.evaluate --model_dir {run_dir} writes its report")
         report = evaluate.evaluate_run(run_dir, batch_size=config.eval_batch_size) if config.evaluate else None
         print(ending.ending(run_dir, report))
 

@@ -206,6 +206,8 @@ def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, 
 
 def main(argv):
     f = trainer_flags.FLAGS   # (no positional argument: checked before TensorFlow loaded)
+    entry.interrupt.note(f"trainer.features stopped; the cache is built aside in {f.records}/features and "
+                         f"never used half-built; rerun the same command to build it")
     weights = parse_weights(f.weights)
     records.read_manifest(f.records)
     loop.set_seeds(f.seed)      # the same draw as the trainer's, for a random trunk
