@@ -10,11 +10,18 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 import argparse
 import sys
 
-from records.manifest import read_manifest, summary
+import os
+
+from records.manifest import DataError, manifest_path, not_a_data_set, read_manifest, summary
+
+
+def as_argument(command: str) -> str:
+    """How `python -m records COMMAND` takes a data set (records.manifest.not_a_data_set's `pass_as`)."""
+    return f"run `python -m records {command} {{}}`"
 
 
 def inspect(directory: str) -> str:
-    return summary(read_manifest(directory), directory)
+    return summary(read_manifest(directory, pass_as=as_argument("inspect")), directory)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,7 +42,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """inspect: the summary (a DataError is entry's one line); verify: every problem
-    on its own `PROBLEM` line, then the tally, exit status 1 when there is one."""
+    on its own `PROBLEM` line, then the tally, exit status 1 when there is one.  A
+    DIRECTORY that is not a data set at all is one `error: ...` line either way."""
+    if not os.path.isfile(manifest_path(args.directory)):
+        raise DataError(not_a_data_set(args.directory, as_argument(args.command)))
     if args.command == "inspect":          # the manifest only (TensorFlow loads for --html's faces)
         print(inspect(args.directory))
         if args.html:

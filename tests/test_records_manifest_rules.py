@@ -199,7 +199,10 @@ def test_what_is_given_instead_of_a_data_set_is_named_with_the_command_that_was_
     shard = shards / "train-00000-of-00001.tfrecord"
     shard.write_bytes(b"")
     assert not_a_data_set(str(shard)) == (
-        f"{shard} is a shard file of the data set {shards}; pass the data set's folder: --records {shards}")
+        f"{shard} is a shard file of the data set {shards}; pass --records {shards} (the data set's folder)")
+    assert not_a_data_set(str(shard), "run `python -m records inspect {}`") == (
+        f"{shard} is a shard file of the data set {shards}; run `python -m records inspect {shards}` "
+        f"(the data set's folder)")
     notes = tmp_path / "notes.txt"
     notes.write_text("x")
     assert not_a_data_set(str(notes)).startswith(f"{notes} is a file, not a data set")

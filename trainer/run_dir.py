@@ -19,6 +19,9 @@
                      run's own records, test split; another data set or split writes
                      report-<data>-<split>.json, ...: evaluate.output_names)
 
+Recognising a run needs no TensorFlow (`check_run`: the commands that read a run check
+it before TensorFlow loads); only `load_run_model` imports Keras.
+
 One writer: the trainer (the chief, under multi_worker) holds `records.lock.OutputLock`
 on the directory (`parent/.NAME.lock`) for the whole run; a second trainer is refused
 at once, naming the holder. Under that lock each start removes the partial files a
@@ -36,11 +39,9 @@ import os
 import shutil
 import zipfile
 
-import keras
-
-import model
 from errors import ProjectError, disk_problem, disk_target
-from model import metrics
+from errors.paths import missing
+from model import metric_names as metrics
 from records import framing, outdir
 from records.facebox import DEFAULT_MARGIN, is_margin
 from records.lock import OutputLock, lock_path
@@ -78,12 +79,33 @@ def is_legacy_run(directory: str) -> bool:
 def not_a_run(path: str) -> str:
     """What `path` is instead of a training run, and the command the user meant."""
     name = os.path.basename(os.path.normpath(path)) or "NAME"
+    if not os.path.lexists(path):
+        near = missing(path)
+        return near if "did you mean" in near else (f"{near}; train a run there with "
+                                                    f"`python -m trainer --model_dir {path} ...`")
+    if not os.path.isdir(path):
+        return f"{path} is a file, not a training run directory (the folder `python -m trainer --model_dir` writes)"
     if os.path.isfile(os.path.join(path, "manifest.json")):
         return (f"{path} is a data set (it holds manifest.json), not a training run: train one on it "
                 f"with `python -m trainer --records {path} --model_dir runs/{name} ...`, or score a run "
                 f"on it with `python -m trainer.evaluate --model_dir runs/RUN --records {path}`")
+    kind = outdir.marker_kind(path)
+    if kind not in (None, KIND):
+        return (f"{path} holds a {kind} output of this project, not a training run; pass the run's "
+                f"directory (the --model_dir it was trained with)")
     return (f"{path} is not a training run directory (train one with "
             f"`python -m trainer --model_dir {path} ...`)")
+
+
+def check_run(path: str, *, trained: bool = True) -> None:
+    """Refuse (RunDirError, one line) a `path` that is not a training run: missing (named
+    with the run one typo away, errors.paths), a file, a data set or another output, a
+    folder without run.json; with `trained`, also a run without best.keras yet.
+    Standard library only: commands that read a run call it before TensorFlow loads."""
+    if not os.path.isfile(os.path.join(path, "run.json")):
+        raise RunDirError(not_a_run(path))
+    if trained:
+        RunDir(path).require_best_model()
 
 
 class RunDir:
@@ -246,6 +268,10 @@ def load_run_model(run: RunDir):
     if not zipfile.is_zipfile(path):      # Keras then says "File not found" for a file that exists
         raise RunDirError(f"{path}: truncated or not a .keras file; train again with "
                           f"`python -m trainer --model_dir {run.path}` (it resumes)")
+    import keras
+
+    import model
+
     model.register_layers()
     try:
         return keras.saving.load_model(path, safe_mode=True)
