@@ -4,7 +4,7 @@
 path that is not there: `runs/smal-utk does not exist; did you mean runs/small-utk?`
 when an existing path is one typo away (at most MAX_EDITS edits in one name, the
 name compared with its folder's entries; a mistyped folder on the way is corrected
-the same way), else `runs/smal-utk does not exist`. Standard library only: every
+the same way), else `runs/smal-utk does not exist` and the fix the caller gives. Standard library only: every
 command checks its paths before TensorFlow loads.
 """
 
@@ -59,7 +59,10 @@ def nearest(path: str, depth: int = 8) -> str | None:
     return os.path.join(folder, entry) if entry is not None else None
 
 
-def missing(path: str) -> str:
-    """`PATH does not exist` and, when one is one typo away, `; did you mean OTHER?`."""
+def missing(path: str, fix: str | None = None) -> str:
+    """`PATH does not exist; did you mean OTHER?` when one is one typo away, else
+    `PATH does not exist` and `; fix` (what to pass or run instead) when given."""
     near = nearest(path)
-    return f"{path} does not exist" + (f"; did you mean {near}?" if near else "")
+    if near:
+        return f"{path} does not exist; did you mean {near}?"
+    return f"{path} does not exist" + (f"; {fix}" if fix else "")

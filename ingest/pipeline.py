@@ -178,7 +178,7 @@ def _require_every_split(split_of: np.ndarray, cfg: Config, table: sources.Table
 
 def fingerprint(cfg: Config, source_fingerprint: str) -> dict:
     """What makes two runs "the same command": a resume needs equal fingerprints.
-    (--workers and --chunk change the speed, not one byte of the output; the
+    (--workers and the chunk size change the speed, not one byte of the output; the
     source is named by its fingerprint, so a moved --src folder still resumes.)"""
     flags = {k: v for k, v in dataclasses.asdict(cfg).items()
              if k not in ("src", "out", "workers", "chunk")}

@@ -139,14 +139,13 @@ def not_a_data_set(directory: str, pass_as: str = RECORDS_FLAG) -> str:
         return (f"{directory} is a file, not a data set (a folder of shards with manifest.json, "
                 f"which {ingest} writes)")
     if not os.path.isdir(directory):
-        near = missing(directory)
-        return near if "did you mean" in near else f"{directory}: no such data set; create it with {ingest}"
+        return missing(directory, f"create the data set with {ingest}")
     trained_on = _run_records(directory)
     if trained_on is not None:
         return (f"{directory} is a training run, not a data set"
                 + (f"; it was trained on {'--records ' if pass_as == RECORDS_FLAG else ''}{trained_on}"
                    if trained_on else "")
-                + "; pass a data set's folder" + (" (a run goes to --model_dir)" if pass_as == RECORDS_FLAG else ""))
+                + "; pass a data set's folder (a run is what `python -m trainer.evaluate --model_dir` reads)")
     if _looks_like_images(directory):
         stem = os.path.splitext(name)[0]
         return (f"{directory} is a folder of images (a source for ingest), not a data set of shards: "

@@ -38,7 +38,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 
 if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
     from serving import flags as _cli
-    entry.check_flags(_cli.define_export_flags, _cli, check=entry.only_flags)
+    entry.check_flags(_cli.define_export_flags, _cli, check=_cli.check_export_values)
 
 import json
 import os

@@ -16,6 +16,7 @@ from trainer import flags as trainer_flags
 def main(argv):
     entry.only_flags(argv)
     config = trainer_flags.train_config()   # checked before TensorFlow loads
+    trainer_flags.check_train_paths(config)
     from trainer import evaluate, train
     if trainer_flags.FLAGS.dry_run:
         train.dry_run(config)

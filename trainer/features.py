@@ -30,7 +30,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 
 if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
     from trainer import flags as _cli
-    entry.check_flags(_cli.define_features_flags, _cli, check=entry.only_flags)
+    entry.check_flags(_cli.define_features_flags, _cli, check=_cli.check_features_values)
 
 import hashlib
 import json

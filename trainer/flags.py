@@ -18,10 +18,12 @@ import entry
 
 from model.variants import TRAINABLE_FROM, VARIANTS
 from records.augment_ops import DEFAULT_OPS, OP_NAMES
+from records.manifest import check_split, read_manifest
 from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE,
                             LR_SCHEDULES, MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, TTA,
                             ConfigError, TrainConfig, check_evaluate, default_model_dir, default_trainable_from,
                             parse_weights)
+from trainer.run_dir import RunDir, check_run
 
 FLAGS = flags.FLAGS
 D = TrainConfig.__dataclass_fields__   # the defaults live in one place: trainer.config.TrainConfig
@@ -174,10 +176,29 @@ def check_evaluate_values(argv: list[str]) -> None:
     TensorFlow, so the command checks them before it loads."""
     entry.only_flags(argv)
     check_evaluate(FLAGS.batch_size, tuple(FLAGS.age_threshold), FLAGS.challenge_age)
+    check_run(FLAGS.model_dir)
+    records = FLAGS.records or RunDir(FLAGS.model_dir).read_info().get("records")
+    if isinstance(records, str):          # a run.json without it is refused where it is read
+        check_split(records, read_manifest(records), FLAGS.split)
+
+
+def check_features_values(argv: list[str]) -> None:
+    """trainer.features' command line before TensorFlow loads: flags only, and a data set."""
+    entry.only_flags(argv)
+    read_manifest(FLAGS.records)
+
+
+def check_train_paths(config: TrainConfig) -> None:
+    """The trainer's paths before TensorFlow loads: every --records (and
+    --validation_records) is a data set, and --model_dir is new, empty or a run
+    (records.manifest.read_manifest, trainer.run_dir.RunDir.check: one line each)."""
+    for records in dict.fromkeys((*config.sources, config.records)):
+        read_manifest(records)
+    RunDir(config.model_dir).check()
 
 
 def resolved_flag_lines(f=FLAGS) -> tuple[str, ...]:
-    """`--name=value` for every flag defined in this module, in a form --flagfile reads back."""
+    """`--NAME=value` for every flag defined in this module, in a form --flagfile reads back."""
     return tuple(flag.serialize() for flag in sorted(f.get_flags_for_module(__name__), key=lambda x: x.name)
                  if flag.serialize())
 

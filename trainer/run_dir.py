@@ -80,9 +80,7 @@ def not_a_run(path: str) -> str:
     """What `path` is instead of a training run, and the command the user meant."""
     name = os.path.basename(os.path.normpath(path)) or "NAME"
     if not os.path.lexists(path):
-        near = missing(path)
-        return near if "did you mean" in near else (f"{near}; train a run there with "
-                                                    f"`python -m trainer --model_dir {path} ...`")
+        return missing(path, f"train a run there with `python -m trainer --model_dir {path} ...`")
     if not os.path.isdir(path):
         return f"{path} is a file, not a training run directory (the folder `python -m trainer --model_dir` writes)"
     if os.path.isfile(os.path.join(path, "manifest.json")):
