@@ -21,8 +21,8 @@ def main(argv):
     if trainer_flags.FLAGS.dry_run:
         train.dry_run(config)
         return
-    entry.interrupt.note(f"trainer stopped; {config.model_dir} keeps its last checkpoint (the epoch under "
-                         f"way is lost) and best.keras, and the same command resumes")
+    entry.interrupt.note(f"trainer stopped; {config.model_dir} keeps the checkpoint of its last completed epoch "
+                         f"(the epoch under way is lost) and the same command resumes from it")
     run_dir = train.train(config)
     if run_dir:
         entry.interrupt.note(f"trainer stopped during the final evaluation; the trained run {run_dir} is kept: "
