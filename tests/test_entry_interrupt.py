@@ -22,7 +22,39 @@ from entry.startup_notices import is_notice
 from ingest import sample
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.slow
+
+
+def test_the_line_says_what_the_command_noted_else_that_nothing_was_written(monkeypatch):
+    monkeypatch.setattr(interrupt, "_note", None)
+    assert interrupt.message() == (f"interrupted: {interrupt.command()} stopped before writing anything; rerun "
+                                   f"the same command")
+    interrupt.note("ingest stopped; the shards are kept")
+    assert interrupt.message() == "interrupted: ingest stopped; the shards are kept"
+    interrupt.note(lambda: f"predict stopped; {2 + 2} lines kept")          # asked when Ctrl-C comes
+    assert interrupt.message() == "interrupted: predict stopped; 4 lines kept"
+    interrupt.note(lambda: 1 / 0)                                           # the goodbye never fails
+    assert interrupt.message().startswith("interrupted: ") and "stopped before writing anything" in interrupt.message()
+
+
+def test_entry_turns_ctrl_c_in_a_main_into_the_line_and_status_130(monkeypatch, capfd):
+    import entry
+
+    def exit_now(status):
+        raise SystemExit(status)
+
+    def main():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(interrupt, "_note", "trainer stopped; the checkpoint is kept")
+    monkeypatch.setattr(os, "_exit", exit_now)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as e:
+            entry._one_line_on_failure(main)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert e.value.code == interrupt.STATUS == 130
+    assert capfd.readouterr().err == "interrupted: trainer stopped; the checkpoint is kept\n"
 
 
 def interrupted(args: list[str], ready, cwd: str, timeout: float = 300) -> tuple[int, list[str]]:
@@ -47,6 +79,7 @@ def rerun(args: list[str], cwd: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_ingest_keeps_the_finished_shards_and_the_same_command_resumes(tmp_path):
     src = str(tmp_path / "wiki_crop")
     sample.generate(src, 3000, 0, workers=2, face_px=(200, 240))
@@ -75,6 +108,7 @@ def resumed_run(sample_shards, tmp_path_factory) -> tuple[str, list[str], int, s
     return run, lines, status, rerun(args, REPO)
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_trainer_keeps_the_last_checkpoint_and_the_same_command_resumes(resumed_run):
     run, lines, status, again = resumed_run
     assert status == interrupt.STATUS
@@ -85,6 +119,7 @@ def test_ctrl_c_in_the_trainer_keeps_the_last_checkpoint_and_the_same_command_re
         assert [row.split(",")[0] for row in f.read().splitlines()[1:]] == ["1", "2", "3", "4"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_predict_keeps_whole_lines_and_the_same_command_continues(resumed_run, tmp_path):
     run = resumed_run[0]
     photos = tmp_path / "photos"
