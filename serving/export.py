@@ -48,24 +48,15 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from errors import ProjectError
 from model import input_size as model_input_size
 from model import age_outputs, resize_pixels
 from records import framing, outdir, schema
 from records.pixels import MAX_PIXELS
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
+from serving.export_dir import EXPORT_INFO, MARKER_KIND, TFLITE_FILE, ExportError, check_out  # noqa: F401
 from trainer.run_dir import RunDir, load_run_model, run_framing
 
-TFLITE_FILE = "model.tflite"
-EXPORT_INFO = "export.json"
-MARKER_KIND = "export"      # the kind of the marker (records.outdir) every export carries
-# What an export written before markers holds (it is replaced only if it holds nothing else).
-UNMARKED_EXPORT = {EXPORT_INFO, TFLITE_FILE, "saved_model.pb", "variables", "assets", "fingerprint.pb"}
-
-
-class ExportError(ProjectError):
-    """An export that cannot be written as asked; the message says why and what to do."""
 
 
 def decode_rgb(data):
@@ -174,18 +165,6 @@ def _size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, files in os.walk(path) for name in files)
 
 
-def replaceable(out: str) -> bool:
-    """True for a missing or empty --out, or an export of ours: a real directory with the
-    export marker, or one written before markers that holds exactly an export's files."""
-    if not os.path.lexists(out):
-        return True
-    if os.path.islink(out) or not os.path.isdir(out):
-        return False
-    names = set(os.listdir(out))
-    return (not names or outdir.marker_kind(out) == MARKER_KIND
-            or ({EXPORT_INFO, "saved_model.pb"} <= names <= UNMARKED_EXPORT))
-
-
 def framing_text(trained: framing.Framing, stored: framing.Stored | None = None) -> str:
     """What a caller must do to a photo before sending a crop: the run's framing, and
     how its training crops were stored (what serving.predict does to each face)."""
@@ -205,10 +184,7 @@ def framing_text(trained: framing.Framing, stored: framing.Stored | None = None)
 
 def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
     """Writes the export of run `model_dir` to `out`; returns export.json's content."""
-    if not replaceable(out):
-        raise ExportError(f"{out}: exists and is not an export this project wrote (no "
-                          f"{outdir.MARKER_NAME} marker of kind {MARKER_KIND!r}); nothing was "
-                          f"touched: pass a new --out")
+    check_out(out)
     run = RunDir(model_dir)
     info = run.read_info()
     trained = run_framing(info, run.file("run.json"))

@@ -12,6 +12,7 @@ import entry
 from errors.paths import missing
 from records import framing
 from records.facebox import DEFAULT_MARGIN
+from serving.export_dir import check_out
 from serving.output import PredictError, check_destinations
 from trainer.config import TFLITE_PRECISIONS, TTA, PredictConfig
 from trainer.flags import define_tta_flag
@@ -71,9 +72,11 @@ def check_predict_values(argv: list[str]) -> None:
 
 
 def check_export_values(argv: list[str]) -> None:
-    """serving.export's command line before TensorFlow loads: flags only, and a trained run."""
+    """serving.export's command line before TensorFlow loads: flags only, a trained run,
+    an --out that is new or an export of ours."""
     entry.only_flags(argv)
     check_run(FLAGS.model_dir)
+    check_out(FLAGS.out)
 
 
 def define_export_flags() -> None:

@@ -40,22 +40,24 @@ MISTAKES = [
 # Path mistakes (path_mistakes builds the paths they name): id -> (command line, what its line says).
 PATH_MISTAKE_IDS = ("missing photo", "unknown split", "images as --records", "data set as --model_dir",
                     "folder as --jsonl", "cpu.flags without its data set", "typo in a run", "typo in export's run",
-                    "typo in a data set", "shard file to records inspect")
+                    "typo in a data set", "shard file to records inspect", "another file as --jsonl",
+                    "a foreign folder as export's --out")
 
 
 def path_mistakes(root: str, shards: str) -> dict[str, tuple[list[str], str]]:
     """The path mistakes, run in `root` (given the data set `shards`): makes there a run
     `runs/small-utk` (run.json and a placeholder best.keras: recognising a run reads no
-    model), a photo and a folder of images."""
+    model), a photo, a folder of images, a text file and a folder of the user's."""
     run = os.path.join(root, "runs", "small-utk")
     os.makedirs(os.path.join(root, "photos"), exist_ok=True)
     os.makedirs(run, exist_ok=True)
     with open(os.path.join(run, "run.json"), "w") as f:
         json.dump({"records": shards}, f)
+    os.makedirs(os.path.join(root, "mine"), exist_ok=True)
     for path in (os.path.join(run, "best.keras"), os.path.join(root, "photo.jpg"),
-                 os.path.join(root, "photos", "a.jpg")):
+                 os.path.join(root, "photos", "a.jpg"), os.path.join(root, "mine", "notes.txt")):
         with open(path, "wb") as f:
-            f.write(b"placeholder")
+            f.write(b"placeholder\n")
     shard = sorted(n for n in os.listdir(shards) if n.endswith(".tfrecord"))[0]
     rows = [
         (["serving.predict", "--model_dir=runs/small-utk", "phot.jpg"],
@@ -77,6 +79,10 @@ def path_mistakes(root: str, shards: str) -> dict[str, tuple[list[str], str]]:
         (["trainer.features", f"--records={shards}x"], f"error: {shards}x does not exist; did you mean {shards}?"),
         (["records", "inspect", os.path.join(shards, shard)],
          f"is a shard file of the data set {shards}; run `python -m records inspect {shards}`"),
+        (["serving.predict", "--model_dir=runs/small-utk", "--jsonl=mine/notes.txt", "photo.jpg"],
+         "error: mine/notes.txt: line 1 is not a prediction line"),
+        (["serving.export", "--model_dir=runs/small-utk", "--out=mine"],
+         "error: mine: exists and is not an export this project wrote"),
     ]
     return dict(zip(PATH_MISTAKE_IDS, rows))
 
