@@ -89,21 +89,20 @@ def not_a_run(path: str) -> str:
                 f"on it with `python -m trainer.evaluate --model_dir runs/RUN --records {path}`")
     kind = outdir.marker_kind(path)
     if kind not in (None, KIND):
-        return (f"{path} holds a {kind} output of this project, not a training run; pass the run's "
-                f"directory (the --model_dir it was trained with)")
+        return (f"{path} is an output of this project of kind {kind!r}, not a training run; pass the "
+                f"run's directory (the --model_dir it was trained with)")
     return (f"{path} is not a training run directory (train one with "
             f"`python -m trainer --model_dir {path} ...`)")
 
 
-def check_run(path: str, *, trained: bool = True) -> None:
-    """Refuse (RunDirError, one line) a `path` that is not a training run: missing (named
+def check_run(path: str) -> None:
+    """Refuse (RunDirError, one line) a `path` that is not a trained run: missing (named
     with the run one typo away, errors.paths), a file, a data set or another output, a
-    folder without run.json; with `trained`, also a run without best.keras yet.
-    Standard library only: commands that read a run call it before TensorFlow loads."""
+    folder without run.json, a run without best.keras yet. Standard library only: the
+    commands that read a run call it before TensorFlow loads."""
     if not os.path.isfile(os.path.join(path, "run.json")):
         raise RunDirError(not_a_run(path))
-    if trained:
-        RunDir(path).require_best_model()
+    RunDir(path).require_best_model()
 
 
 class RunDir:
