@@ -41,21 +41,24 @@ MISTAKES = [
 PATH_MISTAKE_IDS = ("missing photo", "unknown split", "images as --records", "data set as --model_dir",
                     "folder as --jsonl", "cpu.flags without its data set", "typo in a run", "typo in export's run",
                     "typo in a data set", "shard file to records inspect", "another file as --jsonl",
-                    "a foreign folder as export's --out")
+                    "a foreign folder as export's --out", "resuming a run with another variant")
 
 
 def path_mistakes(root: str, shards: str) -> dict[str, tuple[list[str], str]]:
     """The path mistakes, run in `root` (given the data set `shards`): makes there a run
-    `runs/small-utk` (run.json and a placeholder best.keras: recognising a run reads no
-    model), a photo, a folder of images, a text file and a folder of the user's."""
+    `runs/small-utk` of the tiny variant (run.json, a placeholder best.keras and checkpoint:
+    recognising a run reads neither), a photo, a folder of images, a text file and a
+    folder of the user's."""
     run = os.path.join(root, "runs", "small-utk")
     os.makedirs(os.path.join(root, "photos"), exist_ok=True)
-    os.makedirs(run, exist_ok=True)
+    os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
     with open(os.path.join(run, "run.json"), "w") as f:
-        json.dump({"records": shards}, f)
+        json.dump({"records": shards, "variant": "tiny"}, f)
     os.makedirs(os.path.join(root, "mine"), exist_ok=True)
     for path in (os.path.join(run, "best.keras"), os.path.join(root, "photo.jpg"),
-                 os.path.join(root, "photos", "a.jpg"), os.path.join(root, "mine", "notes.txt")):
+                 os.path.join(root, "photos", "a.jpg"), os.path.join(root, "mine", "notes.txt"),
+                 os.path.join(run, "checkpoints", "ckpt-1.index"),
+                 os.path.join(run, "checkpoints", "ckpt-1.data-00000-of-00001")):
         with open(path, "wb") as f:
             f.write(b"placeholder\n")
     shard = sorted(n for n in os.listdir(shards) if n.endswith(".tfrecord"))[0]
@@ -83,6 +86,9 @@ def path_mistakes(root: str, shards: str) -> dict[str, tuple[list[str], str]]:
          "error: mine/notes.txt: line 1 is not a prediction line"),
         (["serving.export", "--model_dir=runs/small-utk", "--out=mine"],
          "error: mine: exists and is not an export this project wrote"),
+        (["trainer", f"--flagfile={os.path.join(REPO, 'cpu.flags')}", f"--records={shards}",
+          "--model_dir=runs/small-utk", "--variant=small"],
+         "error: --variant=small but the run in runs/small-utk was trained with --variant=tiny"),
     ]
     return dict(zip(PATH_MISTAKE_IDS, rows))
 

@@ -23,6 +23,7 @@ from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZ
                             LR_SCHEDULES, MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, TTA,
                             ConfigError, TrainConfig, check_evaluate, default_model_dir, default_trainable_from,
                             parse_weights)
+from trainer.resume import check_run_dir
 from trainer.run_dir import RunDir, check_run
 
 FLAGS = flags.FLAGS
@@ -190,11 +191,13 @@ def check_features_values(argv: list[str]) -> None:
 
 def check_train_paths(config: TrainConfig) -> None:
     """The trainer's paths before TensorFlow loads: every --records (and
-    --validation_records) is a data set, and --model_dir is new, empty or a run
-    (records.manifest.read_manifest, trainer.run_dir.RunDir.check: one line each)."""
-    for records in dict.fromkeys((*config.sources, config.records)):
-        read_manifest(records)
-    RunDir(config.model_dir).check()
+    --validation_records) is a data set, --model_dir is new, empty or a run, and a run
+    it would resume was trained with the same settings and data (records.manifest.
+    read_manifest, trainer.run_dir.RunDir.check, trainer.resume.check_run_dir: one line each)."""
+    manifests = {records: read_manifest(records) for records in dict.fromkeys((*config.sources, config.records))}
+    run = RunDir(config.model_dir)
+    run.check()
+    check_run_dir(run, config, manifests[config.records], [manifests[d] for d in config.sources])
 
 
 def resolved_flag_lines(f=FLAGS) -> tuple[str, ...]:
