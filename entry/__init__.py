@@ -11,7 +11,8 @@ cuInit` error of a CPU machine, `entry.startup_notices` filters out of stderr
 while TensorFlow loads and lists its devices (DEX_TF_STARTUP_LOGS=1 shows them;
 every other line passes). `run` defines and
 adopts the command's flags (so `--help` lists them), parses them before the command
-imports TensorFlow (`check_flags`: a flag mistake answers at once) and quiets absl's
+imports TensorFlow (`check_flags`: a flag mistake, and with its `check` a path of the
+wrong kind, answers at once) and quiets absl's
 Python INFO chatter unless -v/--verbosity asks for it. Both turn a `ProjectError` (bad input
 the user can fix) into one `error: ...` line and exit status 1, and so does a write
 that meets a full or read-only disk anywhere; Ctrl-C is one `interrupted: ...` line
