@@ -38,7 +38,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 
 if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
     from serving import flags as _cli
-    entry.check_flags(_cli.define_export_flags, _cli, check=entry.only_flags)
+    entry.check_flags(_cli.define_export_flags, _cli, check=_cli.check_export_values)
 
 import json
 import os
@@ -48,7 +48,6 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from errors import ProjectError
 from faces import framing
 from faces.pixels import MAX_PIXELS
 from model import age_outputs, resize_pixels
@@ -57,18 +56,10 @@ from model.load import load_run_model
 from records import schema
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
+from serving.export_dir import EXPORT_INFO, MARKER_KIND, TFLITE_FILE, ExportError, check_out  # noqa: F401
 from storage import outdir
 from storage.run_dir import RunDir, run_framing
 
-TFLITE_FILE = "model.tflite"
-EXPORT_INFO = "export.json"
-MARKER_KIND = "export"      # the kind of the marker (storage.outdir) every export carries
-# What an export written before markers holds (it is replaced only if it holds nothing else).
-UNMARKED_EXPORT = {EXPORT_INFO, TFLITE_FILE, "saved_model.pb", "variables", "assets", "fingerprint.pb"}
-
-
-class ExportError(ProjectError):
-    """An export that cannot be written as asked; the message says why and what to do."""
 
 
 def decode_rgb(data):
@@ -177,18 +168,6 @@ def _size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, files in os.walk(path) for name in files)
 
 
-def replaceable(out: str) -> bool:
-    """True for a missing or empty --out, or an export of ours: a real directory with the
-    export marker, or one written before markers that holds exactly an export's files."""
-    if not os.path.lexists(out):
-        return True
-    if os.path.islink(out) or not os.path.isdir(out):
-        return False
-    names = set(os.listdir(out))
-    return (not names or outdir.marker_kind(out) == MARKER_KIND
-            or ({EXPORT_INFO, "saved_model.pb"} <= names <= UNMARKED_EXPORT))
-
-
 def framing_text(trained: framing.Framing, stored: framing.Stored | None = None) -> str:
     """What a caller must do to a photo before sending a crop: the run's framing, and
     how its training crops were stored (what serving.predict does to each face)."""
@@ -208,10 +187,7 @@ def framing_text(trained: framing.Framing, stored: framing.Stored | None = None)
 
 def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
     """Writes the export of run `model_dir` to `out`; returns export.json's content."""
-    if not replaceable(out):
-        raise ExportError(f"{out}: exists and is not an export this project wrote (no "
-                          f"{outdir.MARKER_NAME} marker of kind {MARKER_KIND!r}); nothing was "
-                          f"touched: pass a new --out")
+    check_out(out)
     run = RunDir(model_dir)
     info = run.read_info()
     trained = run_framing(info, run.file("run.json"))
@@ -263,6 +239,8 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
 
 def main(argv):
     f = serving_flags.FLAGS   # (no positional argument: checked before TensorFlow loaded)
+    entry.interrupt.note(f"serving.export stopped; {f.out} is as it was (an export is built aside and renamed "
+                         f"into place when complete); rerun the same command")
     export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite)
 
 

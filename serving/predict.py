@@ -431,6 +431,11 @@ def main(argv):
                            probs=f.probs or bool(f.pictures_dir))
     job = Job(model_dir=f.model_dir, tta=f.tta, jsonl=f.jsonl, pictures_dir=f.pictures_dir, json=f.json,
               keep_probs=f.probs, detector=f.detector, align=f.align, margin=f.margin)
+    entry.interrupt.note(
+        f"serving.predict stopped; {job.jsonl} keeps the predictions of the photos finished so far and the same "
+        f"command continues after them" if job.jsonl else
+        "serving.predict stopped; the results above are complete, the rest were not predicted: rerun the same "
+        "command (with --jsonl FILE a rerun continues after the photos already done)")
     return run(config, job, argv[1:])
 
 

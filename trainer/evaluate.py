@@ -308,6 +308,8 @@ def print_report(report: dict, written: list[str]) -> None:
 
 def main(argv):
     f = trainer_flags.FLAGS   # (its values were checked before TensorFlow loaded: check_evaluate_values)
+    entry.interrupt.note(f"trainer.evaluate stopped; the run {f.model_dir} is kept (each report file is "
+                         f"written whole or not at all); rerun the same command")
     evaluate_run(f.model_dir, f.records, f.split, f.batch_size, tta=f.tta,
                  thresholds=tuple(f.age_threshold), challenge_age=f.challenge_age,
                  calibrate=f.calibrate, thumbnails=f.thumbnails)

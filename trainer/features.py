@@ -31,7 +31,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 
 if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
     from trainer import flags as _cli
-    entry.check_flags(_cli.define_features_flags, _cli, check=entry.only_flags)
+    entry.check_flags(_cli.define_features_flags, _cli, check=_cli.check_features_values)
 
 import hashlib
 import json
@@ -210,6 +210,8 @@ def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, 
 
 def main(argv):
     f = trainer_flags.FLAGS   # (no positional argument: checked before TensorFlow loaded)
+    entry.interrupt.note(f"trainer.features stopped; the cache is built aside in {f.records}/features and "
+                         f"never used half-built; rerun the same command to build it")
     weights = parse_weights(f.weights)
     records.read_manifest(f.records)
     loop.set_seeds(f.seed)      # the same draw as the trainer's, for a random trunk

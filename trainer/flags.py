@@ -19,9 +19,12 @@ import entry
 from model.tta import define_tta_flag
 from model.families import REGISTERED, TRAINABLE_FROM, VARIANTS
 from records.augment_ops import DEFAULT_OPS, OP_NAMES
+from records.manifest import check_split, read_manifest
+from storage.run_dir import RunDir, check_run
 from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE, LR_SCHEDULES,
                             MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, ConfigError, TrainConfig,
                             check_evaluate, default_model_dir, default_trainable_from, parse_weights)
+from trainer.resume import check_run_dir
 
 FLAGS = flags.FLAGS
 D = TrainConfig.__dataclass_fields__   # the defaults live in one place: trainer.config.TrainConfig
@@ -169,10 +172,31 @@ def check_evaluate_values(argv: list[str]) -> None:
     TensorFlow, so the command checks them before it loads."""
     entry.only_flags(argv)
     check_evaluate(FLAGS.batch_size, tuple(FLAGS.age_threshold), FLAGS.challenge_age)
+    check_run(FLAGS.model_dir)
+    records = FLAGS.records or RunDir(FLAGS.model_dir).read_info().get("records")
+    if isinstance(records, str):          # a run.json without it is refused where it is read
+        check_split(records, read_manifest(records), FLAGS.split)
+
+
+def check_features_values(argv: list[str]) -> None:
+    """trainer.features' command line before TensorFlow loads: flags only, and a data set."""
+    entry.only_flags(argv)
+    read_manifest(FLAGS.records)
+
+
+def check_train_paths(config: TrainConfig) -> None:
+    """The trainer's paths before TensorFlow loads: every --records (and
+    --validation_records) is a data set, --model_dir is new, empty or a run, and a run
+    it would resume was trained with the same settings and data (records.manifest.
+    read_manifest, storage.run_dir.RunDir.check, trainer.resume.check_run_dir: one line each)."""
+    manifests = {records: read_manifest(records) for records in dict.fromkeys((*config.sources, config.records))}
+    run = RunDir(config.model_dir)
+    run.check()
+    check_run_dir(run, config, manifests[config.records], [manifests[d] for d in config.sources])
 
 
 def resolved_flag_lines(f=FLAGS) -> tuple[str, ...]:
-    """`--name=value` for every flag defined in this module, in a form --flagfile reads back."""
+    """`--NAME=value` for every flag defined in this module, in a form --flagfile reads back."""
     return tuple(flag.serialize() for flag in sorted(f.get_flags_for_module(__name__), key=lambda x: x.name)
                  if flag.serialize())
 

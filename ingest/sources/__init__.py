@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 from errors import DataError
+from errors.paths import missing
 from ingest.sources import appa_real, csv_table, imdb_wiki, utkface
 from ingest.sources.table import COLUMNS, Options, Table, root_of
 
@@ -38,8 +39,8 @@ CHOICES = (AUTO, *SOURCES)
 def resolve(name: str, src: str):
     """The source module for --source `name` (auto: the first that recognises `src`)."""
     if not os.path.exists(src):
-        raise DataError(f"--src {src}: no such file or directory; pass a data set folder "
-                        f"(or a .csv), or make a sample with `python -m ingest.sample --out {src}`")
+        raise DataError("--src " + missing(src, f"pass a data set folder (or a .csv), or make a sample with "
+                                                f"`python -m ingest.sample --out {src}`"))
     if name != AUTO:
         if name not in SOURCES:
             raise DataError(f"--source {name}: unknown; choose one of {', '.join(CHOICES)}")
