@@ -1,6 +1,7 @@
 """Where it fails and how sure it is: the served uncertainty (model.uncertainty), the
-intervals' coverage and the temperature fit (trainer.calibration), and report.json's
-group and threshold numbers recomputed from predictions.csv (trainer.groups)."""
+intervals' coverage and their conformal calibration (trainer.calibration), report.json's
+group and threshold numbers recomputed from predictions.csv (trainer.groups), and the
+age-assurance rows and the challenge-age chooser (trainer.assurance)."""
 
 from __future__ import annotations
 
@@ -69,34 +70,73 @@ def test_intervals_cover_their_mass_when_the_distribution_is_right():
     assert not calibration.is_off(measured)
 
 
-def test_an_overconfident_model_is_off_and_its_fitted_temperature_fixes_it():
+def _too_sharp(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(true ages, distributions 2.5x surer than they are and centred 2 years young)."""
+    centre, sd = rng.uniform(2, 90, n), rng.uniform(3, 8, n)
+    true_age = _draw(_normal_rows(np.clip(centre + 2, 0, 100), sd), rng)
+    return true_age, _normal_rows(centre, sd / 2.5)
+
+
+def test_conformal_calibration_of_a_too_sharp_model_holds_on_held_out_faces():
     rng = np.random.default_rng(1)
-    n = 6000
-    centre, sd = rng.uniform(15, 75, n), rng.uniform(4, 8, n)
-    true_age = _draw(_normal_rows(centre, sd), rng)
-    told = _normal_rows(centre, sd / 2.5)          # says it is 2.5x surer than it is
-    assert calibration.is_off(calibration.coverages(true_age, told))
-    t = calibration.fit_temperature(true_age, told)
-    assert 4.0 < t < 8.5                            # a Gaussian's variance scales with T: ~2.5**2
-    after = calibration.coverages(true_age, calibration.rescale(told, t))
-    assert not calibration.is_off(after)
-    assert abs(after["90%"]["coverage"] - 0.9) < 0.04
+    val_age, val_probs = _too_sharp(10000, rng)
+    test_age, test_probs = _too_sharp(20000, rng)
+    assert calibration.is_off(calibration.coverages(test_age, test_probs))
+    record = calibration.fit(val_age, val_probs)
+    assert record["needed_faces"] == {"50%": 3, "80%": 9, "90%": 19}
+    assert all(all(b["guaranteed"].values()) for b in record["bands"].values())
+    layer = uncertainty.IntervalCalibration(record["masses"], record["band_starts"], record["levels"])
+    before = calibration.coverages(test_age, test_probs)
+    after = calibration.coverages(test_age, test_probs, layer=layer)
+    for name, entry in after.items():
+        assert before[name]["coverage"] < entry["nominal"] - 0.15          # far too sure before
+        assert abs(entry["coverage"] - entry["nominal"]) < 0.02            # within 2 points after
+    assert not calibration.is_off(after, calibrated=True)
+    columns = calibration.coverage_columns(test_age, test_probs, {"gender": np.full(len(test_age), "male", object)})
+    bands = calibration.group_coverage(test_age, test_probs, columns, layer)["estimated_age_band"]
+    assert set(bands) == {"0-12", "13-17", "18-24", "25-39", "40-59", "60+"}
+    for name, g in bands.items():      # Mondrian: each band of the estimate holds on its own
+        assert g["count"] > 1000 and g["width_90"] > g["width_90_before"]
+        assert abs(g["coverage"]["90%"] - 0.9) < 0.03, (name, g["coverage"])
 
 
-def test_the_temperature_layer_acts_on_logits_and_survives_save_and_load(tmp_path):
+def test_a_band_with_too_few_val_faces_takes_the_pooled_levels_and_says_so():
+    rng = np.random.default_rng(4)
+    val_age, val_probs = _too_sharp(3000, rng)
+    young = np.asarray(model.expected_age(val_probs.astype(np.float32))) < 13
+    keep = ~young | (np.cumsum(young) <= 10)          # 10 faces estimated under 13
+    record = calibration.fit(val_age[keep], val_probs[keep])
+    child = record["bands"]["0-12"]
+    assert child["faces"] == 10 and child["guaranteed"] == {"50%": True, "80%": True, "90%": False}
+    pooled = calibration.conformal_levels(*calibration.scores(val_age[keep], val_probs[keep]), 0.9)
+    assert record["levels"][0][2] == pytest.approx(pooled)
+    with pytest.raises(calibration.CalibrationError, match="has 18 faces: too few to calibrate the 90%"):
+        calibration.fit(val_age[:18], val_probs[:18])
+
+
+def test_the_calibration_layer_serves_its_levels_and_survives_safe_mode_load(tmp_path):
     loop.set_seeds(3)
     net = model.build_age_model(None, variant="tiny")
-    pixels = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    plain = np.asarray(net(pixels, training=False), np.float64)
-    hot = uncertainty.with_temperature(net, 0.5)
-    np.testing.assert_allclose(np.asarray(hot(pixels, training=False)), calibration.rescale(plain, 0.5), atol=1e-5)
+    pixels = np.random.default_rng(2).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    plain = np.asarray(net(pixels, training=False), np.float32)
+    bands = len(calibration.BAND_STARTS) + 1
+    levels = [[[0.05, 0.05], [0.01, 0.01], [0.001, 0.001]]] * bands       # wider than central
+    wide = uncertainty.with_interval_calibration(net, calibration.MASSES, calibration.BAND_STARTS, levels)
+    np.testing.assert_array_equal(np.asarray(wide(pixels, training=False)), plain)   # the distribution unchanged
     path = str(tmp_path / "m.keras")
-    hot.save(path)
+    wide.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    assert uncertainty.model_temperature(loaded) == pytest.approx(0.5)
-    again = uncertainty.with_temperature(loaded, 3.0)      # composes: one layer, T multiplied
-    assert again is loaded and uncertainty.model_temperature(again) == pytest.approx(1.5)
-    np.testing.assert_allclose(np.asarray(again(pixels, training=False)), calibration.rescale(plain, 1.5), atol=1e-5)
+    served = model.age_outputs(loaded, False, False)(pixels)
+    low, high = uncertainty.age_quantile(plain, 0.001), uncertainty.age_upper_quantile(plain, 0.001)
+    np.testing.assert_array_equal(served["age_low"], low)
+    np.testing.assert_array_equal(served["age_high"], high)
+    central = uncertainty.age_interval(plain, 0.9)
+    assert np.all(np.asarray(high) - np.asarray(low) > np.asarray(central[1]) - np.asarray(central[0]))
+    narrow = [[[0.25, 0.25]] * 3] * bands
+    again = uncertainty.with_interval_calibration(loaded, calibration.MASSES, calibration.BAND_STARTS, narrow)
+    assert again is loaded                                          # one layer, its levels replaced
+    np.testing.assert_array_equal(model.age_outputs(again, False, False)(pixels)["age_low"],
+                                  uncertainty.age_quantile(plain, 0.25))
 
 
 def test_thresholds_and_challenge_age_are_checked():
