@@ -321,19 +321,20 @@ def print_report(report: dict, written: list[str]) -> None:
 
 
 def assurance_lines(section: dict) -> list[str]:
-    """The age-assurance rows of every group, one line per gate (and chosen challenge age)."""
+    """The age-assurance rates: per gate (and chosen challenge age) a line, then one per group."""
     def rate(row, key):
         v = row[key]
         return "-" if v["value"] is None else f"{v['value']:.1%} [{v['ci'][0]:.1%}, {v['ci'][1]:.1%}]"
 
-    lines = []
+    lines, teens = [], "{}-{}".format(*section["teens"])
     gates = [(g, "") for g in section["gates"] if g["challenge_age"] is not None]
-    gates += [(g, f" (chosen on val: pass rate <= {g['max_false_adult']:.1%} in every group)")
+    gates += [(g, f", chosen on val: pass rate <= {g['max_false_adult']:.1%} in {', '.join(g['groups_checked'])}")
               for g in section.get("chosen", []) if g["challenge_age"] is not None]
     for gate, how in gates:
-        lines.append(f"  age {gate['threshold']}, challenge {gate['challenge_age']}{how}: " + "; ".join(
-            f"{r['group']} false adult {rate(r, 'false_adult')}, passes {rate(r, 'passed_challenge')}"
-            for r in gate["rows"]))
+        lines.append(f"  age {gate['threshold']}, challenge {gate['challenge_age']}{how}:")
+        lines += [f"    {r['group']:<10} minors {r['minors']:>5}: false adult {rate(r, 'false_adult')}, "
+                  f"passes {rate(r, 'passed_challenge')}, {teens} challenged {rate(r, 'teens_challenged')}"
+                  for r in gate["rows"]]
     for gate in section.get("chosen", []):
         if gate["challenge_age"] is None:
             lines.append(f"  age {gate['threshold']}: no challenge age up to 100 keeps the val pass rate "
