@@ -147,6 +147,13 @@ def test_thresholds_and_challenge_age_are_checked():
     with pytest.raises(ConfigError, match="--challenge_age needs an --age_threshold"):
         config.check_thresholds((), 25)
     config.check_thresholds((18, 21), 25)
+    with pytest.raises(ConfigError, match=r"--max_false_adult=1.5: must be a share in \[0, 1\)"):
+        config.check_evaluate(64, (18,), None, 1.5)
+    with pytest.raises(ConfigError, match="--calibrate with several --records: calibrate on one data set"):
+        config.check_evaluate(64, (18,), None, None, ("a", "b"), calibrate=True)
+    with pytest.raises(ConfigError, match="--records names a data set twice"):
+        config.check_evaluate(64, (18,), None, None, ("a", "a"))
+    config.check_evaluate(64, (18,), 25, 0.05, ("a", "b"))
 
 
 def test_bands_gap_and_few_flags():
