@@ -19,6 +19,7 @@ import records
 from model.metrics import CS_NAME
 from records import framing
 from records.manifest import atomic_write_bytes
+from records.schema import LABEL_REAL
 from trainer.run_dir import RunDir
 
 MAX_NAME = 120     # characters of the data set names in the table's file name
@@ -35,7 +36,7 @@ def row(records_dir: str, report: dict) -> dict:
     gate = report["thresholds"][0] if report["thresholds"] else None
     return {"data_set": os.path.basename(os.path.normpath(os.path.abspath(records_dir))),
             "records": records_dir, "split": report["split"], "faces": report["count"],
-            "label": manifest.get("label", "real"), "framing": framing.of(manifest).describe(),
+            "label": manifest.get("label", LABEL_REAL), "framing": framing.of(manifest).describe(),
             "mae": report["mae"], CS_NAME: report[CS_NAME],
             "coverage_90": report["calibration"]["coverage"]["90%"]["coverage"],
             "calibrated": report["calibration"]["calibrated"],
