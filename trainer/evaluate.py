@@ -300,6 +300,11 @@ def print_report(report: dict, written: list[str]) -> None:
         if attribute != "gender_x_age_band":
             print(f"  MAE by {attribute}: " + ", ".join(f"{n} {g['mae']['value']:.1f} (n={g['count']})"
                                                      for n, g in section["groups"].items()))
+            mix = section.get("age_mix")
+            if mix and mix["differ"]:
+                gap = mix["gap_at_equal_bands"]
+                print(f"    (its groups' ages differ: at equal age bands the gap is {gap['mae']:.1f} years, "
+                      f"{gap['worst']} vs {gap['best']})")
     for t in report["thresholds"]:
         line = (f"  age {t['age']}: false adult {t['false_adult']['value'] or 0:.1%} of {t['minors']}, "
                 f"false minor {t['false_minor']['value'] or 0:.1%} of {t['adults']}")
