@@ -237,18 +237,25 @@ class SplitFaces:
     def __init__(self, net, records_dir: str, split: str, batch_size: int, tta: str):
         with_gender = isinstance(net.output, dict)
         outputs_of = tf.function(age_outputs(net, with_gender, tta == "flip"))
-        ages, probs, gender, groups = [], [], [], {name: [] for name in GROUP_ATTRIBUTES}
+        ages, probs, groups = [], [], {name: [] for name in ("gender", *GROUP_ATTRIBUTES)}
         for images, labels in records.make_dataset(records_dir, split, batch_size, training=False, with_keys=True):
             ages.append(labels["age"].numpy())
             probs.append(np.asarray(outputs_of(images)["age_probs"], np.float64))
-            gender += [GENDER_NAMES.get(int(g), GENDER_NAMES[GENDER_UNKNOWN]) for g in labels["gender"].numpy()]
-            for name in GROUP_ATTRIBUTES:
-                values = labels[name].numpy() if name in labels else [b""] * len(labels["gender"])
-                groups[name] += [group_name(v.decode("utf-8", "replace")) for v in values]
+            for name, values in group_labels(labels).items():
+                groups[name] += values
         self.true_age, self.probs = np.concatenate(ages).astype(np.int64), np.concatenate(probs)
         self.estimate = np.asarray(expected_age(self.probs.astype(np.float32)), np.float64)
-        self.attributes = {"gender": np.array(gender, dtype=object),
-                           **{k: np.array(v, dtype=object) for k, v in groups.items()}}
+        self.attributes = {k: np.array(v, dtype=object) for k, v in groups.items()}
+
+
+def group_labels(labels: dict) -> dict[str, list[str]]:
+    """{gender: names, race...: labels} of a batch of reader labels (with_keys); a group
+    attribute the shards lack (older shards) is unknown."""
+    out = {"gender": [GENDER_NAMES.get(int(g), GENDER_NAMES[GENDER_UNKNOWN]) for g in labels["gender"].numpy()]}
+    for name in GROUP_ATTRIBUTES:
+        values = labels[name].numpy() if name in labels else [b""] * len(labels["gender"])
+        out[name] = [group_name(v.decode("utf-8", "replace")) for v in values]
+    return out
 
 
 def calibrate_run(run: RunDir, net, val: SplitFaces, tta: str):

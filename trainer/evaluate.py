@@ -42,8 +42,7 @@ import records
 from model import age_outputs, metrics, uncertainty
 from records import framing
 from records.manifest import atomic_write_bytes
-from records.schema import (AGE_MEAN, AGE_STD, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRIBUTES, NUM_AGES,
-                            REAL_AGE, group_name)
+from records.schema import AGE_MEAN, AGE_STD, GROUP_ATTRIBUTES, NUM_AGES, REAL_AGE
 from trainer import flags as trainer_flags
 from trainer import assurance, calibration, cross, groups, loop, plots, report_html
 from trainer.config import DEFAULT_THRESHOLDS, TrainConfig, check_evaluate
@@ -233,11 +232,8 @@ class FaceColumns:
     def add(self, outputs: dict, labels: dict) -> None:
         for name in FACE_OUTPUTS:
             self.parts[name].append(np.asarray(outputs[name], np.float64))
-        self.parts["gender"] += [GENDER_NAMES.get(int(g), GENDER_NAMES[GENDER_UNKNOWN])
-                                 for g in labels["gender"].numpy()]
-        for name in GROUP_ATTRIBUTES:   # absent (older shards): unknown
-            values = labels[name].numpy() if name in labels else [b""] * len(labels["gender"])
-            self.parts[name] += [group_name(v.decode("utf-8", "replace")) for v in values]
+        for name, values in calibration.group_labels(labels).items():
+            self.parts[name] += values
 
     def columns(self) -> dict:
         """{age_sd, age_low, age_high, age_probs: arrays; attributes: {gender, race...: labels}}."""
