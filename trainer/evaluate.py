@@ -19,7 +19,13 @@ face (σ = 0 included: all raters agreeing is still an apparent age); when they
 carry a real age (real_age >= 0), `mae_real` is the MAE against it. Otherwise null.
 
 `--records X` scores the run on another source's shards (resized to the model's
-input); `--tta=flip` scores each face as the mean softmax of the image and its mirror.
+input); `--records A,B` on each of several, then one table of them (`trainer.cross`);
+`--tta=flip` scores each face as the mean softmax of the image and its mirror.
+
+report.json also holds `groups` (trainer.groups), `age_assurance` (trainer.assurance;
+`--max_false_adult R` chooses the challenge age on the val split) and `calibration`
+(trainer.calibration: the intervals' coverage overall and per group; `--calibrate`
+fits the conformal calibration on the val split first and stores it in best.keras).
 """
 
 from __future__ import annotations
