@@ -137,6 +137,11 @@ def test_the_calibration_layer_serves_its_levels_and_survives_safe_mode_load(tmp
     assert again is loaded                                          # one layer, its levels replaced
     np.testing.assert_array_equal(model.age_outputs(again, False, False)(pixels)["age_low"],
                                   uncertainty.age_quantile(plain, 0.25))
+    other = uncertainty.with_interval_calibration(loaded, (0.9,), (), [[[0.4, 0.4]]])   # other masses: rebuilt
+    assert other is not loaded and [l.name for l in other.layers].count(uncertainty.CALIBRATION_LAYER) == 1
+    assert uncertainty.interval_calibration(other).masses == (0.9,)
+    np.testing.assert_array_equal(model.age_outputs(other, False, False)(pixels)["age_high"],
+                                  uncertainty.age_upper_quantile(plain, 0.4))
 
 
 def test_thresholds_and_challenge_age_are_checked():
