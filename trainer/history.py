@@ -16,7 +16,8 @@ def history_fields(table=metrics.METRICS) -> tuple[tuple[str, ...], tuple[str, .
 
 
 HISTORY_FIELDS, OPTIONAL_FIELDS = history_fields()
-GENDER_FIELDS = tuple(f for m in metrics.METRICS if m.when == metrics.WITH_GENDER for f in (m.name, metrics.val(m.name)))
+GENDER_FIELDS = tuple(f for m in metrics.METRICS if m.when == metrics.WITH_GENDER
+                      for f in (m.name, metrics.val(m.name)))
 
 
 def columns(rows: list[dict], table=metrics.METRICS) -> list[str]:
