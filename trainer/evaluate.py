@@ -271,10 +271,11 @@ def baseline_mae(records_dir: str, true_age: np.ndarray) -> float:
 
 
 def print_report(report: dict, written: list[str]) -> None:
-    rows = [("faces", f"{report['count']}")] + [   # the metric table's report rows
-        (m.label, format(report[m.name], m.fmt)) for m in metric_names.METRICS
-        if m.label and report.get(m.name) is not None] + [
-        ("MAE of predicting the mean", f"{report['baseline_mae_predicting_train_mean']:.2f}")]
+    shown = [(m.when == metric_names.ALWAYS, (m.label, format(report[m.name], m.fmt)))   # the metric table's
+             for m in metric_names.METRICS if m.label and report.get(m.name) is not None]
+    rows = ([("faces", f"{report['count']}")] + [row for always, row in shown if always]
+            + [("MAE of predicting the mean", f"{report['baseline_mae_predicting_train_mean']:.2f}")]
+            + [row for always, row in shown if not always])
     if report[metrics.EPSILON_ERROR] is not None:
         rows += [("  faces / left out (std 0)", f"{report['epsilon_faces']} / {report['epsilon_left_out']}"),
                  ("MAE vs apparent age", f"{report['mae_apparent']:.2f}")]
