@@ -16,10 +16,7 @@ def define_flags() -> None:
     d = Config.__dataclass_fields__  # defaults live in one place: pipeline.Config
     flags.DEFINE_string("src", None, "The data set: a folder (IMDB-WIKI's wiki_crop/ or "
                         "imdb_crop/, UTKFace's folder, appa-real-release/) or a .csv file.")
-    flags.DEFINE_enum("source", d["source"].default, sources.CHOICES,
-                      "The format of --src. auto tries, in order: a .csv file -> csv; a folder "
-                      "with wiki.mat/imdb.mat -> imdb_wiki; a folder with gt_avg_train.csv -> "
-                      "appa_real; a folder where most image names start with <int>_<int>_ -> utkface.")
+    flags.DEFINE_enum("source", d["source"].default, sources.CHOICES, sources.source_help())
     flags.DEFINE_string("out", "", "Shard directory to (re)write. Default: shards/<name>: wiki, "
                         "imdb, utkface, appa_real, or the CSV's file name without .csv.")
     flags.DEFINE_integer("image_size", d["image_size"].default, "Stored images are "
