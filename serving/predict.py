@@ -360,8 +360,8 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
     config = face_config(config, job, age_model)
     if config.detect:
         used = framing.Framing(config.detector, config.align, config.margin)
-        line = framing.warning(age_model.framing, used, "the faces found", "leave out --detector/--align/--margin "
-                               "to frame them as the run's, or train on data ingested with --reframe")
+        line = framing.predict_notice(age_model.framing, used,
+                                      {"detector": job.detector, "align": job.align, "margin": job.margin})
         if line:
             print(line, file=sys.stderr)
     # Progress goes to stderr; results go to --jsonl or stdout, never mixed with it.
