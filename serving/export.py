@@ -18,7 +18,10 @@ The age model of a run as artifacts that need neither this project nor Keras:
                                 width/height on every side), as faces.facebox.frame does;
                                 `image_size`, `encoding`, `jpeg_quality`: how the training
                                 crops were stored (faces.pixels.as_stored repeats it);
-                                `framing` says it all in words
+                                `framing` says it all in words, and `framing_spec` as data
+                                a phone developer implements step by step (detector and
+                                model file, box, eye-levelling turn, crop, squash,
+                                storage: serving.framing_spec)
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project; a PNG's transparency composited on
@@ -57,6 +60,7 @@ from model.load import load_run_model
 from records import schema
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
+from serving import framing_spec
 from storage import outdir
 from storage.run_dir import RunDir, run_framing
 
@@ -224,6 +228,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
                    "task": info.get("task", "age_gender" if with_gender else "age"),
                    **trained.as_dict(), **(stored.as_dict() if stored else {}),
                    "framing": framing_text(trained, stored),
+                   "framing_spec": framing_spec.spec(trained, stored, input_size),
                    "tta": tta, "tflite": tflite,
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 

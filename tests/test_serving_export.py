@@ -130,6 +130,7 @@ def test_saved_model_runs_in_a_clean_process_and_matches_predict(run_dir, faces,
     assert "SavedModel" in result.stdout and "model.tflite (float32)" in result.stdout and " MB" in result.stdout
     info = json.load(open(out / "export.json"))
     assert info["input_size"] == INPUT_SIZE and info["tflite"] == "float32"
+    assert info["framing_spec"]["model_input"]["side"] == INPUT_SIZE and "crop" in info["framing_spec"]
 
     preds = tmp_path / "preds.jsonl"
     predicted = run_module("serving.predict", f"--model_dir={run_dir}", "--no_detect", f"--jsonl={preds}",
@@ -313,3 +314,27 @@ def test_the_tflite_model_refuses_any_other_input_shape(tmp_path):
         runner = Interpreter(model_path=str(path)).get_signature_runner("serve")
         with pytest.raises(RuntimeError, match=r"failed to (invoke|prepare)"):
             runner(pixels=np.zeros(shape, np.uint8))
+
+
+def test_the_framing_spec_states_every_step_a_phone_implements():
+    from faces import blazeface, framing
+    from serving import framing_spec
+
+    spec = framing_spec.spec(framing.Framing("blazeface", True, 0.4), framing.Stored(64, "jpeg", 95), 64)
+    assert spec["detector"]["name"] == "blazeface"
+    assert spec["detector"]["model_file"] == "face_detection_short_range.tflite"
+    assert spec["detector"]["fallback_model_file"] == "face_detection_full_range.tflite"
+    assert os.path.basename(blazeface.model_path()) == spec["detector"]["model_file"]
+    assert spec["detector"]["anchors"]["model"]["count"] == 896
+    assert spec["detector"]["anchors"]["fallback"]["count"] == 2304
+    assert spec["rotation"]["aligned"] is True and spec["rotation"]["eye_keypoints"] == [0, 1]
+    assert "atan2(right_eye_y - left_eye_y, right_eye_x - left_eye_x)" in spec["rotation"]["angle_degrees"]
+    assert "clockwise" in spec["rotation"]["angle_degrees"] and "-angle" in spec["rotation"]["turn"]
+    assert spec["crop"]["margin"] == 0.4 and "floor(x0 - margin * w)" in spec["crop"]["rule"]
+    assert spec["output"]["side"] == 64 and spec["model_input"]["side"] == 64
+    assert (spec["storage"]["encoding"], spec["storage"]["jpeg_quality"]) == ("jpeg", 95)
+    json.dumps(spec)                               # plain JSON data
+    flat = framing_spec.spec(framing.Framing("haar", False, 0.0), None, 32)
+    assert flat["rotation"] == {"aligned": False, "eye_keypoints": None, "angle_degrees": "0: no turn",
+                                "turn": "none"}
+    assert flat["crop"]["margin"] == 0.0 and flat["output"] is None and "storage" not in flat
