@@ -22,6 +22,9 @@ The age model of a run as artifacts that need neither this project nor Keras:
                                 a phone developer implements step by step (detector and
                                 model file, box, eye-levelling turn, crop, squash,
                                 storage: serving.framing_spec)
+    exports/X/bundle/           (--bundle) the phone bundle: BlazeFace's TFLite files, the
+                                age model as float16 and int8 TFLite, framing.json and
+                                reference.py (serving.bundle)
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project; a PNG's transparency composited on
@@ -60,6 +63,7 @@ from model.load import load_run_model
 from records import schema
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
+from serving import bundle as phone_bundle
 from serving import framing_spec
 from storage import outdir
 from storage.run_dir import RunDir, run_framing
@@ -154,9 +158,11 @@ def fixed_size_pixels(pixels, input_size: int):
     return tf.reshape(pixels, tf.stack([shape[0] * tf.cast(fits, tf.int32), input_size, input_size, 3]))
 
 
-def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: str) -> bytes:
-    """The pixel endpoint at the input size as a LiteRT flatbuffer (float32, or float16
-    weights), converted from an ExportArchive SavedModel: the archive tracks the
+def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: str,
+                 representative=None) -> bytes:
+    """The pixel endpoint at the input size as a LiteRT flatbuffer (float32, float16
+    weights, or int8: weights and activations quantised on `representative`, a
+    generator of {"pixels": uint8 [1, S, S, 3]}, float kernels where an op has no int8 one), converted from an ExportArchive SavedModel: the archive tracks the
     Keras variables, so they reach the flatbuffer as constants.  An input of any other
     shape is an error at invoke time (fixed_size_pixels)."""
     outputs = age_outputs(net, with_gender, tta)
@@ -172,6 +178,9 @@ def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: 
         if precision == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
+        elif precision == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
         return converter.convert()
 
 
@@ -210,8 +219,10 @@ def framing_text(trained: framing.Framing, stored: framing.Stored | None = None)
     return text
 
 
-def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
-    """Writes the export of run `model_dir` to `out`; returns export.json's content."""
+def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print,
+               bundle: bool = False) -> dict:
+    """Writes the export of run `model_dir` to `out` (with `bundle`: and the phone bundle,
+    serving.bundle); returns export.json's content."""
     if not replaceable(out):
         raise ExportError(f"{out}: exists and is not an export this project wrote (no "
                           f"{outdir.MARKER_NAME} marker of kind {MARKER_KIND!r}); nothing was "
@@ -220,6 +231,8 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
     info = run.read_info()
     trained = run_framing(info, run.file("run.json"))
     stored = framing.stored(info)
+    if bundle:
+        phone_bundle.check(trained)
     net = load_run_model(run)
     input_size = model_input_size(net)
     with_gender = isinstance(net.output, dict)
@@ -242,6 +255,9 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
         if tflite != "none":
             with open(os.path.join(tmp, TFLITE_FILE), "wb") as f:
                 f.write(tflite_bytes(net, input_size, with_gender, flip, tflite))
+        if bundle:
+            export_info["bundle"] = phone_bundle.write(tmp, net, info, trained, stored, input_size,
+                                                       with_gender, flip, log)
         with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
             json.dump(export_info, f, indent=2)
             f.write("\n")
@@ -268,7 +284,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
 
 def main(argv):
     f = serving_flags.FLAGS   # (no positional argument: checked before TensorFlow loaded)
-    export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite)
+    export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite, bundle=f.bundle)
 
 
 if __name__ == "__main__":
