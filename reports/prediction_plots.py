@@ -29,7 +29,8 @@ def distribution_figure(probs: np.ndarray, title: str):
     expected = float(np.asarray(metrics.expected_age(probs[None]))[0])
     low, high = interval(probs)
     fig, ax = plt.subplots(figsize=(6, 2.6))
-    ax.axvspan(low - 0.5, high + 0.5, color="C1", alpha=0.2,
+    half = 0.5     # a bar's half width: the span covers the bars of low..high
+    ax.axvspan(low - half, high + half, color="C1", alpha=0.2,
                label=f"{round(100 * uncertainty.INTERVAL_MASS)}% interval {low}–{high}")
     ax.bar(np.arange(len(probs)), probs, color="C0")
     ax.axvline(expected, color="C3", label=f"apparent age {expected:.1f}")

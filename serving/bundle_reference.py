@@ -25,10 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MIN_SCORE = 0.5          # sigmoid score kept (MediaPipe's min_score_thresh)
-NMS_IOU = 0.3            # weighted non-maximum suppression's IoU
-KEYPOINTS = 6
-MIN_FACE = 30            # faces with a side under this many photo pixels are dropped
+KEYPOINTS = 6            # per face: photo-left eye, photo-right eye, nose, mouth, two ears
 
 
 def interpreter(path):
@@ -61,7 +58,8 @@ def anchors(strides, side, per_cell):
 class Detector:
     """One BlazeFace model: its file, input side and anchors."""
 
-    def __init__(self, path, strides, per_cell):
+    def __init__(self, path, strides, per_cell, min_score, nms_iou):
+        self.min_score, self.nms_iou = min_score, nms_iou
         self.net = interpreter(path)
         self.net.allocate_tensors()
         self.side = int(self.net.get_input_details()[0]["shape"][1])
@@ -84,7 +82,7 @@ class Detector:
         logits = self.net.get_tensor(self.scores)[0]
         raw = self.net.get_tensor(self.regressors)[0]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1).astype(np.float64), -100, 100)))
-        keep = scores >= MIN_SCORE
+        keep = scores >= self.min_score
         raw, centre = raw.reshape(-1, 4 + 2 * KEYPOINTS)[keep].astype(np.float64) / side, self.anchors[keep]
         cx, cy = raw[:, 0] + centre[:, 0], raw[:, 1] + centre[:, 1]
         points = raw[:, 4:].reshape(-1, KEYPOINTS, 2) + centre[:, None, :]
@@ -92,7 +90,7 @@ class Detector:
                                          cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], axis=1),
                                points.reshape(-1, 2 * KEYPOINTS)], axis=1)
         shift = np.tile([pad_x, pad_y], 2 + KEYPOINTS)
-        return [(s, (row * side - shift) / scale) for s, row in weighted_nms(scores[keep], rows)]
+        return [(s, (row * side - shift) / scale) for s, row in weighted_nms(scores[keep], rows, self.nms_iou)]
 
 
 def iou(box, boxes):
@@ -104,12 +102,12 @@ def iou(box, boxes):
     return inter / np.maximum(area + areas - inter, 1e-12)
 
 
-def weighted_nms(scores, rows):
+def weighted_nms(scores, rows, nms_iou):
     order = np.argsort(-scores, kind="stable")
     scores, rows = scores[order], rows[order]
     out = []
     while len(scores):
-        cluster = iou(rows[0, :4], rows[:, :4]) > NMS_IOU
+        cluster = iou(rows[0, :4], rows[:, :4]) > nms_iou
         cluster[0] = True
         weights = scores[cluster]
         out.append((float(scores[0]), (rows[cluster] * weights[:, None]).sum(axis=0) / weights.sum()))
@@ -117,7 +115,7 @@ def weighted_nms(scores, rows):
     return out
 
 
-def find_faces(rgb, detectors):
+def find_faces(rgb, detectors, min_face):
     """[(box x, y, w, h, (left eye, right eye))], largest first: the first detector's
     faces, else the fallback's."""
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
@@ -130,7 +128,7 @@ def find_faces(rgb, detectors):
     faces = []
     for _, row in found:
         x0, y0, x1, y1 = (int(round(v)) for v in row[:4])
-        if min(x1 - x0, y1 - y0) >= MIN_FACE:
+        if min(x1 - x0, y1 - y0) >= min_face:
             eyes = [round(float(v), 2) for v in row[4:8]]
             faces.append(((x0, y0, x1 - x0, y1 - y0), ((eyes[0], eyes[1]), (eyes[2], eyes[3]))))
     return sorted(faces, key=lambda f: (-f[0][2] * f[0][3], f[0][1], f[0][0]))
@@ -212,7 +210,7 @@ def predict(path, spec, detectors, age_model):
     rgb = read_rgb(path)
     faces = []
     margin, aligned = spec["crop"]["margin"], spec["rotation"]["aligned"]
-    for (x, y, w, h), (left, right) in find_faces(rgb, detectors):
+    for (x, y, w, h), (left, right) in find_faces(rgb, detectors, spec["box"]["min_face_px"]):
         angle = math.degrees(math.atan2(right[1] - left[1], right[0] - left[0])) if aligned else 0.0
         pixels, region = frame(rgb, (x, y, x + w, y + h), margin, angle)
         if spec.get("output"):
@@ -234,11 +232,9 @@ def main(argv=None):
     with open(os.path.join(HERE, "framing.json")) as f:
         spec = json.load(f)
     found = spec["detector"]
-    anchors_of = found["anchors"]
-    detectors = [Detector(os.path.join(HERE, found["model_file"]), anchors_of["model"]["strides"],
-                          anchors_of["model"]["per_cell"]),
-                 Detector(os.path.join(HERE, found["fallback_model_file"]), anchors_of["fallback"]["strides"],
-                          anchors_of["fallback"]["per_cell"])]
+    detectors = [Detector(os.path.join(HERE, found[file]), found["anchors"][kind]["strides"],
+                          found["anchors"][kind]["per_cell"], found["min_score"], found["nms_iou"])
+                 for file, kind in (("model_file", "model"), ("fallback_model_file", "fallback"))]
     age_model = AgeModel(os.path.join(HERE, os.path.basename(args.model)))
     worked = 0
     for path in args.photos:

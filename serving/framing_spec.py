@@ -37,13 +37,15 @@ def detector_spec(name: str) -> dict:
                         "fallback": {"strides": list(blazeface.FULL_STRIDES),
                                      "per_cell": blazeface.FULL_ANCHORS_PER_CELL,
                                      "count": len(blazeface.FULL_ANCHORS)},
-                        "centre": "mid-cell, (col + 0.5) / cells, (row + 0.5) / cells; consecutive layers of "
+                        "centre": "mid-cell, (2 * col + 1) / (2 * cells), (2 * row + 1) / (2 * cells); consecutive layers of "
                                   "one stride share a grid; the anchors of a cell together; fixed size 1x1"},
             "decode": ("regressors / side + anchor centre: box centre x, y, width, height, then 6 keypoints x, y "
                        "(photo-left eye, photo-right eye, nose tip, mouth, photo-left ear, photo-right ear); "
                        f"score = sigmoid(logit) >= {blazeface.MIN_SCORE}; weighted non-maximum suppression at "
                        f"IoU > {blazeface.NMS_IOU} (score-weighted mean of the box and keypoints); then undo "
                        "the letterbox: (v * side - pad) / scale"),
+            "min_score": blazeface.MIN_SCORE,
+            "nms_iou": blazeface.NMS_IOU,
             "fallback": "run the fallback model only when the model finds no face in the photo",
         }
     if name == "mtcnn":
@@ -66,8 +68,8 @@ def spec(trained: framing.Framing, stored: framing.Stored | None, input_size: in
         "version": SPEC_VERSION,
         "detector": detector,
         "faces": "every face found, largest box area first",
-        "box": "x0, y0, x1, y1: the detector's box rounded to whole pixels of the photo; faces whose "
-               f"width or height is under {MIN_FACE} px are dropped",
+        "box": {"rule": "x0, y0, x1, y1: the detector's box rounded to whole pixels of the photo; faces whose "
+                        "width or height is under min_face_px are dropped", "min_face_px": MIN_FACE},
         "rotation": {
             "aligned": trained.aligned,
             "eye_keypoints": list(eyes) if trained.aligned and eyes else None,

@@ -724,6 +724,6 @@ def test_the_age_distribution_shades_its_90_percent_interval():
     fig = distribution_figure(probs, "face 1")
     (span,) = fig.axes[0].patches[:1]
     x0, x1 = span.get_x(), span.get_x() + span.get_width()
-    assert (x0, x1) == (low - 0.5, high + 0.5)
+    assert (x0, x1) == (low - 0.5, high + 0.5)        # the bars of low..high, each 1 wide
     assert f"90% interval {low}–{high}" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     plt.close(fig)
