@@ -2,10 +2,10 @@
 
 Apparent age per face of every image file a PATH names: a file, a folder (searched
 recursively for images) or `@list.txt` (one path a line).  Faces are detected
-(`--detector` mtcnn, haar or blazeface, all offline), turned so the eyes are level (`--align`)
+(`--detector` blazeface, mtcnn or haar, all offline), turned so the eyes are level (`--align`)
 and cropped with a margin (`--margin`): by default the framing of the faces the model
-was trained on, from run.json (faces.framing; one warning line when the flags
-frame faces otherwise), with the code ingest's `--reframe` uses (serving.faces).  Each
+was trained on, from run.json (faces.framing.predict_notice: one warning line naming a
+flag that frames faces otherwise; one note for a run on a data set's own crops), with the code ingest's `--reframe` uses (serving.faces).  Each
 framed face is then stored as the run's training faces were (squashed to the data
 set's image size, JPEG at its quality, decoded: faces.pixels.as_stored), so it is
 the record ingest would have written for that photo; the model's own `Resize` layer

@@ -538,7 +538,7 @@ def test_predict_never_imports_ingest(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:") and line.count("|") == 2}
-    assert {"serving.faces", "faces.detect", "mtcnn", "faces.facebox", "entry.progress"} <= imported   # the whole path ran
+    assert {"serving.faces", "faces.detect", "faces.blazeface", "faces.facebox", "entry.progress"} <= imported   # the whole path ran
     assert sorted(m for m in imported if m.split(".")[0] == "ingest") == []
 
 
