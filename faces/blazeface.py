@@ -15,7 +15,9 @@ non-maximum suppression at IoU NMS_IOU.
 When the short-range model finds no face, the full-range model in the same wheel
 (face_detection_full_range.tflite: the photo letterboxed to 192x192, 2304 anchors of
 stride 4, one per cell, the same box + six keypoints) looks again (`find`): it finds
-faces down to about 1/30 of the photo's longer side that the short range misses.
+faces down to about a twentieth of the photo's longer side (the astronaut's 95-px face
+on a 1,700-px-wide photo, not on a 1,900-px one), where the short range stops at about
+a tenth.
 A face the short range finds is returned as it finds it.
 
 An interpreter is not thread-safe: threads borrow one each from an idle pool (one is
@@ -49,8 +51,8 @@ class ModelMissing(RuntimeError):
 
 
 def _anchors(strides=STRIDES, side=SIDE, per_cell=ANCHORS_PER_CELL) -> np.ndarray:
-    """[n, 2] (short range: 896; full range: 2304) anchor centres (x, y) in [0, 1] (fixed_anchor_size: every anchor is 1 x 1),
-    in the model's output order: layer by layer (consecutive layers of one stride share
+    """[n, 2] anchor centres (x, y) in [0, 1] (short range: 896; full range: 2304;
+    fixed_anchor_size: every anchor is 1 x 1), in the model's output order: layer by layer (consecutive layers of one stride share
     a grid), row-major cells, the anchors of a cell together."""
     centres = []
     layer = 0
@@ -100,8 +102,8 @@ def _load(threads: int | None, model: str = MODEL):
 
 
 def letterbox(rgb: np.ndarray, side: int = SIDE) -> tuple[np.ndarray, float, float, float]:
-    """(model input [1, SIDE, SIDE, 3] float32 in [-1, 1], scale, pad_x, pad_y): the photo
-    resized (bilinear, keeping its aspect) to fit SIDE, centred on black; a photo pixel
+    """(model input [1, side, side, 3] float32 in [-1, 1], scale, pad_x, pad_y): the photo
+    resized (bilinear, keeping its aspect) to fit `side`, centred on black; a photo pixel
     (x, y) is at (x * scale + pad_x, y * scale + pad_y) of the input."""
     from PIL import Image
 
