@@ -95,11 +95,11 @@ def warning(trained: Framing, used: Framing, what: str, fix: str) -> str | None:
             f"{trained.describe()}, so its ages may be off; {fix}")
 
 
-def ingest_command(trained: Framing) -> str:
+def ingest_command(trained: Framing, detector: str = DEFAULT_DETECTOR) -> str:
     """The ingest command whose training faces are framed as `trained` (a run on a data
-    set's own crops: as prediction frames photos by default, with DEFAULT_DETECTOR)."""
+    set's own crops: found with `detector`, framed with ingest's defaults)."""
     own = trained.detector in DETECTORS
-    detector = trained.detector if own else DEFAULT_DETECTOR
+    detector = trained.detector if own else detector
     command = f"python -m ingest --src SRC --out OUT --reframe {detector}"
     if own and trained.aligned != aligns_by_default(detector):
         command += " --align" if trained.aligned else " --noalign"
@@ -123,9 +123,13 @@ def predict_notice(trained: Framing, used: Framing, passed: dict) -> str | None:
     training faces.  Else a warning only when a flag the user gave frames faces unlike
     the run's, naming those flags."""
     if trained.detector == SOURCE:
+        margin = passed.get("margin")
+        flag = (f"; --margin {margin:g} crops them unlike the run's margin {trained.margin:g}: leave it out to "
+                f"crop them as its were" if margin is not None and margin != trained.margin else "")
         return (f"note: this run was trained on the data set's own crops (margin {trained.margin:g}), not on faces "
                 f"found in photos; it sees the photos' faces as {used.describe()}, so its ages may be off; for "
-                f"training faces framed as in prediction, ingest with `{ingest_command(trained)}` and train on OUT")
+                f"training faces framed as in prediction, ingest with "
+                f"`{ingest_command(trained, used.detector)}` and train on OUT{flag}")
     if not differs(trained, used):
         return None
     runs = {"detector": trained.detector, "align": trained.aligned, "margin": trained.margin}

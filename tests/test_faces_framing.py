@@ -110,6 +110,12 @@ def test_a_run_on_a_data_sets_own_crops_gets_one_note_with_the_ingest_command_no
                     "off; for training faces framed as in prediction, ingest with "
                     "`python -m ingest --src SRC --out OUT --reframe blazeface` and train on OUT")
     assert "warning" not in line and "--detector" not in line
+    # The detector the user chose is the one to ingest with; a margin unlike the run's is named.
+    line = framing.predict_notice(utk, framing.Framing("mtcnn", True, 0.2),
+                                  {"detector": "mtcnn", "align": None, "margin": 0.2})
+    assert line.endswith("ingest with `python -m ingest --src SRC --out OUT --reframe mtcnn` and train on OUT; "
+                         "--margin 0.2 crops them unlike the run's margin 0: leave it out to crop them as its were")
+    assert line.startswith("note: ") and line.count("\n") == 0
 
 
 def test_the_ingest_command_reproduces_a_runs_framing():
