@@ -383,3 +383,18 @@ def test_the_phone_bundle_reference_matches_predict_on_a_photo(run_dir, tmp_path
         assert np.abs(np.subtract(mine["box"], theirs["box"])).max() <= 3, (mine, theirs)
         assert abs(mine["apparent_age"] - theirs["apparent_age"]) < 0.5, (mine, theirs)
         assert mine["age_low"] <= mine["apparent_age"] <= mine["age_high"]
+
+
+def test_a_bundle_is_refused_in_one_line_for_a_run_framed_by_another_detector():
+    from errors import ProjectError
+    from faces import framing
+    from serving import bundle
+
+    bundle.check(framing.Framing("blazeface", True, 0.4))
+    bundle.check(framing.Framing("source", False, 0.0))      # prediction frames its photos with blazeface
+    with pytest.raises(ProjectError) as error:
+        bundle.check(framing.Framing("mtcnn", True, 0.4))
+    assert str(error.value) == (
+        "--bundle: the bundle's reference finds faces with blazeface, but this run was trained on mtcnn faces, "
+        "aligned, margin 0.4; train on faces from `python -m ingest --src SRC --out OUT --reframe blazeface`, "
+        "or leave out --bundle")
