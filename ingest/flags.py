@@ -54,13 +54,13 @@ def define_flags() -> None:
                        f"Recorded in the manifest. Refused for the other sources (their crops "
                        f"have a fixed margin) unless --reframe.", lower_bound=0.0)
     flags.DEFINE_enum("reframe", framing.REFRAME_NONE, list(framing.REFRAME), "none: store the source's "
-                      "crops. mtcnn, haar or blazeface: find the face in every source image with that detector "
-                      "(the one "
-                      "nearest the source's face box where it has one, else the largest), frame it as "
+                      f"crops. {', '.join(framing.DETECTORS)}: find the face in every source image with that detector "
+                      "(the one nearest the source's face box where it has one, else the largest), frame it as "
                       "prediction does (--align, --margin: default 0.4) and store that crop, so training and "
-                      "prediction see the same framing; images without a face are skipped (no_face_found).")
+                      "prediction see the same framing; images without a face are skipped (no_face_found). "
+                      f"{framing.DEFAULT_DETECTOR} is prediction's default detector.")
     flags.DEFINE_boolean("align", None, "--reframe: turn each face so its eyes are level (default: on with "
-                         "mtcnn and blazeface; haar has no landmarks).")
+                         "blazeface and mtcnn; haar has no landmarks).")
     flags.DEFINE_enum("gender_male_code", None, ("0", "1"), "CSV: a numeric gender column is "
                       "refused unless this says which number is male (the other is female). "
                       "Refused for the other sources.")

@@ -110,8 +110,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     info = run.read_info()
     records_dir = records_dir or info["records"]
     trained, scored = framing.of(info), framing.of(records.read_manifest(records_dir))
-    line = framing.warning(trained, scored, f"the faces of {records_dir}",
-                           "re-ingest them with the run's framing (ingest --reframe/--margin)")
+    line = framing.warning(trained, scored, f"the faces of {records_dir}", framing.data_fix(trained))
     if line:
         print(line, flush=True)
     net = load_run_model(run)
