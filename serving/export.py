@@ -24,10 +24,13 @@ Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project; a PNG's transparency composited on
 white, as serving.predict does: `decode_rgb`) and the resize to the input size
 run inside the graph.  TensorFlow's decoders ignore EXIF orientation: send
-upright crops.  The export is written beside `--out` and renamed into place, so
-a failed export leaves the previous one usable.  Every export carries the
-marker `.dex-age` (kind "export"); an existing `--out` without it (or, written
-before markers, holding anything but an export's files) is never replaced.
+upright crops.  The export is an output of storage.outdir: one writer (the lock
+`.NAME.lock` beside it), built in `.NAME.staging` (marker first) and swapped in, so
+a failed or killed export leaves the previous one usable, and the next run
+repairs a swap a kill interrupted (the old export restored, or the new one
+completed) and removes a leftover staging folder.  Every export carries the marker
+`.dex-age` (kind "export"); an existing `--out` without it (whatever files it
+holds: a SavedModel of the user's is the user's), or a link, is never replaced.
 serving_default refuses an image over faces.pixels.MAX_PIXELS from its JPEG or
 PNG header, before decoding it (InvalidArgumentError naming the limit).
 """
@@ -42,13 +45,13 @@ if __name__ == "__main__":   # the command line is checked before TensorFlow loa
 
 import json
 import os
-import shutil
+import re
 import tempfile
 
 import keras
 import tensorflow as tf
 
-from errors import ProjectError
+from errors import DataError, ProjectError
 from faces import framing
 from faces.pixels import MAX_PIXELS
 from model import age_outputs, resize_pixels
@@ -63,8 +66,9 @@ from storage.run_dir import RunDir, run_framing
 TFLITE_FILE = "model.tflite"
 EXPORT_INFO = "export.json"
 MARKER_KIND = "export"      # the kind of the marker (storage.outdir) every export carries
-# What an export written before markers holds (it is replaced only if it holds nothing else).
-UNMARKED_EXPORT = {EXPORT_INFO, TFLITE_FILE, "saved_model.pb", "variables", "assets", "fingerprint.pb"}
+# The temporary folders of tempfile.mkdtemp(prefix=".NAME.") / (".NAME.old.") beside --out:
+# the export's own when they carry its marker (export_target.repair removes or restores them).
+_MKDTEMP = "[a-z0-9_]{8}"
 
 
 class ExportError(ProjectError):
@@ -177,16 +181,68 @@ def _size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, files in os.walk(path) for name in files)
 
 
-def replaceable(out: str) -> bool:
-    """True for a missing or empty --out, or an export of ours: a real directory with the
-    export marker, or one written before markers that holds exactly an export's files."""
-    if not os.path.lexists(out):
-        return True
-    if os.path.islink(out) or not os.path.isdir(out):
-        return False
-    names = set(os.listdir(out))
-    return (not names or outdir.marker_kind(out) == MARKER_KIND
-            or ({EXPORT_INFO, "saved_model.pb"} <= names <= UNMARKED_EXPORT))
+def target(out: str) -> outdir.Output:
+    """--out as an output of storage.outdir: every name in it is the export's."""
+    return outdir.Output(out, kind=MARKER_KIND, what="--out")
+
+
+def check_out(out: str) -> None:
+    """Refuse, touching nothing, an --out that is not a new or empty folder or an export
+    of ours (a link, a user's folder or SavedModel, another output of this project)."""
+    try:
+        target(out).check()
+    except DataError as e:
+        if os.path.islink(out) or not os.path.isdir(out) or outdir.is_ours(out) or outdir.is_unborn(out):
+            raise ExportError(str(e)) from None
+        raise ExportError(f"{out}: exists and is not an export this project wrote (no "
+                          f"{outdir.MARKER_NAME} marker of kind {MARKER_KIND!r}); nothing was "
+                          f"touched: pass a new --out") from None
+
+
+def repair_leftovers(out: str) -> list[str]:
+    """The mkdtemp folders of killed exports beside `out` that carry the export marker:
+    a hidden old export (`.NAME.old.XXXXXXXX/export`) is restored when `out` is gone,
+    every other one removed (marker last).  What they did, as log lines."""
+    parent, name = os.path.split(os.path.abspath(out))
+    temp, old = re.compile(re.escape(f".{name}.") + _MKDTEMP), re.compile(re.escape(f".{name}.old.") + _MKDTEMP)
+    did = []
+    for entry in sorted(os.scandir(parent), key=lambda e: e.name):
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        if old.fullmatch(entry.name) and os.listdir(entry.path) == ["export"] \
+                and outdir.marker_kind(os.path.join(entry.path, "export")) == MARKER_KIND:
+            if not os.path.lexists(out):
+                os.rename(os.path.join(entry.path, "export"), out)
+                did.append(f"restored {out} from {entry.path}, left by an interrupted export")
+            else:
+                outdir.remove_ours(os.path.join(entry.path, "export"))
+                did.append(f"removed {entry.path}, the old export an interrupted export left")
+            os.rmdir(entry.path)
+        elif temp.fullmatch(entry.name) and outdir.marker_kind(entry.path) == MARKER_KIND:
+            outdir.remove_ours(entry.path)
+            did.append(f"removed {entry.path}, the unfinished export an interrupted export left")
+    return did
+
+
+def write_export(out: str, fill, log=print) -> None:
+    """One writer builds the export: under the lock beside `out`, a swap a kill
+    interrupted is repaired, `fill(staging)` writes the export into `.NAME.staging`
+    (marker first), and it is swapped in; a failure leaves no staging folder."""
+    check_out(out)
+    export = target(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with export.lock():
+        for line in [export.repair()] + repair_leftovers(out):
+            if line:
+                log(f"serving.export: {line}")
+        staging = export.start_staging(keep=False)
+        os.chmod(staging, 0o755)   # readable by a serving container's user
+        try:
+            fill(staging)
+            export.swap_in()
+        except BaseException:
+            export.discard_staging()
+            raise
 
 
 def framing_text(trained: framing.Framing, stored: framing.Stored | None = None) -> str:
@@ -208,10 +264,7 @@ def framing_text(trained: framing.Framing, stored: framing.Stored | None = None)
 
 def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
     """Writes the export of run `model_dir` to `out`; returns export.json's content."""
-    if not replaceable(out):
-        raise ExportError(f"{out}: exists and is not an export this project wrote (no "
-                          f"{outdir.MARKER_NAME} marker of kind {MARKER_KIND!r}); nothing was "
-                          f"touched: pass a new --out")
+    check_out(out)       # before the model loads
     run = RunDir(model_dir)
     info = run.read_info()
     trained = run_framing(info, run.file("run.json"))
@@ -227,30 +280,16 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
                    "tta": tta, "tflite": tflite,
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
-    os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide the export from a serving container's user
-    try:
-        outdir.drop_marker(tmp, MARKER_KIND)
-        saved_model_archive(net, input_size, with_gender, flip).write_out(tmp, verbose=False)
+    def fill(staging: str) -> None:
+        saved_model_archive(net, input_size, with_gender, flip).write_out(staging, verbose=False)
         if tflite != "none":
-            with open(os.path.join(tmp, TFLITE_FILE), "wb") as f:
+            with open(os.path.join(staging, TFLITE_FILE), "xb") as f:
                 f.write(tflite_bytes(net, input_size, with_gender, flip, tflite))
-        with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
+        with open(os.path.join(staging, EXPORT_INFO), "x") as f:
             json.dump(export_info, f, indent=2)
             f.write("\n")
-        # Replace an earlier export only once the new one is complete.
-        old = None
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
-            os.rename(out, os.path.join(old, "export"))
-        os.rename(tmp, out)
-        if old:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_export(out, fill, log)
     sizes = {"SavedModel": _size(out) - _size(os.path.join(out, EXPORT_INFO))
              - (_size(os.path.join(out, TFLITE_FILE)) if tflite != "none" else 0)}
     if tflite != "none":

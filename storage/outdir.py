@@ -143,7 +143,7 @@ def is_unborn(directory: str) -> bool:
     return len(_marker_temps(directory)) == len(names)
 
 
-def _remove_ours(directory: str) -> None:
+def remove_ours(directory: str) -> None:
     """Delete a directory of ours, its marker last: one a kill interrupts still carries it."""
     for entry in os.scandir(directory):
         if entry.name != MARKER_NAME:
@@ -234,7 +234,7 @@ class Output:
         if not keep and os.path.lexists(self.staging):
             if not self._ours(self.staging):
                 self.check()          # refuses, naming it
-            _remove_ours(self.staging)
+            remove_ours(self.staging)
         drop_marker(self.staging, self.kind)
         return self.staging
 
@@ -270,7 +270,7 @@ class Output:
             did = did or f"finished cleaning up after an interrupted swap of {self.path}"
             self._carry_and_delete_old()
         if os.path.lexists(self.trash):
-            _remove_ours(self.trash)
+            remove_ours(self.trash)
             did = did or f"removed the old copy an interrupted swap of {self.path} left behind"
         return did
 
@@ -292,7 +292,7 @@ class Output:
         if not is_ours(self.old):            # unborn: marked, so its trash is recognised
             drop_marker(self.old, self.kind)
         os.replace(self.old, self.trash)     # past this point nothing in it is carried
-        _remove_ours(self.trash)
+        remove_ours(self.trash)
 
     @staticmethod
     def _carry_all_but(source: str, target: str, dropped: list[str]) -> None:
