@@ -9,6 +9,10 @@ import numpy as np
 from model import metrics
 from reports.plots import save_figure   # chooses the file-only backend before pyplot loads
 
+# The PNG text chunk every picture drawn here carries: the mark by which serving.predict
+# knows a picture in --pictures_dir as one it wrote (and may replace).
+PICTURE_MARK = {"Software": "dex-age serving.predict"}
+
 
 def age_distribution(probs: np.ndarray, path: str, title: str) -> str:
     """One face's softmax over ages 0..100 with its expectation marked."""
@@ -20,7 +24,7 @@ def age_distribution(probs: np.ndarray, path: str, title: str) -> str:
     ax.set_ylabel("probability")
     ax.set_title(title)
     ax.legend()
-    return save_figure(fig, path)
+    return save_figure(fig, path, metadata=PICTURE_MARK)
 
 
 def label_size(box) -> int:
@@ -44,7 +48,7 @@ def age_label_position(box, width: int, height: int, text: str) -> tuple[float, 
 
 def annotate(image: np.ndarray, faces: list[dict], path: str) -> str:
     """The photo with a box and the apparent age per face, written to `path`."""
-    return save_figure(annotated_figure(image, faces), path, tight=False)
+    return save_figure(annotated_figure(image, faces), path, tight=False, metadata=PICTURE_MARK)
 
 
 def annotated_figure(image: np.ndarray, faces: list[dict]):
