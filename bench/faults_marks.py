@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from bench.faults import INGEST, REPO, Case, env, last_line, run, shard_digests, trainer_args
+from bench.faults import INGEST, REPO, Case, env, last_line, shard_digests, trainer_args
 from bench.faults_rules import BYSTANDER, digest, observed, one_line, timed
 
 

@@ -206,21 +206,21 @@ def repair_leftovers(out: str) -> list[str]:
     parent, name = os.path.split(os.path.abspath(out))
     temp, old = re.compile(re.escape(f".{name}.") + _MKDTEMP), re.compile(re.escape(f".{name}.old.") + _MKDTEMP)
     did = []
-    for entry in sorted(os.scandir(parent), key=lambda e: e.name):
-        if entry.is_symlink() or not entry.is_dir():
+    for item in sorted(os.scandir(parent), key=lambda e: e.name):
+        if item.is_symlink() or not item.is_dir():
             continue
-        if old.fullmatch(entry.name) and os.listdir(entry.path) == ["export"] \
-                and outdir.marker_kind(os.path.join(entry.path, "export")) == MARKER_KIND:
+        if old.fullmatch(item.name) and os.listdir(item.path) == ["export"] \
+                and outdir.marker_kind(os.path.join(item.path, "export")) == MARKER_KIND:
             if not os.path.lexists(out):
-                os.rename(os.path.join(entry.path, "export"), out)
-                did.append(f"restored {out} from {entry.path}, left by an interrupted export")
+                os.rename(os.path.join(item.path, "export"), out)
+                did.append(f"restored {out} from {item.path}, left by an interrupted export")
             else:
-                outdir.remove_ours(os.path.join(entry.path, "export"))
-                did.append(f"removed {entry.path}, the old export an interrupted export left")
-            os.rmdir(entry.path)
-        elif temp.fullmatch(entry.name) and outdir.marker_kind(entry.path) == MARKER_KIND:
-            outdir.remove_ours(entry.path)
-            did.append(f"removed {entry.path}, the unfinished export an interrupted export left")
+                outdir.remove_ours(os.path.join(item.path, "export"))
+                did.append(f"removed {item.path}, the old export an interrupted export left")
+            os.rmdir(item.path)
+        elif temp.fullmatch(item.name) and outdir.marker_kind(item.path) == MARKER_KIND:
+            outdir.remove_ours(item.path)
+            did.append(f"removed {item.path}, the unfinished export an interrupted export left")
     return did
 
 

@@ -5,13 +5,12 @@ replace a file, link or folder the project did not write (a counted skip)."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import pytest
 
-from test_serving_predict import jpeg_bytes, read_lines, tiny_run  # noqa: F401  (tiny_run: a fixture)
+from test_serving_predict import jpeg_bytes, tiny_run  # noqa: F401  (tiny_run: a fixture)
 
 RESULT = b'{"file": "a.jpg", "faces": [], "error": null}'
 
