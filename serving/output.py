@@ -190,10 +190,27 @@ class Pictures:
     a user's file, link or folder of that name, never one this run already wrote for
     another photo, and is never written through a linked folder inside --pictures_dir."""
 
+    FIX = "free space on that disk or pass --pictures_dir on another one, then rerun the same command"
+
     def __init__(self, folder: str, photos: list[str]):
         self.folder = folder
         self.root = picture_root(photos)
         self.written: set[str] = set()
+        self.refused: list[str] = []      # why pictures were not written, for the caller to say
+
+    def draw(self, stem: str, suffix: str, what: str, plot) -> str | None:
+        """`plot(path)` for the picture `stem + suffix`; None, its reason added to
+        `refused`, when something not ours is in its place.  A full disk (no photo's
+        fault) is a PredictError naming the picture."""
+        try:
+            with writing(self.folder, "the pictures folder", self.FIX):
+                os.makedirs(self.folder, exist_ok=True)
+                path = self.place(stem, suffix)
+        except PictureRefused as e:
+            self.refused.append(str(e))
+            return None
+        with writing(path, what, self.FIX):
+            return plot(path)
 
     def stem(self, photo: str) -> str:
         return picture_stem(photo, self.root)

@@ -56,8 +56,8 @@ from reports import prediction_plots as plots
 from serving import faces, tally
 from serving import flags as serving_flags
 from serving.config import PredictConfig
-from serving.output import (DISTRIBUTION_SUFFIX, PICTURE_SUFFIX, PictureRefused, Pictures, PredictError,
-                            check_destinations, open_output, writing)
+from serving.output import (DISTRIBUTION_SUFFIX, PICTURE_SUFFIX, Pictures, PredictError, check_destinations,
+                            open_output, writing)
 from storage.run_dir import RunDir, run_framing
 
 
@@ -295,41 +295,21 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
         yield current["result"]
 
 
-def annotate(result: dict, pictures: Pictures) -> list[str]:
+def annotate(result: dict, pictures: Pictures) -> None:
     """The photo with its boxes and ages, and each face's age distribution, in the
-    pictures folder under the photo's own path (serving.output.picture_stem); returns
-    a line for each picture not written because a file not ours is in its place."""
-    # A full disk ends the command: it is no photo's fault.
-    fix = "free space on that disk or pass --pictures_dir on another one, then rerun the same command"
-    with writing(pictures.folder, "the pictures folder", fix):
-        os.makedirs(pictures.folder, exist_ok=True)
-    stem = pictures.stem(result["file"])
-    refused = []
-
-    def draw(suffix: str, what: str, plot):
-        try:
-            with writing(pictures.folder, "the pictures folder", fix):
-                path = pictures.place(stem, suffix)
-        except PictureRefused as e:
-            refused.append(str(e))
-            return None
-        with writing(path, what, fix):
-            return plot(path)
-
-    image = read_rgb(result["file"])
-    picture = draw(PICTURE_SUFFIX, "the annotated photo", lambda path: plots.annotate(image, result["faces"], path))
+    pictures folder under the photo's own path (serving.output.Pictures: a picture
+    with something not ours in its place is not written, its reason in `refused`)."""
+    stem, image = pictures.stem(result["file"]), read_rgb(result["file"])
+    picture = pictures.draw(stem, PICTURE_SUFFIX, "the annotated photo",
+                            lambda path: plots.annotate(image, result["faces"], path))
     if picture:
         result["annotated"] = picture
     if all("age_probs" in face for face in result["faces"]):
-        result["distributions"] = []
-        name = os.path.basename(stem)
-        for i, face in enumerate(result["faces"]):
-            path = draw(DISTRIBUTION_SUFFIX.format(i + 1), "an age distribution",
-                        lambda path, i=i, face=face: plots.age_distribution(
-                            np.asarray(face["age_probs"]), path, f"{name} face {i + 1}"))
-            if path:
-                result["distributions"].append(path)
-    return refused
+        drawn = [pictures.draw(stem, DISTRIBUTION_SUFFIX.format(i + 1), "an age distribution",
+                               lambda path, i=i, face=face: plots.age_distribution(
+                                   np.asarray(face["age_probs"]), path, f"{os.path.basename(stem)} face {i + 1}"))
+                 for i, face in enumerate(result["faces"])]
+        result["distributions"] = [path for path in drawn if path]
 
 
 def print_text(result: dict, note) -> None:
@@ -392,13 +372,15 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
     for result in predict_files(age_model, paths, config):
         if job.pictures_dir and result["error"] is None:
             try:
-                for line in annotate(result, pictures):
-                    counts.pictures_refused += 1
-                    note(f"skipped: {line}")
+                annotate(result, pictures)
             except PredictError:     # a full disk
                 raise
             except Exception as e:   # the pictures are this file's work too
                 result["error"] = file_error(result["file"], e)
+            for line in pictures.refused:
+                counts.pictures_refused += 1
+                note(f"skipped: {line}")
+            pictures.refused.clear()
             if not job.keep_probs:
                 for face in result["faces"]:
                     face.pop("age_probs")

@@ -64,7 +64,7 @@ MARKER_NAME = ".dex-age"
 STAGING_SUFFIX = ".staging"
 OLD_SUFFIX = ".old"
 TRASH_SUFFIX = ".trash"
-MARKER_MAX_BYTES = 4096
+MARKER_MAX_BYTES = 1024     # the marker is one short JSON object
 # The temporary a kill inside write_mark leaves: storage.atomic's exact name for the marker.
 MARKER_TEMP = re.compile(re.escape(temp_name(MARKER_NAME, "")) + r"[0-9]+")
 

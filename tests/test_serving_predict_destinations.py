@@ -5,6 +5,8 @@ replace a file, link or folder the project did not write (a counted skip)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 import numpy as np
@@ -77,35 +79,34 @@ def _photo(path, value):
     return str(path)
 
 
-def _run(run_dir, pictures, photos, capsys):
-    import sys
-
+def _run(run_dir, pictures, photos):
+    """predict.run with its stderr (progress notes and the tally line) as text."""
     from serving import predict
 
-    real = predict.Progress
-    predict.Progress = lambda total, label: real(total, label, stream=sys.stderr)   # this test's stderr
-    capsys.readouterr()
+    err, real = io.StringIO(), predict.Progress
+    predict.Progress = lambda total, label: real(total, label, stream=err)
     try:
-        status = predict.run(predict.PredictConfig(detect=False, probs=True),
-                             predict.Job(model_dir=run_dir, pictures_dir=str(pictures), json=True), photos)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = predict.run(predict.PredictConfig(detect=False, probs=True),
+                                 predict.Job(model_dir=run_dir, pictures_dir=str(pictures), json=True), photos)
     finally:
         predict.Progress = real
-    return status, capsys.readouterr().err
+    return status, err.getvalue()
 
 
-def test_two_photos_of_one_name_get_two_pictures(tiny_run, tmp_path, capsys):
+def test_two_photos_of_one_name_get_two_pictures(tiny_run, tmp_path):
     from serving.output import is_our_picture
 
     photos = [_photo(tmp_path / "a" / "me.jpg", 40), _photo(tmp_path / "b" / "me.jpg", 200)]
     pictures = tmp_path / "album"
-    status, _ = _run(tiny_run, pictures, photos, capsys)
+    status, _ = _run(tiny_run, pictures, photos)
     first, second = pictures / "a" / "me_annotated.png", pictures / "b" / "me_annotated.png"
     assert status == 0 and is_our_picture(str(first)) and is_our_picture(str(second))
     assert first.read_bytes() != second.read_bytes()
     assert sorted(os.listdir(pictures / "a")) == ["me_annotated.png", "me_face1_ages.png"]
 
 
-def test_a_users_file_link_or_folder_of_a_pictures_name_is_skipped_and_counted(tiny_run, tmp_path, capsys):
+def test_a_users_file_link_or_folder_of_a_pictures_name_is_skipped_and_counted(tiny_run, tmp_path):
     photos = [_photo(tmp_path / "photos" / name, 90) for name in ("me.jpg", "you.jpg", "them.jpg", "us.jpg")]
     pictures, victim = tmp_path / "album", tmp_path / "victim.png"
     pictures.mkdir()
@@ -113,7 +114,7 @@ def test_a_users_file_link_or_folder_of_a_pictures_name_is_skipped_and_counted(t
     victim.write_bytes(b"elsewhere")
     os.symlink(victim, pictures / "you_annotated.png")
     (pictures / "them_face1_ages.png").mkdir()
-    status, err = _run(tiny_run, pictures, photos, capsys)
+    status, err = _run(tiny_run, pictures, photos)
     assert status == 0
     assert (pictures / "me_annotated.png").read_bytes() == b"my own picture" and victim.read_bytes() == b"elsewhere"
     assert os.path.islink(pictures / "you_annotated.png") and os.listdir(pictures / "them_face1_ages.png") == []
@@ -122,11 +123,11 @@ def test_a_users_file_link_or_folder_of_a_pictures_name_is_skipped_and_counted(t
     assert (pictures / "us_annotated.png").exists() and (pictures / "them_annotated.png").exists()
 
 
-def test_a_picture_of_ours_is_replaced_by_a_rerun(tiny_run, tmp_path, capsys):
+def test_a_picture_of_ours_is_replaced_by_a_rerun(tiny_run, tmp_path):
     photo = _photo(tmp_path / "photos" / "me.jpg", 90)
     pictures = tmp_path / "album"
-    _run(tiny_run, pictures, [photo], capsys)
+    _run(tiny_run, pictures, [photo])
     before = os.stat(pictures / "me_annotated.png").st_ino
-    status, err = _run(tiny_run, pictures, [photo], capsys)
+    status, err = _run(tiny_run, pictures, [photo])
     assert status == 0 and "skipped" not in err and os.stat(pictures / "me_annotated.png").st_ino != before
     assert sorted(os.listdir(pictures)) == ["me_annotated.png", "me_face1_ages.png"]
