@@ -10,8 +10,9 @@ two agree. The data is the synthetic sample (`python -m ingest.sample`, 1500
 rows, faces 40-80 px) ingested at 32 px, and the trainer runs `cpu.flags`
 (the tiny variant). The rule cases (bench.faults_rules: crafted manifests,
 look-alike folders, hostile predictions files, oversized serving inputs, a TFLite
-model fed another shape) follow.
-About 2-4 minutes on 2 shared cores (`--only kill` or `--only rules`: one group);
+model fed another shape; bench.faults_marks: users' files and links where the
+project's lock, mark, pictures and outputs go, and the states a kill leaves) follow.
+About 2-4 minutes for `--only kill`, 3-10 for `--only rules` on 2 shared cores;
 the exit status is 1 if any case failed.
 """
 

@@ -138,16 +138,17 @@ def users_folder_beside_ingest(w: str, good: str, suffix: str) -> Case:
 
 
 def export_lookalike(w: str, run_dir: str) -> Case:
-    case = Case("rule 2: serving.export --out a folder holding export.json, saved_model.pb and notes (no marker)",
+    case = Case("rule 2: serving.export --out the user's SavedModel (export.json, saved_model.pb, variables/; no marker)",
                 "one line; the folder untouched")
     out = os.path.join(w, "exports", "mine")
-    os.makedirs(out)
-    for name in ("export.json", "saved_model.pb", "notes.txt"):
+    os.makedirs(os.path.join(out, "variables"))
+    names = ("export.json", "saved_model.pb", "variables/variables.index")
+    for name in names:
         with open(os.path.join(out, name), "wb") as f:
             f.write(BYSTANDER)
     result, seconds = timed("serving.export", f"--model_dir={run_dir}", f"--out={out}")
-    kept = sorted(os.listdir(out)) == ["export.json", "notes.txt", "saved_model.pb"] and all(
-        open(os.path.join(out, n), "rb").read() == BYSTANDER for n in os.listdir(out))
+    kept = sorted(os.listdir(out)) == ["export.json", "saved_model.pb", "variables"] and all(
+        open(os.path.join(out, n), "rb").read() == BYSTANDER for n in names)
     case.observed = observed(result, seconds, f"folder {'untouched' if kept else 'CHANGED'}", w)
     case.ok = one_line(result, "is not an export this project wrote") and kept
     return case
@@ -312,6 +313,8 @@ def rule_cases(w: str, good: str) -> list[Case]:
     cases = [split_name_that_is_a_path(w, good), shard_file_outside(w, good), count_of_a_billion(w, good),
              users_folder_beside_ingest(w, good, "trash"), users_folder_beside_ingest(w, good, "old")]
     cases += [hostile_output(w, kind) for kind in ("notes", "link", "zero", "fifo")]
+    from bench.faults_marks import mark_cases, serving_mark_cases
+    cases += mark_cases(w, good)
     run_dir, export_dir = os.path.join(w, "runs", "rules"), os.path.join(w, "exports", "rules")
     trained = run(*trainer_args(good, run_dir, "--epochs=1"))
     exported = run("serving.export", f"--model_dir={run_dir}", f"--out={export_dir}", "--tflite=float32") \
@@ -321,4 +324,4 @@ def rule_cases(w: str, good: str) -> list[Case]:
                           f"exit {exported.returncode}: {last_line(exported.stderr)[:100]}"))
         return cases
     return cases + [export_lookalike(w, run_dir), oversized_serving_input(w, export_dir),
-                    tflite_wrong_shape(export_dir)]
+                    tflite_wrong_shape(export_dir)] + serving_mark_cases(w, run_dir, export_dir)

@@ -74,18 +74,6 @@ def same_shards(old: str, new: str) -> bool:
     return before is not None and before == _shard_hashes(new)
 
 
-def is_legacy_data_set(directory: str) -> bool:
-    """A data set written before markers: its manifest.json is one of ours."""
-    try:
-        with open(manifest_path(directory)) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return (isinstance(manifest, dict) and isinstance(manifest.get("splits"), dict)
-            and manifest.get("kind") in (schema.KIND_IMAGES, schema.KIND_FEATURES)
-            and "schema_version" in manifest)
-
-
 class SplitTally:
     """What one split has consumed so far, in write order: rows (written or
     skipped), skip reasons, ages and genders of the written records."""
@@ -125,8 +113,8 @@ class DataSetOutput(outdir.Output):
     """An ingest output directory (storage.outdir.Output with ingest's own names)."""
 
     def __init__(self, path: str, log=print):
-        super().__init__(path, kind=KIND, owns=owns, keep_nested=same_shards,
-                         legacy=is_legacy_data_set, what="--out")
+        super().__init__(path, kind=KIND, owns=owns, nested={schema.FEATURES_FOLDER: schema.KIND_FEATURES},
+                         keep_nested=same_shards, what="--out")
         self.log = log
 
     def repair(self) -> None:

@@ -49,6 +49,7 @@ LABEL_REAL, LABEL_APPARENT = LABEL_KINDS
 
 KIND_IMAGES = "images"     # manifest "kind": face crops written by ingest
 KIND_FEATURES = "features" # manifest "kind": pool5 features written by the feature cache
+FEATURES_FOLDER = "features"     # <data set>/features/NAME: its feature caches (trainer.features)
 
 # One concept under two names: the manifest's "encoding" (str) is every record's
 # "image/format" (bytes). faces.encoding's mapping is the only place they are paired.

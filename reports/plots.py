@@ -14,10 +14,11 @@ from records.schema import NUM_AGES  # noqa: E402
 from storage.atomic import atomic_write  # noqa: E402
 
 
-def save_figure(fig, path: str, tight: bool = True) -> str:
-    """Temporary name then rename, like every artifact of the project."""
+def save_figure(fig, path: str, tight: bool = True, metadata: dict | None = None) -> str:
+    """Temporary name then rename, like every artifact of the project; `metadata`: PNG
+    text chunks (e.g. the mark of serving.predict's pictures)."""
     with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight else None, format="png")
+        fig.savefig(tmp, dpi=100, bbox_inches="tight" if tight else None, format="png", metadata=metadata)
     plt.close(fig)
     return path
 

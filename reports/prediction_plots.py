@@ -10,6 +10,10 @@ import numpy as np
 from model import metrics, uncertainty
 from reports.plots import save_figure   # chooses the file-only backend before pyplot loads
 
+# The PNG text chunk every picture drawn here carries: the mark by which serving.predict
+# knows a picture in --pictures_dir as one it wrote (and may replace).
+PICTURE_MARK = {"Software": "dex-age serving.predict"}
+
 
 def interval(probs: np.ndarray) -> tuple[int, int]:
     """The central INTERVAL_MASS (90%) interval of one face's age distribution, whole
@@ -38,7 +42,7 @@ def distribution_figure(probs: np.ndarray, title: str):
     ax.set_ylabel("probability")
     ax.set_title(title)
     ax.legend()
-    return fig
+    return save_figure(fig, path, metadata=PICTURE_MARK)
 
 
 def label_text(face: dict) -> str:
@@ -78,7 +82,7 @@ def age_label_position(box, width: int, height: int, text: str, size: float) -> 
 
 def annotate(image: np.ndarray, faces: list[dict], path: str) -> str:
     """The photo with a box and the apparent age per face, written to `path`."""
-    return save_figure(annotated_figure(image, faces), path, tight=False)
+    return save_figure(annotated_figure(image, faces), path, tight=False, metadata=PICTURE_MARK)
 
 
 def annotated_figure(image: np.ndarray, faces: list[dict]):

@@ -33,10 +33,13 @@ Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project; a PNG's transparency composited on
 white, as serving.predict does: `decode_rgb`) and the resize to the input size
 run inside the graph.  TensorFlow's decoders ignore EXIF orientation: send
-upright crops.  The export is written beside `--out` and renamed into place, so
-a failed export leaves the previous one usable.  Every export carries the
-marker `.dex-age` (kind "export"); an existing `--out` without it (or, written
-before markers, holding anything but an export's files) is never replaced.
+upright crops.  The export is an output of storage.outdir: one writer (the lock
+`.NAME.lock` beside it), built in `.NAME.staging` (marker first) and swapped in, so
+a failed or killed export leaves the previous one usable, and the next run
+repairs a swap a kill interrupted (the old export restored, or the new one
+completed) and removes a leftover staging folder.  Every export carries the marker
+`.dex-age` (kind "export"); an existing `--out` without it (whatever files it
+holds: a SavedModel of the user's is the user's), or a link, is never replaced.
 serving_default refuses an image over faces.pixels.MAX_PIXELS from its JPEG or
 PNG header, before decoding it (InvalidArgumentError naming the limit).
 """
@@ -51,7 +54,7 @@ if __name__ == "__main__":   # the command line is checked before TensorFlow loa
 
 import json
 import os
-import shutil
+import re
 import tempfile
 
 import keras
@@ -66,7 +69,7 @@ from model.uncertainty import RUN_KEY
 from records import schema
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
-from serving.export_dir import EXPORT_INFO, MARKER_KIND, TFLITE_FILE, ExportError, check_out  # noqa: F401
+from serving.export_dir import EXPORT_INFO, MARKER_KIND, TFLITE_FILE, MKDTEMP, ExportError, check_out, target  # noqa: F401
 from serving import bundle as phone_bundle
 from serving import framing_spec
 from storage import outdir
@@ -197,6 +200,52 @@ def _size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, files in os.walk(path) for name in files)
 
 
+def repair_leftovers(out: str) -> list[str]:
+    """The mkdtemp folders of killed exports beside `out` that carry the export marker:
+    a hidden old export (`.NAME.old.XXXXXXXX/export`) is restored when `out` is gone,
+    every other one removed (marker last).  What they did, as log lines."""
+    parent, name = os.path.split(os.path.abspath(out))
+    temp, old = re.compile(re.escape(f".{name}.") + MKDTEMP), re.compile(re.escape(f".{name}.old.") + MKDTEMP)
+    did = []
+    for item in sorted(os.scandir(parent), key=lambda e: e.name):
+        if item.is_symlink() or not item.is_dir():
+            continue
+        if old.fullmatch(item.name) and os.listdir(item.path) == ["export"] \
+                and outdir.marker_kind(os.path.join(item.path, "export")) == MARKER_KIND:
+            if not os.path.lexists(out):
+                os.rename(os.path.join(item.path, "export"), out)
+                did.append(f"restored {out} from {item.path}, left by an interrupted export")
+            else:
+                outdir.remove_ours(os.path.join(item.path, "export"))
+                did.append(f"removed {item.path}, the old export an interrupted export left")
+            os.rmdir(item.path)
+        elif temp.fullmatch(item.name) and outdir.marker_kind(item.path) == MARKER_KIND:
+            outdir.remove_ours(item.path)
+            did.append(f"removed {item.path}, the unfinished export an interrupted export left")
+    return did
+
+
+def write_export(out: str, fill, log=print) -> None:
+    """One writer builds the export: under the lock beside `out`, a swap a kill
+    interrupted is repaired, `fill(staging)` writes the export into `.NAME.staging`
+    (marker first), and it is swapped in; a failure leaves no staging folder."""
+    check_out(out)
+    export = target(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with export.lock():
+        for line in [export.repair()] + repair_leftovers(out):
+            if line:
+                log(f"serving.export: {line}")
+        staging = export.start_staging(keep=False)
+        os.chmod(staging, 0o755)   # readable by a serving container's user
+        try:
+            fill(staging)
+            export.swap_in()
+        except BaseException:
+            export.discard_staging()
+            raise
+
+
 def framing_text(trained: framing.Framing, stored: framing.Stored | None = None) -> str:
     """What a caller must do to a photo before sending a crop: the run's framing, and
     how its training crops were stored (what serving.predict does to each face)."""
@@ -218,7 +267,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
                bundle: bool = False) -> dict:
     """Writes the export of run `model_dir` to `out` (with `bundle`: and the phone bundle,
     serving.bundle); returns export.json's content."""
-    check_out(out)
+    check_out(out)       # before the model loads
     run = RunDir(model_dir)
     info = run.read_info()
     trained = run_framing(info, run.file("run.json"))
@@ -237,33 +286,19 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
                    "tta": tta, "tflite": tflite, "interval_calibration": calibration_record(net, info),
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
-    os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide the export from a serving container's user
-    try:
-        outdir.drop_marker(tmp, MARKER_KIND)
-        saved_model_archive(net, input_size, with_gender, flip).write_out(tmp, verbose=False)
+    def fill(staging: str) -> None:
+        saved_model_archive(net, input_size, with_gender, flip).write_out(staging, verbose=False)
         if tflite != "none":
-            with open(os.path.join(tmp, TFLITE_FILE), "wb") as f:
+            with open(os.path.join(staging, TFLITE_FILE), "xb") as f:
                 f.write(tflite_bytes(net, input_size, with_gender, flip, tflite))
         if bundle:
-            export_info["bundle"] = phone_bundle.write(tmp, net, info, trained, stored, input_size,
+            export_info["bundle"] = phone_bundle.write(staging, net, info, trained, stored, input_size,
                                                        with_gender, flip, log)
-        with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
+        with open(os.path.join(staging, EXPORT_INFO), "x") as f:
             json.dump(export_info, f, indent=2)
             f.write("\n")
-        # Replace an earlier export only once the new one is complete.
-        old = None
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
-            os.rename(out, os.path.join(old, "export"))
-        os.rename(tmp, out)
-        if old:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_export(out, fill, log)
     sizes = {"SavedModel": _size(out) - _size(os.path.join(out, EXPORT_INFO))
              - (_size(os.path.join(out, TFLITE_FILE)) if tflite != "none" else 0)}
     if tflite != "none":

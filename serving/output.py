@@ -1,6 +1,8 @@
-"""The predictions file serving.predict writes (--jsonl): JSON lines, one per photo,
-marked as the project's (`.NAME.dex-age` beside it), locked for one writer, and
-continued after a kill from the last complete line."""
+"""Where serving.predict writes: the predictions file (--jsonl): JSON lines, one per
+photo, marked as the project's (`.NAME.dex-age` beside it), locked for one writer, and
+continued after a kill from the last complete line; and the pictures (--pictures_dir),
+one name per photo, each marked inside (a PNG text chunk), written only where no file
+of the user's is."""
 
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ def writing(path: str, what: str, fix: str):
 
 
 # A predictions file carries the project's mark beside it (a JSONL file has no room for
-# one inside without changing what its readers see): `.NAME.dex-age` next to NAME.
-_LINE_START = b'{"file": '      # how every line of ours begins (json.dumps of a result)
+# one inside without changing what its readers see): `.NAME.dex-age` next to NAME, the
+# marker content of storage.outdir (kind "predictions").
+MARK_KIND = "predictions"
 
 
 def mark_path(path: str) -> str:
@@ -54,12 +57,18 @@ def _is_result_line(line: bytes) -> bool:
             and isinstance(value.get("faces"), list) and "error" in value)
 
 
+def is_marked(path: str) -> bool:
+    """True when the predictions file `path` has the project's mark beside it."""
+    return outdir.read_mark(mark_path(path)) == MARK_KIND
+
+
 def resume_output(out, path: str) -> set[str]:
     """The files an earlier run already wrote to the --jsonl file `path`, read through
     its open, locked handle `out` (binary, append mode).  Every complete line must be a
-    result line; a last line torn by a kill is cut off first, only in a file of ours
-    (its mark beside it, or, for a file written before marks, a tail that begins like
-    a result line).  Anything else is refused untouched."""
+    result line (a JSON object with the keys file, faces and error): a file of those
+    lines only is recognisably a predictions file and is continued.  A last line
+    without its newline (torn by a kill) is cut off only in a file the project started
+    (its mark beside it); anything else is refused untouched."""
     out.seek(0)
     data = out.read()
     end = data.rfind(b"\n") + 1
@@ -71,7 +80,7 @@ def resume_output(out, path: str) -> set[str]:
             raise PredictError(f"{path}: line {number} is not a prediction line; {refuse}")
         done.add(json.loads(line)["file"])
     if end < len(data):
-        if not (os.path.isfile(mark_path(path)) or data[end:].startswith(_LINE_START)):
+        if not is_marked(path):
             raise PredictError(f"{path}: does not end with a newline and is not a predictions "
                                f"file (no {outdir.MARKER_NAME} mark beside it); {refuse}")
         out.truncate(end)
@@ -135,9 +144,110 @@ def open_output(path: str):
                            f"another --jsonl") from None
     try:
         done = resume_output(out, path)
-        if not os.path.isfile(mark_path(path)):
-            outdir.write_mark(mark_path(path), "predictions")
+        if not is_marked(path):
+            if os.path.lexists(mark_path(path)):
+                raise PredictError(f"{mark_path(path)}: is in the way of the mark of the predictions file "
+                                   f"{path} and is not one; nothing was changed: move it away or pass "
+                                   f"another --jsonl")
+            outdir.write_mark(mark_path(path), MARK_KIND)
         return out, done
     except BaseException:
         out.close()
         raise
+
+
+PICTURE_SUFFIX = "_annotated.png"       # the photo with its boxes and ages
+DISTRIBUTION_SUFFIX = "_face{}_ages.png"    # face N's age distribution
+
+
+def picture_root(photos: list[str]) -> str:
+    """The deepest folder holding every photo of a run: picture names keep each photo's
+    path below it."""
+    folders = [os.path.dirname(os.path.abspath(p)) for p in photos]
+    return os.path.commonpath(folders) if folders else os.getcwd()
+
+
+def picture_stem(photo: str, root: str) -> str:
+    """Where the pictures of `photo` go under --pictures_dir, without suffix: its path
+    below `root` (picture_root) without extension: photos `a/me.jpg` and `b/me.jpg` get
+    `a/me` and `b/me`, photos of one folder their own names."""
+    return os.path.splitext(os.path.relpath(os.path.abspath(photo), root))[0]
+
+
+def is_our_picture(path: str) -> bool:
+    """A regular file (never read through a link) that is a PNG carrying the mark of
+    the pictures serving.predict draws (reports.prediction_plots.PICTURE_MARK)."""
+    from PIL import Image
+
+    from reports.prediction_plots import PICTURE_MARK
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return False
+    with os.fdopen(fd, "rb") as f:
+        try:
+            with Image.open(f, formats=["PNG"]) as image:
+                return all(image.info.get(k) == v for k, v in PICTURE_MARK.items())
+        except Exception:      # not a PNG, damaged: not ours
+            return False
+
+
+class PictureRefused(Exception):
+    """A picture not written because something not ours is in its place (a counted skip,
+    said on stderr; the photo's prediction stands)."""
+
+
+class Pictures:
+    """The --pictures_dir of one run: which picture path a photo gets, and whether it may
+    be written there.  A picture replaces only a picture of ours (is_our_picture), never
+    a user's file, link or folder of that name, never one this run already wrote for
+    another photo, and is never written through a linked folder inside --pictures_dir."""
+
+    FIX = "free space on that disk or pass --pictures_dir on another one, then rerun the same command"
+
+    def __init__(self, folder: str, photos: list[str]):
+        self.folder = folder
+        self.root = picture_root(photos)
+        self.written: set[str] = set()
+        self.refused: list[str] = []      # why pictures were not written, for the caller to say
+
+    def draw(self, stem: str, suffix: str, what: str, plot) -> str | None:
+        """`plot(path)` for the picture `stem + suffix`; None, its reason added to
+        `refused`, when something not ours is in its place.  A full disk (no photo's
+        fault) is a PredictError naming the picture."""
+        try:
+            with writing(self.folder, "the pictures folder", self.FIX):
+                os.makedirs(self.folder, exist_ok=True)
+                path = self.place(stem, suffix)
+        except PictureRefused as e:
+            self.refused.append(str(e))
+            return None
+        with writing(path, what, self.FIX):
+            return plot(path)
+
+    def stem(self, photo: str) -> str:
+        return picture_stem(photo, self.root)
+
+    def place(self, stem: str, suffix: str) -> str:
+        """The path of the picture `stem + suffix`, its folders made; PictureRefused when
+        something not ours is in the way (nothing touched)."""
+        path = os.path.join(self.folder, stem + suffix)
+        sub = self.folder
+        for part in os.path.dirname(stem).split(os.sep) if os.path.dirname(stem) else []:
+            sub = os.path.join(sub, part)
+            if os.path.islink(sub) or (os.path.lexists(sub) and not os.path.isdir(sub)):
+                raise PictureRefused(f"{path}: {sub} is a link or a file, not a folder of "
+                                     f"--pictures_dir; picture not written: move it away")
+            if not os.path.lexists(sub):
+                os.mkdir(sub)
+        if path in self.written:
+            raise PictureRefused(f"{path}: another photo of this run has a picture of that name (same "
+                                 f"path but the extension); picture not written: rename one photo")
+        if os.path.lexists(path) and not is_our_picture(path):
+            raise PictureRefused(f"{path}: a file this project did not write is in the way; picture not "
+                                 f"written: move it away or pass another --pictures_dir")
+        self.written.add(path)
+        return path

@@ -57,7 +57,8 @@ from reports import prediction_plots as plots
 from serving import faces, tally
 from serving import flags as serving_flags
 from serving.config import PredictConfig
-from serving.output import PredictError, check_destinations, open_output, writing
+from serving.output import (DISTRIBUTION_SUFFIX, PICTURE_SUFFIX, Pictures, PredictError, check_destinations,
+                            open_output, writing)
 from storage.run_dir import RunDir, run_framing
 
 
@@ -295,23 +296,21 @@ def predict_files(age_model: AgeModel, paths: list[str], config: PredictConfig):
         yield current["result"]
 
 
-def annotate(result: dict, out_dir: str) -> None:
-    """The photo with its boxes and ages, and each face's age distribution, in out_dir."""
-    # A full disk ends the command: it is no photo's fault.
-    fix = "free space on that disk or pass --pictures_dir on another one, then rerun the same command"
-    with writing(out_dir, "the pictures folder", fix):
-        os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.splitext(os.path.basename(result["file"]))[0]
-    image, picture = read_rgb(result["file"]), os.path.join(out_dir, f"{stem}_annotated.png")
-    with writing(picture, "the annotated photo", fix):
-        result["annotated"] = plots.annotate(image, result["faces"], picture)
+def annotate(result: dict, pictures: Pictures) -> None:
+    """The photo with its boxes and ages, and each face's age distribution, in the
+    pictures folder under the photo's own path (serving.output.Pictures: a picture
+    with something not ours in its place is not written, its reason in `refused`)."""
+    stem, image = pictures.stem(result["file"]), read_rgb(result["file"])
+    picture = pictures.draw(stem, PICTURE_SUFFIX, "the annotated photo",
+                            lambda path: plots.annotate(image, result["faces"], path))
+    if picture:
+        result["annotated"] = picture
     if all("age_probs" in face for face in result["faces"]):
-        result["distributions"] = []
-        for i, face in enumerate(result["faces"]):
-            path = os.path.join(out_dir, f"{stem}_face{i + 1}_ages.png")
-            with writing(path, "an age distribution", fix):
-                result["distributions"].append(
-                    plots.age_distribution(np.asarray(face["age_probs"]), path, f"{stem} face {i + 1}"))
+        drawn = [pictures.draw(stem, DISTRIBUTION_SUFFIX.format(i + 1), "an age distribution",
+                               lambda path, i=i, face=face: plots.age_distribution(
+                                   np.asarray(face["age_probs"]), path, f"{os.path.basename(stem)} face {i + 1}"))
+                 for i, face in enumerate(result["faces"])]
+        result["distributions"] = [path for path in drawn if path]
 
 
 def print_text(result: dict, note) -> None:
@@ -370,14 +369,19 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
     progress = Progress(len(paths), "files") if out or not sys.stdout.isatty() else None
     note = progress.note if progress else lambda text: print(text, file=sys.stderr)
     results, worked = [], 0
+    pictures = Pictures(job.pictures_dir, paths) if job.pictures_dir else None
     for result in predict_files(age_model, paths, config):
         if job.pictures_dir and result["error"] is None:
             try:
-                annotate(result, job.pictures_dir)
+                annotate(result, pictures)
             except PredictError:     # a full disk
                 raise
             except Exception as e:   # the pictures are this file's work too
                 result["error"] = file_error(result["file"], e)
+            for line in pictures.refused:
+                counts.pictures_refused += 1
+                note(f"skipped: {line}")
+            pictures.refused.clear()
             if not job.keep_probs:
                 for face in result["faces"]:
                     face.pop("age_probs")

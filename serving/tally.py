@@ -37,6 +37,7 @@ class Tally:
         self.already = already          # files an earlier run wrote to the predictions file
         self.files = self.faces = 0
         self.errors: collections.Counter = collections.Counter()
+        self.pictures_refused = 0       # pictures not written: a file not ours in their place
 
     def add(self, result: dict) -> None:
         self.files += 1
@@ -60,4 +61,7 @@ class Tally:
             text += ", each error on its file's line)" if failed else ")"
         if pictures_dir:
             text += f"; pictures in {pictures_dir}"
+            if self.pictures_refused:
+                text += (f" ({plural(self.pictures_refused, 'picture')} not written: a file not "
+                         f"the project's in the way, named above)")
         return text

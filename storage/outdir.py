@@ -3,20 +3,29 @@
 Every writer (ingest's data set, the trainer's run directory, the feature
 cache) follows the same three rules, implemented here once:
 
-1. **Ours or refused.**  A writer drops the marker file `.dex-age` (JSON: kind,
-   created) *first* into every directory it creates, so even an interrupted
-   first run is recognisable.  `Output.check()` refuses (one-line DataError,
-   nothing touched) an output path that is a file, or a non-empty directory
-   without the marker (or without what `legacy` recognises).
+1. **Ours or refused.**  A writer drops the marker file `.dex-age` (exactly the
+   JSON object {kind, created}, a regular file, written through storage.atomic)
+   *first* into every directory it creates, so even an interrupted first run is
+   recognisable.  Nothing else makes a directory the project's: no file name, no
+   look-alike content.  `Output.check()` refuses (one-line DataError, nothing
+   touched) an output path that is a link or a file, a non-empty directory
+   without the marker, or a marked one of another kind.  A directory killed
+   before its marker was in place is "unborn": empty, or holding only the
+   marker's temporaries (`..dex-age.tmp-PID`, storage.atomic's exact name), which
+   the next start removes.
 2. **Built aside, swapped in.**  The new result is built in the staging
    directory `parent/.NAME.staging` (a fixed name, so the next run of the same
    command finds it again and may resume from it).  `swap_in()` then
        renames NAME -> .NAME.old, renames .NAME.staging -> NAME,
        moves back from .NAME.old what the writer does not own (user files; nested
-       outputs such as a feature cache only if `keep_nested` says they still fit),
+       outputs, the subdirectories of a `nested` folder marked with its kind such
+       as a feature cache `features/NAME`, only if `keep_nested` says they still
+       fit; any other folder, even one holding a copy of an output, is the user's
+       and moves back whole),
        renames .NAME.old -> .NAME.trash, deletes .NAME.trash (its marker last).
-   Staging, old and trash are only touched when they carry the marker (or are
-   empty): a user's folder or link of that name is refused by `check()`, untouched.
+   Staging, old and trash are only touched when they carry the marker of the
+   output's kind (or are unborn): a user's folder or link of that name is refused
+   by `check()`, untouched.
    A directory cannot be replaced atomically, so `repair()` (call it at every
    start, under the lock) finishes a swap that a crash interrupted: each state
    between two renames is recognisable from which of the names exist.
@@ -24,7 +33,7 @@ cache) follows the same three rules, implemented here once:
 
 Typical use (ingest):
 
-    out = Output("shards/wiki", kind="images", owns=names_ingest_writes,
+    out = Output("shards/wiki", kind="images", owns=names_ingest_writes, nested={"features": "features"},
                  keep_nested=lambda old, new: same_shards(old, new))
     out.check()                        # before anything is touched
     with out.lock():
@@ -42,22 +51,50 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
+import stat
 from typing import Callable
 
 from errors import DataError
-from storage.atomic import atomic_write_bytes
-from storage.lock import OutputLock
+from storage.atomic import atomic_write_bytes, temp_name
+from storage.lock import OutputLock, is_lock_file, lock_path
 
 MARKER_NAME = ".dex-age"
 STAGING_SUFFIX = ".staging"
 OLD_SUFFIX = ".old"
 TRASH_SUFFIX = ".trash"
+MARKER_MAX_BYTES = 1024     # the marker is one short JSON object
+# The temporary a kill inside write_mark leaves: storage.atomic's exact name for the marker.
+MARKER_TEMP = re.compile(re.escape(temp_name(MARKER_NAME, "")) + r"[0-9]+")
+
+
+def read_mark(path: str) -> str | None:
+    """The `kind` of the mark file `path`, or None unless it is exactly one of ours: a
+    regular file (never read through a link) holding the JSON object {kind, created}
+    that write_mark writes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        value = json.loads(os.read(fd, MARKER_MAX_BYTES + 1))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if isinstance(value, dict) and set(value) == {"kind", "created"} and \
+            isinstance(value["kind"], str) and isinstance(value["created"], str):
+        return value["kind"]
+    return None
 
 
 def is_ours(directory: str) -> bool:
-    """True when `directory` carries the marker this project drops first."""
-    return os.path.isfile(os.path.join(directory, MARKER_NAME))
+    """True when `directory` (a real directory, never a link) carries the marker this
+    project drops first."""
+    return marker_kind(directory) is not None
 
 
 def write_mark(path: str, kind: str) -> None:
@@ -67,29 +104,46 @@ def write_mark(path: str, kind: str) -> None:
 
 
 def drop_marker(directory: str, kind: str) -> None:
-    """Create `directory` (if needed) and write the marker into it before anything else."""
+    """Create `directory` (if needed) and write the marker into it before anything else;
+    the temporaries of a marker write a kill interrupted are removed after it."""
     os.makedirs(directory, exist_ok=True)
     write_mark(os.path.join(directory, MARKER_NAME), kind)
+    remove_marker_temps(directory)
 
 
 def marker_kind(directory: str) -> str | None:
-    """The `kind` the marker of `directory` names, or None (no marker, unreadable)."""
-    try:
-        with open(os.path.join(directory, MARKER_NAME)) as f:
-            value = json.load(f)
-        return value.get("kind") if isinstance(value, dict) else None
-    except (OSError, ValueError):
+    """The `kind` the marker of `directory` names, or None (no marker, not one of ours,
+    a link)."""
+    if os.path.islink(directory) or not os.path.isdir(directory):
         return None
+    return read_mark(os.path.join(directory, MARKER_NAME))
 
 
-def _is_ours_or_unborn(directory: str) -> bool:
-    """Ours, or killed while its marker was being written (empty, or only the marker's temporary)."""
-    if not os.path.isdir(directory) or os.path.islink(directory):
+def _marker_temps(directory: str) -> list[os.DirEntry]:
+    return [e for e in os.scandir(directory)
+            if MARKER_TEMP.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+
+
+def remove_marker_temps(directory: str) -> list[str]:
+    """Remove the marker temporaries (storage.atomic's exact name for `.dex-age`, regular
+    files) a kill inside write_mark left in `directory`; their names."""
+    removed = []
+    for entry in _marker_temps(directory):
+        os.remove(entry.path)
+        removed.append(entry.name)
+    return removed
+
+
+def is_unborn(directory: str) -> bool:
+    """A real directory killed before its marker was in place: empty, or holding only
+    marker temporaries (nothing in it can be anyone's work)."""
+    if os.path.islink(directory) or not os.path.isdir(directory):
         return False
-    return is_ours(directory) or all(n.startswith(MARKER_NAME) for n in os.listdir(directory))
+    names = os.listdir(directory)
+    return len(_marker_temps(directory)) == len(names)
 
 
-def _remove_ours(directory: str) -> None:
+def remove_ours(directory: str) -> None:
     """Delete a directory of ours, its marker last: one a kill interrupts still carries it."""
     for entry in os.scandir(directory):
         if entry.name != MARKER_NAME:
@@ -110,20 +164,21 @@ class Output:
     kind:        written into the marker (e.g. "images", "features", "run").
     owns:        name -> True for the top-level entries the writer makes (its
                  files are replaced by the swap; everything else is the user's).
-    keep_nested: (old_dir, new_dir) -> bool for nested outputs (a
-                 subdirectory with its own marker, or holding such directories,
-                 e.g. `features/`, the feature caches of a data set): True
-                 moves it into the new directory, False drops it with the old one.
-    legacy:      directory -> bool, recognises outputs written before markers existed.
+    nested:      {folder name: marker kind} of nested outputs (e.g. {"features":
+                 "features"}: the feature caches of a data set, `features/NAME`, each
+                 marked with that kind); nothing else is nested.
+    keep_nested: (old_dir, new_dir) -> bool: True moves the nested outputs into the
+                 new directory, False drops them with the old one (anything else in
+                 their folder is the user's and moves over).
     what:        how messages name the output (e.g. "--out").
     """
 
     def __init__(self, path: str, *, kind: str, owns: Callable[[str], bool] = lambda name: True,
-                 keep_nested: Callable[[str, str], bool] = lambda old, new: False,
-                 legacy: Callable[[str], bool] = lambda directory: False, what: str = "output"):
+                 nested: dict[str, str] | None = None,
+                 keep_nested: Callable[[str, str], bool] = lambda old, new: False, what: str = "output"):
         self.path = os.path.normpath(path)
-        self.kind, self.owns, self.keep_nested = kind, owns, keep_nested
-        self.legacy, self.what = legacy, what
+        self.kind, self.owns, self.nested, self.keep_nested = kind, owns, nested or {}, keep_nested
+        self.what = what
         parent, name = os.path.split(os.path.abspath(self.path))
         self.staging = os.path.join(parent, f".{name}{STAGING_SUFFIX}")
         self.old = os.path.join(parent, f".{name}{OLD_SUFFIX}")
@@ -131,26 +186,41 @@ class Output:
 
     # --- rule 1: ours or refused ---------------------------------------------
     def check(self) -> None:
-        """Refuse, touching nothing, an output that is a file or a foreign non-empty directory."""
+        """Refuse, touching nothing, an output that is a link or a file, a foreign
+        non-empty directory, another kind of output of ours, or a sibling in the way."""
         p = self.path
+        if os.path.islink(p):
+            raise DataError(f"{self.what} {p}: is a symbolic link (to {os.path.realpath(p)}); nothing was "
+                            f"touched: pass the folder it points to, or a new directory")
         if os.path.lexists(p) and not os.path.isdir(p):
             raise DataError(f"{self.what} {p}: is a file, not a directory; pass a new or "
                             f"empty directory (or one this project wrote)")
-        if os.path.isdir(p) and os.listdir(p) and not (is_ours(p) or self.legacy(p)):
+        if os.path.isdir(p) and not (is_ours(p) or is_unborn(p)):
             raise DataError(f"{self.what} {p}: not empty and not written by this project "
                             f"(no {MARKER_NAME} marker); nothing was touched: pass a new or "
                             f"empty directory")
+        kind = marker_kind(p)
+        if kind not in (None, self.kind):
+            raise DataError(f"{self.what} {p}: holds a {kind} output of this project, not a {self.kind} "
+                            f"one; nothing was touched: choose another {self.what}")
         for sibling, role in ((self.staging, "staging directory"), (self.old, "old copy"),
                               (self.trash, "trash")):
             if os.path.lexists(sibling) and not self._ours(sibling):
                 raise DataError(f"{sibling}: is in the way of the {role} of {p} and was not "
-                                f"written by this project (no {MARKER_NAME} marker); nothing was "
-                                f"touched: move it away")
+                                f"written by this project (no {MARKER_NAME} marker of kind "
+                                f"{self.kind!r}); nothing was touched: move it away")
 
     def _ours(self, directory: str) -> bool:
-        """A real directory (never a link) with the marker, empty, or a legacy output."""
-        return _is_ours_or_unborn(directory) or (
-            os.path.isdir(directory) and not os.path.islink(directory) and self.legacy(directory))
+        """A real directory (never a link) with the marker of this kind, or unborn."""
+        return marker_kind(directory) == self.kind or is_unborn(directory)
+
+    def _nested_outputs(self, folder: str) -> list[str]:
+        """The nested outputs in `folder` of the old copy (a real, unmarked directory named
+        in `nested`): its subdirectories marked with that folder's kind."""
+        kind = self.nested.get(os.path.basename(folder))
+        if kind is None or os.path.islink(folder) or not os.path.isdir(folder) or is_ours(folder):
+            return []
+        return [e.path for e in os.scandir(folder) if marker_kind(e.path) == kind]
 
     # --- rule 3: one writer ----------------------------------------------------
     def lock(self) -> OutputLock:
@@ -162,13 +232,16 @@ class Output:
         """The staging directory, marker first.  keep=False empties a leftover one;
         keep=True leaves its contents for the caller to resume from."""
         if not keep and os.path.lexists(self.staging):
-            _remove(self.staging)
+            if not self._ours(self.staging):
+                self.check()          # refuses, naming it
+            remove_ours(self.staging)
         drop_marker(self.staging, self.kind)
         return self.staging
 
     def discard_staging(self) -> None:
         """Remove the staging directory (e.g. after a disk-full error), ignoring errors."""
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self._ours(self.staging):
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     def swap_in(self) -> None:
         """Replace the output by the finished staging directory (see the module doc)."""
@@ -183,6 +256,9 @@ class Output:
         """Finish a swap a crash interrupted; returns what it did (for a log line) or None."""
         self.check()      # the siblings it would move or delete are ours (or refused, untouched)
         did = None
+        for directory in (self.path, self.staging, self.old):
+            if os.path.isdir(directory) and not os.path.islink(directory):
+                remove_marker_temps(directory)
         if os.path.isdir(self.old):
             if not os.path.isdir(self.path):
                 if os.path.isdir(self.staging):        # crashed between the two renames
@@ -194,21 +270,38 @@ class Output:
             did = did or f"finished cleaning up after an interrupted swap of {self.path}"
             self._carry_and_delete_old()
         if os.path.lexists(self.trash):
-            _remove_ours(self.trash)
+            remove_ours(self.trash)
             did = did or f"removed the old copy an interrupted swap of {self.path} left behind"
         return did
 
     def _carry_and_delete_old(self) -> None:
+        """Move what the writer does not own from the old copy into the new output (nested
+        outputs only if keep_nested says so), then delete the old copy, marker last."""
+        keep = None
         for name in sorted(os.listdir(self.old)):
             source, target = os.path.join(self.old, name), os.path.join(self.path, name)
-            nested = os.path.isdir(source) and not os.path.islink(source) and (
-                is_ours(source) or any(is_ours(e.path) for e in os.scandir(source) if e.is_dir()))
-            if os.path.lexists(target) or (not nested and self.owns(name)):
+            if os.path.lexists(target) or self.owns(name):
                 continue
-            if nested and not self.keep_nested(self.old, self.path):
-                continue
+            nested = self._nested_outputs(source)
+            if nested:
+                keep = self.keep_nested(self.old, self.path) if keep is None else keep
+                if not keep:
+                    self._carry_all_but(source, target, nested)
+                    continue
             os.replace(source, target)
-        if not is_ours(self.old):            # a legacy output: marked, so its trash is recognised
+        if not is_ours(self.old):            # unborn: marked, so its trash is recognised
             drop_marker(self.old, self.kind)
         os.replace(self.old, self.trash)     # past this point nothing in it is carried
-        _remove_ours(self.trash)
+        remove_ours(self.trash)
+
+    @staticmethod
+    def _carry_all_but(source: str, target: str, dropped: list[str]) -> None:
+        """A folder holding nested outputs that are dropped (with their lock files): the rest
+        of it is the user's."""
+        locks = {lock_path(d) for d in dropped if is_lock_file(lock_path(d))}
+        os.mkdir(target)
+        for entry in os.scandir(source):
+            if entry.path not in dropped and entry.path not in locks:
+                os.replace(entry.path, os.path.join(target, entry.name))
+        if not os.listdir(target):
+            os.rmdir(target)

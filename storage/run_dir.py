@@ -2,7 +2,8 @@
 
     .dex-age         the marker (storage.outdir): written first, so even an interrupted
                      first run is recognisably a run; a directory with other contents and
-                     no marker is refused, never written into
+                     no marker (even a run.json or checkpoints/ of its own) is refused,
+                     never written into, and so is a link
     flags.txt        the resolved flags (re-usable: --flagfile=runs/X/flags.txt)
     run.json         shards dir and the sha256 of its shards per split, shard image size,
                      model input size, the framing of the training crops (detector,
@@ -45,7 +46,7 @@ from faces.facebox import DEFAULT_MARGIN, is_margin
 from storage import outdir
 from storage.atomic import atomic_write_bytes
 from storage.json_file import read_json_object
-from storage.lock import OutputLock, lock_path
+from storage.lock import OutputLock
 
 KIND = "run"                         # the marker's kind
 # trainer.evaluate's report of the run's own records (test split) ...
@@ -64,12 +65,6 @@ OWNED_PATTERNS = tuple(OTHER_REPORT.values())
 
 class RunDirError(ProjectError):
     """A run directory that cannot be used as asked; the message says why and what to do."""
-
-
-def is_legacy_run(directory: str) -> bool:
-    """A run written before markers existed: it has the run.json or checkpoints of one."""
-    return os.path.isfile(os.path.join(directory, "run.json")) or \
-        os.path.isdir(os.path.join(directory, "checkpoints"))
 
 
 def not_a_run(path: str) -> str:
@@ -104,27 +99,25 @@ def check_run(path: str) -> None:
 class RunDir:
     def __init__(self, path: str):
         self.path = path
-        self.output = outdir.Output(path, kind=KIND, legacy=is_legacy_run, what="--model_dir")
+        self.output = outdir.Output(path, kind=KIND, what="--model_dir")
         self._lock: OutputLock | None = None
         self.best_record_at_start: dict | None = None
 
     # -- ours, one writer --------------------------------------------------------
     def check(self) -> None:
         """Refuse, touching nothing, a --model_dir that is a file, holds what this project
-        did not make, or is another of its outputs (a data set, a feature cache)."""
-        self.output.check()
+        did not make (a run.json or checkpoints/ without the marker are the user's), is a
+        link, or is another of its outputs (a data set, a feature cache)."""
         kind = outdir.marker_kind(self.path)
         if kind not in (None, KIND):
             raise RunDirError(f"--model_dir {self.path}: holds a {kind} output of this project, not a "
                               f"training run; nothing was touched: choose another --model_dir")
+        self.output.check()
 
     def lock(self) -> None:
         """Become the directory's one writer (DataError at once, naming the holder, if taken)."""
         with self.writing():      # a lock file that cannot be created is a --model_dir problem
-            path = lock_path(self.path)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
-        self._lock = self.output.lock().acquire()
+            self._lock = self.output.lock().acquire(disk_errors=False)
 
     def release(self) -> None:
         if self._lock is not None:

@@ -120,7 +120,7 @@ def test_an_interrupted_swap_is_repaired_on_the_next_start(tmp_path, state):
     for name, text in old_files.items():
         (tmp_path / ".o.old").mkdir(exist_ok=True)
         (tmp_path / ".o.old" / name).write_text(text)
-    (tmp_path / ".o.old" / outdir.MARKER_NAME).write_text("{}")
+    outdir.write_mark(str(tmp_path / ".o.old" / outdir.MARKER_NAME), "images")
     if state == "after_first_rename":          # old aside, complete staging not yet moved in
         outdir.drop_marker(out.staging, "images")
         (tmp_path / ".o.staging" / "manifest.json").write_text("new")
@@ -448,17 +448,67 @@ def test_a_changed_flag_or_source_starts_over_and_says_so(sample_dir, tmp_path):
     assert "starting over: the source (.mat sha256) changed" in result.stdout, result.stdout
 
 
-def test_a_staging_dir_killed_before_its_marker_is_reused_a_foreign_one_refused(sample_dir, tmp_path):
+@pytest.mark.parametrize("where", ["staging", "out"])
+def test_a_folder_killed_while_its_marker_was_written_is_repaired(sample_dir, tmp_path, where):
+    """The marker's exact temporary (`..dex-age.tmp-PID`) is a kill inside drop_marker:
+    the next run removes it and goes on, never refuses forever."""
+    folder = tmp_path / (".o.staging" if where == "staging" else "o")
+    folder.mkdir()
+    (folder / f".{outdir.MARKER_NAME}.tmp-99").write_text('{"kind": "im')
+    pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
+    assert sorted(os.listdir(tmp_path)) == [".o.lock", "o"] and problems(str(tmp_path / "o")) == []
+    assert not [n for n in os.listdir(tmp_path / "o") if ".tmp-" in n]
+
+
+@pytest.mark.parametrize("name", ["thesis.pdf", ".dex-age-notes.txt", ".dex-age.tmp-1", "..dex-age.tmp-x"])
+def test_a_users_staging_folder_is_refused_whatever_its_names(sample_dir, tmp_path, name):
     staging = tmp_path / ".o.staging"
     staging.mkdir()
-    (staging / f"{outdir.MARKER_NAME}.tmp-99").write_text("")     # killed inside drop_marker
-    pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
-    assert not staging.exists() and problems(str(tmp_path / "o")) == []
-    staging.mkdir()
-    (staging / "thesis.pdf").write_text("mine")
+    (staging / name).write_text("mine")
     with pytest.raises(DataError, match="is in the way of the staging directory"):
         pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
-    assert (staging / "thesis.pdf").read_text() == "mine"
+    assert (staging / name).read_text() == "mine" and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind", ["link", "dangling", "users_file", "fifo"])
+def test_the_lock_file_is_never_written_through_a_link_or_onto_a_users_file(sample_dir, tmp_path, kind):
+    victim, lock = tmp_path / "victim", tmp_path / ".o.lock"
+    if kind == "link":
+        victim.write_text("mine")
+        os.symlink(victim, lock)
+    elif kind == "dangling":
+        os.symlink(victim, lock)
+    elif kind == "users_file":
+        lock.write_text("my notes")
+    else:
+        os.mkfifo(lock)
+    with pytest.raises(DataError, match=r"\.o\.lock: is (a symbolic link|in the way of this project's lock "
+                                        r"file).*nothing was touched"):
+        pipeline.run(_cfg(sample_dir, tmp_path / "o"), log=_quiet)
+    if kind == "link":
+        assert victim.read_text() == "mine"
+    elif kind == "users_file":
+        assert lock.read_text() == "my notes"
+    assert not (tmp_path / "o").exists() and (kind != "dangling" or not victim.exists())
+
+
+def test_a_lock_cut_short_by_a_kill_and_a_dead_writers_temporary_are_taken_over(tmp_path):
+    lock = tmp_path / ".o.lock"
+    lock.write_bytes(b"pid 7 on host\n     ")                 # overwritten, not yet cut
+    (tmp_path / ".o.lock.tmp-999999999").write_text("pid 999999999 on h\n")   # no such process
+    with OutputLock(str(tmp_path / "o")):
+        assert lock.read_text() == f"pid {os.getpid()} on {socket.gethostname()}\n"
+    assert sorted(os.listdir(tmp_path)) == [".o.lock"]
+
+
+def test_an_out_that_is_a_link_is_refused_and_never_replaced(sample_dir, good, tmp_path):
+    link = tmp_path / "faces"
+    os.symlink(good, link)
+    before = _snapshot(good)
+    with pytest.raises(DataError, match=rf"--out {link}: is a symbolic link \(to {good}\); nothing was touched: "
+                                        r"pass the folder it points to"):
+        pipeline.run(_cfg(sample_dir, link, jpeg_quality=60), log=_quiet)
+    assert os.path.islink(link) and _snapshot(good) == before
 
 
 def test_a_feature_cache_survives_only_an_identical_reingest(sample_dir, good):
@@ -471,12 +521,46 @@ def test_a_feature_cache_survives_only_an_identical_reingest(sample_dir, good):
     assert not (good / "features").exists() and problems(str(good)) == []
 
 
-def test_a_data_set_written_before_markers_is_reingested(sample_dir, good):
+def test_a_data_set_without_the_marker_is_the_users_and_refused_untouched(sample_dir, good):
+    """No adoption without a mark: a manifest and shards of ours, unmarked, are a copy the user owns."""
     os.remove(good / outdir.MARKER_NAME)
     (good / "notes.txt").write_text("mine")
-    pipeline.run(_cfg(sample_dir, good, jpeg_quality=60), log=_quiet)
-    assert outdir.is_ours(str(good)) and (good / "notes.txt").read_text() == "mine"
-    assert json.load(open(good / "manifest.json"))["flags"]["jpeg_quality"] == 60
+    before = _snapshot(good)
+    with pytest.raises(DataError, match=r"not empty and not written by this project \(no \.dex-age marker\)"):
+        pipeline.run(_cfg(sample_dir, good, jpeg_quality=60), log=_quiet)
+    assert _snapshot(good) == before
+
+
+@pytest.mark.parametrize("content", ["{}", '{"kind": "images"}', "notes", None])
+def test_a_marker_name_that_is_not_exactly_our_mark_makes_nothing_ours(sample_dir, good, tmp_path, content):
+    """A `.dex-age` that is not the JSON {kind, created} (or is a link) is the user's."""
+    os.remove(good / outdir.MARKER_NAME)
+    if content is None:
+        (tmp_path / "elsewhere").write_text('{"kind": "images", "created": "x"}')
+        os.symlink(tmp_path / "elsewhere", good / outdir.MARKER_NAME)
+    else:
+        (good / outdir.MARKER_NAME).write_text(content)
+    before = _snapshot(good)
+    with pytest.raises(DataError, match=r"not written by this project"):
+        pipeline.run(_cfg(sample_dir, good, jpeg_quality=60), log=_quiet)
+    assert _snapshot(good) == before
+
+
+def test_a_users_folder_holding_a_copy_of_an_output_survives_a_reingest(sample_dir, good, tmp_path):
+    """Only subfolders marked as the data set's nested outputs (feature caches) are dropped
+    with it; a user's folder holding a copy of a run, or of a cache, is the user's."""
+    experiments = good / "experiments"
+    outdir.drop_marker(str(experiments / "run-copy"), "run")
+    (experiments / "run-copy" / "run.json").write_text("{}")
+    outdir.drop_marker(str(experiments / "cache-copy"), "features")
+    (experiments / "results.md").write_text("mine")
+    outdir.drop_marker(str(good / "features" / "tiny-abc"), "features")
+    (good / "features" / "notes.md").write_text("also mine")
+    pipeline.run(_cfg(sample_dir, good, jpeg_quality=60), log=_quiet)        # other shards
+    assert (experiments / "results.md").read_text() == "mine"
+    assert (experiments / "run-copy" / "run.json").read_text() == "{}"
+    assert outdir.marker_kind(str(experiments / "cache-copy")) == "features"
+    assert os.listdir(good / "features") == ["notes.md"] and problems(str(good)) == []
 
 
 @pytest.mark.parametrize("sibling", [".o.trash", ".o.old"])

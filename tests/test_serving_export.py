@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 import model
+from errors import ProjectError
 
 from conftest import run_module
 from test_serving_predict import INPUT_SIZE, REPO, build_run, read_lines
@@ -223,7 +224,7 @@ def test_export_never_replaces_a_directory_it_did_not_make(run_dir, tmp_path):
     export_run(run_dir, str(tmp_path / "e"), log=lambda *_: None)
     export_run(run_dir, str(tmp_path / "e"), tflite="none", tta="flip", log=lambda *_: None)
     assert json.load(open(tmp_path / "e" / "export.json"))["tta"] == "flip"
-    assert sorted(os.listdir(tmp_path)) == ["e", "notes"]
+    assert sorted(os.listdir(tmp_path)) == [".e.lock", "e", "notes"]
 
 
 @pytest.mark.slow
@@ -252,10 +253,11 @@ def test_export_replaces_only_a_marked_export(run_dir, tmp_path):
     assert outdir.marker_kind(str(real)) == "export"
     link = tmp_path / "link"
     os.symlink(real, link)
-    for target in (look_alike, link):
-        with pytest.raises(ExportError, match=rf"{target.name}: exists and is not an export this project "
-                                              rf"wrote \(no \.dex-age marker of kind 'export'\); nothing"):
-            export_run(run_dir, str(target), log=lambda *_: None)
+    with pytest.raises(ExportError, match=r"look_alike: exists and is not an export this project "
+                                          r"wrote \(no \.dex-age marker of kind 'export'\); nothing"):
+        export_run(run_dir, str(look_alike), log=lambda *_: None)
+    with pytest.raises(ExportError, match=r"--out .*link: is a symbolic link \(to .*real\); nothing was touched"):
+        export_run(run_dir, str(link), log=lambda *_: None)
     assert (look_alike / "thesis.pdf").read_text() == "mine" and os.path.islink(link)
 
 
@@ -440,3 +442,112 @@ def test_a_bundle_is_refused_in_one_line_for_a_run_framed_by_another_detector():
         "--bundle: the bundle's reference finds faces with blazeface, but this run was trained on mtcnn faces, "
         "aligned, margin 0.4; train on faces from `python -m ingest --src SRC --out OUT --reframe blazeface`, "
         "or leave out --bundle")
+
+
+# --- the export's folder: one writer, swapped in, repaired after a kill --------------
+
+def _fill(text: str):
+    def fill(staging):
+        with open(os.path.join(staging, "export.json"), "x") as f:
+            f.write(text)
+    return fill
+
+
+def _users_saved_model(folder):
+    (folder / "variables").mkdir(parents=True)
+    (folder / "variables" / "variables.index").write_bytes(b"weights")
+    (folder / "saved_model.pb").write_bytes(b"graph")
+    (folder / "export.json").write_text("{}")
+
+
+def test_a_users_saved_model_is_never_replaced(tmp_path):
+    from serving.export import ExportError, write_export
+
+    mine = tmp_path / "my_model"
+    _users_saved_model(mine)
+    with pytest.raises(ExportError, match=r"my_model: exists and is not an export this project wrote"):
+        write_export(str(mine), _fill("new"), log=lambda *_: None)
+    assert sorted(os.listdir(mine)) == ["export.json", "saved_model.pb", "variables"]
+    assert (mine / "saved_model.pb").read_bytes() == b"graph" and sorted(os.listdir(tmp_path)) == ["my_model"]
+
+
+def test_a_second_export_into_one_out_is_refused_naming_the_holder(tmp_path):
+    from serving.export import write_export
+    from storage.lock import OutputLock
+
+    with OutputLock(str(tmp_path / "e")):
+        with pytest.raises(ProjectError, match=r"e: already being written by pid \d+"):
+            write_export(str(tmp_path / "e"), _fill("second"), log=lambda *_: None)
+    assert not (tmp_path / "e").exists()
+
+
+def _killed_export(out: str, text: str, kill_at: int) -> bool:
+    """write_export in a forked child that kill -9s itself at its kill_at-th rename
+    (markers included); True when the kill landed (the child did not finish)."""
+    import signal
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            from serving.export import write_export
+            real, calls = os.replace, [0]
+
+            def replace(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(*args, **kwargs)
+            os.replace = replace
+            write_export(out, _fill(text), log=lambda *_: None)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status)
+
+
+def test_a_kill_at_any_rename_of_an_export_leaves_the_old_or_the_new_and_the_rerun_repairs(tmp_path):
+    from serving.export import write_export
+
+    kill_at = 1
+    while True:
+        out = tmp_path / f"k{kill_at}" / "e"
+        write_export(str(out), _fill("old"), log=lambda *_: None)
+        killed = _killed_export(str(out), "new", kill_at)
+        seen = []
+        write_export(str(out), _fill("rerun"), log=seen.append)     # repairs, then writes
+        assert (out / "export.json").read_text() == "rerun"
+        assert sorted(os.listdir(out.parent)) == [".e.lock", "e"], (kill_at, os.listdir(out.parent))
+        if not killed:
+            break
+        kill_at += 1
+    assert kill_at >= 5           # markers, staging -> out, out -> old, old -> trash were each hit
+
+
+def test_a_killed_export_between_its_renames_is_restored_before_anything_else(tmp_path):
+    from serving.export import target
+
+    out = tmp_path / "e"
+    from serving.export import write_export
+    write_export(str(out), _fill("old"), log=lambda *_: None)
+    export = target(str(out))
+    os.replace(out, export.old)                 # the first rename of the swap, then kill -9
+    assert "restored" in export.repair()
+    assert (out / "export.json").read_text() == "old"
+
+
+def test_the_temporary_folders_of_killed_exports_are_restored_or_removed(tmp_path):
+    from serving.export import write_export
+    from storage import outdir
+
+    out = tmp_path / "e"
+    hidden = tmp_path / ".e.old.ab12cd34" / "export"          # the old export, hidden by a kill
+    outdir.drop_marker(str(hidden), "export")
+    (hidden / "export.json").write_text("old")
+    outdir.drop_marker(str(tmp_path / ".e.zz9_yy88"), "export")  # an unfinished export
+    (tmp_path / ".e.notmine1").mkdir()                          # the user's, no marker
+    (tmp_path / ".e.notmine1" / "keep.txt").write_text("mine")
+    seen = []
+    write_export(str(out), _fill("new"), log=seen.append)
+    assert any("restored" in line for line in seen) and any(".e.zz9_yy88" in line for line in seen)
+    assert sorted(os.listdir(tmp_path)) == [".e.lock", ".e.notmine1", "e"]
+    assert (out / "export.json").read_text() == "new"

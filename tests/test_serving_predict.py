@@ -181,8 +181,11 @@ def test_the_pipeline_does_not_autotune(tmp_path):
 def test_resume_cuts_a_torn_line_and_refuses_a_foreign_file(tmp_path):
     from serving.predict import PredictError, open_output
 
+    from storage import outdir
+
     out = tmp_path / "preds.jsonl"
     out.write_text('{"file": "a.jpg", "faces": [], "error": null}\n{"file": "b.jpg", "fa')
+    outdir.write_mark(str(tmp_path / ".preds.jsonl.dex-age"), "predictions")     # a file predict started
     handle, done = open_output(str(out))
     assert done == {"a.jpg"}
     assert out.read_text() == '{"file": "a.jpg", "faces": [], "error": null}\n'

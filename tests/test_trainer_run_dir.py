@@ -79,13 +79,50 @@ def test_a_lock_file_that_cannot_be_created_names_the_model_dir(tmp_path, monkey
         train.open_run(config(str(tmp_path / "run")), chief=True, manifest={})
 
 
-def test_a_run_written_before_markers_is_adopted(tmp_path):
+@pytest.mark.parametrize("holding", ["run.json", "checkpoints", "checkpoints/checkpoint"])
+def test_a_users_folder_looking_like_a_run_is_refused_untouched(tmp_path, holding):
+    """No adoption without a mark: a run.json or checkpoints/ without the marker are the user's."""
     target = tmp_path / "run"
     (target / "checkpoints").mkdir(parents=True)
-    (target / "run.json").write_text("{}")
+    if holding != "checkpoints":
+        (target / holding).write_text("mine")
+    (target / "history.csv").write_text("my,table\n")
+    before = sorted(p.relative_to(target).as_posix() for p in target.rglob("*"))
+    with pytest.raises(DataError, match=rf"--model_dir {target}: not empty and not written by this project "
+                                        r"\(no \.dex-age marker\); nothing was touched"):
+        train.open_run(config(str(target)), chief=True, manifest={})
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == before
+    assert (target / "history.csv").read_text() == "my,table\n" and not (tmp_path / ".run.lock").exists()
+
+
+def test_a_model_dir_that_is_a_link_is_refused(tmp_path):
+    outdir.drop_marker(str(tmp_path / "elsewhere"), "run")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "run")
+    with pytest.raises(DataError, match=r"--model_dir .*/run: is a symbolic link"):
+        train.open_run(config(str(tmp_path / "run")), chief=True, manifest={})
+    assert os.listdir(tmp_path / "elsewhere") == [".dex-age"]
+
+
+@pytest.mark.parametrize("kind", ["link", "users_file"])
+def test_the_runs_lock_file_is_never_written_through_a_link_or_onto_a_users_file(tmp_path, kind):
+    victim, lock = tmp_path / "victim", tmp_path / ".run.lock"
+    victim.write_text("mine")
+    if kind == "link":
+        os.symlink(victim, lock)
+    else:
+        os.replace(victim, lock)
+    with pytest.raises(DataError, match=r"\.run\.lock: is (a symbolic link|in the way of this project's lock file)"):
+        train.open_run(config(str(tmp_path / "run")), chief=True, manifest={})
+    assert (victim if kind == "link" else lock).read_text() == "mine"
+
+
+def test_a_run_killed_while_its_marker_was_written_is_resumed(tmp_path):
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / f".{outdir.MARKER_NAME}.tmp-77").write_text("")
     run, _ = train.open_run(config(str(target)), chief=True, manifest={})
     run.release()
-    assert outdir.is_ours(str(target))
+    assert outdir.marker_kind(str(target)) == "run" and ".{}.tmp-77".format(outdir.MARKER_NAME) not in os.listdir(target)
 
 
 @pytest.mark.slow

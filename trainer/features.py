@@ -81,7 +81,7 @@ def cache_key(records_dir: str, weights: str | None, variant: str, input_size: i
 
 def cache_dir(records_dir: str, key: dict) -> str:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return os.path.join(records_dir, "features", f"{key['variant']}-{digest}")
+    return os.path.join(records_dir, schema.FEATURES_FOLDER, f"{key['variant']}-{digest}")
 
 
 def damage(directory: str, key: dict) -> str | None:
@@ -114,17 +114,9 @@ def damage(directory: str, key: dict) -> str | None:
     return None
 
 
-def is_legacy_cache(directory: str) -> bool:
-    """A cache written before markers existed: its manifest is a feature manifest."""
-    try:
-        return records.read_manifest(directory).get("kind") == schema.KIND_FEATURES
-    except DataError:
-        return False
-
-
 def output(directory: str) -> outdir.Output:
     """The cache directory as a project output (marker, staging, swap, lock)."""
-    return outdir.Output(directory, kind=schema.KIND_FEATURES, legacy=is_legacy_cache, what="feature cache")
+    return outdir.Output(directory, kind=schema.KIND_FEATURES, what="feature cache")
 
 
 def build(net, records_dir: str, key: dict, *, batch_size: int = BATCH_SIZE, log=print) -> str:
