@@ -25,7 +25,7 @@ def interval(probs: np.ndarray) -> tuple[int, int]:
 def age_distribution(probs: np.ndarray, path: str, title: str) -> str:
     """One face's softmax over ages 0..100 with its expectation marked and its 90%
     interval shaded."""
-    return save_figure(distribution_figure(probs, title), path)
+    return save_figure(distribution_figure(probs, title), path, metadata=PICTURE_MARK)
 
 
 def distribution_figure(probs: np.ndarray, title: str):
@@ -42,7 +42,7 @@ def distribution_figure(probs: np.ndarray, title: str):
     ax.set_ylabel("probability")
     ax.set_title(title)
     ax.legend()
-    return save_figure(fig, path, metadata=PICTURE_MARK)
+    return fig
 
 
 def label_text(face: dict) -> str:
