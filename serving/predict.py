@@ -106,12 +106,18 @@ def file_error(path: str, error: Exception) -> str:
     return f"{path}: could not be processed ({type(error).__name__}: {text})"
 
 
-def _read(path: bytes):
-    """tf.numpy_function body: (RGB pixels, '') or (a 1x1 placeholder, error)."""
+def _read(path: bytes, min_face: int):
+    """tf.numpy_function body: (RGB pixels, '') or (a 1x1 placeholder, error). An image
+    with a side under `min_face` holds no face of that size: it is too small."""
+    placeholder = np.zeros((1, 1, 3), np.uint8)
     try:
-        return read_rgb(path.decode()), b""
+        rgb = read_rgb(path.decode())
     except Exception as e:   # one file's failure is its result, never the run's
-        return np.zeros((1, 1, 3), np.uint8), file_error(path.decode(), e).encode()
+        return placeholder, file_error(path.decode(), e).encode()
+    if min(rgb.shape[:2]) < min_face:
+        return placeholder, (f"{path.decode()}: {tally.TOO_SMALL}: {rgb.shape[1]}x{rgb.shape[0]} px, under "
+                             f"--min_face={min_face}; pass a larger image, or lower --min_face").encode()
+    return rgb, b""
 
 
 def _detect(rgb: np.ndarray, path: bytes, config: PredictConfig):
@@ -150,7 +156,8 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
     face_spec = tf.TensorSpec([input_size, input_size, 3], tf.uint8)
 
     def read(path):
-        rgb, error = tf.numpy_function(_read, [path], [tf.uint8, tf.string], stateful=False)
+        rgb, error = tf.numpy_function(lambda p: _read(p, config.min_face), [path], [tf.uint8, tf.string],
+                                       stateful=False)
         return tf.ensure_shape(rgb, [None, None, 3]), tf.ensure_shape(error, [])
 
     def rows(index, boxes, crops, angles, faces, valid, error):

@@ -6,11 +6,13 @@ from __future__ import annotations
 import collections
 
 NO_FACE = "no face found"    # how a photo without a face opens its error (after the file name)
+TOO_SMALL = "too small"      # how an image under --min_face opens its error
 
 # Error kinds, in the order the tally names them: (kind, words found in the error's
 # first clause, after "<file>: ").  Anything else is "other".
 ERROR_KINDS = (
     (NO_FACE, (NO_FACE,)),
+    (TOO_SMALL, (TOO_SMALL,)),
     ("not an image", ("not a readable image", "empty file", "pixel limit")),
     ("missing", ("no such file",)),
     ("not a file", ("is a directory", "not a regular file", "cannot be read")),

@@ -690,3 +690,37 @@ def test_the_tally_counts_files_faces_and_errors_by_kind_and_says_where_the_resu
         "1 other); predictions in p.jsonl (17 files with 10 from earlier runs, each error on its file's line); "
         "pictures in pics")
     assert tally.Tally().line() == "done: 0 files, 0 faces"
+
+
+@pytest.mark.parametrize("detect", [False, True])
+def test_an_image_under_min_face_is_skipped_as_too_small_and_counted(tmp_path, detect):
+    import keras
+
+    import model
+    from faces.detect import MIN_FACE
+    from serving import predict, tally
+
+    dot, tile, face = tmp_path / "dot.png", tmp_path / "tile.jpg", tmp_path / "face.jpg"
+    Image.fromarray(np.full((1, 1, 3), 100, np.uint8)).save(dot)                 # 1x1
+    tile.write_bytes(jpeg_bytes(np.full((MIN_FACE - 1, 60, 3), 100, np.uint8)))  # one row short
+    face.write_bytes(jpeg_bytes(np.full((MIN_FACE, MIN_FACE, 3), 100, np.uint8)))
+    keras.utils.set_random_seed(0)
+    age_model = predict.AgeModel(model.build_age_model(variant="tiny", input_size=INPUT_SIZE))
+    config = predict.PredictConfig(detect=detect, batch_size=2)
+    assert config.min_face == MIN_FACE == 24
+    results = list(predict.predict_files(age_model, [str(dot), str(tile), str(face)], config))
+    assert results[0] == {"file": str(dot), "faces": [], "error": (
+        f"{dot}: too small: 1x1 px, under --min_face=24; pass a larger image, or lower --min_face")}
+    assert results[1]["faces"] == [] and results[1]["error"].startswith(f"{tile}: too small: 60x23 px, under")
+    if not detect:                           # the whole image is the face: estimated
+        assert results[2]["error"] is None and len(results[2]["faces"]) == 1
+    counts = tally.Tally()
+    for result in results:
+        counts.add(result)
+    assert counts.errors[tally.TOO_SMALL] == 2
+    assert counts.line().startswith("done: 3 files, " + ("1 face" if not detect else "0 faces")
+                                    + "; " + ("2 files failed (2 too small)" if not detect else "3 files failed (1 no face found, 2 too small)"))
+    # --min_face=1 lets the 1x1 image through --no_detect.
+    if not detect:
+        lowered = list(predict.predict_files(age_model, [str(dot)], predict.PredictConfig(detect=False, min_face=1)))
+        assert lowered[0]["error"] is None and len(lowered[0]["faces"]) == 1
