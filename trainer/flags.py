@@ -102,7 +102,7 @@ def define_train_flags() -> None:
                          "best.keras keeps the best epoch and the run is evaluated as usual.")
     flags.DEFINE_string("time_limit", "0",
                         "Stop after the epoch that passes this much training time, e.g. 20m, 1h30m, "
-                        "90s (counted from the start of this command); 0 = no limit. best.keras "
+                        "90s (counted from when this command starts training); 0 = no limit. best.keras "
                         "keeps the best epoch, the run is evaluated as usual, and rerunning the "
                         "same command resumes.")
     # Performance and scale-out.

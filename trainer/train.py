@@ -351,7 +351,7 @@ def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.d
     end_of_epoch = default_actions(config, state, run, chief, reporter, summary, started)
     iterator = iter(data.train) if data.train is not None else None
     # A few steps per call, so the progress (a bar on a terminal, a line every
-    # trainer.reporter.LOG_SECONDS in a log) and --time_limit see the epoch move.
+    # trainer.reporter.LOG_SECONDS in a log) sees the epoch move.
     steps_per_call = max(1, min(steps, STEPS_PER_CALL))
     why = f"Training finished: all {config.epochs} epochs done"
 
@@ -377,12 +377,13 @@ def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.d
         if config.best_metric not in row:     # only val_epsilon_error can be missing
             raise no_spread(config)
         history.append(row)
-        end = actions.EpochEnd(epoch + 1, row, actions.record_best(state.best, state.stale, row[config.best_metric]), history)
+        improved = actions.record_best(state.best, state.stale, row[config.best_metric])
+        end = actions.EpochEnd(epoch + 1, row, improved, history)
         with run.writing(f"free space on that disk, then rerun the same command: it resumes "
                          f"from epoch {int(state.epoch.numpy()) + 1}"):     # the last commit point
             reasons = [action(end) for action in end_of_epoch]     # every action runs
         if any(reasons):
-            why = f"Training stopped after epoch {epoch + 1} of {config.epochs}: " + "; ".join(filter(None, reasons))
+            why = f"Training stopped after epoch {epoch + 1} of {config.epochs}: {'; '.join(filter(None, reasons))}"
             break
     summary.flush()
     return why
