@@ -9,7 +9,7 @@ own code (`trainer.loop.Loop` under `tf.distribute.get_strategy()`, data from
 shards:
 
 - without cache: uint8 images -> the whole age model (frozen trunk + head);
-- with cache: float16 pool5 features (`trainer.features`) -> `model.head(net)`.
+- with cache: float16 features (VGG: pool5; `trainer.features`) -> `model.head(net)`.
 
 Two models, both with random weights (`weights=None`): speed does not depend on
 weight values, only on shapes. (a) tiny (32 px input) reads the 224-px shards
@@ -88,7 +88,7 @@ def bench_variant(variant: str, shards: str, args) -> dict:
     size = age_model_lib.input_size(net)
 
     # One-time cost: a fresh build over every split (features.ensure would reuse an old one).
-    key = features.cache_key(shards, None, variant, size, args.seed, net.get_layer("conv1_1").compute_dtype)
+    key = features.cache_key(shards, None, variant, size, args.seed, age_model_lib.feature_layer(net).compute_dtype)
     t0 = time.perf_counter()
     features.build(net, shards, key, batch_size=args.cache_batch, log=lambda m: None)
     build_s = time.perf_counter() - t0
@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val_fraction", type=float, default=0.5, help="ingest: fraction of non-test rows in val")
     p.add_argument("--test_fraction", type=float, default=0.02,
                    help="ingest: fraction of kept rows in test (the cache build covers test too)")
-    p.add_argument("--variants", default="tiny,full", help="comma-separated: tiny, full")
+    p.add_argument("--variants", default="tiny,full",
+                   help="comma-separated variants (model.families), e.g. tiny, full, mobilenet")
     p.add_argument("--rounds", type=int, default=3,
                    help="timed epochs per path (median), interleaved, for the full model")
     p.add_argument("--tiny_rounds", type=int, default=15, help="the same for tiny (epochs of ~0.1 s)")

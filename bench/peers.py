@@ -38,7 +38,7 @@ def faces_of(src: str, limit: int | None, seed: int) -> tuple[list[str], np.ndar
     1..100, whose path stays inside the data set's folder); `limit` of them drawn
     with `seed`, in the data set's order."""
     from ingest.sources import AUTO, Options, resolve
-    from records.manifest import DataError
+    from errors import DataError
 
     table = resolve(AUTO, src).load_table(src, Options(min_face_score=0.0))
     frame = table.frame
@@ -93,7 +93,7 @@ def our_ages(paths: list[str], model_dir: str) -> tuple[np.ndarray, float, str]:
     image (NaN: none); the seconds it took; the framing it used, in words."""
     from faces import framing
     from serving.predict import AgeModel, Job, face_config, predict_files
-    from trainer.config import PredictConfig
+    from serving.config import PredictConfig
 
     age_model = AgeModel.load(model_dir)
     config = face_config(PredictConfig(), Job(model_dir=model_dir), age_model)

@@ -12,10 +12,14 @@ cuInit` error of a CPU machine, `entry.startup_notices` filters out of stderr
 while TensorFlow loads and lists its devices (DEX_TF_STARTUP_LOGS=1 shows them;
 every other line passes). `run` defines and
 adopts the command's flags (so `--help` lists them), parses them before the command
-imports TensorFlow (`check_flags`: a flag mistake answers at once) and quiets absl's
+imports TensorFlow (`check_flags`: a flag mistake, and with its `check` a path of the
+wrong kind, answers at once) and quiets absl's
 Python INFO chatter unless -v/--verbosity asks for it. Both turn a `ProjectError` (bad input
 the user can fix) into one `error: ...` line and exit status 1, and so does a write
-that meets a full or read-only disk anywhere.
+that meets a full or read-only disk anywhere; Ctrl-C is one `interrupted: ...` line
+saying what is kept and how to go on, exit status 130 (`entry.interrupt`).
+Before anything else, `entry._deps` checks that the project's dependencies are
+importable (one line naming the fix when they are not).
 
 This package never imports TensorFlow: ingest, which must not load it, uses it too.
 """
@@ -29,22 +33,30 @@ from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from entry import _deps  # noqa: E402  (standard library only: runs where the dependencies are missing)
+
+_deps.require()
+
 from absl import app, flags, logging  # noqa: E402  (after the environment variable, on purpose)
 
-from entry import startup_notices  # noqa: E402
+from entry import interrupt, startup_notices  # noqa: E402
 from errors import ProjectError, disk_problem, disk_target  # noqa: E402
 
 startup_notices.install()
+interrupt.install()
 
-__all__ = ["ProjectError", "one_line", "run", "run_parsed"]
+__all__ = ["ProjectError", "interrupt", "one_line", "run", "run_parsed"]
 
 
 def one_line(main: Callable, *args):
     """`main(*args)`; a ProjectError, or a write that met a full or read-only disk,
-    ends the process with one `error: ...` line on stderr and exit status 1.
+    ends the process with one `error: ...` line on stderr and exit status 1, Ctrl-C
+    with one `interrupted: ...` line and status 130 (entry.interrupt).
     Any other exception (a bug) keeps its traceback."""
     try:
         return main(*args)
+    except KeyboardInterrupt:
+        interrupt.stop()
     except ProjectError as e:
         sys.exit(f"error: {e}")
     except Exception as e:

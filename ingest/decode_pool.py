@@ -38,6 +38,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _init_worker(settings: images.ImageSettings, parent: int) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the pool and says the
+    # one line (entry.interrupt); a worker that raised too would print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):      # not Linux: workers may outlive a killed parent

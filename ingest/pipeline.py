@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from entry import interrupt
 from entry.progress import Progress
 from errors import DataError
 from faces import facebox, framing
@@ -180,7 +181,7 @@ def _require_every_split(split_of: np.ndarray, cfg: Config, table: sources.Table
 
 def fingerprint(cfg: Config, source_fingerprint: str) -> dict:
     """What makes two runs "the same command": a resume needs equal fingerprints.
-    (--workers and --chunk change the speed, not one byte of the output; the
+    (--workers and the chunk size change the speed, not one byte of the output; the
     source is named by its fingerprint, so a moved --src folder still resumes.)"""
     flags = {k: v for k, v in dataclasses.asdict(cfg).items()
              if k not in ("src", "out", "workers", "chunk")}
@@ -197,6 +198,9 @@ def run(cfg: Config, log=print) -> dict:
     workers = cfg.workers or os.cpu_count() or 1
     target = output.DataSetOutput(out, log)
     target.check()                                  # refused here: nothing touched
+    staging = os.path.relpath(target.staging)
+    interrupt.note(f"ingest stopped; the finished shards are kept in "
+                   f"{staging if not staging.startswith('..') else target.staging} and the same command resumes")
     framed = cfg.framing_of(source)
     settings = images.ImageSettings(src=sources.root_of(cfg.src), image_size=cfg.image_size,
                                     encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality,

@@ -2,7 +2,9 @@
 files reload with ``safe_mode=True``; Keras 3 APIs only, so every backend works).
 
 The pixel contract: the model takes uint8 RGB face crops of any size; `Resize`
-brings them to the input size, then `Preprocess` normalises them.
+brings them to the input size, then `Preprocess` normalises them:
+(pixel - mean) * scale, with the mean and scale its model family declares
+(model.family; VGG: the mean below, scale 1; MobileNet: [-1, 1]).
 
 Preprocessing, defined once (the model's first layer, so the data pipeline and
 prediction cannot disagree): the VGG-Face weights in the widely distributed
@@ -21,24 +23,27 @@ from faces.resize import resize_pixels
 
 PACKAGE = "dex_age"
 
-# matconvnet vgg-face `meta.normalization.averageImage`, RGB order, 0..255 scale.
-VGG_FACE_MEAN_RGB = (129.1863, 104.7624, 93.5940)
+from .variants import VGG_FACE_MEAN_RGB
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Preprocess(keras.layers.Layer):
-    """uint8 (or any numeric) RGB 0..255 image -> float, minus the VGG-Face mean.
+    """uint8 (or any numeric) RGB 0..255 image -> float (image - mean) * scale; by
+    default minus the VGG-Face mean, unscaled.
 
-    The subtraction happens in float32; the output is in the layer's compute
+    The arithmetic happens in float32; the output is in the layer's compute
     dtype (bfloat16 / float16 under a mixed precision policy).
     """
 
-    def __init__(self, mean=VGG_FACE_MEAN_RGB, **kwargs):
+    def __init__(self, mean=VGG_FACE_MEAN_RGB, scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.mean = tuple(float(m) for m in mean)
+        self.scale = float(scale)
 
     def call(self, images):
         x = ops.cast(images, "float32") - ops.convert_to_tensor(self.mean, dtype="float32")
+        if self.scale != 1.0:
+            x = x * self.scale
         return ops.cast(x, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -47,6 +52,7 @@ class Preprocess(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["mean"] = list(self.mean)
+        config["scale"] = self.scale
         return config
 
 

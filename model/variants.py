@@ -1,12 +1,19 @@
-"""The model variants (their widths and default input side) and the depths that can
-train: the facts the flags offer, without Keras (they are read before TensorFlow loads).
-model.vgg_face builds them, model.age freezes by them."""
+"""The VGG family (VGG-Face and its narrow variants): its variants (widths and default
+input side), the depths that can train and its pixel normalisation, declared without
+Keras (the flags read them before TensorFlow loads). model.vgg_face builds them,
+model.weights loads vgg_face_weights.h5 into them; model.families registers FAMILY."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from records.schema import VGG_FACE_SIZE
+
+from .family import Family
+
+# matconvnet vgg-face `meta.normalization.averageImage`, RGB order, 0..255 scale
+# (model.layers: the pixel contract).
+VGG_FACE_MEAN_RGB = (129.1863, 104.7624, 93.5940)
 
 # The first layer that trains: fc6 (the trunk frozen to pool5), conv5_1 (the last
 # convolution block trains too) or all (nothing frozen). The first is the default.
@@ -45,13 +52,16 @@ VARIANTS = {
 }
 
 
-def get_variant(variant: str) -> Variant:
-    try:
-        return VARIANTS[variant]
-    except KeyError:
-        raise ValueError(f"unknown model variant {variant!r}; expected one of {sorted(VARIANTS)}") from None
-
-
-def default_input_size(variant: str) -> int:
-    """Default input side in pixels (full 224, tiny 32)."""
-    return get_variant(variant).input_size
+FAMILY = Family(
+    name="vgg", variants=VARIANTS, feature_layer="pool5", neck=("fc6", "drop6", "fc7", "drop7"),
+    trainable_from=TRAINABLE_FROM, builder="model.vgg_face:age_trunk",
+    weights_loader="model.weights:load_family_weights", mean=VGG_FACE_MEAN_RGB, scale=1.0,
+    min_side=32,                       # five 2x2 poolings
+    weights_variants=("full",), weights_file="the Keras-2 vgg_face_weights.h5 (variant full)",
+    weights_name="VGG-Face", weights_example="vgg_face_weights.h5",
+    variant_help="full: VGG-Face at 224x224. small: the same 13 convolutions, narrow, with "
+                 "BatchNorm, 64x64: learns real faces from scratch on a CPU and fits a phone "
+                 "(small.flags). tiny: narrower, 32x32, for tests and CPU demos.",
+    trainable_help="VGG: fc6 (trunk frozen to pool5), conv5_1 (the last convolution block "
+                   "trains too) or all.",
+)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import keras
 
 from .layers import FullyConnectedConv2D
-from .variants import VARIANTS, Variant, default_input_size, get_variant  # noqa: F401  (this module's API)
+from .families import default_input_size, get_variant, resolve_input_size  # noqa: F401  (this module's API)
+from .variants import VARIANTS, Variant  # noqa: F401  (this module's API)
 
 BLOCK_DEPTHS = (2, 2, 3, 3, 3)
 CONV_NAMES = tuple(f"conv{b}_{i}" for b, depth in enumerate(BLOCK_DEPTHS, 1) for i in range(1, depth + 1))
@@ -25,13 +26,6 @@ CONV_NAMES = tuple(f"conv{b}_{i}" for b, depth in enumerate(BLOCK_DEPTHS, 1) for
 WEIGHTED_LAYER_NAMES = CONV_NAMES + ("fc6", "fc7", "fc8")
 FULL_VGG_FACE_PARAMS = 145_002_878
 SMALL_PARAMS = 1_360_021   # the small age model (build_age_model(variant="small")), every weight
-
-
-def resolve_input_size(variant: str, input_size=None) -> int:
-    size = default_input_size(variant) if input_size is None else int(input_size)
-    if size < 32:
-        raise ValueError(f"input_size must be >= 32 (five 2x2 poolings), got {size}")
-    return size
 
 
 def pool5_size(input_size: int) -> int:
@@ -66,6 +60,11 @@ def vgg_fc67(x, spec: Variant, dropout: float = 0.5):
     x = FullyConnectedConv2D(spec.fc7_units, 1, activation="relu", name="fc7")(x)
     x = keras.layers.Dropout(dropout, name="drop7")(x)
     return x
+
+
+def age_trunk(x, spec: Variant, dropout: float):
+    """The VGG family's builder (model.family): normalized `x` -> conv1_1 .. pool5 -> fc6 .. drop7."""
+    return vgg_fc67(vgg_trunk(x, spec), spec, dropout)
 
 
 def build_vgg_face(variant: str = "full", *, input_size=None) -> keras.Model:

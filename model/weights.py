@@ -121,3 +121,9 @@ def load_vgg_face_weights(model, path):
     for layer, _, arrays in pairs:
         layer.set_weights(arrays)
     return [layer.name for layer, _, _ in pairs]
+
+
+def load_family_weights(model, path, spec) -> list[str]:
+    """The VGG family's weights loader (model.family): vgg_face_weights.h5 into the age
+    model (the layout follows the model, so `spec` is not needed)."""
+    return load_vgg_face_weights(model, path)

@@ -6,12 +6,15 @@ the tf.data service (`records.service`) and `python -m records inspect/verify`.
 `records.load(directory, split, batch_size)` is the public reader: a `tf.data.Dataset`
 of (image, labels) batches, one pass over a split (`records.reader.load`)."""
 
-from records.manifest import read_manifest  # noqa: F401
-
 __all__ = ["read_manifest", "load", "make_dataset", "make_mixed_dataset", "distribute"]
 
 
 def __getattr__(name):
+    # Nothing loads with the package: `python -m records` first runs entry's check that
+    # the dependencies are importable (numpy included), then imports the manifest.
+    if name == "read_manifest":
+        from records import manifest
+        return getattr(manifest, name)
     # The reader imports TensorFlow; load it only when asked, so `import records.schema`
     # stays light for ingest's decode worker processes.
     if name in ("load", "make_dataset", "make_mixed_dataset", "distribute"):

@@ -9,10 +9,17 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
 import sys
 
+import os
+
 from absl import flags
 
-from errors import ProjectError
-from records.manifest import read_manifest, summary
+from errors import DataError, ProjectError
+from records.manifest import manifest_path, not_a_data_set, read_manifest, summary
+
+
+def as_argument(command: str) -> str:
+    """How `python -m records COMMAND` takes a data set (records.manifest.not_a_data_set's `pass_as`)."""
+    return f"run `python -m records {command} {{}}`"
 
 COMMANDS = ("inspect", "verify")
 USAGE = "python -m records inspect DIR [--html] | python -m records verify DIR"
@@ -20,7 +27,7 @@ FLAGS = flags.FLAGS
 
 
 def inspect(directory: str) -> str:
-    return summary(read_manifest(directory), directory)
+    return summary(read_manifest(directory, pass_as=as_argument("inspect")), directory)
 
 
 def define_flags() -> None:
@@ -40,8 +47,11 @@ def command(argv: list[str]) -> tuple[str, str]:
 
 def main(argv: list[str]) -> int:
     """inspect: the summary (a DataError is entry's one line); verify: every problem
-    on its own `PROBLEM` line, then the tally, exit status 1 when there is one."""
+    on its own `PROBLEM` line, then the tally, exit status 1 when there is one.  A
+    DIRECTORY that is not a data set at all is one `error: ...` line either way."""
     name, directory = command(argv)
+    if not os.path.isfile(manifest_path(directory)):
+        raise DataError(not_a_data_set(directory, as_argument(name)))
     if name == "inspect":          # the manifest only (TensorFlow loads for --html's faces)
         print(inspect(directory))
         if FLAGS.html:

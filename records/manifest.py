@@ -13,6 +13,7 @@ import re
 import stat
 
 from errors import DataError
+from errors.paths import missing
 from faces import facebox
 from records import schema
 from storage.atomic import atomic_write_bytes
@@ -74,46 +75,55 @@ def _run_records(directory: str) -> str | None:
     return records if isinstance(records, str) and "\n" not in records else ""
 
 
-def not_a_data_set(directory: str) -> str:
+# How most commands take a data set: `pass --records DIR` (the default `pass_as` below).
+RECORDS_FLAG = "pass --records {}"
+
+
+def not_a_data_set(directory: str, pass_as: str = RECORDS_FLAG) -> str:
     """What `directory`, given where a data set of shards belongs, is instead, and the
-    command the user meant."""
+    command the user meant; `pass_as` says how the command takes a data set's folder
+    ("pass --records {}", or "run `python -m records inspect {}`"), so a fix names its
+    own syntax."""
     name = os.path.basename(os.path.normpath(directory)) or "NAME"
     ingest = f"`python -m ingest --src FOLDER_OF_IMAGES --out {directory}`"
     if os.path.isfile(directory):
         parent = os.path.dirname(directory) or "."
         if directory.endswith(".tfrecord") and os.path.isfile(manifest_path(parent)):
-            return (f"{directory} is a shard file of the data set {parent}; pass the data set's folder: "
-                    f"--records {parent}")
+            return (f"{directory} is a shard file of the data set {parent}; {pass_as.format(parent)} "
+                    f"(the data set's folder)")
         if directory.lower().endswith(".csv"):
             stem = os.path.splitext(name)[0]
             return (f"{directory} is a CSV table (a source for ingest), not a data set of shards: run "
-                    f"`python -m ingest --src {directory} --out shards/{stem}`, then pass --records shards/{stem}")
+                    f"`python -m ingest --src {directory} --out shards/{stem}`, then "
+                    f"{pass_as.format(f'shards/{stem}')}")
         return (f"{directory} is a file, not a data set (a folder of shards with manifest.json, "
                 f"which {ingest} writes)")
     if not os.path.isdir(directory):
-        return f"{directory}: no such data set; create it with {ingest}"
+        return missing(directory, f"create the data set with {ingest}")
     trained_on = _run_records(directory)
     if trained_on is not None:
         return (f"{directory} is a training run, not a data set"
-                + (f"; it was trained on --records {trained_on}" if trained_on else "")
-                + "; pass a data set's folder (a run goes to --model_dir)")
+                + (f"; it was trained on {'--records ' if pass_as == RECORDS_FLAG else ''}{trained_on}"
+                   if trained_on else "")
+                + "; pass a data set's folder (a run is what `python -m trainer.evaluate --model_dir` reads)")
     if _looks_like_images(directory):
         stem = os.path.splitext(name)[0]
         return (f"{directory} is a folder of images (a source for ingest), not a data set of shards: "
-                f"run `python -m ingest --src {directory} --out shards/{stem}`, then pass --records shards/{stem}")
+                f"run `python -m ingest --src {directory} --out shards/{stem}`, then "
+                f"{pass_as.format(f'shards/{stem}')}")
     return (f"{manifest_path(directory)}: no manifest, so {directory} is not a finished data set; "
             f"run (or re-run: it starts over or resumes) the ingest that writes it, {ingest}")
 
 
-def read_manifest(directory: str, *, consistent: bool = True) -> dict:
+def read_manifest(directory: str, *, consistent: bool = True, pass_as: str = RECORDS_FLAG) -> dict:
     """Load and check `DIR/manifest.json`: exists, parses, schema version, its
     structure (`structure_problem`) and, with `consistent`, that its numbers agree
     with each other (`consistency_problem`); anything else is one DataError line.
     (`python -m records verify` passes consistent=False: it lists every count
-    against the records themselves.)"""
+    against the records themselves.)  `pass_as`: how the command takes a data set (not_a_data_set)."""
     path = manifest_path(directory)
     if not os.path.isdir(directory) or not os.path.exists(path):
-        raise DataError(not_a_data_set(directory))
+        raise DataError(not_a_data_set(directory, pass_as))
     manifest = read_json_object(path, "a manifest object", f"re-run ingest into {directory}")
     version = manifest.get("schema_version")
     if version not in schema.READ_VERSIONS:
@@ -248,6 +258,14 @@ def shard_path(directory: str, shard: dict) -> str:
         raise DataError(f"{path}: shard listed in the manifest is not a regular file (a link, "
                         f"FIFO, device or directory); nothing was read: re-run ingest into {directory}")
     return path
+
+
+def check_split(directory: str, manifest: dict, split: str, flag: str = "--split") -> None:
+    """Refuse (DataError) a split name the data set's manifest does not list; no
+    TensorFlow, so a command checks it before TensorFlow loads."""
+    if split not in manifest["splits"]:
+        raise DataError(f"{flag} {split}: the data set {directory} has no split {split!r}; pass one of "
+                        f"{', '.join(sorted(manifest['splits']))}")
 
 
 def split_shards(directory: str, manifest: dict, split: str) -> list[dict]:

@@ -6,7 +6,7 @@ input_pipeline style). `distribute` wraps it for `tf.distribute`. Its pieces
 `open_split`, `decode_batches` and `pipeline_options` are also the steps of the
 tf.data service pipeline (`records.service.epoch_dataset`).
 
-What differs between record kinds (face images from ingest; pool5 features from
+What differs between record kinds (face images from ingest; trunk features from
 the feature cache) is only the *decode* step: a small function picked by the
 manifest's `kind`. File listing, manifest checks, sharding, shuffling, batching
 and `tf.data.Options` are shared.
@@ -120,7 +120,7 @@ def _image_decoder(manifest: dict, where: str, resize_to: int | None, with_keys:
 
 
 def _features_decoder(manifest: dict, where: str, resize_to: int | None, with_keys: bool) -> Decoder:
-    """kind "features" (trainer.features): the frozen trunk's pool5 output per image,
+    """kind "features" (trainer.features): the frozen trunk's feature-layer output (VGG: pool5) per image,
     raw float16 of `manifest["feature_shape"]`. `resize_to` does not apply."""
     shape = manifest.get("feature_shape")
     if manifest.get("feature_dtype") != "float16" or not shape:
@@ -227,7 +227,7 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
       set's own label; = age where it has no other), "age_std": float32 (0 where there
       are no votes), "real_age": int32 (-1 unknown)}, each [batch], plus "key" (string
       [batch], the source path) when `with_keys`. Normalization is the model's job.
-    A feature cache directory (manifest kind "features") yields float16 pool5 features
+    A feature cache directory (manifest kind "features") yields float16 trunk features (VGG: pool5)
     [batch, h, w, c] in place of images, through the same pipeline.
 
     training=True: seeded file shuffle, record shuffle (`shuffle_buffer`), repeats

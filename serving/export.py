@@ -18,7 +18,16 @@ The age model of a run as artifacts that need neither this project nor Keras:
                                 width/height on every side), as faces.facebox.frame does;
                                 `image_size`, `encoding`, `jpeg_quality`: how the training
                                 crops were stored (faces.pixels.as_stored repeats it);
-                                `framing` says it all in words
+                                `framing` says it all in words, and `framing_spec` as data
+                                a phone developer implements step by step (detector and
+                                model file, box, eye-levelling turn, crop, squash,
+                                storage: serving.framing_spec);
+                                `interval_calibration`: the calibrated levels age_low /
+                                age_high come from (trainer.calibration), null for the
+                                central 90% interval
+    exports/X/bundle/           (--bundle) the phone bundle: BlazeFace's TFLite files, the
+                                age model as float16 and int8 TFLite, framing.json and
+                                reference.py (serving.bundle)
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project; a PNG's transparency composited on
@@ -38,7 +47,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 
 if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
     from serving import flags as _cli
-    entry.check_flags(_cli.define_export_flags, _cli, check=entry.only_flags)
+    entry.check_flags(_cli.define_export_flags, _cli, check=_cli.check_export_values)
 
 import json
 import os
@@ -48,27 +57,21 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from errors import ProjectError
 from faces import framing
 from faces.pixels import MAX_PIXELS
-from model import age_outputs, resize_pixels
+from model import age_outputs, resize_pixels, uncertainty
 from model import input_size as model_input_size
 from model.load import load_run_model
+from model.uncertainty import RUN_KEY
 from records import schema
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
+from serving.export_dir import EXPORT_INFO, MARKER_KIND, TFLITE_FILE, ExportError, check_out  # noqa: F401
+from serving import bundle as phone_bundle
+from serving import framing_spec
 from storage import outdir
 from storage.run_dir import RunDir, run_framing
 
-TFLITE_FILE = "model.tflite"
-EXPORT_INFO = "export.json"
-MARKER_KIND = "export"      # the kind of the marker (storage.outdir) every export carries
-# What an export written before markers holds (it is replaced only if it holds nothing else).
-UNMARKED_EXPORT = {EXPORT_INFO, TFLITE_FILE, "saved_model.pb", "variables", "assets", "fingerprint.pb"}
-
-
-class ExportError(ProjectError):
-    """An export that cannot be written as asked; the message says why and what to do."""
 
 
 def decode_rgb(data):
@@ -150,9 +153,11 @@ def fixed_size_pixels(pixels, input_size: int):
     return tf.reshape(pixels, tf.stack([shape[0] * tf.cast(fits, tf.int32), input_size, input_size, 3]))
 
 
-def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: str) -> bytes:
-    """The pixel endpoint at the input size as a LiteRT flatbuffer (float32, or float16
-    weights), converted from an ExportArchive SavedModel: the archive tracks the
+def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: str,
+                 representative=None) -> bytes:
+    """The pixel endpoint at the input size as a LiteRT flatbuffer (float32, float16
+    weights, or int8: weights and activations quantised on `representative`, a
+    generator of {"pixels": uint8 [1, S, S, 3]}, float kernels where an op has no int8 one), converted from an ExportArchive SavedModel: the archive tracks the
     Keras variables, so they reach the flatbuffer as constants.  An input of any other
     shape is an error at invoke time (fixed_size_pixels)."""
     outputs = age_outputs(net, with_gender, tta)
@@ -168,25 +173,28 @@ def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: 
         if precision == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
+        elif precision == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
         return converter.convert()
+
+
+def calibration_record(net, info: dict) -> dict | None:
+    """What the exported intervals are: the calibration the model carries (its levels) with
+    run.json's record of the fit (split, faces, guarantees), or None: central intervals."""
+    layer = uncertainty.interval_calibration(net)
+    if layer is None:
+        return None
+    config = layer.get_config()
+    fitted = info.get(RUN_KEY) or {}
+    return {**{k: v for k, v in fitted.items() if not k.startswith("val_coverage")},
+            **{k: config[k] for k in ("masses", "band_starts", "levels")}}
 
 
 def _size(path: str) -> int:
     if os.path.isfile(path):
         return os.path.getsize(path)
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, files in os.walk(path) for name in files)
-
-
-def replaceable(out: str) -> bool:
-    """True for a missing or empty --out, or an export of ours: a real directory with the
-    export marker, or one written before markers that holds exactly an export's files."""
-    if not os.path.lexists(out):
-        return True
-    if os.path.islink(out) or not os.path.isdir(out):
-        return False
-    names = set(os.listdir(out))
-    return (not names or outdir.marker_kind(out) == MARKER_KIND
-            or ({EXPORT_INFO, "saved_model.pb"} <= names <= UNMARKED_EXPORT))
 
 
 def framing_text(trained: framing.Framing, stored: framing.Stored | None = None) -> str:
@@ -206,16 +214,17 @@ def framing_text(trained: framing.Framing, stored: framing.Stored | None = None)
     return text
 
 
-def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
-    """Writes the export of run `model_dir` to `out`; returns export.json's content."""
-    if not replaceable(out):
-        raise ExportError(f"{out}: exists and is not an export this project wrote (no "
-                          f"{outdir.MARKER_NAME} marker of kind {MARKER_KIND!r}); nothing was "
-                          f"touched: pass a new --out")
+def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print,
+               bundle: bool = False) -> dict:
+    """Writes the export of run `model_dir` to `out` (with `bundle`: and the phone bundle,
+    serving.bundle); returns export.json's content."""
+    check_out(out)
     run = RunDir(model_dir)
     info = run.read_info()
     trained = run_framing(info, run.file("run.json"))
     stored = framing.stored(info)
+    if bundle:
+        phone_bundle.check(trained)
     net = load_run_model(run)
     input_size = model_input_size(net)
     with_gender = isinstance(net.output, dict)
@@ -224,7 +233,8 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
                    "task": info.get("task", "age_gender" if with_gender else "age"),
                    **trained.as_dict(), **(stored.as_dict() if stored else {}),
                    "framing": framing_text(trained, stored),
-                   "tta": tta, "tflite": tflite,
+                   "framing_spec": framing_spec.spec(trained, stored, input_size),
+                   "tta": tta, "tflite": tflite, "interval_calibration": calibration_record(net, info),
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 
     parent = os.path.dirname(os.path.abspath(out))
@@ -237,6 +247,9 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
         if tflite != "none":
             with open(os.path.join(tmp, TFLITE_FILE), "wb") as f:
                 f.write(tflite_bytes(net, input_size, with_gender, flip, tflite))
+        if bundle:
+            export_info["bundle"] = phone_bundle.write(tmp, net, info, trained, stored, input_size,
+                                                       with_gender, flip, log)
         with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
             json.dump(export_info, f, indent=2)
             f.write("\n")
@@ -263,7 +276,9 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
 
 def main(argv):
     f = serving_flags.FLAGS   # (no positional argument: checked before TensorFlow loaded)
-    export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite)
+    entry.interrupt.note(f"serving.export stopped; {f.out} is as it was (an export is built aside and renamed "
+                         f"into place when complete); rerun the same command")
+    export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite, bundle=f.bundle)
 
 
 if __name__ == "__main__":

@@ -78,9 +78,16 @@ def resume_output(out, path: str) -> set[str]:
     return done
 
 
+# How much of an existing --jsonl check_destinations reads: its first line (a result line is
+# a few hundred bytes, a few KB with age_probs).
+_FIRST_LINE_BYTES = 1 << 20
+
+
 def check_destinations(jsonl: str | None, pictures_dir: str | None) -> None:
     """Refuse, before any work, a --jsonl that is a folder and a --pictures_dir that
-    looks like a predictions file: each is the other flag's shape."""
+    looks like a predictions file (each is the other flag's shape), and a --jsonl whose
+    first line is not a prediction line (some other file: resume_output would refuse it
+    too, after the lock)."""
     if jsonl and os.path.isdir(jsonl):
         raise PredictError(f"--jsonl {jsonl}: is a folder; --jsonl names the predictions file (e.g. "
                            f"{os.path.join(jsonl, 'predictions.jsonl')}), --pictures_dir a folder for pictures")
@@ -90,6 +97,15 @@ def check_destinations(jsonl: str | None, pictures_dir: str | None) -> None:
     if pictures_dir and os.path.exists(pictures_dir) and not os.path.isdir(pictures_dir):
         raise PredictError(f"--pictures_dir {pictures_dir}: is a file, and --pictures_dir is a folder for "
                            f"annotated pictures; pass a folder name")
+    if jsonl and os.path.isfile(jsonl) and not os.path.islink(jsonl):
+        try:
+            with open(jsonl, "rb") as f:
+                first = f.readline(_FIRST_LINE_BYTES)
+        except OSError:
+            return                      # open_output names what is wrong with it
+        if first.endswith(b"\n") and not _is_result_line(first):
+            raise PredictError(f"{jsonl}: line 1 is not a prediction line; --jsonl only continues a predictions "
+                               f"file it wrote, and nothing was changed: pass a new file name")
 
 
 def open_output(path: str):

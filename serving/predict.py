@@ -2,10 +2,10 @@
 
 Apparent age per face of every image file a PATH names: a file, a folder (searched
 recursively for images) or `@list.txt` (one path a line).  Faces are detected
-(`--detector` mtcnn, haar or blazeface, all offline), turned so the eyes are level (`--align`)
+(`--detector` blazeface, mtcnn or haar, all offline), turned so the eyes are level (`--align`)
 and cropped with a margin (`--margin`): by default the framing of the faces the model
-was trained on, from run.json (faces.framing; one warning line when the flags
-frame faces otherwise), with the code ingest's `--reframe` uses (serving.faces).  Each
+was trained on, from run.json (faces.framing.predict_notice: one warning line naming a
+flag that frames faces otherwise; one note for a run on a data set's own crops), with the code ingest's `--reframe` uses (serving.faces).  Each
 framed face is then stored as the run's training faces were (squashed to the data
 set's image size, JPEG at its quality, decoded: faces.pixels.as_stored), so it is
 the record ingest would have written for that photo; the model's own `Resize` layer
@@ -18,7 +18,8 @@ face detection, crop, batch of faces, the model).  Each file gives one result,
 [, gender][, age_probs]}], error}` (box: the face x, y, width, height; crop: the region
 given to the model, x0, y0, x1, y1, in the photo turned by -angle degrees about its
 centre; angle 0: unaligned; age_sd the spread of the age distribution, age_low..age_high
-its central 90% interval, `model.uncertainty`):
+its 90% interval: the calibrated one of a run calibrated by `trainer.evaluate --calibrate`,
+else the distribution's central one, `model.uncertainty.served_interval`):
 a bad file (missing, empty, a directory, a FIFO or device, not an image, a
 decompression bomb, no face, or any exception its own read, detection or
 pictures raise) is its result's `error`, naming the file, and never stops the run.
@@ -367,8 +368,8 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
     config = face_config(config, job, age_model)
     if config.detect:
         used = framing.Framing(config.detector, config.align, config.margin)
-        line = framing.warning(age_model.framing, used, "the faces found", "leave out --detector/--align/--margin "
-                               "to frame them as the run's, or train on data ingested with --reframe")
+        line = framing.predict_notice(age_model.framing, used,
+                                      {"detector": job.detector, "align": job.align, "margin": job.margin})
         if line:
             print(line, file=sys.stderr)
     # Progress goes to stderr; results go to --jsonl or stdout, never mixed with it.
@@ -438,6 +439,11 @@ def main(argv):
                            probs=f.probs or bool(f.pictures_dir))
     job = Job(model_dir=f.model_dir, tta=f.tta, jsonl=f.jsonl, pictures_dir=f.pictures_dir, json=f.json,
               keep_probs=f.probs, detector=f.detector, align=f.align, margin=f.margin)
+    entry.interrupt.note(
+        f"serving.predict stopped; {job.jsonl} keeps the predictions of the photos finished so far and the same "
+        f"command continues after them" if job.jsonl else
+        "serving.predict stopped; the results above are complete, the rest were not predicted: rerun the same "
+        "command (with --jsonl FILE a rerun continues after the photos already done)")
     return run(config, job, argv[1:])
 
 

@@ -19,6 +19,9 @@
                      run's own records, test split; another data set or split writes
                      report-<data>-<split>.json, ...: evaluate.output_names)
 
+Recognising a run needs no TensorFlow (`check_run`: the commands that read a run check
+it before TensorFlow loads); `model.load.load_run_model` loads its Keras model.
+
 One writer: the trainer (the chief, under multi_worker) holds `storage.lock.OutputLock`
 on the directory (`parent/.NAME.lock`) for the whole run; a second trainer is refused
 at once, naming the holder. Under that lock each start removes the partial files a
@@ -36,6 +39,7 @@ import os
 import shutil
 
 from errors import ProjectError, disk_problem, disk_target
+from errors.paths import missing
 from faces import framing
 from faces.facebox import DEFAULT_MARGIN, is_margin
 from storage import outdir
@@ -71,12 +75,30 @@ def is_legacy_run(directory: str) -> bool:
 def not_a_run(path: str) -> str:
     """What `path` is instead of a training run, and the command the user meant."""
     name = os.path.basename(os.path.normpath(path)) or "NAME"
+    if not os.path.lexists(path):
+        return missing(path, f"train a run there with `python -m trainer --model_dir {path} ...`")
+    if not os.path.isdir(path):
+        return f"{path} is a file, not a training run directory (the folder `python -m trainer --model_dir` writes)"
     if os.path.isfile(os.path.join(path, "manifest.json")):
         return (f"{path} is a data set (it holds manifest.json), not a training run: train one on it "
                 f"with `python -m trainer --records {path} --model_dir runs/{name} ...`, or score a run "
                 f"on it with `python -m trainer.evaluate --model_dir runs/RUN --records {path}`")
+    kind = outdir.marker_kind(path)
+    if kind not in (None, KIND):
+        return (f"{path} is an output of this project of kind {kind!r}, not a training run; pass the "
+                f"run's directory (the --model_dir it was trained with)")
     return (f"{path} is not a training run directory (train one with "
             f"`python -m trainer --model_dir {path} ...`)")
+
+
+def check_run(path: str) -> None:
+    """Refuse (RunDirError, one line) a `path` that is not a trained run: missing (named
+    with the run one typo away, errors.paths), a file, a data set or another output, a
+    folder without run.json, a run without best.keras yet. Standard library only: the
+    commands that read a run call it before TensorFlow loads."""
+    if not os.path.isfile(os.path.join(path, "run.json")):
+        raise RunDirError(not_a_run(path))
+    RunDir(path).require_best_model()
 
 
 class RunDir:

@@ -31,6 +31,8 @@ ONCE = {
     '("flip", "crop"': "records/augment_ops.py",       # the op names
     '"conv5_1", "all"': "model/variants.py",           # the depths that can train
     "input_size=32": "model/variants.py",              # the variants
+    "REGISTERED = (": "model/families.py",             # the registry of model families
+    "MobileNetV3Small(": "model/mobilenet.py",         # the mobilenet family's network
     "= 4096\n": "records/schema.py",                  # the shuffle buffer
     "JPEG_QUALITY = 95": "faces/encoding.py",           # ingest's JPEG quality, prediction's too
     '".jpg", ".jpeg", ".png", ".bmp"': "faces/pixels.py",   # what counts as an image file

@@ -366,7 +366,8 @@ def test_partial_leftovers_of_a_killed_run_are_removed(sample_dir, tmp_path):
 _KILL_AT = textwrap.dedent("""
     import os, signal, sys
     from ingest import output, pipeline
-    from records import outdir, writer
+    from records import writer
+    from storage import outdir
     where, k = sys.argv[3], int(sys.argv[4])
     calls = [0]
     def killer(real):

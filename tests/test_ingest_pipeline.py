@@ -131,7 +131,7 @@ def test_paths_escaping_src_are_counted_and_never_written(sample_dir, sample_row
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     ([], "ingest: --src is required"),
-    (["--src", "/nonexistent/wiki_crop"], "--src /nonexistent/wiki_crop: no such file or directory"),
+    (["--src", "/nonexistent/wiki_crop"], "--src /nonexistent/wiki_crop does not exist; pass a data set folder"),
     (["--src", "EMPTY"], "not a known data set; looked for a .csv file (csv); a folder with "
                          "wiki.mat or imdb.mat (imdb_wiki); a folder with gt_avg_train.csv "
                          "(appa_real); a folder where most image names start with <int>_<int>_ "

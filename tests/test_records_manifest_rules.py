@@ -201,7 +201,10 @@ def test_what_is_given_instead_of_a_data_set_is_named_with_the_command_that_was_
     shard = shards / "train-00000-of-00001.tfrecord"
     shard.write_bytes(b"")
     assert not_a_data_set(str(shard)) == (
-        f"{shard} is a shard file of the data set {shards}; pass the data set's folder: --records {shards}")
+        f"{shard} is a shard file of the data set {shards}; pass --records {shards} (the data set's folder)")
+    assert not_a_data_set(str(shard), "run `python -m records inspect {}`") == (
+        f"{shard} is a shard file of the data set {shards}; run `python -m records inspect {shards}` "
+        f"(the data set's folder)")
     notes = tmp_path / "notes.txt"
     notes.write_text("x")
     assert not_a_data_set(str(notes)).startswith(f"{notes} is a file, not a data set")
@@ -211,7 +214,7 @@ def test_what_is_given_instead_of_a_data_set_is_named_with_the_command_that_was_
     assert "no manifest, so" in not_a_data_set(str(empty))
     with pytest.raises(DataError) as e:
         read_manifest(str(tmp_path / "nowhere"))
-    assert str(e.value) == (f"{tmp_path / 'nowhere'}: no such data set; create it with "
+    assert str(e.value) == (f"{tmp_path / 'nowhere'} does not exist; create the data set with "
                             f"`python -m ingest --src FOLDER_OF_IMAGES --out {tmp_path / 'nowhere'}`")
 
 
@@ -222,11 +225,11 @@ def test_a_training_run_or_a_csv_given_as_a_data_set_is_named_so(tmp_path):
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"records": "/data/shards/utk"}))
     assert not_a_data_set(str(run)) == (f"{run} is a training run, not a data set; it was trained on "
-                                        f"--records /data/shards/utk; pass a data set's folder (a run goes "
-                                        f"to --model_dir)")
+                                        f"--records /data/shards/utk; pass a data set's folder (a run is what "
+                                        f"`python -m trainer.evaluate --model_dir` reads)")
     (run / "run.json").write_text("[1, 2")                           # damaged: still a run, no data set named
     assert not_a_data_set(str(run)) == (f"{run} is a training run, not a data set; pass a data set's "
-                                        f"folder (a run goes to --model_dir)")
+                                        f"folder (a run is what `python -m trainer.evaluate --model_dir` reads)")
     table = tmp_path / "faces.csv"
     table.write_text("path,age\n")
     assert not_a_data_set(str(table)) == (

@@ -363,7 +363,7 @@ def test_error_no_manifest(copy_of):
 
 
 def test_error_missing_directory(tmp_path):
-    with pytest.raises(DataError, match=r"nowhere: no such data set; create it with `python -m ingest"):
+    with pytest.raises(DataError, match=r"nowhere does not exist; create the data set with `python -m ingest"):
         records.make_dataset(str(tmp_path / "nowhere"), "train", 8, training=True)
 
 

@@ -178,3 +178,32 @@ def test_a_data_set_given_as_a_run_says_so_and_the_command_meant(sample_shards):
         f"manifest.json), not a training run: train one on it with `python -m trainer --records "
         f"{sample_shards} --model_dir runs/{name} ...`, or score a run on it with `python -m trainer.evaluate "
         f"--model_dir runs/RUN --records {sample_shards}`")
+
+
+def test_check_run_says_what_a_path_is_instead_of_a_trained_run(sample_shards, tmp_path, monkeypatch):
+    from storage.run_dir import check_run
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "small-utk"
+    outdir.drop_marker(str(run), "run")
+    (run / "run.json").write_text("{}")
+
+    def refusal(path):
+        with pytest.raises(RunDirError) as e:
+            check_run(str(path))
+        return str(e.value)
+
+    assert refusal("runs/smal-utk") == "runs/smal-utk does not exist; did you mean runs/small-utk?"
+    assert refusal("runs/other") == ("runs/other does not exist; train a run there with `python -m trainer "
+                                     "--model_dir runs/other ...`")
+    assert refusal("runs/small-utk") == ("runs/small-utk/best.keras: not found; the run has not finished an epoch "
+                                         "yet (train with `python -m trainer --model_dir runs/small-utk`)")
+    (run / "best.keras").write_bytes(b"")
+    check_run("runs/small-utk")                                         # a trained run passes
+    assert refusal(sample_shards).startswith(f"{sample_shards} is a data set (it holds manifest.json)")
+    export = tmp_path / "exports" / "x"
+    outdir.drop_marker(str(export), "export")
+    assert refusal(export) == (f"{export} is an output of this project of kind 'export', not a training run; "
+                               f"pass the run's directory (the --model_dir it was trained with)")
+    (tmp_path / "notes.txt").write_text("x")
+    assert refusal("notes.txt").startswith("notes.txt is a file, not a training run directory")

@@ -16,12 +16,17 @@ from trainer import flags as trainer_flags
 def main(argv):
     entry.only_flags(argv)
     config = trainer_flags.train_config()   # checked before TensorFlow loads
+    trainer_flags.check_train_paths(config)
     from trainer import evaluate, train
     if trainer_flags.FLAGS.dry_run:
         train.dry_run(config)
         return
+    entry.interrupt.note(f"trainer stopped; {config.model_dir} keeps the checkpoint of its last completed epoch "
+                         f"(the epoch under way is lost) and the same command resumes from it")
     run_dir = train.train(config)
     if run_dir:
+        entry.interrupt.note(f"trainer stopped during the final evaluation; the trained run {run_dir} is kept: "
+                             f"python -m trainer.evaluate --model_dir {run_dir} writes its report")
         report = evaluate.evaluate_run(run_dir, batch_size=config.eval_batch_size) if config.evaluate else None
         print(ending.ending(run_dir, report))
 

@@ -22,8 +22,6 @@ import re
 import shutil
 from typing import Callable
 
-import tensorflow as tf
-
 from storage.atomic import atomic_write_bytes
 from storage.run_dir import RunDirError
 
@@ -94,7 +92,11 @@ def remove_partial(directory: str) -> list[str]:
 
 def restore(checkpoint: tf.train.Checkpoint, directory: str, log: Callable[[str], None] = print) -> int:
     """Restore the newest checkpoint that reads back whole; returns its epoch number.
-    A damaged one is named and the previous one is tried; none readable is one line."""
+    A damaged one is named and the previous one is tried; none readable is one line.
+    (TensorFlow is imported here only: finding the checkpoints needs none, so the
+    trainer checks a run it resumes before TensorFlow loads.)"""
+    import tensorflow as tf
+
     found = numbers(directory)
     failures = []
     for number in found:

@@ -14,7 +14,7 @@ import time
 
 from errors import ProjectError
 from model import metric_names as metrics
-from model.variants import TRAINABLE_FROM, VARIANTS
+from model.families import VARIANTS, family_of
 from records.augment_ops import OP_NAMES
 from records.augment_ops import resolve as resolve_augment
 from records.schema import DEFAULT_SHUFFLE_BUFFER, NUM_AGES
@@ -24,8 +24,9 @@ MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mix
 OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TASKS = ("age", "age_gender")
+MAX_CROSS_RECORDS = 8       # data sets one trainer.evaluate scores into one table
 DEFAULT_THRESHOLDS = (18,)   # --age_threshold's default: the age gate every report shows (trainer.groups)
-BEST_METRICS = tuple(map(metrics.val, (metrics.LOSS, metrics.MAE, metrics.EPSILON_ERROR)))   # all: lower is better
+BEST_METRICS = metrics.best_choices()   # val_loss, val_mae, val_epsilon_error: all lower is better
 LR_SCHEDULES = ("constant", "cosine")
 FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
 NO_WEIGHTS = "none"                 # --weights=none: random initialisation
@@ -40,10 +41,11 @@ FIXED_ON_RESUME = ("variant", "task", "cache_features", "best_metric", "trainabl
 class ConfigError(ProjectError):
     """A bad flag or combination of flags; the message names the flag and the fix."""
 
-def default_trainable_from(weights: str | None, init_from: str | None) -> str:
+def default_trainable_from(variant: str, weights: str | None, init_from: str | None) -> str:
     """--trainable_from's default: all from random initialisation (weights None and no
-    init_from: nothing else would train the trunk), fc6 on trained weights."""
-    return "all" if weights is None and init_from is None else TRAINABLE_FROM[0]
+    init_from: nothing else would train the trunk), on trained weights the variant's
+    family's first depth (the trunk frozen; VGG: fc6)."""
+    return "all" if weights is None and init_from is None else family_of(variant).trainable_from[0]
 
 
 def parse_weights(value: str) -> str | None:
@@ -85,11 +87,23 @@ def default_model_dir() -> str:
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 
 
-def check_evaluate(batch_size: int, thresholds, challenge_age: int | None) -> None:
+def check_evaluate(batch_size: int, thresholds, challenge_age: int | None, max_false_adult: float | None = None,
+                   records: tuple[str, ...] = (), calibrate: bool = False) -> None:
     """The values of an evaluation that no flag type checks."""
     if batch_size < 1:
         raise ConfigError(f"--batch_size={batch_size}: must be at least 1")
     check_thresholds(thresholds, challenge_age)
+    if max_false_adult is not None:
+        if not 0 <= max_false_adult < 1:
+            raise ConfigError(f"--max_false_adult={max_false_adult}: must be a share in [0, 1), e.g. 0.05")
+        if not thresholds:
+            raise ConfigError("--max_false_adult needs an --age_threshold to apply to")
+    if len(records) > MAX_CROSS_RECORDS:
+        raise ConfigError(f"--records: {len(records)} data sets; score at most {MAX_CROSS_RECORDS} at once")
+    if len(records) != len(set(records)):
+        raise ConfigError("--records names a data set twice; list each once")
+    if calibrate and len(records) > 1:
+        raise ConfigError("--calibrate with several --records: calibrate on one data set, then score several")
 
 
 def check_thresholds(thresholds, challenge_age: int | None) -> None:
@@ -185,9 +199,15 @@ class TrainConfig:
     def check(self) -> "TrainConfig":
         """Refuse bad combinations with one line that names the flag and the fix; returns
         the config with the default --trainable_from resolved."""
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"--variant={self.variant}: unknown; use one of {', '.join(sorted(VARIANTS))}")
+        family = family_of(self.variant)
         if self.trainable_from is None:
             return dataclasses.replace(
-                self, trainable_from=default_trainable_from(self.weights, self.init_from)).check()
+                self, trainable_from=default_trainable_from(self.variant, self.weights, self.init_from)).check()
+        if self.trainable_from not in family.trainable_from:
+            raise ConfigError(f"--trainable_from={self.trainable_from} with --variant={self.variant}: the "
+                              f"{family.name} family trains from one of {', '.join(family.trainable_from)}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs={self.epochs}: must be at least 1")
         if self.batch_size < 1:
@@ -220,15 +240,15 @@ class TrainConfig:
         if self.cache_features and random_trunk:
             raise ConfigError("--cache_features with --weights=none and no --init_from: the cache would "
                               "hold the features of a random trunk, which nothing trains; pass "
-                              "--weights=vgg_face_weights.h5 or drop --cache_features")
+                              f"--weights={family.weights_example} or drop --cache_features")
         if random_trunk and self.trainable_from != "all":
             raise ConfigError(f"--trainable_from={self.trainable_from} with --weights=none and no "
                               f"--init_from: the layers before {self.trainable_from} would stay random and "
                               f"frozen; use --trainable_from=all, or start from trained weights "
-                              f"(--weights=vgg_face_weights.h5 or --init_from=RUN)")
-        if self.cache_features and self.trainable_from != TRAINABLE_FROM[0]:
+                              f"(--weights={family.weights_example} or --init_from=RUN)")
+        if self.cache_features and self.trainable_from != family.trainable_from[0]:
             raise ConfigError(f"--cache_features with --trainable_from={self.trainable_from}: the cache "
-                              f"holds a frozen trunk's features; use --trainable_from={TRAINABLE_FROM[0]} "
+                              f"holds a frozen trunk's features; use --trainable_from={family.trainable_from[0]} "
                               f"or drop --cache_features")
         if self.cache_features and self.sources != (self.records,):
             raise ConfigError("--cache_features with several --records (or another --validation_records): "
@@ -276,9 +296,10 @@ class TrainConfig:
             raise ConfigError(f"--logical_cpus={self.logical_cpus}: use 0 (off) or at least 2")
         if self.weights is not None and self.init_from is None and not os.path.exists(self.weights):
             raise ConfigError(
-                f"--weights={self.weights}: file not found; download vgg_face_weights.h5 and pass "
-                f"--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch")
-        if self.weights is not None and self.init_from is None and self.variant != "full":
-            raise ConfigError(f"--variant={self.variant} with --weights: VGG-Face weights only fit the "
-                              f"full variant; pass --weights=none for the {self.variant} one")
+                f"--weights={self.weights}: file not found; download {family.weights_example} and pass "
+                f"--weights=/path/to/{family.weights_example}, or --weights=none to train from scratch")
+        if self.weights is not None and self.init_from is None and self.variant not in family.weights_variants:
+            raise ConfigError(f"--variant={self.variant} with --weights: {family.weights_name} weights only "
+                              f"fit the {', '.join(family.weights_variants)} variant; pass --weights=none for "
+                              f"the {self.variant} one")
         return self

@@ -1,10 +1,11 @@
-"""The feature cache: the frozen VGG-Face trunk run once over every image.
+"""The feature cache: the frozen trunk run once over every image.
 
-Everything up to pool5 is frozen and (without --augment) sees the same pixels
-every epoch, so its output is a pure function of (image shards, weights,
-variant). This module computes it once per split, streaming, into feature
-shards (pool5 as float16, with the image record's labels and key) written like ingest writes image
-shards (temporary names, manifest last), under
+Everything up to the family's feature layer (model.family; VGG: pool5, MobileNet:
+avg_pool) is frozen and (without --augment) sees the same pixels every epoch, so its
+output is a pure function of (image shards, weights, variant). This module computes it
+once per split, streaming, into feature shards (the feature layer's output as float16,
+with the image record's labels and key) written like ingest writes image shards
+(temporary names, manifest last), under
 
     <records>/features/<variant>-<cache key>/   manifest.json (kind "features"), train-*, val-*, test-*
 
@@ -30,7 +31,7 @@ import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads (python
 
 if __name__ == "__main__":   # the command line is checked before TensorFlow loads below
     from trainer import flags as _cli
-    entry.check_flags(_cli.define_features_flags, _cli, check=entry.only_flags)
+    entry.check_flags(_cli.define_features_flags, _cli, check=_cli.check_features_values)
 
 import hashlib
 import json
@@ -187,7 +188,7 @@ def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, 
            batch_size: int = BATCH_SIZE, allow_build: bool = True, log=print) -> str:
     """The cache directory for this trunk, built first if it is missing, stale or partial."""
     key = cache_key(records_dir, weights, variant, age_model_lib.input_size(net), seed,
-                    net.get_layer("conv1_1").compute_dtype)
+                    age_model_lib.feature_layer(net).compute_dtype)
     directory = cache_dir(records_dir, key)
     why = damage(directory, key) if os.path.exists(directory) else "not built yet"
     if why is None:
@@ -209,6 +210,8 @@ def ensure(net, records_dir: str, weights: str | None, variant: str, seed: int, 
 
 def main(argv):
     f = trainer_flags.FLAGS   # (no positional argument: checked before TensorFlow loaded)
+    entry.interrupt.note(f"trainer.features stopped; the cache is built aside in {f.records}/features and "
+                         f"never used half-built; rerun the same command to build it")
     weights = parse_weights(f.weights)
     records.read_manifest(f.records)
     loop.set_seeds(f.seed)      # the same draw as the trainer's, for a random trunk

@@ -17,12 +17,15 @@ from absl import flags
 import entry
 
 from model.tta import define_tta_flag
-from model.variants import TRAINABLE_FROM, VARIANTS
+from model.families import REGISTERED, TRAINABLE_FROM, VARIANTS
 from records.augment_ops import DEFAULT_OPS, OP_NAMES
+from records.manifest import check_split, read_manifest
+from storage.run_dir import RunDir, check_run
 from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE, LR_SCHEDULES,
                             MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, ConfigError, TrainConfig,
                             check_evaluate, default_model_dir, default_trainable_from, parse_duration,
                             parse_weights)
+from trainer.resume import check_run_dir
 
 FLAGS = flags.FLAGS
 D = TrainConfig.__dataclass_fields__   # the defaults live in one place: trainer.config.TrainConfig
@@ -35,12 +38,12 @@ def _define_trunk_flags(batch_size: int, batch_help: str) -> None:
                         "The trainer takes several, comma-separated, and mixes their training "
                         "records by --records_weights.")
     flags.DEFINE_string("weights", "vgg_face_weights.h5",
-                        "Path to the Keras-2 `vgg_face_weights.h5`, or 'none' to start from random "
-                        "initialisation drawn with --seed. Nothing is ever downloaded.")
+                        "Path to the trunk's weights file (" +
+                        "; ".join(f"{f.name}: {f.weights_file}" for f in REGISTERED) +
+                        "), or 'none' to start from random initialisation drawn with --seed. "
+                        "Nothing is ever downloaded.")
     flags.DEFINE_enum("variant", D["variant"].default, sorted(VARIANTS),
-                      "full: VGG-Face at 224x224. small: the same 13 convolutions, narrow, with "
-                      "BatchNorm, 64x64: learns real faces from scratch on a CPU and fits a phone "
-                      "(small.flags). tiny: narrower, 32x32, for tests and CPU demos.")
+                      " ".join(f.variant_help for f in REGISTERED))
     flags.DEFINE_integer("seed", D["seed"].default, "Seed of weight initialisation, data order and dropout.")
     flags.DEFINE_integer("batch_size", batch_size, batch_help)
 
@@ -71,15 +74,17 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("task", D["task"].default, list(TASKS),
                       "age: the 101-way DEX age head. age_gender: plus a 2-way gender head "
                       "(records with unknown gender do not contribute to its loss).")
-    flags.DEFINE_float("dropout", D["dropout"].default, "Dropout after fc6 and fc7.")
+    flags.DEFINE_float("dropout", D["dropout"].default, "Dropout in the neck (VGG: after fc6 and fc7; "
+                       "mobilenet: after fc).")
     flags.DEFINE_string("init_from", None,
                         "Start from a trained run (its directory, for best.keras, or a .keras file): "
                         "weights matched by layer name and shape; takes precedence over --weights.")
     flags.DEFINE_enum("trainable_from", None, list(TRAINABLE_FROM),
-                      "First layer that trains: fc6 (trunk frozen to pool5), conv5_1 (the last "
-                      "convolution block trains too) or all. Default: all with --weights=none and "
-                      "no --init_from (a frozen random layer learns nothing; a frozen depth is "
-                      "refused there), else fc6.")
+                      "First layer that trains, one of the variant's family's: " +
+                      " ".join(f.trainable_help for f in REGISTERED) +
+                      " Default: all with --weights=none and no --init_from (a frozen random "
+                      "layer learns nothing; a frozen depth is refused there), else the family's "
+                      "first (the trunk frozen).")
     # Schedule and optimisation.
     flags.DEFINE_integer("epochs", D["epochs"].default, "Number of epochs.")
     flags.DEFINE_integer("steps_per_epoch", D["steps_per_epoch"].default,
@@ -129,8 +134,8 @@ def define_train_flags() -> None:
                        "can block the epoch: past this bound the run stops with one line saying how "
                        "many records arrived.")
     flags.DEFINE_boolean("cache_features", D["cache_features"].default,
-                         "Compute the frozen VGG-Face trunk once into feature shards and train only "
-                         "the head on them (incompatible with --augment).")
+                         "Compute the frozen trunk (up to its family's feature layer, VGG: pool5) "
+                         "once into feature shards and train only the head on them (incompatible with --augment).")
     # Run directory.
     flags.DEFINE_string("model_dir", None,
                         "Run directory for checkpoints, best.keras, history.csv, flags.txt and "
@@ -151,7 +156,9 @@ def define_features_flags() -> None:
 def define_evaluate_flags() -> None:
     """Flags of `python -m trainer.evaluate`."""
     flags.DEFINE_string("model_dir", None, "Run directory holding best.keras (from `python -m trainer`).")
-    flags.DEFINE_string("records", None, "Shard directory; default: the one the run was trained on.")
+    flags.DEFINE_string("records", None, "Shard directory; default: the one the run was trained on. "
+                        "Several, comma-separated: the run scored on each, and one table of them "
+                        "(cross-<names>.json/.md in the run directory).")
     flags.DEFINE_string("split", "test", "Split to evaluate.")
     flags.DEFINE_integer("batch_size", D["eval_batch_size"].default, "Evaluation batch size.")
     define_tta_flag()
@@ -161,9 +168,12 @@ def define_evaluate_flags() -> None:
                                "(false minor).")
     flags.DEFINE_integer("challenge_age", None, "With --age_threshold T: also the share of faces under "
                          "T estimated at or over this age (what a 'Challenge 25' policy lets through).")
-    flags.DEFINE_boolean("calibrate", False, "Fit one temperature on the val split when a 50%/90% "
-                         "interval's coverage is off by more than 5 points, and store it in best.keras "
-                         "(the report shows the coverage before and after).")
+    flags.DEFINE_boolean("calibrate", False, "Calibrate the 50/80/90% intervals on the val split "
+                         "(split-conformal, per band of the estimated age) and store the calibration "
+                         "in best.keras and run.json (the report shows the coverage before and after).")
+    flags.DEFINE_float("max_false_adult", None, "With --age_threshold T: choose the smallest challenge "
+                       "age whose share of faces under T estimated at or over it is at most this on "
+                       "the val split in every group, and report its rates (a share, 0..1).")
     flags.DEFINE_boolean("thumbnails", True, "Show the worst faces as thumbnails in report.html "
                          "(--nothumbnails: a report to share without face pictures).")
     flags.mark_flag_as_required("model_dir")
@@ -173,11 +183,39 @@ def check_evaluate_values(argv: list[str]) -> None:
     """The values of trainer.evaluate's command line that no flag type checks; no
     TensorFlow, so the command checks them before it loads."""
     entry.only_flags(argv)
-    check_evaluate(FLAGS.batch_size, tuple(FLAGS.age_threshold), FLAGS.challenge_age)
+    check_evaluate(FLAGS.batch_size, tuple(FLAGS.age_threshold), FLAGS.challenge_age,
+                   FLAGS.max_false_adult, records_list(FLAGS.records), FLAGS.calibrate)
+    check_run(FLAGS.model_dir)
+    records = records_list(FLAGS.records) or (RunDir(FLAGS.model_dir).read_info().get("records"),)
+    for directory in records:
+        if isinstance(directory, str):      # a run.json without it is refused where it is read
+            check_split(directory, read_manifest(directory), FLAGS.split)
+
+
+def records_list(value: str | None) -> tuple[str, ...]:
+    """--records of trainer.evaluate as directories (() for the run's own)."""
+    return tuple(d.strip() for d in (value or "").split(",") if d.strip())
+
+
+def check_features_values(argv: list[str]) -> None:
+    """trainer.features' command line before TensorFlow loads: flags only, and a data set."""
+    entry.only_flags(argv)
+    read_manifest(FLAGS.records)
+
+
+def check_train_paths(config: TrainConfig) -> None:
+    """The trainer's paths before TensorFlow loads: every --records (and
+    --validation_records) is a data set, --model_dir is new, empty or a run, and a run
+    it would resume was trained with the same settings and data (records.manifest.
+    read_manifest, storage.run_dir.RunDir.check, trainer.resume.check_run_dir: one line each)."""
+    manifests = {records: read_manifest(records) for records in dict.fromkeys((*config.sources, config.records))}
+    run = RunDir(config.model_dir)
+    run.check()
+    check_run_dir(run, config, manifests[config.records], [manifests[d] for d in config.sources])
 
 
 def resolved_flag_lines(f=FLAGS) -> tuple[str, ...]:
-    """`--name=value` for every flag defined in this module, in a form --flagfile reads back."""
+    """`--NAME=value` for every flag defined in this module, in a form --flagfile reads back."""
     return tuple(flag.serialize() for flag in sorted(f.get_flags_for_module(__name__), key=lambda x: x.name)
                  if flag.serialize())
 
@@ -200,8 +238,8 @@ def train_config(f=FLAGS) -> TrainConfig:
     # build_state can say it was not loaded.
     explicit_weights = f["weights"].present or not f.init_from
     if f.trainable_from is None:            # resolved here, so flags.txt records it
-        f.trainable_from = default_trainable_from(parse_weights(f.weights) if explicit_weights else None,
-                                                  f.init_from)
+        f.trainable_from = default_trainable_from(
+            f.variant, parse_weights(f.weights) if explicit_weights else None, f.init_from)
     values.update(weights=parse_weights(f.weights) if explicit_weights else None,
                   records=f.validation_records or sources[-1], train_records=sources,
                   records_weights=weights, augment_ops=tuple(f.augment_ops),
