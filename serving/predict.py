@@ -108,17 +108,14 @@ def file_error(path: str, error: Exception) -> str:
 
 
 def _read(path: bytes, min_face: int):
-    """tf.numpy_function body: (RGB pixels, '') or (a 1x1 placeholder, error). An image
-    with a side under `min_face` holds no face of that size: it is too small."""
-    placeholder = np.zeros((1, 1, 3), np.uint8)
+    """tf.numpy_function body: (RGB pixels, '') or (a 1x1 placeholder, error), an image
+    under `min_face` among the errors (tally.too_small)."""
     try:
         rgb = read_rgb(path.decode())
     except Exception as e:   # one file's failure is its result, never the run's
-        return placeholder, file_error(path.decode(), e).encode()
-    if min(rgb.shape[:2]) < min_face:
-        return placeholder, (f"{path.decode()}: {tally.TOO_SMALL}: {rgb.shape[1]}x{rgb.shape[0]} px, under "
-                             f"--min_face={min_face}; pass a larger image, or lower --min_face").encode()
-    return rgb, b""
+        return np.zeros((1, 1, 3), np.uint8), file_error(path.decode(), e).encode()
+    small = tally.too_small(path.decode(), rgb.shape, min_face)
+    return (np.zeros((1, 1, 3), np.uint8), small.encode()) if small else (rgb, b"")
 
 
 def _detect(rgb: np.ndarray, path: bytes, config: PredictConfig):

@@ -21,6 +21,15 @@ ERROR_KINDS = (
 OTHER = "other"
 
 
+def too_small(file: str, shape: tuple, min_face: int) -> str | None:
+    """The error of an image (pixels of `shape`) with a side under --min_face, which
+    holds no face that size; None when it is big enough."""
+    if min(shape[:2]) >= min_face:
+        return None
+    return (f"{file}: {TOO_SMALL}: {shape[1]}x{shape[0]} px, under --min_face={min_face}; "
+            f"pass a larger image, or lower --min_face")
+
+
 def error_kind(file: str, error: str) -> str:
     """The kind of a result's error text (which begins with its file's name)."""
     reason = (error[len(file) + 2:] if error.startswith(f"{file}: ") else error).split(";")[0]
