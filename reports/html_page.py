@@ -2,7 +2,8 @@
 report.html, reports.card's card.html): one style, pictures as inline data: URIs, tables
 that scroll sideways on a phone, no script and no network. On a laptop's window (1280 px)
 nothing scrolls sideways: text columns wrap (`table(wrap=...)`, anywhere in a long file
-name), and a thumbnail's caption wraps within its own grid cell."""
+name), a cell's note (an interval, a count) goes on its own line under the value, and a
+thumbnail's caption wraps within its own grid cell."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ padding:8px}.card b{display:block;font-size:1.5em}.scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:.9em;margin:6px 0}th,td{padding:3px 8px;border-bottom:1px solid #eee;
 text-align:right;white-space:nowrap}th:first-child,td:first-child{text-align:left}
 th.wrap,td.wrap{white-space:normal;overflow-wrap:anywhere;min-width:8em;text-align:left}
-tr.few{color:#999}img.plot{max-width:100%;height:auto}.note{color:#666;font-size:.85em}
+td .note{display:block}tr.few{color:#999}img.plot{max-width:100%;height:auto}.note{color:#666;font-size:.85em}
 .faces{display:grid;grid-template-columns:repeat(auto-fill,minmax(110px,1fr));gap:8px}
 figure{margin:0;text-align:center;font-size:.8em;min-width:0}figure img{width:100%;max-width:110px}
 figcaption{overflow-wrap:anywhere}
