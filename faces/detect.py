@@ -25,7 +25,11 @@ import numpy as np
 from faces import facebox, framing
 
 CASCADE = "haarcascade_frontalface_default.xml"
-MIN_FACE = 30         # smallest face side found by default, px of the photo
+# The smallest face side, px of the photo (Haar's own window): the detectors report no
+# smaller face, ingest stores none (a source crop or box region under it is skipped as
+# face_too_small), predict estimates none (an image under it is "too small"). The
+# --min_face flags of ingest and predict change it.
+MIN_FACE = 24
 # MTCNN sees the photo with its longer side at most this (a 4000x3000 photo costs as
 # much as a 640x480 one; the smallest face it finds there is 20 px of the copy).
 MTCNN_SIDE = 640

@@ -59,6 +59,10 @@ def define_flags() -> None:
                       "prediction does (--align, --margin: default 0.4) and store that crop, so training and "
                       "prediction see the same framing; images without a face are skipped (no_face_found). "
                       f"{framing.DEFAULT_DETECTOR} is prediction's default detector.")
+    flags.DEFINE_integer("min_face", d["min_face"].default,
+                         "Skip a face whose stored region (the source's crop, or its box plus the "
+                         "margin; with --reframe the detected face) has a side under this many pixels "
+                         "of the photo: counted as face_too_small.", lower_bound=1)
     flags.DEFINE_boolean("align", None, "--reframe: turn each face so its eyes are level (default: on with "
                          "blazeface and mtcnn; haar has no landmarks).")
     flags.DEFINE_enum("gender_male_code", None, ("0", "1"), "CSV: a numeric gender column is "
@@ -70,7 +74,7 @@ def to_config(values: flags.FlagValues) -> Config:
     config = Config(**{name: values[name].value for name in (
         "src", "source", "out", "image_size", "encoding", "jpeg_quality", "shard_mb", "workers",
         "seed", "split_by", "test_fraction", "val_fraction", "min_face_score", "min_age",
-        "max_age", "require_gender", "margin", "reframe", "align")})
+        "max_age", "require_gender", "margin", "reframe", "align", "min_face")})
     code = values["gender_male_code"].value
     config.gender_male_code = None if code is None else int(code)
     return config

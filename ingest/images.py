@@ -36,6 +36,7 @@ UNDECODABLE = "undecodable"
 NOT_A_FILE = "not_a_file"     # a directory, FIFO, device...: never opened (reading could block)
 BOX_OUTSIDE_PHOTO = "box_outside_photo"   # a face box (CSV) that misses the upright photo
 NO_FACE_FOUND = "no_face_found"   # --reframe: the detector finds no face in the photo
+FACE_TOO_SMALL = "face_too_small"   # the stored region (crop, or box plus margin) is under --min_face
 
 
 class SkipImage(Exception):
@@ -53,6 +54,7 @@ class ImageSettings:
     margin: float = 0.0   # around a face box, when a row has one (faces.facebox)
     reframe: str = framing.REFRAME_NONE   # or a detector: every photo's face found and framed again
     align: bool = False   # --reframe: turn the face so its eyes are level
+    min_face: int = detect.MIN_FACE   # smallest stored face side, px of the source photo
 
 
 def safe_path(src: str, rel: str) -> str:
@@ -82,14 +84,25 @@ def require_regular_file(path: str) -> str:
     return path
 
 
-def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0.0) -> Image.Image:
+def require_face_size(path: str, width: int, height: int, min_face: int) -> None:
+    """SkipImage(FACE_TOO_SMALL) when the face region is narrower than `min_face`."""
+    if min(width, height) < min_face:
+        raise SkipImage(FACE_TOO_SMALL, f"{path}: a {width}x{height} px face, under --min_face={min_face}")
+
+
+def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0.0,
+         min_face: int = 0) -> Image.Image:
     """Decode `path` as an RGB image of exactly size x size (the whole crop is
     squashed, as the original recipe did; its crops are near-square).  With a
     face `box`: the box plus `margin`, clipped to the photo (faces.facebox); a box
-    wholly outside the upright photo is SkipImage(BOX_OUTSIDE_PHOTO)."""
+    wholly outside the upright photo is SkipImage(BOX_OUTSIDE_PHOTO).  A crop, or
+    region, with a side under `min_face` px is SkipImage(FACE_TOO_SMALL), told from
+    the file's header before any pixel is decoded."""
     try:
         with Image.open(path) as image:
             check_size(image, path)
+            if box is None:
+                require_face_size(path, *image.size, min_face)
             # JPEG DCT scaling: decode at 1/2, 1/4 or 1/8 scale when that still
             # leaves at least `size` pixels (of the crop, with a box); a 600 px
             # crop becomes 4x cheaper.
@@ -116,6 +129,7 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
                 raise SkipImage(BOX_OUTSIDE_PHOTO, f"{path}: box {box} outside its "
                                                    f"{width}x{height} photo")
             region = facebox.crop_region(box, margin, width, height)
+            require_face_size(path, region[2] - region[0], region[3] - region[1], min_face)
             x0, y0, x1, y1 = (v * scale for v in region)
             left, top = math.floor(x0), math.floor(y0)
             patch = to_rgb(image.crop((left, top, math.ceil(x1), math.ceil(y1))))
@@ -160,7 +174,8 @@ def process(settings: ImageSettings, rel: str, box: facebox.Box | None = None) -
         if isinstance(done, SkipImage):
             raise done
         return done
-    rgb = load(require_regular_file(safe_path(settings.src, rel)), settings.image_size, box, settings.margin)
+    rgb = load(require_regular_file(safe_path(settings.src, rel)), settings.image_size, box, settings.margin,
+               settings.min_face)
     return encode(rgb, settings.encoding, settings.jpeg_quality)
 
 
@@ -174,7 +189,7 @@ def process_reframed(settings: ImageSettings, items: list[tuple[str, facebox.Box
             out.append(None)
         except SkipImage as e:
             out.append(e)
-    found = detect.find_faces_batch([rgb for _, _, rgb, _ in photos], settings.reframe, detect.MIN_FACE)
+    found = detect.find_faces_batch([rgb for _, _, rgb, _ in photos], settings.reframe, settings.min_face)
     for (i, path, rgb, box), faces in zip(photos, found):
         try:
             out[i] = encode(reframed(rgb, faces, settings.image_size, box, settings, path),

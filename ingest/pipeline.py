@@ -69,6 +69,7 @@ class Config:
     chunk: int = 16                    # images per worker task
     reframe: str = framing.REFRAME_NONE   # or a detector: find and frame every face again
     align: bool | None = None          # --reframe: level the eyes (None: on with eye landmarks)
+    min_face: int = _IMAGES.min_face   # smallest stored face side (px of the source photo)
 
     def split_settings(self) -> tuple[str, float, float]:
         """(split_by, test_fraction, val_fraction) with the defaults filled in."""
@@ -203,7 +204,8 @@ def run(cfg: Config, log=print) -> dict:
     framed = cfg.framing_of(source)
     settings = images.ImageSettings(src=sources.root_of(cfg.src), image_size=cfg.image_size,
                                     encoding=cfg.encoding, jpeg_quality=cfg.jpeg_quality,
-                                    margin=framed.margin, reframe=cfg.reframe, align=framed.aligned)
+                                    margin=framed.margin, reframe=cfg.reframe, align=framed.aligned,
+                                    min_face=cfg.min_face)
     pool = DecodePool(settings, workers)            # forked before the table exists and the lock
     try:
         with target.lock():

@@ -68,7 +68,7 @@ KEPT_QUIRKS = (
     ("cmyk", 0.03),
     ("palette", 0.02),          # a PNG (palette + transparency) saved under a .jpg name
     ("rgba", 0.02),             # a PNG with an alpha channel under a .jpg name
-    ("tiny", 0.01),             # 1x1 .. 3x3 pixels
+    ("tiny", 0.01),             # 1x1 .. 3x3 pixels: skipped as "face_too_small" (--min_face)
 )
 UNKNOWN_GENDER_FRACTION = 0.05  # of kept rows (all with readable files)
 
@@ -97,7 +97,7 @@ def expected_counts(n: int) -> dict:
         remaining -= cats[step]
         cleaning.append({"step": step, "removed": cats[step], "remaining": remaining})
     quirks = quirk_counts(cats["kept"])
-    skipped = {"missing": quirks["missing"], "truncated": quirks["truncated"]}
+    skipped = {"missing": quirks["missing"], "truncated": quirks["truncated"], "face_too_small": quirks["tiny"]}
     return {"entries": n, "cleaning": cleaning, "kept": cats["kept"], "skipped": skipped,
             "written": cats["kept"] - sum(skipped.values()),
             "unknown_gender": count(cats["kept"], UNKNOWN_GENDER_FRACTION)}

@@ -32,6 +32,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from faces.detect import MIN_FACE
 from ingest.sample_contract import MIN_N, age_level, count, face_pixels
 from records import schema
 
@@ -196,7 +197,8 @@ def csv_rows(n: int, seed: int = 0) -> list[dict]:
     rows = []
     for i, cat in enumerate(labels):
         w, h = int(rng.integers(80, 160)), int(rng.integers(80, 160))
-        bw, bh = int(rng.integers(20, w // 2)), int(rng.integers(20, h // 2))
+        # faces of at least MIN_FACE px, which ingest stores even with --margin 0
+        bw, bh = int(rng.integers(MIN_FACE, w // 2)), int(rng.integers(MIN_FACE, h // 2))
         # every 5th face touches the photo's edge, so the margin must be clipped
         x0 = 0 if i % 5 == 0 else int(rng.integers(0, w - bw))
         y0 = int(rng.integers(0, h - bh))

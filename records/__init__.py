@@ -1,9 +1,12 @@
 """records: the TFRecord contract and its streaming reader: the record schema
 (`records.schema`) and frames (`records.wire`), the manifest, what makes two data sets
 the same (`records.identity`), the sharded writer, the reader with its augmentation,
-the tf.data service (`records.service`) and `python -m records inspect/verify`."""
+the tf.data service (`records.service`) and `python -m records inspect/verify`.
 
-__all__ = ["read_manifest", "make_dataset", "make_mixed_dataset", "distribute"]
+`records.load(directory, split, batch_size)` is the public reader: a `tf.data.Dataset`
+of (image, labels) batches, one pass over a split (`records.reader.load`)."""
+
+__all__ = ["read_manifest", "load", "make_dataset", "make_mixed_dataset", "distribute"]
 
 
 def __getattr__(name):
@@ -14,7 +17,7 @@ def __getattr__(name):
         return getattr(manifest, name)
     # The reader imports TensorFlow; load it only when asked, so `import records.schema`
     # stays light for ingest's decode worker processes.
-    if name in ("make_dataset", "make_mixed_dataset", "distribute"):
+    if name in ("load", "make_dataset", "make_mixed_dataset", "distribute"):
         from records import reader
         return getattr(reader, name)
     raise AttributeError(f"module 'records' has no attribute {name!r}")

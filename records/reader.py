@@ -332,6 +332,20 @@ def make_dataset(directory: str, split: str, batch_size: int, *, training: bool,
     return ds.prefetch(AUTOTUNE)
 
 
+def load(directory: str, split: str = "train", batch_size: int = 64, *, shuffle: bool = False,
+         seed: int | None = None) -> tf.data.Dataset:
+    """The public reader: one pass over `split` of a shard directory as `(image, labels)`
+    batches, e.g. `records.load("shards/utkface", split="train", batch_size=64)`.
+
+    Images are uint8 [batch, S, S, 3] at the manifest's image_size; labels are
+    make_dataset's dict (age, gender, age_mean, age_std, real_age); the cardinality is
+    the manifest's count for the split, in batches. Record order is the manifest's
+    unless `shuffle` (seeded by `seed`). An unknown split is one DataError line naming
+    the data set's splits."""
+    return make_dataset(directory, split, batch_size, training=shuffle, seed=seed,
+                        repeat=1 if shuffle else None, drop_remainder=False)
+
+
 SOURCE = "source"         # the label of a mixed stream's records: index of their source
 
 

@@ -36,7 +36,7 @@ def source_block(m: dict, directory: str) -> str:
             ["entries", str(src.get("entries", ""))], ["label", html.escape(str(m.get("label", schema.LABEL_REAL)))],
             ["face margin", str(m.get("margin", ""))], ["image size", f"{m.get('image_size')} px {m.get('encoding')}"],
             ["schema version", str(m.get("schema_version"))], ["written", html.escape(str(m.get("created", "")))]]
-    return table(["", ""], rows)
+    return table(["", ""], rows, wrap=(1,))       # paths wrap
 
 
 def cleaning_block(m: dict) -> str:
@@ -44,7 +44,7 @@ def cleaning_block(m: dict) -> str:
             for c in m.get("cleaning", [])]
     skipped = m.get("skipped") or {}
     text = ", ".join(f"{html.escape(k)} {v}" for k, v in skipped.items()) or "none"
-    return (table(["step", "rule", "removed", "remaining"], rows)
+    return (table(["step", "rule", "removed", "remaining"], rows, wrap=(0, 1))
             + f"<p>Kept {m.get('kept')}; image files skipped while writing: {text}.</p>")
 
 

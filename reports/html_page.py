@@ -1,6 +1,9 @@
 """The pieces of the project's self-contained HTML pages (trainer.report_html's
 report.html, reports.card's card.html): one style, pictures as inline data: URIs, tables
-that scroll sideways on a phone, no script and no network."""
+that scroll sideways on a phone, no script and no network. On a laptop's window (1280 px)
+nothing scrolls sideways: text columns wrap (`table(wrap=...)`, anywhere in a long file
+name), a cell's note (an interval, a count) goes on its own line under the value, and a
+thumbnail's caption wraps within its own grid cell."""
 
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ section{background:#fff;border:1px solid #e4e4e4;border-radius:6px;padding:8px 1
 padding:8px}.card b{display:block;font-size:1.5em}.scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:.9em;margin:6px 0}th,td{padding:3px 8px;border-bottom:1px solid #eee;
 text-align:right;white-space:nowrap}th:first-child,td:first-child{text-align:left}
-tr.few{color:#999}img.plot{max-width:100%;height:auto}.note{color:#666;font-size:.85em}
+th.wrap,td.wrap{white-space:normal;overflow-wrap:anywhere;min-width:8em;text-align:left}
+td .note{display:block}tr.few{color:#999}img.plot{max-width:100%;height:auto}.note{color:#666;font-size:.85em}
 .faces{display:grid;grid-template-columns:repeat(auto-fill,minmax(110px,1fr));gap:8px}
-figure{margin:0;text-align:center;font-size:.8em}figure img{width:100%;max-width:110px}
+figure{margin:0;text-align:center;font-size:.8em;min-width:0}figure img{width:100%;max-width:110px}
+figcaption{overflow-wrap:anywhere}
 .warn{color:#a40}
 """
 THUMBNAIL_SIDE = 96       # pixels of a face thumbnail
@@ -50,12 +55,18 @@ def thumbnail_uri(pixels: np.ndarray) -> str:
     return png_uri(buf.getvalue())
 
 
-def table(head: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
-    """Cells are HTML (escape text before)."""
+def table(head: list[str], rows: list[list[str]], classes: list[str] | None = None,
+          wrap: tuple[int, ...] = ()) -> str:
+    """Cells are HTML (escape text before). `wrap`: the columns of free text (a rule, a
+    path), which wrap to fit the page; the others stay on one line."""
     classes = classes or [""] * len(rows)
-    body = "".join(f"<tr class='{c}'>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+
+    def cell(tag: str, i: int, value: str) -> str:
+        return f"<{tag} class=wrap>{value}</{tag}>" if i in wrap else f"<{tag}>{value}</{tag}>"
+
+    body = "".join(f"<tr class='{c}'>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>"
                    for row, c in zip(rows, classes))
-    return ("<div class=scroll><table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head)
+    return ("<div class=scroll><table><thead><tr>" + "".join(cell("th", i, h) for i, h in enumerate(head))
             + f"</tr></thead><tbody>{body}</tbody></table></div>")
 
 

@@ -18,7 +18,7 @@ class PredictConfig:
     detector: str = framing.DEFAULT_DETECTOR   # faces.detect: one of framing.DETECTORS
     align: bool = True                  # turn each face so its eyes are level (the detector's eye landmarks)
     margin: float = facebox.DEFAULT_MARGIN
-    min_face: int = MIN_FACE            # smallest face the detector reports, in pixels
+    min_face: int = MIN_FACE            # smallest face side, px: smaller faces and images are skipped
     batch_size: int = 64                # faces per model call
     probs: bool = False
     # Each framed face stored as the run's training faces were (faces.framing.Stored)

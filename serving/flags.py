@@ -44,7 +44,10 @@ def define_predict_flags() -> None:
     flags.DEFINE_float("margin", None, "Margin added around each detected face box on every side, as a "
                        "fraction of its width/height. Default: the run's (run.json), the margin of the "
                        f"crops it was trained on ({DEFAULT_MARGIN:g} IMDB-WIKI, APPA-REAL, --reframe; 0.0 UTKFace).")
-    flags.DEFINE_integer("min_face", PredictConfig.min_face, "Smallest face the detector reports, in pixels.")
+    flags.DEFINE_integer("min_face", PredictConfig.min_face,
+                         "Smallest face side, in pixels: the detector reports no smaller face, and an "
+                         "image with a side under it (with --no_detect the whole image is the face) is "
+                         "skipped, counted as too small.", lower_bound=1)
     define_tta_flag()
     flags.mark_flag_as_required("model_dir")
 

@@ -108,12 +108,15 @@ def file_error(path: str, error: Exception) -> str:
     return f"{path}: could not be processed ({type(error).__name__}: {text})"
 
 
-def _read(path: bytes):
-    """tf.numpy_function body: (RGB pixels, '') or (a 1x1 placeholder, error)."""
+def _read(path: bytes, min_face: int):
+    """tf.numpy_function body: (RGB pixels, '') or (a 1x1 placeholder, error), an image
+    under `min_face` among the errors (tally.too_small)."""
     try:
-        return read_rgb(path.decode()), b""
+        rgb = read_rgb(path.decode())
     except Exception as e:   # one file's failure is its result, never the run's
         return np.zeros((1, 1, 3), np.uint8), file_error(path.decode(), e).encode()
+    small = tally.too_small(path.decode(), rgb.shape, min_face)
+    return (np.zeros((1, 1, 3), np.uint8), small.encode()) if small else (rgb, b"")
 
 
 def _detect(rgb: np.ndarray, path: bytes, config: PredictConfig):
@@ -152,7 +155,8 @@ def make_pipeline(paths: list[str], input_size: int, config: PredictConfig):
     face_spec = tf.TensorSpec([input_size, input_size, 3], tf.uint8)
 
     def read(path):
-        rgb, error = tf.numpy_function(_read, [path], [tf.uint8, tf.string], stateful=False)
+        rgb, error = tf.numpy_function(lambda p: _read(p, config.min_face), [path], [tf.uint8, tf.string],
+                                       stateful=False)
         return tf.ensure_shape(rgb, [None, None, 3]), tf.ensure_shape(error, [])
 
     def rows(index, boxes, crops, angles, faces, valid, error):

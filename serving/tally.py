@@ -6,17 +6,28 @@ from __future__ import annotations
 import collections
 
 NO_FACE = "no face found"    # how a photo without a face opens its error (after the file name)
+TOO_SMALL = "too small"      # how an image under --min_face opens its error
 
 # Error kinds, in the order the tally names them: (kind, words found in the error's
 # first clause, after "<file>: ").  Anything else is "other".
 ERROR_KINDS = (
     (NO_FACE, (NO_FACE,)),
+    (TOO_SMALL, (TOO_SMALL,)),
     ("not an image", ("not a readable image", "empty file", "pixel limit")),
     ("missing", ("no such file",)),
     ("not a file", ("is a directory", "not a regular file", "cannot be read")),
     ("bad name", ("the file name is not UTF-8",)),
 )
 OTHER = "other"
+
+
+def too_small(file: str, shape: tuple, min_face: int) -> str | None:
+    """The error of an image (pixels of `shape`) with a side under --min_face, which
+    holds no face that size; None when it is big enough."""
+    if min(shape[:2]) >= min_face:
+        return None
+    return (f"{file}: {TOO_SMALL}: {shape[1]}x{shape[0]} px, under --min_face={min_face}; "
+            f"pass a larger image, or lower --min_face")
 
 
 def error_kind(file: str, error: str) -> str:

@@ -5,7 +5,9 @@ a phone's width and dumps its DOM, so a test sees what a person would."""
 from __future__ import annotations
 
 import base64
+import html
 import io
+import json
 import os
 import re
 import shutil
@@ -73,3 +75,72 @@ def check_page(path: str, section_ids, shots_dir: str) -> dict[str, np.ndarray]:
         assert pixels.std() > 20, f"the {name} screenshot is blank"
         shots[name] = pixels
     return shots
+
+
+# Run in the page after it loads: the window's width, the document's, every element whose
+# right edge passes the window, every box that scrolls sideways (content hidden behind
+# its scrollbar), and the box of each figure caption's text (a Range's box
+# holds the text even where it spills out of its element).
+_PROBE = """<script>addEventListener('load', () => {
+  const W = innerWidth, out = {innerWidth: W, scrollWidth: document.documentElement.scrollWidth,
+                               wide: [], scrolled: [], captions: []};
+  for (const el of document.body.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && (r.right > W + 0.5 || r.left < -0.5))
+      out.wide.push(`${el.tagName.toLowerCase()} ${Math.round(r.left)}..${Math.round(r.right)}: ` +
+                    (el.textContent || '').trim().slice(0, 50));
+    const style = getComputedStyle(el);
+    if (['auto', 'scroll'].includes(style.overflowX) && el.scrollWidth > el.clientWidth + 1)
+      out.scrolled.push(`${el.tagName.toLowerCase()} ${el.scrollWidth} in ${el.clientWidth} px: ` +
+                        (el.textContent || '').trim().slice(0, 50));
+  }
+  for (const caption of document.querySelectorAll('figcaption')) {
+    const range = document.createRange();
+    range.selectNodeContents(caption);
+    const r = range.getBoundingClientRect();
+    out.captions.push([r.left, r.top, r.right, r.bottom, caption.textContent.trim().slice(0, 50)]);
+  }
+  const probe = document.createElement('pre');
+  probe.id = 'layout-probe';
+  probe.textContent = JSON.stringify(out);
+  document.body.appendChild(probe);
+});</script>"""
+
+
+def layout(path: str, work_dir: str, size: tuple[int, int]) -> dict:
+    """What `_PROBE` measures in the page at `path` drawn in a window of `size` (a copy
+    of the page with the probe added is opened; the page itself has no script)."""
+    probed = os.path.join(work_dir, "probed-" + os.path.basename(path))
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    with open(probed, "w", encoding="utf-8") as f:
+        f.write(source.replace("</body>", _PROBE + "</body>"))
+    result = _run([f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=5000", "--dump-dom"],
+                  "file://" + os.path.abspath(probed))
+    found = re.search(r"<pre id=\"layout-probe\">(.*?)</pre>", result.stdout, re.S)
+    assert found, result.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+def overlapping(boxes: list[list]) -> list[tuple[str, str]]:
+    """Pairs of (left, top, right, bottom, text) boxes that share an area (over half a pixel each way)."""
+    out = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if min(a[2], b[2]) - max(a[0], b[0]) > 0.5 and min(a[3], b[3]) - max(a[1], b[1]) > 0.5:
+                out.append((a[4], b[4]))
+    return out
+
+
+def check_fits(path: str, work_dir: str, window: str = "laptop") -> dict:
+    """Asserts the page fits `window`'s width: no sideways scrolling (of the page or of a
+    box in it), no element past the window's right edge, and no two figure captions
+    overlapping. Returns the measurements."""
+    size = WINDOWS[window]
+    found = layout(path, work_dir, size)
+    assert found["innerWidth"] == size[0], found["innerWidth"]
+    assert found["scrollWidth"] <= found["innerWidth"], f"the page scrolls sideways: {found['scrollWidth']} px wide"
+    assert not found["wide"], f"elements past the {size[0]} px window: {found['wide'][:5]}"
+    assert not found["scrolled"], f"boxes scrolling sideways: {found['scrolled'][:5]}"
+    assert not overlapping(found["captions"]), f"captions overlap: {overlapping(found['captions'])[:3]}"
+    return found

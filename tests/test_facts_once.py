@@ -40,7 +40,7 @@ ONCE = {
     "MIN_N = ": "ingest/sample_contract.py",           # what the synthetic samples share
     "def age_level": "ingest/sample_contract.py",
     "rng.integers(-12, 13": "ingest/sample_contract.py",
-    "MIN_FACE = 30": "faces/detect.py",               # the detector's smallest face
+    "MIN_FACE = 24": "faces/detect.py",               # the detector's smallest face
     "int = 256": "trainer/config.py",                  # batch sizes: the flags read TrainConfig
 }
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from faces import detect
 from ingest import images, sample
 from records import schema
 
@@ -24,7 +26,9 @@ def test_every_mode_becomes_rgb_of_the_image_size_with_its_age(quirk, sample_dir
     rows = [r for r in sample_rows if r["category"] == "kept" and r["quirk"] == quirk]
     assert rows
     for encoding in schema.ENCODINGS:
-        settings = images.ImageSettings(src=sample_dir, image_size=SIZE, encoding=encoding)
+        # tiny (1..3 px) files decode too once --min_face lets them through
+        settings = images.ImageSettings(src=sample_dir, image_size=SIZE, encoding=encoding,
+                                        min_face=1 if quirk == "tiny" else detect.MIN_FACE)
         for r in rows[:3]:
             data = images.process(settings, r["full_path"])
             rgb = _decode(data) if encoding == "jpeg" else \
@@ -33,9 +37,12 @@ def test_every_mode_becomes_rgb_of_the_image_size_with_its_age(quirk, sample_dir
             assert sample.age_from_pixels(rgb) == r["age"], (quirk, encoding, r["full_path"])
 
 
-def test_one_by_one_no_face_image_is_upscaled(sample_dir, sample_rows):
+def test_one_by_one_no_face_image_is_skipped_or_with_min_face_1_upscaled(sample_dir, sample_rows):
     r = next(r for r in sample_rows if r["quirk"] == "no_face")
-    rgb = _decode(images.process(images.ImageSettings(src=sample_dir, image_size=SIZE), r["full_path"]))
+    with pytest.raises(images.SkipImage, match=r"a 1x1 px face, under --min_face=24") as e:
+        images.process(images.ImageSettings(src=sample_dir, image_size=SIZE), r["full_path"])
+    assert e.value.reason == images.FACE_TOO_SMALL
+    rgb = _decode(images.process(images.ImageSettings(src=sample_dir, image_size=SIZE, min_face=1), r["full_path"]))
     assert rgb.shape == (SIZE, SIZE, 3)
 
 
@@ -50,7 +57,8 @@ def test_large_jpeg_uses_dct_scaling_and_keeps_the_level(tmp_path):
 
 def test_unreadable_files_are_skipped_by_reason(sample_dir, sample_rows, tmp_path):
     settings = images.ImageSettings(src=sample_dir, image_size=SIZE)
-    for quirk, reason in (("missing", images.MISSING), ("truncated", images.TRUNCATED)):
+    for quirk, reason in (("missing", images.MISSING), ("truncated", images.TRUNCATED),
+                          ("tiny", images.FACE_TOO_SMALL)):
         r = next(r for r in sample_rows if r["category"] == "kept" and r["quirk"] == quirk)
         with pytest.raises(images.SkipImage) as e:
             images.process(settings, r["full_path"])
@@ -65,9 +73,9 @@ def test_paths_escaping_src_are_refused_without_being_opened(tmp_path, monkeypat
     src = tmp_path / "wiki_crop"
     (src / "00").mkdir(parents=True)
     outside = tmp_path / "secret.jpg"
-    Image.new("RGB", (8, 8)).save(outside)
+    Image.new("RGB", (32, 32)).save(outside)
     (src / "00" / "link.jpg").symlink_to(outside)
-    Image.new("RGB", (8, 8)).save(src / "00" / "fine.jpg")
+    Image.new("RGB", (32, 32)).save(src / "00" / "fine.jpg")
 
     def no_open(*args, **kwargs):
         raise AssertionError("an unsafe path was opened")
@@ -89,7 +97,7 @@ def test_process_chunk_reports_each_item(sample_dir, sample_rows):
     out = images.process_chunk(chunk)
     assert [i for i, _, _ in out] == [i for i, _, _ in chunk]
     for (i, data, reason), r in zip(out, kept[:30]):
-        expected = {"missing": "missing", "truncated": "truncated"}.get(r["quirk"])
+        expected = {"missing": "missing", "truncated": "truncated", "tiny": "face_too_small"}.get(r["quirk"])
         assert reason == expected and (data is None) == (expected is not None)
     assert out[-1] == (99, None, images.UNSAFE_PATH)
 
@@ -108,3 +116,32 @@ def test_a_whole_ingest_run_never_imports_tensorflow(sample_dir, tmp_path):
                 if line.startswith("import time:")]
     assert "ingest.pipeline" in imported and "records.writer" in imported
     assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
+
+
+def test_faces_under_min_face_are_skipped_by_reason_before_decoding(tmp_path):
+    Image.new("RGB", (20, 30), (90, 90, 90)).save(tmp_path / "small.jpg")
+    Image.new("RGB", (30, 24), (90, 90, 90)).save(tmp_path / "fits.jpg")
+    Image.new("RGB", (200, 200), (90, 90, 90)).save(tmp_path / "photo.jpg")
+    settings = images.ImageSettings(src=str(tmp_path), image_size=SIZE)
+    assert settings.min_face == detect.MIN_FACE == 24
+    with pytest.raises(images.SkipImage) as e:
+        images.process(settings, "small.jpg")
+    assert e.value.reason == images.FACE_TOO_SMALL
+    assert str(e.value).endswith("small.jpg: a 20x30 px face, under --min_face=24")
+    assert images.process(settings, "fits.jpg")
+    assert images.process(dataclasses.replace(settings, min_face=20), "small.jpg")   # the flag lowers it
+    # A face box: its region with the margin, clipped to the photo, is what is stored.
+    with pytest.raises(images.SkipImage, match=r"a 15x15 px face, under --min_face=24"):
+        images.process(settings, "photo.jpg", (10, 10, 25, 25))
+    assert images.process(dataclasses.replace(settings, margin=0.4), "photo.jpg", (10, 10, 25, 25))   # 27x27
+
+
+def test_ingest_min_face_flag_becomes_the_config_and_the_resume_fingerprint():
+    import types
+    from ingest import flags as ingest_flags
+    from ingest import pipeline
+    given = {f.name: f.default for f in dataclasses.fields(pipeline.Config)}
+    given.update(src="x", min_face=40, gender_male_code=None)
+    config = ingest_flags.to_config({k: types.SimpleNamespace(value=v) for k, v in given.items()})
+    assert config.min_face == 40 and pipeline.Config(src="x").min_face == detect.MIN_FACE
+    assert pipeline.fingerprint(config, "sha")["flags"]["min_face"] == 40     # a changed --min_face is another command

@@ -358,8 +358,8 @@ def test_csv_split_column_kept_and_identity_split(samples, tmp_path):
 
 
 def _csv(tmp_path, text: str) -> str:
-    Image.new("RGB", (20, 20), (100, 100, 100)).save(tmp_path / "a.jpg")
-    Image.new("RGB", (20, 20), (100, 100, 100)).save(tmp_path / "b.jpg")
+    Image.new("RGB", (40, 40), (100, 100, 100)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (40, 40), (100, 100, 100)).save(tmp_path / "b.jpg")
     (tmp_path / "t.csv").write_text(text)
     return str(tmp_path / "t.csv")
 

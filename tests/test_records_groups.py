@@ -112,3 +112,26 @@ def test_the_data_set_card_reads_in_a_browser(utk_shards, tmp_path):
     assert page.count("<figure>") == sum(min(n, card.SAMPLES_PER_BAND) for n in bands)
     for step in manifest["cleaning"]:
         assert step["step"] in page
+
+
+# A cleaning rule as long as a source's own can be: with the counts beside it, it must
+# wrap inside the page rather than push them behind a scrollbar.
+LONG_RULE = ("the file name does not parse as age_gender_race_date.jpg.chip.jpg (UTKFace's naming: age "
+             "0-116, gender 0 or 1, race 0-4, then a 17-digit timestamp), e.g. "
+             "crop_part1/61_1_20170109142408075.jpg.chip.jpg, "
+             "and_a_long_token_with_no_place_to_break_it_at_all_between_its_words_or_digits_0123456789")
+
+
+@pytest.mark.slow
+def test_the_data_set_card_fits_a_laptop_window_with_a_long_cleaning_rule(utk_shards, tmp_path):
+    manifest, out = utk_shards
+    copy = str(tmp_path / "shards")
+    shutil.copytree(out, copy)
+    edited = json.loads(open(os.path.join(copy, "manifest.json")).read())
+    edited["cleaning"][0]["rule"] = LONG_RULE
+    with open(os.path.join(copy, "manifest.json"), "w") as f:
+        json.dump(edited, f)
+    path = card.write_card(copy)
+    assert LONG_RULE[:40] in open(path, encoding="utf-8").read()
+    found = browser.check_fits(path, str(tmp_path))
+    assert len(found["captions"]) == open(path, encoding="utf-8").read().count("<figcaption>") > 0

@@ -438,3 +438,31 @@ def test_mixed_stream_refuses_evaluation_and_mismatched_weights(jpeg_dir, raw_di
         records.make_mixed_dataset([jpeg_dir, raw_dir], [1.0], "train", 8)
     with pytest.raises(ValueError, match="training only"):
         records.make_mixed_dataset([jpeg_dir, raw_dir], [1.0, 1.0], "val", 8, training=False)
+
+
+# ----------------------------------------------------------------------------- the public reader
+
+def test_load_one_pass_with_the_manifest_element_spec_and_count(jpeg_dir):
+    ds = records.load(jpeg_dir, split="train", batch_size=64)
+    image_spec, label_spec = ds.element_spec
+    assert image_spec == tf.TensorSpec((None, SIZE, SIZE, 3), tf.uint8)
+    assert {k: (v.dtype, tuple(v.shape)) for k, v in label_spec.items()} == {
+        "age": (tf.int32, (None,)), "gender": (tf.int32, (None,)), "age_mean": (tf.float32, (None,)),
+        "age_std": (tf.float32, (None,)), "real_age": (tf.int32, (None,))}
+    assert int(ds.cardinality()) == -(-N_TRAIN // 64)          # 5 batches, the last partial
+    images, ages, genders = collect(ds)
+    assert len(images) == N_TRAIN
+    assert sorted(identities(ages, genders)) == sorted(record_identity(i) for i in range(N_TRAIN))
+    np.testing.assert_array_equal(pixels_to_age(images), ages)
+
+
+def test_load_shuffled_is_one_seeded_pass(jpeg_dir):
+    a = collect(records.load(jpeg_dir, "val", 16, shuffle=True, seed=3))
+    b = collect(records.load(jpeg_dir, "val", 16, shuffle=True, seed=3))
+    assert len(a[0]) == N_VAL and identities(*a[1:]) == identities(*b[1:])
+    assert identities(*a[1:]) != identities(*collect(records.load(jpeg_dir, "val", 16))[1:])
+
+
+def test_load_unknown_split_names_the_splits(jpeg_dir):
+    with pytest.raises(DataError, match=r"unknown split 'validation'; this data set has \['test', 'train', 'val'\]"):
+        records.load(jpeg_dir, split="validation")

@@ -41,7 +41,7 @@ def _edit_manifest(directory, edit) -> dict:
 
 def test_inspect_summarizes_the_manifest(sample_shards, sample_expected):
     text = inspect(sample_shards)
-    assert f"kept {sample_expected['kept']}; skipped 4 files (missing: 2, truncated: 2)" in text
+    assert f"kept {sample_expected['kept']}; skipped 6 files (face_too_small: 2, missing: 2, truncated: 2)" in text
     assert "source imdb_wiki (wiki.mat): 400 entries" in text
     assert "label real age, face margin 0.4" in text
     assert "32px jpeg" in text and "ages 1..100" in text
@@ -161,14 +161,14 @@ def _moved_age_line(split):
          f"{m['gender_counts']['male'] + 2}, counted {m['gender_counts']['male']}; {fix}"]),
     (lambda m: m.update(kept=m["kept"] + 1),
      lambda m, where, fix: [
-         f"{where}: kept: manifest {m['kept'] + 1}, counted {m['kept']} ({m['kept'] - 4} records "
-         f"written + 4 files skipped); {fix}",
+         f"{where}: kept: manifest {m['kept'] + 1}, counted {m['kept']} ({m['kept'] - 6} records "
+         f"written + 6 files skipped); {fix}",
          f"{where}: kept {m['kept'] + 1} is not what the last cleaning step 'age_below_min' "
          f"left ({m['kept']}); {fix}"]),
     (lambda m: m["skipped"].update(missing=m["skipped"]["missing"] + 1),
      lambda m, where, fix: [
-         f"{where}: kept: manifest {m['kept']}, counted {m['kept'] + 1} ({m['kept'] - 4} records "
-         f"written + 5 files skipped); {fix}"]),
+         f"{where}: kept: manifest {m['kept']}, counted {m['kept'] + 1} ({m['kept'] - 6} records "
+         f"written + 7 files skipped); {fix}"]),
     (lambda m: m["cleaning"][1].update(removed=m["cleaning"][1]["removed"] - 1),
      lambda m, where, fix: [
          f"{where}: cleaning step 'no_face' remaining: manifest {m['cleaning'][1]['remaining']}, "
@@ -181,8 +181,8 @@ def test_an_edited_manifest_count_is_named_with_both_values(copy, edit, expected
     before = _edit_manifest(copy, edit)
     where, fix = copy / "manifest.json", f"re-run ingest into {copy}"
     assert before["kept"] - sum(before["skipped"].values()) == sum(
-        e["count"] for e in before["splits"].values())        # the sample: 4 files skipped
-    assert sum(before["skipped"].values()) == 4
+        e["count"] for e in before["splits"].values())        # the sample: 6 files skipped
+    assert sum(before["skipped"].values()) == 6
     assert problems(str(copy)) == expected(before, where, fix)
 
 

@@ -547,8 +547,16 @@ def test_predict_never_imports_ingest(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_trainer_predict_is_the_same_command_as_serving_predict(tiny_run, sample_dir):
-    photo = next(os.path.join(root, name) for root, _, names in sorted(os.walk(sample_dir))
-                 for name in sorted(names) if name.endswith(".jpg"))
+    from faces.detect import MIN_FACE
+
+    def big_enough(path):        # the sample's first files include 1x1 no-face placeholders
+        try:
+            with Image.open(path) as image:
+                return min(image.size) >= MIN_FACE
+        except OSError:
+            return False
+    photo = next(p for root, _, names in sorted(os.walk(sample_dir)) for name in sorted(names)
+                 if name.endswith(".jpg") and big_enough(p := os.path.join(root, name)))
     answers = []
     for command in ("serving.predict", "trainer.predict"):
         result = run_module(command, f"--model_dir={tiny_run}", "--no_detect", "--json", photo, cwd=REPO)
@@ -730,3 +738,37 @@ def test_the_age_distribution_shades_its_90_percent_interval():
     assert (x0, x1) == (low - 0.5, high + 0.5)        # the bars of low..high, each 1 wide
     assert f"90% interval {low}–{high}" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     plt.close(fig)
+
+
+@pytest.mark.parametrize("detect", [False, True])
+def test_an_image_under_min_face_is_skipped_as_too_small_and_counted(tmp_path, detect):
+    import keras
+
+    import model
+    from faces.detect import MIN_FACE
+    from serving import predict, tally
+
+    dot, tile, face = tmp_path / "dot.png", tmp_path / "tile.jpg", tmp_path / "face.jpg"
+    Image.fromarray(np.full((1, 1, 3), 100, np.uint8)).save(dot)                 # 1x1
+    tile.write_bytes(jpeg_bytes(np.full((MIN_FACE - 1, 60, 3), 100, np.uint8)))  # one row short
+    face.write_bytes(jpeg_bytes(np.full((MIN_FACE, MIN_FACE, 3), 100, np.uint8)))
+    keras.utils.set_random_seed(0)
+    age_model = predict.AgeModel(model.build_age_model(variant="tiny", input_size=INPUT_SIZE))
+    config = predict.PredictConfig(detect=detect, batch_size=2)
+    assert config.min_face == MIN_FACE == 24
+    results = list(predict.predict_files(age_model, [str(dot), str(tile), str(face)], config))
+    assert results[0] == {"file": str(dot), "faces": [], "error": (
+        f"{dot}: too small: 1x1 px, under --min_face=24; pass a larger image, or lower --min_face")}
+    assert results[1]["faces"] == [] and results[1]["error"].startswith(f"{tile}: too small: 60x23 px, under")
+    if not detect:                           # the whole image is the face: estimated
+        assert results[2]["error"] is None and len(results[2]["faces"]) == 1
+    counts = tally.Tally()
+    for result in results:
+        counts.add(result)
+    assert counts.errors[tally.TOO_SMALL] == 2
+    assert counts.line().startswith("done: 3 files, " + ("1 face" if not detect else "0 faces")
+                                    + "; " + ("2 files failed (2 too small)" if not detect else "3 files failed (1 no face found, 2 too small)"))
+    # --min_face=1 lets the 1x1 image through --no_detect.
+    if not detect:
+        lowered = list(predict.predict_files(age_model, [str(dot)], predict.PredictConfig(detect=False, min_face=1)))
+        assert lowered[0]["error"] is None and len(lowered[0]["faces"]) == 1

@@ -374,3 +374,18 @@ def test_report_html_reads_in_a_browser(utk_run, tmp_path):
     evaluate.evaluate_run(utk_run, batch_size=64, quiet=True, thumbnails=False)
     page = open(path, encoding="utf-8").read()
     assert "<figure>" not in page and "Thumbnails left out" in page
+
+
+@pytest.mark.slow
+def test_report_html_fits_a_laptop_window_and_its_captions_do_not_overlap(utk_run, tmp_path):
+    evaluate.evaluate_run(utk_run, batch_size=64, quiet=True)
+    browser.check_fits(os.path.join(utk_run, "report.html"), str(tmp_path))
+    # The longest captions a report shows: a file name with no place to break it.
+    report = json.load(open(os.path.join(utk_run, "report.json")))
+    worst = report_html.WorstFaces()
+    n = report_html.WORST_FACES
+    keys = [f"crop_part1/{100 - i}_1_0_2017010914240807{i:02d}.jpg.chip.jpg".encode() for i in range(n)]
+    worst.add(np.full((n, 32, 32, 3), 120, np.uint8), keys, np.arange(n) + 1, np.full(n, 99.5))
+    path = report_html.write_report(str(tmp_path / "long.html"), report, np.arange(n) + 1, np.full(n, 99.5), worst)
+    found = browser.check_fits(path, str(tmp_path))
+    assert len(found["captions"]) == n

@@ -378,6 +378,8 @@ def test_two_sources_plan_and_validation_records_on_the_command_line(train_shard
      "error: --weights=/nowhere/vgg_face_weights.h5: file not found; download vgg_face_weights.h5 and pass "
      "--weights=/path/to/vgg_face_weights.h5, or --weights=none to train from scratch"),
     (["--cache_features", "--augment"], "error: --cache_features with --augment"),
+    (["--time_limit=20 minutes"], "error: --time_limit=20 minutes: not a duration; write hours, minutes and "
+                                  "seconds such as 20m, 1h30m or 90s"),
     (["--records_weights=1,2"], "error: --records_weights has 2 values for 1 --records"),
     (["--cache_features"], "error: --cache_features with --weights=none and no --init_from"),
     (["--trainable_from=fc6"], "error: --trainable_from=fc6 with --weights=none and no --init_from"),
@@ -400,7 +402,8 @@ def test_early_stopping_after_patience_epochs_without_improvement(train_shards, 
             "--learning_rate=1e-30", "--patience=2", "--epochs=10", "--noevaluate")
     result = trainer(*args)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "Early stopping: val_mae has not improved for 2 epochs" in result.stdout
+    assert ("Training stopped after epoch 3 of 10: val_mae has not improved for 2 epochs (--patience=2)"
+            in result.stdout.splitlines())
     assert [int(r["epoch"]) for r in history(run_dir)] == [1, 2, 3]
     again = trainer(*args)                       # the same command does not train on
     assert again.returncode == 0 and "stopped early before" in again.stdout

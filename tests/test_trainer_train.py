@@ -516,3 +516,69 @@ def test_a_full_or_read_only_disk_is_told_apart_from_other_failures(error, line)
     assert disk_problem(error) == (line[0] if line else None)
     if line:
         assert disk_target(error) == line[1]
+
+
+# ----------------------------------------------------------------------------- when training stops
+
+@pytest.mark.slow
+def test_patience_stops_early_and_keeps_the_best_epoch(sample_shards, tmp_path, float32_policy, capsys):
+    # A learning rate far below float32 resolution leaves the weights unchanged, so the
+    # validation metric never beats epoch 1: patience 2 stops after epoch 3.
+    run_dir = str(tmp_path / "patience")
+    train.train(tiny_config(sample_shards, run_dir, epochs=8, patience=2, learning_rate=1e-30))
+    run = RunDir(run_dir)
+    assert [r["epoch"] for r in run.read_history()] == [1, 2, 3]
+    assert run.read_best_record()["epoch"] == 1 and os.path.exists(run.best_model)
+    assert ("Training stopped after epoch 3 of 8: val_mae has not improved for 2 epochs (--patience=2)"
+            in capsys.readouterr().out.splitlines())
+
+
+@pytest.mark.slow
+def test_time_limit_stops_after_the_epoch_that_passes_it(sample_shards, tmp_path, float32_policy, capsys):
+    run_dir = str(tmp_path / "limited")
+    train.train(tiny_config(sample_shards, run_dir, epochs=8, time_limit=0.001))   # any epoch passes 1 ms
+    run = RunDir(run_dir)
+    assert [r["epoch"] for r in run.read_history()] == [1]
+    assert run.read_best_record()["epoch"] == 1 and os.path.exists(run.best_model)
+    stop = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Training ")]
+    assert len(stop) == 1 and stop[0].startswith("Training stopped after epoch 1 of 8: ")
+    assert stop[0].endswith("of training passed --time_limit=0s")
+    # Without a limit the same command resumes and runs to --epochs, and says so.
+    train.train(tiny_config(sample_shards, run_dir, epochs=2))
+    assert [r["epoch"] for r in run.read_history()] == [1, 2]
+    assert "Training finished: all 2 epochs done" in capsys.readouterr().out.splitlines()
+
+
+def test_the_time_limit_action_stops_only_after_the_epoch_that_passes_it():
+    from trainer import actions
+    now = [100.0]
+    action = actions.time_limit(60.0, started=100.0, clock=lambda: now[0])
+    said = []
+    for t in (130.0, 159.0, 161.0):
+        now[0] = t
+        said.append(action(None))
+    assert said == [None, None, "1m1s of training passed --time_limit=1m"]
+    assert actions.time_limit(0.0, started=0.0, clock=lambda: 1e9)(None) is None      # 0: no limit
+
+
+@pytest.mark.parametrize("text, seconds", [("20m", 1200), ("1h30m", 5400), ("90s", 90), ("1h", 3600),
+                                           ("2m5s", 125), ("0", 0), ("", 0)])
+def test_time_limit_durations(text, seconds):
+    from trainer.config import format_duration, parse_duration
+    assert parse_duration(text) == seconds
+    if seconds:
+        assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize("text", ["90", "20 minutes", "m30", "1m1h", "0m", "-5m", "1.5h"])
+def test_a_time_limit_that_is_not_a_duration_is_one_line(text):
+    from trainer.config import parse_duration
+    with pytest.raises(trainer_flags.ConfigError, match=rf"^--time_limit={text}: not a duration; write "
+                                                        r"hours, minutes and seconds such as 20m, 1h30m or 90s"):
+        parse_duration(text)
+
+
+def test_time_limit_with_multi_worker_is_refused(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{}")
+    with pytest.raises(trainer_flags.ConfigError, match=r"--time_limit with --strategy=multi_worker"):
+        tiny_config("unused", "unused", time_limit=60.0, strategy="multi_worker")

@@ -6,7 +6,8 @@
 order matters: best.keras and history.csv are written before the checkpoint,
 because the checkpoint is the commit point of an epoch (a kill before it
 repeats the epoch, a kill after it resumes with the next one). An action that
-returns True ends training after this epoch.
+returns a reason (a string) ends training after this epoch; the trainer prints
+it in one line.
 
 Adding end-of-epoch work (an LR schedule's value in the history, an export
 after a new best) is one more small action in `default_actions`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Callable
 
 import keras
@@ -24,6 +26,7 @@ import tensorflow as tf
 from storage.atomic import atomic_write
 from storage.run_dir import RunDir
 from trainer import history
+from trainer.config import format_duration
 
 
 @dataclasses.dataclass
@@ -35,7 +38,19 @@ class EpochEnd:
     history: list[dict]        # every completed epoch so far, this one included
 
 
-Action = Callable[[EpochEnd], bool | None]
+Action = Callable[[EpochEnd], str | None]   # a reason to stop after this epoch, or None
+
+
+def record_best(best: tf.Variable, stale: tf.Variable, value: float) -> bool:
+    """Update the best/stale counters from this epoch's --best_metric value (lower is
+    better); True on a new best."""
+    improved = value < float(best.numpy())
+    if improved:
+        best.assign(value)
+        stale.assign(0)
+    else:
+        stale.assign_add(1)
+    return improved
 
 
 def save_best(net: keras.Model, run: RunDir, epoch: int, metric: str, value: float) -> None:
@@ -90,9 +105,19 @@ def checkpoint(manager: tf.train.CheckpointManager, epoch_var: tf.Variable) -> A
 
 def early_stop(patience: int, stale_var: tf.Variable, best_metric: str) -> Action:
     """Stop after `patience` epochs without a new best (0: never)."""
-    def action(end: EpochEnd) -> bool:
+    def action(end: EpochEnd) -> str | None:
         if patience and int(stale_var.numpy()) >= patience:
-            print(f"Early stopping: {best_metric} has not improved for {patience} epochs", flush=True)
-            return True
-        return False
+            return f"{best_metric} has not improved for {patience} epochs (--patience={patience})"
+        return None
+    return action
+
+
+def time_limit(limit_s: float, started: float, clock=time.monotonic) -> Action:
+    """Stop after the epoch that ends `limit_s` seconds or more after `started` (0: never)."""
+    def action(end: EpochEnd) -> str | None:
+        spent = clock() - started
+        if limit_s and spent >= limit_s:
+            return (f"{format_duration(spent)} of training passed --time_limit="
+                    f"{format_duration(limit_s)}")
+        return None
     return action

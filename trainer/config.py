@@ -52,6 +52,37 @@ def parse_weights(value: str) -> str | None:
     """--weights: a path, or None for 'none' (random initialisation)."""
     return None if value.lower() == NO_WEIGHTS else value
 
+DURATION_UNITS = {"h": 3600, "m": 60, "s": 1}   # --time_limit's units, largest first
+
+
+def parse_duration(text: str) -> float:
+    """--time_limit: '' or '0' (no limit) -> 0, else hours/minutes/seconds such as
+    '20m', '1h30m', '90s' -> seconds."""
+    rest, total = text.strip().lower(), 0.0
+    if rest in ("", "0"):
+        return 0.0
+    for unit, seconds in DURATION_UNITS.items():
+        number, sep, after = rest.partition(unit)
+        if sep:
+            if not number.isdigit():
+                break
+            total, rest = total + int(number) * seconds, after
+    if rest or total <= 0:
+        raise ConfigError(f"--time_limit={text}: not a duration; write hours, minutes and seconds "
+                          f"such as 20m, 1h30m or 90s (0 for no limit)")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as --time_limit writes them: 1h30m, 20m, 1m30s, 45s."""
+    rest, parts = int(round(seconds)), []
+    for unit, size in DURATION_UNITS.items():
+        if rest >= size or (unit == "s" and not parts):
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
 def default_model_dir() -> str:
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 
@@ -119,6 +150,7 @@ class TrainConfig:
     optimizer: str = "adam"
     best_metric: str = BEST_METRICS[0]
     patience: int = 0                   # 0: never stop early
+    time_limit: float = 0.0             # seconds of training in this process; 0: no limit
     seed: int = 0
     # Performance and scale-out.
     mixed_precision: str = "none"
@@ -190,6 +222,11 @@ class TrainConfig:
             raise ConfigError(f"--dropout={self.dropout}: must be in [0, 1)")
         if self.patience < 0:
             raise ConfigError(f"--patience={self.patience}: use 0 to disable early stopping")
+        if self.time_limit < 0:
+            raise ConfigError(f"--time_limit={self.time_limit}: use 0 for no limit, or a duration such as 20m")
+        if self.time_limit and self.strategy == "multi_worker":
+            raise ConfigError("--time_limit with --strategy=multi_worker: each host's clock would stop it "
+                              "after a different epoch; bound the run with --epochs instead")
         if self.shuffle_buffer < 1:
             raise ConfigError(f"--shuffle_buffer={self.shuffle_buffer}: must be at least 1")
         unknown = [op for op in self.augment_ops if op not in OP_NAMES]

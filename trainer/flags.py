@@ -23,7 +23,8 @@ from records.manifest import check_split, read_manifest
 from storage.run_dir import RunDir, check_run
 from trainer.config import (DEFAULT_THRESHOLDS, BEST_METRICS, FEATURES_BATCH_SIZE, LR_SCHEDULES,
                             MIXED_PRECISION_POLICIES, OPTIMIZERS, STRATEGIES, TASKS, ConfigError, TrainConfig,
-                            check_evaluate, default_model_dir, default_trainable_from, parse_weights)
+                            check_evaluate, default_model_dir, default_trainable_from, parse_duration,
+                            parse_weights)
 from trainer.resume import check_run_dir
 
 FLAGS = flags.FLAGS
@@ -102,7 +103,13 @@ def define_train_flags() -> None:
                       "val_epsilon_error is the ChaLearn LAP score (needs validation data with "
                       "apparent-age spreads, e.g. APPA-REAL).")
     flags.DEFINE_integer("patience", D["patience"].default,
-                         "Stop after this many epochs without a better --best_metric; 0 = never.")
+                         "Stop after this many epochs without a better --best_metric; 0 = never. "
+                         "best.keras keeps the best epoch and the run is evaluated as usual.")
+    flags.DEFINE_string("time_limit", "0",
+                        "Stop after the epoch that passes this much training time, e.g. 20m, 1h30m, "
+                        "90s (counted from when this command starts training); 0 = no limit. best.keras "
+                        "keeps the best epoch, the run is evaluated as usual, and rerunning the "
+                        "same command resumes.")
     # Performance and scale-out.
     flags.DEFINE_enum("mixed_precision", D["mixed_precision"].default, list(MIXED_PRECISION_POLICIES),
                       "Compute dtype: none (float32), bf16 (mixed_bfloat16, GPUs/TPUs since "
@@ -236,5 +243,6 @@ def train_config(f=FLAGS) -> TrainConfig:
     values.update(weights=parse_weights(f.weights) if explicit_weights else None,
                   records=f.validation_records or sources[-1], train_records=sources,
                   records_weights=weights, augment_ops=tuple(f.augment_ops),
-                  eval_batch_size=f.eval_batch_size or f.batch_size, flag_lines=resolved_flag_lines(f))
+                  eval_batch_size=f.eval_batch_size or f.batch_size, time_limit=parse_duration(f.time_limit),
+                  flag_lines=resolved_flag_lines(f))
     return TrainConfig(**values).check()

@@ -56,6 +56,7 @@ from trainer.resume import check_run_dir, training_identity
 # A resumed run reseeds its data order from the epoch it resumes at, so the order is
 # a function of (seed, resume epoch): reproducible for the same kill point.
 RESUME_SEED_STRIDE = 1_000_003
+STEPS_PER_CALL = 20       # training steps per call into the compiled loop, between progress updates
 
 
 class TrainingDiverged(ProjectError):
@@ -290,11 +291,12 @@ def make_datasets(config: TrainConfig, state: State, strategy: tf.distribute.Str
 
 
 def default_actions(config: TrainConfig, state: State, run: RunDir, chief: bool,
-                    reporter: EpochReporter, summary) -> list[actions.Action]:
+                    reporter: EpochReporter, summary, started: float) -> list[actions.Action]:
     """The end of an epoch, in order (see trainer.actions for why this order)."""
     out = [actions.new_best_model(state.net, run, config.best_metric), actions.write_history(run)] if chief else []
     return out + [actions.tensorboard(summary), actions.checkpoint(state.manager, state.epoch),
-                  reporter.action, actions.early_stop(config.patience, state.stale, config.best_metric)]
+                  reporter.action, actions.early_stop(config.patience, state.stale, config.best_metric),
+                  actions.time_limit(config.time_limit, started)]
 
 
 def train_one_epoch(trainer: loop.Loop, iterator, steps: int, steps_per_call: int,
@@ -337,27 +339,21 @@ def train_service_epoch(trainer: loop.Loop, data: Datasets, epoch: int, deadline
     return sums
 
 
-def record_best(state: State, row: dict, best_metric: str) -> bool:
-    """Update the best/stale counters from this epoch's row; True on a new best."""
-    improved = row[best_metric] < float(state.best.numpy())
-    if improved:
-        state.best.assign(row[best_metric])
-        state.stale.assign(0)
-    else:
-        state.stale.assign_add(1)
-    return improved
-
-
 def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.distribute.Strategy,
-               run: RunDir, chief: bool, start_epoch: int, history: list[dict], steps: int) -> None:
-    """Train and validate from `start_epoch` to --epochs, ending each epoch with the actions."""
+               run: RunDir, chief: bool, start_epoch: int, history: list[dict], steps: int,
+               started: float) -> str:
+    """Train and validate from `start_epoch` to --epochs, ending each epoch with the
+    actions; returns the one line saying why training stopped."""
     trainer = loop.Loop(strategy, data.net, state.optimizer, global_batch_size=config.batch_size,
                         with_gender=config.with_gender, jit_compile=config.jit_compile)
     summary = tf.summary.create_file_writer(run.tensorboard) if chief else tf.summary.create_noop_writer()
     reporter = EpochReporter(steps, config.epochs)
-    end_of_epoch = default_actions(config, state, run, chief, reporter, summary)
+    end_of_epoch = default_actions(config, state, run, chief, reporter, summary, started)
     iterator = iter(data.train) if data.train is not None else None
-    steps_per_call = max(1, min(steps, 20 if reporter.tty else steps))
+    # A few steps per call, so the progress (a bar on a terminal, a line every
+    # trainer.reporter.LOG_SECONDS in a log) sees the epoch move.
+    steps_per_call = max(1, min(steps, STEPS_PER_CALL))
+    why = f"Training finished: all {config.epochs} epochs done"
 
     for epoch in range(start_epoch, config.epochs):
         reporter.start(epoch)
@@ -381,15 +377,16 @@ def run_epochs(config: TrainConfig, state: State, data: Datasets, strategy: tf.d
         if config.best_metric not in row:     # only val_epsilon_error can be missing
             raise no_spread(config)
         history.append(row)
-        end = actions.EpochEnd(epoch + 1, row, record_best(state, row, config.best_metric), history)
-        stop = False
+        improved = actions.record_best(state.best, state.stale, row[config.best_metric])
+        end = actions.EpochEnd(epoch + 1, row, improved, history)
         with run.writing(f"free space on that disk, then rerun the same command: it resumes "
                          f"from epoch {int(state.epoch.numpy()) + 1}"):     # the last commit point
-            for action in end_of_epoch:
-                stop = bool(action(end)) or stop
-        if stop:
+            reasons = [action(end) for action in end_of_epoch]     # every action runs
+        if any(reasons):
+            why = f"Training stopped after epoch {epoch + 1} of {config.epochs}: {'; '.join(filter(None, reasons))}"
             break
     summary.flush()
+    return why
 
 
 def finished(config: TrainConfig, state: State, start_epoch: int) -> str | None:
@@ -406,6 +403,7 @@ def finished(config: TrainConfig, state: State, start_epoch: int) -> str | None:
 def train(config: TrainConfig) -> str | None:
     """Run the whole job described by `config`; returns the run directory on the
     chief (the process that evaluates afterwards), None on other workers."""
+    started = time.monotonic()                # --time_limit counts from here
     manifest, sources = check_inputs(config)
     steps = steps_per_epoch(config, sources)
     distribution.split_cpu(config.logical_cpus)
@@ -441,9 +439,10 @@ def train(config: TrainConfig) -> str | None:
             return run.path if chief else None
 
         data = make_datasets(config, state, strategy, start_epoch)
-        run_epochs(config, state, data, strategy, run, chief, start_epoch, history, steps)
+        why = run_epochs(config, state, data, strategy, run, chief, start_epoch, history, steps, started)
         if not chief:
             tf.io.gfile.rmtree(state.checkpoint_dir)
+        print(why, flush=True)
         print(f"Best model: {run.best_model} ({config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
         return run.path if chief else None
     finally:
