@@ -53,7 +53,7 @@ from model import age_outputs, input_size, resize_pixels
 from model.load import load_run_model
 from model.tta import TTA
 from reports import prediction_plots as plots
-from serving import faces, tally
+from serving import faces, shipped, tally
 from serving import flags as serving_flags
 from serving.config import PredictConfig
 from serving.output import PredictError, check_destinations, open_output, writing
@@ -429,7 +429,11 @@ def main(argv):
     f = serving_flags.FLAGS   # (its values were checked before TensorFlow loaded: check_predict_values)
     config = PredictConfig(detect=not f.no_detect, min_face=f.min_face, batch_size=f.batch_size,
                            probs=f.probs or bool(f.pictures_dir))
-    job = Job(model_dir=f.model_dir, tta=f.tta, jsonl=f.jsonl, pictures_dir=f.pictures_dir, json=f.json,
+    model_dir = f.model_dir
+    if model_dir is None:       # the shipped model (its files were checked with the flags)
+        model_dir = shipped.path()
+        print(shipped.describe(model_dir, shipped.read_info(model_dir)), file=sys.stderr)
+    job = Job(model_dir=model_dir, tta=f.tta, jsonl=f.jsonl, pictures_dir=f.pictures_dir, json=f.json,
               keep_probs=f.probs, detector=f.detector, align=f.align, margin=f.margin)
     entry.interrupt.note(
         f"serving.predict stopped; {job.jsonl} keeps the predictions of the photos finished so far and the same "
