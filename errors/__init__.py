@@ -8,7 +8,7 @@ the thing and the fix; `entry.run` prints it as `error: ...` and exits 1:
 image file that gives no pixels), `records.service.ServiceError` and its
 `EpochTimeout`, `model.WeightsError`, `trainer.config.ConfigError`,
 `storage.run_dir.RunDirError`, `trainer.distribution.ClusterError`,
-`trainer.train.TrainingDiverged`, `serving.predict.PredictError` and
+`trainer.train.TrainingDiverged`, `trainer.calibration.CalibrationError`, `serving.predict.PredictError` and
 `serving.export_dir.ExportError`. No TensorFlow here.
 
 `disk_problem` tells a full or read-only disk apart from other failures, so that

@@ -20,7 +20,7 @@ _HOMES = {
     "layers": ("VGG_FACE_MEAN_RGB", "FullyConnectedConv2D", "Preprocess", "Resize", "expected_age",
                "input_size", "resize_pixels"),
     "outputs": ("age_outputs",),
-    "uncertainty": ("INTERVAL_MASS", "Temperature", "age_interval", "age_sd"),
+    "uncertainty": ("INTERVAL_MASS", "IntervalCalibration", "age_interval", "age_sd"),
     "metrics": ("abs_error", "age_abs_error", "within"),
     "metric_names": ("CS_THRESHOLD",),
     "variants": ("Variant",),
@@ -43,5 +43,5 @@ def __getattr__(name: str):
 
 def register_layers() -> None:
     """Register the custom layers an age model is made of (Preprocess, Resize,
-    FullyConnectedConv2D, Temperature), so keras.saving.load_model(safe_mode=True) knows them."""
+    FullyConnectedConv2D, IntervalCalibration), so keras.saving.load_model(safe_mode=True) knows them."""
     from . import layers, uncertainty  # noqa: F401

@@ -4,7 +4,9 @@ agree by construction. Backend-agnostic, like the rest of `model`.
 
     apparent_age   the expected age (years)
     age_sd         the spread of the predicted distribution (years)
-    age_low, age_high   its central INTERVAL_MASS (90%) interval, whole ages inclusive
+    age_low, age_high   its INTERVAL_MASS (90%) interval, whole ages inclusive: the
+                        calibrated one when the model carries a calibration
+                        (uncertainty.served_interval), else the central one
     age_probs      the distribution over 0..100
     male_probability    (age_gender models)
 """
@@ -24,7 +26,7 @@ def age_outputs(net, with_gender: bool, tta: bool):
             mirrored = net(keras.ops.flip(pixels, axis=2), training=False)
             out = keras.tree.map_structure(lambda a, b: (a + b) / 2.0, out, mirrored)
         age = out["age"] if with_gender else out
-        low, high = uncertainty.age_interval(age)
+        low, high = uncertainty.served_interval(net, age)
         result = {"apparent_age": metrics.expected_age(age), "age_sd": uncertainty.age_sd(age),
                   "age_low": low, "age_high": high, "age_probs": age}
         if with_gender:

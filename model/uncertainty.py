@@ -2,17 +2,27 @@
 (the DEX softmax over 0..100), defined once for every consumer of `age_outputs`:
 
     age_sd(probs)              the distribution's standard deviation around its mean (years)
-    age_quantile(probs, q)     the smallest age a whose cumulative probability reaches q
+    age_quantile(probs, q)     the smallest age a with P(age <= a) >= q (a lower end)
+    age_upper_quantile(probs, u)  the largest age a with P(age >= a) > u (an upper end:
+                               the quantile 1 - u, read from the upper tail's own sum)
     age_interval(probs, mass)  the central interval holding `mass` of the distribution:
-                               (quantile (1 - mass) / 2, quantile (1 + mass) / 2), both ends
-                               whole ages, inclusive
+                               (age_quantile (1 - mass) / 2, age_upper_quantile (1 - mass) / 2),
+                               both ends whole ages, inclusive
 
 A face's interval covers its true age with probability at least `mass` when the
 distribution is right (the ages are whole numbers, so the ends are too and the
 coverage is rounded up); `trainer.calibration` measures how often it does on real faces.
 
 Keras ops only (any backend, TFLite-convertible: a cumulative sum and a count).
-`Temperature` is the calibration layer (`trainer.calibration` fits its value).
+
+`IntervalCalibration` is the calibration a model carries (`trainer.calibration` fits
+it by split-conformal prediction): for each nominal mass it serves (50/80/90%) and each
+band of the *estimated* age, the lower level a and the upper tail level u of the face's
+own distribution whose interval (age_quantile a, age_upper_quantile u) reaches that
+mass on the calibration faces.  The layer passes the age
+distribution through unchanged and holds the levels as a weight, so best.keras, its
+SavedModel and TFLite carry them; `served_interval` answers with them when a model has
+the layer and with the central interval otherwise.
 """
 
 from __future__ import annotations
@@ -22,10 +32,13 @@ from keras import ops
 
 from .layers import PACKAGE, expected_age
 
-__all__ = ["INTERVAL_MASS", "TEMPERATURE_LAYER", "Temperature", "age_sd", "age_quantile", "age_interval",
-           "model_temperature", "with_temperature"]
+RUN_KEY = "interval_calibration"   # run.json's (and export.json's) record of the calibrated levels
+
+__all__ = ["INTERVAL_MASS", "CALIBRATION_LAYER", "IntervalCalibration", "age_sd", "age_cdf", "age_tail",
+           "age_quantile", "age_upper_quantile", "age_interval", "served_interval", "interval_calibration", "with_interval_calibration"]
 
 INTERVAL_MASS = 0.90      # the interval served with every estimate (age_low, age_high)
+QUANTILE_SLACK = 1e-5     # the quantiles' relative tolerance for float32 cumulative sums
 
 
 def age_sd(probs):
@@ -36,72 +49,127 @@ def age_sd(probs):
     return ops.sqrt(ops.maximum(ops.sum(probs * ops.square(ages - mean), axis=-1), 0.0))
 
 
-def age_quantile(probs, q: float):
-    """The smallest age whose cumulative probability is >= q, float32 [B]: the number of
-    ages whose cumulative probability is still below q (a tiny tolerance absorbs the
-    float32 rounding of the cumulative sum, so a mass of exactly q at an age counts)."""
-    cdf = ops.cumsum(ops.cast(probs, "float32"), axis=-1)
-    below = ops.cast(ops.less(cdf, q - 1e-6), "float32")
+def age_cdf(probs):
+    """P(age <= a) of each age a, float32 [B, ages] (a cumulative sum from age 0)."""
+    return ops.cumsum(ops.cast(probs, "float32"), axis=-1)
+
+
+def age_tail(probs):
+    """P(age >= a) of each age a, float32 [B, ages] (a cumulative sum from the top age, so
+    an upper tail keeps its float32 precision where 1 - cdf would round to 0)."""
+    return ops.flip(ops.cumsum(ops.flip(ops.cast(probs, "float32"), axis=-1), axis=-1), axis=-1)
+
+
+def _per_face(level):
+    level = ops.cast(level, "float32")
+    return ops.expand_dims(level, -1) if len(ops.shape(level)) == 1 else level
+
+
+def age_quantile(probs, q):
+    """The lower end for level q: the smallest age whose P(age <= a) reaches q, float32
+    [B] (the number of ages whose cumulative probability is still below q; the relative
+    tolerance QUANTILE_SLACK absorbs float32 rounding, so a mass of exactly q counts).
+    q is one level or one per face [B]."""
+    below = ops.cast(ops.less(age_cdf(probs), _per_face(q) * (1.0 - QUANTILE_SLACK)), "float32")
     return ops.minimum(ops.sum(below, axis=-1), ops.cast(ops.shape(probs)[-1] - 1, "float32"))
+
+
+def age_upper_quantile(probs, u):
+    """The upper end for tail level u: the largest age a whose P(age >= a) still exceeds
+    u, float32 [B] (0 when none above 0 does); equal to the smallest age whose
+    cumulative probability reaches 1 - u, computed from the upper tail.  u is one level
+    or one per face [B]."""
+    tail = age_tail(probs)[:, 1:]
+    return ops.sum(ops.cast(ops.greater(tail, _per_face(u) * (1.0 + QUANTILE_SLACK)), "float32"), axis=-1)
 
 
 def age_interval(probs, mass: float = INTERVAL_MASS):
     """(low, high) of the central `mass` interval, float32 [B] each."""
     tail = (1.0 - mass) / 2.0
-    return age_quantile(probs, tail), age_quantile(probs, 1.0 - tail)
+    return age_quantile(probs, tail), age_upper_quantile(probs, tail)
 
 
-TEMPERATURE_LAYER = "age_temperature"   # the layer's name in a calibrated model
+CALIBRATION_LAYER = "age_interval_calibration"   # the layer's name in a calibrated model
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class Temperature(keras.layers.Layer):
-    """Age probabilities -> the same distribution sharpened (T < 1) or widened (T > 1):
-    softmax(log p / T), which equals softmax(logits / T) for p = softmax(logits).  T is
-    a non-trainable weight, so a calibrated best.keras, its SavedModel and TFLite carry it."""
+class IntervalCalibration(keras.layers.Layer):
+    """Age probabilities -> the same probabilities; carries the calibrated quantile
+    levels `levels[band][mass] = [a, u]` (lower level, upper tail level) for the nominal `masses` and the bands
+    of the estimated age that start at 0 and at each of `band_starts` (an estimate e is
+    in the last band whose start is <= e).  `interval` reads them."""
 
-    def __init__(self, temperature: float = 1.0, **kwargs):
+    def __init__(self, masses=(INTERVAL_MASS,), band_starts=(), levels=None, **kwargs):
         super().__init__(**kwargs)
-        self.initial_temperature = float(temperature)
+        self.masses = tuple(float(m) for m in masses)
+        self.band_starts = tuple(float(b) for b in band_starts)
+        if levels is None:   # uncalibrated: the central intervals
+            levels = [[[(1 - m) / 2, (1 - m) / 2] for m in self.masses] for _ in range(len(self.band_starts) + 1)]
+        self.initial_levels = [[[float(x) for x in pair] for pair in band] for band in levels]
 
     def build(self, input_shape):
-        self.temperature = self.add_weight(shape=(), initializer=keras.initializers.Constant(
-            self.initial_temperature), trainable=False, name="temperature", dtype="float32")
+        shape = (len(self.band_starts) + 1, len(self.masses), 2)
+        self.levels = self.add_weight(shape=shape, initializer=keras.initializers.Constant(self.initial_levels),
+                                      trainable=False, name="levels", dtype="float32")
 
     def call(self, probs):
-        log_p = ops.log(ops.maximum(ops.cast(probs, "float32"), 1e-30))
-        return ops.softmax(log_p / self.temperature, axis=-1)
+        return probs
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def band(self, probs):
+        """The band index of each face's estimated age, int32 [B]."""
+        estimate = ops.expand_dims(expected_age(probs), -1)
+        starts = ops.convert_to_tensor([list(self.band_starts)] if self.band_starts else [[1e9]], "float32")
+        return ops.cast(ops.sum(ops.cast(ops.greater_equal(estimate, starts), "float32"), axis=-1), "int32")
+
+    def interval(self, probs, mass: float):
+        """(low, high) float32 [B]: the calibrated interval of nominal `mass` (one of masses)."""
+        if not self.built:       # a layer made on its own, outside a model
+            self.build(ops.shape(probs))
+        per_band = self.levels[:, self.masses.index(float(mass)), :]       # [bands, 2]
+        chosen = ops.take(per_band, self.band(probs), axis=0)             # [B, 2]
+        return age_quantile(probs, chosen[:, 0]), age_upper_quantile(probs, chosen[:, 1])
+
     def get_config(self):
-        return {**super().get_config(), "temperature": self.initial_temperature}
+        levels = self.levels.numpy().tolist() if self.built else self.initial_levels
+        return {**super().get_config(), "masses": list(self.masses), "band_starts": list(self.band_starts),
+                "levels": levels}
 
 
-def with_temperature(net: keras.Model, temperature: float) -> keras.Model:
-    """`net` whose age distribution goes through Temperature(`temperature`): a model that
-    already has the layer gets its value multiplied in (two temperatures compose into
-    their product); otherwise the layer is appended to the age output."""
+def interval_calibration(net: keras.Model) -> IntervalCalibration | None:
+    """The calibration `net` carries, None for a model never calibrated."""
     try:
-        layer = net.get_layer(TEMPERATURE_LAYER)
+        return net.get_layer(CALIBRATION_LAYER)
     except ValueError:
-        layer = None
-    if layer is not None:
-        layer.temperature.assign(float(layer.temperature.numpy()) * temperature)
+        return None
+
+
+def served_interval(net: keras.Model, probs, mass: float = INTERVAL_MASS):
+    """The interval a model serves for `mass`: its calibrated one when it carries a
+    calibration of that mass, else the central interval of its distribution."""
+    layer = interval_calibration(net)
+    if layer is not None and float(mass) in layer.masses:
+        return layer.interval(probs, mass)
+    return age_interval(probs, mass)
+
+
+def with_interval_calibration(net: keras.Model, masses, band_starts, levels) -> keras.Model:
+    """`net` carrying these levels: a model that already has the layer with the same
+    masses and bands gets them assigned; otherwise the layer goes after the age output
+    (a model whose layer differs is rebuilt on its inputs without it first)."""
+    layer = interval_calibration(net)
+    if layer is not None and layer.masses == tuple(masses) and layer.band_starts == tuple(band_starts):
+        layer.levels.assign(ops.convert_to_tensor(levels, "float32"))
         return net
     outputs = net.output
-    scaled = Temperature(temperature, name=TEMPERATURE_LAYER)
+    if layer is not None:   # unwrap: the layer is the identity, its input is the age output
+        age = layer.input
+        outputs = {**outputs, "age": age} if isinstance(outputs, dict) else age
+    calibrated = IntervalCalibration(masses, band_starts, levels, name=CALIBRATION_LAYER)
     if isinstance(outputs, dict):
-        outputs = {**outputs, "age": scaled(outputs["age"])}
+        outputs = {**outputs, "age": calibrated(outputs["age"])}
     else:
-        outputs = scaled(outputs)
+        outputs = calibrated(outputs)
     return keras.Model(net.inputs, outputs, name=net.name)
-
-
-def model_temperature(net: keras.Model) -> float:
-    """The temperature stored in `net` (1.0 for a model never calibrated)."""
-    try:
-        return float(net.get_layer(TEMPERATURE_LAYER).temperature.numpy())
-    except ValueError:
-        return 1.0

@@ -18,7 +18,10 @@ The age model of a run as artifacts that need neither this project nor Keras:
                                 width/height on every side), as faces.facebox.frame does;
                                 `image_size`, `encoding`, `jpeg_quality`: how the training
                                 crops were stored (faces.pixels.as_stored repeats it);
-                                `framing` says it all in words
+                                `framing` says it all in words;
+                                `interval_calibration`: the calibrated levels age_low /
+                                age_high come from (trainer.calibration), null for the
+                                central 90% interval
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project; a PNG's transparency composited on
@@ -50,9 +53,10 @@ import tensorflow as tf
 
 from faces import framing
 from faces.pixels import MAX_PIXELS
-from model import age_outputs, resize_pixels
+from model import age_outputs, resize_pixels, uncertainty
 from model import input_size as model_input_size
 from model.load import load_run_model
+from model.uncertainty import RUN_KEY
 from records import schema
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
@@ -162,6 +166,18 @@ def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: 
         return converter.convert()
 
 
+def calibration_record(net, info: dict) -> dict | None:
+    """What the exported intervals are: the calibration the model carries (its levels) with
+    run.json's record of the fit (split, faces, guarantees), or None: central intervals."""
+    layer = uncertainty.interval_calibration(net)
+    if layer is None:
+        return None
+    config = layer.get_config()
+    fitted = info.get(RUN_KEY) or {}
+    return {**{k: v for k, v in fitted.items() if not k.startswith("val_coverage")},
+            **{k: config[k] for k in ("masses", "band_starts", "levels")}}
+
+
 def _size(path: str) -> int:
     if os.path.isfile(path):
         return os.path.getsize(path)
@@ -200,7 +216,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
                    "task": info.get("task", "age_gender" if with_gender else "age"),
                    **trained.as_dict(), **(stored.as_dict() if stored else {}),
                    "framing": framing_text(trained, stored),
-                   "tta": tta, "tflite": tflite,
+                   "tta": tta, "tflite": tflite, "interval_calibration": calibration_record(net, info),
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 
     parent = os.path.dirname(os.path.abspath(out))

@@ -18,7 +18,8 @@ face detection, crop, batch of faces, the model).  Each file gives one result,
 [, gender][, age_probs]}], error}` (box: the face x, y, width, height; crop: the region
 given to the model, x0, y0, x1, y1, in the photo turned by -angle degrees about its
 centre; angle 0: unaligned; age_sd the spread of the age distribution, age_low..age_high
-its central 90% interval, `model.uncertainty`):
+its 90% interval: the calibrated one of a run calibrated by `trainer.evaluate --calibrate`,
+else the distribution's central one, `model.uncertainty.served_interval`):
 a bad file (missing, empty, a directory, a FIFO or device, not an image, a
 decompression bomb, no face, or any exception its own read, detection or
 pictures raise) is its result's `error`, naming the file, and never stops the run.

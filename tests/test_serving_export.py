@@ -313,3 +313,45 @@ def test_the_tflite_model_refuses_any_other_input_shape(tmp_path):
         runner = Interpreter(model_path=str(path)).get_signature_runner("serve")
         with pytest.raises(RuntimeError, match=r"failed to (invoke|prepare)"):
             runner(pixels=np.zeros(shape, np.uint8))
+
+
+@pytest.mark.slow     # writes a SavedModel and a TFLite file
+def test_the_calibrated_interval_travels_through_the_saved_model_and_tflite(sample_shards, tmp_path):
+    """A run carrying a calibration (levels that differ per band of the estimate and
+    from the central interval) serves the same age_low / age_high from Keras, the
+    SavedModel, TFLite and serving.predict, and export.json records the levels."""
+    import keras
+    import tensorflow as tf
+
+    from model import uncertainty
+    from serving.export import export_run
+    from trainer import calibration
+    from storage.run_dir import RunDir
+
+    run = build_run(str(tmp_path / "calibrated_run"), sample_shards, seed=3)
+    net = keras.saving.load_model(os.path.join(run, "best.keras"), safe_mode=True)
+    bands = len(calibration.BAND_STARTS) + 1
+    levels = [[[0.3 - 0.04 * b, 0.01 + 0.02 * b] for _ in calibration.MASSES] for b in range(bands)]
+    calibrated = uncertainty.with_interval_calibration(net, calibration.MASSES, calibration.BAND_STARTS, levels)
+    calibrated.save(os.path.join(run, "best.keras"))
+    info = RunDir(run).read_info()
+    RunDir(run).write_info({**info, calibration.RUN_KEY: {"split": "val", "faces": 50, "method": calibration.METHOD}})
+
+    out = tmp_path / "export"
+    export_run(run, str(out), tflite="float32", log=lambda *_: None)
+    record = json.load(open(out / "export.json"))["interval_calibration"]
+    assert record["split"] == "val" and record["faces"] == 50
+    np.testing.assert_allclose(record["levels"], levels, rtol=1e-6)
+
+    pixels = np.random.default_rng(9).integers(0, 256, (8, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    probs = keras_probs(run, pixels).astype(np.float32)
+    layer = uncertainty.interval_calibration(keras.saving.load_model(os.path.join(run, "best.keras"), safe_mode=True))
+    low, high = (np.asarray(v).astype(int) for v in layer.interval(probs, uncertainty.INTERVAL_MASS))
+    central = [np.asarray(v).astype(int) for v in uncertainty.age_interval(probs)]
+    assert not (np.array_equal(low, central[0]) and np.array_equal(high, central[1]))
+    saved = tf.saved_model.load(str(out)).signatures["predict_pixels"](pixels=tf.constant(pixels))
+    assert saved["age_low"].numpy().astype(int).tolist() == low.tolist()
+    assert saved["age_high"].numpy().astype(int).tolist() == high.tolist()
+    lite = tflite_run(str(out / "model.tflite"), pixels)
+    assert [int(r["age_low"][0]) for r in lite] == low.tolist()
+    assert [int(r["age_high"][0]) for r in lite] == high.tolist()

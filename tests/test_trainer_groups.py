@@ -1,6 +1,7 @@
 """Where it fails and how sure it is: the served uncertainty (model.uncertainty), the
-intervals' coverage and the temperature fit (trainer.calibration), and report.json's
-group and threshold numbers recomputed from predictions.csv (trainer.groups)."""
+intervals' coverage and their conformal calibration (trainer.calibration), report.json's
+group and threshold numbers recomputed from predictions.csv (trainer.groups), and the
+age-assurance rows and the challenge-age chooser (trainer.assurance)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from model import uncertainty
 from model.load import load_run_model
 from records import schema
 from storage.run_dir import RunDir
-from trainer import calibration, config, evaluate, groups, loop, report_html
+from trainer import assurance, calibration, config, evaluate, groups, loop, report_html
 from trainer.config import ConfigError
 
 import browser
@@ -70,34 +71,78 @@ def test_intervals_cover_their_mass_when_the_distribution_is_right():
     assert not calibration.is_off(measured)
 
 
-def test_an_overconfident_model_is_off_and_its_fitted_temperature_fixes_it():
+def _too_sharp(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(true ages, distributions 2.5x surer than they are and centred 2 years young)."""
+    centre, sd = rng.uniform(2, 90, n), rng.uniform(3, 8, n)
+    true_age = _draw(_normal_rows(np.clip(centre + 2, 0, 100), sd), rng)
+    return true_age, _normal_rows(centre, sd / 2.5)
+
+
+def test_conformal_calibration_of_a_too_sharp_model_holds_on_held_out_faces():
     rng = np.random.default_rng(1)
-    n = 6000
-    centre, sd = rng.uniform(15, 75, n), rng.uniform(4, 8, n)
-    true_age = _draw(_normal_rows(centre, sd), rng)
-    told = _normal_rows(centre, sd / 2.5)          # says it is 2.5x surer than it is
-    assert calibration.is_off(calibration.coverages(true_age, told))
-    t = calibration.fit_temperature(true_age, told)
-    assert 4.0 < t < 8.5                            # a Gaussian's variance scales with T: ~2.5**2
-    after = calibration.coverages(true_age, calibration.rescale(told, t))
-    assert not calibration.is_off(after)
-    assert abs(after["90%"]["coverage"] - 0.9) < 0.04
+    val_age, val_probs = _too_sharp(10000, rng)
+    test_age, test_probs = _too_sharp(20000, rng)
+    assert calibration.is_off(calibration.coverages(test_age, test_probs))
+    record = calibration.fit(val_age, val_probs)
+    assert record["needed_faces"] == {"50%": 3, "80%": 9, "90%": 19}
+    assert all(all(b["guaranteed"].values()) for b in record["bands"].values())
+    layer = uncertainty.IntervalCalibration(record["masses"], record["band_starts"], record["levels"])
+    before = calibration.coverages(test_age, test_probs)
+    after = calibration.coverages(test_age, test_probs, layer=layer)
+    for name, entry in after.items():
+        assert before[name]["coverage"] < entry["nominal"] - 0.15          # far too sure before
+        assert abs(entry["coverage"] - entry["nominal"]) < 0.02            # within 2 points after
+    assert not calibration.is_off(after, calibrated=True)
+    columns = calibration.coverage_columns(test_age, test_probs, {"gender": np.full(len(test_age), "male", object)})
+    bands = calibration.group_coverage(test_age, test_probs, columns, layer)["estimated_age_band"]
+    assert set(bands) == {"0-12", "13-17", "18-24", "25-39", "40-59", "60+"}
+    for name, g in bands.items():      # Mondrian: each band of the estimate holds on its own
+        assert g["count"] > 1000 and g["width_90"] > g["width_90_before"]
+        assert abs(g["coverage"]["90%"] - 0.9) < 0.03, (name, g["coverage"])
 
 
-def test_the_temperature_layer_acts_on_logits_and_survives_save_and_load(tmp_path):
+def test_a_band_with_too_few_val_faces_takes_the_pooled_levels_and_says_so():
+    rng = np.random.default_rng(4)
+    val_age, val_probs = _too_sharp(3000, rng)
+    young = np.asarray(model.expected_age(val_probs.astype(np.float32))) < 13
+    keep = ~young | (np.cumsum(young) <= 10)          # 10 faces estimated under 13
+    record = calibration.fit(val_age[keep], val_probs[keep])
+    child = record["bands"]["0-12"]
+    assert child["faces"] == 10 and child["guaranteed"] == {"50%": True, "80%": True, "90%": False}
+    pooled = calibration.conformal_levels(*calibration.scores(val_age[keep], val_probs[keep]), 0.9)
+    assert record["levels"][0][2] == pytest.approx(pooled)
+    with pytest.raises(calibration.CalibrationError, match="has 18 faces: too few to calibrate the 90%"):
+        calibration.fit(val_age[:18], val_probs[:18])
+
+
+def test_the_calibration_layer_serves_its_levels_and_survives_safe_mode_load(tmp_path):
     loop.set_seeds(3)
     net = model.build_age_model(None, variant="tiny")
-    pixels = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    plain = np.asarray(net(pixels, training=False), np.float64)
-    hot = uncertainty.with_temperature(net, 0.5)
-    np.testing.assert_allclose(np.asarray(hot(pixels, training=False)), calibration.rescale(plain, 0.5), atol=1e-5)
+    pixels = np.random.default_rng(2).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    plain = np.asarray(net(pixels, training=False), np.float32)
+    bands = len(calibration.BAND_STARTS) + 1
+    levels = [[[0.05, 0.05], [0.01, 0.01], [0.001, 0.001]]] * bands       # wider than central
+    wide = uncertainty.with_interval_calibration(net, calibration.MASSES, calibration.BAND_STARTS, levels)
+    np.testing.assert_array_equal(np.asarray(wide(pixels, training=False)), plain)   # the distribution unchanged
     path = str(tmp_path / "m.keras")
-    hot.save(path)
+    wide.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    assert uncertainty.model_temperature(loaded) == pytest.approx(0.5)
-    again = uncertainty.with_temperature(loaded, 3.0)      # composes: one layer, T multiplied
-    assert again is loaded and uncertainty.model_temperature(again) == pytest.approx(1.5)
-    np.testing.assert_allclose(np.asarray(again(pixels, training=False)), calibration.rescale(plain, 1.5), atol=1e-5)
+    served = model.age_outputs(loaded, False, False)(pixels)
+    low, high = uncertainty.age_quantile(plain, 0.001), uncertainty.age_upper_quantile(plain, 0.001)
+    np.testing.assert_array_equal(served["age_low"], low)
+    np.testing.assert_array_equal(served["age_high"], high)
+    central = uncertainty.age_interval(plain, 0.9)
+    assert np.all(np.asarray(high) - np.asarray(low) > np.asarray(central[1]) - np.asarray(central[0]))
+    narrow = [[[0.25, 0.25]] * 3] * bands
+    again = uncertainty.with_interval_calibration(loaded, calibration.MASSES, calibration.BAND_STARTS, narrow)
+    assert again is loaded                                          # one layer, its levels replaced
+    np.testing.assert_array_equal(model.age_outputs(again, False, False)(pixels)["age_low"],
+                                  uncertainty.age_quantile(plain, 0.25))
+    other = uncertainty.with_interval_calibration(loaded, (0.9,), (), [[[0.4, 0.4]]])   # other masses: rebuilt
+    assert other is not loaded and [l.name for l in other.layers].count(uncertainty.CALIBRATION_LAYER) == 1
+    assert uncertainty.interval_calibration(other).masses == (0.9,)
+    np.testing.assert_array_equal(model.age_outputs(other, False, False)(pixels)["age_high"],
+                                  uncertainty.age_upper_quantile(plain, 0.4))
 
 
 def test_thresholds_and_challenge_age_are_checked():
@@ -108,6 +153,13 @@ def test_thresholds_and_challenge_age_are_checked():
     with pytest.raises(ConfigError, match="--challenge_age needs an --age_threshold"):
         config.check_thresholds((), 25)
     config.check_thresholds((18, 21), 25)
+    with pytest.raises(ConfigError, match=r"--max_false_adult=1.5: must be a share in \[0, 1\)"):
+        config.check_evaluate(64, (18,), None, 1.5)
+    with pytest.raises(ConfigError, match="--calibrate with several --records: calibrate on one data set"):
+        config.check_evaluate(64, (18,), None, None, ("a", "b"), calibrate=True)
+    with pytest.raises(ConfigError, match="--records names a data set twice"):
+        config.check_evaluate(64, (18,), None, None, ("a", "a"))
+    config.check_evaluate(64, (18,), 25, 0.05, ("a", "b"))
 
 
 def test_bands_gap_and_few_flags():
@@ -121,6 +173,67 @@ def test_bands_gap_and_few_flags():
     assert bands["13-17"]["few"] and not bands["0-12"]["few"]
     assert bands["25-39"]["bias"]["value"] == pytest.approx(-3.0) and bands["25-39"]["mae"]["ci"] == [3.0, 3.0]
     assert out["age_band"]["gap"] == {"mae": pytest.approx(2.0), "best": "0-12", "worst": "25-39"}   # 13-17 is few
+
+
+def test_the_challenge_age_chooser_picks_the_smallest_age_every_group_keeps_under_the_rate():
+    # 100 minors per gender (all 16); women estimated 10..29 evenly, men 15..34 evenly;
+    # 20 unknown-gender minors (under MIN_FACES: not checked) all estimated 50.
+    est_f, est_m = np.repeat(np.arange(10, 30), 5), np.repeat(np.arange(15, 35), 5)
+    estimate = np.concatenate([est_f, est_m, np.full(20, 50.0), np.full(50, 40.0)])
+    true_age = np.concatenate([np.full(220, 16.0), np.full(50, 40.0)])
+    gender = np.array(["female"] * 100 + ["male"] * 100 + ["unknown"] * 20 + ["male"] * 50, dtype=object)
+    attributes = {"gender": gender, "race": np.full(270, "unknown", dtype=object)}
+    # share of minors at or over C: men 5% first at C = 34 (15..34: 34 holds 5 of 100);
+    # women reach 0 at 30; all: (5 + 20) / 220 = 11% at 34, so "all" needs C > 50.
+    pick = assurance.choose_challenge_age(true_age, estimate, attributes, 18, 0.05)
+    assert pick["challenge_age"] == 51 and pick["groups_checked"] == ["all/all", "gender/female", "gender/male"]
+    assert pick["val_rates"]["gender/male"] == 0.0 and pick["val_minors"] == 220
+    keep = gender != "unknown"
+    pick = assurance.choose_challenge_age(true_age[keep], estimate[keep], {"gender": gender[keep]}, 18, 0.05)
+    assert pick["challenge_age"] == 34                    # men: 5 of 100 at 34 = 5%, at 33: 10%
+    assert pick["val_rates"]["gender/male"] == pytest.approx(0.05)
+    assert pick["val_rates"]["all/all"] == pytest.approx(0.025)
+    none = assurance.choose_challenge_age(true_age, np.full(270, 100.0), attributes, 18, 0.0)
+    assert none["challenge_age"] is None
+    rows = assurance.assurance_section(true_age[keep], estimate[keep], {"gender": gender[keep]}, (18,), 25,
+                                       {18: pick})
+    chosen = rows["chosen"][0]["rows"]
+    assert [(r["attribute"], r["group"]) for r in chosen] == [("all", "all"), ("gender", "female"), ("gender", "male")]
+    assert chosen[2]["passed_challenge"]["value"] == pytest.approx(0.05)
+    gate = rows["gates"][0]["rows"]
+    assert gate[1]["false_adult"]["value"] == pytest.approx(0.6)                  # women 18..29: 60 of 100
+    assert gate[1]["passed_challenge"]["value"] == pytest.approx(0.25)            # 25..29
+    assert gate[1]["teens_challenged"]["value"] == pytest.approx(0.75) and gate[1]["teens_challenged"]["count"] == 100
+
+
+def test_bootstrap_intervals_are_scipys_bca_seeded_per_group():
+    from scipy import stats
+
+    values = np.random.default_rng(3).exponential(2.0, 200)
+    got = groups.mean_with_interval(values, "some/group")
+    want = stats.bootstrap((values,), np.mean, n_resamples=groups.BOOTSTRAP_SAMPLES, method="BCa",
+                           random_state=groups._rng("some/group", groups.SEED)).confidence_interval
+    assert got["ci"] == pytest.approx([want.low, want.high], abs=1e-12)
+    assert got == groups.mean_with_interval(values, "some/group")                 # seeded: the same again
+    assert got["ci"] != groups.mean_with_interval(values, "other/group")["ci"]   # a stream per group
+    one = groups.mean_with_interval(np.array([0.0] * 39 + [1.0]), "rare")         # one event in 40
+    assert one["ci"][0] == 0.0 and 0.05 < one["ci"][1] < 0.15           # the exact binomial: 0.13
+    assert groups.mean_with_interval(np.array([4.0]), "single")["ci"] == [4.0, 4.0]
+
+
+def test_age_mix_says_when_a_gap_is_the_groups_ages():
+    # Group A: all children (error 1); group B: half children (error 1), half adults (error 5).
+    true_age = np.array([5.0] * 60 + [5.0] * 30 + [30.0] * 30)
+    estimate = true_age + np.array([1.0] * 90 + [5.0] * 30)
+    labels = np.array(["A"] * 60 + ["B"] * 60, dtype=object)
+    out = groups.group_report(true_age, estimate, {"gender": np.full(120, "male", object), "race": labels})
+    mix = out["race"]["age_mix"]
+    assert out["race"]["gap"]["mae"] == pytest.approx(2.0)                       # B 3.0 vs A 1.0
+    assert mix["differ"] and mix["max_distance"] == pytest.approx(0.25)
+    assert mix["band_shares"]["A"]["0-12"] == 1.0 and mix["band_shares"]["B"]["25-39"] == 0.5
+    assert mix["mae_at_equal_bands"]["A"] == pytest.approx(1.0)                   # only the band it has
+    assert mix["gap_at_equal_bands"]["mae"] == pytest.approx(0.75 * 1 + 0.25 * 5 - 1.0)
+    assert out["gender"]["age_mix"] is None                                        # one group
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +287,14 @@ def test_group_and_threshold_numbers_are_recomputed_from_predictions_csv(utk_run
         assert entry["false_adult"]["value"] == pytest.approx((estimate[minor] >= t).mean())
         assert entry["false_minor"]["value"] == pytest.approx((estimate[adult] < t).mean())
         assert entry["passed_challenge"]["value"] == pytest.approx((estimate[minor] >= 25).mean())
+    for gate in report["age_assurance"]["gates"]:
+        minor, teen = true_age < gate["threshold"], (true_age >= 13) & (true_age <= 17)
+        for row in gate["rows"]:
+            mask = np.ones(len(rows), bool) if row["attribute"] == "all" else (rows[row["attribute"]] == row["group"]).to_numpy()
+            assert row["minors"] == (mask & minor).sum()
+            assert row["false_adult"]["value"] == pytest.approx((estimate[mask & minor] >= gate["threshold"]).mean())
+            assert row["passed_challenge"]["value"] == pytest.approx((estimate[mask & minor] >= 25).mean())
+            assert row["teens_challenged"]["value"] == pytest.approx((estimate[mask & teen] < 25).mean())
     # each face's interval and spread are its served distribution's
     assert (rows["age_low"] <= rows["age_high"]).all() and (rows["age_sd"] > 0).all()
     inside = (rows["true_age"] >= rows["age_low"]) & (rows["true_age"] <= rows["age_high"])
@@ -181,24 +302,65 @@ def test_group_and_threshold_numbers_are_recomputed_from_predictions_csv(utk_run
 
 
 @pytest.mark.slow
-def test_calibrate_stores_a_temperature_that_widens_an_overconfident_model(utk_run, tmp_path):
-    """The whole path (val split, fit, best.keras rewritten, report before/after); whether
-    the fit fixes coverage is test_an_overconfident_model_is_off_and_its_fitted_temperature_fixes_it
-    (an untrained model's distributions barely depend on the face)."""
+def test_calibrate_stores_the_conformal_levels_in_best_keras_and_run_json(utk_run):
+    """The whole path: val split, fit, best.keras rewritten (safe-mode loadable), run.json,
+    the served intervals (predictions.csv) the calibrated ones, the report before/after;
+    on the val faces themselves each band with its own levels covers at least nominal."""
     run = RunDir(utk_run)
-    sharp = uncertainty.with_temperature(load_run_model(run), 0.15)   # far surer than it is
-    sharp.save(run.best_model)
-    off = evaluate.evaluate_run(utk_run, batch_size=64, quiet=True)["calibration"]
-    assert off["off"] and "fit" not in off
-    report = evaluate.evaluate_run(utk_run, batch_size=64, quiet=True, calibrate=True)
+    report = evaluate.evaluate_run(utk_run, batch_size=64, quiet=True, calibrate=True, max_false_adult=0.1)
     section = report["calibration"]
-    assert section["fit"]["applied"] and section["fit"]["split"] == "val"
-    for mass, entry in off["coverage"].items():                                   # T undone = before
-        assert section["before"]["coverage"][mass] == pytest.approx(entry, abs=1e-6)
-    assert section["fit"]["temperature"] > 1.5                 # widens what was sharpened
-    assert section["coverage"]["90%"]["claimed"] != pytest.approx(off["coverage"]["90%"]["claimed"], abs=1e-4)
-    stored = uncertainty.model_temperature(load_run_model(run))
-    assert stored == pytest.approx(0.15 * section["fit"]["temperature"]) and stored > 0.3
+    assert section["calibrated"] and section["fit"]["split"] == "val" and "before" in section
+    record = run.read_info()[calibration.RUN_KEY]
+    assert record == section["fit"] and record["method"] == calibration.METHOD
+    net = load_run_model(run)          # safe mode
+    layer = uncertainty.interval_calibration(net)
+    np.testing.assert_allclose(layer.levels.numpy(), record["levels"], rtol=1e-6)
+    val = calibration.SplitFaces(net, run.read_info()["records"], "val", 64, "none")
+    assert record["faces"] == len(val.true_age) > 19
+    band = calibration.estimate_bands(val.estimate)
+    names = calibration.band_names()
+    for i, name in enumerate(names):
+        mine = band == i
+        assert record["bands"][name]["faces"] == mine.sum()
+        for mass in calibration.MASSES:
+            if record["bands"][name]["guaranteed"][calibration.mass_name(mass)]:
+                low, high = calibration.intervals(val.probs[mine], mass, layer)
+                t = val.true_age[mine]
+                assert np.mean((t >= low) & (t <= high)) >= mass
+    rows = pd.read_csv(os.path.join(utk_run, "predictions.csv"), keep_default_na=False)
+    inside = (rows["true_age"] >= rows["age_low"]) & (rows["true_age"] <= rows["age_high"])
+    assert section["coverage"]["90%"]["coverage"] == pytest.approx(inside.mean())
+    by_band = section["groups"]["estimated_age_band"]
+    assert sum(g["count"] for g in by_band.values()) == report["count"]
+    assert set(section["groups"]) == {"estimated_age_band", "age_band", "gender", "race"}
+    chosen = report["age_assurance"]["chosen"][0]
+    assert chosen["threshold"] == 18 and chosen["max_false_adult"] == 0.1
+    again = evaluate.evaluate_run(utk_run, batch_size=64, quiet=True)["calibration"]   # carried, not refitted
+    assert again["calibrated"] and again["fit"] == record
+    assert again["coverage"] == section["coverage"]
+
+
+@pytest.mark.slow
+def test_one_run_scored_on_several_data_sets_is_one_table(utk_run, appa_real_shards, capsys):
+    from trainer import cross
+
+    own = RunDir(utk_run).read_info()["records"]
+    table = cross.cross_evaluate(utk_run, (own, appa_real_shards), batch_size=64, log=print)
+    rows = table["rows"]
+    assert [r["data_set"] for r in rows] == ["shards", "appa_real"]
+    for r, records_dir in zip(rows, (own, appa_real_shards)):
+        manifest = json.load(open(os.path.join(records_dir, "manifest.json")))
+        assert r["faces"] == manifest["splits"]["test"]["count"]
+        name = evaluate.output_names(own, records_dir, "test")["report"]
+        scored = json.load(open(os.path.join(utk_run, name)))
+        assert (r["mae"], r["coverage_90"]) == (scored["mae"], scored["calibration"]["coverage"]["90%"]["coverage"])
+        assert r["false_adult"] == scored["thresholds"][0]["false_adult"] and r["minors"] == scored["thresholds"][0]["minors"]
+    assert (rows[0]["label"], rows[1]["label"]) == ("real", "apparent")
+    base = os.path.join(utk_run, "cross-shards+appa_real-test")
+    assert json.load(open(base + ".json")) == table
+    markdown = open(base + ".md").read()
+    assert markdown.count("\n| shards |") == 1 and markdown.count("\n| appa_real |") == 1
+    assert markdown in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -208,7 +370,7 @@ def test_report_html_reads_in_a_browser(utk_run, tmp_path):
     browser.check_page(path, report_html.SECTIONS, str(tmp_path))
     page = open(path, encoding="utf-8").read()
     assert page.count("<figure>") == report_html.WORST_FACES
-    assert "minors passing challenge 25" in page
+    assert "minors passing challenge 25" in page and "MAE per gender and age band" in page
     evaluate.evaluate_run(utk_run, batch_size=64, quiet=True, thumbnails=False)
     page = open(path, encoding="utf-8").read()
     assert "<figure>" not in page and "Thumbnails left out" in page

@@ -1,130 +1,273 @@
 """How sure the model says it is, against how often it is right: the coverage of the
-served intervals (`model.uncertainty`) on the evaluated split, and the temperature
-that recalibrates them (`python -m trainer.evaluate --calibrate`).
+served intervals (`model.uncertainty`) on the evaluated split, and their split-conformal
+calibration (`python -m trainer.evaluate --calibrate`).
 
-Coverage of the central m interval = the share of faces whose true age lies in it
-(ends included).  The ends are whole ages, so an interval holds at least m of its
-distribution, more for a narrow one (a child's, where one year carries a fifth of
-it): `claimed` is the mean mass the intervals hold, what a calibrated model covers.
-A coverage is off when it differs from its claim by more than TOLERANCE.
-`reliability` is [m, coverage, claimed] for m = 0.1 .. 0.9.
+Coverage of an m interval = the share of faces whose true age lies in it (ends
+included); `claimed` is the mean probability the intervals hold under the model's
+own distribution (whole-age ends make a central interval hold a little more than m).
+A coverage is off when it differs by more than TOLERANCE from its claim (the central
+intervals) or from m (calibrated ones).  `reliability` is [m, coverage, claimed] of the model's central intervals
+for m = 0.1 .. 0.9.
 
---calibrate: the coverages of MASSES are measured on the val split (the evaluated
-split stays unseen); when one is off by more than TOLERANCE, one temperature T is fitted
-there (the T minimising the negative log-likelihood of the true ages under
-softmax(log p / T)) and stored in best.keras as a `model.uncertainty.Temperature` layer,
-so the SavedModel and TFLite exported from it carry it.  The report's `calibration`
-then shows the evaluated split's coverage before (the distributions with T undone)
-and after.
+--calibrate (split-conformal on the quantile levels of the predicted distribution,
+Mondrian per band of the estimated age): on the val split (the evaluated split stays
+unseen), for each nominal m in MASSES and each band of the estimated age, the lower
+level a is the k-th largest of the faces' P(age <= true age) and the upper tail level
+u sits just under the k-th largest P(age >= true age), k = ceil((n + 1)(1 + m) / 2),
+P the face's predicted distribution; its interval is [age_quantile a,
+age_upper_quantile u].  A new face exchangeable with the band's n val faces then
+falls below its interval with probability <= (1 - m)/2 and above it with probability
+<= (1 - m)/2, so the interval [quantile a, quantile b] holds its true age with
+probability >= m (and, with distinct scores, < m + 2/(n + 1)).  A band with fewer val
+faces than `needed_faces(m)` has no such k: it takes the levels fitted on all val
+faces (a guarantee over all faces, not that band's), and the record says so.  The
+levels are stored in best.keras as a `model.uncertainty.IntervalCalibration` layer
+(so the SavedModel and TFLite exported from it serve them) and in run.json's
+`interval_calibration`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import tensorflow as tf
 
 import records
+from errors import ProjectError
 from model import age_outputs, uncertainty
+from model.layers import expected_age
+from model.uncertainty import RUN_KEY  # noqa: F401  (run.json's record; its name is the model's fact)
+from records.schema import AGE_BANDS, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRIBUTES, GROUP_UNKNOWN, band_name, group_name
 from storage.atomic import atomic_write
 from storage.run_dir import RunDir
+from trainer.groups import age_bands
 
-MASSES = (0.5, 0.9)                                   # the coverages report.json shows
-TOLERANCE = 0.05                                      # off by more: --calibrate fits a temperature
+class CalibrationError(ProjectError):
+    """A calibration that cannot be fitted; the message says why and what to do."""
+
+
+MASSES = (0.5, 0.8, 0.9)                              # the intervals calibrated and reported
+TOLERANCE = 0.05                                      # off by more than this from nominal: `off`
 RELIABILITY_MASSES = tuple(round(0.1 * i, 1) for i in range(1, 10))
 FIT_SPLIT = "val"
-_LOG_T_GRID = np.linspace(np.log(0.05), np.log(20.0), 241)   # the fit's search range of T
+BAND_STARTS = tuple(lo for lo, _ in AGE_BANDS[1:])   # the estimated-age bands the calibration is per
+METHOD = "split-conformal quantile levels of the predicted distribution, per band of the estimated age"
+WIDTH_MASS = 0.9                                      # the interval whose width the report shows
 
 
 def mass_name(mass: float) -> str:
     return f"{round(mass * 100)}%"
 
 
-def rescale(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T) of each row (float64), as the Temperature layer computes it."""
-    z = np.log(np.maximum(np.asarray(probs, np.float64), 1e-30)) / temperature
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+def needed_faces(mass: float) -> int:
+    """The fewest calibration faces for which an m interval has a conformal guarantee:
+    the smallest n with ceil((n + 1)(1 + m) / 2) <= n."""
+    n = 1
+    while _rank(n, mass) > n:
+        n += 1
+    return n
 
 
-def _inside(probs: np.ndarray, mass: float) -> np.ndarray:
-    """[faces, ages] True where the age lies in the face's central `mass` interval."""
-    low, high = (np.asarray(v)[:, None] for v in uncertainty.age_interval(np.asarray(probs, np.float32), mass))
+def _rank(n: int, mass: float) -> int:
+    """k = ceil((n + 1)(1 + m) / 2), with a hair of slack so 0.95 * 20 is 19, not 20."""
+    return math.ceil((n + 1) * (1 + mass) / 2 - 1e-9)
+
+
+def estimate_bands(estimate: np.ndarray) -> np.ndarray:
+    """The band index of each estimated age (as IntervalCalibration.band computes it)."""
+    return np.searchsorted(np.asarray(BAND_STARTS, np.float64), np.asarray(estimate, np.float64), side="right")
+
+
+def band_names() -> list[str]:
+    return [band_name(lo, hi) for lo, hi in AGE_BANDS]
+
+
+def scores(true_age: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P(age <= true age), P(age >= true age)) per face, float32, from the sums the
+    served quantiles read (model.uncertainty.age_cdf, age_tail)."""
+    probs = np.asarray(probs, np.float32)
+    rows, age = np.arange(len(true_age)), np.asarray(true_age, np.int64)
+    return (np.asarray(uncertainty.age_cdf(probs))[rows, age], np.asarray(uncertainty.age_tail(probs))[rows, age])
+
+
+def conformal_levels(at_or_below: np.ndarray, at_or_above: np.ndarray, mass: float) -> list[float] | None:
+    """[a, u] for nominal `mass` from the faces' scores, None when too few faces.  A face
+    is above its low end iff P(age <= true) >= a (1 - slack) and below its high end iff
+    P(age >= true) > u (1 + slack) (model.uncertainty.age_quantile, age_upper_quantile):
+    a is the k-th largest P(age <= true), u sits just under the k-th largest
+    P(age >= true) (-1 when that is 0: no upper end)."""
+    n = len(at_or_below)
+    k = _rank(n, mass)
+    if k > n:
+        return None
+    a = float(np.sort(at_or_below)[::-1][k - 1])
+    top = float(np.sort(at_or_above)[::-1][k - 1])
+    u = top / (1 + 3 * uncertainty.QUANTILE_SLACK) if top > 0 else -1.0
+    return [a, u]
+
+
+def fit(true_age: np.ndarray, probs: np.ndarray, masses=MASSES) -> dict:
+    """The calibration record: masses, band starts, levels [band][mass] = [a, b], and per
+    band its val faces and, per mass, whether its levels are its own (`guaranteed`)."""
+    at_or_below, at_or_above = scores(true_age, probs)
+    band = estimate_bands(np.asarray(expected_age(np.asarray(probs, np.float32))))
+    pooled = [conformal_levels(at_or_below, at_or_above, m) for m in masses]
+    if any(p is None for p in pooled):
+        raise CalibrationError(f"the {FIT_SPLIT} split has {len(at_or_below)} faces: too few to calibrate the "
+                               f"{mass_name(max(masses))} interval (needs {needed_faces(max(masses))}); "
+                               f"re-ingest with a larger val split")
+    levels, bands = [], {}
+    for i, name in enumerate(band_names()):
+        mine = band == i
+        own = [conformal_levels(at_or_below[mine], at_or_above[mine], m) for m in masses]
+        levels.append([o if o is not None else p for o, p in zip(own, pooled)])
+        bands[name] = {"faces": int(mine.sum()),
+                       "guaranteed": {mass_name(m): o is not None for m, o in zip(masses, own)}}
+    return {"method": METHOD, "faces": int(len(at_or_below)), "masses": list(masses), "band_starts": list(BAND_STARTS),
+            "needed_faces": {mass_name(m): needed_faces(m) for m in masses}, "levels": levels, "bands": bands}
+
+
+def intervals(probs: np.ndarray, mass: float, layer=None) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of each face's m interval: `layer`'s calibrated one, or the central one."""
+    probs = np.asarray(probs, np.float32)
+    pair = layer.interval(probs, mass) if layer is not None else uncertainty.age_interval(probs, mass)
+    return tuple(np.asarray(v).astype(np.int64) for v in pair)
+
+
+def _inside_mass(probs: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     ages = np.arange(np.shape(probs)[-1])
-    return (ages >= low) & (ages <= high)
+    inside = (ages >= low[:, None]) & (ages <= high[:, None])
+    return (np.asarray(probs, np.float64) * inside).sum(-1)
 
 
-def coverage(true_age: np.ndarray, probs: np.ndarray, mass: float) -> tuple[float, float]:
-    """(the share of faces whose true age is within their central `mass` interval, the
-    mean probability the intervals hold: what that share is when the model is calibrated)."""
-    inside = _inside(probs, mass)
-    hit = inside[np.arange(len(true_age)), np.asarray(true_age, np.int64)]
-    return float(np.mean(hit)), float(np.mean((np.asarray(probs, np.float64) * inside).sum(-1)))
+def coverage(true_age: np.ndarray, probs: np.ndarray, mass: float, layer=None) -> tuple[float, float]:
+    """(the share of faces whose true age lies in their m interval, the mean probability
+    the intervals hold under the model's distribution)."""
+    low, high = intervals(probs, mass, layer)
+    hit = (true_age >= low) & (true_age <= high)
+    return float(np.mean(hit)), float(np.mean(_inside_mass(probs, low, high)))
 
 
-def coverages(true_age: np.ndarray, probs: np.ndarray, masses=MASSES) -> dict:
-    """{"50%": {"coverage", "claimed"}, "90%": ...}."""
-    return {mass_name(m): dict(zip(("coverage", "claimed"), coverage(true_age, probs, m))) for m in masses}
+def coverages(true_age: np.ndarray, probs: np.ndarray, masses=MASSES, layer=None) -> dict:
+    """{"50%": {"coverage", "claimed", "nominal"}, ...}."""
+    return {mass_name(m): dict(zip(("coverage", "claimed"), coverage(true_age, probs, m, layer)), nominal=m)
+            for m in masses}
 
 
-def is_off(measured: dict) -> bool:
-    return any(abs(v["coverage"] - v["claimed"]) > TOLERANCE for v in measured.values())
+def is_off(measured: dict, calibrated: bool = False) -> bool:
+    """A coverage more than TOLERANCE from what it should be: the nominal mass for
+    calibrated intervals, the mass the model's own intervals hold (`claimed`) otherwise."""
+    target = "nominal" if calibrated else "claimed"
+    return any(abs(v["coverage"] - v[target]) > TOLERANCE for v in measured.values())
 
 
-def fit_temperature(true_age: np.ndarray, probs: np.ndarray) -> float:
-    """The T on _LOG_T_GRID minimising the mean negative log-likelihood of the true ages."""
-    log_p = np.log(np.maximum(np.asarray(probs, np.float64), 1e-30))
-    rows = np.arange(len(true_age))
-
-    def nll(log_t):
-        z = log_p / np.exp(log_t)
-        z_max = z.max(axis=-1)
-        log_norm = z_max + np.log(np.exp(z - z_max[:, None]).sum(axis=-1))
-        return float(np.mean(log_norm - z[rows, true_age]))
-
-    return float(np.exp(min(_LOG_T_GRID, key=nll)))
-
-
-def summary(true_age: np.ndarray, probs: np.ndarray) -> dict:
-    measured = coverages(true_age, probs)
-    return {"coverage": measured, "off": is_off(measured),
-            "reliability": [[m, *coverage(true_age, probs, m)] for m in RELIABILITY_MASSES]}
-
-
-def calibration_section(true_age: np.ndarray, probs: np.ndarray, fitted: dict | None) -> dict:
-    """report.json's `calibration`: the evaluated split's coverage, reliability and
-    whether it is off; after --calibrate also `fit` and the split's `before` (T undone)."""
-    out = {"tolerance": TOLERANCE, **summary(true_age, probs)}
-    if fitted is not None:
-        out["fit"] = fitted
-        if fitted["applied"]:
-            out["before"] = summary(true_age, rescale(probs, 1.0 / fitted["temperature"]))
+def group_coverage(true_age: np.ndarray, probs: np.ndarray, columns: dict[str, np.ndarray], layer=None,
+                   masses=MASSES) -> dict:
+    """{attribute: {label: {count, coverage: {m: share}, width_90 [, before, width_90_before]}}}:
+    per group the coverage of the served intervals (and of the central ones, `before`,
+    when `layer` calibrates them) and the mean width (high - low, years) of the 90% ones."""
+    served = {m: intervals(probs, m, layer) for m in masses}
+    raw = {m: intervals(probs, m) for m in masses} if layer is not None else None
+    out = {}
+    for attribute, labels in columns.items():
+        section = {}
+        for label in _ordered(labels):
+            mine = labels == label
+            entry = {"count": int(mine.sum()), **_cover(true_age, served, mine)}
+            if raw is not None:
+                entry.update({f"{k}_before": v for k, v in _cover(true_age, raw, mine).items()})
+            section[str(label)] = entry
+        out[attribute] = section
     return out
 
 
-def split_probs(net, records_dir: str, split: str, batch_size: int, tta: str) -> tuple[np.ndarray, np.ndarray]:
-    """(true ages, age distributions) of a split, as evaluation and serving compute them."""
-    with_gender = isinstance(net.output, dict)
-    outputs_of = tf.function(age_outputs(net, with_gender, tta == "flip"))
-    ages, probs = [], []
-    for images, labels in records.make_dataset(records_dir, split, batch_size, training=False):
-        ages.append(labels["age"].numpy())
-        probs.append(np.asarray(outputs_of(images)["age_probs"], np.float64))
-    return np.concatenate(ages), np.concatenate(probs)
+def _cover(true_age, pairs: dict, mine: np.ndarray) -> dict:
+    t = true_age[mine]
+    cov = {mass_name(m): float(np.mean((t >= lo[mine]) & (t <= hi[mine]))) for m, (lo, hi) in pairs.items()}
+    lo, hi = pairs[WIDTH_MASS]
+    return {"coverage": cov, "width_90": float(np.mean(hi[mine] - lo[mine]))}
 
 
-def calibrate_run(run: RunDir, net, records_dir: str, batch_size: int, tta: str):
-    """(the model to evaluate, the fit's record).  Measures the val split's coverage; when
-    off, fits T there and writes best.keras with it (temporary name, then rename)."""
-    true_age, probs = split_probs(net, records_dir, FIT_SPLIT, batch_size, tta)
-    before = coverages(true_age, probs)
-    if not is_off(before):
-        return net, {"applied": False, "split": FIT_SPLIT, "faces": int(len(true_age)),
-                     "coverage_before": before, "temperature": uncertainty.model_temperature(net)}
-    t = fit_temperature(true_age, probs)
-    calibrated = uncertainty.with_temperature(net, t)
+def _ordered(labels: np.ndarray) -> list:
+    names = [str(x) for x in np.unique(labels.astype(str))]
+    bands = band_names()
+    return sorted(names, key=lambda n: (n == GROUP_UNKNOWN, bands.index(n) if n in bands else -1, n))
+
+
+def coverage_columns(true_age: np.ndarray, probs: np.ndarray, attributes: dict) -> dict:
+    """The groups coverage is reported by: the band of the estimated age (the bands the
+    calibration holds in), of the true age, gender, and each attribute with a known label."""
+    estimated = estimate_bands(np.asarray(expected_age(np.asarray(probs, np.float32))))
+    names = np.array(band_names(), dtype=object)
+    columns = {"estimated_age_band": names[estimated], "age_band": age_bands(np.asarray(true_age, np.float64))}
+    for name, labels in attributes.items():
+        labels = np.asarray(labels, dtype=object)
+        if name == "gender" or np.any(labels != GROUP_UNKNOWN):
+            columns[name] = labels
+    return columns
+
+
+def summary(true_age: np.ndarray, probs: np.ndarray, layer=None) -> dict:
+    measured = coverages(true_age, probs, layer=layer)
+    return {"coverage": measured, "off": is_off(measured, layer is not None)}
+
+
+def calibration_section(true_age: np.ndarray, probs: np.ndarray, attributes: dict, layer=None,
+                        fitted: dict | None = None) -> dict:
+    """report.json's `calibration`: the served intervals' coverage of 50/80/90% and
+    whether it is off, overall and per group (`groups`); with a calibrated model also
+    `before` (the central intervals) and `fit` (the calibration's record); the
+    reliability of the model's central intervals."""
+    true_age = np.asarray(true_age, np.int64)
+    out = {"tolerance": TOLERANCE, "calibrated": layer is not None, **summary(true_age, probs, layer),
+           "reliability": [[m, *coverage(true_age, probs, m)] for m in RELIABILITY_MASSES]}
+    if layer is not None:
+        out["before"] = summary(true_age, probs)
+    out["groups"] = group_coverage(true_age, probs, coverage_columns(true_age, probs, attributes), layer)
+    if fitted is not None:
+        out["fit"] = fitted
+    return out
+
+
+class SplitFaces:
+    """(true ages, age distributions, group labels) of a split, as evaluation computes them."""
+
+    def __init__(self, net, records_dir: str, split: str, batch_size: int, tta: str):
+        with_gender = isinstance(net.output, dict)
+        outputs_of = tf.function(age_outputs(net, with_gender, tta == "flip"))
+        ages, probs, groups = [], [], {name: [] for name in ("gender", *GROUP_ATTRIBUTES)}
+        for images, labels in records.make_dataset(records_dir, split, batch_size, training=False, with_keys=True):
+            ages.append(labels["age"].numpy())
+            probs.append(np.asarray(outputs_of(images)["age_probs"], np.float64))
+            for name, values in group_labels(labels).items():
+                groups[name] += values
+        self.true_age, self.probs = np.concatenate(ages).astype(np.int64), np.concatenate(probs)
+        self.estimate = np.asarray(expected_age(self.probs.astype(np.float32)), np.float64)
+        self.attributes = {k: np.array(v, dtype=object) for k, v in groups.items()}
+
+
+def group_labels(labels: dict) -> dict[str, list[str]]:
+    """{gender: names, race...: labels} of a batch of reader labels (with_keys); a group
+    attribute the shards lack (older shards) is unknown."""
+    out = {"gender": [GENDER_NAMES.get(int(g), GENDER_NAMES[GENDER_UNKNOWN]) for g in labels["gender"].numpy()]}
+    for name in GROUP_ATTRIBUTES:
+        values = labels[name].numpy() if name in labels else [b""] * len(labels["gender"])
+        out[name] = [group_name(v.decode("utf-8", "replace")) for v in values]
+    return out
+
+
+def calibrate_run(run: RunDir, net, val: SplitFaces, tta: str):
+    """(the calibrated model, the fit's record).  Fits the levels on `val` (the val
+    split's faces), writes best.keras with them (temporary name, then rename) and
+    records them in run.json."""
+    record = {"split": FIT_SPLIT, "tta": tta, **fit(val.true_age, val.probs),
+              "val_coverage_before": coverages(val.true_age, val.probs)}
+    calibrated = uncertainty.with_interval_calibration(net, record["masses"], record["band_starts"],
+                                                       record["levels"])
+    record["val_coverage_after"] = coverages(val.true_age, val.probs,
+                                             layer=uncertainty.interval_calibration(calibrated))
     with atomic_write(run.best_model) as tmp:
         try:
             calibrated.save(tmp + ".keras")       # Keras 3 insists on the extension
@@ -132,6 +275,5 @@ def calibrate_run(run: RunDir, net, records_dir: str, batch_size: int, tta: str)
         finally:
             if os.path.exists(tmp + ".keras"):
                 os.remove(tmp + ".keras")
-    return calibrated, {"applied": True, "split": FIT_SPLIT, "faces": int(len(true_age)),
-                        "temperature": t, "stored_temperature": uncertainty.model_temperature(calibrated),
-                        "coverage_before": before, "coverage_after": coverages(true_age, rescale(probs, t))}
+    run.write_info({**run.read_info(), RUN_KEY: record})
+    return calibrated, record

@@ -24,6 +24,7 @@ MIXED_PRECISION_POLICIES = {"none": None, "bf16": "mixed_bfloat16", "fp16": "mix
 OPTIMIZERS = ("adam", "sgd", "adamw", "rmsprop")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TASKS = ("age", "age_gender")
+MAX_CROSS_RECORDS = 8       # data sets one trainer.evaluate scores into one table
 DEFAULT_THRESHOLDS = (18,)   # --age_threshold's default: the age gate every report shows (trainer.groups)
 BEST_METRICS = tuple(map(metrics.val, (metrics.LOSS, metrics.MAE, metrics.EPSILON_ERROR)))   # all: lower is better
 LR_SCHEDULES = ("constant", "cosine")
@@ -55,11 +56,23 @@ def default_model_dir() -> str:
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 
 
-def check_evaluate(batch_size: int, thresholds, challenge_age: int | None) -> None:
+def check_evaluate(batch_size: int, thresholds, challenge_age: int | None, max_false_adult: float | None = None,
+                   records: tuple[str, ...] = (), calibrate: bool = False) -> None:
     """The values of an evaluation that no flag type checks."""
     if batch_size < 1:
         raise ConfigError(f"--batch_size={batch_size}: must be at least 1")
     check_thresholds(thresholds, challenge_age)
+    if max_false_adult is not None:
+        if not 0 <= max_false_adult < 1:
+            raise ConfigError(f"--max_false_adult={max_false_adult}: must be a share in [0, 1), e.g. 0.05")
+        if not thresholds:
+            raise ConfigError("--max_false_adult needs an --age_threshold to apply to")
+    if len(records) > MAX_CROSS_RECORDS:
+        raise ConfigError(f"--records: {len(records)} data sets; score at most {MAX_CROSS_RECORDS} at once")
+    if len(records) != len(set(records)):
+        raise ConfigError("--records names a data set twice; list each once")
+    if calibrate and len(records) > 1:
+        raise ConfigError("--calibrate with several --records: calibrate on one data set, then score several")
 
 
 def check_thresholds(thresholds, challenge_age: int | None) -> None:

@@ -19,7 +19,13 @@ face (σ = 0 included: all raters agreeing is still an apparent age); when they
 carry a real age (real_age >= 0), `mae_real` is the MAE against it. Otherwise null.
 
 `--records X` scores the run on another source's shards (resized to the model's
-input); `--tta=flip` scores each face as the mean softmax of the image and its mirror.
+input); `--records A,B` on each of several, then one table of them (`trainer.cross`);
+`--tta=flip` scores each face as the mean softmax of the image and its mirror.
+
+report.json also holds `groups` (trainer.groups), `age_assurance` (trainer.assurance;
+`--max_false_adult R` chooses the challenge age on the val split) and `calibration`
+(trainer.calibration: the intervals' coverage overall and per group; `--calibrate`
+fits the conformal calibration on the val split first and stores it in best.keras).
 """
 
 from __future__ import annotations
@@ -40,14 +46,13 @@ import tensorflow as tf
 
 import records
 from faces import framing
-from model import age_outputs, metrics
+from model import age_outputs, metrics, uncertainty
 from model.load import load_run_model
-from records.schema import (AGE_MEAN, AGE_STD, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRIBUTES, NUM_AGES,
-                            REAL_AGE, group_name)
+from records.schema import AGE_MEAN, AGE_STD, GROUP_ATTRIBUTES, NUM_AGES, REAL_AGE
 from reports import plots
 from storage.atomic import atomic_write_bytes
 from storage.run_dir import OTHER_REPORT, OWN_REPORT, RunDir
-from trainer import calibration, groups, loop, report_html
+from trainer import assurance, calibration, cross, groups, loop, report_html
 from trainer import flags as trainer_flags
 from trainer.config import DEFAULT_THRESHOLDS, TrainConfig, check_evaluate
 
@@ -99,8 +104,8 @@ def mae_by_decade(true_age: np.ndarray, expected: np.ndarray) -> dict:
 def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "test",
                  batch_size: int = TrainConfig.eval_batch_size, quiet: bool = False, tta: str = "none",
                  thresholds=DEFAULT_THRESHOLDS, challenge_age: int | None = None,
-                 calibrate: bool = False, thumbnails: bool = True) -> dict:
-    check_evaluate(batch_size, thresholds, challenge_age)
+                 calibrate: bool = False, thumbnails: bool = True, max_false_adult: float | None = None) -> dict:
+    check_evaluate(batch_size, thresholds, challenge_age, max_false_adult)
     run = RunDir(model_dir)
     info = run.read_info()
     records_dir = records_dir or info["records"]
@@ -110,9 +115,16 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     if line:
         print(line, flush=True)
     net = load_run_model(run)
-    fitted = None
-    if calibrate:    # before scoring: the report is the calibrated model's, `calibration` says both
-        net, fitted = calibration.calibrate_run(run, net, records_dir, batch_size, tta)
+    fitted, chosen = info.get(calibration.RUN_KEY), None
+    if calibrate or max_false_adult is not None:   # the val split: fits and choices, the split scored unseen
+        val = calibration.SplitFaces(net, records_dir, calibration.FIT_SPLIT, batch_size, tta)
+        if calibrate:    # before scoring: the report is the calibrated model's, `calibration` says both
+            net, fitted = calibration.calibrate_run(run, net, val, tta)
+        if max_false_adult is not None:
+            rounded = np.round(val.estimate, 2)   # as predictions.csv writes estimates
+            chosen = {t: assurance.choose_challenge_age(val.true_age, rounded, val.attributes, t, max_false_adult)
+                      for t in thresholds}
+    layer = uncertainty.interval_calibration(net)
     with_gender = isinstance(net.output, dict)
     # The records at their stored size: the model's Resize layer brings them to its
     # input size with the same op as prediction, so both see the same pixels.
@@ -165,8 +177,10 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     written_estimate = np.array([float(f"{e:.2f}") for e in expected])
     report["groups"] = groups.group_report(true_age, written_estimate, columns["attributes"])
     report["thresholds"] = groups.threshold_rates(true_age, written_estimate, thresholds, challenge_age)
+    report["age_assurance"] = assurance.assurance_section(true_age, written_estimate, columns["attributes"],
+                                                          thresholds, challenge_age, chosen)
     report["calibration"] = calibration.calibration_section(
-        true_age, columns["age_probs"], fitted)
+        true_age, columns["age_probs"], columns["attributes"], layer, fitted if layer is not None else None)
     names = output_names(info["records"], records_dir, split)
     written = [run.file(names["report"]), run.file(names["predictions"])]
     atomic_write_bytes(written[0], (json.dumps(report, indent=2) + "\n").encode())
@@ -226,11 +240,8 @@ class FaceColumns:
     def add(self, outputs: dict, labels: dict) -> None:
         for name in FACE_OUTPUTS:
             self.parts[name].append(np.asarray(outputs[name], np.float64))
-        self.parts["gender"] += [GENDER_NAMES.get(int(g), GENDER_NAMES[GENDER_UNKNOWN])
-                                 for g in labels["gender"].numpy()]
-        for name in GROUP_ATTRIBUTES:   # absent (older shards): unknown
-            values = labels[name].numpy() if name in labels else [b""] * len(labels["gender"])
-            self.parts[name] += [group_name(v.decode("utf-8", "replace")) for v in values]
+        for name, values in calibration.group_labels(labels).items():
+            self.parts[name] += values
 
     def columns(self) -> dict:
         """{age_sd, age_low, age_high, age_probs: arrays; attributes: {gender, race...: labels}}."""
@@ -293,26 +304,64 @@ def print_report(report: dict, written: list[str]) -> None:
         if attribute != "gender_x_age_band":
             print(f"  MAE by {attribute}: " + ", ".join(f"{n} {g['mae']['value']:.1f} (n={g['count']})"
                                                      for n, g in section["groups"].items()))
+            mix = section.get("age_mix")
+            if mix and mix["differ"]:
+                gap = mix["gap_at_equal_bands"]
+                print(f"    (its groups' ages differ: at equal age bands the gap is {gap['mae']:.1f} years, "
+                      f"{gap['worst']} vs {gap['best']})")
     for t in report["thresholds"]:
         line = (f"  age {t['age']}: false adult {t['false_adult']['value'] or 0:.1%} of {t['minors']}, "
                 f"false minor {t['false_minor']['value'] or 0:.1%} of {t['adults']}")
         if "challenge_age" in t:
             line += f", passing challenge {t['challenge_age']} {t['passed_challenge']['value'] or 0:.1%}"
         print(line)
+    for line in assurance_lines(report["age_assurance"]):
+        print(line)
     cal = report["calibration"]
-    print("  intervals hold the true age: " + ", ".join(
-        f"{m} {v['coverage']:.1%} (claims {v['claimed']:.1%})" for m, v in cal["coverage"].items())
-        + (" - off: --calibrate fits a temperature" if cal["off"] and "fit" not in cal else ""))
+    print(f"  {'calibrated ' if cal['calibrated'] else ''}intervals hold the true age: " + ", ".join(
+        f"{m} {v['coverage']:.1%}" for m, v in cal["coverage"].items())
+        + (" (before calibration: " + ", ".join(f"{m} {v['coverage']:.1%}" for m, v in cal["before"]["coverage"].items())
+           + ")" if "before" in cal else "")
+        + (" - off: --calibrate calibrates them" if cal["off"] and not cal["calibrated"] else ""))
+    bands = cal["groups"]["estimated_age_band"]
+    print("  90% coverage / width by estimated age band: " + ", ".join(
+        f"{b} {g['coverage']['90%']:.1%} / {g['width_90']:.1f}y (n={g['count']})" for b, g in bands.items()))
     print(f"Wrote {', '.join(written)}")
+
+
+def assurance_lines(section: dict) -> list[str]:
+    """The age-assurance rates: per gate (and chosen challenge age) a line, then one per group."""
+    def rate(row, key):
+        v = row[key]
+        return "-" if v["value"] is None else f"{v['value']:.1%} [{v['ci'][0]:.1%}, {v['ci'][1]:.1%}]"
+
+    lines, teens = [], "{}-{}".format(*section["teens"])
+    gates = [(g, "") for g in section["gates"] if g["challenge_age"] is not None]
+    gates += [(g, f", chosen on val: pass rate <= {g['max_false_adult']:.1%} in {', '.join(g['groups_checked'])}")
+              for g in section.get("chosen", []) if g["challenge_age"] is not None]
+    for gate, how in gates:
+        lines.append(f"  age {gate['threshold']}, challenge {gate['challenge_age']}{how}:")
+        lines += [f"    {r['group']:<10} minors {r['minors']:>5}: false adult {rate(r, 'false_adult')}, "
+                  f"passes {rate(r, 'passed_challenge')}, {teens} challenged {rate(r, 'teens_challenged')}"
+                  for r in gate["rows"]]
+    for gate in section.get("chosen", []):
+        if gate["challenge_age"] is None:
+            lines.append(f"  age {gate['threshold']}: no challenge age up to 100 keeps the val pass rate "
+                         f"at or under {gate['max_false_adult']:.1%} in every group")
+    return lines
 
 
 def main(argv):
     f = trainer_flags.FLAGS   # (its values were checked before TensorFlow loaded: check_evaluate_values)
     entry.interrupt.note(f"trainer.evaluate stopped; the run {f.model_dir} is kept (each report file is "
                          f"written whole or not at all); rerun the same command")
-    evaluate_run(f.model_dir, f.records, f.split, f.batch_size, tta=f.tta,
-                 thresholds=tuple(f.age_threshold), challenge_age=f.challenge_age,
-                 calibrate=f.calibrate, thumbnails=f.thumbnails)
+    sources = trainer_flags.records_list(f.records)
+    kwargs = dict(batch_size=f.batch_size, tta=f.tta, thresholds=tuple(f.age_threshold),
+                  challenge_age=f.challenge_age, thumbnails=f.thumbnails, max_false_adult=f.max_false_adult)
+    if len(sources) > 1:
+        cross.cross_evaluate(f.model_dir, sources, f.split, **kwargs)
+    else:
+        evaluate_run(f.model_dir, sources[0] if sources else None, f.split, calibrate=f.calibrate, **kwargs)
 
 
 if __name__ == "__main__":

@@ -149,7 +149,9 @@ def define_features_flags() -> None:
 def define_evaluate_flags() -> None:
     """Flags of `python -m trainer.evaluate`."""
     flags.DEFINE_string("model_dir", None, "Run directory holding best.keras (from `python -m trainer`).")
-    flags.DEFINE_string("records", None, "Shard directory; default: the one the run was trained on.")
+    flags.DEFINE_string("records", None, "Shard directory; default: the one the run was trained on. "
+                        "Several, comma-separated: the run scored on each, and one table of them "
+                        "(cross-<names>.json/.md in the run directory).")
     flags.DEFINE_string("split", "test", "Split to evaluate.")
     flags.DEFINE_integer("batch_size", D["eval_batch_size"].default, "Evaluation batch size.")
     define_tta_flag()
@@ -159,9 +161,12 @@ def define_evaluate_flags() -> None:
                                "(false minor).")
     flags.DEFINE_integer("challenge_age", None, "With --age_threshold T: also the share of faces under "
                          "T estimated at or over this age (what a 'Challenge 25' policy lets through).")
-    flags.DEFINE_boolean("calibrate", False, "Fit one temperature on the val split when a 50%/90% "
-                         "interval's coverage is off by more than 5 points, and store it in best.keras "
-                         "(the report shows the coverage before and after).")
+    flags.DEFINE_boolean("calibrate", False, "Calibrate the 50/80/90% intervals on the val split "
+                         "(split-conformal, per band of the estimated age) and store the calibration "
+                         "in best.keras and run.json (the report shows the coverage before and after).")
+    flags.DEFINE_float("max_false_adult", None, "With --age_threshold T: choose the smallest challenge "
+                       "age whose share of faces under T estimated at or over it is at most this on "
+                       "the val split in every group, and report its rates (a share, 0..1).")
     flags.DEFINE_boolean("thumbnails", True, "Show the worst faces as thumbnails in report.html "
                          "(--nothumbnails: a report to share without face pictures).")
     flags.mark_flag_as_required("model_dir")
@@ -171,11 +176,18 @@ def check_evaluate_values(argv: list[str]) -> None:
     """The values of trainer.evaluate's command line that no flag type checks; no
     TensorFlow, so the command checks them before it loads."""
     entry.only_flags(argv)
-    check_evaluate(FLAGS.batch_size, tuple(FLAGS.age_threshold), FLAGS.challenge_age)
+    check_evaluate(FLAGS.batch_size, tuple(FLAGS.age_threshold), FLAGS.challenge_age,
+                   FLAGS.max_false_adult, records_list(FLAGS.records), FLAGS.calibrate)
     check_run(FLAGS.model_dir)
-    records = FLAGS.records or RunDir(FLAGS.model_dir).read_info().get("records")
-    if isinstance(records, str):          # a run.json without it is refused where it is read
-        check_split(records, read_manifest(records), FLAGS.split)
+    records = records_list(FLAGS.records) or (RunDir(FLAGS.model_dir).read_info().get("records"),)
+    for directory in records:
+        if isinstance(directory, str):      # a run.json without it is refused where it is read
+            check_split(directory, read_manifest(directory), FLAGS.split)
+
+
+def records_list(value: str | None) -> tuple[str, ...]:
+    """--records of trainer.evaluate as directories (() for the run's own)."""
+    return tuple(d.strip() for d in (value or "").split(",") if d.strip())
 
 
 def check_features_values(argv: list[str]) -> None:
