@@ -118,7 +118,7 @@ def markdown(name: str, facts: dict, run: dict, manifest: dict, report: dict, cr
                   f"{manifest.get('kept')} after cleaning, skipped {manifest.get('skipped', {})}; "
                   f"gender {', '.join(f'{k} {v}' for k, v in gender.items())}; "
                   f"race {', '.join(f'{k} {v}' for k, v in race.items())}.",
-              f"Ages: see the age-band rows below (the test split follows the same random split).", "",
+              "Ages: see the age-band rows below (the test split follows the same random split).", "",
               f"Terms: {DATA_TERMS.get(source, 'see the data set its manifest names.')}", "",
               "## How it was trained", "", "```", facts.get("command", ""), "```", "",
               f"best.keras is epoch {facts.get('best_epoch')} of {facts.get('epochs')} by {run.get('best_metric')}.",
