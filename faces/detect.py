@@ -165,11 +165,12 @@ def _shrink(rgb: np.ndarray, scale: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- BlazeFace
 
 def blazeface_faces(rgb: np.ndarray, min_face: int) -> list[Face]:
-    """BlazeFace's faces (faces.blazeface) with their eyes (to 1/100 px, as MTCNN's)."""
+    """BlazeFace's faces (faces.blazeface.find: short range, else full range) with their
+    eyes (to 1/100 px, as MTCNN's)."""
     from faces import blazeface
 
     try:
-        found = blazeface.detect(rgb, _threads)
+        found = blazeface.find(rgb, _threads)
     except blazeface.ModelMissing as e:
         raise DetectorError(str(e)) from e
     out = []

@@ -16,10 +16,10 @@ from faces import facebox
 from faces.encoding import ENCODING_JPEG, ENCODINGS, JPEG_QUALITY
 
 SOURCE = "source"              # the data set's own crops (no detector ran at ingest)
-DETECTORS = ("mtcnn", "haar", "blazeface")  # the face finders (faces.detect); the first is the default:
-# on real photos MTCNN finds the face in 98% of UTKFace's tight crops where Haar finds 46%
-# (docs/serving.md "Face finding and framing").  BlazeFace finds 100% of them, 15-22x faster than
-# MTCNN one photo at a time, but misses faces under about a tenth of the photo's longer side.
+DETECTORS = ("blazeface", "mtcnn", "haar")  # the face finders (faces.detect); the first is the default:
+# BlazeFace (MediaPipe's short-range model, its full-range model where that finds no face) finds
+# every face of 300 real UTKFace crops and every face of bench.predict's photos, as MTCNN does,
+# at a tenth or less of MTCNN's time one photo at a time (docs/serving.md "Face finding and framing").
 DEFAULT_DETECTOR = DETECTORS[0]
 REFRAME_NONE = "none"          # ingest --reframe: keep the source's crops
 REFRAME = (REFRAME_NONE,) + DETECTORS
@@ -93,3 +93,55 @@ def warning(trained: Framing, used: Framing, what: str, fix: str) -> str | None:
         return None
     return (f"warning: {what} are framed as {used.describe()}; the model was trained on "
             f"{trained.describe()}, so its ages may be off; {fix}")
+
+
+def ingest_command(trained: Framing, detector: str = DEFAULT_DETECTOR) -> str:
+    """The ingest command whose training faces are framed as `trained` (a run on a data
+    set's own crops: found with `detector`, framed with ingest's defaults)."""
+    own = trained.detector in DETECTORS
+    detector = trained.detector if own else detector
+    command = f"python -m ingest --src SRC --out OUT --reframe {detector}"
+    if own and trained.aligned != aligns_by_default(detector):
+        command += " --align" if trained.aligned else " --noalign"
+    if own and trained.margin != facebox.DEFAULT_MARGIN:
+        command += f" --margin {trained.margin:g}"
+    return command
+
+
+def flag_text(name: str, value) -> str:
+    """A framing flag as typed: --detector haar, --align / --noalign, --margin 0.2."""
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no'}{name}"
+    return f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}"
+
+
+def predict_notice(trained: Framing, used: Framing, passed: dict) -> str | None:
+    """The one line prediction prints about framing, or None.  `passed`: the framing
+    flags the user gave ({"detector": ..., "align": ..., "margin": ...}, None where left
+    out; prediction frames the rest as the run's faces were).  A run on a data set's own
+    crops: a note of what that means for photos and the ingest command for matching
+    training faces.  Else a warning only when a flag the user gave frames faces unlike
+    the run's, naming those flags."""
+    if trained.detector == SOURCE:
+        margin = passed.get("margin")
+        flag = (f"; --margin {margin:g} crops them unlike the run's margin {trained.margin:g}: leave it out to "
+                f"crop them as its were" if margin is not None and margin != trained.margin else "")
+        return (f"note: this run was trained on the data set's own crops (margin {trained.margin:g}), not on faces "
+                f"found in photos; it sees the photos' faces as {used.describe()}, so its ages may be off; for "
+                f"training faces framed as in prediction, ingest with "
+                f"`{ingest_command(trained, used.detector)}` and train on OUT{flag}")
+    if not differs(trained, used):
+        return None
+    runs = {"detector": trained.detector, "align": trained.aligned, "margin": trained.margin}
+    given = [flag_text(k, v) for k, v in passed.items() if v is not None and v != runs[k]]
+    given = given or [flag_text(k, v) for k, v in passed.items() if v is not None]
+    return (f"warning: {' '.join(given)} frames the faces found as {used.describe()}; the model was trained on "
+            f"{trained.describe()}, so its ages may be off; leave out {' '.join(given)} to frame them as the run's")
+
+
+def data_fix(trained: Framing) -> str:
+    """The fix for scoring records framed unlike a run's training faces."""
+    if trained.detector in DETECTORS:
+        return f"re-ingest them with the run's framing: `{ingest_command(trained)}`"
+    return (f"score records of the run's own source crops (margin {trained.margin:g}), or ingest both with "
+            f"`{ingest_command(trained)}` and retrain")

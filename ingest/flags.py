@@ -16,10 +16,7 @@ def define_flags() -> None:
     d = Config.__dataclass_fields__  # defaults live in one place: pipeline.Config
     flags.DEFINE_string("src", None, "The data set: a folder (IMDB-WIKI's wiki_crop/ or "
                         "imdb_crop/, UTKFace's folder, appa-real-release/) or a .csv file.")
-    flags.DEFINE_enum("source", d["source"].default, sources.CHOICES,
-                      "The format of --src. auto tries, in order: a .csv file -> csv; a folder "
-                      "with wiki.mat/imdb.mat -> imdb_wiki; a folder with gt_avg_train.csv -> "
-                      "appa_real; a folder where most image names start with <int>_<int>_ -> utkface.")
+    flags.DEFINE_enum("source", d["source"].default, sources.CHOICES, sources.source_help())
     flags.DEFINE_string("out", "", "Shard directory to (re)write. Default: shards/<name>: wiki, "
                         "imdb, utkface, appa_real, or the CSV's file name without .csv.")
     flags.DEFINE_integer("image_size", d["image_size"].default, "Stored images are "
@@ -57,13 +54,13 @@ def define_flags() -> None:
                        f"Recorded in the manifest. Refused for the other sources (their crops "
                        f"have a fixed margin) unless --reframe.", lower_bound=0.0)
     flags.DEFINE_enum("reframe", framing.REFRAME_NONE, list(framing.REFRAME), "none: store the source's "
-                      "crops. mtcnn, haar or blazeface: find the face in every source image with that detector "
-                      "(the one "
-                      "nearest the source's face box where it has one, else the largest), frame it as "
+                      f"crops. {', '.join(framing.DETECTORS)}: find the face in every source image with that detector "
+                      "(the one nearest the source's face box where it has one, else the largest), frame it as "
                       "prediction does (--align, --margin: default 0.4) and store that crop, so training and "
-                      "prediction see the same framing; images without a face are skipped (no_face_found).")
+                      "prediction see the same framing; images without a face are skipped (no_face_found). "
+                      f"{framing.DEFAULT_DETECTOR} is prediction's default detector.")
     flags.DEFINE_boolean("align", None, "--reframe: turn each face so its eyes are level (default: on with "
-                         "mtcnn and blazeface; haar has no landmarks).")
+                         "blazeface and mtcnn; haar has no landmarks).")
     flags.DEFINE_enum("gender_male_code", None, ("0", "1"), "CSV: a numeric gender column is "
                       "refused unless this says which number is male (the other is female). "
                       "Refused for the other sources.")

@@ -2,8 +2,8 @@
 
     python -m ingest.sample --out demo/wiki_crop --n 3000 [--seed 0]
     python -m ingest.sample --out demo/imdb_crop --n 3000 --dataset imdb
-    python -m ingest.sample --out demo/UTKFace --n 3000 --dataset utkface   (also appa_real, csv:
-                                                                    see ingest.sample_sources)
+    python -m ingest.sample --out demo/UTKFace --n 3000 --dataset utkface   (every source's samples:
+                                                  their source modules' SAMPLES, ingest.sources)
 
 writes `wiki.mat` (a 1x1 struct, fields in the real order and dtypes) and the
 JPEG folders `00/`..`99/`; with `--dataset imdb`, `imdb.mat` (key `imdb`) with
@@ -39,7 +39,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from ingest import sample_sources
+from ingest import sources
 from ingest.sample_contract import MIN_N, age_from_pixels, age_level, count, face_pixels  # noqa: F401  (age_from_pixels: the tests' reader)
 from ingest.sources.imdb_wiki import MAX_DATENUM, ORDINAL_OFFSET, UNIX_EPOCH_ORDINAL
 
@@ -323,6 +323,25 @@ def generate(out: str, n: int, seed: int = 0, workers: int | None = None,
     return rows
 
 
+# --- the source seam's writer interface (ingest.sources.samples) -------------
+
+def write_sample(name: str, out: str, n: int, seed: int = 0, workers: int | None = None,
+                 face_px: tuple[int, int] | None = None) -> list[dict]:
+    return generate(out, n, seed, workers, face_px=tuple(face_px or FACE_PX), dataset=name)
+
+
+def sample_counts(name: str, n: int, seed: int = 0) -> dict:
+    """`expected_counts(n)` (the same for both datasets and every seed)."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
+    return expected_counts(n)
+
+
+def describe(name: str, out: str, exp: dict) -> str:
+    return (f"wrote {out}/{name}.mat with {exp['entries']} entries; default ingest keeps {exp['kept']}, "
+            f"skips {sum(exp['skipped'].values())} unreadable files, writes {exp['written']}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, not absl flags (this entry point must not collide with ingest's), whose
     parse_args also refuses values no sample can be made of (a usage error, status 2)."""
@@ -341,10 +360,7 @@ def parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m ingest.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to create, e.g. demo/wiki_crop")
     parser.add_argument("--n", type=int, default=2000, help=f"rows in the .mat (>= {MIN_N})")
-    parser.add_argument("--dataset", choices=DATASETS + sample_sources.DATASETS, default="wiki",
-                        help="wiki: wiki.mat; imdb: imdb.mat (adds celeb_names, celeb_id); "
-                             "same rows, images and counts. utkface, appa_real, csv: those "
-                             "formats (ingest.sample_sources)")
+    parser.add_argument("--dataset", choices=tuple(sources.SAMPLES), default="wiki", help=sources.sample_help())
     parser.add_argument("--seed", type=int, default=0, help="which sample (counts depend on --n only)")
     parser.add_argument("--workers", type=int, default=0, help="image-writing processes (0: all cores)")
     parser.add_argument("--face_px", type=int, nargs=2, default=FACE_PX, metavar=("MIN", "MAX"),
@@ -355,18 +371,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Write the sample `args` (from `parser()`) describes; print what ingest will make of it."""
-    if args.dataset in sample_sources.DATASETS:
-        sample_sources.generate(args.dataset, args.out, args.n, args.seed)
-        exp = sample_sources.expected_counts(args.dataset, args.n, args.seed)
-        print(f"wrote the {args.dataset} sample {args.out} with {exp['entries']} entries; default "
-              f"ingest keeps {exp['kept']}, skips {sum(exp['skipped'].values())} files, writes "
-              f"{exp['written']}")
-        return 0
-    generate(args.out, args.n, args.seed, args.workers or None, face_px=tuple(args.face_px),
-             dataset=args.dataset)
-    exp = expected_counts(args.n)
-    print(f"wrote {args.out}/{args.dataset}.mat with {args.n} entries; default ingest keeps {exp['kept']}, "
-          f"skips {sum(exp['skipped'].values())} unreadable files, writes {exp['written']}")
+    chosen = sources.SAMPLES[args.dataset]
+    chosen.write(args.out, args.n, args.seed, args.workers or None, tuple(args.face_px))
+    print(chosen.describe(args.out, chosen.expected(args.n, args.seed)))
     return 0
 
 

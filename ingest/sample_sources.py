@@ -321,3 +321,22 @@ def generate(dataset: str, out: str, n: int, seed: int = 0) -> list[dict]:
         raise ValueError(f"n must be at least {MIN_N} (got {n}) so every quirk appears")
     os.makedirs(out, exist_ok=True)
     return WRITERS[dataset](out, n, seed)
+
+
+# --- the source seam's writer interface (ingest.sources.samples) -------------
+
+def write_sample(name: str, out: str, n: int, seed: int = 0, workers: int | None = None,
+                 face_px: tuple[int, int] | None = None) -> list[dict]:
+    """`generate` (these formats are written in one process at their own sizes:
+    `workers` and `face_px` are the IMDB-WIKI sample's)."""
+    return generate(name, out, n, seed)
+
+
+def sample_counts(name: str, n: int, seed: int = 0) -> dict:
+    return expected_counts(name, n, seed)
+
+
+def describe(name: str, out: str, exp: dict) -> str:
+    return (f"wrote the {name} sample {out} with {exp['entries']} entries; default "
+            f"ingest keeps {exp['kept']}, skips {sum(exp['skipped'].values())} files, writes "
+            f"{exp['written']}")

@@ -15,8 +15,8 @@ TFLITE_PRECISIONS = ("none", "float32", "float16")   # --tflite of serving.expor
 class PredictConfig:
     """How `serving.predict` turns photos into faces for the model."""
     detect: bool = True
-    detector: str = framing.DEFAULT_DETECTOR   # faces.detect: mtcnn or haar
-    align: bool = True                  # turn each face so its eyes are level (MTCNN's landmarks)
+    detector: str = framing.DEFAULT_DETECTOR   # faces.detect: one of framing.DETECTORS
+    align: bool = True                  # turn each face so its eyes are level (the detector's eye landmarks)
     margin: float = facebox.DEFAULT_MARGIN
     min_face: int = MIN_FACE            # smallest face the detector reports, in pixels
     batch_size: int = 64                # faces per model call

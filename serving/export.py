@@ -18,10 +18,16 @@ The age model of a run as artifacts that need neither this project nor Keras:
                                 width/height on every side), as faces.facebox.frame does;
                                 `image_size`, `encoding`, `jpeg_quality`: how the training
                                 crops were stored (faces.pixels.as_stored repeats it);
-                                `framing` says it all in words;
+                                `framing` says it all in words, and `framing_spec` as data
+                                a phone developer implements step by step (detector and
+                                model file, box, eye-levelling turn, crop, squash,
+                                storage: serving.framing_spec);
                                 `interval_calibration`: the calibrated levels age_low /
                                 age_high come from (trainer.calibration), null for the
                                 central 90% interval
+    exports/X/bundle/           (--bundle) the phone bundle: BlazeFace's TFLite files, the
+                                age model as float16 and int8 TFLite, framing.json and
+                                reference.py (serving.bundle)
 
 Decode (TensorFlow's JPEG decoder with the accurate integer IDCT, which gives
 PIL's pixels, as everywhere in this project; a PNG's transparency composited on
@@ -61,6 +67,8 @@ from records import schema
 from records.reader import JPEG_DCT_METHOD
 from serving import flags as serving_flags
 from serving.export_dir import EXPORT_INFO, MARKER_KIND, TFLITE_FILE, ExportError, check_out  # noqa: F401
+from serving import bundle as phone_bundle
+from serving import framing_spec
 from storage import outdir
 from storage.run_dir import RunDir, run_framing
 
@@ -145,9 +153,11 @@ def fixed_size_pixels(pixels, input_size: int):
     return tf.reshape(pixels, tf.stack([shape[0] * tf.cast(fits, tf.int32), input_size, input_size, 3]))
 
 
-def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: str) -> bytes:
-    """The pixel endpoint at the input size as a LiteRT flatbuffer (float32, or float16
-    weights), converted from an ExportArchive SavedModel: the archive tracks the
+def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: str,
+                 representative=None) -> bytes:
+    """The pixel endpoint at the input size as a LiteRT flatbuffer (float32, float16
+    weights, or int8: weights and activations quantised on `representative`, a
+    generator of {"pixels": uint8 [1, S, S, 3]}, float kernels where an op has no int8 one), converted from an ExportArchive SavedModel: the archive tracks the
     Keras variables, so they reach the flatbuffer as constants.  An input of any other
     shape is an error at invoke time (fixed_size_pixels)."""
     outputs = age_outputs(net, with_gender, tta)
@@ -163,6 +173,9 @@ def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: 
         if precision == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
+        elif precision == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
         return converter.convert()
 
 
@@ -201,13 +214,17 @@ def framing_text(trained: framing.Framing, stored: framing.Stored | None = None)
     return text
 
 
-def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
-    """Writes the export of run `model_dir` to `out`; returns export.json's content."""
+def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print,
+               bundle: bool = False) -> dict:
+    """Writes the export of run `model_dir` to `out` (with `bundle`: and the phone bundle,
+    serving.bundle); returns export.json's content."""
     check_out(out)
     run = RunDir(model_dir)
     info = run.read_info()
     trained = run_framing(info, run.file("run.json"))
     stored = framing.stored(info)
+    if bundle:
+        phone_bundle.check(trained)
     net = load_run_model(run)
     input_size = model_input_size(net)
     with_gender = isinstance(net.output, dict)
@@ -216,6 +233,7 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
                    "task": info.get("task", "age_gender" if with_gender else "age"),
                    **trained.as_dict(), **(stored.as_dict() if stored else {}),
                    "framing": framing_text(trained, stored),
+                   "framing_spec": framing_spec.spec(trained, stored, input_size),
                    "tta": tta, "tflite": tflite, "interval_calibration": calibration_record(net, info),
                    "signatures": {"serving_default": "image_bytes", "predict_pixels": "pixels"}}
 
@@ -229,6 +247,9 @@ def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "no
         if tflite != "none":
             with open(os.path.join(tmp, TFLITE_FILE), "wb") as f:
                 f.write(tflite_bytes(net, input_size, with_gender, flip, tflite))
+        if bundle:
+            export_info["bundle"] = phone_bundle.write(tmp, net, info, trained, stored, input_size,
+                                                       with_gender, flip, log)
         with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
             json.dump(export_info, f, indent=2)
             f.write("\n")
@@ -257,7 +278,7 @@ def main(argv):
     f = serving_flags.FLAGS   # (no positional argument: checked before TensorFlow loaded)
     entry.interrupt.note(f"serving.export stopped; {f.out} is as it was (an export is built aside and renamed "
                          f"into place when complete); rerun the same command")
-    export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite)
+    export_run(f.model_dir, f.out, tta=f.tta, tflite=f.tflite, bundle=f.bundle)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,9 @@ def define_predict_flags() -> None:
                         "ages, and each face's age distribution.")
     flags.DEFINE_boolean("no_detect", not PredictConfig.detect, "Treat each image as one face crop instead "
                          "of detecting faces.")
-    flags.DEFINE_enum("detector", None, list(framing.DETECTORS), "The face finder (all offline): mtcnn "
-                      "(boxes and eye landmarks), blazeface (MediaPipe's short-range model: boxes and eye "
-                      "landmarks, much faster; faces under about a tenth of the photo's longer side are missed) "
+    flags.DEFINE_enum("detector", None, list(framing.DETECTORS), "The face finder (all offline): blazeface "
+                      "(MediaPipe's short-range model, its full-range model where that finds no face: boxes and "
+                      "eye landmarks, fast), mtcnn (boxes and eye landmarks, ten times slower) "
                       "or haar (OpenCV's cascade, boxes only). Default: the run's "
                       f"(run.json), or {framing.DEFAULT_DETECTOR} for a run on a data set's own crops.")
     flags.DEFINE_boolean("align", None, "Turn each face so its eyes are level before cropping (needs eye "
@@ -96,5 +96,10 @@ def define_export_flags() -> None:
     flags.DEFINE_enum("tflite", TFLITE_PRECISIONS[0], list(TFLITE_PRECISIONS),
                       "Also write model.tflite (the pixel endpoint at the model's input size): float32, "
                       "or float16 weights (half the size).")
+    flags.DEFINE_boolean("bundle", False, "Also write bundle/: a phone bundle (BlazeFace's TFLite files, the "
+                         "age model as float16 and int8 TFLite, framing.json, and reference.py that runs "
+                         "detect -> crop -> age without this project); the int8 model's test-split MAE "
+                         "change is printed and recorded in export.json. For runs framed with blazeface or "
+                         "trained on a data set's own crops.")
     flags.mark_flag_as_required("model_dir")
     flags.mark_flag_as_required("out")

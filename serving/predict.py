@@ -2,10 +2,10 @@
 
 Apparent age per face of every image file a PATH names: a file, a folder (searched
 recursively for images) or `@list.txt` (one path a line).  Faces are detected
-(`--detector` mtcnn, haar or blazeface, all offline), turned so the eyes are level (`--align`)
+(`--detector` blazeface, mtcnn or haar, all offline), turned so the eyes are level (`--align`)
 and cropped with a margin (`--margin`): by default the framing of the faces the model
-was trained on, from run.json (faces.framing; one warning line when the flags
-frame faces otherwise), with the code ingest's `--reframe` uses (serving.faces).  Each
+was trained on, from run.json (faces.framing.predict_notice: one warning line naming a
+flag that frames faces otherwise; one note for a run on a data set's own crops), with the code ingest's `--reframe` uses (serving.faces).  Each
 framed face is then stored as the run's training faces were (squashed to the data
 set's image size, JPEG at its quality, decoded: faces.pixels.as_stored), so it is
 the record ingest would have written for that photo; the model's own `Resize` layer
@@ -361,8 +361,8 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
     config = face_config(config, job, age_model)
     if config.detect:
         used = framing.Framing(config.detector, config.align, config.margin)
-        line = framing.warning(age_model.framing, used, "the faces found", "leave out --detector/--align/--margin "
-                               "to frame them as the run's, or train on data ingested with --reframe")
+        line = framing.predict_notice(age_model.framing, used,
+                                      {"detector": job.detector, "align": job.align, "margin": job.margin})
         if line:
             print(line, file=sys.stderr)
     # Progress goes to stderr; results go to --jsonl or stdout, never mixed with it.

@@ -38,6 +38,17 @@ def test_the_anchors_follow_mediapipes_short_range_layout():
     np.testing.assert_allclose(anchors[-1], [15 / 16, 15 / 16])
 
 
+def test_the_full_range_anchors_are_one_per_cell_of_stride_4():
+    from faces import blazeface
+
+    anchors = blazeface.FULL_ANCHORS
+    assert anchors.shape == (2304, 2)     # 48 x 48 cells of the 192 px input
+    np.testing.assert_allclose(anchors[0], [1 / 96, 1 / 96])
+    np.testing.assert_allclose(anchors[1], [3 / 96, 1 / 96])
+    np.testing.assert_allclose(anchors[48], [1 / 96, 3 / 96])
+    np.testing.assert_allclose(anchors[-1], [95 / 96, 95 / 96])
+
+
 def test_weighted_suppression_merges_overlapping_detections_by_score():
     from faces import blazeface
 
@@ -68,10 +79,19 @@ def test_blazeface_finds_the_astronaut_where_she_is_and_no_face_in_blank_photos(
     wide[:, 128:] = astronaut()
     (moved,) = detect.find_faces(wide, "blazeface")
     assert iou(moved.box, (x + 128, y, w, h)) > 0.8
-    # Her face is 1/5 of the photo's longer side there; at 1/10 it is too small for the short range.
+    # Her face is 1/5 of the photo's longer side there; at 1/10 it is too small for the short
+    # range, and the full range finds it (the detector's fallback), where she is.
+    from faces import blazeface
+
     wider = np.full((512, 950, 3), 90, np.uint8)
     wider[:, 438:] = astronaut()
-    assert detect.find_faces(wider, "blazeface") == []
+    assert blazeface.detect(wider) == []
+    (far,) = detect.find_faces(wider, "blazeface")
+    assert iou(far.box, (x + 438, y, w, h)) > 0.75
+    (far_left, _), (far_right, _) = far.eyes
+    assert far.box[0] < far_left < far_right < far.box[0] + far.box[2]
+    # Where the short range finds her, its face is returned as it found it.
+    assert blazeface.find(astronaut())[0][1].tolist() == blazeface.detect(astronaut())[0][1].tolist()
     for blank in (np.full((300, 400, 3), 128, np.uint8), np.zeros((1, 1, 3), np.uint8)):
         assert detect.find_faces(blank, "blazeface") == []
     assert detect.find_faces(astronaut(), "blazeface", min_face=120) == []   # smaller than min_face

@@ -50,7 +50,7 @@ def test_entry_turns_ctrl_c_in_a_main_into_the_line_and_status_130(monkeypatch, 
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit) as e:
-            entry._one_line_on_failure(main)
+            entry.one_line(main)
     finally:
         signal.signal(signal.SIGINT, handler)
     assert e.value.code == interrupt.STATUS == 130

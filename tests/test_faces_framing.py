@@ -87,6 +87,48 @@ def test_the_framing_of_old_manifests_and_runs_is_their_sources_crops_at_its_mar
         "detector": "mtcnn", "aligned": True, "margin": 0.4}
 
 
+def test_prediction_warns_only_about_flags_the_user_gave_that_frame_faces_unlike_the_run():
+    blaze = framing.Framing("blazeface", True, 0.4)
+    none = {"detector": None, "align": None, "margin": None}
+    assert framing.predict_notice(blaze, blaze, none) is None
+    assert framing.predict_notice(blaze, blaze, {**none, "detector": "blazeface"}) is None   # the run's own value
+    line = framing.predict_notice(blaze, framing.Framing("mtcnn", True, 0.2),
+                                  {"detector": "mtcnn", "align": True, "margin": 0.2})
+    assert line == ("warning: --detector mtcnn --margin 0.2 frames the faces found as mtcnn faces, aligned, "
+                    "margin 0.2; the model was trained on blazeface faces, aligned, margin 0.4, so its ages may be "
+                    "off; leave out --detector mtcnn --margin 0.2 to frame them as the run's")
+    assert "leave out --noalign to" in framing.predict_notice(blaze, framing.Framing("blazeface", False, 0.4),
+                                                              {**none, "align": False})
+
+
+def test_a_run_on_a_data_sets_own_crops_gets_one_note_with_the_ingest_command_not_a_flag_warning():
+    utk = framing.Framing("source", False, 0.0)
+    none = {"detector": None, "align": None, "margin": None}
+    line = framing.predict_notice(utk, framing.Framing("blazeface", True, 0.0), none)
+    assert line == ("note: this run was trained on the data set's own crops (margin 0), not on faces found in "
+                    "photos; it sees the photos' faces as blazeface faces, aligned, margin 0, so its ages may be "
+                    "off; for training faces framed as in prediction, ingest with "
+                    "`python -m ingest --src SRC --out OUT --reframe blazeface` and train on OUT")
+    assert "warning" not in line and "--detector" not in line
+    # The detector the user chose is the one to ingest with; a margin unlike the run's is named.
+    line = framing.predict_notice(utk, framing.Framing("mtcnn", True, 0.2),
+                                  {"detector": "mtcnn", "align": None, "margin": 0.2})
+    assert line.endswith("ingest with `python -m ingest --src SRC --out OUT --reframe mtcnn` and train on OUT; "
+                         "--margin 0.2 crops them unlike the run's margin 0: leave it out to crop them as its were")
+    assert line.startswith("note: ") and line.count("\n") == 0
+
+
+def test_the_ingest_command_reproduces_a_runs_framing():
+    assert framing.ingest_command(framing.Framing("blazeface", True, 0.4)) == (
+        "python -m ingest --src SRC --out OUT --reframe blazeface")
+    assert framing.ingest_command(framing.Framing("mtcnn", False, 0.25)) == (
+        "python -m ingest --src SRC --out OUT --reframe mtcnn --noalign --margin 0.25")
+    assert framing.ingest_command(framing.Framing("haar", False, 0.4)) == (
+        "python -m ingest --src SRC --out OUT --reframe haar")
+    assert framing.data_fix(framing.Framing("mtcnn", True, 0.4)) == (
+        "re-ingest them with the run's framing: `python -m ingest --src SRC --out OUT --reframe mtcnn`")
+
+
 def test_the_framing_warning_names_both_framings_and_only_fires_when_they_differ():
     utk = framing.Framing("source", False, 0.0)
     mtcnn = framing.Framing("mtcnn", True, 0.4)
@@ -117,7 +159,7 @@ def test_predict_frames_faces_as_the_run_did_unless_told_otherwise():
     assert (config.detector, config.align, config.margin) == ("haar", False, 0.3)
     # A run on a data set's own crops: the default detector, aligned, the run's margin.
     config = framed(trained=framing.Framing("source", False, 0.0))
-    assert (config.detector, config.align, config.margin) == ("mtcnn", True, 0.0)
+    assert (config.detector, config.align, config.margin) == (framing.DEFAULT_DETECTOR, True, 0.0)
     config = framed(trained=reframed, detector="mtcnn", margin=0.5)
     assert (config.detector, config.align, config.margin) == ("mtcnn", True, 0.5)
     with pytest.raises(PredictError) as error:
@@ -294,9 +336,9 @@ def test_a_run_on_reframed_data_carries_its_framing_to_export_predict_and_report
     other = run_module("serving.predict", f"--model_dir={run_dir}", "--json", "--detector=haar", photo,
                        cwd=REPO, timeout=180)
     assert other.returncode == 0, other.stderr[-3000:]
-    assert ("warning: the faces found are framed as haar faces, margin 0.4; the model was trained on "
-            "mtcnn faces, aligned, margin 0.4, so its ages may be off; leave out --detector/--align/--margin "
-            "to frame them as the run's, or train on data ingested with --reframe") in other.stderr.splitlines()
+    assert ("warning: --detector haar frames the faces found as haar faces, margin 0.4; the model was trained "
+            "on mtcnn faces, aligned, margin 0.4, so its ages may be off; leave out --detector haar to frame them "
+            "as the run's") in other.stderr.splitlines()
 
     # trainer.evaluate on another data set (the sample's own crops): one warning line, both in the report.
     report = evaluate.evaluate_run(run_dir, sample_shards, batch_size=64, quiet=True)
@@ -325,6 +367,7 @@ def test_evaluate_warns_once_when_the_data_is_framed_unlike_the_training_faces(s
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning")]
     assert lines == [f"warning: the faces of {sample_shards} are framed as the data set's own crops, margin 0.4; "
                      f"the model was trained on the data set's own crops, margin 0, so its ages may be off; "
-                     f"re-ingest them with the run's framing (ingest --reframe/--margin)"]
+                     f"score records of the run's own source crops (margin 0), or ingest both with "
+                     f"`python -m ingest --src SRC --out OUT --reframe blazeface` and retrain"]
     assert report["framing"] == {"training": {"detector": "source", "aligned": False, "margin": 0.0},
                                  "data": {"detector": "source", "aligned": False, "margin": 0.4}}

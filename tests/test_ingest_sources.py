@@ -575,18 +575,56 @@ def test_a_threshold_that_removes_every_row_names_its_flag(tmp_path):
 
 # --- the samples' forecasts ----------------------------------------------------------
 
-@pytest.mark.parametrize("dataset", sample_sources.DATASETS)
+@pytest.mark.parametrize("dataset", sources.SAMPLES)
 @pytest.mark.parametrize("n", [sample_sources.MIN_N, 500, 1000])
 def test_the_forecast_cleaning_is_what_ingest_reports_at_every_size(tmp_path, dataset, n):
-    """expected_counts states what ingest's cleaning reports for every format and size
-    (at 1000, unsafe CSV paths once repeated each other and were also counted as
-    duplicates)."""
-    sample_sources.generate(dataset, str(tmp_path / dataset), n)
-    src = str(tmp_path / dataset / "faces.csv") if dataset == "csv" else str(tmp_path / dataset)
-    _, table, kept, cleaning = pipeline.load_and_clean(pipeline.Config(src=src))
-    expected = sample_sources.expected_counts(dataset, n)
+    """expected_counts states what ingest's cleaning reports for every registered sample,
+    format and size (at 1000, unsafe CSV paths once repeated each other and were also
+    counted as duplicates); auto-detection finds the sample's source."""
+    chosen = sources.SAMPLES[dataset]
+    chosen.write(str(tmp_path / dataset), n, workers=1)
+    src = chosen.src_of(str(tmp_path / dataset))
+    if dataset in sample_sources.DATASETS:
+        assert src == (str(tmp_path / dataset / "faces.csv") if dataset == "csv" else str(tmp_path / dataset))
+    module, table, kept, cleaning = pipeline.load_and_clean(pipeline.Config(src=src))
+    expected = chosen.expected(n)
+    assert chosen in module.SAMPLES
     assert [{k: c[k] for k in ("step", "removed", "remaining")} for c in cleaning] == expected["cleaning"]
     assert (table.entries, len(kept)) == (expected["entries"], expected["kept"])
+
+
+def test_every_registered_source_has_a_sample_and_its_line_in_both_helps():
+    """--source's help and `python -m ingest.sample --dataset`'s choices and help come from
+    the registry: every source, its format, what auto looks for; every sample."""
+    from absl import flags as absl_flags
+
+    from ingest import flags as ingest_flags
+
+    assert {name for name, m in sources.SOURCES.items() for _ in m.SAMPLES} == set(sources.SOURCES)
+    assert set(sources.SAMPLES) == set(sample.DATASETS) | set(sample_sources.DATASETS)
+    if "source" not in absl_flags.FLAGS:
+        ingest_flags.define_flags()
+    source_help = absl_flags.FLAGS["source"].help
+    assert source_help.endswith(sources.source_help())
+    for name, module in sources.SOURCES.items():
+        assert f"{name}: {module.HELP}" in source_help and module.LOOKS_FOR in source_help
+    dataset = next(a for a in sample.parser()._actions if a.dest == "dataset")
+    assert tuple(dataset.choices) == tuple(sources.SAMPLES) and dataset.default == "wiki"
+    for name, s in sources.SAMPLES.items():
+        assert f"{name}: {s.help}" in dataset.help
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", sources.SAMPLES)
+def test_every_registered_sample_is_ingested_with_its_expected_counts(tmp_path, dataset):
+    chosen = sources.SAMPLES[dataset]
+    chosen.write(str(tmp_path / dataset), sample_sources.MIN_N, workers=1)
+    manifest = _ingest(chosen.src_of(str(tmp_path / dataset)), str(tmp_path / "out"))
+    got = _counts(manifest)
+    expected = chosen.expected(sample_sources.MIN_N)
+    assert {k: got[k] for k in ("entries", "cleaning", "kept", "skipped", "written")} == \
+        {k: expected[k] for k in ("entries", "cleaning", "kept", "skipped", "written")}
+    assert manifest["source"]["name"] == next(n for n, m in sources.SOURCES.items() if chosen in m.SAMPLES)
 
 
 @pytest.mark.slow

@@ -52,3 +52,24 @@ def test_mean_abs_error_and_the_metric_names():
     from model import metrics
     assert metrics.mean_abs_error(np.array([10, 20, 31]), np.array([12.0, 20.0, 30.0])) == 1.0
     assert [metrics.val(n) for n in metrics.RATES] == ["val_loss", "val_accuracy", "val_mae", "val_cs5"]
+
+
+def test_the_metric_table_gives_the_names_every_consumer_uses_without_tensorflow():
+    import subprocess
+    import sys
+    code = ("import sys; from model import metric_names as m; "
+            "print(m.best_choices(), m.RATES, sorted(k for k in ('tensorflow', 'keras') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "('val_loss', 'val_mae', 'val_epsilon_error') ('loss', 'accuracy', 'mae', 'cs5') []"
+    from model import metric_names
+    from trainer.config import BEST_METRICS, TrainConfig
+    from trainer.history import HISTORY_FIELDS, OPTIONAL_FIELDS
+    from trainer.reporter import EpochReporter
+    assert BEST_METRICS == ("val_loss", "val_mae", "val_epsilon_error") and TrainConfig.best_metric == "val_loss"
+    assert HISTORY_FIELDS == ("epoch", "loss", "accuracy", "mae", "cs5", "val_loss", "val_accuracy", "val_mae",
+                              "val_cs5", "learning_rate", "epoch_seconds", "images_per_second")
+    assert OPTIONAL_FIELDS == ("gender_accuracy", "val_gender_accuracy", "epsilon_error", "val_epsilon_error")
+    assert EpochReporter.SHOWN == {"loss": "loss", "mae": "mae", "val_loss": "val_loss", "val_mae": "val_mae",
+                                   "val_cs5": "val_cs5", "val_gender_accuracy": "val_gender_acc",
+                                   "val_epsilon_error": "val_eps"}
+    assert [m.label for m in metric_names.METRICS if m.card] == ["MAE (years)", "CS(5)"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -130,6 +131,7 @@ def test_saved_model_runs_in_a_clean_process_and_matches_predict(run_dir, faces,
     assert "SavedModel" in result.stdout and "model.tflite (float32)" in result.stdout and " MB" in result.stdout
     info = json.load(open(out / "export.json"))
     assert info["input_size"] == INPUT_SIZE and info["tflite"] == "float32"
+    assert info["framing_spec"]["model_input"]["side"] == INPUT_SIZE and "crop" in info["framing_spec"]
 
     preds = tmp_path / "preds.jsonl"
     predicted = run_module("serving.predict", f"--model_dir={run_dir}", "--no_detect", f"--jsonl={preds}",
@@ -355,3 +357,86 @@ def test_the_calibrated_interval_travels_through_the_saved_model_and_tflite(samp
     lite = tflite_run(str(out / "model.tflite"), pixels)
     assert [int(r["age_low"][0]) for r in lite] == low.tolist()
     assert [int(r["age_high"][0]) for r in lite] == high.tolist()
+
+
+def test_the_framing_spec_states_every_step_a_phone_implements():
+    from faces import blazeface, framing
+    from serving import framing_spec
+
+    spec = framing_spec.spec(framing.Framing("blazeface", True, 0.4), framing.Stored(64, "jpeg", 95), 64)
+    assert spec["detector"]["name"] == "blazeface"
+    assert spec["detector"]["model_file"] == "face_detection_short_range.tflite"
+    assert spec["detector"]["fallback_model_file"] == "face_detection_full_range.tflite"
+    assert os.path.basename(blazeface.model_path()) == spec["detector"]["model_file"]
+    assert spec["detector"]["anchors"]["model"]["count"] == 896
+    assert spec["detector"]["anchors"]["fallback"]["count"] == 2304
+    assert spec["rotation"]["aligned"] is True and spec["rotation"]["eye_keypoints"] == [0, 1]
+    assert "atan2(right_eye_y - left_eye_y, right_eye_x - left_eye_x)" in spec["rotation"]["angle_degrees"]
+    assert "clockwise" in spec["rotation"]["angle_degrees"] and "-angle" in spec["rotation"]["turn"]
+    assert spec["crop"]["margin"] == 0.4 and "floor(x0 - margin * w)" in spec["crop"]["rule"]
+    assert spec["output"]["side"] == 64 and spec["model_input"]["side"] == 64
+    assert (spec["storage"]["encoding"], spec["storage"]["jpeg_quality"]) == ("jpeg", 95)
+    json.dumps(spec)                               # plain JSON data
+    flat = framing_spec.spec(framing.Framing("haar", False, 0.0), None, 32)
+    assert flat["rotation"] == {"aligned": False, "eye_keypoints": None, "angle_degrees": "0: no turn",
+                                "turn": "none"}
+    assert flat["crop"]["margin"] == 0.0 and flat["output"] is None and "storage" not in flat
+
+
+@pytest.mark.slow     # writes a SavedModel and three TFLite files, runs reference.py in a subprocess
+def test_the_phone_bundle_reference_matches_predict_on_a_photo(run_dir, tmp_path):
+    import skimage.data
+
+    out = tmp_path / "phone"
+    result = export(run_dir, out, "--bundle")
+    bundle = out / "bundle"
+    assert sorted(os.listdir(bundle)) == ["age_float16.tflite", "age_int8.tflite", "face_detection_full_range.tflite",
+                                          "face_detection_short_range.tflite", "framing.json", "reference.py"]
+    info = json.load(open(out / "export.json"))["bundle"]
+    for name in ("age_float16.tflite", "age_int8.tflite"):
+        assert info[name]["bytes"] == os.path.getsize(bundle / name) and info[name]["test_mae"] > 0
+    assert info["age_int8.tflite"]["bytes"] < info["age_float16.tflite"]["bytes"]
+    assert info["int8_mae_change"] == pytest.approx(
+        info["age_int8.tflite"]["test_mae"] - info["age_float16.tflite"]["test_mae"], abs=1e-3)
+    assert f"({info['int8_mae_change']:+.2f} vs float16)" in result.stdout
+    framing_json = json.load(open(bundle / "framing.json"))
+    assert framing_json["detector"]["name"] == "blazeface" and framing_json["rotation"]["aligned"] is True
+    reference = (bundle / "reference.py").read_text()
+    assert not any(line.startswith(("from faces", "from serving", "import faces", "from model", "import model",
+                                    "from records", "from errors", "import entry"))
+                   for line in (line.strip() for line in reference.splitlines()))
+
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(skimage.data.astronaut()).save(photo, quality=95)
+    # The bundle alone: copied away from the export, run with `python -I` (no PYTHONPATH, no project).
+    away = tmp_path / "elsewhere"
+    shutil.copytree(bundle, away)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ran = subprocess.run([sys.executable, "-I", str(away / "reference.py"), str(photo)], capture_output=True,
+                         text=True, timeout=180, cwd=str(tmp_path), env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    (line,) = [json.loads(text) for text in ran.stdout.splitlines()]
+    predicted = run_module("serving.predict", f"--model_dir={run_dir}", "--json", str(photo), cwd=REPO, timeout=180)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    (expected_line,) = json.loads(predicted.stdout)
+    assert line["file"] == str(photo) and line["error"] is None
+    assert len(line["faces"]) == len(expected_line["faces"]) >= 1
+    for mine, theirs in zip(line["faces"], expected_line["faces"]):
+        assert np.abs(np.subtract(mine["box"], theirs["box"])).max() <= 3, (mine, theirs)
+        assert abs(mine["apparent_age"] - theirs["apparent_age"]) < 0.5, (mine, theirs)
+        assert mine["age_low"] <= mine["apparent_age"] <= mine["age_high"]
+
+
+def test_a_bundle_is_refused_in_one_line_for_a_run_framed_by_another_detector():
+    from errors import ProjectError
+    from faces import framing
+    from serving import bundle
+
+    bundle.check(framing.Framing("blazeface", True, 0.4))
+    bundle.check(framing.Framing("source", False, 0.0))      # prediction frames its photos with blazeface
+    with pytest.raises(ProjectError) as error:
+        bundle.check(framing.Framing("mtcnn", True, 0.4))
+    assert str(error.value) == (
+        "--bundle: the bundle's reference finds faces with blazeface, but this run was trained on mtcnn faces, "
+        "aligned, margin 0.4; train on faces from `python -m ingest --src SRC --out OUT --reframe blazeface`, "
+        "or leave out --bundle")

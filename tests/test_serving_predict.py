@@ -538,7 +538,7 @@ def test_predict_never_imports_ingest(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:") and line.count("|") == 2}
-    assert {"serving.faces", "faces.detect", "mtcnn", "faces.facebox", "entry.progress"} <= imported   # the whole path ran
+    assert {"serving.faces", "faces.detect", "faces.blazeface", "faces.facebox", "entry.progress"} <= imported   # the whole path ran
     assert sorted(m for m in imported if m.split(".")[0] == "ingest") == []
 
 
@@ -690,3 +690,40 @@ def test_the_tally_counts_files_faces_and_errors_by_kind_and_says_where_the_resu
         "1 other); predictions in p.jsonl (17 files with 10 from earlier runs, each error on its file's line); "
         "pictures in pics")
     assert tally.Tally().line() == "done: 0 files, 0 faces"
+
+
+def test_each_face_is_labelled_with_its_age_and_90_percent_interval_in_a_font_that_scales():
+    import matplotlib.pyplot as plt
+
+    from reports.prediction_plots import MIN_LABEL_PT, annotated_figure, label_size, label_text
+
+    face = {"box": (10, 10, 40, 40), "apparent_age": 41.3, "age_low": 25, "age_high": 62}
+    assert label_text(face) == "41 (25–62)"
+    assert label_text({"box": (0, 0, 9, 9), "apparent_age": 7.6}) == "8"
+    text = label_text(face)
+    small, big = label_size(face["box"], 200, 120, text), label_size(face["box"], 4000, 3000, text)
+    assert small == MIN_LABEL_PT and big == 4000 / 50      # a small face on a big photo: still legible
+    assert label_size((0, 0, 800, 800), 4000, 3000, text) == 100     # a big face: an eighth of its height
+    fig = annotated_figure(np.zeros((1500, 2000, 3), np.uint8), [face])
+    (label,) = fig.axes[0].texts
+    assert label.get_text() == "41 (25–62)" and label.get_fontsize() == 2000 / 50
+    fig.canvas.draw()
+    assert label.get_bbox_patch().get_window_extent().height > 40       # px on the 2000 px picture
+    plt.close(fig)
+
+
+def test_the_age_distribution_shades_its_90_percent_interval():
+    import matplotlib.pyplot as plt
+
+    from reports.prediction_plots import distribution_figure, interval
+
+    probs = np.zeros(101, np.float32)
+    probs[30:41] = 1 / 11                     # ages 30..40 equally likely
+    low, high = interval(probs)
+    assert 30 <= low <= 31 and 39 <= high <= 40
+    fig = distribution_figure(probs, "face 1")
+    (span,) = fig.axes[0].patches[:1]
+    x0, x1 = span.get_x(), span.get_x() + span.get_width()
+    assert (x0, x1) == (low - 0.5, high + 0.5)        # the bars of low..high, each 1 wide
+    assert f"90% interval {low}–{high}" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)

@@ -116,3 +116,43 @@ def test_a_split_without_spreads_reports_no_epsilon_error():
     assert float(sums["epsilon_count"]) == 0 and float(sums["epsilon_error"]) == 0
     rates = loop.metrics({k: float(v) for k, v in sums.items()})
     assert "epsilon_error" not in rates and "gender_accuracy" in rates
+
+
+def test_a_new_metric_is_one_table_entry_in_the_sums_the_rates_and_the_history():
+    """A toy metric (CS at 10 years) added to a copy of the metric table reaches the loop's
+    sums (a step's and a whole evaluation's), its rates, history.csv's columns, the epoch
+    line, the --best_metric choices and the report rows."""
+    import keras
+
+    from model import metric_names, metrics as dex_metrics
+    from trainer import history
+
+    toy = metric_names.Metric("cs10", lambda b: dex_metrics.within(b.abs_error, 10.0), "within10",
+                              line="val", best=True, label="CS(10)")
+    table = metric_names.METRICS + (toy,)
+    rng = np.random.default_rng(4)
+    outputs, labels, probs, age, *_ = random_batch(rng, 40, with_gender=False)
+    err = np.abs(probs @ np.arange(101) - age)
+    _, sums = loop.batch_sums(outputs, labels, False, table)
+    assert "within10" in loop.sum_keys(False, table) and "within10" not in loop.sum_keys(False)
+    assert float(sums["within10"]) == (err <= 10).sum() and float(sums["within5"]) == (err <= 5).sum()
+    rates = loop.metrics(sums, table)
+    assert rates["cs10"] == pytest.approx((err <= 10).mean()) and "cs10" not in loop.metrics(sums)
+
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(101, activation="softmax")])
+    x = rng.normal(size=(10, 4)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, {k: v[:10] for k, v in labels.items()})).batch(4)
+    trainer = loop.Loop(tf.distribute.get_strategy(), net, keras.optimizers.Adam(), global_batch_size=4,
+                        with_gender=False, table=table)
+    totals = trainer.evaluate(ds)
+    net_err = np.abs(net(x).numpy() @ np.arange(101) - age[:10])
+    assert totals["within10"] == (net_err <= 10).sum() and totals["count"] == 10
+
+    row = {"epoch": 1, **rates, **{metric_names.val(k): v for k, v in rates.items()},
+           "learning_rate": 0.1, "epoch_seconds": 1.0, "images_per_second": 40.0}
+    columns = history.columns([row], table)
+    assert columns.index("cs10") == columns.index("cs5") + 1
+    assert columns.index("val_cs10") == columns.index("val_cs5") + 1 < columns.index("learning_rate")
+    assert "cs10" not in history.columns([row])
+    assert metric_names.epoch_line(table)["val_cs10"] == "val_cs10"
+    assert metric_names.best_choices(table)[-1] == "val_cs10"

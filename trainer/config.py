@@ -26,7 +26,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 TASKS = ("age", "age_gender")
 MAX_CROSS_RECORDS = 8       # data sets one trainer.evaluate scores into one table
 DEFAULT_THRESHOLDS = (18,)   # --age_threshold's default: the age gate every report shows (trainer.groups)
-BEST_METRICS = tuple(map(metrics.val, (metrics.LOSS, metrics.MAE, metrics.EPSILON_ERROR)))   # all: lower is better
+BEST_METRICS = metrics.best_choices()   # val_loss, val_mae, val_epsilon_error: all lower is better
 LR_SCHEDULES = ("constant", "cosine")
 FEATURES_BATCH_SIZE = 128           # images per trunk forward pass (python -m trainer.features)
 NO_WEIGHTS = "none"                 # --weights=none: random initialisation

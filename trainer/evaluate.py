@@ -46,7 +46,7 @@ import tensorflow as tf
 
 import records
 from faces import framing
-from model import age_outputs, metrics, uncertainty
+from model import age_outputs, metric_names, metrics, uncertainty
 from model.load import load_run_model
 from records.schema import AGE_MEAN, AGE_STD, GROUP_ATTRIBUTES, NUM_AGES, REAL_AGE
 from reports import plots
@@ -110,8 +110,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     info = run.read_info()
     records_dir = records_dir or info["records"]
     trained, scored = framing.of(info), framing.of(records.read_manifest(records_dir))
-    line = framing.warning(trained, scored, f"the faces of {records_dir}",
-                           "re-ingest them with the run's framing (ingest --reframe/--margin)")
+    line = framing.warning(trained, scored, f"the faces of {records_dir}", framing.data_fix(trained))
     if line:
         print(line, flush=True)
     net = load_run_model(run)
@@ -282,15 +281,13 @@ def baseline_mae(records_dir: str, true_age: np.ndarray) -> float:
 
 
 def print_report(report: dict, written: list[str]) -> None:
-    rows = [("faces", f"{report['count']}"), ("loss", f"{report['loss']:.4f}"),
-            ("top-1 accuracy", f"{report['accuracy']:.4f}"), ("MAE (years)", f"{report['mae']:.2f}"),
-            (f"CS({metrics.CS_THRESHOLD:g})", f"{report[metrics.CS_NAME]:.4f}"),
-            ("MAE of predicting the mean", f"{report['baseline_mae_predicting_train_mean']:.2f}")]
-    if "gender_accuracy" in report:
-        rows.append(("gender accuracy", f"{report['gender_accuracy']:.4f}"))
+    shown = [(m.when == metric_names.ALWAYS, (m.label, format(report[m.name], m.fmt)))   # the metric table's
+             for m in metric_names.METRICS if m.label and report.get(m.name) is not None]
+    rows = ([("faces", f"{report['count']}")] + [row for always, row in shown if always]
+            + [("MAE of predicting the mean", f"{report['baseline_mae_predicting_train_mean']:.2f}")]
+            + [row for always, row in shown if not always])
     if report[metrics.EPSILON_ERROR] is not None:
-        rows += [("epsilon-error (ChaLearn)", f"{report[metrics.EPSILON_ERROR]:.4f}"),
-                 ("  faces / left out (std 0)", f"{report['epsilon_faces']} / {report['epsilon_left_out']}"),
+        rows += [("  faces / left out (std 0)", f"{report['epsilon_faces']} / {report['epsilon_left_out']}"),
                  ("MAE vs apparent age", f"{report['mae_apparent']:.2f}")]
     if report["mae_real"] is not None:
         rows.append(("MAE vs real age", f"{report['mae_real']:.2f} (n={report['real_age_faces']})"))

@@ -1,20 +1,33 @@
-"""history.csv's columns: one row per completed epoch of a run (storage.run_dir writes the file)."""
+"""history.csv's columns: one row per completed epoch of a run (storage.run_dir writes the file),
+derived from the metric table (model.metric_names)."""
 
 from __future__ import annotations
 
 from model import metric_names as metrics
 from storage.run_dir import RunDir
 
-HISTORY_FIELDS = ("epoch", *metrics.RATES, *map(metrics.val, metrics.RATES),
-                  "learning_rate", "epoch_seconds", "images_per_second")
-GENDER_FIELDS = (metrics.GENDER_ACCURACY, metrics.val(metrics.GENDER_ACCURACY))
-EPSILON_FIELDS = (metrics.EPSILON_ERROR, metrics.val(metrics.EPSILON_ERROR))   # data with apparent-age spreads
+TIMING_FIELDS = ("learning_rate", "epoch_seconds", "images_per_second")
+
+
+def history_fields(table=metrics.METRICS) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the columns every history.csv has, the optional metric columns in their order)."""
+    always, optional = metrics.history_columns(table)
+    return ("epoch", *always, *TIMING_FIELDS), optional
+
+
+HISTORY_FIELDS, OPTIONAL_FIELDS = history_fields()
+GENDER_FIELDS = tuple(f for m in metrics.METRICS if m.when == metrics.WITH_GENDER
+                      for f in (m.name, metrics.val(m.name)))
+
+
+def columns(rows: list[dict], table=metrics.METRICS) -> list[str]:
+    """The columns of a history.csv of `rows`: every optional metric column some row has
+    (the gender head's are in every row or none; a training epoch of mixed sources may draw
+    no face with a spread: its ε-error cell stays empty)."""
+    fields, optional = history_fields(table)
+    return list(fields) + [k for k in optional if any(k in row for row in rows)]
 
 
 def write_history(run: RunDir, rows: list[dict]) -> None:
-    """The whole history.csv of `run`: the gender columns when the rows have them, the
-    ε-error ones when any row has them (a training epoch of mixed sources may draw no face
-    with a spread: its cell stays empty)."""
-    fields = list(HISTORY_FIELDS) + [k for k in GENDER_FIELDS if rows and k in rows[0]] + [
-        k for k in EPSILON_FIELDS if any(k in row for row in rows)]
-    run.write_history(rows, fields)
+    """The whole history.csv of `run`."""
+    run.write_history(rows, columns(rows))

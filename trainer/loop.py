@@ -22,74 +22,77 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import metrics as dex_metrics
+from model import metric_names, metrics as dex_metrics
 from records import schema
 
-# The reduced sums every step returns; metrics() turns them into rates.
-WITHIN = f"within{dex_metrics.CS_THRESHOLD:g}"   # "within5": faces within CS_THRESHOLD years
-EPSILON, EPSILON_COUNT = dex_metrics.EPSILON_ERROR, "epsilon_count"   # ε-error sum and its faces (age_std > 0)
-SUM_KEYS = ("loss", "correct", "abs_error", WITHIN, EPSILON, EPSILON_COUNT, "count")
-GENDER_SUM_KEYS = ("gender_correct", "gender_count")
+# The reduced sums every step returns (each metric's total, a ratio's weight, the example
+# count), declared by the metric table; metrics() turns them into rates.
+COUNT = metric_names.COUNT
 
 
-def batch_sums(outputs, labels, with_gender: bool):
+def active(table, with_gender: bool) -> tuple:
+    """The metrics of `table` a model computes: the gender head's only with it."""
+    return tuple(m for m in table if m.when != metric_names.WITH_GENDER or with_gender)
+
+
+def sum_keys(with_gender: bool, table=metric_names.METRICS) -> tuple[str, ...]:
+    """Every key of the loop's sums, in table order, the example count last."""
+    return tuple(k for m in active(table, with_gender) for k in m.sum_keys()) + (COUNT,)
+
+
+def batch_sums(outputs, labels, with_gender: bool, table=metric_names.METRICS):
     """Per-example loss and the metric sums of one batch.
 
     Loss: sparse categorical cross-entropy on ages 0..100, plus (age_gender) the
     gender cross-entropy of records whose gender is known. The apparent age is
     DEX's expectation over the softmax, not its argmax. `labels` carries the
-    reader's age, age_mean and age_std (and gender with `with_gender`).
+    reader's age, age_mean and age_std (and gender with `with_gender`). Each metric of
+    `table` sums its per-example values (and a ratio its per-example weights).
     """
     age_probs = outputs["age"] if isinstance(outputs, dict) else outputs
     age = labels["age"]
     per_example = keras.losses.sparse_categorical_crossentropy(age, age_probs)
     expected = dex_metrics.expected_age(age_probs)
-    abs_error = dex_metrics.abs_error(age, expected)
-    # ε-error over the faces with a spread (0 for a face with std 0, never NaN or inf)
-    epsilon = dex_metrics.spread_epsilon_error(expected, labels["age_mean"], labels["age_std"])
-    spread = tf.cast(tf.cast(labels["age_std"], tf.float32) > 0, tf.float32)
-    sums = {}
+    gender_probs = None
     if with_gender:
         gender = labels["gender"]
         known = tf.cast(gender != schema.GENDER_UNKNOWN, tf.float32)
         gender_probs = outputs["gender"]
         per_example += known * keras.losses.sparse_categorical_crossentropy(
             tf.maximum(gender, 0), gender_probs)
-        gender_hit = tf.cast(tf.equal(tf.argmax(gender_probs, -1, output_type=tf.int32), gender), tf.float32)
-        sums["gender_correct"] = tf.reduce_sum(known * gender_hit)
-        sums["gender_count"] = tf.reduce_sum(known)
-    age_hit = tf.equal(tf.argmax(age_probs, -1, output_type=tf.int32), age)
-    sums.update(
-        loss=tf.reduce_sum(per_example),
-        correct=tf.reduce_sum(tf.cast(age_hit, tf.float32)),
-        abs_error=tf.reduce_sum(abs_error),
-        **{WITHIN: tf.reduce_sum(dex_metrics.within(abs_error)),
-           EPSILON: tf.reduce_sum(epsilon), EPSILON_COUNT: tf.reduce_sum(spread)},
-        count=tf.cast(tf.shape(age)[0], tf.float32),
-    )
+    batch = metric_names.Batch(labels=labels, age_probs=age_probs, expected=expected,
+                               abs_error=dex_metrics.abs_error(age, expected), loss=per_example,
+                               gender_probs=gender_probs)
+    sums = {}
+    for m in active(table, with_gender):
+        sums[m.total] = tf.reduce_sum(tf.cast(m.per_example(batch), tf.float32))
+        if m.weight is not None:
+            sums[m.weight_total] = tf.reduce_sum(tf.cast(m.weight(batch), tf.float32))
+    sums[COUNT] = tf.cast(tf.shape(age)[0], tf.float32)
     return per_example, sums
 
 
-def metrics(sums: dict) -> dict:
-    """Rates from summed counts: loss, accuracy, mae, cs5 (CS at metrics.CS_THRESHOLD years)
-    (and gender_accuracy; and epsilon_error when some face had a spread)."""
-    n = float(sums["count"])
-    out = {
-        dex_metrics.LOSS: float(sums["loss"]) / n,
-        dex_metrics.ACCURACY: float(sums["correct"]) / n,
-        dex_metrics.MAE: float(sums["abs_error"]) / n,
-        dex_metrics.CS_NAME: float(sums[WITHIN]) / n,
-    }
-    if "gender_count" in sums:
-        out[dex_metrics.GENDER_ACCURACY] = float(sums["gender_correct"]) / max(float(sums["gender_count"]), 1.0)
-    if float(sums[EPSILON_COUNT]) > 0:
-        out[EPSILON] = float(sums[EPSILON]) / float(sums[EPSILON_COUNT])
+def metrics(sums: dict, table=metric_names.METRICS) -> dict:
+    """Rates from summed counts, in table order: a mean over every example, or a ratio
+    over its weight (a metric `IF_COUNTED` only when some example had weight: the
+    ε-error when some face had a spread)."""
+    n = float(sums[COUNT])
+    out = {}
+    for m in table:
+        if any(k not in sums for k in m.sum_keys()):      # the gender head's, without it
+            continue
+        if m.weight is None:
+            out[m.name] = float(sums[m.total]) / n
+            continue
+        weight = float(sums[m.weight_total])
+        if m.when == metric_names.IF_COUNTED and weight <= 0:
+            continue
+        out[m.name] = float(sums[m.total]) / max(weight, 1.0)
     return out
 
 
-def _zeros(with_gender: bool) -> dict:
-    keys = SUM_KEYS + (GENDER_SUM_KEYS if with_gender else ())
-    return {k: tf.constant(0.0) for k in keys}
+def _zeros(with_gender: bool, table=metric_names.METRICS) -> dict:
+    return {k: tf.constant(0.0) for k in sum_keys(with_gender, table)}
 
 
 class Loop:
@@ -97,8 +100,9 @@ class Loop:
 
     def __init__(self, strategy: tf.distribute.Strategy, net: keras.Model,
                  optimizer: keras.optimizers.Optimizer, *, global_batch_size: int,
-                 with_gender: bool, jit_compile: bool = False):
+                 with_gender: bool, jit_compile: bool = False, table=metric_names.METRICS):
         self.strategy, self.net, self.optimizer = strategy, net, optimizer
+        self.table = table
         self.global_batch_size = global_batch_size
         self.with_gender = with_gender
         # XLA compiles the forward/backward pass only: the optimizer update holds the
@@ -115,7 +119,7 @@ class Loop:
         net = self.net
         with tf.GradientTape() as tape:
             outputs = net(images, training=True)
-            per_example, sums = batch_sums(outputs, labels, self.with_gender)
+            per_example, sums = batch_sums(outputs, labels, self.with_gender, self.table)
             # Scaled by the GLOBAL batch: summing gradients over replicas then gives the mean.
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
             scaled = self.optimizer.scale_loss(loss)  # loss scaling under mixed_float16, else identity
@@ -132,7 +136,7 @@ class Loop:
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, sums)
 
     def _train_steps_impl(self, iterator, num_steps):
-        totals = _zeros(self.with_gender)
+        totals = _zeros(self.with_gender, self.table)
         for _ in tf.range(num_steps):
             images, labels = next(iterator)
             per_replica = self.strategy.run(self._replica_step, args=(images, labels))
@@ -148,15 +152,15 @@ class Loop:
 
     def _eval_batch_impl(self, images, labels):
         outputs = self.net(images, training=False)
-        return batch_sums(outputs, labels, self.with_gender)[1]
+        return batch_sums(outputs, labels, self.with_gender, self.table)[1]
 
     def evaluate(self, dataset: tf.data.Dataset) -> dict:
         """Summed metrics over every record of a finite, non-distributed dataset."""
-        totals = {k: 0.0 for k in _zeros(self.with_gender)}
+        totals = {k: 0.0 for k in _zeros(self.with_gender, self.table)}
         for images, labels in dataset:
             for k, v in self._eval_batch(images, labels).items():
                 totals[k] += float(v)
-        if not totals["count"]:
+        if not totals[COUNT]:
             raise ValueError("the validation split yielded no records")
         return totals
 

@@ -14,7 +14,7 @@ import html
 
 import numpy as np
 
-from model.metrics import CS_NAME
+from model.metric_names import CS_NAME, METRICS
 from reports.html_page import figure_uri as _figure_uri
 from reports.html_page import page, table as _table, thumbnail_uri as _thumbnail_uri
 from reports.plots import plt
@@ -51,8 +51,8 @@ def _ci(stat: dict, spec: str = ".2f") -> str:
 
 def headline(report: dict) -> str:
     baseline = report.get("mae_mean_predictor", report.get("baseline_mae_predicting_train_mean"))
-    cards = [("faces", f"{report['count']}"), ("MAE (years)", _num(report["mae"])),
-             (CS_NAME.upper(), _num(report[CS_NAME], ".3f")),
+    cards = [("faces", f"{report['count']}")] + [(m.label, _num(report.get(m.name), m.fmt))
+                                                  for m in METRICS if m.card] + [
              ("MAE of predicting the training mean", _num(baseline))]
     calib = report.get("calibration")
     if calib:

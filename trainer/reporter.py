@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from entry.progress import Progress
-from model import metrics
+from model import metric_names as metrics
 from trainer import actions
 
 
@@ -31,11 +31,8 @@ class EpochReporter:
             self.bar.update(done - self.bar.done, " ".join(
                 f"{name} {float(running[name]):.4g}" for name in (metrics.LOSS, metrics.MAE)))
 
-    # history column -> its name on the epoch line
-    SHOWN = {**{name: name for name in (metrics.LOSS, metrics.MAE,
-                                        *map(metrics.val, (metrics.LOSS, metrics.MAE, metrics.CS_NAME)))},
-             metrics.val(metrics.EPSILON_ERROR): "val_eps",
-             metrics.val(metrics.GENDER_ACCURACY): "val_gender_acc"}
+    # history column -> its name on the epoch line (the metric table's `line`)
+    SHOWN = metrics.epoch_line()
 
     def end(self, row: dict) -> None:
         if self.bar is not None:

@@ -10,7 +10,12 @@ A source (in the spirit of a TFDS builder) is a module with
 - `dataset(src) -> str`: the default --out name (shards/<dataset>);
 - `load_table(src, options) -> Table`: its metadata as one canonical table (one row per
   image, COLUMNS below plus whatever its own cleaning steps read), its own
-  cleaning steps (each counted), and a fingerprint of what the table was read from.
+  cleaning steps (each counted), and a fingerprint of what the table was read from;
+- `LOOKS_FOR`: what auto-detection looks for, `HELP`: its part of --source's help;
+- `SAMPLES`: its synthetic samples (`ingest.sources.samples.Sample`: the writer, the
+  counts default ingest reports, its part of `python -m ingest.sample --dataset`'s help).
+
+A new source is one module and its line in `SOURCES` (and `AUTO_ORDER`).
 
 `SOURCES` maps names to modules; `AUTO_ORDER` is the order `--source auto` tries
 them in (a .csv file, a folder with wiki.mat/imdb.mat, a folder with
@@ -24,16 +29,29 @@ import os
 from errors import DataError
 from errors.paths import missing
 from ingest.sources import appa_real, csv_table, imdb_wiki, utkface
+from ingest.sources.samples import Sample
 from ingest.sources.table import COLUMNS, Options, Table, root_of
 
 
-__all__ = ["AUTO", "AUTO_ORDER", "CHOICES", "COLUMNS", "SOURCES", "Options", "Table", "resolve",
-           "root_of"]
+__all__ = ["AUTO", "AUTO_ORDER", "CHOICES", "COLUMNS", "SAMPLES", "SOURCES", "Options", "Sample", "Table",
+           "resolve", "root_of", "sample_help", "source_help"]
 
 SOURCES = {m.NAME: m for m in (imdb_wiki, utkface, appa_real, csv_table)}
 AUTO_ORDER = (csv_table, imdb_wiki, appa_real, utkface)
 AUTO = "auto"
 CHOICES = (AUTO, *SOURCES)
+SAMPLES = {sample.name: sample for m in SOURCES.values() for sample in m.SAMPLES}   # --dataset's choices
+
+
+def source_help() -> str:
+    """ingest's --source help: every source's format, then what auto looks for, in order."""
+    return ("The format of --src. " + "; ".join(f"{name}: {m.HELP}" for name, m in SOURCES.items())
+            + f". {AUTO} tries, in order: " + "; ".join(m.LOOKS_FOR for m in AUTO_ORDER) + ".")
+
+
+def sample_help() -> str:
+    """`python -m ingest.sample --dataset`'s help: every source's samples, in registry order."""
+    return "; ".join(f"{s.name}: {s.help}" for s in SAMPLES.values())
 
 
 def resolve(name: str, src: str):

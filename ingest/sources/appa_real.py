@@ -24,10 +24,13 @@ import pandas as pd
 from errors import DataError
 from faces import facebox
 from ingest.sources.table import Options, Table, read_csv, sha256_of
+from ingest.sources.samples import Sample
 from records import schema
 
 NAME = "appa_real"
 LOOKS_FOR = "a folder with gt_avg_train.csv (appa_real)"
+HELP = "APPA-REAL's appa-real-release/ (gt_avg_{train,valid,test}.csv and the train/ valid/ test/ faces)"
+SAMPLES = (Sample("appa_real", "appa-real-release/, apparent ages with their spreads", "ingest.sample_sources"),)
 OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
 MARGIN = facebox.DEFAULT_MARGIN   # the framing of its crops, as IMDB-WIKI's
 FOLDERS = {"train": "train", "valid": "val", "test": "test"}   # folder/csv name -> split

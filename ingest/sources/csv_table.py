@@ -32,10 +32,14 @@ import pandas as pd
 from errors import DataError
 from faces import facebox
 from ingest.sources.table import Options, Table, read_csv, root_of, sha256_of
+from ingest.sources.samples import Sample
 from records import schema
 
 NAME = "csv"
 LOOKS_FOR = "a .csv file (csv)"
+HELP = "a .csv file of path,age[,gender][,box][,identity][,split][,race] (any other data set)"
+SAMPLES = (Sample("csv", "faces.csv and faces_split.csv over photos/ (--src FOLDER/faces.csv)",
+                  "ingest.sample_sources", src="faces.csv"),)
 OPTIONS = ("margin", "gender_male_code")   # the source flags it reads (ingest.pipeline)
 MARGIN = facebox.DEFAULT_MARGIN   # --margin's default: the framing IMDB-WIKI's crops have
 REQUIRED = ("path", "age")

@@ -19,10 +19,15 @@ import pandas as pd
 from errors import DataError
 from faces import facebox
 from ingest.sources.table import Options, Table, sha256_of
+from ingest.sources.samples import Sample
 from records import schema
 
 NAME = "imdb_wiki"
 LOOKS_FOR = "a folder with wiki.mat or imdb.mat (imdb_wiki)"
+HELP = "IMDB-WIKI's wiki_crop/ or imdb_crop/ (wiki.mat or imdb.mat and the face folders 00/..99/)"
+SAMPLES = (Sample("wiki", "wiki.mat and 00/..99/", "ingest.sample"),
+           Sample("imdb", "imdb.mat (adds celeb_names, celeb_id) with the wiki sample's rows, images and counts",
+                  "ingest.sample"))
 OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
 KNOWN_MATS = (("wiki.mat", "wiki"), ("imdb.mat", "imdb"))  # file name, struct key
 MARGIN = facebox.DEFAULT_MARGIN   # the crops' margin around the detected face, per side

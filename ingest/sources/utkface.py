@@ -24,10 +24,13 @@ import numpy as np
 import pandas as pd
 
 from ingest.sources.table import Options, Table
+from ingest.sources.samples import Sample
 from records import schema
 
 NAME = "utkface"
 LOOKS_FOR = "a folder where most image names start with <int>_<int>_ (utkface)"
+HELP = "UTKFace's folder of [age]_[gender]_[race]_[date&time].jpg.chip.jpg crops"
+SAMPLES = (Sample("utkface", "the UTKFace folder format", "ingest.sample_sources"),)
 OPTIONS = ()   # reads none of the source flags (ingest.pipeline.SOURCE_FLAGS)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MARGIN = 0.0
