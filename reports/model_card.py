@@ -64,8 +64,27 @@ def coverage_rows(report: dict) -> list[list[str]]:
     rows = []
     for level, c in coverage.items():
         if isinstance(c, dict):
-            rows.append([level, f"{100 * c.get('coverage', 0):.1f}%",
-                         f"{100 * c['claimed']:.1f}%" if "claimed" in c else level])
+            rows.append([level, f"{100 * c.get('coverage', 0):.1f}%"])
+    return rows
+
+
+def band_coverage_rows(report: dict) -> list[list[str]]:
+    """Per band of the estimated age: faces, coverage of each interval, the 90% width."""
+    bands = report.get("calibration", {}).get("groups", {}).get("estimated_age_band", {})
+    return [[band, str(b.get("count")), *(f"{100 * v:.1f}%" for v in b.get("coverage", {}).values()),
+             f"{b.get('width_90', 0):.1f}"] for band, b in bands.items()]
+
+
+def assurance_rows(report: dict) -> list[list[str]]:
+    """Per threshold and challenge age, over all test minors: false-adult and challenge pass rates."""
+    rows = []
+    for gate in report.get("age_assurance", {}).get("gates", []):
+        for r in gate.get("rows", []):
+            if r.get("attribute") in ("all", "gender"):
+                rows.append([str(gate.get("threshold")), str(gate.get("challenge_age")), r.get("group", ""),
+                             str(r.get("minors")), _ci(r.get("false_adult"), 1, percent=True),
+                             _ci(r.get("passed_challenge"), 1, percent=True),
+                             _ci(r.get("teens_challenged"), 1, percent=True)])
     return rows
 
 
@@ -115,7 +134,8 @@ def markdown(name: str, facts: dict, run: dict, manifest: dict, report: dict, cr
     gender = manifest.get("gender_counts", {})
     race = manifest.get("group_counts", {}).get("race", {})
     lines += ["", f"Source: `{source}` ({manifest.get('source', {}).get('read', '')}), kept "
-                  f"{manifest.get('kept')} after cleaning, skipped {manifest.get('skipped', {})}; "
+                  f"{manifest.get('kept')} after cleaning, "
+                  f"{', '.join(f'{v} skipped ({k})' for k, v in manifest.get('skipped', {}).items()) or 'none skipped'}; "
                   f"gender {', '.join(f'{k} {v}' for k, v in gender.items())}; "
                   f"race {', '.join(f'{k} {v}' for k, v in race.items())}.",
               "Ages: see the age-band rows below (the test split follows the same random split).", "",
@@ -131,12 +151,20 @@ def markdown(name: str, facts: dict, run: dict, manifest: dict, report: dict, cr
             lines += ["", f"### By {kind.replace('_', ' ')} (95% bootstrap intervals)", ""]
             lines += _table([kind.replace("_", " "), "faces", "MAE", "CS5"], group_rows(report, kind))
     if coverage_rows(report):
-        lines += ["", "### Interval coverage", ""]
-        lines += _table(["interval", "covers", "claimed"], coverage_rows(report))
+        lines += ["", "### Interval coverage (test split; intervals calibrated on the val split)", ""]
+        lines += _table(["interval", "holds the true age"], coverage_rows(report))
+    if band_coverage_rows(report):
+        lines += ["", "By band of the estimated age (what a served interval can condition on):", ""]
+        lines += _table(["estimated age", "faces", "50%", "80%", "90%", "90% width (years)"],
+                        band_coverage_rows(report))
     if threshold_rows(report):
         lines += ["", "### Age thresholds", ""]
         lines += _table(["threshold", "minors", "estimated adult", "adults", "estimated minor"],
                         threshold_rows(report))
+    if assurance_rows(report):
+        lines += ["", "### Age assurance (minors: true age under the threshold)", ""]
+        lines += _table(["threshold", "challenge age", "group", "minors", "estimated adult", "pass the challenge",
+                         "13-17 challenged"], assurance_rows(report))
     lines += ["", "## Other data sets (not used for training)", ""]
     if cross:
         lines += _table(["data set", "framing", "faces", "MAE", "CS5", "always answering the training mean"], [
