@@ -28,7 +28,6 @@ import numpy as np
 from errors import ProjectError
 from faces import framing
 from faces.pixels import read_rgb
-from model.tta import TTA
 from serving import shipped
 from serving.config import PredictConfig
 
@@ -67,7 +66,7 @@ class AgeEstimator:
     None: the shipped default (checked against its recorded sizes and checksums)."""
 
     def __init__(self, model_dir: str | None = None, *, detector: str | None = None, align: bool | None = None,
-                 margin: float | None = None, tta: str = TTA[0], batch_size: int = PredictConfig.batch_size,
+                 margin: float | None = None, tta: str | None = None, batch_size: int = PredictConfig.batch_size,
                  min_face: int = PredictConfig.min_face):
         from serving import predict   # TensorFlow loads here, once
 

@@ -47,7 +47,7 @@ def define_predict_flags() -> None:
                        "fraction of its width/height. Default: the run's (run.json), the margin of the "
                        f"crops it was trained on ({DEFAULT_MARGIN:g} IMDB-WIKI, APPA-REAL, --reframe; 0.0 UTKFace).")
     flags.DEFINE_integer("min_face", PredictConfig.min_face, "Smallest face the detector reports, in pixels.")
-    define_tta_flag()
+    define_tta_flag(default=None)
 
 
 def check_predict_values(argv: list[str]) -> None:
