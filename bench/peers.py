@@ -1,7 +1,7 @@
 """A published small age model beside ours on the same real faces (not a test: it
 needs real faces and the peer's weights, which are never committed).
 
-    python -m bench.peers --src FACES --ssrnet_weights SSRNET.h5 [--model_dir RUN] [--limit N]
+    python -m bench.peers --src FACES --ssrnet_weights SSRNET.h5 [--model_dir RUN] [--limit N] [--json OUT]
 
 FACES: a data set ingest reads (a faces.csv, a folder of UTKFace-named crops, ...;
 ingest.sources), its images and ages; --limit N: N of its rows, drawn with --seed.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import entry  # noqa: F401  first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
 import argparse
+import json
 import os
 import time
 
@@ -112,7 +113,9 @@ def scores(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
     return float(error.mean()), float((error <= CS_THRESHOLD).mean())
 
 
-def table(src: str, true: np.ndarray, rows: list[tuple[str, np.ndarray, float, str]]) -> None:
+def table(src: str, true: np.ndarray, rows: list[tuple[str, np.ndarray, float, str]]) -> list[dict]:
+    """Prints the table; returns its rows on the same faces (for --json: serving.ship's card)."""
+    out = []
     both = np.logical_and.reduce([np.isfinite(pred) for _, pred, _, _ in rows])
     print(f"\n{src}: {len(true)} images, real ages {true.min():g}..{true.max():g} (mean {true.mean():.1f}); "
           f"{int(both.sum())} with a face found by every model\n")
@@ -125,6 +128,9 @@ def table(src: str, true: np.ndarray, rows: list[tuple[str, np.ndarray, float, s
         own_mae, own_cs = scores(pred[own], true[own]) if own.any() else (float("nan"),) * 2
         print(f"| {name} | {framed} | {int(own.sum())} | {same_mae:.2f} | {100 * same_cs:.1f}% | {own_mae:.2f} "
               f"| {100 * own_cs:.1f}% | {seconds:.0f} | {len(true) / seconds:.1f} |")
+        out.append({"model": name, "data": os.path.basename(os.path.normpath(src)), "framing": framed,
+                    "faces": int(both.sum()), "mae": same_mae, "cs5": same_cs})
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
@@ -138,7 +144,11 @@ def main(args: argparse.Namespace) -> int:
     if args.model_dir:
         ours, seconds, used = our_ages(paths, args.model_dir)
         rows.append((f"ours ({args.model_dir})", ours, seconds, used))
-    table(args.src, true, rows)
+    found = table(args.src, true, rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"src": args.src, "rows": found}, f, indent=2)
+        print(f"Wrote {args.json}")
     return 0
 
 
@@ -150,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model_dir", help="a run of ours to score on the same images")
     p.add_argument("--limit", type=_positive, help="score this many of the data set's rows (drawn with --seed)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the table's rows here (serving.ship --peers reads them)")
     return p
 
 

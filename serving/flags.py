@@ -15,6 +15,7 @@ from faces.facebox import DEFAULT_MARGIN
 from model.tta import TTA, define_tta_flag
 from serving.config import TFLITE_PRECISIONS, PredictConfig
 from serving.export_dir import check_out
+from serving import shipped
 from serving.output import PredictError, check_destinations
 from storage.run_dir import check_run
 
@@ -23,7 +24,8 @@ FLAGS = flags.FLAGS
 
 def define_predict_flags() -> None:
     """Flags of `python -m serving.predict`."""
-    flags.DEFINE_string("model_dir", None, "Run directory holding best.keras.")
+    flags.DEFINE_string("model_dir", None, "A run directory holding best.keras, or a shipped model's folder. "
+                        f"Default: the shipped model (models/{shipped.DEFAULT}: serving.shipped).")
     flags.DEFINE_string("jsonl", None, "The predictions file: one JSON line per photo appended here as the "
                         "photos complete; a rerun with the same file skips the photos already in it.")
     flags.DEFINE_boolean("probs", PredictConfig.probs, "Add each face's age distribution (age_probs, 101 floats).")
@@ -48,8 +50,7 @@ def define_predict_flags() -> None:
                          "Smallest face side, in pixels: the detector reports no smaller face, and an "
                          "image with a side under it (with --no_detect the whole image is the face) is "
                          "skipped, counted as too small.", lower_bound=1)
-    define_tta_flag()
-    flags.mark_flag_as_required("model_dir")
+    define_tta_flag(default=None)
 
 
 def check_predict_values(argv: list[str]) -> None:
@@ -60,13 +61,16 @@ def check_predict_values(argv: list[str]) -> None:
     names the first wrong one. No TensorFlow: the command checks them before it loads."""
     if len(argv) < 2:
         raise PredictError("no photo given: name one or more images, folders or @lists after the "
-                           "flags, e.g. python -m serving.predict --model_dir runs/X photo.jpg")
+                           "flags, e.g. python -m serving.predict photo.jpg")
     if FLAGS.batch_size < 1:
         raise PredictError(f"--batch_size={FLAGS.batch_size}: must be at least 1")
     if FLAGS.margin is not None and not FLAGS.margin >= 0:
         raise PredictError(f"--margin={FLAGS.margin}: must be 0 or more (a fraction of the face box added "
                            f"on every side); leave it out to use the run's margin")
-    check_run(FLAGS.model_dir)
+    if FLAGS.model_dir is None:
+        shipped.verify(shipped.path())
+    else:
+        check_run(FLAGS.model_dir)
     check_destinations(FLAGS.jsonl, FLAGS.pictures_dir)
     for arg in argv[1:]:
         if arg.startswith("@") and not os.path.isfile(arg[1:]):

@@ -52,9 +52,9 @@ from faces import framing
 from faces.pixels import IMAGE_EXTENSIONS, PixelError, read_rgb  # (a folder PATH is searched for these)
 from model import age_outputs, input_size, resize_pixels
 from model.load import load_run_model
-from model.tta import TTA
+from model.tta import run_tta
 from reports import prediction_plots as plots
-from serving import faces, tally
+from serving import faces, shipped, tally
 from serving import flags as serving_flags
 from serving.config import PredictConfig
 from serving.output import (DISTRIBUTION_SUFFIX, PICTURE_SUFFIX, Pictures, PredictError, check_destinations,
@@ -242,10 +242,12 @@ class AgeModel:
                                                                 tf.uint8)])
 
     @classmethod
-    def load(cls, model_dir: str, tta: str = "none") -> "AgeModel":
+    def load(cls, model_dir: str, tta: str | None = None) -> "AgeModel":
+        """The run's model; tta None: the run's own (model.tta.run_tta)."""
         run = RunDir(model_dir)
         info = run.read_info()   # a clear error for a directory that is not a run
-        return cls(load_run_model(run), tta, run_framing(info, run.file("run.json")), framing.stored(info))
+        return cls(load_run_model(run), tta or run_tta(info), run_framing(info, run.file("run.json")),
+                   framing.stored(info))
 
     def __call__(self, pixels) -> dict:
         """{age_probs [faces, 101], apparent_age, age_sd, age_low, age_high [faces]
@@ -337,7 +339,7 @@ class Job:
     """What the command predicts with and where its results go (PredictConfig says how
     photos become faces)."""
     model_dir: str
-    tta: str = TTA[0]
+    tta: str | None = None          # None: the run's (model.tta.run_tta)
     jsonl: str | None = None        # --jsonl: JSON lines, resumable
     pictures_dir: str | None = None  # --pictures_dir: annotated photos and age distributions
     json: bool = False              # one JSON list on stdout instead of text
@@ -438,7 +440,11 @@ def main(argv):
     f = serving_flags.FLAGS   # (its values were checked before TensorFlow loaded: check_predict_values)
     config = PredictConfig(detect=not f.no_detect, min_face=f.min_face, batch_size=f.batch_size,
                            probs=f.probs or bool(f.pictures_dir))
-    job = Job(model_dir=f.model_dir, tta=f.tta, jsonl=f.jsonl, pictures_dir=f.pictures_dir, json=f.json,
+    model_dir = f.model_dir
+    if model_dir is None:       # the shipped model (its files were checked with the flags)
+        model_dir = shipped.path()
+        print(shipped.describe(model_dir, shipped.read_info(model_dir)), file=sys.stderr)
+    job = Job(model_dir=model_dir, tta=f.tta, jsonl=f.jsonl, pictures_dir=f.pictures_dir, json=f.json,
               keep_probs=f.probs, detector=f.detector, align=f.align, margin=f.margin)
     entry.interrupt.note(
         f"serving.predict stopped; {job.jsonl} keeps the predictions of the photos finished so far and the same "

@@ -515,8 +515,8 @@ def test_no_photo_is_one_line_not_the_help(tiny_run):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         "error: no photo given: name one or more images, folders or @lists after the flags, "
-        "e.g. python -m serving.predict --model_dir runs/X photo.jpg")
-    assert "Run directory holding best.keras" not in result.stderr + result.stdout   # not the --help text
+        "e.g. python -m serving.predict photo.jpg")
+    assert "A run directory holding best.keras" not in result.stderr + result.stdout   # not the --help text
 
 
 def test_a_negative_margin_is_one_line(tiny_run):
