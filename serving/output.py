@@ -251,3 +251,18 @@ class Pictures:
                                  f"written: move it away or pass another --pictures_dir")
         self.written.add(path)
         return path
+
+
+def print_text(result: dict, note) -> None:
+    """A result as text on stdout; its error through `note` (a line on stderr)."""
+    if result["error"]:
+        note(f"error: {result['error']}")
+        return
+    for i, face in enumerate(result["faces"], 1):
+        extra = f", {face['gender']}" if "gender" in face else ""
+        print(f"{result['file']}: face {i} at {tuple(face['box'])}: apparent age "
+              f"{face['apparent_age']:.1f} ± {face['age_sd']:.1f}, 90% in {face['age_low']}-{face['age_high']} "
+              f"(most likely {face['most_likely_age']}{extra})")
+    for path in [result.get("annotated")] + result.get("distributions", []):
+        if path:
+            print(f"  wrote {path}")

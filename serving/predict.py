@@ -57,6 +57,7 @@ from reports import prediction_plots as plots
 from serving import faces, shipped, tally
 from serving import flags as serving_flags
 from serving.config import PredictConfig
+from serving import output
 from serving.output import (DISTRIBUTION_SUFFIX, PICTURE_SUFFIX, Pictures, PredictError, check_destinations,
                             open_output, writing)
 from storage.run_dir import RunDir, run_framing
@@ -319,21 +320,6 @@ def annotate(result: dict, pictures: Pictures) -> None:
         result["distributions"] = [path for path in drawn if path]
 
 
-def print_text(result: dict, note) -> None:
-    """A result as text on stdout; its error through `note` (a line on stderr)."""
-    if result["error"]:
-        note(f"error: {result['error']}")
-        return
-    for i, face in enumerate(result["faces"], 1):
-        extra = f", {face['gender']}" if "gender" in face else ""
-        print(f"{result['file']}: face {i} at {tuple(face['box'])}: apparent age "
-              f"{face['apparent_age']:.1f} ± {face['age_sd']:.1f}, 90% in {face['age_low']}-{face['age_high']} "
-              f"(most likely {face['most_likely_age']}{extra})")
-    for path in [result.get("annotated")] + result.get("distributions", []):
-        if path:
-            print(f"  wrote {path}")
-
-
 @dataclasses.dataclass(frozen=True)
 class Job:
     """What the command predicts with and where its results go (PredictConfig says how
@@ -401,7 +387,7 @@ def run(config: PredictConfig, job: Job, args: list[str]) -> int:
         elif job.json:
             results.append(result)
         else:
-            print_text(result, note)
+            output.print_text(result, note)
         if progress:
             progress.update()
     if progress:

@@ -57,7 +57,9 @@ def command_flags() -> dict[str, set[str]]:
     from ingest import sample
     from records import __main__ as records_main
     from records.service import __main__ as service_main
+    from bench import peers
     from serving import flags as serving_flags
+    from serving import ship
     from trainer import flags as trainer_flags
 
     table = {"ingest": _absl_flags(ingest_flags.define_flags),
@@ -68,6 +70,8 @@ def command_flags() -> dict[str, set[str]]:
              "serving.export": _absl_flags(serving_flags.define_export_flags)}
     table["trainer.predict"], table["trainer.export"] = table["serving.predict"], table["serving.export"]
     table["ingest.sample"] = _argparse_flags(sample.parser())[None]
+    table["serving.ship"] = _absl_flags(ship.define_flags)
+    table["bench.peers"] = _argparse_flags(peers.parser())[None]
     for name, define, subs in (("records", records_main.define_flags, records_main.COMMANDS),
                                ("records.service", service_main.define_flags, ("dispatcher", "worker"))):
         names = _absl_flags(define)
