@@ -21,8 +21,8 @@ from PIL import Image
 import numpy as np
 
 from faces import detect, facebox, framing
-from faces.pixels import (PixelError, check_size, encode, read_rgb, to_rgb, upright)  # noqa: F401  (to_rgb: API)
-from faces.pixels import squash as fit
+from faces.pixels import (DECODE_ERRORS, PixelError, check_size, encode, read_rgb, to_rgb, upright)  # noqa: F401  (to_rgb: API)
+from faces.pixels import open_image, squash as fit
 from records import schema
 
 IMAGE_SIZE = schema.VGG_FACE_SIZE      # stored side in pixels (VGG-Face's input)
@@ -88,7 +88,7 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
     face `box`: the box plus `margin`, clipped to the photo (faces.facebox); a box
     wholly outside the upright photo is SkipImage(BOX_OUTSIDE_PHOTO)."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             check_size(image, path)
             # JPEG DCT scaling: decode at 1/2, 1/4 or 1/8 scale when that still
             # leaves at least `size` pixels (of the crop, with a box); a 600 px
@@ -125,7 +125,7 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
         raise SkipImage(MISSING, path) from e
     except (Image.DecompressionBombError, PixelError) as e:
         raise SkipImage(UNDECODABLE, f"{path}: {e}") from e
-    except (OSError, SyntaxError, ValueError) as e:   # PIL's decode errors
+    except DECODE_ERRORS as e:
         reason = TRUNCATED if "truncated" in str(e).lower() else UNDECODABLE
         raise SkipImage(reason, f"{path}: {e}") from e
 
