@@ -47,6 +47,7 @@ from typing import Callable
 
 from errors import DataError
 from storage.atomic import atomic_write_bytes
+from storage.json_file import load_json
 from storage.lock import OutputLock
 
 MARKER_NAME = ".dex-age"
@@ -75,8 +76,7 @@ def drop_marker(directory: str, kind: str) -> None:
 def marker_kind(directory: str) -> str | None:
     """The `kind` the marker of `directory` names, or None (no marker, unreadable)."""
     try:
-        with open(os.path.join(directory, MARKER_NAME)) as f:
-            value = json.load(f)
+        value = load_json(os.path.join(directory, MARKER_NAME))
         return value.get("kind") if isinstance(value, dict) else None
     except (OSError, ValueError):
         return None

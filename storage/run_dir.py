@@ -40,7 +40,7 @@ from faces import framing
 from faces.facebox import DEFAULT_MARGIN, is_margin
 from storage import outdir
 from storage.atomic import atomic_write_bytes
-from storage.json_file import read_json_object
+from storage.json_file import load_json, read_json_object
 from storage.lock import OutputLock, lock_path
 
 KIND = "run"                         # the marker's kind
@@ -181,8 +181,7 @@ class RunDir:
     def read_best_record(self) -> dict | None:
         """{"epoch", "metric", "value"} of best.keras, or None (none written, or unreadable)."""
         try:
-            with open(self.file("best.json")) as f:
-                record = json.load(f)
+            record = load_json(self.file("best.json"))
             return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
         except (OSError, ValueError):
             return None
