@@ -36,6 +36,9 @@ def writing(path: str, what: str, fix: str):
 # A predictions file carries the project's mark beside it (a JSONL file has no room for
 # one inside without changing what its readers see): `.NAME.dex-age` next to NAME.
 _LINE_START = b'{"file": '      # how every line of ours begins (json.dumps of a result)
+# The longest line of ours (a photo's faces with their probabilities are a few KB); a
+# longer one is not a prediction line, and is refused having read only this much.
+MAX_LINE_BYTES = 1 << 24
 
 
 def mark_path(path: str) -> str:
@@ -61,17 +64,20 @@ def resume_output(out, path: str) -> set[str]:
     (its mark beside it, or, for a file written before marks, a tail that begins like
     a result line).  Anything else is refused untouched."""
     out.seek(0)
-    data = out.read()
-    end = data.rfind(b"\n") + 1
-    done = set()
+    done, end, number, tail = set(), 0, 0, b""
     refuse = ("--jsonl only continues a predictions file it wrote, and nothing was changed: "
               "pass a new file name")
-    for number, line in enumerate(data[:end].splitlines(), 1):
-        if not _is_result_line(line):
+    while line := out.readline(MAX_LINE_BYTES + 1):    # a line at a time: a foreign file is
+        number += 1                                   # refused at its first line, unread beyond
+        if not line.endswith(b"\n") and len(line) <= MAX_LINE_BYTES:
+            tail = line                                # the last line, torn by a kill
+            break
+        if len(line) > MAX_LINE_BYTES or not _is_result_line(line):
             raise PredictError(f"{path}: line {number} is not a prediction line; {refuse}")
         done.add(json.loads(line)["file"])
-    if end < len(data):
-        if not (os.path.isfile(mark_path(path)) or data[end:].startswith(_LINE_START)):
+        end += len(line)
+    if tail:
+        if not (os.path.isfile(mark_path(path)) or tail.startswith(_LINE_START)):
             raise PredictError(f"{path}: does not end with a newline and is not a predictions "
                                f"file (no {outdir.MARKER_NAME} mark beside it); {refuse}")
         out.truncate(end)

@@ -10,10 +10,9 @@ so callers that tolerate a damaged file catch (OSError, ValueError) and nothing 
 from __future__ import annotations
 
 import json
-import os
-import stat
 
 from errors import DataError
+from storage.bounded import UnboundedFile, read_bounded
 
 # The largest JSON file the project reads: a manifest of a million-face data set is a
 # few MB; a larger file is not one of ours, and parsing costs about twice its size.
@@ -26,21 +25,12 @@ class JsonFileError(ValueError):
 
 def load_json(path: str, limit: int | None = None):
     """The value held by the JSON file `path`: OSError when it cannot be opened,
-    JsonFileError when it is not a regular file, over `limit` bytes, not JSON or
-    nested too deeply (`limit`: MAX_JSON_BYTES unless given).  Opened without blocking
-    and checked by fstat before any read."""
-    limit = MAX_JSON_BYTES if limit is None else limit
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise JsonFileError("not a regular file (a FIFO, device or directory); it was not read")
-        if st.st_size > limit:
-            raise JsonFileError(f"{st.st_size} bytes, more than the {limit} a JSON file of the project "
-                                f"takes; it was not read")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise JsonFileError(f"more than the {limit} bytes a JSON file of the project takes")
+    JsonFileError when it is not a regular file, over `limit` bytes (MAX_JSON_BYTES
+    unless given), not JSON or nested too deeply."""
+    try:
+        data = read_bounded(path, MAX_JSON_BYTES if limit is None else limit)
+    except UnboundedFile as e:
+        raise JsonFileError(str(e)) from None
     try:
         return json.loads(data)
     except RecursionError:
