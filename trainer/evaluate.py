@@ -46,7 +46,7 @@ from records.schema import (AGE_MEAN, AGE_STD, GENDER_NAMES, GENDER_UNKNOWN, GRO
                             REAL_AGE, group_name)
 from reports import plots
 from storage.atomic import atomic_write_bytes
-from storage.run_dir import OTHER_REPORT, OWN_REPORT, RunDir
+from storage.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, run_framing, run_records
 from trainer import calibration, groups, loop, report_html
 from trainer import flags as trainer_flags
 from trainer.config import DEFAULT_THRESHOLDS, TrainConfig, check_evaluate
@@ -103,8 +103,12 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     check_evaluate(batch_size, thresholds, challenge_age)
     run = RunDir(model_dir)
     info = run.read_info()
-    records_dir = records_dir or info["records"]
-    trained, scored = framing.of(info), framing.of(records.read_manifest(records_dir))
+    where = run.file("run.json")
+    # run.json's records are checked where they are needed (a run.json without them scores
+    # only another data set, named by --records, into the side reports).
+    run_records_dir = run_records(info, where) if not records_dir or "records" in info else None
+    records_dir = records_dir or run_records_dir
+    trained, scored = run_framing(info, where), framing.of(records.read_manifest(records_dir))
     line = framing.warning(trained, scored, f"the faces of {records_dir}",
                            "re-ingest them with the run's framing (ingest --reframe/--margin)")
     if line:
@@ -167,7 +171,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     report["thresholds"] = groups.threshold_rates(true_age, written_estimate, thresholds, challenge_age)
     report["calibration"] = calibration.calibration_section(
         true_age, columns["age_probs"], fitted)
-    names = output_names(info["records"], records_dir, split)
+    names = output_names(run_records_dir, records_dir, split)
     written = [run.file(names["report"]), run.file(names["predictions"])]
     atomic_write_bytes(written[0], (json.dumps(report, indent=2) + "\n").encode())
     atomic_write_bytes(written[1], predictions_csv(keys, true_age, expected, likely, extra, columns))
@@ -200,14 +204,14 @@ def learned_little(report: dict) -> str | None:
             f"unlike the training crops")
 
 
-def output_names(run_records: str, records_dir: str, split: str) -> dict:
+def output_names(run_records: str | None, records_dir: str, split: str) -> dict:
     """The file names a report is written under in the run directory.  The run's own
     report (its own records' test split, as training ends with): report.json,
     predictions.csv, learning_curves.png, mae_by_age.png.  Any other data set or split
     names itself, so it never replaces the run's own report and several sit side by
     side: report-<basename of the records>-<split>.json, predictions-...csv,
     mae_by_age-...png (the learning curves are the run's, not the data set's)."""
-    if split == OWN_SPLIT and os.path.realpath(records_dir) == os.path.realpath(run_records):
+    if split == OWN_SPLIT and run_records and os.path.realpath(records_dir) == os.path.realpath(run_records):
         return dict(OWN_REPORT)
     tag = f"{os.path.basename(os.path.normpath(os.path.abspath(records_dir)))}-{split}"
     return {what: pattern.replace("*", tag) for what, pattern in OTHER_REPORT.items()}
