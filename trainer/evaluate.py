@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 import records
+from records import verify
 from faces import framing
 from model import age_outputs, metrics
 from model.load import load_run_model
@@ -140,21 +141,22 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     extra = {name: [] for name in SCORE_LABELS}
     faces = FaceColumns()
     worst = report_html.WorstFaces() if thumbnails else None
-    for images, labels in data:
-        sums, exp_age, top, face_out = step(images, {k: v for k, v in labels.items()
-                                                     if k not in DESCRIPTORS})
-        faces.add(face_out, labels)
-        if worst is not None:
-            worst.add(images.numpy(), labels["key"].numpy(), labels["age"].numpy(), exp_age.numpy())
-        for k, v in sums.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-        keys += [k.decode() for k in labels["key"].numpy()]
-        true_age.append(labels["age"].numpy())
-        expected.append(np.asarray(exp_age, np.float64))
-        likely.append(top.numpy())
-        for name in SCORE_LABELS:
-            if name in labels:
-                extra[name].append(labels[name].numpy())
+    with verify.naming_damage([records_dir]):
+        for images, labels in data:
+            sums, exp_age, top, face_out = step(images, {k: v for k, v in labels.items()
+                                                         if k not in DESCRIPTORS})
+            faces.add(face_out, labels)
+            if worst is not None:
+                worst.add(images.numpy(), labels["key"].numpy(), labels["age"].numpy(), exp_age.numpy())
+            for k, v in sums.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            keys += [k.decode() for k in labels["key"].numpy()]
+            true_age.append(labels["age"].numpy())
+            expected.append(np.asarray(exp_age, np.float64))
+            likely.append(top.numpy())
+            for name in SCORE_LABELS:
+                if name in labels:
+                    extra[name].append(labels[name].numpy())
     true_age, expected, likely = map(np.concatenate, (true_age, expected, likely))
     extra = {name: np.concatenate(v).astype(np.float64) if v else None for name, v in extra.items()}
 

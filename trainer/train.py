@@ -43,7 +43,7 @@ import model as age_model_lib
 import records
 from errors import ProjectError
 from model import metrics, transfer
-from records import service
+from records import service, verify
 from records.identity import data_identity
 from storage.run_dir import RunDir
 from trainer import actions, checkpoints, distribution, features, loop
@@ -441,7 +441,8 @@ def train(config: TrainConfig) -> str | None:
             return run.path if chief else None
 
         data = make_datasets(config, state, strategy, start_epoch)
-        run_epochs(config, state, data, strategy, run, chief, start_epoch, history, steps)
+        with verify.naming_damage([*config.sources, config.records]):   # a flipped byte mid-epoch
+            run_epochs(config, state, data, strategy, run, chief, start_epoch, history, steps)
         if not chief:
             tf.io.gfile.rmtree(state.checkpoint_dir)
         print(f"Best model: {run.best_model} ({config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
