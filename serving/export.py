@@ -226,6 +226,8 @@ def framing_text(trained: framing.Framing, stored: framing.Stored | None = None)
 
 def export_run(model_dir: str, out: str, *, tta: str = "none", tflite: str = "none", log=print) -> dict:
     """Writes the export of run `model_dir` to `out`; returns export.json's content."""
+    if problem := outdir.where_you_stand(out, "--out"):
+        raise ExportError(problem)
     if not replaceable(out):
         raise ExportError(f"{out}: exists and is not an export this project wrote (no "
                           f"{outdir.MARKER_NAME} marker of kind {MARKER_KIND!r}); nothing was "

@@ -212,3 +212,15 @@ class Output:
             drop_marker(self.old, self.kind)
         os.replace(self.old, self.trash)     # past this point nothing in it is carried
         _remove_ours(self.trash)
+
+
+def where_you_stand(path: str, what: str) -> str | None:
+    """Why `path` cannot be an output that is built aside and renamed into place, or
+    None: the current directory or a folder holding it (`.`, `..`, `/`) cannot be
+    renamed over, and replacing it would pull the directory from under the shell."""
+    here, target = os.path.realpath("."), os.path.realpath(path)
+    if os.path.commonpath([here, target]) == target:
+        return (f"{what} {path}: is the current directory or holds it ({target}); the output is "
+                f"replaced whole, so name a folder of its own, e.g. {what} "
+                f"{os.path.join(path, 'NAME') if path not in ('', '.') else 'NAME'}")
+    return None

@@ -547,3 +547,15 @@ def test_a_resume_state_of_the_wrong_types_is_named():
         assert output.resume_state_problem(damaged) == "split 'train': its counts are not counts", field
     assert output.resume_state_problem({**state, "splits": {"../x": {"shards": []}}}) == \
         "split '../x' is not a split with a list of shards"
+
+
+@pytest.mark.parametrize("given", [".", "..", "/"])
+def test_an_out_that_is_where_you_stand_is_refused_before_any_decoding(sample_dir, tmp_path, monkeypatch, given):
+    here = tmp_path / "a" / "b"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(images, "process_chunk", lambda *a: pytest.fail("an image was decoded"))
+    with pytest.raises(DataError) as e:
+        pipeline.run(_cfg(sample_dir, given), log=_quiet)
+    assert str(e.value).startswith(f"--out {given}: is the current directory or holds it (")
+    assert sorted(os.listdir(tmp_path)) == ["a"] and os.listdir(here) == []

@@ -322,3 +322,16 @@ def test_the_tflite_model_refuses_any_other_input_shape(tmp_path):
         runner = Interpreter(model_path=str(path)).get_signature_runner("serve")
         with pytest.raises(RuntimeError, match=r"failed to (invoke|prepare)"):
             runner(pixels=np.zeros(shape, np.uint8))
+
+
+@pytest.mark.parametrize("given", [".", ".."])
+def test_an_export_out_that_is_where_you_stand_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, given):
+    from serving.export import ExportError, export_run
+
+    here = tmp_path / "a" / "b"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    with pytest.raises(ExportError) as e:
+        export_run(str(tmp_path / "no-run"), given, log=lambda *_: None)
+    assert str(e.value).startswith(f"--out {given}: is the current directory or holds it (")
+    assert sorted(os.listdir(tmp_path)) == ["a"] and os.listdir(tmp_path / "a") == ["b"] and os.listdir(here) == []
