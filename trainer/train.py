@@ -17,9 +17,8 @@
                      one falls back to the previous); history and best.keras cut back to it
     make_datasets    what the loop trains on: image shards, or the feature cache, read
                      in this process or (--data_service) on tf.data service workers
-    run_epochs       train + validate each epoch, then the end-of-epoch actions
-                     (trainer.actions: best.keras, history, TensorBoard, checkpoint,
-                     early stop); trainer.reporter shows the progress
+    run_epochs       train + validate each epoch, then the end-of-epoch actions (trainer.actions:
+                     best.keras, history, TensorBoard, checkpoint, early stop); progress shown
 
 `trainer.__main__` builds the `TrainConfig` from the flags, calls `train`, then
 evaluates best.keras at the run's eval batch size.
@@ -440,9 +439,9 @@ def train(config: TrainConfig) -> str | None:
             print(f"{run.path}: {done}; nothing left to train", flush=True)
             return run.path if chief else None
 
-        data = make_datasets(config, state, strategy, start_epoch)
         with verify.naming_damage([*config.sources, config.records]):   # a flipped byte mid-epoch
-            run_epochs(config, state, data, strategy, run, chief, start_epoch, history, steps)
+            run_epochs(config, state, make_datasets(config, state, strategy, start_epoch), strategy, run,
+                       chief, start_epoch, history, steps)
         if not chief:
             tf.io.gfile.rmtree(state.checkpoint_dir)
         print(f"Best model: {run.best_model} ({config.best_metric} {float(state.best.numpy()):.4g})", flush=True)
