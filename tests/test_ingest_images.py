@@ -156,7 +156,7 @@ def _jpeg_with_a_mistyped_exif_tag() -> bytes:
         struct.pack("<HHI", tag, kind, count) + value for tag, kind, count, value in entries)
     exif = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
     buf = io.BytesIO()
-    Image.new("RGB", (16, 16), (90, 90, 90)).save(buf, "JPEG", exif=exif)
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(buf, "JPEG", exif=exif)   # over --min_face
     return buf.getvalue()
 
 
@@ -191,6 +191,6 @@ def test_only_the_face_formats_are_decoded_never_eps_through_ghostscript(tmp_pat
         pixels.read_rgb(str(tmp_path / "photo.jpg"))
     for fmt in pixels.DECODE_FORMATS:
         name = f"face.{fmt.lower()}"
-        Image.new("RGB", (12, 10), (10, 200, 30)).save(tmp_path / name, fmt)
-        assert pixels.read_rgb(str(tmp_path / name)).shape == (10, 12, 3), fmt
+        Image.new("RGB", (32, 30), (10, 200, 30)).save(tmp_path / name, fmt)     # over --min_face
+        assert pixels.read_rgb(str(tmp_path / name)).shape == (30, 32, 3), fmt
         assert images.process(images.ImageSettings(src=str(tmp_path), image_size=SIZE), name)

@@ -210,6 +210,8 @@ def test_a_long_foreign_file_is_refused_at_its_first_line_without_reading_the_re
     assert Counting.taken <= 1001
     ours = tmp_path / "ours.jsonl"
     ours.write_bytes(TORN)
+    from storage import outdir
+    outdir.write_mark(output.mark_path(str(ours)), output.MARK_KIND)     # a file it started: marked
     assert open_output(str(ours))[1] == {"a.jpg"} and ours.read_bytes() == TORN[:TORN.index(b"\n") + 1]
 
 
