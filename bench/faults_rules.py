@@ -323,5 +323,7 @@ def rule_cases(w: str, good: str) -> list[Case]:
         cases.append(Case("rule 2/3: a run and its export for the serving cases", "exit 0",
                           f"exit {exported.returncode}: {last_line(exported.stderr)[:100]}"))
         return cases
+    from bench.faults_inputs import input_cases
     return cases + [export_lookalike(w, run_dir), oversized_serving_input(w, export_dir),
-                    tflite_wrong_shape(export_dir)] + serving_mark_cases(w, run_dir, export_dir)
+                    oversized_serving_input(w, export_dir, 9400), tflite_wrong_shape(export_dir)] \
+        + serving_mark_cases(w, run_dir, export_dir) + input_cases(w, good, run_dir)

@@ -41,7 +41,7 @@ START_S = 120   # a server prints its address within this
 
 
 def start_server(*args: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "records.service", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "records.service", *args, "--trusted_network"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     t0 = time.monotonic()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import warnings
 
 import numpy as np
@@ -28,6 +29,18 @@ warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # refused belo
 # What counts as an image file where a folder is searched (serving.predict) or told
 # apart from a data set (records.manifest.not_a_data_set).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+# The formats a face data set holds, recognised by content whatever the file is named,
+# and decoded by Pillow's own code: an EPS, PDF or other format Pillow hands to an
+# external program (EPS runs Ghostscript) is never opened as an image.
+DECODE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+
+# What Pillow raises on a malformed file besides its OSError: SyntaxError and
+# ValueError (bad headers), struct.error (a mistyped EXIF tag), EOFError, IndexError,
+# KeyError, TypeError, OverflowError, ZeroDivisionError (broken metadata).  Each is
+# that file's error, never the end of the command reading many.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError, KeyError,
+                 TypeError, OverflowError, ZeroDivisionError)
 
 # 16-bit grayscale modes (PNG, TIFF): values 0..65535, mapped to 0..255 by / 257.
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -55,6 +68,11 @@ def check_file(path: str) -> int:
     if st.st_size == 0:
         raise PixelError(f"{path}: empty file")
     return st.st_size
+
+
+def open_image(path) -> Image.Image:
+    """Image.open limited to DECODE_FORMATS (`path`: a file name or a file object)."""
+    return Image.open(path, formats=DECODE_FORMATS)
 
 
 def check_size(image: Image.Image, name: str) -> None:
@@ -98,15 +116,15 @@ def read_rgb(path: str) -> np.ndarray:
     file and the reason for anything that gives no pixels."""
     check_file(path)
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             check_size(image, path)
             image.load()
             return np.asarray(to_rgb(upright(image)))
     except Image.DecompressionBombError:   # PIL refuses over twice its limit when opening
         raise PixelError(too_large(path, "an image")) from None
     except Image.UnidentifiedImageError:
-        raise PixelError(f"{path}: not a readable image (no image format recognised)") from None
-    except (OSError, SyntaxError, ValueError) as e:   # PIL's decode errors
+        raise PixelError(f"{path}: not a readable image (none of {', '.join(DECODE_FORMATS)})") from None
+    except DECODE_ERRORS as e:
         if isinstance(e, PixelError):
             raise
         raise PixelError(f"{path}: not a readable image ({e})") from None

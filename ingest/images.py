@@ -21,8 +21,8 @@ from PIL import Image
 import numpy as np
 
 from faces import detect, facebox, framing
-from faces.pixels import (PixelError, check_size, encode, read_rgb, to_rgb, upright)  # noqa: F401  (to_rgb: API)
-from faces.pixels import squash as fit
+from faces.pixels import (DECODE_ERRORS, PixelError, check_size, encode, read_rgb, to_rgb, upright)  # noqa: F401  (to_rgb: API)
+from faces.pixels import open_image, squash as fit
 from records import schema
 
 IMAGE_SIZE = schema.VGG_FACE_SIZE      # stored side in pixels (VGG-Face's input)
@@ -99,7 +99,7 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
     region, with a side under `min_face` px is SkipImage(FACE_TOO_SMALL), told from
     the file's header before any pixel is decoded."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             check_size(image, path)
             if box is None:
                 require_face_size(path, *image.size, min_face)
@@ -139,7 +139,7 @@ def load(path: str, size: int, box: facebox.Box | None = None, margin: float = 0
         raise SkipImage(MISSING, path) from e
     except (Image.DecompressionBombError, PixelError) as e:
         raise SkipImage(UNDECODABLE, f"{path}: {e}") from e
-    except (OSError, SyntaxError, ValueError) as e:   # PIL's decode errors
+    except DECODE_ERRORS as e:
         reason = TRUNCATED if "truncated" in str(e).lower() else UNDECODABLE
         raise SkipImage(reason, f"{path}: {e}") from e
 

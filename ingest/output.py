@@ -44,6 +44,7 @@ from records.writer import ResumeMismatch, ShardedWriter
 from reports.card import CARD_NAME    # python -m records inspect --html (no TensorFlow at import)
 from storage import outdir
 from storage.atomic import atomic_write_bytes
+from storage.json_file import load_json
 
 KIND = schema.KIND_IMAGES
 RESUME_NAME = ".resume.json"
@@ -61,8 +62,7 @@ def owns(name: str) -> bool:
 
 def _shard_hashes(directory: str) -> dict | None:
     try:
-        with open(manifest_path(directory)) as f:
-            splits = json.load(f)["splits"]
+        splits = load_json(manifest_path(directory))["splits"]
         return {s: [(x["file"], x["sha256"]) for x in e["shards"]] for s, e in splits.items()}
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -72,6 +72,42 @@ def same_shards(old: str, new: str) -> bool:
     """Nested outputs (the feature cache) survive a re-ingest only into an identical data set."""
     before = _shard_hashes(old)
     return before is not None and before == _shard_hashes(new)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_counts(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and _is_count(v) for k, v in value.items())
+
+
+def resume_state_problem(state) -> str | None:
+    """What makes `state` (a .resume.json's value) not one Writing._checkpoint wrote, or
+    None: every field a resume reads has the type it is read as."""
+    if not isinstance(state, dict) or not isinstance(state.get("fingerprint"), dict) \
+            or not isinstance(state.get("splits"), dict) \
+            or not isinstance(state["fingerprint"].get("flags", {}), dict):
+        return "not an object holding a fingerprint and splits objects"
+    for split, saved in state["splits"].items():
+        shards = saved.get("shards") if isinstance(saved, dict) else None
+        if split not in schema.SPLITS or not isinstance(shards, list):
+            return f"split {split!r} is not a split with a list of shards"
+        for shard in shards:
+            if not (isinstance(shard, dict) and isinstance(shard.get("tmp"), str)
+                    and isinstance(shard.get("sha256"), str)
+                    and _is_count(shard.get("count")) and _is_count(shard.get("bytes"))):
+                return f"split {split!r}: a shard is not {{tmp, sha256, count, bytes}}"
+        histogram = saved.get("age_histogram", [0] * schema.NUM_AGES)
+        groups = saved.get("group_counts", {})
+        if not (_is_count(saved.get("consumed", 0)) and _is_counts(saved.get("skipped", {}))
+                and isinstance(histogram, list) and len(histogram) == schema.NUM_AGES
+                and all(map(_is_count, histogram))
+                and _is_counts(saved.get("gender_counts", no_genders()))
+                and set(saved.get("gender_counts", no_genders())) == set(no_genders())
+                and isinstance(groups, dict) and all(map(_is_counts, groups.values()))):
+            return f"split {split!r}: its counts are not counts"
+    return None
 
 
 class SplitTally:
@@ -162,14 +198,20 @@ class DataSetOutput(outdir.Output):
         (saying why a leftover staging directory is not resumed)."""
         if not os.path.isdir(self.staging):
             return None
-        try:
-            with open(os.path.join(self.staging, RESUME_NAME)) as f:
-                state = json.load(f)
-            before = state["fingerprint"]
-            saved = state["splits"]
-        except (OSError, ValueError, KeyError, TypeError):
+        path = os.path.join(self.staging, RESUME_NAME)
+        if not os.path.lexists(path):
             self.log(f"ingest: starting over: {self.staging} holds no completed shard")
             return None
+        try:
+            state = load_json(path)
+        except (OSError, ValueError) as e:
+            self.log(f"ingest: starting over: {path} is damaged ({e})")
+            return None
+        problem = resume_state_problem(state)
+        if problem:
+            self.log(f"ingest: starting over: {path} is damaged ({problem})")
+            return None
+        before, saved = state["fingerprint"], state["splits"]
         if before != fingerprint:
             changed = sorted(k for k in set(before.get("flags", {})) | set(fingerprint["flags"])
                              if before.get("flags", {}).get(k) != fingerprint["flags"].get(k))

@@ -35,6 +35,7 @@ from ingest import clean, images, output, sources, split
 from ingest.decode_pool import DecodePool
 from records import manifest as manifest_lib
 from records import schema
+from storage import outdir
 
 
 _THRESHOLDS = clean.Thresholds()
@@ -197,6 +198,8 @@ def run(cfg: Config, log=print) -> dict:
     out = cfg.out or os.path.join("shards", source.dataset(cfg.src))
     workers = cfg.workers or os.cpu_count() or 1
     target = output.DataSetOutput(out, log)
+    if problem := outdir.where_you_stand(out, "--out"):
+        raise DataError(problem)
     target.check()                                  # refused here: nothing touched
     staging = os.path.relpath(target.staging)
     interrupt.note(f"ingest stopped; the finished shards are kept in "

@@ -17,7 +17,7 @@ from errors.paths import missing
 from faces import facebox
 from records import schema
 from storage.atomic import atomic_write_bytes
-from storage.json_file import read_json_object
+from storage.json_file import load_json, read_json_object
 
 
 def manifest_path(directory: str) -> str:
@@ -68,8 +68,7 @@ def _run_records(directory: str) -> str | None:
     if not os.path.isfile(path):
         return None
     try:
-        with open(path) as f:
-            records = json.loads(f.read(_RUN_JSON_BYTES)).get("records")   # a larger one is not a run.json
+        records = load_json(path, _RUN_JSON_BYTES).get("records")   # a larger one is not a run.json
     except (OSError, ValueError, AttributeError):
         records = None
     return records if isinstance(records, str) and "\n" not in records else ""
@@ -157,8 +156,42 @@ def is_plain_name(name) -> bool:
     return isinstance(name, str) and bool(_FILE_NAME.match(name)) and name not in (".", "..")
 
 
+# The largest count or byte size a manifest may hold (int64): 10**400 is not a size.
+MAX_COUNT = (1 << 63) - 1
+
+
 def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def _counts(value) -> bool:
+    """An object of counts ({name: count})."""
+    return isinstance(value, dict) and all(isinstance(k, str) and _count(v) for k, v in value.items())
+
+
+def _description_problem(manifest: dict) -> str | None:
+    """What makes the manifest's description (what inspect, verify and the data card
+    print: source, cleaning, kept, skipped, group counts) not the types ingest writes."""
+    source = manifest.get("source", {})
+    if not isinstance(source, dict) or ("entries" in source and not _count(source["entries"])):
+        return f"source {source!r} is not an object with a count of entries"[:200]
+    cleaning = manifest.get("cleaning", [])
+    if not isinstance(cleaning, list):
+        return f"cleaning {cleaning!r} is not a list of steps"[:200]
+    for i, step in enumerate(cleaning):
+        if not (isinstance(step, dict) and isinstance(step.get("step"), str)
+                and isinstance(step.get("rule", ""), str)
+                and _count(step.get("removed")) and _count(step.get("remaining"))):
+            return f"cleaning step #{i} {step!r} is not {{step, rule, removed, remaining}}"[:200]
+    if "kept" in manifest and not _count(manifest["kept"]):
+        return f"kept {manifest['kept']!r} is not a count"[:200]
+    for where, entry in [("", manifest)] + [(f"split {s!r} ", e) for s, e in manifest["splits"].items()]:
+        if "skipped" in entry and not _counts(entry["skipped"]):
+            return f"{where}skipped {entry['skipped']!r} is not an object of counts"[:200]
+        groups = entry.get("group_counts", {})
+        if not (isinstance(groups, dict) and all(map(_counts, groups.values()))):
+            return f"{where}group_counts {groups!r} is not an object of objects of counts"[:200]
+    return None
 
 
 def _histogram_problem(value, what: str) -> str | None:
@@ -204,7 +237,7 @@ def structure_problem(manifest: dict) -> str | None:
                         f"file name inside the data set's directory")
             for field in ("count", "bytes"):
                 if not _count(shard.get(field)):
-                    return f"shard {shard['file']} {field} {shard.get(field)!r} is not a count"
+                    return f"shard {shard['file']} {field} {repr(shard.get(field))[:40]} is not a count"
             if not isinstance(shard.get("sha256"), str):
                 return f"shard {shard['file']} sha256 {shard.get('sha256')!r} is not a string"
         if "age_histogram" in entry and (p := _histogram_problem(entry["age_histogram"],
@@ -215,7 +248,7 @@ def structure_problem(manifest: dict) -> str | None:
     genders = manifest.get("gender_counts")
     if "gender_counts" in manifest and not (isinstance(genders, dict) and all(map(_count, genders.values()))):
         return f"gender_counts {genders!r} is not an object of counts"
-    return None
+    return _description_problem(manifest)
 
 
 def consistency_problem(manifest: dict) -> str | None:

@@ -16,6 +16,7 @@ so `python -m records verify` can list them all instead of stopping at the first
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import os
 
@@ -330,3 +331,39 @@ def problems(directory: str) -> list[str]:
         if schema.parse_shard_name(name) and name not in listed:
             out.append(f"{os.path.join(directory, name)}: shard file not listed in the manifest")
     return out
+
+
+# ----------------------------------------------------------------------------- damage met while reading
+
+def damaged_shards(directories) -> list[str]:
+    """The shard files of the data sets `directories` that are missing or whose sha256
+    is not their manifest's (a flipped byte leaves the size as it was)."""
+    out = []
+    for directory in dict.fromkeys(directories):
+        try:
+            manifest = read_manifest(directory, consistent=False)
+        except DataError:
+            continue
+        for entry in manifest["splits"].values():
+            for shard in entry["shards"]:
+                path = os.path.join(directory, shard["file"])
+                if not os.path.isfile(path) or file_sha256(path) != shard["sha256"]:
+                    out.append(path)
+    return out
+
+
+@contextlib.contextmanager
+def naming_damage(directories):
+    """TensorFlow's DataLossError (a record's checksum fails mid-epoch; its message names
+    no shard) met in the block is one DataError naming the damaged shard(s), found by
+    their sha256, and the command that names the record."""
+    directories = list(directories)
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        bad = damaged_shards(directories)
+        what = (", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+                if bad else f"a shard of {', '.join(directories)}")
+        verify = " and ".join(f"`python -m records verify {d}`" for d in dict.fromkeys(directories))
+        raise DataError(f"{what}: damaged (a record fails its checksum: {' '.join(e.message.split())[:80]}); "
+                        f"{verify} names the record; re-run ingest (or restore the shard)") from None

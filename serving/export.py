@@ -40,8 +40,11 @@ repairs a swap a kill interrupted (the old export restored, or the new one
 completed) and removes a leftover staging folder.  Every export carries the marker
 `.dex-age` (kind "export"); an existing `--out` without it (whatever files it
 holds: a SavedModel of the user's is the user's), or a link, is never replaced.
-serving_default refuses an image over faces.pixels.MAX_PIXELS from its JPEG or
-PNG header, before decoding it (InvalidArgumentError naming the limit).
+serving_default bounds a request's memory, not only its pixels per image: every
+image's JPEG or PNG header is read first, and a request is refused (InvalidArgumentError
+naming the limit) when one image is over SERVING_MAX_PIXELS or all of them together over
+SERVING_REQUEST_PIXELS, before a byte is decoded; the images are then decoded one at a
+time (a decoded PNG costs about 40 bytes a pixel at its peak).
 """
 
 from __future__ import annotations
@@ -61,7 +64,6 @@ import keras
 import tensorflow as tf
 
 from faces import framing
-from faces.pixels import MAX_PIXELS
 from model import age_outputs, resize_pixels, uncertainty
 from model import input_size as model_input_size
 from model.load import load_run_model
@@ -75,6 +77,12 @@ from serving import framing_spec
 from storage import outdir
 from storage.run_dir import RunDir, run_framing
 
+# serving_default's bounds, read from the headers before anything is decoded: an image
+# (16.8 MP, 4096x4096; a face crop is far smaller, and a decoded PNG peaks near 40 bytes
+# a pixel: about 0.7 GB) and a request's images together (four such images).  Both are
+# below faces.pixels.MAX_PIXELS, the limit of predict and ingest.
+SERVING_MAX_PIXELS = 1 << 24
+SERVING_REQUEST_PIXELS = 1 << 26
 
 
 def decode_rgb(data):
@@ -110,15 +118,21 @@ def header_pixels(data):
                    lambda: tf.cond(is_png, png, lambda: tf.constant(0, tf.int64)))
 
 
-def bounded_decode_rgb(data):
-    """decode_rgb, refusing (InvalidArgumentError) an image of more than MAX_PIXELS pixels
-    from its header, before a byte is decoded: the limit predict and ingest apply."""
-    check = tf.debugging.assert_less_equal(
-        header_pixels(data), tf.constant(MAX_PIXELS, tf.int64),
-        message=f"image_bytes: an image of more than the {MAX_PIXELS} pixel limit (a decompression "
-                f"bomb, or a photo to downscale first); send face crops")
-    with tf.control_dependencies([check]):
-        return decode_rgb(tf.identity(data))
+def checked_request(image_bytes):
+    """`image_bytes`, after checking (InvalidArgumentError) from the headers alone that no
+    image is over SERVING_MAX_PIXELS and all together not over SERVING_REQUEST_PIXELS."""
+    pixels = tf.map_fn(header_pixels, image_bytes, fn_output_signature=tf.int64)
+    each = tf.debugging.assert_less_equal(
+        tf.reduce_max(tf.concat([pixels, [0]], 0)), tf.constant(SERVING_MAX_PIXELS, tf.int64),
+        message=f"image_bytes: an image of more than the {SERVING_MAX_PIXELS} pixel limit of this "
+                f"signature (a decompression bomb, or a photo to downscale first); send face crops")
+    with tf.control_dependencies([each]):
+        total = tf.debugging.assert_less_equal(
+            tf.reduce_sum(pixels), tf.constant(SERVING_REQUEST_PIXELS, tf.int64),
+            message=f"image_bytes: the images of one request have more than the {SERVING_REQUEST_PIXELS} "
+                    f"pixel limit of a request together; send fewer or smaller images per request")
+    with tf.control_dependencies([each, total]):
+        return tf.identity(image_bytes)
 
 
 def saved_model_archive(net, input_size: int, with_gender: bool, tta: bool):
@@ -126,10 +140,11 @@ def saved_model_archive(net, input_size: int, with_gender: bool, tta: bool):
     outputs = age_outputs(net, with_gender, tta)
 
     def decode(data):
-        return resize_pixels(bounded_decode_rgb(data), input_size)   # the model's own resize (then an identity)
+        return resize_pixels(decode_rgb(data), input_size)   # the model's own resize (then an identity)
 
     def serving_default(image_bytes):
-        pixels = tf.map_fn(decode, image_bytes,
+        # One image decoded at a time: a request's peak is its largest image, not their sum.
+        pixels = tf.map_fn(decode, checked_request(image_bytes), parallel_iterations=1,
                            fn_output_signature=tf.TensorSpec([input_size, input_size, 3], tf.uint8))
         return outputs(pixels)
 

@@ -28,7 +28,10 @@ def target(out: str) -> outdir.Output:
 
 def check_out(out: str) -> None:
     """Refuse, touching nothing, an --out that is not a new or empty folder or an export
-    of ours (a link, a user's folder or SavedModel, another output of this project)."""
+    of ours (a link, a user's folder or SavedModel, another output of this project), or
+    the current directory or a folder holding it (outdir.where_you_stand)."""
+    if problem := outdir.where_you_stand(out, "--out"):
+        raise ExportError(problem)
     try:
         target(out).check()
     except DataError as e:

@@ -39,6 +39,9 @@ def writing(path: str, what: str, fix: str):
 # one inside without changing what its readers see): `.NAME.dex-age` next to NAME, the
 # marker content of storage.outdir (kind "predictions").
 MARK_KIND = "predictions"
+# The longest line of ours (a photo's faces with their probabilities are a few KB); a
+# longer one is not a prediction line, and is refused having read only this much.
+MAX_LINE_BYTES = 1 << 24
 
 
 def mark_path(path: str) -> str:
@@ -70,16 +73,19 @@ def resume_output(out, path: str) -> set[str]:
     without its newline (torn by a kill) is cut off only in a file the project started
     (its mark beside it); anything else is refused untouched."""
     out.seek(0)
-    data = out.read()
-    end = data.rfind(b"\n") + 1
-    done = set()
+    done, end, number, tail = set(), 0, 0, b""
     refuse = ("--jsonl only continues a predictions file it wrote, and nothing was changed: "
               "pass a new file name")
-    for number, line in enumerate(data[:end].splitlines(), 1):
-        if not _is_result_line(line):
+    while line := out.readline(MAX_LINE_BYTES + 1):    # a line at a time: a foreign file is
+        number += 1                                   # refused at its first line, unread beyond
+        if not line.endswith(b"\n") and len(line) <= MAX_LINE_BYTES:
+            tail = line                                # the last line, torn by a kill
+            break
+        if len(line) > MAX_LINE_BYTES or not _is_result_line(line):
             raise PredictError(f"{path}: line {number} is not a prediction line; {refuse}")
         done.add(json.loads(line)["file"])
-    if end < len(data):
+        end += len(line)
+    if tail:
         if not is_marked(path):
             raise PredictError(f"{path}: does not end with a newline and is not a predictions "
                                f"file (no {outdir.MARKER_NAME} mark beside it); {refuse}")

@@ -60,11 +60,17 @@ from serving.config import PredictConfig
 from serving import output
 from serving.output import (DISTRIBUTION_SUFFIX, PICTURE_SUFFIX, Pictures, PredictError, check_destinations,
                             open_output, writing)
+from storage.bounded import UnboundedFile, read_bounded
 from storage.run_dir import RunDir, run_framing
 
 
 
 # ----------------------------------------------------------------------------- inputs
+
+# The largest @list file (256 MB: a path a line, millions of them); a FIFO or device
+# is refused unread (storage.bounded).
+MAX_LIST_BYTES = 1 << 28
+
 
 def expand_paths(args: list[str]) -> list[str]:
     """The image files the PATH arguments name, in order, each once: a file as
@@ -80,13 +86,13 @@ def expand_paths(args: list[str]) -> list[str]:
     for arg in args:
         if arg.startswith("@"):
             try:
-                with open(arg[1:]) as f:
-                    for line in f:
-                        if line.strip():
-                            add(line.rstrip("\r\n"))
-            except OSError as e:
-                raise PredictError(f"{arg}: cannot read the list ({e.strerror}); give @FILE with one "
-                                   f"image path a line") from None
+                text = read_bounded(arg[1:], MAX_LIST_BYTES).decode("utf-8", "surrogateescape")
+            except (OSError, UnboundedFile) as e:
+                raise PredictError(f"{arg}: cannot read the list ({getattr(e, 'strerror', None) or e}); "
+                                   f"give @FILE, a regular file with one image path a line") from None
+            for line in text.splitlines():
+                if line.strip():
+                    add(line)
         elif os.path.isdir(arg):
             for root, dirs, files in os.walk(arg):
                 dirs.sort()

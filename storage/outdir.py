@@ -53,11 +53,11 @@ import json
 import os
 import re
 import shutil
-import stat
 from typing import Callable
 
 from errors import DataError
 from storage.atomic import atomic_write_bytes, temp_name
+from storage.json_file import load_json
 from storage.lock import OutputLock, is_lock_file, lock_path
 
 MARKER_NAME = ".dex-age"
@@ -74,17 +74,9 @@ def read_mark(path: str) -> str | None:
     regular file (never read through a link) holding the JSON object {kind, created}
     that write_mark writes."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        value = json.loads(os.read(fd, MARKER_MAX_BYTES + 1))
+        value = load_json(path, MARKER_MAX_BYTES, follow_links=False)
     except (OSError, ValueError):
         return None
-    finally:
-        os.close(fd)
     if isinstance(value, dict) and set(value) == {"kind", "created"} and \
             isinstance(value["kind"], str) and isinstance(value["created"], str):
         return value["kind"]
@@ -305,3 +297,15 @@ class Output:
                 os.replace(entry.path, os.path.join(target, entry.name))
         if not os.listdir(target):
             os.rmdir(target)
+
+
+def where_you_stand(path: str, what: str) -> str | None:
+    """Why `path` cannot be an output that is built aside and renamed into place, or
+    None: the current directory or a folder holding it (`.`, `..`, `/`) cannot be
+    renamed over, and replacing it would pull the directory from under the shell."""
+    here, target = os.path.realpath("."), os.path.realpath(path)
+    if os.path.commonpath([here, target]) == target:
+        return (f"{what} {path}: is the current directory or holds it ({target}); the output is "
+                f"replaced whole, so name a folder of its own, e.g. {what} "
+                f"{os.path.join(path, 'NAME') if path not in ('', '.') else 'NAME'}")
+    return None

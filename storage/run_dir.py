@@ -45,7 +45,8 @@ from faces import framing
 from faces.facebox import DEFAULT_MARGIN, is_margin
 from storage import outdir
 from storage.atomic import atomic_write_bytes
-from storage.json_file import read_json_object
+from storage.bounded import read_bounded
+from storage.json_file import load_json, read_json_object
 from storage.lock import OutputLock
 
 KIND = "run"                         # the marker's kind
@@ -54,6 +55,8 @@ OWN_REPORT = {"report": "report.json", "predictions": "predictions.csv",
               "learning_curves": "learning_curves.png", "mae_by_age": "mae_by_age.png",
               "report_html": "report.html"}
 # Every top-level name the trainer and trainer.evaluate write into a run directory.
+# history.csv holds a row per epoch: a larger file is not one (never read whole).
+MAX_HISTORY_BYTES = 16 << 20
 OWNED = (outdir.MARKER_NAME, "flags.txt", "run.json", "checkpoints", "best.keras", "best.json",
          "history.csv", "tb", *OWN_REPORT.values())
 # ... and the names trainer.evaluate gives a report on another data set or split
@@ -196,8 +199,7 @@ class RunDir:
     def read_best_record(self) -> dict | None:
         """{"epoch", "metric", "value"} of best.keras, or None (none written, or unreadable)."""
         try:
-            with open(self.file("best.json")) as f:
-                record = json.load(f)
+            record = load_json(self.file("best.json"))
             return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
         except (OSError, ValueError):
             return None
@@ -210,12 +212,29 @@ class RunDir:
 
     # -- history.csv -----------------------------------------------------------
     def read_history(self) -> list[dict]:
+        """history.csv's rows ({"epoch": int, metric: float}); a file that is not a
+        regular file, over MAX_HISTORY_BYTES, or a row that is not an epoch's numbers is
+        one RunDirError line naming the file and the line."""
         path = self.file("history.csv")
         if not os.path.exists(path):
             return []
-        with open(path, newline="") as f:
-            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-                    for row in csv.DictReader(f)]
+        try:
+            text = read_bounded(path, MAX_HISTORY_BYTES).decode()
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{path}: unreadable ({e}); restore it, or delete it (the run keeps "
+                              f"training from its checkpoints)") from None
+        rows = []
+        for number, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), 2):
+            try:
+                parsed = {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+            except (TypeError, ValueError):
+                parsed = {}
+            if not isinstance(parsed.get("epoch"), int) or parsed["epoch"] < 1:
+                raise RunDirError(f"{path}: line {number} is not an epoch number and its metrics "
+                                  f"({','.join(str(v) for v in row.values())[:80]!r}); correct or delete "
+                                  f"that line (the run keeps training from its checkpoints)")
+            rows.append(parsed)
+        return rows
 
     def write_history(self, rows: list[dict], fields: list[str]) -> None:
         """Rewrite the whole file atomically, columns `fields`: a kill never leaves half a row."""
@@ -224,6 +243,16 @@ class RunDir:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_bytes(self.file("history.csv"), buf.getvalue().encode())
+
+
+def run_records(info: dict, where: str = "run.json") -> str:
+    """The data set a run was trained on, from its run.json `info` (`where` names it in
+    the error): a path, or one RunDirError line."""
+    value = info.get("records")
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise RunDirError(f"{where}: records {repr(value)[:80]} is not the path of the data set the run "
+                          f"was trained on; restore run.json, or pass --records DIR")
+    return value
 
 
 def run_margin(info: dict, where: str = "run.json") -> float:

@@ -600,3 +600,47 @@ def test_our_trash_is_removed_marker_last(good, tmp_path):
     out.check()
     out.repair()
     assert not trash.exists() and problems(str(good)) == []
+
+
+@pytest.mark.parametrize("damage", [
+    "[" * 100000 + "]" * 100000,                                     # RecursionError in json
+    '{"fingerprint": [], "splits": {}}',
+    '{"fingerprint": {"flags": [1]}, "splits": {"train": {"shards": []}}}',
+    '{"fingerprint": {}, "splits": {"train": {"shards": [{"tmp": 5}]}}}',
+    '{"fingerprint": {}, "splits": {"train": {"shards": [], "consumed": "9"}}}',
+])
+def test_a_damaged_resume_state_starts_over_and_says_so(sample_dir, tmp_path, damage):
+    out, staging = tmp_path / "o", tmp_path / ".o.staging"
+    outdir.drop_marker(str(staging), "images")
+    (staging / output.RESUME_NAME).write_text(damage)
+    said = []
+    pipeline.run(_cfg(sample_dir, out), log=said.append)
+    assert any(line.startswith(f"ingest: starting over: {staging / output.RESUME_NAME} is damaged (")
+               for line in said), said
+    assert not staging.exists() and problems(str(out)) == []
+
+
+def test_a_resume_state_of_the_wrong_types_is_named():
+    state = {"fingerprint": {"flags": {}}, "splits": {"train": {
+        "shards": [{"tmp": ".train-00000.tfrecord.tmp", "sha256": "ab", "count": 3, "bytes": 90}],
+        **output.SplitTally().snapshot()}}}
+    assert output.resume_state_problem(state) is None
+    for field, value in (("consumed", -1), ("skipped", {"x": "1"}), ("age_histogram", [0]),
+                         ("gender_counts", {"male": 1}), ("group_counts", {"race": [1]})):
+        damaged = json.loads(json.dumps(state))
+        damaged["splits"]["train"][field] = value
+        assert output.resume_state_problem(damaged) == "split 'train': its counts are not counts", field
+    assert output.resume_state_problem({**state, "splits": {"../x": {"shards": []}}}) == \
+        "split '../x' is not a split with a list of shards"
+
+
+@pytest.mark.parametrize("given", [".", "..", "/"])
+def test_an_out_that_is_where_you_stand_is_refused_before_any_decoding(sample_dir, tmp_path, monkeypatch, given):
+    here = tmp_path / "a" / "b"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(images, "process_chunk", lambda *a: pytest.fail("an image was decoded"))
+    with pytest.raises(DataError) as e:
+        pipeline.run(_cfg(sample_dir, given), log=_quiet)
+    assert str(e.value).startswith(f"--out {given}: is the current directory or holds it (")
+    assert sorted(os.listdir(tmp_path)) == ["a"] and os.listdir(here) == []

@@ -145,3 +145,52 @@ def test_ingest_min_face_flag_becomes_the_config_and_the_resume_fingerprint():
     config = ingest_flags.to_config({k: types.SimpleNamespace(value=v) for k, v in given.items()})
     assert config.min_face == 40 and pipeline.Config(src="x").min_face == detect.MIN_FACE
     assert pipeline.fingerprint(config, "sha")["flags"]["min_face"] == 40     # a changed --min_face is another command
+
+
+def _jpeg_with_a_mistyped_exif_tag() -> bytes:
+    """A JPEG whose EXIF Interop pointer (0xA005) is typed ASCII: Pillow's EXIF
+    reader raises struct.error on it."""
+    import struct
+    entries = [(0x0112, 3, 1, b"\x06\x00\x00\x00"), (0xA005, 2, 1, b"\x06\x00\x00\x00")]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, kind, count) + value for tag, kind, count, value in entries)
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(buf, "JPEG", exif=exif)   # over --min_face
+    return buf.getvalue()
+
+
+def test_a_mistyped_exif_tag_is_a_counted_skip_and_predicts_error_line(tmp_path):
+    from faces import pixels
+
+    (tmp_path / "bad.jpg").write_bytes(_jpeg_with_a_mistyped_exif_tag())
+    images.init_worker(images.ImageSettings(src=str(tmp_path), image_size=SIZE))
+    assert images.process_chunk([(0, "bad.jpg", None)]) == [(0, None, images.UNDECODABLE)]
+    with pytest.raises(pixels.PixelError, match="bad.jpg: not a readable image"):
+        pixels.read_rgb(str(tmp_path / "bad.jpg"))
+
+
+def test_only_the_face_formats_are_decoded_never_eps_through_ghostscript(tmp_path, monkeypatch):
+    """An EPS named photo.jpg is recognised by content and refused before Pillow
+    would hand it to Ghostscript; the formats a face data set has all decode."""
+    import subprocess
+    from faces import pixels
+
+    def no_program(*args, **kwargs):
+        raise AssertionError(f"an external program was started: {args[0]}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_program)
+    monkeypatch.setattr(subprocess, "check_call", no_program)
+    eps = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n"
+           b"(/etc/hostname) (r) file pop showpage\n%%EOF\n")
+    (tmp_path / "photo.jpg").write_bytes(eps)
+    with pytest.raises(images.SkipImage) as e:
+        images.process(images.ImageSettings(src=str(tmp_path), image_size=SIZE), "photo.jpg")
+    assert e.value.reason == images.UNDECODABLE
+    with pytest.raises(pixels.PixelError, match="photo.jpg: not a readable image"):
+        pixels.read_rgb(str(tmp_path / "photo.jpg"))
+    for fmt in pixels.DECODE_FORMATS:
+        name = f"face.{fmt.lower()}"
+        Image.new("RGB", (32, 30), (10, 200, 30)).save(tmp_path / name, fmt)     # over --min_face
+        assert pixels.read_rgb(str(tmp_path / name)).shape == (30, 32, 3), fmt
+        assert images.process(images.ImageSettings(src=str(tmp_path), image_size=SIZE), name)

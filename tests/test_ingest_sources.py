@@ -633,3 +633,33 @@ def test_the_csv_forecast_is_what_ingest_reports_at_the_default_size(tmp_path):
     sample_sources.generate("csv", str(tmp_path / "csv"), n)
     manifest = _ingest(str(tmp_path / "csv" / "faces.csv"), str(tmp_path / "out"))
     assert _counts(manifest) == sample_sources.expected_counts("csv", n)
+
+
+def test_a_csv_box_beyond_any_photo_is_an_invalid_box_row_not_an_overflow(tmp_path):
+    from faces import pixels
+    from ingest.sources.table import Options
+
+    csv_path = tmp_path / "faces.csv"
+    csv_path.write_text("path,age,x_min,y_min,x_max,y_max\na.jpg,30,0,0,1.5e308,20\n"
+                        f"b.jpg,30,0,0,{pixels.MAX_PIXELS + 1},20\nc.jpg,30,0,0,10,20\n")
+    kept, removed = _steps_of(csv_table.load_table(str(csv_path), Options(min_face_score=0.0)))
+    assert list(kept["path"]) == ["c.jpg"] and removed["invalid_box"] == 2
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "large"])
+def test_a_csv_source_that_is_a_fifo_a_device_or_too_large_is_one_line_unread(tmp_path, kind, monkeypatch):
+    from ingest.sources import table
+    from ingest.sources.table import Options
+
+    src = tmp_path / "faces.csv"
+    if kind == "fifo":
+        os.mkfifo(src)
+    elif kind == "dev_zero":
+        src = "/dev/zero"
+    else:
+        src.write_text("path,age\n" + "a.jpg,30\n" * 10)
+        monkeypatch.setattr(table, "MAX_CSV_BYTES", 98)
+    with pytest.raises(DataError) as e:
+        csv_table.load_table(str(src), Options(min_face_score=0.0))
+    says = "99 bytes, more than the 98" if kind == "large" else "not a regular file"
+    assert str(e.value).startswith(f"{src}: {says}") and str(e.value).endswith("pass a metadata CSV, a regular file")

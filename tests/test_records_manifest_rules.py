@@ -100,8 +100,17 @@ def test_a_count_of_a_billion_is_checked_against_the_shard_sizes(copy):
     (lambda m: m["splits"].update(train=[]), "split 'train' is a JSON list, not an object"),
     (lambda m: _train(m)["shards"][0].update(count=_train(m)["shards"][0]["count"] + 1),
      "is not the sum of its shards' counts"),
+    (lambda m: m.update(source="x"), "source 'x' is not an object"),
+    (lambda m: m.update(skipped={"a": "b"}), "skipped {'a': 'b'} is not an object of counts"),
+    (lambda m: _train(m).update(skipped={"a": "b"}), "split 'train' skipped {'a': 'b'} is not"),
+    (lambda m: m.update(cleaning=[{}]), "cleaning step #0 {} is not {step, rule, removed, remaining}"),
+    (lambda m: m.update(kept=-3), "kept -3 is not a count"),
+    (lambda m: m.update(group_counts={"race": [1]}), "group_counts {'race': [1]} is not"),
+    (lambda m: _train(m)["shards"][0].update(bytes=10**400), "bytes 1000000000000000000000000000000000000"),
 ], ids=["no_bytes", "bytes_string", "splits_list", "shards_string", "file_null", "image_size",
-        "encoding", "margin", "no_shards", "split_list", "shard_count_lies"])
+        "encoding", "margin", "no_shards", "split_list", "shard_count_lies", "source_string",
+        "skipped_strings", "split_skipped_strings", "cleaning_empty_step", "kept_negative",
+        "group_counts_list", "bytes_10_400"])
 def test_a_malformed_manifest_is_one_line_everywhere(copy, edit, says):
     edited(copy, edit)
     line = refused(copy) if says != "manifest has no 'splits'" else None
@@ -235,3 +244,25 @@ def test_a_training_run_or_a_csv_given_as_a_data_set_is_named_so(tmp_path):
     assert not_a_data_set(str(table)) == (
         f"{table} is a CSV table (a source for ingest), not a data set of shards: run `python -m ingest "
         f"--src {table} --out shards/faces`, then pass --records shards/faces")
+
+
+@pytest.mark.parametrize("content", ["[" * 200000 + "]" * 200000, "huge"])
+def test_a_deeply_nested_or_oversized_manifest_is_one_line_before_parsing(copy, content, monkeypatch):
+    from storage import json_file
+    path = copy / "manifest.json"
+    if content == "huge":
+        monkeypatch.setattr(json_file, "MAX_JSON_BYTES", path.stat().st_size - 1)
+        says = f"{path.stat().st_size} bytes, more than the {path.stat().st_size - 1}"
+    else:
+        path.write_text(content)
+        says = "nested too deeply"
+    with pytest.raises(DataError) as e:
+        read_manifest(str(copy))
+    assert str(e.value).startswith(f"{path}: unreadable ({says}") and "\n" not in str(e.value)
+
+
+def test_a_json_file_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    from storage.json_file import read_json_object
+    os.mkfifo(tmp_path / "run.json")
+    with pytest.raises(DataError, match="not a regular file"):
+        read_json_object(str(tmp_path / "run.json"), "a run", "fix it")

@@ -37,7 +37,7 @@ class Server:
 
     def __init__(self, *args: str):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "records.service", *args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "records.service", *args, "--trusted_network"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -131,7 +131,8 @@ def test_dead_address_is_one_line_not_a_hang(sample_shards):
                                           ("localhost:99999", "has port 99999, outside 1..65535")])
 def test_worker_with_a_malformed_dispatcher_address_is_one_line(address, why):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, "-m", "records.service", "worker", "--dispatcher", address],
+    r = subprocess.run([sys.executable, "-m", "records.service", "worker", "--dispatcher", address,
+                        "--trusted_network"],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 1, r.stderr                 # entry.run_parsed: one line, status 1
     assert r.stderr.strip() == f"error: tf.data service address {address!r} {why} (e.g. grpc://localhost:5050)"
@@ -157,11 +158,37 @@ def test_a_dispatcher_on_a_port_in_use_is_one_error_line_and_status_1():
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "records.service", "dispatcher", "--port", str(port)],
-                           capture_output=True, text=True, timeout=60, env=env)
+        r = subprocess.run([sys.executable, "-m", "records.service", "dispatcher", "--port", str(port),
+                            "--trusted_network"], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 1, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: cannot start the dispatcher on port {port}: ")
     assert "Traceback" not in r.stderr
+
+
+def test_a_second_dispatcher_on_a_busy_port_is_refused_not_listening(servers):
+    """gRPC sets SO_REUSEPORT: without the project's check a second dispatcher on the
+    first one's port starts and says it listens."""
+    first = servers("dispatcher", "--port", "0")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for server in ("dispatcher", "worker"):
+        extra = ["--dispatcher", f"{HOST}:{first.port}"] if server == "worker" else []
+        r = subprocess.run([sys.executable, "-m", "records.service", server, "--port", str(first.port),
+                            "--trusted_network", *extra], capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 1 and "listening" not in r.stdout, (r.stdout, r.stderr[-2000:])
+        assert r.stderr.strip() == (f"error: cannot start the {server} on port {first.port}: another process "
+                                    f"listens on it (a {server} already running?); stop it or pass another --port")
+
+
+@pytest.mark.parametrize("server", ["dispatcher", "worker"])
+def test_no_server_starts_without_the_trusted_network_statement(server):
+    from records.service.__main__ import UNTRUSTED
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    extra = ["--dispatcher", f"{HOST}:5050"] if server == "worker" else []
+    r = subprocess.run([sys.executable, "-m", "records.service", server, "--port", "0", *extra],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip() == f"error: {server}: not started: {UNTRUSTED}"
+    assert "every network interface" in UNTRUSTED and "any input graph" in UNTRUSTED
 
 # --------------------------------------------------------------------------- epochs
 

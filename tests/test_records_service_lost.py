@@ -34,7 +34,7 @@ def test_a_dispatcher_that_no_longer_answers_is_named_as_lost():
     assert blocked_epoch(f"grpc://127.0.0.1:{port}") == (
         f"epoch 3 did not end within 0.5 s: 5 of 5 records arrived (0 missing); the tf.data service "
         f"dispatcher at 127.0.0.1:{port} was lost (it no longer accepts connections): restart it "
-        f"(`python -m records.service dispatcher --port {port}`), then rerun the same command")
+        f"(`python -m records.service dispatcher --trusted_network --port {port}`), then rerun the same command")
 
 
 def test_a_dispatcher_that_answers_leaves_the_blame_on_a_worker():

@@ -281,7 +281,7 @@ def test_the_saved_model_refuses_an_image_over_the_pixel_limit_from_its_header(r
     import tensorflow as tf
 
     from faces.pixels import MAX_PIXELS
-    from serving.export import export_run
+    from serving.export import SERVING_MAX_PIXELS, SERVING_REQUEST_PIXELS, export_run
 
     export_run(run_dir, str(tmp_path / "e"), log=lambda *_: None)
     serve = tf.saved_model.load(str(tmp_path / "e")).signatures["serving_default"]
@@ -293,9 +293,18 @@ def test_the_saved_model_refuses_an_image_over_the_pixel_limit_from_its_header(r
     sof = jpeg.index(b"\xff\xc0")
     jpeg[sof + 5:sof + 9] = struct.pack(">HH", 9000, 10000)      # its header says 90 MP: just over
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for data in (png_header_only(20000, 20000), png_header_only(10000, 10000), bytes(jpeg)):
-        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"more than the {MAX_PIXELS} pixel limit"):
+    # 88 MP: under the pixel limit of predict and ingest, over the signature's own
+    near = png_header_only(9400, 9400)
+    assert 9400 * 9400 < MAX_PIXELS
+    for data in (png_header_only(20000, 20000), png_header_only(10000, 10000), bytes(jpeg), near):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"more than the {SERVING_MAX_PIXELS} pixel limit of this signature"):
             serve(image_bytes=tf.constant([small, data]))
+    side = 4096                                          # each at the limit, together over the request's
+    n = SERVING_REQUEST_PIXELS // (side * side) + 1
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"more than the {SERVING_REQUEST_PIXELS} pixel limit of a request together"):
+        serve(image_bytes=tf.constant([small] + [png_header_only(side, side)] * n))
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 200, grown_mb       # a decoded 10000x10000 RGB image alone is 300 MB
 
@@ -551,3 +560,16 @@ def test_the_temporary_folders_of_killed_exports_are_restored_or_removed(tmp_pat
     assert any("restored" in line for line in seen) and any(".e.zz9_yy88" in line for line in seen)
     assert sorted(os.listdir(tmp_path)) == [".e.lock", ".e.notmine1", "e"]
     assert (out / "export.json").read_text() == "new"
+
+
+@pytest.mark.parametrize("given", [".", ".."])
+def test_an_export_out_that_is_where_you_stand_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, given):
+    from serving.export import ExportError, export_run
+
+    here = tmp_path / "a" / "b"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    with pytest.raises(ExportError) as e:
+        export_run(str(tmp_path / "no-run"), given, log=lambda *_: None)
+    assert str(e.value).startswith(f"--out {given}: is the current directory or holds it (")
+    assert sorted(os.listdir(tmp_path)) == ["a"] and os.listdir(tmp_path / "a") == ["b"] and os.listdir(here) == []

@@ -168,6 +168,53 @@ def test_paths_expand_files_folders_and_lists_in_order_once(tmp_path):
         str(tmp_path / "one.jpg"), d]
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "large"])
+def test_a_list_that_is_a_fifo_a_device_or_too_large_is_refused_unread(tmp_path, kind, monkeypatch):
+    from serving import predict
+
+    listing = tmp_path / "list.txt"
+    if kind == "fifo":
+        os.mkfifo(listing)                  # opening it for reading would wait for a writer
+    elif kind == "dev_zero":
+        listing = "/dev/zero"                # never ends
+    else:
+        listing.write_text("a.jpg\n" * 10)
+        monkeypatch.setattr(predict, "MAX_LIST_BYTES", 59)
+    with pytest.raises(predict.PredictError) as e:
+        predict.expand_paths([f"@{listing}"])
+    says = "60 bytes, more than the 59" if kind == "large" else "not a regular file"
+    assert str(e.value).startswith(f"@{listing}: cannot read the list ({says}")
+
+
+def test_a_long_foreign_file_is_refused_at_its_first_line_without_reading_the_rest(tmp_path, monkeypatch):
+    import io
+    from serving import output
+    from serving.predict import PredictError, open_output
+
+    class Counting(io.BytesIO):
+        taken = 0
+
+        def read(self, size=-1):
+            data = super().read(size)
+            Counting.taken += len(data)
+            return data
+
+        def readline(self, size=-1):
+            data = super().readline(size)
+            Counting.taken += len(data)
+            return data
+
+    monkeypatch.setattr(output, "MAX_LINE_BYTES", 1000)
+    with pytest.raises(PredictError, match="big.jsonl: line 1 is not a prediction line"):
+        output.resume_output(Counting(b"x" * 50000 + b"\n" + b"y" * 100), str(tmp_path / "big.jsonl"))
+    assert Counting.taken <= 1001
+    ours = tmp_path / "ours.jsonl"
+    ours.write_bytes(TORN)
+    from storage import outdir
+    outdir.write_mark(output.mark_path(str(ours)), output.MARK_KIND)     # a file it started: marked
+    assert open_output(str(ours))[1] == {"a.jpg"} and ours.read_bytes() == TORN[:TORN.index(b"\n") + 1]
+
+
 def test_the_pipeline_does_not_autotune(tmp_path):
     """Autotuning's model thread made deleting the iterator wait out its sleep period
     (seconds of idle tail per run); the pipeline sets its parallelism itself."""

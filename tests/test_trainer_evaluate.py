@@ -136,3 +136,47 @@ def test_an_untrained_model_gets_the_warning_and_the_baseline_is_in_the_report(s
     assert saved["baseline_mae_predicting_train_mean"] == report["baseline_mae_predicting_train_mean"] > 0
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")]
     assert warnings == [evaluate.learned_little(report)] and f"MAE {report['mae']:.2f}" in warnings[0]
+
+
+@pytest.mark.parametrize("info, says", [
+    ({"margin": "abc"}, "margin 'abc' is not a number >= 0"),
+    ({"margin": float("nan")}, "margin nan is not a number >= 0"),
+    ({"records": None}, "records None is not the path of the data set"),
+    ({"records": 5}, "records 5 is not the path of the data set"),
+])
+def test_a_run_json_of_the_wrong_types_is_one_line_in_evaluate(sample_shards, tmp_path, info, says):
+    from storage.run_dir import RunDirError
+
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.path)
+    model.build_age_model(None, variant="tiny").save(run.best_model)
+    info = {"records": sample_shards, **info}
+    if info["records"] is None:
+        info.pop("records")
+    with open(run.file("run.json"), "w") as f:
+        json.dump(info, f)                      # NaN as JSON's NaN, as a hand or a bug writes it
+    with pytest.raises(RunDirError) as e:
+        evaluate.evaluate_run(run.path, quiet=True)
+    assert str(e.value).startswith(f"{run.file('run.json')}: {says}") and "\n" not in str(e.value)
+
+
+def test_a_flipped_byte_mid_read_is_one_line_naming_the_shard_and_verify(sample_shards, tmp_path):
+    import shutil
+    from errors import DataError
+
+    copy = tmp_path / "shards"
+    shutil.copytree(sample_shards, copy)
+    manifest = json.load(open(copy / "manifest.json"))
+    shard = copy / manifest["splits"]["test"]["shards"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF                          # a record's payload: its CRC fails
+    shard.write_bytes(bytes(data))
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.path)
+    model.build_age_model(None, variant="tiny").save(run.best_model)
+    run.write_info({"records": str(copy)})
+    with pytest.raises(DataError) as e:
+        evaluate.evaluate_run(run.path, quiet=True)
+    line = str(e.value)
+    assert line.startswith(f"{shard}: damaged (a record fails its checksum") and "\n" not in line
+    assert line.endswith(f"`python -m records verify {copy}` names the record; re-run ingest (or restore the shard)")

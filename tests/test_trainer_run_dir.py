@@ -244,3 +244,15 @@ def test_check_run_says_what_a_path_is_instead_of_a_trained_run(sample_shards, t
                                f"pass the run's directory (the --model_dir it was trained with)")
     (tmp_path / "notes.txt").write_text("x")
     assert refusal("notes.txt").startswith("notes.txt is a file, not a training run directory")
+
+
+@pytest.mark.parametrize("row", ["x,1.0,2.0", "3,abc,2.0", ",1.0,2.0", "4,1.0,2.0,9"])
+def test_a_bad_history_row_is_one_line_naming_the_line(tmp_path, row):
+    run = RunDir(str(tmp_path))
+    (tmp_path / "history.csv").write_text(f"epoch,loss,val_mae\n1,2.5,9.0\n{row}\n")
+    with pytest.raises(RunDirError) as e:
+        run.read_history()
+    assert str(e.value).startswith(f"{tmp_path / 'history.csv'}: line 3 is not an epoch number and its metrics")
+    assert str(e.value).endswith("correct or delete that line (the run keeps training from its checkpoints)")
+    (tmp_path / "history.csv").write_text("epoch,loss,val_mae\n1,2.5,9.0\n2,2.0,\n")
+    assert run.read_history() == [{"epoch": 1, "loss": 2.5, "val_mae": 9.0}, {"epoch": 2, "loss": 2.0}]

@@ -582,3 +582,25 @@ def test_time_limit_with_multi_worker_is_refused(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{}")
     with pytest.raises(trainer_flags.ConfigError, match=r"--time_limit with --strategy=multi_worker"):
         tiny_config("unused", "unused", time_limit=60.0, strategy="multi_worker")
+
+
+@pytest.mark.slow
+def test_a_flipped_byte_in_a_training_shard_is_one_line_naming_it(sample_shards, tmp_path, float32_policy):
+    import json
+    import shutil
+    from errors import DataError
+
+    copy = tmp_path / "shards"
+    shutil.copytree(sample_shards, copy)
+    manifest = json.load(open(copy / "manifest.json"))
+    for entry in manifest["splits"]["train"]["shards"]:     # every one: the epoch's order is random
+        shard = copy / entry["file"]
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        shard.write_bytes(bytes(data))
+    with pytest.raises(DataError) as e:
+        train.train(tiny_config(str(copy), str(tmp_path / "run"), epochs=1, steps_per_epoch=200))
+    line = str(e.value)
+    first = copy / manifest["splits"]["train"]["shards"][0]["file"]
+    assert line.startswith(f"{first}, ") and ": damaged (a record fails its checksum" in line and "\n" not in line
+    assert line.endswith(f"`python -m records verify {copy}` names the record; re-run ingest (or restore the shard)")

@@ -45,13 +45,14 @@ import numpy as np
 import tensorflow as tf
 
 import records
+from records import verify
 from faces import framing
 from model import age_outputs, metric_names, metrics, uncertainty
 from model.load import load_run_model
 from records.schema import AGE_MEAN, AGE_STD, GROUP_ATTRIBUTES, NUM_AGES, REAL_AGE
 from reports import plots
 from storage.atomic import atomic_write_bytes
-from storage.run_dir import OTHER_REPORT, OWN_REPORT, RunDir
+from storage.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, run_framing, run_records
 from trainer import assurance, calibration, cross, groups, loop, report_html
 from trainer import flags as trainer_flags
 from trainer.config import DEFAULT_THRESHOLDS, TrainConfig, check_evaluate
@@ -108,8 +109,12 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     check_evaluate(batch_size, thresholds, challenge_age, max_false_adult)
     run = RunDir(model_dir)
     info = run.read_info()
-    records_dir = records_dir or info["records"]
-    trained, scored = framing.of(info), framing.of(records.read_manifest(records_dir))
+    where = run.file("run.json")
+    # run.json's records are checked where they are needed (a run.json without them scores
+    # only another data set, named by --records, into the side reports).
+    run_records_dir = run_records(info, where) if not records_dir or "records" in info else None
+    records_dir = records_dir or run_records_dir
+    trained, scored = run_framing(info, where), framing.of(records.read_manifest(records_dir))
     line = framing.warning(trained, scored, f"the faces of {records_dir}", framing.data_fix(trained))
     if line:
         print(line, flush=True)
@@ -147,21 +152,22 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     extra = {name: [] for name in SCORE_LABELS}
     faces = FaceColumns()
     worst = report_html.WorstFaces() if thumbnails else None
-    for images, labels in data:
-        sums, exp_age, top, face_out = step(images, {k: v for k, v in labels.items()
-                                                     if k not in DESCRIPTORS})
-        faces.add(face_out, labels)
-        if worst is not None:
-            worst.add(images.numpy(), labels["key"].numpy(), labels["age"].numpy(), exp_age.numpy())
-        for k, v in sums.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-        keys += [k.decode() for k in labels["key"].numpy()]
-        true_age.append(labels["age"].numpy())
-        expected.append(np.asarray(exp_age, np.float64))
-        likely.append(top.numpy())
-        for name in SCORE_LABELS:
-            if name in labels:
-                extra[name].append(labels[name].numpy())
+    with verify.naming_damage([records_dir]):
+        for images, labels in data:
+            sums, exp_age, top, face_out = step(images, {k: v for k, v in labels.items()
+                                                         if k not in DESCRIPTORS})
+            faces.add(face_out, labels)
+            if worst is not None:
+                worst.add(images.numpy(), labels["key"].numpy(), labels["age"].numpy(), exp_age.numpy())
+            for k, v in sums.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            keys += [k.decode() for k in labels["key"].numpy()]
+            true_age.append(labels["age"].numpy())
+            expected.append(np.asarray(exp_age, np.float64))
+            likely.append(top.numpy())
+            for name in SCORE_LABELS:
+                if name in labels:
+                    extra[name].append(labels[name].numpy())
     true_age, expected, likely = map(np.concatenate, (true_age, expected, likely))
     extra = {name: np.concatenate(v).astype(np.float64) if v else None for name, v in extra.items()}
 
@@ -180,7 +186,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
                                                           thresholds, challenge_age, chosen)
     report["calibration"] = calibration.calibration_section(
         true_age, columns["age_probs"], columns["attributes"], layer, fitted if layer is not None else None)
-    names = output_names(info["records"], records_dir, split)
+    names = output_names(run_records_dir, records_dir, split)
     written = [run.file(names["report"]), run.file(names["predictions"])]
     atomic_write_bytes(written[0], (json.dumps(report, indent=2) + "\n").encode())
     atomic_write_bytes(written[1], predictions_csv(keys, true_age, expected, likely, extra, columns))
@@ -213,14 +219,14 @@ def learned_little(report: dict) -> str | None:
             f"unlike the training crops")
 
 
-def output_names(run_records: str, records_dir: str, split: str) -> dict:
+def output_names(run_records: str | None, records_dir: str, split: str) -> dict:
     """The file names a report is written under in the run directory.  The run's own
     report (its own records' test split, as training ends with): report.json,
     predictions.csv, learning_curves.png, mae_by_age.png.  Any other data set or split
     names itself, so it never replaces the run's own report and several sit side by
     side: report-<basename of the records>-<split>.json, predictions-...csv,
     mae_by_age-...png (the learning curves are the run's, not the data set's)."""
-    if split == OWN_SPLIT and os.path.realpath(records_dir) == os.path.realpath(run_records):
+    if split == OWN_SPLIT and run_records and os.path.realpath(records_dir) == os.path.realpath(run_records):
         return dict(OWN_REPORT)
     tag = f"{os.path.basename(os.path.normpath(os.path.abspath(records_dir)))}-{split}"
     return {what: pattern.replace("*", tag) for what, pattern in OTHER_REPORT.items()}

@@ -17,9 +17,8 @@
                      one falls back to the previous); history and best.keras cut back to it
     make_datasets    what the loop trains on: image shards, or the feature cache, read
                      in this process or (--data_service) on tf.data service workers
-    run_epochs       train + validate each epoch, then the end-of-epoch actions
-                     (trainer.actions: best.keras, history, TensorBoard, checkpoint,
-                     early stop); trainer.reporter shows the progress
+    run_epochs       train + validate each epoch, then the end-of-epoch actions (trainer.actions:
+                     best.keras, history, TensorBoard, checkpoint, early stop); progress shown
 
 `trainer.__main__` builds the `TrainConfig` from the flags, calls `train`, then
 evaluates best.keras at the run's eval batch size.
@@ -43,7 +42,7 @@ import model as age_model_lib
 import records
 from errors import ProjectError
 from model import metrics, transfer
-from records import service
+from records import service, verify
 from records.identity import data_identity
 from storage.run_dir import RunDir
 from trainer import actions, checkpoints, distribution, features, loop
@@ -438,8 +437,9 @@ def train(config: TrainConfig) -> str | None:
             print(f"{run.path}: {done}; nothing left to train", flush=True)
             return run.path if chief else None
 
-        data = make_datasets(config, state, strategy, start_epoch)
-        why = run_epochs(config, state, data, strategy, run, chief, start_epoch, history, steps, started)
+        with verify.naming_damage([*config.sources, config.records]):   # a flipped byte mid-epoch
+            data = make_datasets(config, state, strategy, start_epoch)
+            why = run_epochs(config, state, data, strategy, run, chief, start_epoch, history, steps, started)
         if not chief:
             tf.io.gfile.rmtree(state.checkpoint_dir)
         print(why, flush=True)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from errors import DataError
 from faces import facebox
+from faces.pixels import MAX_PIXELS
 from ingest.sources.table import Options, Table, read_csv, root_of, sha256_of
 from ingest.sources.samples import Sample
 from records import schema
@@ -102,7 +103,10 @@ def load_table(src: str, options: Options) -> Table:
     if given_box:
         corners = np.stack([pd.to_numeric(raw[c].str.strip(), errors="coerce").to_numpy(np.float64)
                             for c in BOX], axis=1)
-        box_valid = (np.isfinite(corners).all(axis=1) & (corners[:, 0] >= 0) & (corners[:, 1] >= 0)
+        # A corner beyond MAX_PIXELS lies outside any photo ingest decodes (1.5e308 would
+        # overflow the margin arithmetic): not a box.
+        box_valid = (np.isfinite(corners).all(axis=1) & (corners <= MAX_PIXELS).all(axis=1)
+                     & (corners[:, 0] >= 0) & (corners[:, 1] >= 0)
                      & (corners[:, 2] > corners[:, 0]) & (corners[:, 3] > corners[:, 1]))
         boxes = [tuple(map(float, c)) if ok else None for c, ok in zip(corners, box_valid)]
     else:
@@ -125,7 +129,7 @@ def load_table(src: str, options: Options) -> Table:
     })
     steps = [("invalid_age", "age is not a number", lambda d: ~d["age_valid"])]
     if given_box:
-        steps.append(("invalid_box", "not 0 <= x_min < x_max, 0 <= y_min < y_max",
+        steps.append(("invalid_box", f"not 0 <= x_min < x_max, 0 <= y_min < y_max (all at most {MAX_PIXELS})",
                       lambda d: ~d["box_valid"]))
     # Compared normalised: `./imgs/a.jpg` and `imgs//a.jpg` are the file `imgs/a.jpg`.
     steps.append(("duplicate_path", "path (normalised) listed on an earlier row",

@@ -4,6 +4,7 @@ takes from the flags (see ingest.sources for the seam)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 
@@ -11,7 +12,12 @@ import pandas as pd
 
 from errors import DataError
 from records import schema
+from storage.bounded import UnboundedFile, read_bounded
 from storage.checksum import hash_file
+
+# The largest metadata CSV a source reads (read whole, then parsed: pandas takes a few
+# times its size): a FIFO, a device or a larger file is refused before it is read.
+MAX_CSV_BYTES = 1 << 28
 
 # The canonical table every source produces (extra columns are the source's own).
 COLUMNS = {
@@ -69,13 +75,19 @@ class Table:
 
 def read_csv(path: str, required, unreadable_fix: str, missing_fix: str, **read_options) -> pd.DataFrame:
     """A metadata CSV as a DataFrame (pandas.read_csv with `read_options`), or one
-    DataError line: unreadable (then `unreadable_fix`), a header naming a column twice
+    DataError line: not a regular file, larger than MAX_CSV_BYTES, unreadable (then `unreadable_fix`), a header naming a column twice
     (pandas would quietly rename the second `path` to `path.1`), or without a `required`
     column (then `missing_fix`)."""
     try:
-        frame = pd.read_csv(path, **read_options)
-        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
-    except (OSError, ValueError, IndexError) as e:
+        data = read_bounded(path, MAX_CSV_BYTES)
+    except UnboundedFile as e:
+        raise DataError(f"{path}: {e}; pass a metadata CSV, a regular file") from None
+    except OSError as e:
+        raise DataError(f"{path}: unreadable CSV ({e}); {unreadable_fix}") from e
+    try:
+        frame = pd.read_csv(io.BytesIO(data), **read_options)
+        header = pd.read_csv(io.BytesIO(data), header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+    except (ValueError, IndexError) as e:
         raise DataError(f"{path}: unreadable CSV ({e}); {unreadable_fix}") from e
     names = [name.strip() for name in header]
     twice = next((name for name in names if names.count(name) > 1), None)

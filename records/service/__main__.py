@@ -1,5 +1,5 @@
-"""python -m records.service dispatcher --port 5050 [--work_dir DIR]
-python -m records.service worker --dispatcher HOST:5050 [--port P] [--worker_address HOST:P]
+"""python -m records.service dispatcher --trusted_network --port 5050 [--work_dir DIR]
+python -m records.service worker --trusted_network --dispatcher HOST:5050 [--port P] [--worker_address HOST:P]
 
 Start one tf.data service server and serve until SIGTERM or Ctrl-C, then stop it
 cleanly. The dispatcher hands out each epoch's shard files; workers run the input
@@ -8,9 +8,17 @@ pipeline (read, shuffle, decode, augment, batch) and stream batches to the train
 the same path the trainer names, so every worker host must see the shard directory
 there (a shared file system or a copy).
 
-Exit status 0 after the clean stop. A bad address, a port in use or an unusable
---work_dir is one `error: ...` line and exit status 1 (entry.run); a
-malformed address is refused before TensorFlow loads.
+Trusted network only: TensorFlow's tf.data servers listen on every network
+interface (they cannot be bound to 127.0.0.1 or any one address), without
+authentication or encryption, and a worker runs whatever input graph a client sends
+it: any program TensorFlow's ops can express, reading and writing files as the user
+who started the worker.  So neither server starts without --trusted_network, the
+user's statement that every host that can reach these ports is trusted (a private
+cluster network, or a firewall that admits only the trainer and worker hosts).
+
+Exit status 0 after the clean stop. No --trusted_network, a bad address, a port in
+use (another process listens on it) or an unusable --work_dir is one `error: ...`
+line and exit status 1 (entry.run), all but the work dir before TensorFlow loads.
 """
 
 from __future__ import annotations
@@ -26,14 +34,22 @@ from absl import flags
 DEFAULT_PORT = 5050           # the dispatcher's --port (a worker's: 0, any free port)
 POLL_S = 0.2   # how often the serving loop checks for a stop request
 SERVERS = ("dispatcher", "worker")
-USAGE = ("python -m records.service dispatcher [--port P] [--work_dir DIR] [--worker_timeout_ms MS] | "
-         "python -m records.service worker --dispatcher HOST:PORT [--port P] [--worker_address HOST:P]")
+USAGE = ("python -m records.service dispatcher --trusted_network [--port P] [--work_dir DIR] "
+         "[--worker_timeout_ms MS] | python -m records.service worker --trusted_network --dispatcher HOST:PORT "
+         "[--port P] [--worker_address HOST:P]")
+UNTRUSTED = ("TensorFlow's tf.data service listens on every network interface (it cannot be bound to "
+             "127.0.0.1), without authentication, and its workers run any input graph a client sends "
+             "(reading and writing files as this user); start it only on a network where every host that "
+             "can reach it is trusted, and say so with --trusted_network")
 FLAGS = flags.FLAGS
 OWN_FLAGS = {"dispatcher": ("work_dir", "worker_timeout_ms"), "worker": ("dispatcher", "worker_address")}
 
 
 def define_flags() -> None:
     """Every flag of `python -m records.service`, defined here only."""
+    flags.DEFINE_bool("trusted_network", False, "required: every host that can reach this server's port "
+                      "is trusted (it listens on all interfaces, unauthenticated, and a worker runs any "
+                      "graph a client sends); see README, 'Trusted network only'")
     flags.DEFINE_integer("port", None, f"port to listen on (0 picks a free one); default {DEFAULT_PORT} "
                          f"for the dispatcher, 0 for a worker")
     flags.DEFINE_string("work_dir", None, "dispatcher: directory for its journal; with it fault_tolerant_mode "
@@ -49,7 +65,7 @@ def server_and_port(argv: list[str]) -> tuple[str, int]:
     """The server to start (dispatcher or worker) and its port, from the arguments after
     the flags; a wrong one, a port outside 0..MAX_PORT, a worker without --dispatcher or
     the other server's flag is a ServiceError line."""
-    from records.service.address import MAX_PORT, ServiceError
+    from records.service.address import MAX_PORT, ServiceError, port_in_use
 
     args = argv[1:]
     if len(args) != 1 or args[0] not in SERVERS:
@@ -64,6 +80,11 @@ def server_and_port(argv: list[str]) -> tuple[str, int]:
     port = FLAGS.port if FLAGS.port is not None else (DEFAULT_PORT if server == "dispatcher" else 0)
     if not 0 <= port <= MAX_PORT:
         raise ServiceError(f"--port={port} is not a port (0..{MAX_PORT})")
+    if not FLAGS.trusted_network:
+        raise ServiceError(f"{server}: not started: {UNTRUSTED}")
+    if port_in_use(port):
+        raise ServiceError(f"cannot start the {server} on port {port}: another process listens on it "
+                           f"(a {server} already running?); stop it or pass another --port")
     return server, port
 
 

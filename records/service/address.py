@@ -1,9 +1,11 @@
 """Network addresses: `HOST:PORT` parsing (the one parser: tf.data service addresses
-here, TF_CONFIG's cluster in trainer.distribution), and a TCP connect with a deadline.
+here, TF_CONFIG's cluster in trainer.distribution), a TCP connect with a deadline, and
+whether a port is free to listen on.
 No TensorFlow import, so the server commands reject a bad address in one line, at once."""
 
 from __future__ import annotations
 
+import errno
 import socket
 
 from errors import ProjectError
@@ -48,6 +50,26 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> str:
         reason = "timed out" if isinstance(e, socket.timeout) else (e.strerror or str(e))
         raise ServiceError(
             f"no tf.data service dispatcher at {host}:{port} ({reason} within {timeout:g} s); "
-            f"start one with `python -m records.service dispatcher --port {port}` "
+            f"start one with `python -m records.service dispatcher --trusted_network --port {port}` "
             f"or fix the address") from None
     return f"grpc://{host}:{port}"
+
+
+def port_in_use(port: int) -> bool:
+    """Whether another process listens on TCP `port` (any interface, IPv4 or IPv6).
+    gRPC sets SO_REUSEPORT, so a second tf.data server on a taken port starts and says
+    it listens while the first one answers; this bind, without SO_REUSEPORT, fails on
+    any port someone listens on.  Port 0 (any free one) is never in use."""
+    if port == 0:
+        return False
+    for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return True
+            # no IPv6 on this host, or no permission for a low port: the server says so itself
+    return False

@@ -147,7 +147,7 @@ def lost_server(dispatcher: str | None, timeout: float = LOST_CHECK_S) -> str:
         except ServiceError:
             host, port = parse_address(dispatcher)
             return (f"the tf.data service dispatcher at {host}:{port} was lost (it no longer accepts "
-                    f"connections): restart it (`python -m records.service dispatcher --port {port}`), "
+                    f"connections): restart it (`python -m records.service dispatcher --trusted_network --port {port}`), "
                     f"then rerun the same command")
     return "a tf.data service worker was probably lost"
 
