@@ -123,9 +123,15 @@ class DecodePool:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def terminate(self) -> None:
+    def kill(self) -> None:
+        """Kill the workers without touching the executor: after a Ctrl-C that landed
+        inside its submit() its lock may still be held, and shutdown() would wait forever."""
         if self._pool is not None:
             for process in self._processes.values():
                 if process.is_alive():
                     process.kill()
+
+    def terminate(self) -> None:
+        if self._pool is not None:
+            self.kill()
             self._pool.shutdown(wait=True, cancel_futures=True)

@@ -215,6 +215,9 @@ def run(cfg: Config, log=print) -> dict:
             target.repair()
             manifest, rate = _ingest(cfg, out, target, pool, source, workers)
         pool.close()
+    except KeyboardInterrupt:
+        pool.kill()          # entry ends the process next (interrupt.stop): nothing waits on the executor
+        raise
     except BaseException:
         pool.terminate()
         raise
