@@ -1,4 +1,4 @@
-"""`python -m serving.predict --model_dir runs/X PATH... [--jsonl preds.jsonl]`
+"""`python -m serving.predict [--model_dir runs/X] PATH... [--jsonl preds.jsonl]` (default: the shipped model)
 
 Apparent age per face of every image file a PATH names: a file, a folder (searched
 recursively for images) or `@list.txt` (one path a line).  Faces are detected
