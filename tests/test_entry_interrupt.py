@@ -119,24 +119,29 @@ def test_ctrl_c_in_the_trainer_keeps_the_last_checkpoint_and_the_same_command_re
         assert [row.split(",")[0] for row in f.read().splitlines()[1:]] == ["1", "2", "3", "4"]
 
 
+PHOTOS = 2000    # photos the predict Ctrl-C test makes
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_predict_keeps_whole_lines_and_the_same_command_continues(resumed_run, tmp_path):
     run = resumed_run[0]
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(400):
-        Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(photos / f"p{i:03}.jpg")
+    # Enough photos, one a model call, that the run is still at work when Ctrl-C comes
+    # even on an idle machine.
+    for i in range(PHOTOS):
+        Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(photos / f"p{i:04}.jpg")
     out = tmp_path / "preds.jsonl"
-    args = ["serving.predict", f"--model_dir={run}", "--no_detect", "--batch_size=4", f"--jsonl={out}",
+    args = ["serving.predict", f"--model_dir={run}", "--no_detect", "--batch_size=1", f"--jsonl={out}",
             str(photos)]
     status, lines = interrupted(args, lambda: out.exists() and out.stat().st_size > 0, str(tmp_path))
     assert status == interrupt.STATUS
     assert lines == [f"interrupted: serving.predict stopped; {out} keeps the predictions of the photos finished "
                      f"so far and the same command continues after them"]
     done = [json.loads(line) for line in out.read_text().splitlines()]      # every line whole
-    assert 0 < len(done) < 400
+    assert 0 < len(done) < PHOTOS
     again = rerun(args, str(tmp_path))
     assert again.returncode == 0, again.stderr[-2000:]
-    assert f"{out}: {len(done)} files already done; continuing with {400 - len(done)}" in again.stderr
-    assert len(out.read_text().splitlines()) == 400
+    assert f"{out}: {len(done)} files already done; continuing with {PHOTOS - len(done)}" in again.stderr
+    assert len(out.read_text().splitlines()) == PHOTOS
