@@ -69,10 +69,13 @@ def coverage_rows(report: dict) -> list[list[str]]:
 
 
 def band_coverage_rows(report: dict) -> list[list[str]]:
-    """Per band of the estimated age: faces, coverage of each interval, the 90% width."""
-    bands = report.get("calibration", {}).get("groups", {}).get("estimated_age_band", {})
-    return [[band, str(b.get("count")), *(f"{100 * v:.1f}%" for v in b.get("coverage", {}).values()),
-             f"{b.get('width_90', 0):.1f}"] for band, b in bands.items()]
+    """Per band of the true age (the calibration's groups): test faces, val faces the
+    band's thresholds were fitted on, coverage of each interval, the 90% width."""
+    section = report.get("calibration", {})
+    fitted = section.get("fit", {}).get("bands", {})
+    return [[band, str(b.get("count")), str(fitted.get(band, {}).get("faces", "")),
+             *(f"{100 * v:.1f}%" for v in b.get("coverage", {}).values()), f"{b.get('width_90', 0):.1f}"]
+            for band, b in section.get("groups", {}).get("age_band", {}).items()]
 
 
 def assurance_rows(report: dict) -> list[list[str]]:
@@ -154,8 +157,10 @@ def markdown(name: str, facts: dict, run: dict, manifest: dict, report: dict, cr
         lines += ["", "### Interval coverage (test split; intervals calibrated on the val split)", ""]
         lines += _table(["interval", "holds the true age"], coverage_rows(report))
     if band_coverage_rows(report):
-        lines += ["", "By band of the estimated age (what a served interval can condition on):", ""]
-        lines += _table(["estimated age", "faces", "50%", "80%", "90%", "90% width (years)"],
+        lines += ["", "By band of the true age (each band's intervals fitted on its own val faces; a band with "
+                  "n val faces lands within about ±sqrt(m(1 - m)/n) of m, and its n test faces measure it to "
+                  "about the same):", ""]
+        lines += _table(["true age", "test faces", "val faces", "50%", "80%", "90%", "90% width (years)"],
                         band_coverage_rows(report))
     if threshold_rows(report):
         lines += ["", "### Age thresholds", ""]
@@ -167,9 +172,15 @@ def markdown(name: str, facts: dict, run: dict, manifest: dict, report: dict, cr
                          "13-17 challenged"], assurance_rows(report))
     lines += ["", "## Other data sets (not used for training)", ""]
     if cross:
-        lines += _table(["data set", "framing", "faces", "MAE", "CS5", "always answering the training mean"], [
+        lines += _table(["data set", "framing", "faces", "MAE", "CS5", "always answering the training mean",
+                         "50/80/90% intervals hold"], [
             [c["name"], c.get("framing", ""), str(c.get("count")), _fmt(c.get("mae")), _fmt(c.get("cs5"), 3),
-             _fmt(c.get("baseline_mae_predicting_train_mean"))] for c in cross])
+             _fmt(c.get("baseline_mae_predicting_train_mean")),
+             "/".join(f"{100 * v:.1f}%" for v in (c.get("coverage") or {}).values() if v is not None)]
+            for c in cross])
+        lines += ["", "Intervals are calibrated on UTKFace's val faces: on another data set, where the "
+                  "errors are larger, they hold less often than they claim; calibrate on your own data "
+                  "(`python -m trainer.evaluate --model_dir RUN --calibrate`) after fine-tuning."]
     else:
         lines += ["None measured for this build."]
     if peers:

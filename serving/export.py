@@ -198,7 +198,7 @@ def tflite_bytes(net, input_size: int, with_gender: bool, tta: bool, precision: 
 
 
 def calibration_record(net, info: dict) -> dict | None:
-    """What the exported intervals are: the calibration the model carries (its levels) with
+    """What the exported intervals are: the calibration the model carries (its thresholds) with
     run.json's record of the fit (split, faces, guarantees), or None: central intervals."""
     layer = uncertainty.interval_calibration(net)
     if layer is None:
@@ -206,7 +206,7 @@ def calibration_record(net, info: dict) -> dict | None:
     config = layer.get_config()
     fitted = info.get(RUN_KEY) or {}
     return {**{k: v for k, v in fitted.items() if not k.startswith("val_coverage")},
-            **{k: config[k] for k in ("masses", "band_starts", "levels")}}
+            **{k: config[k] for k in ("masses", "band_starts", "thresholds")}}
 
 
 def _size(path: str) -> int:

@@ -79,7 +79,9 @@ def cross_rows(paths: list[str]) -> list[dict]:
         data = report.get("framing", {}).get("data", {})
         rows.append({"name": os.path.basename(os.path.normpath(str(report.get("records", path)))),
                      "framing": f"{data.get('detector')}, margin {data.get('margin')}",
-                     **{k: report.get(k) for k in ("count", "mae", "cs5", "baseline_mae_predicting_train_mean")}})
+                     **{k: report.get(k) for k in ("count", "mae", "cs5", "baseline_mae_predicting_train_mean")},
+                     "coverage": {m: v.get("coverage") for m, v in
+                                  report.get("calibration", {}).get("coverage", {}).items() if isinstance(v, dict)}})
     return rows
 
 

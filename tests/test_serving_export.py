@@ -330,9 +330,9 @@ def test_the_tflite_model_refuses_any_other_input_shape(tmp_path):
 
 @pytest.mark.slow     # writes a SavedModel and a TFLite file
 def test_the_calibrated_interval_travels_through_the_saved_model_and_tflite(sample_shards, tmp_path):
-    """A run carrying a calibration (levels that differ per band of the estimate and
-    from the central interval) serves the same age_low / age_high from Keras, the
-    SavedModel, TFLite and serving.predict, and export.json records the levels."""
+    """A run carrying a calibration (thresholds that differ per age band, so the interval
+    differs from the central one) serves the same age_low / age_high from Keras, the
+    SavedModel and TFLite, and export.json records the thresholds."""
     import keras
     import tensorflow as tf
 
@@ -344,8 +344,8 @@ def test_the_calibrated_interval_travels_through_the_saved_model_and_tflite(samp
     run = build_run(str(tmp_path / "calibrated_run"), sample_shards, seed=3)
     net = keras.saving.load_model(os.path.join(run, "best.keras"), safe_mode=True)
     bands = len(calibration.BAND_STARTS) + 1
-    levels = [[[0.3 - 0.04 * b, 0.01 + 0.02 * b] for _ in calibration.MASSES] for b in range(bands)]
-    calibrated = uncertainty.with_interval_calibration(net, calibration.MASSES, calibration.BAND_STARTS, levels)
+    thresholds = [[0.2 + 0.15 * b + 0.1 * m for m in range(len(calibration.MASSES))] for b in range(bands)]
+    calibrated = uncertainty.with_interval_calibration(net, calibration.MASSES, calibration.BAND_STARTS, thresholds)
     calibrated.save(os.path.join(run, "best.keras"))
     info = RunDir(run).read_info()
     RunDir(run).write_info({**info, calibration.RUN_KEY: {"split": "val", "faces": 50, "method": calibration.METHOD}})
@@ -354,7 +354,7 @@ def test_the_calibrated_interval_travels_through_the_saved_model_and_tflite(samp
     export_run(run, str(out), tflite="float32", log=lambda *_: None)
     record = json.load(open(out / "export.json"))["interval_calibration"]
     assert record["split"] == "val" and record["faces"] == 50
-    np.testing.assert_allclose(record["levels"], levels, rtol=1e-6)
+    np.testing.assert_allclose(record["thresholds"], thresholds, rtol=1e-6)
 
     pixels = np.random.default_rng(9).integers(0, 256, (8, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
     probs = keras_probs(run, pixels).astype(np.float32)

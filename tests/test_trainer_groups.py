@@ -71,78 +71,136 @@ def test_intervals_cover_their_mass_when_the_distribution_is_right():
     assert not calibration.is_off(measured)
 
 
-def _too_sharp(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """(true ages, distributions 2.5x surer than they are and centred 2 years young)."""
-    centre, sd = rng.uniform(2, 90, n), rng.uniform(3, 8, n)
-    true_age = _draw(_normal_rows(np.clip(centre + 2, 0, 100), sd), rng)
-    return true_age, _normal_rows(centre, sd / 2.5)
+def _miscalibrated(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(true ages, distributions) of a model wrong in a different way per age: 1.7x too
+    sure for children and teenagers, 1.7x too unsure over 40, and pulled towards 35 (the
+    young estimated older, the old younger), as real age models are."""
+    true_age = rng.integers(1, 96, n)
+    centre = np.clip(true_age + 0.08 * (35 - true_age) + rng.normal(0, 1, n) * (1 + 0.12 * true_age), 0, 100)
+    honest = 1 + 0.12 * true_age
+    sd = np.where(true_age < 18, honest / 1.4, np.where(true_age >= 40, honest * 1.4, honest))
+    return true_age, _normal_rows(centre, sd)
 
 
-def test_conformal_calibration_of_a_too_sharp_model_holds_on_held_out_faces():
+def _served(probs: np.ndarray, per_age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The interval a threshold per age gives, written out: the first and last age whose
+    |age - estimate| / max(sd, SD_FLOOR) is within its threshold."""
+    ages = np.arange(101)
+    est = (probs * ages).sum(-1)
+    sd = np.maximum(np.sqrt((probs * (ages - est[:, None]) ** 2).sum(-1)), uncertainty.SD_FLOOR)
+    inside = np.abs(ages[None] - est[:, None]) / sd[:, None] <= per_age[None] * (1 + 1e-5)
+    assert inside.any(-1).all()
+    return inside.argmax(-1), 100 - inside[:, ::-1].argmax(-1)
+
+
+def test_conformal_calibration_holds_in_every_band_of_the_true_age():
     rng = np.random.default_rng(1)
-    val_age, val_probs = _too_sharp(10000, rng)
-    test_age, test_probs = _too_sharp(20000, rng)
-    assert calibration.is_off(calibration.coverages(test_age, test_probs))
+    val_age, val_probs = _miscalibrated(40000, rng)
+    test_age, test_probs = _miscalibrated(40000, rng)
     record = calibration.fit(val_age, val_probs)
-    assert record["needed_faces"] == {"50%": 3, "80%": 9, "90%": 19}
+    assert record["needed_faces"] == {"50%": 1, "80%": 4, "90%": 9}
     assert all(all(b["guaranteed"].values()) for b in record["bands"].values())
-    layer = uncertainty.IntervalCalibration(record["masses"], record["band_starts"], record["levels"])
-    before = calibration.coverages(test_age, test_probs)
+    layer = uncertainty.IntervalCalibration(record["masses"], record["band_starts"], record["thresholds"])
     after = calibration.coverages(test_age, test_probs, layer=layer)
-    for name, entry in after.items():
-        assert before[name]["coverage"] < entry["nominal"] - 0.15          # far too sure before
-        assert abs(entry["coverage"] - entry["nominal"]) < 0.02            # within 2 points after
+    for entry in after.values():
+        assert abs(entry["coverage"] - entry["nominal"]) < 0.02            # within 2 points overall
     assert not calibration.is_off(after, calibrated=True)
     columns = calibration.coverage_columns(test_age, test_probs, {"gender": np.full(len(test_age), "male", object)})
-    bands = calibration.group_coverage(test_age, test_probs, columns, layer)["estimated_age_band"]
-    assert set(bands) == {"0-12", "13-17", "18-24", "25-39", "40-59", "60+"}
-    for name, g in bands.items():      # Mondrian: each band of the estimate holds on its own
-        assert g["count"] > 1000 and g["width_90"] > g["width_90_before"]
-        assert abs(g["coverage"]["90%"] - 0.9) < 0.03, (name, g["coverage"])
+    by_band = calibration.group_coverage(test_age, test_probs, columns, layer)["age_band"]
+    assert set(by_band) == {"0-12", "13-17", "18-24", "25-39", "40-59", "60+"}
+    worst_before = 0.0
+    for name, g in by_band.items():      # label-conditional: each band of the true age holds on its own
+        assert g["count"] > 1000
+        for m in ("50%", "80%", "90%"):
+            nominal = int(m[:-1]) / 100
+            assert abs(g["coverage"][m] - nominal) < 0.03, (name, m, g["coverage"])
+            worst_before = max(worst_before, abs(g["coverage_before"][m] - nominal))
+    assert worst_before > 0.1               # the central intervals were far off in some band
+    assert by_band["0-12"]["width_90"] < by_band["60+"]["width_90"]    # narrow where it can be
 
 
-def test_a_band_with_too_few_val_faces_takes_the_pooled_levels_and_says_so():
+def test_a_band_with_too_few_val_faces_takes_the_pooled_threshold_and_says_so():
     rng = np.random.default_rng(4)
-    val_age, val_probs = _too_sharp(3000, rng)
-    young = np.asarray(model.expected_age(val_probs.astype(np.float32))) < 13
-    keep = ~young | (np.cumsum(young) <= 10)          # 10 faces estimated under 13
+    val_age, val_probs = _miscalibrated(3000, rng)
+    child = val_age < 13
+    keep = ~child | (np.cumsum(child) <= 5)          # 5 faces under 13
     record = calibration.fit(val_age[keep], val_probs[keep])
-    child = record["bands"]["0-12"]
-    assert child["faces"] == 10 and child["guaranteed"] == {"50%": True, "80%": True, "90%": False}
-    pooled = calibration.conformal_levels(*calibration.scores(val_age[keep], val_probs[keep]), 0.9)
-    assert record["levels"][0][2] == pytest.approx(pooled)
-    with pytest.raises(calibration.CalibrationError, match="has 18 faces: too few to calibrate the 90%"):
-        calibration.fit(val_age[:18], val_probs[:18])
+    band = record["bands"]["0-12"]
+    assert band["faces"] == 5 and band["guaranteed"] == {"50%": True, "80%": True, "90%": False}
+    face_scores = calibration.scores(val_age[keep], val_probs[keep])
+    pooled = calibration.conformal_threshold(face_scores, 0.9)
+    own = calibration.conformal_threshold(face_scores[val_age[keep] < 13], 0.8)     # the largest of the 5
+    assert record["thresholds"][0][1] == pytest.approx(own) and own > pooled
+    assert record["thresholds"][0][2] == pytest.approx(own)       # nested: never narrower than its 80%
+    assert band["scatter"]["50%"] == pytest.approx(np.sqrt(3 * 3 / (36 * 7)))   # Beta(3, 3)
+    with pytest.raises(calibration.CalibrationError, match="has 8 faces: too few to calibrate the 90%"):
+        calibration.fit(val_age[:8], val_probs[:8])
 
 
-def test_the_calibration_layer_serves_its_levels_and_survives_safe_mode_load(tmp_path):
+def test_the_calibration_layer_serves_its_thresholds_and_survives_safe_mode_load(tmp_path):
     loop.set_seeds(3)
     net = model.build_age_model(None, variant="tiny")
     pixels = np.random.default_rng(2).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     plain = np.asarray(net(pixels, training=False), np.float32)
     bands = len(calibration.BAND_STARTS) + 1
-    levels = [[[0.05, 0.05], [0.01, 0.01], [0.001, 0.001]]] * bands       # wider than central
-    wide = uncertainty.with_interval_calibration(net, calibration.MASSES, calibration.BAND_STARTS, levels)
+    per_band = [[0.5 + 0.3 * b, 1.0 + 0.3 * b, 1.5 + 0.3 * b] for b in range(bands)]
+    wide = uncertainty.with_interval_calibration(net, calibration.MASSES, calibration.BAND_STARTS, per_band)
     np.testing.assert_array_equal(np.asarray(wide(pixels, training=False)), plain)   # the distribution unchanged
     path = str(tmp_path / "m.keras")
     wide.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     served = model.age_outputs(loaded, False, False)(pixels)
-    low, high = uncertainty.age_quantile(plain, 0.001), uncertainty.age_upper_quantile(plain, 0.001)
+    age_band = calibration.true_bands(np.arange(101))
+    low, high = _served(plain.astype(np.float64), np.array([per_band[b][2] for b in age_band]))
     np.testing.assert_array_equal(served["age_low"], low)
     np.testing.assert_array_equal(served["age_high"], high)
-    central = uncertainty.age_interval(plain, 0.9)
-    assert np.all(np.asarray(high) - np.asarray(low) > np.asarray(central[1]) - np.asarray(central[0]))
-    narrow = [[[0.25, 0.25]] * 3] * bands
+    narrow = [[0.2, 0.2, 0.2]] * bands
     again = uncertainty.with_interval_calibration(loaded, calibration.MASSES, calibration.BAND_STARTS, narrow)
-    assert again is loaded                                          # one layer, its levels replaced
-    np.testing.assert_array_equal(model.age_outputs(again, False, False)(pixels)["age_low"],
-                                  uncertainty.age_quantile(plain, 0.25))
-    other = uncertainty.with_interval_calibration(loaded, (0.9,), (), [[[0.4, 0.4]]])   # other masses: rebuilt
+    assert again is loaded                                          # one layer, its thresholds replaced
+    layer = uncertainty.interval_calibration(again)
+    low, high = (np.asarray(v) for v in layer.interval(plain, 0.5))
+    np.testing.assert_array_equal(np.stack([low, high]), _served(plain.astype(np.float64), np.full(101, 0.2)))
+    sure = np.zeros((2, 101), np.float32)
+    sure[0, 30] = 1.0                    # inside: its own age, 0 spreads away
+    sure[1, [30, 31]] = 0.5              # estimate 30.5, spread 0.5: both ages 1 spread away, none inside
+    low, high = (np.asarray(v) for v in layer.interval(sure, 0.5))
+    assert low.tolist() == [30, 30] and high.tolist() == [30, 30]   # the second: the age nearest its estimate
+    other = uncertainty.with_interval_calibration(loaded, (0.9,), (), [[1.0]])   # other masses: rebuilt
     assert other is not loaded and [l.name for l in other.layers].count(uncertainty.CALIBRATION_LAYER) == 1
     assert uncertainty.interval_calibration(other).masses == (0.9,)
-    np.testing.assert_array_equal(model.age_outputs(other, False, False)(pixels)["age_high"],
-                                  uncertainty.age_upper_quantile(plain, 0.4))
+    low, high = _served(plain.astype(np.float64), np.full(101, 1.0))
+    np.testing.assert_array_equal(model.age_outputs(other, False, False)(pixels)["age_high"], high)
+
+
+def test_a_model_calibrated_by_the_earlier_method_asks_to_be_calibrated_again(tmp_path):
+    import io
+    import zipfile
+
+    import h5py
+    net = uncertainty.with_interval_calibration(model.build_age_model(None, variant="tiny"), (0.9,), (), [[1.0]])
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.path)
+    net.save(str(tmp_path / "m.keras"))
+    with zipfile.ZipFile(tmp_path / "m.keras") as src, zipfile.ZipFile(run.best_model, "w") as dst:
+        for item in src.infolist():     # the layer as the quantile-level method saved it: config and weight
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                data = data.replace(b'"thresholds": [[1.0]]', b'"levels": [[[0.05, 0.05]]]')
+                assert b'"levels"' in data
+            if item.filename.endswith(".weights.h5"):
+                buffer = io.BytesIO(data)
+                with h5py.File(buffer, "r+") as weights:
+                    del weights["layers/interval_calibration/vars/0"]
+                    weights["layers/interval_calibration/vars/0"] = np.full((1, 1, 2), 0.05, np.float32)
+                data = buffer.getvalue()
+            dst.writestr(item, data)
+    with pytest.raises(Exception, match="calibrated by an earlier method; calibrate them again with "
+                                        rf"`python -m trainer.evaluate --model_dir {run.path} --calibrate`"):
+        load_run_model(run)
+    stale = load_run_model(run, recalibrating=True)          # --calibrate loads it, to replace it
+    fresh = uncertainty.with_interval_calibration(stale, (0.9,), (), [[1.5]])
+    layer = uncertainty.interval_calibration(fresh)
+    assert fresh is not stale and not layer.stale and layer.thresholds.numpy().tolist() == [[1.5]]
 
 
 def test_thresholds_and_challenge_age_are_checked():
@@ -302,10 +360,11 @@ def test_group_and_threshold_numbers_are_recomputed_from_predictions_csv(utk_run
 
 
 @pytest.mark.slow
-def test_calibrate_stores_the_conformal_levels_in_best_keras_and_run_json(utk_run):
+def test_calibrate_stores_the_conformal_thresholds_in_best_keras_and_run_json(utk_run):
     """The whole path: val split, fit, best.keras rewritten (safe-mode loadable), run.json,
     the served intervals (predictions.csv) the calibrated ones, the report before/after;
-    on the val faces themselves each band with its own levels covers at least nominal."""
+    on the val faces themselves each band of the true age with its own threshold covers
+    at least nominal."""
     run = RunDir(utk_run)
     report = evaluate.evaluate_run(utk_run, batch_size=64, quiet=True, calibrate=True, max_false_adult=0.1)
     section = report["calibration"]
@@ -314,10 +373,10 @@ def test_calibrate_stores_the_conformal_levels_in_best_keras_and_run_json(utk_ru
     assert record == section["fit"] and record["method"] == calibration.METHOD
     net = load_run_model(run)          # safe mode
     layer = uncertainty.interval_calibration(net)
-    np.testing.assert_allclose(layer.levels.numpy(), record["levels"], rtol=1e-6)
+    np.testing.assert_allclose(layer.thresholds.numpy(), record["thresholds"], rtol=1e-6)
     val = calibration.SplitFaces(net, run.read_info()["records"], "val", 64, "none")
-    assert record["faces"] == len(val.true_age) > 19
-    band = calibration.estimate_bands(val.estimate)
+    assert record["faces"] == len(val.true_age) > 9
+    band = calibration.true_bands(val.true_age)
     names = calibration.band_names()
     for i, name in enumerate(names):
         mine = band == i
@@ -330,7 +389,7 @@ def test_calibrate_stores_the_conformal_levels_in_best_keras_and_run_json(utk_ru
     rows = pd.read_csv(os.path.join(utk_run, "predictions.csv"), keep_default_na=False)
     inside = (rows["true_age"] >= rows["age_low"]) & (rows["true_age"] <= rows["age_high"])
     assert section["coverage"]["90%"]["coverage"] == pytest.approx(inside.mean())
-    by_band = section["groups"]["estimated_age_band"]
+    by_band = section["groups"]["age_band"]
     assert sum(g["count"] for g in by_band.values()) == report["count"]
     assert set(section["groups"]) == {"estimated_age_band", "age_band", "gender", "race"}
     chosen = report["age_assurance"]["chosen"][0]

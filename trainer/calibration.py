@@ -9,20 +9,24 @@ A coverage is off when it differs by more than TOLERANCE from its claim (the cen
 intervals) or from m (calibrated ones).  `reliability` is [m, coverage, claimed] of the model's central intervals
 for m = 0.1 .. 0.9.
 
---calibrate (split-conformal on the quantile levels of the predicted distribution,
-Mondrian per band of the estimated age): on the val split (the evaluated split stays
-unseen), for each nominal m in MASSES and each band of the estimated age, the lower
-level a is the k-th largest of the faces' P(age <= true age) and the upper tail level
-u sits just under the k-th largest P(age >= true age), k = ceil((n + 1)(1 + m) / 2),
-P the face's predicted distribution; its interval is [age_quantile a,
-age_upper_quantile u].  A new face exchangeable with the band's n val faces then
-falls below its interval with probability <= (1 - m)/2 and above it with probability
-<= (1 - m)/2, so the interval [quantile a, quantile b] holds its true age with
-probability >= m (and, with distinct scores, < m + 2/(n + 1)).  A band with fewer val
-faces than `needed_faces(m)` has no such k: it takes the levels fitted on all val
-faces (a guarantee over all faces, not that band's), and the record says so.  The
-levels are stored in best.keras as a `model.uncertainty.IntervalCalibration` layer
-(so the SavedModel and TFLite exported from it serve them) and in run.json's
+--calibrate (split-conformal, Mondrian per band of the true age): on the val split (the
+evaluated split stays unseen), each face's score is how many of its own spreads its
+true age lies from its estimate, model.uncertainty.interval_score =
+|true age - estimate| / max(sd, SD_FLOOR).  For each nominal m in MASSES and each band
+of the true age with n val faces, the threshold q is the k-th smallest score of the
+band's faces, k = ceil((n + 1) m).  A face's m interval is the span of the ages a whose
+score is at most the threshold of a's own band (model.uncertainty.IntervalCalibration).
+A new face whose true age is in band b, exchangeable with the band's n val faces, has
+its true age's score at most q_b with probability >= m, so its interval holds its true
+age with probability >= m *in every band of the true age*: children, teenagers and
+people over 60 each get what the interval claims (label-conditional conformal
+prediction, Vovk 2012), not only all faces on average.  A band with fewer val faces
+than `needed_faces(m)` has no such k: it takes the threshold fitted on all val faces (a
+guarantee over all faces, not that band's), and the record says so.  How close to m a
+band's coverage lands depends on its val count: the coverage a fit gives scatters by
+about sqrt(m (1 - m) / n) around m (`scatter`), which the report shows beside each band.
+The thresholds are stored in best.keras as a `model.uncertainty.IntervalCalibration`
+layer (so the SavedModel and TFLite exported from it serve them) and in run.json's
 `interval_calibration`.
 """
 
@@ -39,7 +43,8 @@ from errors import ProjectError
 from model import age_outputs, uncertainty
 from model.layers import expected_age
 from model.uncertainty import RUN_KEY  # noqa: F401  (run.json's record; its name is the model's fact)
-from records.schema import AGE_BANDS, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRIBUTES, GROUP_UNKNOWN, band_name, group_name
+from records.schema import (AGE_BANDS, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRIBUTES, GROUP_UNKNOWN, NUM_AGES,
+                            band_name, group_name)
 from storage.atomic import atomic_write
 from storage.run_dir import RunDir
 from trainer.groups import age_bands
@@ -52,8 +57,9 @@ MASSES = (0.5, 0.8, 0.9)                              # the intervals calibrated
 TOLERANCE = 0.05                                      # off by more than this from nominal: `off`
 RELIABILITY_MASSES = tuple(round(0.1 * i, 1) for i in range(1, 10))
 FIT_SPLIT = "val"
-BAND_STARTS = tuple(lo for lo, _ in AGE_BANDS[1:])   # the estimated-age bands the calibration is per
-METHOD = "split-conformal quantile levels of the predicted distribution, per band of the estimated age"
+BAND_STARTS = tuple(lo for lo, _ in AGE_BANDS[1:])   # the age bands the calibration holds in
+METHOD = ("split-conformal, per band of the true age, on |true age - estimate| in units of the "
+          "distribution's spread")
 WIDTH_MASS = 0.9                                      # the interval whose width the report shows
 
 
@@ -63,7 +69,7 @@ def mass_name(mass: float) -> str:
 
 def needed_faces(mass: float) -> int:
     """The fewest calibration faces for which an m interval has a conformal guarantee:
-    the smallest n with ceil((n + 1)(1 + m) / 2) <= n."""
+    the smallest n with ceil((n + 1) m) <= n."""
     n = 1
     while _rank(n, mass) > n:
         n += 1
@@ -71,62 +77,68 @@ def needed_faces(mass: float) -> int:
 
 
 def _rank(n: int, mass: float) -> int:
-    """k = ceil((n + 1)(1 + m) / 2), with a hair of slack so 0.95 * 20 is 19, not 20."""
-    return math.ceil((n + 1) * (1 + mass) / 2 - 1e-9)
+    """k = ceil((n + 1) m), with a hair of slack so 0.9 * 10 is 9, not 10."""
+    return math.ceil((n + 1) * mass - 1e-9)
+
+
+def scatter(mass: float, faces: int) -> float:
+    """The standard deviation of the coverage a fit on `faces` calibration faces gives
+    (its Beta(k, n + 1 - k) law, about sqrt(m (1 - m) / n))."""
+    n = max(int(faces), 1)
+    k = min(_rank(n, mass), n)
+    return math.sqrt(k * (n + 1 - k) / ((n + 1) ** 2 * (n + 2)))
 
 
 def estimate_bands(estimate: np.ndarray) -> np.ndarray:
-    """The band index of each estimated age (as IntervalCalibration.band computes it)."""
+    """The band index of each estimated age."""
     return np.searchsorted(np.asarray(BAND_STARTS, np.float64), np.asarray(estimate, np.float64), side="right")
+
+
+def true_bands(true_age: np.ndarray) -> np.ndarray:
+    """The band index of each true age (as IntervalCalibration assigns each candidate age)."""
+    return np.asarray(uncertainty.age_bands_of(NUM_AGES, BAND_STARTS))[np.asarray(true_age, np.int64)]
 
 
 def band_names() -> list[str]:
     return [band_name(lo, hi) for lo, hi in AGE_BANDS]
 
 
-def scores(true_age: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(P(age <= true age), P(age >= true age)) per face, float32, from the sums the
-    served quantiles read (model.uncertainty.age_cdf, age_tail)."""
-    probs = np.asarray(probs, np.float32)
-    rows, age = np.arange(len(true_age)), np.asarray(true_age, np.int64)
-    return (np.asarray(uncertainty.age_cdf(probs))[rows, age], np.asarray(uncertainty.age_tail(probs))[rows, age])
+def scores(true_age: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Each face's interval_score at its true age, float32, computed as the served
+    interval computes it."""
+    return np.asarray(uncertainty.interval_score(np.asarray(probs, np.float32), np.asarray(true_age, np.float32)))
 
 
-def conformal_levels(at_or_below: np.ndarray, at_or_above: np.ndarray, mass: float) -> list[float] | None:
-    """[a, u] for nominal `mass` from the faces' scores, None when too few faces.  A face
-    is above its low end iff P(age <= true) >= a (1 - slack) and below its high end iff
-    P(age >= true) > u (1 + slack) (model.uncertainty.age_quantile, age_upper_quantile):
-    a is the k-th largest P(age <= true), u sits just under the k-th largest
-    P(age >= true) (-1 when that is 0: no upper end)."""
-    n = len(at_or_below)
+def conformal_threshold(face_scores: np.ndarray, mass: float) -> float | None:
+    """The k-th smallest score, k = ceil((n + 1) m); None when too few faces."""
+    n = len(face_scores)
     k = _rank(n, mass)
-    if k > n:
-        return None
-    a = float(np.sort(at_or_below)[::-1][k - 1])
-    top = float(np.sort(at_or_above)[::-1][k - 1])
-    u = top / (1 + 3 * uncertainty.QUANTILE_SLACK) if top > 0 else -1.0
-    return [a, u]
+    return float(np.sort(face_scores)[k - 1]) if k <= n else None
 
 
 def fit(true_age: np.ndarray, probs: np.ndarray, masses=MASSES) -> dict:
-    """The calibration record: masses, band starts, levels [band][mass] = [a, b], and per
-    band its val faces and, per mass, whether its levels are its own (`guaranteed`)."""
-    at_or_below, at_or_above = scores(true_age, probs)
-    band = estimate_bands(np.asarray(expected_age(np.asarray(probs, np.float32))))
-    pooled = [conformal_levels(at_or_below, at_or_above, m) for m in masses]
+    """The calibration record: masses, band starts, thresholds [band][mass], and per band
+    its val faces and, per mass, whether its threshold is its own (`guaranteed`) and how
+    far a fit on that many faces typically lands from the mass (`scatter`)."""
+    face_scores, band = scores(true_age, probs), true_bands(true_age)
+    pooled = [conformal_threshold(face_scores, m) for m in masses]
     if any(p is None for p in pooled):
-        raise CalibrationError(f"the {FIT_SPLIT} split has {len(at_or_below)} faces: too few to calibrate the "
+        raise CalibrationError(f"the {FIT_SPLIT} split has {len(face_scores)} faces: too few to calibrate the "
                                f"{mass_name(max(masses))} interval (needs {needed_faces(max(masses))}); "
                                f"re-ingest with a larger val split")
-    levels, bands = [], {}
+    thresholds, bands = [], {}
     for i, name in enumerate(band_names()):
         mine = band == i
-        own = [conformal_levels(at_or_below[mine], at_or_above[mine], m) for m in masses]
-        levels.append([o if o is not None else p for o, p in zip(own, pooled)])
+        own = [conformal_threshold(face_scores[mine], m) for m in masses]
+        # Nested: a larger mass never gets a narrower interval (raising a threshold keeps
+        # its guarantee).
+        thresholds.append(np.maximum.accumulate([o if o is not None else p for o, p in zip(own, pooled)]).tolist())
         bands[name] = {"faces": int(mine.sum()),
-                       "guaranteed": {mass_name(m): o is not None for m, o in zip(masses, own)}}
-    return {"method": METHOD, "faces": int(len(at_or_below)), "masses": list(masses), "band_starts": list(BAND_STARTS),
-            "needed_faces": {mass_name(m): needed_faces(m) for m in masses}, "levels": levels, "bands": bands}
+                       "guaranteed": {mass_name(m): o is not None for m, o in zip(masses, own)},
+                       "scatter": {mass_name(m): scatter(m, mine.sum()) for m in masses}}
+    return {"method": METHOD, "faces": int(len(face_scores)), "masses": list(masses), "band_starts": list(BAND_STARTS),
+            "sd_floor": uncertainty.SD_FLOOR, "needed_faces": {mass_name(m): needed_faces(m) for m in masses},
+            "thresholds": thresholds, "bands": bands}
 
 
 def intervals(probs: np.ndarray, mass: float, layer=None) -> tuple[np.ndarray, np.ndarray]:
@@ -259,13 +271,13 @@ def group_labels(labels: dict) -> dict[str, list[str]]:
 
 
 def calibrate_run(run: RunDir, net, val: SplitFaces, tta: str):
-    """(the calibrated model, the fit's record).  Fits the levels on `val` (the val
+    """(the calibrated model, the fit's record).  Fits the thresholds on `val` (the val
     split's faces), writes best.keras with them (temporary name, then rename) and
     records them in run.json."""
     record = {"split": FIT_SPLIT, "tta": tta, **fit(val.true_age, val.probs),
               "val_coverage_before": coverages(val.true_age, val.probs)}
     calibrated = uncertainty.with_interval_calibration(net, record["masses"], record["band_starts"],
-                                                       record["levels"])
+                                                       record["thresholds"])
     record["val_coverage_after"] = coverages(val.true_age, val.probs,
                                              layer=uncertainty.interval_calibration(calibrated))
     with atomic_write(run.best_model) as tmp:

@@ -118,7 +118,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     line = framing.warning(trained, scored, f"the faces of {records_dir}", framing.data_fix(trained))
     if line:
         print(line, flush=True)
-    net = load_run_model(run)
+    net = load_run_model(run, recalibrating=calibrate)
     fitted, chosen = info.get(calibration.RUN_KEY), None
     if calibrate or max_false_adult is not None:   # the val split: fits and choices, the split scored unseen
         val = calibration.SplitFaces(net, records_dir, calibration.FIT_SPLIT, batch_size, tta)
@@ -326,9 +326,10 @@ def print_report(report: dict, written: list[str]) -> None:
         + (" (before calibration: " + ", ".join(f"{m} {v['coverage']:.1%}" for m, v in cal["before"]["coverage"].items())
            + ")" if "before" in cal else "")
         + (" - off: --calibrate calibrates them" if cal["off"] and not cal["calibrated"] else ""))
-    bands = cal["groups"]["estimated_age_band"]
-    print("  90% coverage / width by estimated age band: " + ", ".join(
-        f"{b} {g['coverage']['90%']:.1%} / {g['width_90']:.1f}y (n={g['count']})" for b, g in bands.items()))
+    bands = cal["groups"]["age_band"]
+    print(f"  coverage {'/'.join(cal['coverage'])} and 90% width by true age band: " + ", ".join(
+        f"{b} {'/'.join(f'{100 * v:.1f}' for v in g['coverage'].values())}% {g['width_90']:.1f}y (n={g['count']})"
+        for b, g in bands.items()))
     print(f"Wrote {', '.join(written)}")
 
 

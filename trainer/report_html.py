@@ -177,17 +177,18 @@ def coverage_table(section: dict) -> str:
             width = f"{g['width_90']:.1f}" + (f" <span class=note>({g['width_90_before']:.1f})</span>"
                                               if "width_90_before" in g else "")
             label = html.escape(name)
-            if attribute == "estimated_age_band" and name in bands:
+            if attribute == "age_band" and name in bands:
                 few = [m for m, ok in bands[name]["guaranteed"].items() if not ok]
-                label += f" <span class=note>(val {bands[name]['faces']})</span>"
+                spread = "/".join(f"{100 * v:.1f}" for v in bands[name].get("scatter", {}).values())
+                label += f"<span class=note>val {bands[name]['faces']}{f' (±{spread})' if spread else ''}</span>"
                 if few:
-                    label += (f" <span class=warn>no guarantee for {', '.join(few)}: under "
-                              f"{', '.join(str(fit['needed_faces'][m]) for m in few)} val faces</span>")
+                    label += (f"<span class='note warn'>no {'/'.join(few)} guarantee: under "
+                              f"{'/'.join(str(fit['needed_faces'][m]) for m in few)} val faces</span>")
             rows.append([label, f"{g['count']}", *cells, width])
             classes.append("few" if g["count"] < groups_lib.MIN_FACES else "")
-        title = {"estimated_age_band": "band of the estimated age (the calibration's groups)",
-                 "age_band": "band of the true age"}.get(attribute, attribute.replace("_", " "))
-        out.append(f"<h3>{html.escape(title)}</h3>" + _table(head, rows, classes))
+        title = {"estimated_age_band": "band of the estimated age",
+                 "age_band": "band of the true age (the calibration's groups)"}.get(attribute, attribute.replace("_", " "))
+        out.append(f"<h3>{html.escape(title)}</h3>" + _table(head, rows, classes, wrap=(0,) if attribute == "age_band" else ()))
     return "".join(out)
 
 
@@ -204,8 +205,10 @@ def calibration_block(section: dict) -> str:
     if fit:
         note = (f"<p>Calibrated on the {fit['split']} split ({fit['faces']} faces) by "
                 f"{html.escape(fit['method'])}: each interval holds the true age with at least its "
-                f"nominal probability in each band of the estimated age that had enough val faces "
-                f"({', '.join(f'{m}: {n}' for m, n in fit['needed_faces'].items())}); stored in best.keras.</p>")
+                f"nominal probability in each band of the true age that had enough val faces "
+                f"({', '.join(f'{m}: {n}' for m, n in fit['needed_faces'].items())}); stored in best.keras. "
+                f"Beside each band of the true age: its val faces and (±) the points by which a fit on that "
+                f"many faces typically lands off its {'/'.join(fit['needed_faces'])}.</p>")
     elif section["off"]:
         note = (f"<p class=warn>A coverage is off by more than {section['tolerance']:.0%}: "
                 f"<code>python -m trainer.evaluate --calibrate</code> calibrates the intervals.</p>")
