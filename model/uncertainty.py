@@ -40,8 +40,10 @@ from .layers import PACKAGE, expected_age
 
 RUN_KEY = "interval_calibration"   # run.json's (and export.json's) record of the calibration
 
-__all__ = ["INTERVAL_MASS", "CALIBRATION_LAYER", "IntervalCalibration", "STALE_MESSAGE", "age_sd", "age_cdf", "age_tail",
-           "age_quantile", "age_upper_quantile", "age_interval", "interval_score", "served_interval", "interval_calibration", "with_interval_calibration"]
+__all__ = ["INTERVAL_MASS", "CALIBRATION_LAYER", "IntervalCalibration", "STALE_MESSAGE", "age_sd",
+           "age_cdf", "age_tail", "age_quantile", "age_upper_quantile", "age_interval",
+           "interval_score", "served_interval", "interval_calibration",
+           "with_interval_calibration"]
 
 INTERVAL_MASS = 0.90      # the interval served with every estimate (age_low, age_high)
 QUANTILE_SLACK = 1e-5     # the quantiles' relative tolerance for float32 cumulative sums

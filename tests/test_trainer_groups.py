@@ -119,6 +119,22 @@ def test_conformal_calibration_holds_in_every_band_of_the_true_age():
     assert by_band["0-12"]["width_90"] < by_band["60+"]["width_90"]    # narrow where it can be
 
 
+def test_bench_calibration_tells_the_served_method_from_the_ones_that_miss_a_band():
+    from bench import calibration as bench_calibration
+    rng = np.random.default_rng(7)
+    cal_age, cal_probs = _miscalibrated(20000, rng)
+    age, probs = _miscalibrated(20000, rng)
+    served = bench_calibration.deviations("true-age bands", cal_age, cal_probs, age, probs)
+    assert served.shape == (len(calibration.band_names()) + 1, len(calibration.MASSES))
+    assert np.abs(served).max() < 0.045        # a span adds a little where a neighbour's threshold is larger
+    record = calibration.fit(cal_age, cal_probs)        # the served rows are the layer's intervals
+    layer = uncertainty.IntervalCalibration(record["masses"], record["band_starts"], record["thresholds"])
+    low, high = calibration.intervals(probs, 0.5, layer)
+    assert served[-1, 0] == pytest.approx(np.mean((age >= low) & (age <= high)) - 0.5)
+    pooled = bench_calibration.deviations("one threshold", cal_age, cal_probs, age, probs)
+    assert abs(pooled[-1, 0]) < 0.02 and np.abs(pooled[:-1]).max() > 0.1   # right overall, wrong per band
+
+
 def test_a_band_with_too_few_val_faces_takes_the_pooled_threshold_and_says_so():
     rng = np.random.default_rng(4)
     val_age, val_probs = _miscalibrated(3000, rng)

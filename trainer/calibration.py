@@ -22,7 +22,9 @@ age with probability >= m *in every band of the true age*: children, teenagers a
 people over 60 each get what the interval claims (label-conditional conformal
 prediction, Vovk 2012), not only all faces on average.  A band with fewer val faces
 than `needed_faces(m)` has no such k: it takes the threshold fitted on all val faces (a
-guarantee over all faces, not that band's), and the record says so.  How close to m a
+guarantee over all faces, not that band's), and the record says so.  A band's
+thresholds are nested (raised to the smaller mass's where that is larger, which keeps
+the guarantee), so a larger mass never gives a narrower interval.  How close to m a
 band's coverage lands depends on its val count: the coverage a fit gives scatters by
 about sqrt(m (1 - m) / n) around m (`scatter`), which the report shows beside each band.
 The thresholds are stored in best.keras as a `model.uncertainty.IntervalCalibration`
