@@ -61,9 +61,12 @@ def interrupted(args: list[str], ready, cwd: str, timeout: float = 300) -> tuple
     """Run `python -m ARGS`, wait until `ready()` (the command is at work), send SIGINT
     to its process group; its exit status and stderr lines (TensorFlow's filtered
     start-up notices aside)."""
+    # SIGINT as a terminal's foreground command has it: a suite started in the background
+    # (`make test &`, nohup) passes SIGINT ignored to its children, and Python keeps it so.
     process = subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     start = time.monotonic()
     while not ready():
         assert process.poll() is None, f"ended before it could be interrupted: {process.stderr.read()[-2000:]}"
