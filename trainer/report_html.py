@@ -208,7 +208,9 @@ def calibration_block(section: dict) -> str:
                 f"nominal probability in each band of the true age that had enough val faces "
                 f"({', '.join(f'{m}: {n}' for m, n in fit['needed_faces'].items())}); stored in best.keras. "
                 f"Beside each band of the true age: its val faces and (±) the points by which a fit on that "
-                f"many faces typically lands off its {'/'.join(fit['needed_faces'])}.</p>")
+                f"many faces typically lands off its {'/'.join(fit['needed_faces'])}. The other groups "
+                f"(the estimate's bands, gender, race) carry no guarantee of their own: their coverage is "
+                f"measured, not calibrated for.</p>")
     elif section["off"]:
         note = (f"<p class=warn>A coverage is off by more than {section['tolerance']:.0%}: "
                 f"<code>python -m trainer.evaluate --calibrate</code> calibrates the intervals.</p>")
