@@ -211,11 +211,11 @@ def _ordered(labels: np.ndarray) -> list:
 
 
 def coverage_columns(true_age: np.ndarray, probs: np.ndarray, attributes: dict) -> dict:
-    """The groups coverage is reported by: the band of the estimated age (the bands the
-    calibration holds in), of the true age, gender, and each attribute with a known label."""
+    """The groups coverage is reported by: the band of the true age (the bands the
+    calibration holds in), of the estimated age, gender, and each attribute with a known label."""
     estimated = estimate_bands(np.asarray(expected_age(np.asarray(probs, np.float32))))
     names = np.array(band_names(), dtype=object)
-    columns = {"estimated_age_band": names[estimated], "age_band": age_bands(np.asarray(true_age, np.float64))}
+    columns = {"age_band": age_bands(np.asarray(true_age, np.float64)), "estimated_age_band": names[estimated]}
     for name, labels in attributes.items():
         labels = np.asarray(labels, dtype=object)
         if name == "gender" or np.any(labels != GROUP_UNKNOWN):
