@@ -23,10 +23,9 @@ The methods, all split-conformal on the score |age - estimate| / max(sd, 0.5):
 
 from __future__ import annotations
 
-import entry  # noqa: F401  first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
+import entry  # first: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
 import argparse
-import sys
 
 import numpy as np
 
@@ -135,20 +134,28 @@ def bench(model_dir: str, draws: int, tta: str, seed: int) -> None:
               f" all faces within 2 points: {overall.mean():.0%}")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.calibration", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", action="append", required=True, help="A trained run (repeatable).")
-    parser.add_argument("--draws", type=int, default=200, help="Random calibration splits (default 200).")
-    parser.add_argument("--tta", choices=("none", "flip"), default="flip", help="Test-time augmentation.")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if not 1 <= args.draws <= 10000:
-        parser.error(f"--draws={args.draws}: must be 1..10000")
+def main(args: argparse.Namespace) -> int:
     for model_dir in args.model_dir:
         bench(model_dir, args.draws, args.tta, args.seed)
     return 0
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.calibration", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_dir", action="append", required=True, help="a trained run (repeatable)")
+    p.add_argument("--draws", type=_draws, default=200, help="random calibration splits (1..10000; default 200)")
+    p.add_argument("--tta", choices=("none", "flip"), default="flip", help="test-time augmentation")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _draws(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10000:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1..10000")
+    return value
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry.run_parsed(main, parser())
