@@ -1,4 +1,4 @@
-"""The pieces of the project's self-contained HTML pages (trainer.report_html's
+"""The pieces of the project's self-contained HTML pages (reports.report_page's
 report.html, reports.card's card.html): one style, pictures as inline data: URIs, tables
 that scroll sideways on a phone, no script and no network. On a laptop's window (1280 px)
 nothing scrolls sideways: text columns wrap (`table(wrap=...)`, anywhere in a long file

@@ -1,6 +1,6 @@
 """Where it fails and how sure it is: the served uncertainty (model.uncertainty), the
 intervals' coverage and their conformal calibration (trainer.calibration), report.json's
-group and threshold numbers recomputed from predictions.csv (trainer.groups), and the
+group and threshold numbers recomputed from predictions.csv (reports.groups), and the
 age-assurance rows and the challenge-age chooser (trainer.assurance)."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from model import uncertainty
 from model.load import load_run_model
 from records import schema
 from storage.run_dir import RunDir
-from trainer import assurance, calibration, config, evaluate, groups, loop, report_html
+from reports import groups, report_page
+from trainer import assurance, calibration, config, evaluate, loop
 from trainer.config import ConfigError
 
 import browser
@@ -442,9 +443,9 @@ def test_one_run_scored_on_several_data_sets_is_one_table(utk_run, appa_real_sha
 def test_report_html_reads_in_a_browser(utk_run, tmp_path):
     evaluate.evaluate_run(utk_run, batch_size=64, quiet=True, thresholds=(18,), challenge_age=25)
     path = os.path.join(utk_run, "report.html")
-    browser.check_page(path, report_html.SECTIONS, str(tmp_path))
+    browser.check_page(path, report_page.SECTIONS, str(tmp_path))
     page = open(path, encoding="utf-8").read()
-    assert page.count("<figure>") == report_html.WORST_FACES
+    assert page.count("<figure>") == report_page.WORST_FACES
     assert "minors passing challenge 25" in page and "MAE per gender and age band" in page
     evaluate.evaluate_run(utk_run, batch_size=64, quiet=True, thumbnails=False)
     page = open(path, encoding="utf-8").read()
@@ -457,10 +458,10 @@ def test_report_html_fits_a_laptop_window_and_its_captions_do_not_overlap(utk_ru
     browser.check_fits(os.path.join(utk_run, "report.html"), str(tmp_path))
     # The longest captions a report shows: a file name with no place to break it.
     report = json.load(open(os.path.join(utk_run, "report.json")))
-    worst = report_html.WorstFaces()
-    n = report_html.WORST_FACES
+    worst = report_page.WorstFaces()
+    n = report_page.WORST_FACES
     keys = [f"crop_part1/{100 - i}_1_0_2017010914240807{i:02d}.jpg.chip.jpg".encode() for i in range(n)]
     worst.add(np.full((n, 32, 32, 3), 120, np.uint8), keys, np.arange(n) + 1, np.full(n, 99.5))
-    path = report_html.write_report(str(tmp_path / "long.html"), report, np.arange(n) + 1, np.full(n, 99.5), worst)
+    path = report_page.write_report(str(tmp_path / "long.html"), report, np.arange(n) + 1, np.full(n, 99.5), worst)
     found = browser.check_fits(path, str(tmp_path))
     assert len(found["captions"]) == n

@@ -1,7 +1,7 @@
 """The numbers an age-assurance reviewer asks for (report.json's `age_assurance`), per
 age gate T (`--age_threshold`) and challenge age C (`--challenge_age`, or the one
 `--max_false_adult` chooses), overall and per group (gender, and each attribute with a
-known label, e.g. race), each rate with its seeded bootstrap interval (trainer.groups):
+known label, e.g. race), each rate with its seeded bootstrap interval (reports.groups):
 
     false_adult       the share of the faces under T estimated at or over T
     passed_challenge  the share of the faces under T estimated at or over C (what a
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from records.schema import GROUP_UNKNOWN, NUM_AGES
-from trainer.groups import MIN_FACES, SEED, mean_with_interval
+from reports.groups import MIN_FACES, SEED, mean_with_interval
 
 TEENS = (13, 17)   # the ages whose challenge rate is reported (true age, inclusive)
 

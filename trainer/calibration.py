@@ -49,7 +49,7 @@ from records.schema import (AGE_BANDS, GENDER_NAMES, GENDER_UNKNOWN, GROUP_ATTRI
                             band_name, group_name)
 from storage.atomic import atomic_write
 from storage.run_dir import RunDir
-from trainer.groups import age_bands
+from reports.groups import age_bands
 
 class CalibrationError(ProjectError):
     """A calibration that cannot be fitted; the message says why and what to do."""

@@ -22,7 +22,7 @@ carry a real age (real_age >= 0), `mae_real` is the MAE against it. Otherwise nu
 input); `--records A,B` on each of several, then one table of them (`trainer.cross`);
 `--tta=flip` scores each face as the mean softmax of the image and its mirror.
 
-report.json also holds `groups` (trainer.groups), `age_assurance` (trainer.assurance;
+report.json also holds `groups` (reports.groups), `age_assurance` (trainer.assurance;
 `--max_false_adult R` chooses the challenge age on the val split) and `calibration`
 (trainer.calibration: the intervals' coverage overall and per group; `--calibrate`
 fits the conformal calibration on the val split first and stores it in best.keras).
@@ -53,7 +53,8 @@ from records.schema import AGE_MEAN, AGE_STD, GROUP_ATTRIBUTES, NUM_AGES, REAL_A
 from reports import plots
 from storage.atomic import atomic_write_bytes
 from storage.run_dir import OTHER_REPORT, OWN_REPORT, RunDir, run_framing, run_records
-from trainer import assurance, calibration, cross, groups, loop, report_html
+from reports import groups, report_page
+from trainer import assurance, calibration, cross, loop
 from trainer import flags as trainer_flags
 from trainer.config import DEFAULT_THRESHOLDS, TrainConfig, check_evaluate
 
@@ -151,7 +152,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     totals, keys, true_age, expected, likely = {}, [], [], [], []
     extra = {name: [] for name in SCORE_LABELS}
     faces = FaceColumns()
-    worst = report_html.WorstFaces() if thumbnails else None
+    worst = report_page.WorstFaces() if thumbnails else None
     with verify.naming_damage([records_dir]):
         for images, labels in data:
             sums, exp_age, top, face_out = step(images, {k: v for k, v in labels.items()
@@ -198,7 +199,7 @@ def evaluate_run(model_dir: str, records_dir: str | None = None, split: str = "t
     plots.mae_by_age(true_age, expected, written[-1],
                     f"{os.path.basename(os.path.normpath(records_dir))}, {split} split")
     written.append(run.file(names["report_html"]))
-    report_html.write_report(written[-1], report, true_age, expected, worst)
+    report_page.write_report(written[-1], report, true_age, expected, worst)
     if not quiet:
         print_report(report, written)
     warning = learned_little(report)

@@ -19,7 +19,7 @@ from reports.html_page import figure_uri as _figure_uri
 from reports.html_page import page, table as _table, thumbnail_uri as _thumbnail_uri
 from reports.plots import plt
 from storage.atomic import atomic_write_bytes
-from trainer import groups as groups_lib
+from reports import groups as groups_lib
 
 SECTIONS = ("headline", "mae-by-age", "groups", "calibration", "thresholds", "age-assurance", "worst-faces")
 WORST_FACES = 12          # thumbnails shown
