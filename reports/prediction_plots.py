@@ -17,21 +17,22 @@ PICTURE_MARK = {"Software": "dex-age serving.predict"}
 
 def interval(probs: np.ndarray) -> tuple[int, int]:
     """The central INTERVAL_MASS (90%) interval of one face's age distribution, whole
-    ages inclusive, as prediction's age_low/age_high (model.uncertainty)."""
+    ages inclusive (model.uncertainty): what an uncalibrated model answers."""
     low, high = uncertainty.age_interval(np.asarray(probs, np.float32)[None])
     return int(np.asarray(low)[0]), int(np.asarray(high)[0])
 
 
-def age_distribution(probs: np.ndarray, path: str, title: str) -> str:
+def age_distribution(probs: np.ndarray, path: str, title: str, served: tuple[int, int] | None = None) -> str:
     """One face's softmax over ages 0..100 with its expectation marked and its 90%
-    interval shaded."""
-    return save_figure(distribution_figure(probs, title), path, metadata=PICTURE_MARK)
+    interval shaded: `served`, the (age_low, age_high) prediction answered (a calibrated
+    model's interval is not the distribution's central one), else the central one."""
+    return save_figure(distribution_figure(probs, title, served), path, metadata=PICTURE_MARK)
 
 
-def distribution_figure(probs: np.ndarray, title: str):
+def distribution_figure(probs: np.ndarray, title: str, served: tuple[int, int] | None = None):
     """The figure `age_distribution` writes."""
     expected = float(np.asarray(metrics.expected_age(probs[None]))[0])
-    low, high = interval(probs)
+    low, high = (int(served[0]), int(served[1])) if served is not None else interval(probs)
     fig, ax = plt.subplots(figsize=(6, 2.6))
     half = 0.5     # a bar's half width: the span covers the bars of low..high
     ax.axvspan(low - half, high + half, color="C1", alpha=0.2,

@@ -785,6 +785,11 @@ def test_the_age_distribution_shades_its_90_percent_interval():
     assert (x0, x1) == (low - 0.5, high + 0.5)        # the bars of low..high, each 1 wide
     assert f"90% interval {low}–{high}" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     plt.close(fig)
+    fig = distribution_figure(probs, "face 1", served=(24, 47))   # a calibrated model's answer is shaded
+    (span,) = fig.axes[0].patches[:1]
+    assert (span.get_x(), span.get_x() + span.get_width()) == (23.5, 47.5)
+    assert "90% interval 24–47" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)
 
 
 @pytest.mark.parametrize("detect", [False, True])
