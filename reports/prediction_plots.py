@@ -22,11 +22,23 @@ def interval(probs: np.ndarray) -> tuple[int, int]:
     return int(np.asarray(low)[0]), int(np.asarray(high)[0])
 
 
+def answered_interval(face: dict) -> tuple[int, int] | None:
+    """The (age_low, age_high) a face was answered with, None without one."""
+    if face.get("age_low") is None or face.get("age_high") is None:
+        return None
+    return int(face["age_low"]), int(face["age_high"])
+
+
 def age_distribution(probs: np.ndarray, path: str, title: str, served: tuple[int, int] | None = None) -> str:
     """One face's softmax over ages 0..100 with its expectation marked and its 90%
     interval shaded: `served`, the (age_low, age_high) prediction answered (a calibrated
     model's interval is not the distribution's central one), else the central one."""
     return save_figure(distribution_figure(probs, title, served), path, metadata=PICTURE_MARK)
+
+
+def face_distribution(face: dict, path: str, title: str) -> str:
+    """`age_distribution` of one answered face (its age_probs, its answered interval)."""
+    return age_distribution(np.asarray(face["age_probs"]), path, title, answered_interval(face))
 
 
 def distribution_figure(probs: np.ndarray, title: str, served: tuple[int, int] | None = None):

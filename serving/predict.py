@@ -320,18 +320,10 @@ def annotate(result: dict, pictures: Pictures) -> None:
         result["annotated"] = picture
     if all("age_probs" in face for face in result["faces"]):
         drawn = [pictures.draw(stem, DISTRIBUTION_SUFFIX.format(i + 1), "an age distribution",
-                               lambda path, i=i, face=face: plots.age_distribution(
-                                   np.asarray(face["age_probs"]), path, f"{os.path.basename(stem)} face {i + 1}",
-                                   served_interval(face)))
+                               lambda path, i=i, face=face: plots.face_distribution(
+                                   face, path, f"{os.path.basename(stem)} face {i + 1}"))
                  for i, face in enumerate(result["faces"])]
         result["distributions"] = [path for path in drawn if path]
-
-
-def served_interval(face: dict) -> tuple[int, int] | None:
-    """The (age_low, age_high) a face was answered with, None without one."""
-    if face.get("age_low") is None or face.get("age_high") is None:
-        return None
-    return int(face["age_low"]), int(face["age_high"])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -773,7 +773,7 @@ def test_each_face_is_labelled_with_its_age_and_90_percent_interval_in_a_font_th
 def test_the_age_distribution_shades_its_90_percent_interval():
     import matplotlib.pyplot as plt
 
-    from reports.prediction_plots import distribution_figure, interval
+    from reports.prediction_plots import answered_interval, distribution_figure, interval
 
     probs = np.zeros(101, np.float32)
     probs[30:41] = 1 / 11                     # ages 30..40 equally likely
@@ -785,6 +785,7 @@ def test_the_age_distribution_shades_its_90_percent_interval():
     assert (x0, x1) == (low - 0.5, high + 0.5)        # the bars of low..high, each 1 wide
     assert f"90% interval {low}–{high}" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     plt.close(fig)
+    assert answered_interval({"age_low": 24, "age_high": 47}) == (24, 47) and answered_interval({}) is None
     fig = distribution_figure(probs, "face 1", served=(24, 47))   # a calibrated model's answer is shaded
     (span,) = fig.axes[0].patches[:1]
     assert (span.get_x(), span.get_x() + span.get_width()) == (23.5, 47.5)
